@@ -1,0 +1,252 @@
+//! Types shared by the XDP program and the agent: map keys and values,
+//! map sizes, state and counter indexes.
+//!
+//! Rules (see shared/conventions.md): `#[repr(C)]`, `Copy`, integers and byte
+//! arrays only, explicit `_pad`, a size assertion per type. Byte order is in
+//! the field name: `_be` is network order, everything else is host order.
+//! Addresses are 16 bytes so IPv6 can follow without a layout change; an IPv4
+//! address is stored IPv4-mapped (`::ffff:a.b.c.d`), see [`v4_mapped`].
+#![no_std]
+
+use core::mem::size_of;
+
+/// Virtual servers (VIP:port:protocol). A CSM holds a few hundred.
+pub const MAX_VIPS: u32 = 512;
+/// Serverfarms; ids are dense array indexes.
+pub const MAX_FARMS: u32 = 512;
+/// Real servers over all farms (Katran's limit is 4096 too).
+pub const MAX_REALS: u32 = 4096;
+/// Slots in one farm's round-robin schedule. Weighted round-robin expands
+/// weights into this many slots (reduced by their gcd, scaled down if needed).
+pub const SCHED_SLOTS: u32 = 256;
+/// Default flow-table size: entries, two per flow (one per direction).
+pub const FLOW_TABLE_DEFAULT: u32 = 1 << 20;
+/// Interfaces the program may redirect to.
+pub const MAX_IFACES: u32 = 64;
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// `Real::state`. 0 marks a free slot.
+pub const REAL_FREE: u32 = 0;
+pub const REAL_UP: u32 = 1;
+pub const REAL_DOWN: u32 = 2;
+pub const REAL_DRAIN: u32 = 3;
+pub const REAL_DISABLED: u32 = 4;
+
+/// `Farm::algorithm`.
+pub const ALG_ROUND_ROBIN: u32 = 0;
+pub const ALG_WEIGHTED_ROUND_ROBIN: u32 = 1;
+
+/// `Farm::failaction`.
+pub const FAIL_NONE: u32 = 0;
+pub const FAIL_PURGE: u32 = 1;
+pub const FAIL_REASSIGN: u32 = 2;
+
+/// `Flow::dir`: which way the keyed packets travel.
+pub const DIR_FORWARD: u8 = 0; // client -> VIP, rewritten to the real
+pub const DIR_REVERSE: u8 = 1; // real -> client, rewritten to the VIP
+
+/// `Flow::state`. Each direction's entry records what it saw; the agent
+/// merges the two (the later state wins) for display and timeouts.
+pub const ST_SYN: u8 = 1;
+pub const ST_ESTABLISHED: u8 = 2;
+pub const ST_FIN: u8 = 3;
+pub const ST_CLOSED: u8 = 4;
+pub const ST_UDP: u8 = 5;
+
+/// Key of `VIPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipKey {
+    pub addr: [u8; 16],
+    pub port_be: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<VipKey>() == 20);
+
+/// Value of `VIPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipInfo {
+    pub vip_id: u32,
+    pub farm_id: u32,
+    pub flags: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<VipInfo>() == 16);
+
+/// Value of `REALS`, indexed by real id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Real {
+    pub addr: [u8; 16],
+    pub port_be: u16,
+    pub _pad: u16,
+    pub weight: u32,
+    pub state: u32,
+    pub farm_id: u32,
+    pub flags: u32,
+    pub _pad2: u32,
+}
+const _: () = assert!(size_of::<Real>() == 40);
+
+/// Value of `FARMS`, indexed by farm id. The members to pick from are in
+/// `SCHED[farm_id * SCHED_SLOTS .. + sched_len]`, built by the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Farm {
+    pub algorithm: u32,
+    pub failaction: u32,
+    pub sched_len: u32,
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<Farm>() == 16);
+
+/// Key of `FLOWS`: the packet's own 5-tuple as it arrives. A flow has two
+/// entries: (client, VIP) forward and (real, client) reverse.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port_be: u16,
+    pub dst_port_be: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<FlowKey>() == 40);
+
+/// Value of `FLOWS`, one per direction. Each direction's entry is written only
+/// by packets of that direction, so the fast path does one lookup and no
+/// cross-entry writes; the agent joins the pair.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Flow {
+    /// Forward: the real's address. Reverse: the VIP's address.
+    pub nat_addr: [u8; 16],
+    /// Forward: the real's port. Reverse: the VIP's port.
+    pub nat_port_be: u16,
+    pub dir: u8,
+    pub state: u8,
+    pub real_id: u32,
+    pub vip_id: u32,
+    pub flags: u32,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at creation and at the last packet.
+    pub created_ns: u64,
+    pub last_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    /// TCP: the next sequence number this direction's sender will use
+    /// (seq + payload + SYN/FIN). Reverse entries hold the server-to-client
+    /// number a valid RST to the client needs.
+    pub seq_next: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Flow>() == 72);
+
+/// Per-VIP and per-real counters (per-CPU arrays, summed by the agent).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// Client to server (forward) packets and bytes.
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    /// Server to client (reverse).
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub new_flows: u64,
+    pub _pad: u64,
+}
+const _: () = assert!(size_of::<Counters>() == 48);
+
+/// Indexes of `STATS`: one per verdict and per stated rule. Every packet
+/// increments exactly one reason; a packet that creates a flow also `NEW_FLOW`.
+pub mod reason {
+    /// Not IPv4 (ARP, IPv6 until it lands, ...): passed unchanged.
+    pub const PASS_NOT_IPV4: u32 = 0;
+    /// IPv4 not addressed to a VIP and not a known reply: passed unchanged.
+    pub const PASS_NOT_OURS: u32 = 1;
+    /// Client packet of a flow, rewritten and forwarded.
+    pub const FORWARD: u32 = 2;
+    /// Real's reply, rewritten and forwarded.
+    pub const REVERSE: u32 = 3;
+    /// Truncated Ethernet/802.1Q header, or more than one VLAN tag: passed
+    /// (the kernel validates and drops what it must).
+    pub const PASS_BAD_L2: u32 = 4;
+    /// Truncated or malformed IPv4 header (version, IHL, total length): passed
+    /// for the kernel to drop.
+    pub const PASS_BAD_IPV4: u32 = 5;
+    /// To a VIP with a truncated or malformed TCP/UDP header: dropped.
+    pub const DROP_BAD_L4: u32 = 6;
+    /// To a VIP with IPv4 options: dropped (Katran's rule too).
+    pub const DROP_IP_OPTIONS: u32 = 7;
+    /// To a VIP, a fragment: dropped (a fragment has no ports to balance by).
+    pub const DROP_FRAGMENT: u32 = 8;
+    /// To a VIP, or a reply, with TTL <= 1: passed so the kernel sends
+    /// ICMP time exceeded.
+    pub const PASS_TTL: u32 = 9;
+    /// To a VIP address on a port/protocol that is not configured: dropped.
+    pub const DROP_NO_VIP_PORT: u32 = 10;
+    /// ICMP echo request to a VIP address: answered with an echo reply (XDP_TX).
+    pub const ICMP_ECHO_REPLY: u32 = 11;
+    /// Any other ICMP to a VIP address: dropped.
+    pub const DROP_ICMP_VIP: u32 = 12;
+    /// TCP RST to a VIP with no flow: dropped (a RST never creates a flow).
+    pub const DROP_RST_NO_FLOW: u32 = 13;
+    /// New flow but the farm has no real to take it: dropped.
+    pub const DROP_NO_REAL: u32 = 14;
+    /// New flow but the flow table refused the entry: dropped.
+    pub const DROP_TABLE_FULL: u32 = 15;
+    /// Rewritten, but the route has no resolved neighbour, leaves by an
+    /// interface lb does not own, or the frame came 802.1Q-tagged: handed to
+    /// the kernel to forward.
+    pub const PASS_FIB: u32 = 16;
+    /// New flows created (counted in addition to FORWARD).
+    pub const NEW_FLOW: u32 = 17;
+    pub const COUNT: u32 = 18;
+
+    /// Names for logs, metrics and `lb stats`, indexed by reason.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "pass_not_ipv4",
+        "pass_not_ours",
+        "forward",
+        "reverse",
+        "pass_bad_l2",
+        "pass_bad_ipv4",
+        "drop_bad_l4",
+        "drop_ip_options",
+        "drop_fragment",
+        "pass_ttl",
+        "drop_no_vip_port",
+        "icmp_echo_reply",
+        "drop_icmp_vip",
+        "drop_rst_no_flow",
+        "drop_no_real",
+        "drop_table_full",
+        "pass_fib",
+        "new_flow",
+    ];
+}
+
+/// The 16-byte form of an IPv4 address (`::ffff:a.b.c.d`).
+pub const fn v4_mapped(v4: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are repr(C), made only of integers and byte arrays,
+    // with explicit padding, so every bit pattern is valid.
+    unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for VipInfo {}
+    unsafe impl aya::Pod for Real {}
+    unsafe impl aya::Pod for Farm {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for Counters {}
+}

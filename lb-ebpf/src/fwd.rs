@@ -1,0 +1,62 @@
+//! Forwarding after the rewrite: the kernel's FIB picks the next hop, the
+//! frame leaves by XDP_TX (same interface) or XDP_REDIRECT (devmap). When the
+//! FIB has no resolved neighbour, or the route leaves by an interface lb does
+//! not own, the rewritten packet goes to the kernel, which forwards it (and
+//! resolves ARP) itself. So does a frame that arrived 802.1Q-tagged: its
+//! way out is a VLAN device the kernel knows and the FIB does not tell us.
+use aya_ebpf::{
+    bindings::{bpf_fib_lookup as FibParams, xdp_action},
+    helpers::generated::bpf_fib_lookup,
+    programs::XdpContext,
+};
+use core::mem::{size_of, zeroed};
+use lb_common::reason;
+use network_types::eth::EthHdr;
+
+use crate::{csum, maps::TX_PORTS, parse::L3};
+
+const AF_INET: u8 = 2;
+const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
+
+/// Returns the XDP action, or `Err(reason)` to hand the packet to the kernel.
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, l3: &L3) -> Result<u32, u32> {
+    if l3.off != EthHdr::LEN {
+        return Err(reason::PASS_FIB);
+    }
+    let ingress = ctx.ingress_ifindex() as u32;
+    // SAFETY: the IPv4 header was bounds checked by the parser.
+    let ip = unsafe { &mut *l3.ip };
+    // SAFETY: all-zero is a valid bpf_fib_lookup.
+    let mut p: FibParams = unsafe { zeroed() };
+    p.family = AF_INET;
+    p.l4_protocol = ip.proto;
+    // The helper wants the length in host order (it checks the MTU with it).
+    p.__bindgen_anon_1.tot_len = u16::from_be_bytes(ip.tot_len);
+    p.__bindgen_anon_2.tos = ip.tos;
+    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src_addr);
+    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(ip.dst_addr);
+    p.ifindex = ingress;
+    // SAFETY: p is a valid, writable bpf_fib_lookup of the size passed.
+    let rc = unsafe {
+        bpf_fib_lookup(ctx.ctx as *mut _, &mut p, size_of::<FibParams>() as i32, 0)
+    };
+    let out = p.ifindex;
+    if rc != BPF_FIB_LKUP_RET_SUCCESS || (out != ingress && TX_PORTS.get_ifindex(out).is_none()) {
+        return Err(reason::PASS_FIB);
+    }
+    // We route, so we decrement the TTL (callers refused TTL <= 1).
+    let old = [ip.ttl, ip.proto];
+    ip.ttl -= 1;
+    ip.check = csum::replace2(ip.check, old, [ip.ttl, ip.proto]);
+    // SAFETY: the Ethernet header was bounds checked by the parser.
+    unsafe {
+        (*l3.eth).dst_addr = p.dmac;
+        (*l3.eth).src_addr = p.smac;
+    }
+    if out == ingress {
+        return Ok(xdp_action::XDP_TX);
+    }
+    // The entry was just seen; should it vanish meanwhile, the kernel forwards.
+    Ok(TX_PORTS.redirect(out, xdp_action::XDP_PASS as u64).unwrap_or(xdp_action::XDP_PASS))
+}

@@ -1,0 +1,63 @@
+//! Every map the program uses. All are pinned by name under `bpf.pin_dir` so
+//! the CLI can read them while the agent is down (and a restarted agent can
+//! adopt them). Sizes are the `lb-common` constants; the agent resizes
+//! `FLOWS` at load time from `bpf.flow_table_size`.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    Counters, FLOW_TABLE_DEFAULT, Farm, Flow, FlowKey, MAX_FARMS, MAX_IFACES, MAX_REALS,
+    MAX_VIPS, Real, SCHED_SLOTS, VipInfo, VipKey, reason,
+};
+
+/// Virtual servers by (address, port, protocol).
+#[map]
+pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::pinned(MAX_VIPS, 0);
+
+/// Every address that carries at least one VIP (value: number of VIPs on it).
+/// Lets the program tell "a VIP address on a port we don't serve" (dropped)
+/// from "not ours" (passed) with one lookup.
+#[map]
+pub static VIP_ADDRS: HashMap<[u8; 16], u32> = HashMap::pinned(MAX_VIPS, 0);
+
+/// Real servers by id: address, port, weight, state.
+#[map]
+pub static REALS: Array<Real> = Array::pinned(MAX_REALS, 0);
+
+/// Serverfarms by id: algorithm, fail action, schedule length.
+#[map]
+pub static FARMS: Array<Farm> = Array::pinned(MAX_FARMS, 0);
+
+/// Per-farm schedules of real ids, `SCHED_SLOTS` slots per farm, built by the
+/// agent from the farm's live members and weights.
+#[map]
+pub static SCHED: Array<u32> = Array::pinned(MAX_FARMS * SCHED_SLOTS, 0);
+
+/// Per-CPU round-robin cursors, one per farm. Per-CPU so the new-flow path
+/// takes no lock and bounces no cache line; each CPU walks the whole schedule.
+#[map]
+pub static RR_CURSOR: PerCpuArray<u32> = PerCpuArray::pinned(MAX_FARMS, 0);
+
+/// The flow table: two entries per flow, one per direction, keyed by the
+/// packet's own 5-tuple. LRU so a full table evicts the idlest flows instead
+/// of refusing new ones.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::pinned(FLOW_TABLE_DEFAULT, 0);
+
+/// One counter per verdict and stated rule (`lb_common::reason`).
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(reason::COUNT, 0);
+
+/// Per-VIP packet/byte/new-flow counters, by vip id.
+#[map]
+pub static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_VIPS, 0);
+
+/// Per-real packet/byte/new-flow counters, by real id.
+#[map]
+pub static REAL_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_REALS, 0);
+
+/// Interfaces XDP_REDIRECT may send to, keyed by ifindex (the agent inserts
+/// the configured interfaces).
+#[map]
+pub static TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_IFACES, 0);

@@ -1,0 +1,174 @@
+//! Header parsing. One bounds-check helper (`ptr_at`), one check per header.
+use aya_ebpf::programs::XdpContext;
+use core::mem::size_of;
+use lb_common::{PROTO_TCP, PROTO_UDP, reason};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
+
+const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+const ETH_P_8021Q: [u8; 2] = [0x81, 0x00];
+const ETH_P_8021AD: [u8; 2] = [0x88, 0xa8];
+pub const PROTO_ICMP: u8 = 1;
+
+/// A pointer to a `T` at `offset` into the packet, if the packet holds it.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return Err(());
+    }
+    Ok((start + offset) as *mut T)
+}
+
+/// The IPv4 header of a frame and where it starts. At most one 802.1Q/802.1ad
+/// tag is understood; the tag stays in place and goes out with the frame.
+pub struct L3 {
+    pub eth: *mut EthHdr,
+    pub off: usize,
+    pub ip: *mut Ipv4Hdr,
+}
+
+#[inline(always)]
+pub fn l3(ctx: &XdpContext) -> Result<L3, u32> {
+    let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| reason::PASS_BAD_L2)?;
+    // SAFETY: bounds checked by ptr_at.
+    let mut ether_type = unsafe { (*eth).ether_type }.to_ne_bytes();
+    let mut off = EthHdr::LEN;
+    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        let vlan: *mut VlanHdr = ptr_at(ctx, off).map_err(|_| reason::PASS_BAD_L2)?;
+        // SAFETY: bounds checked by ptr_at.
+        ether_type = unsafe { (*vlan).ether_type }.to_ne_bytes();
+        off += VlanHdr::LEN;
+        if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+            return Err(reason::PASS_BAD_L2);
+        }
+    }
+    if ether_type != ETH_P_IP {
+        return Err(reason::PASS_NOT_IPV4);
+    }
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, off).map_err(|_| reason::PASS_BAD_IPV4)?;
+    // SAFETY: bounds checked by ptr_at.
+    let hdr = unsafe { &*ip };
+    let ihl = (hdr.vihl & 0x0f) as usize * 4;
+    let tot_len = u16::from_be_bytes(hdr.tot_len) as usize;
+    // Ethernet may pad short frames, so the frame may be longer than tot_len,
+    // never shorter.
+    if hdr.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || tot_len < ihl || ctx.data() + off + tot_len > ctx.data_end() {
+        return Err(reason::PASS_BAD_IPV4);
+    }
+    Ok(L3 { eth, off, ip })
+}
+
+/// The parts of a TCP or UDP packet the balancer reads and rewrites.
+pub struct L4 {
+    pub proto: u8,
+    pub tcp: *mut TcpHdr,
+    pub udp: *mut UdpHdr,
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    /// IPv4 total length, for byte counters.
+    pub ip_len: u16,
+    /// TCP only: payload length (for sequence tracking).
+    pub payload_len: u32,
+}
+
+impl L4 {
+    #[inline(always)]
+    pub fn check(&self) -> [u8; 2] {
+        // SAFETY: the pointer matching `proto` was bounds checked in `l4`.
+        unsafe {
+            if self.proto == PROTO_TCP {
+                (*self.tcp).check
+            } else {
+                (*self.udp).check
+            }
+        }
+    }
+
+    #[inline(always)]
+    pub fn set_check(&self, check: [u8; 2]) {
+        // SAFETY: as in `check`.
+        unsafe {
+            if self.proto == PROTO_TCP {
+                (*self.tcp).check = check;
+            } else {
+                (*self.udp).check = check;
+            }
+        }
+    }
+}
+
+/// The TCP/UDP header after an option-less IPv4 header. Callers have already
+/// refused IPv4 options and fragments.
+#[inline(always)]
+pub fn l4(ctx: &XdpContext, l3: &L3) -> Result<L4, ()> {
+    // SAFETY: bounds checked by `l3`.
+    let ip = unsafe { &*l3.ip };
+    let ip_len = u16::from_be_bytes(ip.tot_len);
+    let l4_len = ip_len as u32 - Ipv4Hdr::LEN as u32;
+    let off = l3.off + Ipv4Hdr::LEN;
+    match ip.proto {
+        PROTO_TCP => {
+            let tcp: *mut TcpHdr = ptr_at(ctx, off)?;
+            // SAFETY: bounds checked by ptr_at.
+            let t = unsafe { &*tcp };
+            let doff = t.doff() as u32 * 4;
+            if doff < TcpHdr::LEN as u32 || doff > l4_len {
+                return Err(());
+            }
+            Ok(L4 {
+                proto: PROTO_TCP,
+                tcp,
+                udp: core::ptr::null_mut(),
+                sport: t.source,
+                dport: t.dest,
+                ip_len,
+                payload_len: l4_len - doff,
+            })
+        }
+        PROTO_UDP => {
+            let udp: *mut UdpHdr = ptr_at(ctx, off)?;
+            // SAFETY: bounds checked by ptr_at.
+            let u = unsafe { &*udp };
+            let len = u16::from_be_bytes(u.len) as u32;
+            if len < UdpHdr::LEN as u32 || len > l4_len {
+                return Err(());
+            }
+            Ok(L4 {
+                proto: PROTO_UDP,
+                tcp: core::ptr::null_mut(),
+                udp,
+                sport: u.src,
+                dport: u.dst,
+                ip_len,
+                payload_len: 0,
+            })
+        }
+        _ => Err(()),
+    }
+}
+
+/// TCP flags the state machine looks at.
+#[derive(Clone, Copy)]
+pub struct TcpFlags {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+}
+
+#[inline(always)]
+pub fn tcp_flags(l4: &L4) -> TcpFlags {
+    if l4.proto != PROTO_TCP {
+        return TcpFlags { syn: false, ack: false, fin: false, rst: false };
+    }
+    // SAFETY: TCP header bounds checked in `l4`.
+    let t = unsafe { &*l4.tcp };
+    TcpFlags { syn: t.syn() != 0, ack: t.ack() != 0, fin: t.fin() != 0, rst: t.rst() != 0 }
+}
+
+/// True for any fragment: More Fragments set or a non-zero offset.
+#[inline(always)]
+pub fn is_fragment(ip: &Ipv4Hdr) -> bool {
+    (ip.frags[0] & 0x3f) != 0 || ip.frags[1] != 0
+}

@@ -1,0 +1,99 @@
+//! The agent's API on a Unix socket (mode 0600): one JSON request per line,
+//! one JSON response per line. The agent's main loop answers; this module
+//! only carries messages.
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::{fs::PermissionsExt, net::UnixStream},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader as TokioBufReader},
+    net::UnixListener,
+    sync::{mpsc, oneshot},
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Reload,
+    Status,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl Response {
+    pub fn ok(data: serde_json::Value) -> Self {
+        Self { ok: true, error: None, data: Some(data) }
+    }
+    pub fn err(e: impl std::fmt::Display) -> Self {
+        Self { ok: false, error: Some(e.to_string()), data: None }
+    }
+}
+
+pub type Call = (Request, oneshot::Sender<Response>);
+
+/// Binds the socket (replacing a stale one) and forwards requests to `tx`.
+pub fn serve(path: &Path, tx: mpsc::Sender<Call>) -> Result<tokio::task::JoinHandle<()>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            bail!("another lb agent answers on {}; stop it or use another api.socket", path.display());
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (rd, mut wr) = stream.into_split();
+                let mut line = String::new();
+                if TokioBufReader::new(rd).read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let resp = match serde_json::from_str::<Request>(line.trim()) {
+                    Ok(req) => {
+                        let (otx, orx) = oneshot::channel();
+                        if tx.send((req, otx)).await.is_err() {
+                            Response::err("agent is shutting down")
+                        } else {
+                            orx.await.unwrap_or_else(|_| Response::err("agent dropped the request"))
+                        }
+                    }
+                    Err(e) => Response::err(format!("bad request: {e}")),
+                };
+                let mut out = serde_json::to_string(&resp).unwrap_or_default();
+                out.push('\n');
+                let _ = wr.write_all(out.as_bytes()).await;
+            });
+        }
+    }))
+}
+
+/// The CLI side: one request, one response.
+pub fn call(socket: &PathBuf, req: &Request, timeout: Duration) -> Result<Response> {
+    let mut s = UnixStream::connect(socket)
+        .with_context(|| format!("connecting to the agent at {} (is `lb run` running?)", socket.display()))?;
+    s.set_read_timeout(Some(timeout))?;
+    let mut line = serde_json::to_string(req)?;
+    line.push('\n');
+    s.write_all(line.as_bytes())?;
+    let mut resp = String::new();
+    BufReader::new(s).read_line(&mut resp)?;
+    Ok(serde_json::from_str(resp.trim()).context("bad response from the agent")?)
+}

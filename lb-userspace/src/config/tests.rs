@@ -1,0 +1,954 @@
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+/// design.md's example, verbatim (line numbers below refer to it).
+const EXAMPLE: &str = r#"interfaces: [eth0, eth1]        # XDP attaches here
+xdp_mode: auto                  # auto | native | generic
+probes:
+  web-http:
+    type: http                  # tcp | http (more may follow)
+    path: /healthz
+    expect: 200-399
+    interval: 2s
+    fast_interval: 500ms        # while a real is changing state
+    down_interval: 5s           # while a real is down
+    timeout: 1s
+    rise: 2
+    fall: 3
+serverfarms:
+  web:
+    algorithm: round-robin      # round-robin | weighted-round-robin | least-conn | source-hash | maglev
+    failaction: purge           # none | purge | reassign
+    probes: [web-http]
+    observe: { errors: 3 }      # passive health from the datapath (RST / unanswered SYN)
+    slow_start: 30s
+    reals:
+      - { address: 10.0.2.11, port: 8080, weight: 10 }
+      - { address: 10.0.2.12, port: 8080, weight: 10, max_conns: 5000 }
+      - { address: 10.0.2.20, port: 8080, backup: true }
+vips:
+  www:
+    address: 192.0.2.10
+    port: 80
+    protocol: tcp               # tcp | udp
+    serverfarm: web
+    sticky: { mode: source-ip, timeout: 10m }
+    timeouts: { syn: 10s, established: 1h, fin: 30s, udp: 60s }
+ha:                             # optional: stateful failover pair
+  node_id: 1
+  priority: 200
+  listen: 10.0.9.1:7400
+  peer: 10.0.9.2:7400
+  key_file: /etc/lb/ha.key      # shared secret; every sync message is authenticated
+  heartbeat: 100ms
+  floating_ips:
+    - { address: 192.0.2.10/24, interface: eth0 }
+    - { address: 10.0.2.1/24, interface: eth1 }
+api: { socket: /run/lb/lb.sock }
+metrics: { listen: 127.0.0.1:9100 }
+bpf: { pin_dir: /sys/fs/bpf/lb, flow_table_size: 1048576 }
+"#;
+
+fn parse_ok(src: &str) -> Config {
+    Config::parse(src, "lb.yaml").unwrap_or_else(|e| panic!("config should parse:\n{e}"))
+}
+
+fn parse_err(src: &str) -> Vec<ConfigIssue> {
+    match Config::parse(src, "lb.yaml") {
+        Ok(c) => panic!("config should be refused, got {c:#?}"),
+        Err(e) => e.errors,
+    }
+}
+
+/// The example with `from` replaced (once) by `to`; panics if `from` is absent.
+fn example_with(from: &str, to: &str) -> String {
+    assert!(EXAMPLE.contains(from), "`{from}` is not in the example");
+    EXAMPLE.replacen(from, to, 1)
+}
+
+/// (line, column, path) of each issue, for exact comparisons.
+fn locs(issues: &[ConfigIssue]) -> Vec<(Option<usize>, Option<usize>, &str)> {
+    issues
+        .iter()
+        .map(|i| (i.line, i.column, i.path.as_str()))
+        .collect()
+}
+
+/// Asserts exactly one issue, at `line:column` and `path`, whose message
+/// contains `needle`.
+fn assert_one(issues: &[ConfigIssue], line: usize, column: usize, path: &str, needle: &str) {
+    assert_eq!(issues.len(), 1, "expected one issue, got {issues:#?}");
+    let issue = &issues[0];
+    assert_eq!(
+        (issue.line, issue.column, issue.path.as_str()),
+        (Some(line), Some(column), path),
+        "{issue}"
+    );
+    assert!(issue.message.contains(needle), "`{needle}` not in: {issue}");
+}
+
+const MINIMAL: &str = "interfaces: [eth0]\n";
+
+#[test]
+fn design_example_parses_with_its_values() {
+    let c = parse_ok(EXAMPLE);
+    assert_eq!(c.interfaces, ["eth0", "eth1"]);
+    assert_eq!(c.xdp_mode, XdpMode::Auto);
+
+    let p = &c.probes["web-http"];
+    assert_eq!(p.kind, ProbeKind::Http);
+    assert_eq!(p.path, "/healthz");
+    assert_eq!(p.expect, Expect { lo: 200, hi: 399 });
+    assert_eq!(p.interval, Duration::from_secs(2));
+    assert_eq!(p.fast_interval, Some(Duration::from_millis(500)));
+    assert_eq!(p.down_interval, Some(Duration::from_secs(5)));
+    assert_eq!(p.timeout, Duration::from_secs(1));
+    assert_eq!((p.rise, p.fall), (2, 3));
+    assert_eq!((p.port, &p.host, &p.body), (None, &None, &None));
+    assert_eq!(p.method, "GET");
+
+    let f = &c.serverfarms["web"];
+    assert_eq!(f.algorithm, Algorithm::RoundRobin);
+    assert_eq!(f.failaction, FailAction::Purge);
+    assert_eq!(f.probes, ["web-http"]);
+    assert_eq!(
+        f.observe,
+        Some(Observe {
+            errors: 3,
+            hold: None
+        })
+    );
+    assert_eq!(f.slow_start, Some(Duration::from_secs(30)));
+    let real = |last: u8, weight, max_conns, backup| RealCfg {
+        address: IpAddr::V4(Ipv4Addr::new(10, 0, 2, last)),
+        port: Some(8080),
+        weight,
+        max_conns,
+        backup,
+        state: AdminState::Up,
+    };
+    assert_eq!(
+        f.reals,
+        [
+            real(11, 10, None, false),
+            real(12, 10, Some(5000), false),
+            real(20, 1, None, true),
+        ]
+    );
+
+    let v = &c.vips["www"];
+    assert_eq!(v.address, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)));
+    assert_eq!(v.port, 80);
+    assert_eq!(v.protocol, Protocol::Tcp);
+    assert_eq!(v.serverfarm, "web");
+    assert_eq!(
+        v.sticky,
+        Some(Sticky {
+            mode: StickyMode::SourceIp,
+            timeout: Duration::from_secs(600)
+        })
+    );
+    assert_eq!(
+        v.timeouts,
+        Timeouts::default(),
+        "the example spells out the defaults"
+    );
+
+    let ha = c.ha.as_ref().expect("ha section");
+    assert_eq!((ha.node_id, ha.priority), (1, 200));
+    assert_eq!(ha.listen, "10.0.9.1:7400".parse::<SocketAddr>().unwrap());
+    assert_eq!(ha.peer, "10.0.9.2:7400".parse::<SocketAddr>().unwrap());
+    assert_eq!(ha.key_file, Path::new("/etc/lb/ha.key"));
+    assert_eq!(ha.heartbeat, Duration::from_millis(100));
+    assert_eq!(ha.dead_interval, None);
+    assert!(!ha.preempt);
+    assert_eq!(
+        ha.floating_ips,
+        [
+            FloatingIp {
+                address: Ipv4Cidr {
+                    addr: Ipv4Addr::new(192, 0, 2, 10),
+                    prefix_len: 24
+                },
+                interface: "eth0".into()
+            },
+            FloatingIp {
+                address: Ipv4Cidr {
+                    addr: Ipv4Addr::new(10, 0, 2, 1),
+                    prefix_len: 24
+                },
+                interface: "eth1".into()
+            },
+        ]
+    );
+
+    assert_eq!(c.api.socket, Path::new("/run/lb/lb.sock"));
+    assert_eq!(
+        c.metrics.listen,
+        "127.0.0.1:9100".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(c.bpf.pin_dir, Path::new("/sys/fs/bpf/lb"));
+    assert_eq!(c.bpf.flow_table_size, 1_048_576);
+}
+
+#[test]
+fn defaults_fill_everything_left_out() {
+    let c = parse_ok(MINIMAL);
+    assert_eq!(c.xdp_mode, XdpMode::Auto);
+    assert!(c.probes.is_empty() && c.serverfarms.is_empty() && c.vips.is_empty());
+    assert_eq!(c.ha, None);
+    assert_eq!(c.api.socket, PathBuf::from("/run/lb/lb.sock"));
+    assert_eq!(c.metrics.listen, SocketAddr::from(([127, 0, 0, 1], 9100)));
+    assert_eq!(c.bpf.pin_dir, PathBuf::from("/sys/fs/bpf/lb"));
+    assert_eq!(c.bpf.flow_table_size, lb_common::FLOW_TABLE_DEFAULT);
+
+    let c = parse_ok(
+        "interfaces: [eth0]
+probes:
+  p: { type: http }
+serverfarms:
+  f:
+    reals: [{ address: 10.0.0.1 }]
+vips:
+  v: { address: 192.0.2.1, port: 53, protocol: udp, serverfarm: f, timeouts: { udp: 5s } }
+ha: { node_id: 2, listen: 10.0.9.2:7400, peer: 10.0.9.1:7400, key_file: /k }
+",
+    );
+    let p = &c.probes["p"];
+    assert_eq!(
+        (p.path.as_str(), p.expect, p.method.as_str()),
+        ("/", Expect { lo: 200, hi: 399 }, "GET")
+    );
+    assert_eq!(
+        (p.interval, p.timeout),
+        (Duration::from_secs(2), Duration::from_secs(1))
+    );
+    assert_eq!(
+        (p.fast_interval, p.down_interval, p.rise, p.fall),
+        (None, None, 2, 3)
+    );
+    let f = &c.serverfarms["f"];
+    assert_eq!(
+        (f.algorithm, f.failaction),
+        (Algorithm::RoundRobin, FailAction::None)
+    );
+    assert_eq!(
+        (&f.probes, &f.observe, f.slow_start),
+        (&vec![], &None, None)
+    );
+    let r = &f.reals[0];
+    assert_eq!(
+        (r.port, r.weight, r.max_conns, r.backup, r.state),
+        (None, 1, None, false, AdminState::Up)
+    );
+    let v = &c.vips["v"];
+    assert_eq!((v.protocol, &v.sticky), (Protocol::Udp, &None));
+    assert_eq!(
+        v.timeouts,
+        Timeouts {
+            syn: Duration::from_secs(10),
+            established: Duration::from_secs(3600),
+            fin: Duration::from_secs(30),
+            udp: Duration::from_secs(5),
+            closed: Duration::from_secs(10),
+        }
+    );
+    let ha = c.ha.unwrap();
+    assert_eq!(
+        (ha.priority, ha.heartbeat, ha.dead_interval, ha.preempt),
+        (100, Duration::from_millis(100), None, false)
+    );
+    assert!(ha.floating_ips.is_empty());
+}
+
+#[test]
+fn enum_spellings() {
+    for (yaml, want) in [
+        ("round-robin", Algorithm::RoundRobin),
+        ("weighted-round-robin", Algorithm::WeightedRoundRobin),
+        ("least-conn", Algorithm::LeastConn),
+        ("source-hash", Algorithm::SourceHash),
+        ("maglev", Algorithm::Maglev),
+    ] {
+        let c = parse_ok(&format!(
+            "interfaces: [eth0]\nserverfarms: {{ f: {{ algorithm: {yaml} }} }}\n"
+        ));
+        assert_eq!(c.serverfarms["f"].algorithm, want);
+    }
+    for (yaml, want) in [
+        ("auto", XdpMode::Auto),
+        ("native", XdpMode::Native),
+        ("generic", XdpMode::Generic),
+    ] {
+        assert_eq!(
+            parse_ok(&format!("interfaces: [eth0]\nxdp_mode: {yaml}\n")).xdp_mode,
+            want
+        );
+    }
+    let c = parse_ok(
+        "interfaces: [eth0]
+serverfarms:
+  f:
+    failaction: reassign
+    reals: [{ address: 10.0.0.1, state: drain }, { address: 10.0.0.2, state: disabled }]
+",
+    );
+    let f = &c.serverfarms["f"];
+    assert_eq!(f.failaction, FailAction::Reassign);
+    assert_eq!(
+        (f.reals[0].state, f.reals[1].state),
+        (AdminState::Drain, AdminState::Disabled)
+    );
+
+    let issues = parse_err("interfaces: [eth0]\nxdp_mode: fast\n");
+    assert_one(
+        &issues,
+        2,
+        11,
+        "xdp_mode",
+        "unknown variant `fast`, expected one of `auto`, `native`, `generic`",
+    );
+}
+
+#[test]
+fn duration_table() {
+    let ms = Duration::from_millis;
+    for (text, want) in [
+        ("500ms", ms(500)),
+        ("2s", ms(2_000)),
+        ("10m", ms(600_000)),
+        ("1h", ms(3_600_000)),
+        ("1h30m", ms(5_400_000)),
+        ("1m30s500ms", ms(90_500)),
+        ("1d", ms(86_400_000)),
+        ("0s", ms(0)),
+    ] {
+        assert_eq!(parse_duration(text), Ok(want), "{text}");
+        assert_eq!(format_duration(want), text, "{text} round trip");
+    }
+    assert_eq!(format_duration(ms(90_000)), "1m30s");
+    for (text, needle) in [
+        ("2", "`2` has no unit; write a unit, e.g. 2s"),
+        ("", "empty duration"),
+        ("s", "not a duration"),
+        ("10x", "unknown unit `x` in `10x`; use ms, s, m, h or d"),
+        ("1h30", "ends without a unit"),
+        ("30m1h", "larger units first"),
+        ("1s1s", "larger units first"),
+        (
+            "1.5s",
+            "has a fraction; use a smaller unit instead, e.g. 1500ms",
+        ),
+        ("1 s", "without spaces"),
+        ("-1s", "not a duration"),
+        ("99999999999999999999s", "too long"),
+    ] {
+        let err = parse_duration(text).expect_err(text);
+        assert!(err.contains(needle), "{text:?}: `{needle}` not in `{err}`");
+    }
+}
+
+#[test]
+fn bare_number_duration_is_refused_with_its_location() {
+    // Line 8 is `    interval: 2s`.
+    let issues = parse_err(&example_with("interval: 2s", "interval: 2"));
+    assert_one(
+        &issues,
+        8,
+        15,
+        "probes.web-http.interval",
+        "`2` has no unit; write a unit, e.g. 2s",
+    );
+}
+
+#[test]
+fn unknown_key_reports_its_line_and_column() {
+    // Line 20 is `    slow_start: 30s`.
+    let issues = parse_err(&example_with("slow_start", "slow_strat"));
+    assert_one(
+        &issues,
+        20,
+        5,
+        "serverfarms.web",
+        "unknown field `slow_strat`, expected one of `algorithm`,",
+    );
+    // In a flow mapping, line 22: `      - { address: 10.0.2.11, port: 8080, weight: 10 }`.
+    let issues = parse_err(&example_with("weight: 10 }", "wieght: 10 }"));
+    assert_one(
+        &issues,
+        22,
+        43,
+        "serverfarms.web.reals[0]",
+        "unknown field `wieght`",
+    );
+    // At the top level.
+    let issues = parse_err("interfaces: [eth0]\nvip:\n  www: {}\n");
+    assert_one(&issues, 2, 1, "", "unknown field `vip`, expected one of");
+}
+
+#[test]
+fn type_error_reports_its_line_and_column() {
+    let issues = parse_err(&example_with("weight: 10 }", "weight: \"ten\" }"));
+    assert_one(
+        &issues,
+        22,
+        51,
+        "serverfarms.web.reals[0].weight",
+        "invalid type: string \"ten\", expected u32",
+    );
+    let issues = parse_err(&example_with("address: 192.0.2.10", "address: 192.0.2.300"));
+    assert_one(
+        &issues,
+        27,
+        14,
+        "vips.www.address",
+        "invalid IP address syntax",
+    );
+}
+
+#[test]
+fn syntax_error_has_a_location_and_no_path() {
+    let issues = parse_err("interfaces: [eth0\nvips: {}\n");
+    assert_eq!(issues.len(), 1, "{issues:#?}");
+    assert_eq!(issues[0].path, "");
+    assert!(
+        issues[0].line.is_some() && issues[0].column.is_some(),
+        "{}",
+        issues[0]
+    );
+    let issues = parse_err("  \n");
+    assert_eq!(
+        issues[0].to_string(),
+        "lb.yaml: the file is empty; it needs at least `interfaces:` (see design.md, Configuration)"
+    );
+}
+
+#[test]
+fn missing_serverfarm_points_at_the_reference() {
+    // Line 30 is `    serverfarm: web`.
+    let issues = parse_err(&example_with("serverfarm: web", "serverfarm: webb"));
+    assert_one(
+        &issues,
+        30,
+        17,
+        "vips.www.serverfarm",
+        "serverfarm `webb` is not defined; defined serverfarms: web",
+    );
+    assert_eq!(
+        issues[0].to_string(),
+        "lb.yaml:30:17: vips.www.serverfarm: serverfarm `webb` is not defined; defined serverfarms: web"
+    );
+    // Quoted values are located at their opening quote, like serde_yaml's.
+    let issues = parse_err(&example_with("serverfarm: web", "serverfarm: \"webb\""));
+    assert_eq!(locs(&issues), [(Some(30), Some(17), "vips.www.serverfarm")]);
+}
+
+#[test]
+fn missing_probe_lists_the_defined_ones() {
+    // Line 18 is `    probes: [web-http]`.
+    let issues = parse_err(&example_with(
+        "probes: [web-http]",
+        "probes: [web-http, web-tcp]",
+    ));
+    assert_one(
+        &issues,
+        18,
+        24,
+        "serverfarms.web.probes[1]",
+        "probe `web-tcp` is not defined; defined probes: web-http",
+    );
+    let issues = parse_err("interfaces: [eth0]\nserverfarms:\n  f: { probes: [p] }\n");
+    assert_one(
+        &issues,
+        3,
+        17,
+        "serverfarms.f.probes[0]",
+        "there are none; add it under `probes:`",
+    );
+}
+
+#[test]
+fn interfaces_must_be_listed_once_each() {
+    let issues = parse_err("xdp_mode: native\n");
+    assert_eq!(issues.len(), 1);
+    assert_eq!(
+        issues[0].to_string(),
+        "lb.yaml: interfaces: list at least one interface for XDP to attach to, e.g. `interfaces: [eth0, eth1]`"
+    );
+    let issues = parse_err("interfaces: []\n");
+    assert_one(&issues, 1, 13, "interfaces", "list at least one interface");
+    let issues = parse_err("interfaces: [eth0, eth1, eth0, a-name-far-too-long]\n");
+    assert_eq!(
+        locs(&issues),
+        [
+            (Some(1), Some(26), "interfaces[2]"),
+            (Some(1), Some(32), "interfaces[3]")
+        ]
+    );
+    assert!(issues[0].message.contains("listed twice"));
+    assert!(issues[1].message.contains("1 to 15 characters"));
+}
+
+#[test]
+fn two_vips_cannot_share_address_port_and_protocol() {
+    let src = "interfaces: [eth0]
+serverfarms: { f: {} }
+vips:
+  b: { address: 192.0.2.1, port: 80, serverfarm: f }
+  a: { address: 192.0.2.1, port: 80, serverfarm: f }
+  dns: { address: 192.0.2.1, port: 80, protocol: udp, serverfarm: f }
+";
+    let issues = parse_err(src);
+    // Reported at the later one in the file, naming the earlier one.
+    assert_one(
+        &issues,
+        5,
+        3,
+        "vips.a",
+        "192.0.2.1:80/tcp is already the address of vip `b`",
+    );
+    // A farm without reals is fine.
+    parse_ok(&src.replace(
+        "port: 80, serverfarm: f }\n  dns",
+        "port: 443, serverfarm: f }\n  dns",
+    ));
+}
+
+#[test]
+fn a_farm_cannot_list_a_real_twice() {
+    let issues = parse_err(&example_with(
+        "10.0.2.20, port: 8080",
+        "10.0.2.11, port: 8080",
+    ));
+    assert_one(
+        &issues,
+        24,
+        9,
+        "serverfarms.web.reals[2]",
+        "real 10.0.2.11:8080 is already in this farm as reals[0]",
+    );
+    // The same address on another port, or in another farm, is fine.
+    parse_ok(&example_with(
+        "10.0.2.20, port: 8080",
+        "10.0.2.11, port: 8081",
+    ));
+}
+
+#[test]
+fn weight_range() {
+    parse_ok(&example_with("weight: 10 }", "weight: 10000 }"));
+    parse_ok(&example_with("weight: 10 }", "weight: 0 }"));
+    let issues = parse_err(&example_with("weight: 10 }", "weight: 10001 }"));
+    assert_one(
+        &issues,
+        22,
+        51,
+        "serverfarms.web.reals[0].weight",
+        "weight must be 0..=10000",
+    );
+}
+
+#[test]
+fn ports_must_be_1_to_65535() {
+    // 0 fits the type: a validation issue, collected with the others.
+    let issues =
+        parse_err(&example_with("port: 80\n", "port: 0\n").replacen("port: 8080", "port: 0", 1));
+    assert_eq!(
+        locs(&issues),
+        [
+            (Some(22), Some(37), "serverfarms.web.reals[0].port"),
+            (Some(28), Some(11), "vips.www.port")
+        ]
+    );
+    assert!(issues.iter().all(|i| i.message == "port must be 1..=65535"));
+    // Too big for 16 bits: reported while parsing.
+    let issues = parse_err(&example_with("port: 80\n", "port: 65536\n"));
+    assert_one(&issues, 28, 11, "vips.www.port", "port must be 1..=65535");
+    let issues = parse_err("interfaces: [eth0]\nprobes: { p: { type: tcp, port: -1 } }\n");
+    assert_one(&issues, 2, 33, "probes.p.port", "port must be 1..=65535");
+}
+
+#[test]
+fn ipv6_is_refused_for_vips_and_reals() {
+    let src = example_with("address: 192.0.2.10", "address: 2001:db8::10").replacen(
+        "10.0.2.12",
+        "2001:db8::12",
+        1,
+    );
+    let issues = parse_err(&src);
+    assert_eq!(
+        locs(&issues),
+        [
+            (Some(23), Some(20), "serverfarms.web.reals[1].address"),
+            (Some(27), Some(14), "vips.www.address")
+        ]
+    );
+    assert!(
+        issues
+            .iter()
+            .all(|i| i.message.starts_with("IPv6 is not supported yet"))
+    );
+}
+
+#[test]
+fn limits_on_vips_farms_and_reals() {
+    let mut src = String::from("interfaces: [eth0]\nserverfarms:\n  f:\n    reals:\n");
+    for i in 0..=lb_common::MAX_REALS {
+        src.push_str(&format!(
+            "      - {{ address: 10.0.{}.{} }}\n",
+            i / 250,
+            1 + i % 250
+        ));
+    }
+    src.push_str("vips:\n");
+    let vips_line = src.lines().count();
+    for i in 0..=lb_common::MAX_VIPS {
+        src.push_str(&format!(
+            "  v{i}: {{ address: 192.0.2.1, port: {}, serverfarm: f }}\n",
+            i + 1
+        ));
+    }
+    let issues = parse_err(&src);
+    assert_eq!(
+        locs(&issues),
+        [
+            (Some(2), Some(1), "serverfarms"),
+            (Some(vips_line), Some(1), "vips")
+        ]
+    );
+    assert_eq!(
+        issues[0].message,
+        "4097 reals over all serverfarms; at most 4096 are supported"
+    );
+    assert_eq!(issues[1].message, "513 vips; at most 512 are supported");
+
+    let mut src = String::from("interfaces: [eth0]\nserverfarms:\n");
+    for i in 0..=lb_common::MAX_FARMS {
+        src.push_str(&format!("  f{i}: {{}}\n"));
+    }
+    assert_one(
+        &parse_err(&src),
+        2,
+        1,
+        "serverfarms",
+        "513 serverfarms; at most 512 are supported",
+    );
+}
+
+#[test]
+fn probe_rules() {
+    let src = "interfaces: [eth0]
+probes:
+  a: { type: http, expect: 200 }
+  b: { type: http, expect: 399-200 }
+  c: { type: http, expect: 600 }
+  d: { type: tcp, rise: 0, fall: 0 }
+  e: { type: tcp, interval: 1s, timeout: 1s }
+  f: { type: tcp, interval: 500ms }
+  g: { type: tcp, path: /x }
+  h: { type: http, path: x, method: get }
+";
+    let issues = parse_err(src);
+    let got: Vec<(usize, usize, &str, &str)> = issues
+        .iter()
+        .map(|i| {
+            (
+                i.line.unwrap(),
+                i.column.unwrap(),
+                i.path.as_str(),
+                i.message.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                4,
+                28,
+                "probes.b.expect",
+                "expect `399-200` must be a status or a range within 100..=599, low end first, e.g. 200-399"
+            ),
+            (
+                5,
+                28,
+                "probes.c.expect",
+                "expect `600` must be a status or a range within 100..=599, low end first, e.g. 200-399"
+            ),
+            (6, 25, "probes.d.rise", "rise must be at least 1"),
+            (6, 34, "probes.d.fall", "fall must be at least 1"),
+            (
+                7,
+                42,
+                "probes.e.timeout",
+                "timeout 1s must be shorter than interval 1s; lower the timeout or raise the interval"
+            ),
+            // The timeout is the default here, so the interval is blamed.
+            (
+                8,
+                29,
+                "probes.f.interval",
+                "timeout 1s must be shorter than interval 500ms; lower the timeout or raise the interval"
+            ),
+            (
+                9,
+                19,
+                "probes.g.path",
+                "`path` is used by http probes only; remove it or set `type: http`"
+            ),
+            (10, 26, "probes.h.path", "path `x` must start with /"),
+            (
+                10,
+                37,
+                "probes.h.method",
+                "`get` is not an HTTP method; use e.g. GET or HEAD"
+            ),
+        ]
+    );
+    assert_eq!(
+        parse_ok(&example_with("expect: 200-399", "expect: 200")).probes["web-http"].expect,
+        Expect { lo: 200, hi: 200 }
+    );
+    let issues = parse_err(&example_with("expect: 200-399", "expect: ok"));
+    assert_one(
+        &issues,
+        7,
+        13,
+        "probes.web-http.expect",
+        "`ok` is not an HTTP status",
+    );
+}
+
+#[test]
+fn flow_table_size_range() {
+    for ok in [1024, 67_108_864] {
+        parse_ok(&format!(
+            "interfaces: [eth0]\nbpf: {{ flow_table_size: {ok} }}\n"
+        ));
+    }
+    for bad in [1023, 67_108_865] {
+        let issues = parse_err(&format!(
+            "interfaces: [eth0]\nbpf: {{ flow_table_size: {bad} }}\n"
+        ));
+        assert_one(
+            &issues,
+            2,
+            25,
+            "bpf.flow_table_size",
+            "flow_table_size must be 1024..=67108864",
+        );
+    }
+}
+
+#[test]
+fn ha_rules() {
+    let src = example_with("node_id: 1", "node_id: 0").replacen(
+        "heartbeat: 100ms",
+        "heartbeat: 5ms\n  dead_interval: 5ms",
+        1,
+    );
+    let issues = parse_err(&src);
+    assert_eq!(
+        locs(&issues),
+        [
+            (Some(34), Some(12), "ha.node_id"),
+            (Some(39), Some(14), "ha.heartbeat"),
+            (Some(40), Some(18), "ha.dead_interval")
+        ]
+    );
+    assert_eq!(issues[0].message, "node_id must be 1..=255");
+    assert_eq!(issues[1].message, "heartbeat must be at least 10ms");
+    assert!(
+        issues[2]
+            .message
+            .starts_with("dead_interval must be longer than heartbeat (5ms)")
+    );
+
+    let issues = parse_err(&example_with("node_id: 1", "node_id: 256"));
+    assert_one(&issues, 34, 12, "ha.node_id", "node_id must be 1..=255");
+    // Line 41: `    - { address: 192.0.2.10/24, interface: eth0 }`.
+    let issues = parse_err(&example_with("192.0.2.10/24", "192.0.2.10"));
+    assert_one(
+        &issues,
+        41,
+        18,
+        "ha.floating_ips[0].address",
+        "write e.g. 192.0.2.10/24",
+    );
+    let issues = parse_err(&example_with("192.0.2.10/24", "192.0.2.10/33"));
+    assert_one(
+        &issues,
+        41,
+        18,
+        "ha.floating_ips[0].address",
+        "is not an IPv4 address with a prefix length",
+    );
+    let c = parse_ok(&example_with(
+        "heartbeat: 100ms",
+        "heartbeat: 100ms\n  dead_interval: 1s\n  preempt: true",
+    ));
+    let ha = c.ha.unwrap();
+    assert_eq!(
+        (ha.dead_interval, ha.preempt),
+        (Some(Duration::from_secs(1)), true)
+    );
+}
+
+#[test]
+fn names_are_checked_at_their_key() {
+    let issues = parse_err(
+        "interfaces: [eth0]
+serverfarms:
+  \"web farm\": {}
+vips:
+  \"\": { address: 192.0.2.1, port: 80, serverfarm: \"web farm\" }
+",
+    );
+    assert_eq!(
+        locs(&issues),
+        [
+            (Some(3), Some(3), "serverfarms.web farm"),
+            (Some(5), Some(3), "vips.")
+        ]
+    );
+    assert!(issues.iter().all(|i| {
+        i.message
+            .contains("is not a valid name: use 1 to 63 of A-Z a-z 0-9 _ . -")
+    }));
+    let long = "x".repeat(64);
+    let issues = parse_err(&format!(
+        "interfaces: [eth0]\nprobes:\n  {long}: {{ type: tcp }}\n"
+    ));
+    assert_eq!(
+        locs(&issues),
+        [(Some(3), Some(3), format!("probes.{long}").as_str())]
+    );
+}
+
+#[test]
+fn duplicate_map_keys_are_reported() {
+    let issues = parse_err("interfaces: [eth0]\nserverfarms:\n  web: {}\n  api: {}\n  web: {}\n");
+    assert_one(
+        &issues,
+        5,
+        3,
+        "serverfarms.web",
+        "written twice (first at line 3)",
+    );
+}
+
+#[test]
+fn all_issues_are_collected_in_file_order() {
+    // Four unrelated mistakes; serde accepts the file, validation finds all.
+    let src = example_with("interfaces: [eth0, eth1]", "interfaces: [eth0, eth0]")
+        .replacen("rise: 2", "rise: 0", 1)
+        .replacen("weight: 10, max_conns", "weight: 20000, max_conns", 1)
+        .replacen("serverfarm: web", "serverfarm: nope", 1)
+        .replacen("flow_table_size: 1048576", "flow_table_size: 12", 1);
+    let err = Config::parse(&src, "lb.yaml").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "\
+lb.yaml:1:20: interfaces[1]: interface `eth0` is listed twice; remove one
+lb.yaml:12:11: probes.web-http.rise: rise must be at least 1
+lb.yaml:23:51: serverfarms.web.reals[1].weight: weight must be 0..=10000
+lb.yaml:30:17: vips.www.serverfarm: serverfarm `nope` is not defined; defined serverfarms: web
+lb.yaml:45:50: bpf.flow_table_size: flow_table_size must be 1024..=67108864"
+    );
+}
+
+#[test]
+fn issue_display_without_a_location() {
+    let issue = ConfigIssue {
+        file: "lb.yaml".into(),
+        line: None,
+        column: None,
+        path: "vips.www.serverfarm".into(),
+        message: "gone".into(),
+    };
+    assert_eq!(issue.to_string(), "lb.yaml: vips.www.serverfarm: gone");
+    let issue = ConfigIssue {
+        line: Some(14),
+        column: Some(17),
+        path: "serverfarms.web.reals[2].weight".into(),
+        message: "weight must be 0..=10000".into(),
+        ..issue
+    };
+    assert_eq!(
+        issue.to_string(),
+        "lb.yaml:14:17: serverfarms.web.reals[2].weight: weight must be 0..=10000"
+    );
+}
+
+#[test]
+fn from_file_reads_and_names_the_file() {
+    let dir = std::env::temp_dir().join(format!("lb-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lb.yaml");
+    std::fs::write(&path, example_with("serverfarm: web", "serverfarm: webb")).unwrap();
+    let err = Config::from_file(&path).unwrap_err();
+    assert_eq!(err.errors[0].file, path.display().to_string());
+    assert_eq!(
+        (err.errors[0].line, err.errors[0].column),
+        (Some(30), Some(17))
+    );
+    std::fs::write(&path, EXAMPLE).unwrap();
+    assert_eq!(Config::from_file(&path).unwrap(), parse_ok(EXAMPLE));
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let err = Config::from_file(&dir.join("missing.yaml")).unwrap_err();
+    assert_eq!(err.errors.len(), 1);
+    assert!(
+        err.to_string()
+            .contains("missing.yaml: cannot read the config file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serializes_to_json_with_yaml_spellings() {
+    let c = parse_ok(EXAMPLE);
+    let json = serde_json::to_value(&c).unwrap();
+    assert_eq!(json["probes"]["web-http"]["type"], "http");
+    assert_eq!(json["probes"]["web-http"]["expect"], "200-399");
+    assert_eq!(json["probes"]["web-http"]["fast_interval"], "500ms");
+    assert_eq!(json["serverfarms"]["web"]["algorithm"], "round-robin");
+    assert_eq!(
+        json["serverfarms"]["web"]["reals"][0]["address"],
+        "10.0.2.11"
+    );
+    assert_eq!(json["vips"]["www"]["sticky"]["mode"], "source-ip");
+    assert_eq!(json["vips"]["www"]["timeouts"]["established"], "1h");
+    assert_eq!(json["ha"]["floating_ips"][0]["address"], "192.0.2.10/24");
+    // The YAML form of the same value reads back to it.
+    let yaml = serde_yaml::to_string(&c).unwrap();
+    assert_eq!(parse_ok(&yaml), c);
+}
+
+#[test]
+fn repeated_field_points_at_the_repeat() {
+    let issues = parse_err(
+        "interfaces: [eth0]\nvips: { a: { address: 1.2.3.4, port: 1, port: 2, serverfarm: f } }\n",
+    );
+    assert_one(&issues, 2, 41, "vips.a", "duplicate field `port`");
+}
+
+#[test]
+fn comments_only_is_an_empty_file() {
+    let issues = parse_err("# nothing yet\n\n");
+    assert_eq!(issues.len(), 1);
+    assert!(
+        issues[0].message.starts_with("the file is empty"),
+        "{}",
+        issues[0]
+    );
+    // A section left empty is the same as leaving it out.
+    assert!(
+        parse_ok("interfaces: [eth0]\nprobes:\nvips:\n")
+            .vips
+            .is_empty()
+    );
+}

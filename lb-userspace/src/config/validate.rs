@@ -1,0 +1,419 @@
+//! Rules the types cannot express. Every rule runs and every issue is kept;
+//! the result is sorted into file order.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use lb_common::{MAX_FARMS, MAX_IFACES, MAX_REALS, MAX_VIPS};
+
+use super::index::{PosIndex, join};
+use super::{Config, ConfigIssue, Farm, Ha, Probe, ProbeKind, Vip, format_duration};
+
+const MAX_WEIGHT: u32 = 10_000;
+const FLOW_TABLE_MIN: u32 = 1024;
+const FLOW_TABLE_MAX: u32 = 64 * 1024 * 1024;
+const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+
+pub(super) fn check(config: &Config, index: &PosIndex, file: &str) -> Vec<ConfigIssue> {
+    let mut c = Checker {
+        file,
+        index,
+        issues: Vec::new(),
+    };
+    for dup in &index.duplicates {
+        c.push(
+            dup.path.clone(),
+            Some(dup.at),
+            format!(
+                "this key is written twice (first at line {}); the first one would be ignored, remove one",
+                dup.first.line
+            ),
+        );
+    }
+    c.interfaces(&config.interfaces);
+    for (name, probe) in &config.probes {
+        c.probe(name, probe);
+    }
+    for (name, farm) in &config.serverfarms {
+        c.farm(name, farm, &config.probes);
+    }
+    c.vips(config);
+    c.limits(config);
+    if !(FLOW_TABLE_MIN..=FLOW_TABLE_MAX).contains(&config.bpf.flow_table_size) {
+        c.value(
+            "bpf.flow_table_size",
+            format!("flow_table_size must be {FLOW_TABLE_MIN}..={FLOW_TABLE_MAX}"),
+        );
+    }
+    if !config.bpf.pin_dir.is_absolute() {
+        c.value(
+            "bpf.pin_dir",
+            "pin_dir must be an absolute path on a bpffs mount, e.g. /sys/fs/bpf/lb",
+        );
+    }
+    if let Some(ha) = &config.ha {
+        c.ha(ha);
+    }
+
+    let mut issues = c.issues;
+    // File order; issues without a position go last, in the order found.
+    issues.sort_by_key(|i| (i.line.is_none(), i.line, i.column));
+    issues
+}
+
+struct Checker<'a> {
+    file: &'a str,
+    index: &'a PosIndex,
+    issues: Vec<ConfigIssue>,
+}
+
+impl Checker<'_> {
+    /// An issue with the value at `path`.
+    fn value(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        let pos = self.index.get(&path).map(|n| n.value);
+        self.push(path, pos, message);
+    }
+
+    /// An issue with the key that names `path` (a bad name, a duplicate).
+    fn key(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        let pos = self.index.get(&path).map(|n| n.key.unwrap_or(n.value));
+        self.push(path, pos, message);
+    }
+
+    fn push(&mut self, path: String, pos: Option<super::index::Pos>, message: impl Into<String>) {
+        self.issues.push(ConfigIssue {
+            file: self.file.to_owned(),
+            line: pos.map(|p| p.line),
+            column: pos.map(|p| p.column),
+            path,
+            message: message.into(),
+        });
+    }
+
+    /// `path` if the file writes it, else `fallback` (for a rule between two
+    /// keys where one may be a default).
+    fn written_or<'p>(&self, path: &'p str, fallback: &'p str) -> &'p str {
+        if self.index.contains(path) {
+            path
+        } else {
+            fallback
+        }
+    }
+
+    fn name(&mut self, path: &str, name: &str) {
+        let ok = (1..=63).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !ok {
+            self.key(
+                path,
+                format!("`{name}` is not a valid name: use 1 to 63 of A-Z a-z 0-9 _ . -"),
+            );
+        }
+    }
+
+    fn port(&mut self, path: String, port: Option<u16>) {
+        if port == Some(0) {
+            self.value(path, "port must be 1..=65535");
+        }
+    }
+
+    /// VIPs and reals: IPv4 unicast only, for now.
+    fn address(&mut self, path: String, addr: IpAddr) {
+        match addr {
+            IpAddr::V6(_) => self.value(
+                path,
+                "IPv6 is not supported yet (the datapath handles IPv4 only); use an IPv4 address",
+            ),
+            IpAddr::V4(v4) if v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() => {
+                self.value(path, format!("{v4} is not a unicast address"))
+            }
+            IpAddr::V4(_) => {}
+        }
+    }
+
+    fn positive(&mut self, path: String, d: Duration) {
+        if d.is_zero() {
+            self.value(path, "must be longer than 0s");
+        }
+    }
+
+    fn interfaces(&mut self, interfaces: &[String]) {
+        if interfaces.is_empty() {
+            self.value(
+                "interfaces",
+                "list at least one interface for XDP to attach to, e.g. `interfaces: [eth0, eth1]`",
+            );
+        }
+        if interfaces.len() > MAX_IFACES as usize {
+            self.value(
+                "interfaces",
+                format!(
+                    "{} interfaces; at most {MAX_IFACES} are supported",
+                    interfaces.len()
+                ),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, name) in interfaces.iter().enumerate() {
+            let path = format!("interfaces[{i}]");
+            // IFNAMSIZ is 16 with the terminating NUL.
+            let ok = (1..=15).contains(&name.len())
+                && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace());
+            if !ok {
+                self.value(
+                    path,
+                    format!(
+                        "`{name}` is not an interface name: Linux names are 1 to 15 characters without `/`, `:` or spaces"
+                    ),
+                );
+            } else if !seen.insert(name) {
+                self.value(
+                    path,
+                    format!("interface `{name}` is listed twice; remove one"),
+                );
+            }
+        }
+    }
+
+    fn probe(&mut self, name: &str, p: &Probe) {
+        let base = join("probes", name);
+        let at = |key: &str| join(&base, key);
+        self.name(&base, name);
+        if p.kind == ProbeKind::Tcp {
+            for key in ["path", "expect", "host", "body", "method"] {
+                if self.index.contains(&at(key)) {
+                    self.key(
+                        at(key),
+                        format!(
+                            "`{key}` is used by http probes only; remove it or set `type: http`"
+                        ),
+                    );
+                }
+            }
+        } else {
+            if !p.path.starts_with('/') {
+                self.value(at("path"), format!("path `{}` must start with /", p.path));
+            }
+            let e = p.expect;
+            if !(100..=599).contains(&e.lo) || !(100..=599).contains(&e.hi) || e.lo > e.hi {
+                self.value(
+                    at("expect"),
+                    format!(
+                        "expect `{e}` must be a status or a range within 100..=599, low end first, e.g. 200-399"
+                    ),
+                );
+            }
+            if p.method.is_empty() || !p.method.bytes().all(|b| b.is_ascii_uppercase()) {
+                self.value(
+                    at("method"),
+                    format!("`{}` is not an HTTP method; use e.g. GET or HEAD", p.method),
+                );
+            }
+        }
+        self.positive(at("interval"), p.interval);
+        if let Some(d) = p.fast_interval {
+            self.positive(at("fast_interval"), d);
+        }
+        if let Some(d) = p.down_interval {
+            self.positive(at("down_interval"), d);
+        }
+        if p.timeout.is_zero() {
+            self.positive(at("timeout"), p.timeout);
+        } else if p.timeout >= p.interval {
+            let (timeout_path, interval_path) = (at("timeout"), at("interval"));
+            let path = self.written_or(&timeout_path, &interval_path).to_owned();
+            self.value(
+                path,
+                format!(
+                    "timeout {} must be shorter than interval {}; lower the timeout or raise the interval",
+                    format_duration(p.timeout),
+                    format_duration(p.interval)
+                ),
+            );
+        }
+        for (key, n) in [("rise", p.rise), ("fall", p.fall)] {
+            if n < 1 {
+                self.value(at(key), format!("{key} must be at least 1"));
+            }
+        }
+        self.port(at("port"), p.port);
+    }
+
+    fn farm(&mut self, name: &str, farm: &Farm, probes: &BTreeMap<String, Probe>) {
+        let base = join("serverfarms", name);
+        self.name(&base, name);
+        let mut listed = HashSet::new();
+        for (i, probe) in farm.probes.iter().enumerate() {
+            let path = format!("{base}.probes[{i}]");
+            if !probes.contains_key(probe) {
+                self.value(path, not_defined("probe", probe, probes.keys()));
+            } else if !listed.insert(probe) {
+                self.value(path, format!("probe `{probe}` is listed twice; remove one"));
+            }
+        }
+        if let Some(observe) = &farm.observe
+            && observe.errors < 1
+        {
+            self.value(
+                format!("{base}.observe.errors"),
+                "errors must be at least 1; remove `observe` to turn passive health off",
+            );
+        }
+        // (address, port) -> index of the first real with it.
+        let mut seen: HashMap<(IpAddr, Option<u16>), usize> = HashMap::new();
+        for (i, real) in farm.reals.iter().enumerate() {
+            let path = format!("{base}.reals[{i}]");
+            self.address(format!("{path}.address"), real.address);
+            self.port(format!("{path}.port"), real.port);
+            if real.weight > MAX_WEIGHT {
+                self.value(
+                    format!("{path}.weight"),
+                    format!("weight must be 0..={MAX_WEIGHT}"),
+                );
+            }
+            if real.max_conns == Some(0) {
+                self.value(
+                    format!("{path}.max_conns"),
+                    "max_conns must be at least 1; leave it out for no limit",
+                );
+            }
+            if let Some(first) = seen.insert((real.address, real.port), i) {
+                // Keep pointing at the first for a third copy.
+                seen.insert((real.address, real.port), first);
+                let real_name = match real.port {
+                    Some(port) => format!("{}:{port}", real.address),
+                    None => format!("{} (the VIP's port)", real.address),
+                };
+                self.value(
+                    path,
+                    format!(
+                        "real {real_name} is already in this farm as reals[{first}]; remove one"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn vips(&mut self, config: &Config) {
+        // In file order, so "already used by" names the earlier one.
+        let mut vips: Vec<(&String, &Vip)> = config.vips.iter().collect();
+        vips.sort_by_key(|(name, _)| {
+            self.index
+                .get(&join("vips", name))
+                .and_then(|n| n.key)
+                .map(|p| (p.line, p.column))
+        });
+        let mut seen = HashMap::new();
+        for (name, vip) in vips {
+            let base = join("vips", name);
+            self.name(&base, name);
+            self.address(format!("{base}.address"), vip.address);
+            self.port(format!("{base}.port"), Some(vip.port));
+            if !config.serverfarms.contains_key(&vip.serverfarm) {
+                self.value(
+                    format!("{base}.serverfarm"),
+                    not_defined("serverfarm", &vip.serverfarm, config.serverfarms.keys()),
+                );
+            }
+            if let Some(sticky) = &vip.sticky {
+                self.positive(format!("{base}.sticky.timeout"), sticky.timeout);
+            }
+            let t = &vip.timeouts;
+            for (key, d) in [
+                ("syn", t.syn),
+                ("established", t.established),
+                ("fin", t.fin),
+                ("udp", t.udp),
+                ("closed", t.closed),
+            ] {
+                self.positive(format!("{base}.timeouts.{key}"), d);
+            }
+            let id = (vip.address, vip.port, vip.protocol);
+            if let Some(first) = seen.insert(id, name) {
+                seen.insert(id, first);
+                let proto = format!("{:?}", vip.protocol).to_lowercase();
+                self.key(
+                    base,
+                    format!(
+                        "{}:{}/{proto} is already the address of vip `{first}`; change the address, port or protocol",
+                        vip.address, vip.port
+                    ),
+                );
+            }
+        }
+    }
+
+    fn limits(&mut self, config: &Config) {
+        let count = |what: &str, n: usize, max: u32| {
+            (n > max as usize).then(|| format!("{n} {what}; at most {max} are supported"))
+        };
+        if let Some(msg) = count("vips", config.vips.len(), MAX_VIPS) {
+            self.key("vips", msg);
+        }
+        if let Some(msg) = count("serverfarms", config.serverfarms.len(), MAX_FARMS) {
+            self.key("serverfarms", msg);
+        }
+        let reals = config.serverfarms.values().map(|f| f.reals.len()).sum();
+        if let Some(msg) = count("reals over all serverfarms", reals, MAX_REALS) {
+            self.key("serverfarms", msg);
+        }
+    }
+
+    fn ha(&mut self, ha: &Ha) {
+        if ha.node_id == 0 {
+            self.value("ha.node_id", "node_id must be 1..=255");
+        }
+        if ha.heartbeat < MIN_HEARTBEAT {
+            self.value("ha.heartbeat", "heartbeat must be at least 10ms");
+        }
+        if let Some(dead) = ha.dead_interval
+            && dead <= ha.heartbeat
+        {
+            self.value(
+                "ha.dead_interval",
+                format!(
+                    "dead_interval must be longer than heartbeat ({}); leave it out for 3 × heartbeat",
+                    format_duration(ha.heartbeat)
+                ),
+            );
+        }
+        if ha.listen == ha.peer {
+            self.value(
+                "ha.peer",
+                "peer must be the other node's address, not `listen`",
+            );
+        }
+        if ha.key_file.as_os_str().is_empty() {
+            self.value(
+                "ha.key_file",
+                "key_file must name the file with the shared secret",
+            );
+        }
+        for (i, ip) in ha.floating_ips.iter().enumerate() {
+            if ip.interface.is_empty() {
+                self.value(
+                    format!("ha.floating_ips[{i}].interface"),
+                    "name the interface that holds this address, e.g. eth0",
+                );
+            }
+        }
+    }
+}
+
+/// "serverfarm `webb` is not defined; defined serverfarms: web, api"
+fn not_defined<'a>(what: &str, name: &str, defined: impl Iterator<Item = &'a String>) -> String {
+    let defined: Vec<&str> = defined.map(String::as_str).collect();
+    if defined.is_empty() {
+        format!("{what} `{name}` is not defined, and there are none; add it under `{what}s:`")
+    } else {
+        format!(
+            "{what} `{name}` is not defined; defined {what}s: {}",
+            defined.join(", ")
+        )
+    }
+}

@@ -1,0 +1,677 @@
+//! Turns a config into map contents and writes only what changed.
+//!
+//! Everything here is pure logic over the [`MapWriter`] trait, so reloads,
+//! id allocation and schedules are unit tested without a kernel (the kernel
+//! writer lives in `datapath.rs`, an in-memory one in the tests below).
+//!
+//! Ids are stable across reloads: a VIP keeps its id by name, a real by
+//! (farm, address, port). A removed real or VIP is *retired*, not freed: its
+//! flows may still be running (a reload never drops a flow of a real that was
+//! only removed), and its id returns to the pool once the flow sweep sees no
+//! flow using it.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    net::{IpAddr, Ipv4Addr, SocketAddrV4},
+};
+
+use anyhow::{Result, bail};
+use lb_common::{
+    ALG_ROUND_ROBIN, ALG_WEIGHTED_ROUND_ROBIN, FAIL_NONE, FAIL_PURGE, FAIL_REASSIGN, Farm,
+    MAX_FARMS, MAX_REALS, MAX_VIPS, PROTO_TCP, PROTO_UDP, REAL_DISABLED, REAL_DRAIN, REAL_UP, Real,
+    VipInfo, VipKey, v4_mapped,
+};
+
+use crate::{
+    config::{AdminState, Algorithm, Config, FailAction, Protocol, Timeouts},
+    sched,
+};
+
+/// Where the control plane writes. One method per kind of change.
+pub trait MapWriter {
+    fn set_real(&mut self, id: u32, real: &Real) -> Result<()>;
+    fn set_farm(&mut self, id: u32, farm: &Farm) -> Result<()>;
+    /// Writes the schedule's slots; the farm's `sched_len` says how many count.
+    fn set_sched(&mut self, farm_id: u32, slots: &[u32]) -> Result<()>;
+    fn put_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<()>;
+    fn del_vip(&mut self, key: &VipKey) -> Result<()>;
+    fn put_vip_addr(&mut self, addr: &[u8; 16], vips: u32) -> Result<()>;
+    fn del_vip_addr(&mut self, addr: &[u8; 16]) -> Result<()>;
+}
+
+/// A real's identity across reloads.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RealKey {
+    pub farm: String,
+    pub addr: Ipv4Addr,
+    pub port: u16,
+}
+
+/// A VIP as programmed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VipEntry {
+    pub name: String,
+    pub id: u32,
+    pub addr: SocketAddrV4,
+    pub proto: u8,
+    pub farm: String,
+    pub farm_id: u32,
+    pub timeouts: Timeouts,
+}
+
+impl VipEntry {
+    pub fn key(&self) -> VipKey {
+        VipKey {
+            addr: v4_mapped(self.addr.ip().octets()),
+            port_be: self.addr.port().to_be(),
+            proto: self.proto,
+            _pad: 0,
+        }
+    }
+
+    fn info(&self) -> VipInfo {
+        VipInfo { vip_id: self.id, farm_id: self.farm_id, flags: 0, _pad: 0 }
+    }
+}
+
+/// A farm as programmed: its map value and schedule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FarmEntry {
+    pub id: u32,
+    pub value: Farm,
+    pub sched: Vec<u32>,
+}
+
+/// Everything the datapath holds for one config.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Programmed {
+    pub vips: BTreeMap<String, VipEntry>,
+    pub farms: BTreeMap<String, FarmEntry>,
+    pub reals: BTreeMap<RealKey, (u32, Real)>,
+}
+
+#[derive(Clone, Debug)]
+struct IdPool {
+    next: u32,
+    max: u32,
+    free: BTreeSet<u32>,
+}
+
+impl IdPool {
+    fn new(max: u32) -> Self {
+        Self { next: 0, max, free: BTreeSet::new() }
+    }
+
+    fn alloc(&mut self, what: &str) -> Result<u32> {
+        if let Some(id) = self.free.pop_first() {
+            return Ok(id);
+        }
+        if self.next >= self.max {
+            bail!("too many {what}: the datapath holds {}", self.max);
+        }
+        self.next += 1;
+        Ok(self.next - 1)
+    }
+
+    fn release(&mut self, id: u32) {
+        self.free.insert(id);
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Pools {
+    vips: IdPool,
+    farms: IdPool,
+    reals: IdPool,
+}
+
+/// The control plane's memory of what it programmed.
+#[derive(Debug)]
+pub struct Control {
+    pools: Pools,
+    current: Programmed,
+    retired_reals: BTreeMap<u32, RealKey>,
+    retired_vips: BTreeSet<u32>,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a reload changed, for the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub vips_added: Vec<String>,
+    pub vips_removed: Vec<String>,
+    pub reals_added: usize,
+    pub reals_removed: usize,
+    pub writes: usize,
+}
+
+impl Control {
+    pub fn new() -> Self {
+        Self {
+            pools: Pools {
+                vips: IdPool::new(MAX_VIPS),
+                farms: IdPool::new(MAX_FARMS),
+                reals: IdPool::new(MAX_REALS),
+            },
+            current: Programmed::default(),
+            retired_reals: BTreeMap::new(),
+            retired_vips: BTreeSet::new(),
+        }
+    }
+
+    pub fn programmed(&self) -> &Programmed {
+        &self.current
+    }
+
+    pub fn vip_by_id(&self, id: u32) -> Option<&VipEntry> {
+        self.current.vips.values().find(|v| v.id == id)
+    }
+
+    /// Computes the new contents and writes the difference, in an order that
+    /// never lets a packet see a VIP whose farm or reals are not there yet.
+    /// On a planning error nothing is written and nothing changes.
+    pub fn apply(&mut self, cfg: &Config, w: &mut dyn MapWriter) -> Result<Changes> {
+        let mut pools = self.pools.clone();
+        let mut retired_reals = self.retired_reals.clone();
+        let next = plan(cfg, &self.current, &mut pools, &mut retired_reals)?;
+        let mut ch = Changes::default();
+        let cur = &self.current;
+
+        // 1. Reals and farms first: nothing points at new ones yet.
+        for (key, (id, real)) in &next.reals {
+            if cur.reals.get(key) != Some(&(*id, *real)) {
+                w.set_real(*id, real)?;
+                ch.writes += 1;
+                if !cur.reals.contains_key(key) {
+                    ch.reals_added += 1;
+                }
+            }
+        }
+        for (name, farm) in &next.farms {
+            if cur.farms.get(name) != Some(farm) {
+                w.set_sched(farm.id, &farm.sched)?;
+                w.set_farm(farm.id, &farm.value)?;
+                ch.writes += 2;
+            }
+        }
+        // 2. VIPs and their addresses.
+        let next_addrs = vip_addr_counts(&next);
+        let cur_addrs = vip_addr_counts(cur);
+        for (addr, n) in &next_addrs {
+            if cur_addrs.get(addr) != Some(n) {
+                w.put_vip_addr(addr, *n)?;
+                ch.writes += 1;
+            }
+        }
+        for (name, vip) in &next.vips {
+            match cur.vips.get(name) {
+                Some(old) if old == vip => continue,
+                Some(old) if old.key() != vip.key() => {
+                    w.del_vip(&old.key())?;
+                    ch.writes += 1;
+                }
+                Some(_) => {}
+                None => ch.vips_added.push(name.clone()),
+            }
+            w.put_vip(&vip.key(), &vip.info())?;
+            ch.writes += 1;
+        }
+        // 3. Removals, last.
+        for (name, old) in &cur.vips {
+            if !next.vips.contains_key(name) {
+                w.del_vip(&old.key())?;
+                ch.writes += 1;
+                ch.vips_removed.push(name.clone());
+                self.retired_vips.insert(old.id);
+            }
+        }
+        for addr in cur_addrs.keys() {
+            if !next_addrs.contains_key(addr) {
+                w.del_vip_addr(addr)?;
+                ch.writes += 1;
+            }
+        }
+        for (name, old) in &cur.farms {
+            if !next.farms.contains_key(name) {
+                w.set_farm(old.id, &Farm::default())?;
+                ch.writes += 1;
+                pools.farms.release(old.id);
+            }
+        }
+        for (key, (id, _)) in &cur.reals {
+            if !next.reals.contains_key(key) {
+                // Out of every schedule already; its flows run on until they end.
+                retired_reals.insert(*id, key.clone());
+                ch.reals_removed += 1;
+            }
+        }
+        self.pools = pools;
+        self.retired_reals = retired_reals;
+        self.current = next;
+        Ok(ch)
+    }
+
+    /// True if flows of this VIP id should be removed: the VIP is gone.
+    pub fn vip_retired(&self, id: u32) -> bool {
+        self.retired_vips.contains(&id)
+    }
+
+    /// Returns retired ids no flow uses any more to the pools (called by the
+    /// flow sweep with the ids it saw).
+    pub fn release_unused(
+        &mut self,
+        vips_in_use: &HashSet<u32>,
+        reals_in_use: &HashSet<u32>,
+        w: &mut dyn MapWriter,
+    ) -> Result<()> {
+        let gone: Vec<u32> =
+            self.retired_vips.iter().copied().filter(|id| !vips_in_use.contains(id)).collect();
+        for id in gone {
+            self.retired_vips.remove(&id);
+            self.pools.vips.release(id);
+        }
+        let gone: Vec<u32> =
+            self.retired_reals.keys().copied().filter(|id| !reals_in_use.contains(id)).collect();
+        for id in gone {
+            w.set_real(id, &Real::default())?;
+            self.retired_reals.remove(&id);
+            self.pools.reals.release(id);
+        }
+        Ok(())
+    }
+}
+
+fn vip_addr_counts(p: &Programmed) -> BTreeMap<[u8; 16], u32> {
+    let mut m = BTreeMap::new();
+    for v in p.vips.values() {
+        *m.entry(v.key().addr).or_insert(0) += 1;
+    }
+    m
+}
+
+fn v4(addr: IpAddr, path: &str) -> Result<Ipv4Addr> {
+    match addr {
+        IpAddr::V4(a) => Ok(a),
+        IpAddr::V6(_) => bail!("{path}: IPv6 is not supported yet"),
+    }
+}
+
+/// The datapath contents for `cfg`, reusing the ids of `cur`.
+fn plan(
+    cfg: &Config,
+    cur: &Programmed,
+    pools: &mut Pools,
+    retired_reals: &mut BTreeMap<u32, RealKey>,
+) -> Result<Programmed> {
+    let mut next = Programmed::default();
+    // The port a port-less real inherits, per farm (from the first VIP using it).
+    let mut inherited: BTreeMap<&str, (u16, &str)> = BTreeMap::new();
+    for (name, vip) in &cfg.vips {
+        let farm_name = vip.serverfarm.as_str();
+        let Some(farm) = cfg.serverfarms.get(farm_name) else {
+            bail!("vips.{name}.serverfarm: serverfarm `{farm_name}` is not defined");
+        };
+        let algorithm = match farm.algorithm {
+            Algorithm::RoundRobin => ALG_ROUND_ROBIN,
+            Algorithm::WeightedRoundRobin => ALG_WEIGHTED_ROUND_ROBIN,
+            other => bail!(
+                "serverfarms.{farm_name}.algorithm: {other:?} is not implemented yet; use round-robin or weighted-round-robin"
+            ),
+        };
+        if let Some(&(port, first)) = inherited.get(farm_name) {
+            if port != vip.port && farm.reals.iter().any(|r| r.port.is_none()) {
+                bail!(
+                    "serverfarms.{farm_name}: reals without a port serve VIPs on different ports ({first}: {port}, {name}: {}); give those reals a port",
+                    vip.port
+                );
+            }
+        } else {
+            inherited.insert(farm_name, (vip.port, name));
+        }
+        let farm_id = match (next.farms.get(farm_name), cur.farms.get(farm_name)) {
+            (Some(f), _) | (None, Some(f)) => f.id,
+            (None, None) => pools.farms.alloc("serverfarms")?,
+        };
+        if !next.farms.contains_key(farm_name) {
+            let mut members = Vec::new();
+            for (i, r) in farm.reals.iter().enumerate() {
+                let path = format!("serverfarms.{farm_name}.reals[{i}]");
+                let key = RealKey {
+                    farm: farm_name.to_string(),
+                    addr: v4(r.address, &path)?,
+                    port: r.port.unwrap_or(vip.port),
+                };
+                let id = match cur.reals.get(&key) {
+                    Some(&(id, _)) => id,
+                    None => match retired_reals.iter().find(|(_, k)| **k == key).map(|(id, _)| *id) {
+                        Some(id) => {
+                            retired_reals.remove(&id);
+                            id
+                        }
+                        None => pools.reals.alloc("reals")?,
+                    },
+                };
+                let state = match r.state {
+                    AdminState::Up => REAL_UP,
+                    AdminState::Drain => REAL_DRAIN,
+                    AdminState::Disabled => REAL_DISABLED,
+                };
+                let real = Real {
+                    addr: v4_mapped(key.addr.octets()),
+                    port_be: key.port.to_be(),
+                    weight: r.weight,
+                    state,
+                    farm_id,
+                    ..Real::default()
+                };
+                members.push((id, real, r.backup));
+                next.reals.insert(key, (id, real));
+            }
+            let live = |backup: bool| -> Vec<(u32, u32)> {
+                members
+                    .iter()
+                    .filter(|(_, r, b)| *b == backup && r.state == REAL_UP && r.weight > 0)
+                    .map(|(id, r, _)| (*id, r.weight))
+                    .collect()
+            };
+            // Backups carry new flows only while no primary can.
+            let mut pick_from = live(false);
+            if pick_from.is_empty() {
+                pick_from = live(true);
+            }
+            let sched = if algorithm == ALG_ROUND_ROBIN {
+                sched::round_robin(&pick_from)
+            } else {
+                sched::weighted(&pick_from)
+            };
+            let failaction = match farm.failaction {
+                FailAction::None => FAIL_NONE,
+                FailAction::Purge => FAIL_PURGE,
+                FailAction::Reassign => FAIL_REASSIGN,
+            };
+            let value =
+                Farm { algorithm, failaction, sched_len: sched.len() as u32, flags: 0 };
+            next.farms.insert(farm_name.to_string(), FarmEntry { id: farm_id, value, sched });
+        }
+        let id = match cur.vips.get(name) {
+            Some(v) => v.id,
+            None => pools.vips.alloc("vips")?,
+        };
+        let proto = match vip.protocol {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+        };
+        let addr = SocketAddrV4::new(v4(vip.address, &format!("vips.{name}.address"))?, vip.port);
+        next.vips.insert(
+            name.clone(),
+            VipEntry {
+                name: name.clone(),
+                id,
+                addr,
+                proto,
+                farm: farm_name.to_string(),
+                farm_id,
+                timeouts: vip.timeouts.clone(),
+            },
+        );
+    }
+    Ok(next)
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// The datapath's maps in memory, with a log of writes.
+    #[derive(Default, Debug)]
+    pub struct MemMaps {
+        pub reals: HashMap<u32, Real>,
+        pub farms: HashMap<u32, Farm>,
+        pub sched: HashMap<u32, Vec<u32>>,
+        pub vips: HashMap<VipKey, VipInfo>,
+        pub vip_addrs: HashMap<[u8; 16], u32>,
+        pub log: Vec<String>,
+    }
+
+    impl MapWriter for MemMaps {
+        fn set_real(&mut self, id: u32, real: &Real) -> Result<()> {
+            self.log.push(format!("real {id}"));
+            self.reals.insert(id, *real);
+            Ok(())
+        }
+        fn set_farm(&mut self, id: u32, farm: &Farm) -> Result<()> {
+            self.log.push(format!("farm {id}"));
+            self.farms.insert(id, *farm);
+            Ok(())
+        }
+        fn set_sched(&mut self, farm_id: u32, slots: &[u32]) -> Result<()> {
+            self.log.push(format!("sched {farm_id}"));
+            self.sched.insert(farm_id, slots.to_vec());
+            Ok(())
+        }
+        fn put_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<()> {
+            self.log.push(format!("vip+ {}", info.vip_id));
+            self.vips.insert(*key, *info);
+            Ok(())
+        }
+        fn del_vip(&mut self, key: &VipKey) -> Result<()> {
+            self.log.push("vip-".into());
+            self.vips.remove(key);
+            Ok(())
+        }
+        fn put_vip_addr(&mut self, addr: &[u8; 16], vips: u32) -> Result<()> {
+            self.vip_addrs.insert(*addr, vips);
+            Ok(())
+        }
+        fn del_vip_addr(&mut self, addr: &[u8; 16]) -> Result<()> {
+            self.vip_addrs.remove(addr);
+            Ok(())
+        }
+    }
+
+    pub const BASE: &str = r#"
+interfaces: [eth0, eth1]
+serverfarms:
+  web:
+    algorithm: weighted-round-robin
+    reals:
+      - { address: 203.0.113.11, port: 8080, weight: 1 }
+      - { address: 203.0.113.12, port: 8080, weight: 2 }
+      - { address: 203.0.113.13, port: 8080, weight: 3 }
+      - { address: 203.0.113.20, port: 8080, backup: true }
+  dns:
+    reals:
+      - { address: 203.0.113.11 }
+      - { address: 203.0.113.12 }
+vips:
+  www: { address: 198.51.100.10, port: 80, serverfarm: web }
+  dns: { address: 198.51.100.10, port: 53, protocol: udp, serverfarm: dns }
+"#;
+
+    fn cfg(src: &str) -> Config {
+        Config::parse(src, "test.yaml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn programs_vips_farms_and_weighted_schedule() {
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        let ch = c.apply(&cfg(BASE), &mut m).unwrap();
+        assert_eq!(ch.vips_added, vec!["dns".to_string(), "www".to_string()]);
+        assert_eq!(m.vips.len(), 2);
+        assert_eq!(m.vip_addrs.get(&v4_mapped([198, 51, 100, 10])), Some(&2));
+        let www = &c.programmed().vips["www"];
+        let info = m.vips[&www.key()];
+        let farm = m.farms[&info.farm_id];
+        assert_eq!(farm.algorithm, ALG_WEIGHTED_ROUND_ROBIN);
+        let sched = &m.sched[&info.farm_id];
+        assert_eq!(farm.sched_len as usize, sched.len());
+        // Weights 1:2:3 over the primaries; the backup is not scheduled.
+        let by_port = |ip: [u8; 4]| {
+            let id = m.reals.iter().find(|(_, r)| r.addr == v4_mapped(ip)).map(|(id, _)| *id);
+            sched.iter().filter(|&&s| Some(s) == id).count()
+        };
+        assert_eq!(
+            (by_port([203, 0, 113, 11]), by_port([203, 0, 113, 12]), by_port([203, 0, 113, 13])),
+            (1, 2, 3)
+        );
+        // Port-less reals inherit the VIP's port.
+        let dns = &c.programmed().vips["dns"];
+        let dns_real = m.reals.values().find(|r| r.farm_id == dns.farm_id).unwrap();
+        assert_eq!(u16::from_be(dns_real.port_be), 53);
+    }
+
+    #[test]
+    fn order_puts_reals_and_farms_before_vips() {
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        c.apply(&cfg(BASE), &mut m).unwrap();
+        let first_vip = m.log.iter().position(|l| l.starts_with("vip+")).unwrap();
+        let last_real = m.log.iter().rposition(|l| l.starts_with("real")).unwrap();
+        let last_farm = m.log.iter().rposition(|l| l.starts_with("farm")).unwrap();
+        assert!(last_real < first_vip && last_farm < first_vip, "{:?}", m.log);
+    }
+
+    #[test]
+    fn reapplying_the_same_config_writes_nothing() {
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        c.apply(&cfg(BASE), &mut m).unwrap();
+        let ch = c.apply(&cfg(BASE), &mut m).unwrap();
+        assert_eq!(ch, Changes::default());
+    }
+
+    #[test]
+    fn adding_a_real_keeps_ids_and_touches_only_its_farm() {
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        c.apply(&cfg(BASE), &mut m).unwrap();
+        let before = c.programmed().clone();
+        let added = BASE.replace(
+            "      - { address: 203.0.113.20, port: 8080, backup: true }",
+            "      - { address: 203.0.113.14, port: 8080, weight: 1 }\n      - { address: 203.0.113.20, port: 8080, backup: true }",
+        );
+        m.log.clear();
+        let ch = c.apply(&cfg(&added), &mut m).unwrap();
+        assert_eq!(ch.reals_added, 1);
+        for (k, v) in &before.reals {
+            assert_eq!(c.programmed().reals[k].0, v.0, "real ids are stable");
+        }
+        assert_eq!(c.programmed().vips["www"].id, before.vips["www"].id);
+        let web = c.programmed().farms["web"].id;
+        assert!(m.log.iter().all(|l| !l.starts_with("farm") || *l == format!("farm {web}")), "{:?}", m.log);
+        assert!(!m.log.iter().any(|l| l.starts_with("vip")), "VIPs untouched: {:?}", m.log);
+    }
+
+    #[test]
+    fn removed_real_is_retired_until_its_flows_end() {
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        c.apply(&cfg(BASE), &mut m).unwrap();
+        let key = RealKey { farm: "web".into(), addr: Ipv4Addr::new(203, 0, 113, 13), port: 8080 };
+        let id = c.programmed().reals[&key].0;
+        let removed = BASE.replace("      - { address: 203.0.113.13, port: 8080, weight: 3 }\n", "");
+        let ch = c.apply(&cfg(&removed), &mut m).unwrap();
+        assert_eq!(ch.reals_removed, 1);
+        assert!(!m.sched[&c.programmed().farms["web"].id].contains(&id));
+        assert_eq!(m.reals[&id].state, REAL_UP, "its flows still translate");
+        // A flow still uses it: stays.
+        c.release_unused(&HashSet::new(), &HashSet::from([id]), &mut m).unwrap();
+        assert_eq!(m.reals[&id].state, REAL_UP);
+        // No flow: freed, and the id is reused by the next new real.
+        c.release_unused(&HashSet::new(), &HashSet::new(), &mut m).unwrap();
+        assert_eq!(m.reals[&id], Real::default());
+        let c2 = removed.replace("203.0.113.12, port: 8080, weight: 2 }", "203.0.113.12, port: 8080, weight: 2 }\n      - { address: 203.0.113.99, port: 8080 }");
+        c.apply(&cfg(&c2), &mut m).unwrap();
+        let new_key = RealKey { farm: "web".into(), addr: Ipv4Addr::new(203, 0, 113, 99), port: 8080 };
+        assert_eq!(c.programmed().reals[&new_key].0, id);
+    }
+
+    #[test]
+    fn removing_a_vip_deletes_it_and_its_address_when_last() {
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        c.apply(&cfg(BASE), &mut m).unwrap();
+        let www_id = c.programmed().vips["www"].id;
+        let no_www = BASE.replace("  www: { address: 198.51.100.10, port: 80, serverfarm: web }\n", "");
+        let ch = c.apply(&cfg(&no_www), &mut m).unwrap();
+        assert_eq!(ch.vips_removed, vec!["www".to_string()]);
+        assert_eq!(m.vips.len(), 1);
+        assert!(c.vip_retired(www_id));
+        assert_eq!(m.vip_addrs.get(&v4_mapped([198, 51, 100, 10])), Some(&1));
+        let none = no_www.replace("  dns: { address: 198.51.100.10, port: 53, protocol: udp, serverfarm: dns }\n", "");
+        c.apply(&cfg(&none), &mut m).unwrap();
+        assert!(m.vips.is_empty() && m.vip_addrs.is_empty());
+    }
+
+    #[test]
+    fn all_primaries_unavailable_schedules_the_backup() {
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        let drained = BASE
+            .replace("weight: 1 }", "weight: 1, state: drain }")
+            .replace("weight: 2 }", "weight: 2, state: disabled }")
+            .replace("weight: 3 }", "weight: 0 }");
+        c.apply(&cfg(&drained), &mut m).unwrap();
+        let web = &c.programmed().farms["web"];
+        let backup = c.programmed().reals
+            [&RealKey { farm: "web".into(), addr: Ipv4Addr::new(203, 0, 113, 20), port: 8080 }]
+            .0;
+        assert_eq!(web.sched, vec![backup]);
+    }
+
+    #[test]
+    fn unimplemented_algorithm_is_refused_and_nothing_changes() {
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        c.apply(&cfg(BASE), &mut m).unwrap();
+        let before = c.programmed().clone();
+        let writes = m.log.len();
+        let bad = BASE.replace("algorithm: weighted-round-robin", "algorithm: maglev");
+        let err = c.apply(&cfg(&bad), &mut m).unwrap_err().to_string();
+        assert!(err.contains("serverfarms.web.algorithm"), "{err}");
+        assert_eq!(m.log.len(), writes);
+        assert_eq!(c.programmed(), &before);
+    }
+
+    #[test]
+    fn portless_reals_shared_by_vips_on_different_ports_are_refused() {
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        let shared = BASE.replace("serverfarm: web }", "serverfarm: dns }");
+        let err = c.apply(&cfg(&shared), &mut m).unwrap_err().to_string();
+        assert!(err.contains("serverfarms.dns") && err.contains("give those reals a port"), "{err}");
+    }
+}
+
+/// A writer that writes nowhere: `lb check` plans a config without a kernel.
+pub struct NullWriter;
+
+impl MapWriter for NullWriter {
+    fn set_real(&mut self, _: u32, _: &Real) -> Result<()> {
+        Ok(())
+    }
+    fn set_farm(&mut self, _: u32, _: &Farm) -> Result<()> {
+        Ok(())
+    }
+    fn set_sched(&mut self, _: u32, _: &[u32]) -> Result<()> {
+        Ok(())
+    }
+    fn put_vip(&mut self, _: &VipKey, _: &VipInfo) -> Result<()> {
+        Ok(())
+    }
+    fn del_vip(&mut self, _: &VipKey) -> Result<()> {
+        Ok(())
+    }
+    fn put_vip_addr(&mut self, _: &[u8; 16], _: u32) -> Result<()> {
+        Ok(())
+    }
+    fn del_vip_addr(&mut self, _: &[u8; 16]) -> Result<()> {
+        Ok(())
+    }
+}

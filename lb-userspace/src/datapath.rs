@@ -1,0 +1,279 @@
+//! The XDP program in the kernel: load with pinned maps, attach, program,
+//! detach. The map writer behind `control::MapWriter` lives here.
+use std::{
+    ffi::CString,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, xdp::DevMapHash},
+    programs::{Xdp, XdpMode as AyaXdpMode, xdp::XdpLinkId},
+};
+use lb_common::{Counters, Farm, Flow, FlowKey, Real, SCHED_SLOTS, VipInfo, VipKey};
+use log::{info, warn};
+
+use crate::{config::XdpMode, control::MapWriter};
+
+/// The compiled XDP object, built by build.rs from lb-ebpf.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
+
+/// The program's name in the object.
+pub const PROGRAM: &str = "lb_xdp";
+
+/// Every map the program pins, by name (see lb-ebpf/src/maps.rs).
+pub const MAP_NAMES: [&str; 11] = [
+    "VIPS", "VIP_ADDRS", "REALS", "FARMS", "SCHED", "RR_CURSOR", "FLOWS", "STATS", "VIP_STATS",
+    "REAL_STATS", "TX_PORTS",
+];
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The program loaded, its maps taken out for the agent.
+pub struct Datapath {
+    ebpf: Ebpf,
+    links: Vec<(String, XdpLinkId)>,
+    pin_dir: PathBuf,
+    pub maps: KernelMaps,
+    tx_ports: DevMapHash<MapData>,
+}
+
+/// Handles to the maps the control plane writes and the sweep reads.
+pub struct KernelMaps {
+    vips: HashMap<MapData, VipKey, VipInfo>,
+    vip_addrs: HashMap<MapData, [u8; 16], u32>,
+    reals: Array<MapData, Real>,
+    farms: Array<MapData, Farm>,
+    sched: Array<MapData, u32>,
+    pub flows: HashMap<MapData, FlowKey, Flow>,
+    pub stats: PerCpuArray<MapData, u64>,
+    pub vip_stats: PerCpuArray<MapData, Counters>,
+    pub real_stats: PerCpuArray<MapData, Counters>,
+}
+
+fn take<T: TryFrom<Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T>
+where
+    T::Error: std::error::Error + Send + Sync + 'static,
+{
+    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+    T::try_from(map).with_context(|| format!("map {name}"))
+}
+
+impl Datapath {
+    /// Loads the program with its maps pinned under `pin_dir` and the flow
+    /// table sized to `flow_table_size` entries. Pins a previous agent left
+    /// there are removed first: this agent starts from a clean table.
+    pub fn load(pin_dir: &Path, flow_table_size: u32) -> Result<Self> {
+        if OBJECT.is_empty() {
+            bail!("this lb was built with AYA_BUILD_SKIP=1 and holds no XDP program; rebuild without it");
+        }
+        check_bpffs(pin_dir)?;
+        remove_pins(pin_dir)?;
+        fs::create_dir_all(pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .map_max_entries("FLOWS", flow_table_size)
+            .load(OBJECT)
+            .context("loading the XDP object (is this kernel built with BPF and BTF?)")?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| anyhow!("program {PROGRAM} missing from the object"))?
+            .try_into()?;
+        prog.load().context("the kernel verifier refused the XDP program")?;
+        let maps = KernelMaps {
+            vips: take(&mut ebpf, "VIPS")?,
+            vip_addrs: take(&mut ebpf, "VIP_ADDRS")?,
+            reals: take(&mut ebpf, "REALS")?,
+            farms: take(&mut ebpf, "FARMS")?,
+            sched: take(&mut ebpf, "SCHED")?,
+            flows: take(&mut ebpf, "FLOWS")?,
+            stats: take(&mut ebpf, "STATS")?,
+            vip_stats: take(&mut ebpf, "VIP_STATS")?,
+            real_stats: take(&mut ebpf, "REAL_STATS")?,
+        };
+        let tx_ports = take(&mut ebpf, "TX_PORTS")?;
+        Ok(Self { ebpf, links: Vec::new(), pin_dir: pin_dir.to_path_buf(), maps, tx_ports })
+    }
+
+    /// The loaded program, for BPF_PROG_TEST_RUN.
+    pub fn program(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(PROGRAM)
+            .expect("checked at load")
+            .try_into()
+            .expect("checked at load")
+    }
+
+    /// Lets the program redirect to `ifindex` (done for each attached
+    /// interface; tests call it directly).
+    pub fn allow_redirect(&mut self, ifindex: u32) -> Result<()> {
+        self.tx_ports.insert(ifindex, ifindex, None, 0).context("TX_PORTS")?;
+        Ok(())
+    }
+
+    /// Attaches to every interface. `auto` tries native (driver) mode and
+    /// falls back to generic with a warning.
+    pub fn attach(&mut self, interfaces: &[String], mode: XdpMode) -> Result<()> {
+        for iface in interfaces {
+            let ifindex = ifindex(iface)?;
+            self.allow_redirect(ifindex)?;
+            let prog = self.program();
+            let (link, used) = match mode {
+                XdpMode::Native => (
+                    prog.attach(iface, AyaXdpMode::Driver).with_context(|| {
+                        format!("attach to {iface} failed in native mode; try `xdp_mode: generic`")
+                    })?,
+                    "native",
+                ),
+                XdpMode::Generic => (
+                    prog.attach(iface, AyaXdpMode::Skb)
+                        .with_context(|| format!("attach to {iface} failed in generic mode"))?,
+                    "generic",
+                ),
+                XdpMode::Auto => match prog.attach(iface, AyaXdpMode::Driver) {
+                    Ok(link) => (link, "native"),
+                    Err(e) => {
+                        warn!("{iface}: native XDP failed ({e}); falling back to generic (slower)");
+                        (
+                            prog.attach(iface, AyaXdpMode::Skb).with_context(|| {
+                                format!("attach to {iface} failed in native and generic mode")
+                            })?,
+                            "generic",
+                        )
+                    }
+                },
+            };
+            info!("attached to {iface} (ifindex {ifindex}) in {used} mode");
+            self.links.push((iface.clone(), link));
+        }
+        Ok(())
+    }
+
+    /// Detaches from every interface and removes the pins: a clean stop.
+    pub fn shutdown(mut self) -> Result<()> {
+        for (iface, link) in std::mem::take(&mut self.links) {
+            if let Err(e) = self.program().detach(link) {
+                warn!("detaching from {iface}: {e}");
+            }
+        }
+        let pin_dir = self.pin_dir.clone();
+        drop(self);
+        remove_pins(&pin_dir)
+    }
+}
+
+impl MapWriter for KernelMaps {
+    fn set_real(&mut self, id: u32, real: &Real) -> Result<()> {
+        self.reals.set(id, real, 0).context("REALS")
+    }
+    fn set_farm(&mut self, id: u32, farm: &Farm) -> Result<()> {
+        self.farms.set(id, farm, 0).context("FARMS")
+    }
+    fn set_sched(&mut self, farm_id: u32, slots: &[u32]) -> Result<()> {
+        for (i, id) in slots.iter().enumerate() {
+            self.sched.set(farm_id * SCHED_SLOTS + i as u32, id, 0).context("SCHED")?;
+        }
+        Ok(())
+    }
+    fn put_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<()> {
+        self.vips.insert(key, info, 0).context("VIPS")
+    }
+    fn del_vip(&mut self, key: &VipKey) -> Result<()> {
+        self.vips.remove(key).context("VIPS")
+    }
+    fn put_vip_addr(&mut self, addr: &[u8; 16], vips: u32) -> Result<()> {
+        self.vip_addrs.insert(addr, vips, 0).context("VIP_ADDRS")
+    }
+    fn del_vip_addr(&mut self, addr: &[u8; 16]) -> Result<()> {
+        self.vip_addrs.remove(addr).context("VIP_ADDRS")
+    }
+}
+
+/// Opens the pinned flow table read-write (the CLI works while the agent is
+/// down, and `flows clear` will write it).
+pub fn open_flows(pin_dir: &Path) -> Result<HashMap<MapData, FlowKey, Flow>> {
+    let path = pin_dir.join("FLOWS");
+    let data = MapData::from_pin(&path).with_context(|| {
+        format!("opening {} (is lb running with this bpf.pin_dir?)", path.display())
+    })?;
+    Ok(HashMap::try_from(Map::LruHashMap(data))?)
+}
+
+pub fn ifindex(iface: &str) -> Result<u32> {
+    let name = CString::new(iface)?;
+    // SAFETY: a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if idx == 0 {
+        bail!("interface {iface} not found");
+    }
+    Ok(idx)
+}
+
+/// Pins only work on a bpf filesystem. Like Cilium's agent, mount the
+/// standard one at /sys/fs/bpf when the pin_dir is under it and nothing is
+/// mounted there yet; anywhere else, say how to get one.
+fn check_bpffs(pin_dir: &Path) -> Result<()> {
+    const STD: &str = "/sys/fs/bpf";
+    if is_bpffs(pin_dir)? {
+        return Ok(());
+    }
+    if pin_dir.starts_with(STD) && !is_bpffs(Path::new(STD))? {
+        let (src, dir, fstype) = (CString::new("bpf")?, CString::new(STD)?, CString::new("bpf")?);
+        // SAFETY: valid NUL-terminated strings; no mount data.
+        let rc = unsafe { libc::mount(src.as_ptr(), dir.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).context(format!("mounting bpffs on {STD}"));
+        }
+        info!("mounted a bpf filesystem on {STD}");
+        if is_bpffs(pin_dir)? {
+            return Ok(());
+        }
+    }
+    bail!(
+        "bpf.pin_dir {} is not on a bpf filesystem; mount one (`mount -t bpf bpf /sys/fs/bpf`) or pick a pin_dir under it",
+        pin_dir.display()
+    )
+}
+
+/// Whether `path` (or its nearest existing ancestor) is on a bpf filesystem.
+fn is_bpffs(path: &Path) -> Result<bool> {
+    let mut dir = path;
+    while !dir.exists() {
+        dir = dir.parent().unwrap_or(Path::new("/"));
+    }
+    let c = CString::new(dir.as_os_str().as_encoded_bytes())?;
+    // SAFETY: statfs writes into a zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error()).context(format!("statfs {}", dir.display()));
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+/// Removes our pinned maps from `pin_dir`, and the directory if that leaves
+/// it empty. Touches nothing else.
+pub fn remove_pins(pin_dir: &Path) -> Result<()> {
+    if !pin_dir.exists() {
+        return Ok(());
+    }
+    for name in MAP_NAMES {
+        let p = pin_dir.join(name);
+        if p.exists() {
+            fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    if fs::read_dir(pin_dir)?.next().is_none() {
+        fs::remove_dir(pin_dir)?;
+    }
+    Ok(())
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes into ts.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

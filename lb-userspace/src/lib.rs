@@ -1,0 +1,8 @@
+//! The lb agent and CLI as a library, so tests drive the same code the daemon runs.
+pub mod agent;
+pub mod api;
+pub mod config;
+pub mod control;
+pub mod datapath;
+pub mod flowtable;
+pub mod sched;

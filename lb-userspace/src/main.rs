@@ -1,0 +1,177 @@
+//! `lb`: the agent (`lb run`) and its command line.
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+use lb_userspace::{
+    agent, api,
+    config::Config,
+    control::{Control, NullWriter},
+    datapath, flowtable,
+};
+
+const DEFAULT_CONFIG: &str = "/etc/lb/lb.yaml";
+
+#[derive(Parser)]
+#[command(name = "lb", version, about = "XDP L4 load-balancing switch")]
+struct Cli {
+    /// The agent's API socket (default: api.socket from the config).
+    #[arg(long, env = "LB_SOCKET", global = true)]
+    socket: Option<PathBuf>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent in the foreground (logs to stderr).
+    Run {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config; errors carry file:line:column. Exit 1 on error.
+    Check {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Ask the running agent to re-read its config (same as SIGHUP).
+    Reload {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// List the flow table (read from the pinned maps; works while the agent is down).
+    Flows {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Read this pin directory instead of the config's bpf.pin_dir.
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+        /// VIP name (from the config) or ADDR[:PORT].
+        #[arg(long)]
+        vip: Option<String>,
+        /// ADDR[:PORT]
+        #[arg(long)]
+        real: Option<String>,
+        /// ADDR[:PORT]
+        #[arg(long)]
+        client: Option<String>,
+        /// syn | established | fin | closed | udp
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print only the number of matching flows.
+        #[arg(long)]
+        count: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lb: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &PathBuf) -> Result<Config> {
+    Config::from_file(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Run { config } => agent::run(&config).map(|_| ExitCode::SUCCESS),
+        Cmd::Check { config } => {
+            let cfg = match Config::from_file(&config) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            // What the datapath cannot take is an error too.
+            if let Err(e) = Control::new().apply(&cfg, &mut NullWriter) {
+                eprintln!("{}: {e:#}", config.display());
+                return Ok(ExitCode::FAILURE);
+            }
+            let reals: usize = cfg.serverfarms.values().map(|f| f.reals.len()).sum();
+            println!(
+                "{}: ok ({} vips, {} serverfarms, {} reals)",
+                config.display(),
+                cfg.vips.len(),
+                cfg.serverfarms.len(),
+                reals
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Reload { config } => {
+            let socket = match cli.socket {
+                Some(s) => s,
+                None => load(&config)?.api.socket,
+            };
+            let resp = api::call(&socket, &api::Request::Reload, Duration::from_secs(30))?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&resp)?);
+            }
+            if !resp.ok {
+                bail!("reload refused, running config unchanged:\n{}", resp.error.unwrap_or_default());
+            }
+            if !cli.json {
+                let msg = resp.data.and_then(|d| d["message"].as_str().map(String::from));
+                println!("{}", msg.unwrap_or_else(|| "reloaded".into()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Flows { config, pin_dir, vip, real, client, state, limit, count } => {
+            let cfg = if pin_dir.is_none() || vip.as_deref().is_some_and(|v| !v.contains('.')) {
+                Some(load(&config)?)
+            } else {
+                None
+            };
+            let pin_dir = pin_dir.unwrap_or_else(|| cfg.as_ref().expect("loaded").bpf.pin_dir.clone());
+            // A VIP name resolves to its ADDR:PORT.
+            let vip = match vip {
+                Some(v) if !v.contains('.') => {
+                    let cfg = cfg.as_ref().expect("loaded");
+                    let Some(entry) = cfg.vips.get(&v) else {
+                        bail!("no VIP named {v} in {}", config.display());
+                    };
+                    Some(format!("{}:{}", entry.address, entry.port))
+                }
+                v => v,
+            };
+            let filter = flowtable::Filter { vip, real, client, state };
+            let map = datapath::open_flows(&pin_dir)?;
+            let table = flowtable::read(&map)?;
+            let now = datapath::now_ns();
+            let rows = table
+                .flows
+                .iter()
+                .map(|f| flowtable::FlowRow::new(f, now))
+                .filter(|r| filter.matches(r));
+            if count {
+                let n = rows.count();
+                if cli.json {
+                    println!("{}", serde_json::json!({ "count": n }));
+                } else {
+                    println!("{n}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let rows: Vec<_> = rows.take(limit.unwrap_or(usize::MAX)).collect();
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", flowtable::render(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

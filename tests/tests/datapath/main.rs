@@ -1,0 +1,856 @@
+//! Datapath fixtures: packets built here run through BPF_PROG_TEST_RUN on the
+//! real XDP object, with maps programmed by the agent's own control code.
+//! Each case asserts the verdict, the reason counter, and the exact output
+//! bytes, whose checksums pnet computes from scratch.
+//!
+//! The test runs inside a namespace it makes (veth c0 towards clients, s0
+//! towards reals, static neighbours) so `bpf_fib_lookup` resolves next hops
+//! as on a real lb host, and on one CPU so round-robin cursors are
+//! predictable.
+mod packet;
+
+use std::net::Ipv4Addr;
+
+use aya::programs::{TestRun, TestRunOptions};
+use lb_common::{ST_CLOSED, ST_ESTABLISHED, ST_FIN, ST_SYN, ST_UDP, reason};
+use lb_tests::netns::Netns;
+use lb_userspace::{
+    config::Config,
+    control::Control,
+    datapath::{self, Datapath},
+    flowtable,
+};
+use packet::*;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const CLIENT_MAC: Mac = [2, 0, 0, 0, 0, 0x02];
+const LB_C_MAC: Mac = [2, 0, 0, 0, 0, 0x01];
+const LB_S_MAC: Mac = [2, 0, 0, 0, 1, 0x01];
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+const VIP_HAIR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
+const VIP_NONEIGH: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
+const VIP_EMPTY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 13);
+const REALS: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(203, 0, 113, 11),
+    Ipv4Addr::new(203, 0, 113, 12),
+    Ipv4Addr::new(203, 0, 113, 13),
+];
+const HAIR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+const HAIR_MAC: Mac = [2, 0, 0, 0, 0, 0x50];
+
+fn real_mac(ip: Ipv4Addr) -> Mac {
+    [2, 0, 0, 0, 1, ip.octets()[3]]
+}
+
+fn config(pin_dir: &str) -> String {
+    format!(
+        r#"
+interfaces: [c0, s0]
+serverfarms:
+  web:
+    algorithm: weighted-round-robin
+    reals:
+      - {{ address: 203.0.113.11, port: 8080, weight: 1 }}
+      - {{ address: 203.0.113.12, port: 8080, weight: 2 }}
+      - {{ address: 203.0.113.13, port: 8080, weight: 3 }}
+  dns:
+    reals:
+      - {{ address: 203.0.113.11, port: 5353 }}
+  hair:
+    reals: [{{ address: 192.0.2.50, port: 8080 }}]
+  noneigh:
+    reals: [{{ address: 203.0.113.99, port: 8080 }}]
+  empty:
+    reals: [{{ address: 203.0.113.11, port: 9, state: disabled }}]
+vips:
+  www: {{ address: 198.51.100.10, port: 80, serverfarm: web }}
+  dns: {{ address: 198.51.100.10, port: 53, protocol: udp, serverfarm: dns }}
+  hair: {{ address: 198.51.100.11, port: 80, serverfarm: hair }}
+  noneigh: {{ address: 198.51.100.12, port: 80, serverfarm: noneigh }}
+  empty: {{ address: 198.51.100.13, port: 80, serverfarm: empty }}
+bpf: {{ pin_dir: {pin_dir}, flow_table_size: 4096 }}
+"#
+    )
+}
+
+struct Fixture {
+    dp: Option<Datapath>,
+    ctl: Control,
+    c0: u32,
+    s0: u32,
+    cases: Vec<String>,
+}
+
+impl Fixture {
+    fn dp(&mut self) -> &mut Datapath {
+        self.dp.as_mut().expect("loaded")
+    }
+
+    fn run(&mut self, ingress: u32, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex.
+        let md: [u32; 6] = [0, frame.len() as u32, 0, ingress, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        };
+        let r = self
+            .dp()
+            .program()
+            .test_run(opts)
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    fn counter(&mut self, why: u32) -> u64 {
+        self.dp()
+            .maps
+            .stats
+            .get(&why, 0)
+            .expect("STATS")
+            .iter()
+            .sum()
+    }
+
+    /// Runs one case: verdict, the reason counted exactly once, and (when
+    /// given) the exact output frame, whose checksums must verify.
+    fn case(
+        &mut self,
+        name: &str,
+        ingress: u32,
+        input: &[u8],
+        action: u32,
+        why: u32,
+        expect: Option<&[u8]>,
+    ) -> Vec<u8> {
+        let before = self.counter(why);
+        let (got, out) = self.run(ingress, input);
+        assert_eq!(got, action, "{name}: verdict");
+        assert_eq!(
+            self.counter(why),
+            before + 1,
+            "{name}: reason {} counted once",
+            reason::NAMES[why as usize]
+        );
+        if let Some(expect) = expect {
+            if out != expect {
+                panic!(
+                    "{name}: output differs\n got: {}\nwant: {}",
+                    hex(&out),
+                    hex(expect)
+                );
+            }
+        }
+        // Every frame the program rewrote must carry valid checksums.
+        if action != XDP_DROP && out != input {
+            assert!(checksums_valid(&out), "{name}: checksums");
+        }
+        self.cases.push(name.to_string());
+        out
+    }
+
+    fn flow_state(&mut self, client_port: u16) -> Option<u8> {
+        let t = flowtable::read(&self.dp().maps.flows).expect("read flows");
+        t.flows
+            .iter()
+            .find(|f| u16::from_be(f.fwd_key.src_port_be) == client_port)
+            .map(|f| f.state())
+    }
+
+    fn flow_real(&mut self, client_port: u16) -> Option<Ipv4Addr> {
+        let t = flowtable::read(&self.dp().maps.flows).expect("read flows");
+        t.flows
+            .iter()
+            .find(|f| u16::from_be(f.fwd_key.src_port_be) == client_port)
+            .map(|f| {
+                let a = f.fwd.nat_addr;
+                Ipv4Addr::new(a[12], a[13], a[14], a[15])
+            })
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn from_client(p: Pkt) -> Pkt {
+    Pkt {
+        src_mac: CLIENT_MAC,
+        dst_mac: LB_C_MAC,
+        ..p
+    }
+}
+
+fn from_real(p: Pkt) -> Pkt {
+    Pkt {
+        src_mac: real_mac(p.src),
+        dst_mac: LB_S_MAC,
+        ..p
+    }
+}
+
+/// What a client packet becomes: to the real, via s0, TTL one less.
+fn dnat(p: &Pkt, real: Ipv4Addr, port: u16) -> Vec<u8> {
+    let mut e = p.clone();
+    e.dst = real;
+    e.ttl -= 1;
+    e.src_mac = LB_S_MAC;
+    e.dst_mac = real_mac(real);
+    set_dport(&mut e, port);
+    e.build()
+}
+
+/// What a real's reply becomes: from the VIP, via c0, TTL one less.
+fn snat(p: &Pkt, vip: Ipv4Addr, port: u16) -> Vec<u8> {
+    let mut e = p.clone();
+    e.src = vip;
+    e.ttl -= 1;
+    e.src_mac = LB_C_MAC;
+    e.dst_mac = CLIENT_MAC;
+    match &mut e.l4 {
+        L4::Tcp { sport, .. } | L4::Udp { sport, .. } => *sport = port,
+        L4::Icmp { .. } => unreachable!(),
+    }
+    e.build()
+}
+
+fn set_dport(p: &mut Pkt, port: u16) {
+    match &mut p.l4 {
+        L4::Tcp { dport, .. } | L4::Udp { dport, .. } => *dport = port,
+        L4::Icmp { .. } => unreachable!(),
+    }
+}
+
+fn setup_netns(ns: &Netns) {
+    for (a, b, mac, addr) in [
+        ("c0", "c1", "02:00:00:00:00:01", "192.0.2.1/24"),
+        ("s0", "s1", "02:00:00:00:01:01", "203.0.113.1/24"),
+    ] {
+        ns.ip(&[
+            "link", "add", a, "address", mac, "type", "veth", "peer", "name", b,
+        ]);
+        ns.ip(&["addr", "add", addr, "dev", a]);
+        ns.ip(&["link", "set", a, "up"]);
+        ns.ip(&["link", "set", b, "up"]);
+    }
+    ns.sysctl("net.ipv4.conf.all.forwarding", "1");
+    let neigh = |ip: Ipv4Addr, mac: Mac, dev: &str| {
+        let mac = mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        ns.ip(&[
+            "neigh",
+            "replace",
+            &ip.to_string(),
+            "lladdr",
+            &mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ]);
+    };
+    neigh(CLIENT, CLIENT_MAC, "c0");
+    neigh(HAIR, HAIR_MAC, "c0");
+    for r in REALS {
+        neigh(r, real_mac(r), "s0");
+    }
+}
+
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0,
+            "sched_setaffinity"
+        );
+    }
+}
+
+#[test]
+fn datapath_fixtures() {
+    lb_tests::require_root();
+    let ns = Netns::new("fx");
+    setup_netns(&ns);
+    let pin_dir = format!("/sys/fs/bpf/{}", ns.name());
+    let cases = ns.run(move || {
+        pin_to_cpu0();
+        let cfg =
+            Config::parse(&config(&pin_dir), "fixtures.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let mut dp = Datapath::load(&cfg.bpf.pin_dir, cfg.bpf.flow_table_size).expect("load");
+        let mut ctl = Control::new();
+        ctl.apply(&cfg, &mut dp.maps).expect("program maps");
+        let c0 = datapath::ifindex("c0").unwrap();
+        let s0 = datapath::ifindex("s0").unwrap();
+        dp.allow_redirect(c0).unwrap();
+        dp.allow_redirect(s0).unwrap();
+        let mut fx = Fixture {
+            dp: Some(dp),
+            ctl,
+            c0,
+            s0,
+            cases: Vec::new(),
+        };
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cases(&mut fx, &cfg)));
+        let names = std::mem::take(&mut fx.cases);
+        fx.dp.take().expect("loaded").shutdown().expect("unpin");
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+        names
+    });
+    for c in &cases {
+        println!("ok: {c}");
+    }
+    assert!(cases.len() >= 25, "only {} cases ran", cases.len());
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/bpf/{}", ns.name())).exists(),
+        "pins removed"
+    );
+}
+
+fn cases(fx: &mut Fixture, cfg: &Config) {
+    let (c0, s0) = (fx.c0, fx.s0);
+    let web_sched: Vec<Ipv4Addr> = {
+        let p = fx.ctl.programmed();
+        let by_id = |id: u32| {
+            p.reals
+                .iter()
+                .find(|(_, (rid, _))| *rid == id)
+                .map(|(k, _)| k.addr)
+                .expect("real")
+        };
+        p.farms["web"].sched.iter().map(|&id| by_id(id)).collect()
+    };
+    assert_eq!(web_sched.len(), 6);
+
+    // --- Not ours: passed byte-identical. ---
+    let mut arp = vec![0xffu8; 6];
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0u8; 28]);
+    fx.case(
+        "arp is passed unchanged",
+        c0,
+        &arp,
+        XDP_PASS,
+        reason::PASS_NOT_IPV4,
+        Some(&arp),
+    );
+
+    let mut v6 = arp.clone();
+    v6[12..14].copy_from_slice(&[0x86, 0xdd]);
+    v6.extend_from_slice(&[0u8; 40]);
+    fx.case(
+        "ipv6 is passed unchanged",
+        c0,
+        &v6,
+        XDP_PASS,
+        reason::PASS_NOT_IPV4,
+        Some(&v6),
+    );
+
+    let other = from_client(Pkt::tcp((CLIENT, 40000), (REALS[0], 22), SYN, 1, b""));
+    let b = other.build();
+    fx.case(
+        "tcp to a non-VIP address is passed unchanged",
+        c0,
+        &b,
+        XDP_PASS,
+        reason::PASS_NOT_OURS,
+        Some(&b),
+    );
+
+    let stray = from_real(Pkt::tcp((REALS[0], 8080), (CLIENT, 1), ACK, 1, b""));
+    let b = stray.build();
+    fx.case(
+        "a real's packet with no flow is passed unchanged",
+        s0,
+        &b,
+        XDP_PASS,
+        reason::PASS_NOT_OURS,
+        Some(&b),
+    );
+
+    // --- Malformed frames: counted, passed for the kernel to judge. ---
+    let mut vlan_short = from_client(Pkt::tcp((CLIENT, 1), (VIP, 80), SYN, 1, b"")).build();
+    vlan_short[12..14].copy_from_slice(&[0x81, 0x00]);
+    vlan_short.truncate(16);
+    fx.case(
+        "truncated 802.1Q header is passed",
+        c0,
+        &vlan_short,
+        XDP_PASS,
+        reason::PASS_BAD_L2,
+        Some(&vlan_short),
+    );
+
+    let mut qinq = from_client(Pkt::tcp((CLIENT, 1), (VIP, 80), SYN, 1, b"")).build();
+    let mut tags = vec![0x81, 0x00, 0x00, 0x0a, 0x81, 0x00, 0x00, 0x0b];
+    tags.extend_from_slice(&qinq[12..]);
+    qinq.truncate(12);
+    qinq.extend_from_slice(&tags);
+    fx.case(
+        "two VLAN tags are passed",
+        c0,
+        &qinq,
+        XDP_PASS,
+        reason::PASS_BAD_L2,
+        Some(&qinq),
+    );
+
+    let mut short_ip = from_client(Pkt::tcp((CLIENT, 1), (VIP, 80), SYN, 1, b"")).build();
+    short_ip.truncate(14 + 12);
+    fx.case(
+        "truncated IPv4 header is passed",
+        c0,
+        &short_ip,
+        XDP_PASS,
+        reason::PASS_BAD_IPV4,
+        Some(&short_ip),
+    );
+
+    let mut bad_ver = from_client(Pkt::tcp((CLIENT, 1), (VIP, 80), SYN, 1, b"")).build();
+    bad_ver[14] = 0x65;
+    fx.case(
+        "IPv4 ethertype with version 6 is passed",
+        c0,
+        &bad_ver,
+        XDP_PASS,
+        reason::PASS_BAD_IPV4,
+        Some(&bad_ver),
+    );
+
+    let mut long_len = from_client(Pkt::tcp((CLIENT, 1), (VIP, 80), SYN, 1, b"")).build();
+    long_len[16..18].copy_from_slice(&1400u16.to_be_bytes());
+    fx.case(
+        "total length beyond the frame is passed",
+        c0,
+        &long_len,
+        XDP_PASS,
+        reason::PASS_BAD_IPV4,
+        Some(&long_len),
+    );
+
+    // --- Stated rules for packets to a VIP address. ---
+    let short_tcp = {
+        let mut b = from_client(Pkt::ip(
+            CLIENT,
+            VIP,
+            L4::Udp {
+                sport: 1,
+                dport: 80,
+                payload: vec![],
+                zero_csum: true,
+            },
+        ))
+        .build();
+        // Claim TCP with only 8 bytes of L4 header.
+        b[14 + 9] = 6;
+        let mut ip = pnet::packet::ipv4::MutableIpv4Packet::new(&mut b[14..]).unwrap();
+        ip.set_checksum(0);
+        let c = pnet::packet::ipv4::checksum(&ip.to_immutable());
+        ip.set_checksum(c);
+        b
+    };
+    fx.case(
+        "truncated TCP header to a VIP is dropped",
+        c0,
+        &short_tcp,
+        XDP_DROP,
+        reason::DROP_BAD_L4,
+        None,
+    );
+
+    let mut bad_doff = from_client(Pkt::tcp((CLIENT, 41000), (VIP, 80), SYN, 1, b""));
+    if let L4::Tcp { doff, .. } = &mut bad_doff.l4 {
+        *doff = 4;
+    }
+    fx.case(
+        "TCP data offset below 5 to a VIP is dropped",
+        c0,
+        &bad_doff.build(),
+        XDP_DROP,
+        reason::DROP_BAD_L4,
+        None,
+    );
+
+    let mut opts = from_client(Pkt::tcp((CLIENT, 41001), (VIP, 80), SYN, 1, b""));
+    opts.options = vec![1, 1, 1, 0]; // NOP NOP NOP EOL
+    fx.case(
+        "IPv4 options to a VIP are dropped",
+        c0,
+        &opts.build(),
+        XDP_DROP,
+        reason::DROP_IP_OPTIONS,
+        None,
+    );
+
+    let mut mf = from_client(Pkt::tcp((CLIENT, 41002), (VIP, 80), ACK, 1, b"data"));
+    mf.frag = (0x1, 0); // More Fragments
+    fx.case(
+        "first fragment to a VIP is dropped",
+        c0,
+        &mf.build(),
+        XDP_DROP,
+        reason::DROP_FRAGMENT,
+        None,
+    );
+    let mut later = mf.clone();
+    later.frag = (0, 185);
+    fx.case(
+        "later fragment to a VIP is dropped",
+        c0,
+        &later.build(),
+        XDP_DROP,
+        reason::DROP_FRAGMENT,
+        None,
+    );
+
+    let mut ttl1 = from_client(Pkt::tcp((CLIENT, 41003), (VIP, 80), SYN, 1, b""));
+    ttl1.ttl = 1;
+    let b = ttl1.build();
+    fx.case(
+        "TTL 1 to a VIP is passed for ICMP time exceeded",
+        c0,
+        &b,
+        XDP_PASS,
+        reason::PASS_TTL,
+        Some(&b),
+    );
+    assert_eq!(
+        fx.flow_state(41003),
+        None,
+        "no flow for a TTL-expired packet"
+    );
+
+    let port81 = from_client(Pkt::tcp((CLIENT, 41004), (VIP, 81), SYN, 1, b""));
+    fx.case(
+        "VIP address on an unconfigured port is dropped",
+        c0,
+        &port81.build(),
+        XDP_DROP,
+        reason::DROP_NO_VIP_PORT,
+        None,
+    );
+    let udp80 = from_client(Pkt::udp((CLIENT, 41005), (VIP, 80), b"x"));
+    fx.case(
+        "VIP port with the wrong protocol is dropped",
+        c0,
+        &udp80.build(),
+        XDP_DROP,
+        reason::DROP_NO_VIP_PORT,
+        None,
+    );
+
+    let rst = from_client(Pkt::tcp((CLIENT, 41006), (VIP, 80), RST, 1, b""));
+    fx.case(
+        "RST to a VIP without a flow is dropped",
+        c0,
+        &rst.build(),
+        XDP_DROP,
+        reason::DROP_RST_NO_FLOW,
+        None,
+    );
+    assert_eq!(fx.flow_state(41006), None, "a RST never creates a flow");
+
+    let echo = from_client(Pkt::ip(
+        CLIENT,
+        VIP,
+        L4::Icmp {
+            kind: 8,
+            code: 0,
+            payload: b"ping-payload".to_vec(),
+        },
+    ));
+    let mut reply = echo.clone();
+    reply.src = VIP;
+    reply.dst = CLIENT;
+    reply.ttl = 64;
+    reply.src_mac = LB_C_MAC;
+    reply.dst_mac = CLIENT_MAC;
+    reply.l4 = L4::Icmp {
+        kind: 0,
+        code: 0,
+        payload: b"ping-payload".to_vec(),
+    };
+    let mut echo_in = echo.clone();
+    echo_in.ttl = 55;
+    fx.case(
+        "ICMP echo to a VIP is answered",
+        c0,
+        &echo_in.build(),
+        XDP_TX,
+        reason::ICMP_ECHO_REPLY,
+        Some(&reply.build()),
+    );
+    let unreach = from_client(Pkt::ip(
+        CLIENT,
+        VIP,
+        L4::Icmp {
+            kind: 3,
+            code: 3,
+            payload: vec![0; 28],
+        },
+    ));
+    fx.case(
+        "other ICMP to a VIP is dropped",
+        c0,
+        &unreach.build(),
+        XDP_DROP,
+        reason::DROP_ICMP_VIP,
+        None,
+    );
+
+    let empty = from_client(Pkt::tcp((CLIENT, 41007), (VIP_EMPTY, 80), SYN, 1, b""));
+    fx.case(
+        "a farm with no live real drops new flows",
+        c0,
+        &empty.build(),
+        XDP_DROP,
+        reason::DROP_NO_REAL,
+        None,
+    );
+
+    // --- A TCP flow, both directions, exact bytes. ---
+    let new_before = fx.counter(reason::NEW_FLOW);
+    let syn = from_client(Pkt::tcp((CLIENT, 40001), (VIP, 80), SYN, 1000, b""));
+    let r = web_sched[0];
+    fx.case(
+        "SYN to a VIP is NATed to the scheduled real and redirected",
+        c0,
+        &syn.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&syn, r, 8080)),
+    );
+    assert_eq!(fx.counter(reason::NEW_FLOW), new_before + 1);
+    assert_eq!(fx.flow_state(40001), Some(ST_SYN));
+    assert_eq!(fx.flow_real(40001), Some(r));
+
+    let mut synack = from_real(Pkt::tcp((r, 8080), (CLIENT, 40001), SYN | ACK, 5000, b""));
+    if let L4::Tcp { ack, .. } = &mut synack.l4 {
+        *ack = 1001;
+    }
+    fx.case(
+        "SYN-ACK from the real is NATed back to the VIP",
+        s0,
+        &synack.build(),
+        XDP_REDIRECT,
+        reason::REVERSE,
+        Some(&snat(&synack, VIP, 80)),
+    );
+
+    let mut ack = from_client(Pkt::tcp(
+        (CLIENT, 40001),
+        (VIP, 80),
+        ACK | PSH,
+        1001,
+        b"GET / HTTP/1.0\r\n\r\n",
+    ));
+    ack.ttl = 33;
+    fx.case(
+        "the client's next packet follows its flow",
+        c0,
+        &ack.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&ack, r, 8080)),
+    );
+    assert_eq!(
+        fx.counter(reason::NEW_FLOW),
+        new_before + 1,
+        "no second flow"
+    );
+    assert_eq!(fx.flow_state(40001), Some(ST_ESTABLISHED));
+
+    let mut padded = from_client(Pkt::tcp((CLIENT, 40001), (VIP, 80), ACK, 1019, b""));
+    padded.pad = 6; // a 54-byte frame padded to Ethernet's 60
+    fx.case(
+        "an Ethernet-padded frame keeps its padding",
+        c0,
+        &padded.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&padded, r, 8080)),
+    );
+
+    let fin = from_real(Pkt::tcp((r, 8080), (CLIENT, 40001), FIN | ACK, 5001, b""));
+    fx.case(
+        "FIN from the real moves the flow to fin",
+        s0,
+        &fin.build(),
+        XDP_REDIRECT,
+        reason::REVERSE,
+        Some(&snat(&fin, VIP, 80)),
+    );
+    assert_eq!(fx.flow_state(40001), Some(ST_FIN));
+    let rst = from_client(Pkt::tcp((CLIENT, 40001), (VIP, 80), RST, 1019, b""));
+    fx.case(
+        "RST of a known flow is forwarded and closes it",
+        c0,
+        &rst.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&rst, r, 8080)),
+    );
+    assert_eq!(fx.flow_state(40001), Some(ST_CLOSED));
+
+    // Sequence tracking for RSTs the agent will send later: the reverse entry
+    // holds the server's next sequence number (5001 + FIN).
+    {
+        let t = flowtable::read(&fx.dp().maps.flows).unwrap();
+        let f = t
+            .flows
+            .iter()
+            .find(|f| u16::from_be(f.fwd_key.src_port_be) == 40001)
+            .unwrap();
+        assert_eq!(f.rev.as_ref().unwrap().1.seq_next, 5002);
+    }
+
+    // --- Weighted round-robin over new flows: 1:2:3 in six SYNs. ---
+    let mut counts = [0usize; 3];
+    for i in 1..6u16 {
+        let syn = from_client(Pkt::tcp((CLIENT, 40001 + i), (VIP, 80), SYN, 7, b""));
+        let r = web_sched[i as usize];
+        let name = format!("SYN #{} goes to the next real in the schedule", i + 1);
+        fx.case(
+            &name,
+            c0,
+            &syn.build(),
+            XDP_REDIRECT,
+            reason::FORWARD,
+            Some(&dnat(&syn, r, 8080)),
+        );
+    }
+    for i in 0..6u16 {
+        let real = fx.flow_real(40001 + i).expect("flow");
+        counts[REALS.iter().position(|&x| x == real).unwrap()] += 1;
+    }
+    assert_eq!(counts, [1, 2, 3], "weights 1:2:3");
+
+    // --- A connection picked up mid-stream (after an agent restart). ---
+    let mid = from_client(Pkt::tcp((CLIENT, 40100), (VIP, 80), ACK, 77, b"x"));
+    let r = web_sched[0];
+    fx.case(
+        "a non-SYN without a flow creates an established flow",
+        c0,
+        &mid.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&mid, r, 8080)),
+    );
+    assert_eq!(fx.flow_state(40100), Some(ST_ESTABLISHED));
+
+    // --- UDP. ---
+    let q = from_client(Pkt::udp((CLIENT, 53000), (VIP, 53), b"query"));
+    let dns_real = REALS[0];
+    fx.case(
+        "UDP to a VIP is NATed with its checksum updated",
+        c0,
+        &q.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&q, dns_real, 5353)),
+    );
+    assert_eq!(fx.flow_state(53000), Some(ST_UDP));
+    let a = from_real(Pkt::udp((dns_real, 5353), (CLIENT, 53000), b"answer"));
+    fx.case(
+        "UDP reply is NATed back",
+        s0,
+        &a.build(),
+        XDP_REDIRECT,
+        reason::REVERSE,
+        Some(&snat(&a, VIP, 53)),
+    );
+    let mut q0 = from_client(Pkt::udp((CLIENT, 53001), (VIP, 53), b"no checksum"));
+    if let L4::Udp { zero_csum, .. } = &mut q0.l4 {
+        *zero_csum = true;
+    }
+    let out = fx.case(
+        "a UDP checksum of zero stays zero",
+        c0,
+        &q0.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&q0, dns_real, 5353)),
+    );
+    assert_eq!(&out[14 + 26..14 + 28], &[0, 0]);
+
+    // --- Forwarding choices. ---
+    let hair = from_client(Pkt::tcp((CLIENT, 40200), (VIP_HAIR, 80), SYN, 1, b""));
+    let mut want = hair.clone();
+    want.dst = HAIR;
+    want.ttl -= 1;
+    want.src_mac = LB_C_MAC;
+    want.dst_mac = HAIR_MAC;
+    set_dport(&mut want, 8080);
+    fx.case(
+        "a real behind the ingress interface gets XDP_TX",
+        c0,
+        &hair.build(),
+        XDP_TX,
+        reason::FORWARD,
+        Some(&want.build()),
+    );
+
+    let nn = from_client(Pkt::tcp((CLIENT, 40300), (VIP_NONEIGH, 80), SYN, 1, b""));
+    let mut want = nn.clone();
+    want.dst = Ipv4Addr::new(203, 0, 113, 99);
+    set_dport(&mut want, 8080);
+    fx.case(
+        "no resolved neighbour: NATed, passed to the kernel to forward",
+        c0,
+        &nn.build(),
+        XDP_PASS,
+        reason::PASS_FIB,
+        Some(&want.build()),
+    );
+
+    let mut tagged = from_client(Pkt::tcp((CLIENT, 40400), (VIP, 80), SYN, 1, b""));
+    tagged.vlan = Some(10);
+    let mut want = tagged.clone();
+    // The cursor moved on: 6 SYNs and the mid-stream pick-up came before.
+    want.dst = web_sched[1];
+    set_dport(&mut want, 8080);
+    fx.case(
+        "a tagged frame is NATed, keeps its tag, and goes to the kernel",
+        c0,
+        &tagged.build(),
+        XDP_PASS,
+        reason::PASS_FIB,
+        Some(&want.build()),
+    );
+
+    // --- Reload: removing a VIP stops its traffic. ---
+    let mut no_dns = cfg.clone();
+    no_dns.vips.remove("dns");
+    let Fixture { dp, ctl, .. } = fx;
+    ctl.apply(&no_dns, &mut dp.as_mut().unwrap().maps)
+        .expect("reload");
+    let q = from_client(Pkt::udp((CLIENT, 53002), (VIP, 53), b"query"));
+    fx.case(
+        "after the VIP's removal its port is refused",
+        c0,
+        &q.build(),
+        XDP_DROP,
+        reason::DROP_NO_VIP_PORT,
+        None,
+    );
+}
