@@ -24,7 +24,11 @@ fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../lb-ebpf");
     let root = root.to_str().expect("utf-8 path");
     aya_build::build_ebpf(
-        [aya_build::Package { name: "lb-ebpf", root_dir: root, ..Default::default() }],
+        [aya_build::Package {
+            name: "lb-ebpf",
+            root_dir: root,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Custom(&toolchain),
     )
 }

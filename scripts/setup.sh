@@ -12,7 +12,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # Debian packages: the kernel-side Rust toolchain (rustc-web 1.96 with LLVM 22),
 # LLVM 22 for bpf-linker, and the tools the tests drive.
-PKGS=(rustc-web cargo-web rust-web-src llvm-22-dev libpolly-22-dev
+PKGS=(rustc-web cargo-web rust-web-src rust-web-clippy llvm-22-dev libpolly-22-dev
       iproute2 ethtool iperf3 curl nftables)
 missing=()
 for p in "${PKGS[@]}"; do

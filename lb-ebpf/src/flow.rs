@@ -88,9 +88,9 @@ pub fn create(
     };
     // Reverse first: a forward entry without its reverse would send the
     // client's packets to a real whose replies we could not translate.
-    FLOWS.insert(&rev_key, &rev, 0).ok()?;
-    if FLOWS.insert(fwd_key, &fwd, 0).is_err() {
-        let _ = FLOWS.remove(&rev_key);
+    FLOWS.insert(rev_key, rev, 0).ok()?;
+    if FLOWS.insert(fwd_key, fwd, 0).is_err() {
+        let _ = FLOWS.remove(rev_key);
         return None;
     }
     Some(())

@@ -38,9 +38,7 @@ pub fn forward(ctx: &XdpContext, l3: &L3) -> Result<u32, u32> {
     p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(ip.dst_addr);
     p.ifindex = ingress;
     // SAFETY: p is a valid, writable bpf_fib_lookup of the size passed.
-    let rc = unsafe {
-        bpf_fib_lookup(ctx.ctx as *mut _, &mut p, size_of::<FibParams>() as i32, 0)
-    };
+    let rc = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, &mut p, size_of::<FibParams>() as i32, 0) };
     let out = p.ifindex;
     if rc != BPF_FIB_LKUP_RET_SUCCESS || (out != ingress && TX_PORTS.get_ifindex(out).is_none()) {
         return Err(reason::PASS_FIB);
@@ -58,5 +56,7 @@ pub fn forward(ctx: &XdpContext, l3: &L3) -> Result<u32, u32> {
         return Ok(xdp_action::XDP_TX);
     }
     // The entry was just seen; should it vanish meanwhile, the kernel forwards.
-    Ok(TX_PORTS.redirect(out, xdp_action::XDP_PASS as u64).unwrap_or(xdp_action::XDP_PASS))
+    Ok(TX_PORTS
+        .redirect(out, xdp_action::XDP_PASS as u64)
+        .unwrap_or(xdp_action::XDP_PASS))
 }

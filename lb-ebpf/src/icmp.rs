@@ -22,7 +22,8 @@ struct IcmpHdr {
 
 #[inline(always)]
 pub fn to_vip(ctx: &XdpContext, l3: &L3) -> Result<u32, u32> {
-    let icmp: *mut IcmpHdr = ptr_at(ctx, l3.off + Ipv4Hdr::LEN).map_err(|_| reason::DROP_ICMP_VIP)?;
+    let icmp: *mut IcmpHdr =
+        ptr_at(ctx, l3.off + Ipv4Hdr::LEN).map_err(|_| reason::DROP_ICMP_VIP)?;
     // SAFETY: bounds checked by ptr_at and the parser.
     let (icmp, ip, eth) = unsafe { (&mut *icmp, &mut *l3.ip, &mut *l3.eth) };
     if icmp.kind != ECHO_REQUEST || icmp.code != 0 {

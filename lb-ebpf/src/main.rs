@@ -16,7 +16,9 @@ mod parse;
 mod select;
 mod stats;
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+};
 use lb_common::{DIR_FORWARD, DIR_REVERSE, PROTO_TCP, PROTO_UDP, VipKey, reason};
 
 use crate::{
@@ -59,7 +61,7 @@ fn try_lb_xdp(ctx: &XdpContext) -> Verdict {
     // SAFETY: bounds checked by the parser.
     let dst = unsafe { (*l3.ip).dst_addr };
     // SAFETY: the value is only tested for presence.
-    if unsafe { VIP_ADDRS.get(&addr16(dst)) }.is_some() {
+    if unsafe { VIP_ADDRS.get(addr16(dst)) }.is_some() {
         to_vip(ctx, &l3)
     } else {
         from_real(ctx, &l3)
@@ -97,7 +99,7 @@ fn to_vip(ctx: &XdpContext, l3: &L3) -> Verdict {
     let now = unsafe { bpf_ktime_get_ns() };
     let key = flow::key(ip.src_addr, ip.dst_addr, l4.sport, l4.dport, l4.proto);
 
-    let (nat_addr, nat_port_be, vip_id, real_id, new_flow) = match FLOWS.get_ptr_mut(&key) {
+    let (nat_addr, nat_port_be, vip_id, real_id, new_flow) = match FLOWS.get_ptr_mut(key) {
         Some(f) => {
             // SAFETY: map values stay valid for the program run; concurrent
             // writers of the same flow only race on counters.
@@ -116,7 +118,7 @@ fn to_vip(ctx: &XdpContext, l3: &L3) -> Verdict {
                 _pad: 0,
             };
             // SAFETY: read-only use of the value.
-            let vip = unsafe { VIPS.get(&vip_key) }.ok_or(reason::DROP_NO_VIP_PORT)?;
+            let vip = unsafe { VIPS.get(vip_key) }.ok_or(reason::DROP_NO_VIP_PORT)?;
             if flags.rst {
                 return Err(reason::DROP_RST_NO_FLOW);
             }
@@ -144,7 +146,7 @@ fn from_real(ctx: &XdpContext, l3: &L3) -> Verdict {
     }
     let l4 = parse::l4(ctx, l3).map_err(|_| reason::PASS_NOT_OURS)?;
     let key = flow::key(ip.src_addr, ip.dst_addr, l4.sport, l4.dport, l4.proto);
-    let f = FLOWS.get_ptr_mut(&key).ok_or(reason::PASS_NOT_OURS)?;
+    let f = FLOWS.get_ptr_mut(key).ok_or(reason::PASS_NOT_OURS)?;
     // SAFETY: as in to_vip.
     let f = unsafe { &mut *f };
     if f.dir != DIR_REVERSE {

@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Counters, FLOW_TABLE_DEFAULT, Farm, Flow, FlowKey, MAX_FARMS, MAX_IFACES, MAX_REALS,
-    MAX_VIPS, Real, SCHED_SLOTS, VipInfo, VipKey, reason,
+    Counters, FLOW_TABLE_DEFAULT, Farm, Flow, FlowKey, MAX_FARMS, MAX_IFACES, MAX_REALS, MAX_VIPS,
+    Real, SCHED_SLOTS, VipInfo, VipKey, reason,
 };
 
 /// Virtual servers by (address, port, protocol).

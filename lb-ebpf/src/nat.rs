@@ -28,7 +28,14 @@ pub fn snat(ip: *mut Ipv4Hdr, l4: &L4, addr: [u8; 4], port: [u8; 2]) {
 }
 
 #[inline(always)]
-unsafe fn rewrite_l4(l4: &L4, old_addr: [u8; 4], addr: [u8; 4], old_port: [u8; 2], port: [u8; 2], dst: bool) {
+unsafe fn rewrite_l4(
+    l4: &L4,
+    old_addr: [u8; 4],
+    addr: [u8; 4],
+    old_port: [u8; 2],
+    port: [u8; 2],
+    dst: bool,
+) {
     // SAFETY: the header matching l4.proto was bounds checked by the parser.
     unsafe {
         if l4.proto == lb_common::PROTO_TCP {

@@ -53,7 +53,11 @@ pub fn l3(ctx: &XdpContext) -> Result<L3, u32> {
     let tot_len = u16::from_be_bytes(hdr.tot_len) as usize;
     // Ethernet may pad short frames, so the frame may be longer than tot_len,
     // never shorter.
-    if hdr.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || tot_len < ihl || ctx.data() + off + tot_len > ctx.data_end() {
+    if hdr.vihl >> 4 != 4
+        || ihl < Ipv4Hdr::LEN
+        || tot_len < ihl
+        || ctx.data() + off + tot_len > ctx.data_end()
+    {
         return Err(reason::PASS_BAD_IPV4);
     }
     Ok(L3 { eth, off, ip })
@@ -160,11 +164,21 @@ pub struct TcpFlags {
 #[inline(always)]
 pub fn tcp_flags(l4: &L4) -> TcpFlags {
     if l4.proto != PROTO_TCP {
-        return TcpFlags { syn: false, ack: false, fin: false, rst: false };
+        return TcpFlags {
+            syn: false,
+            ack: false,
+            fin: false,
+            rst: false,
+        };
     }
     // SAFETY: TCP header bounds checked in `l4`.
     let t = unsafe { &*l4.tcp };
-    TcpFlags { syn: t.syn() != 0, ack: t.ack() != 0, fin: t.fin() != 0, rst: t.rst() != 0 }
+    TcpFlags {
+        syn: t.syn() != 0,
+        ack: t.ack() != 0,
+        fin: t.fin() != 0,
+        rst: t.rst() != 0,
+    }
 }
 
 /// True for any fragment: More Fragments set or a non-zero offset.

@@ -38,11 +38,25 @@ pub fn run(path: &Path) -> Result<()> {
     let mut dp = Datapath::load(&cfg.bpf.pin_dir, cfg.bpf.flow_table_size)?;
     let mut ctl = Control::new();
     // Program before attaching, so the first packet already finds the VIPs.
-    let ch = ctl.apply(&cfg, &mut dp.maps).context("programming the datapath")?;
-    info!("programmed {} vips, {} reals", ch.vips_added.len(), ch.reals_added);
+    let ch = ctl
+        .apply(&cfg, &mut dp.maps)
+        .context("programming the datapath")?;
+    info!(
+        "programmed {} vips, {} reals",
+        ch.vips_added.len(),
+        ch.reals_added
+    );
     dp.attach(&cfg.interfaces, cfg.xdp_mode)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let agent = Agent { path: path.to_path_buf(), cfg, ctl, dp, last_sweep: None };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let agent = Agent {
+        path: path.to_path_buf(),
+        cfg,
+        ctl,
+        dp,
+        last_sweep: None,
+    };
     rt.block_on(agent.serve())
 }
 
@@ -55,7 +69,11 @@ impl Agent {
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut next_sweep = tokio::time::Instant::now() + SWEEP_MIN;
-        info!("lb running on {:?}; api {}", self.cfg.interfaces, socket.display());
+        info!(
+            "lb running on {:?}; api {}",
+            self.cfg.interfaces,
+            socket.display()
+        );
         loop {
             tokio::select! {
                 _ = term.recv() => break,
@@ -137,7 +155,10 @@ impl Agent {
                         s.flows, s.expired, s.removed_vip, s.repaired
                     );
                 }
-                if let Err(e) = self.ctl.release_unused(&s.vips_in_use, &s.reals_in_use, &mut self.dp.maps) {
+                if let Err(e) =
+                    self.ctl
+                        .release_unused(&s.vips_in_use, &s.reals_in_use, &mut self.dp.maps)
+                {
                     warn!("releasing retired ids: {e:#}");
                 }
                 self.last_sweep = Some(s);

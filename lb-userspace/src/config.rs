@@ -5,9 +5,9 @@
 //! 1. serde_yaml deserializes into the structs below. Syntax errors, type
 //!    errors and misspelled keys (`deny_unknown_fields` everywhere) stop it;
 //!    its error carries the line:column, and is reported alone.
-//! 2. [`validate`] checks what types cannot say (references between sections,
+//! 2. `validate` checks what types cannot say (references between sections,
 //!    ranges, duplicates, limits) and collects every issue. A position index
-//!    ([`index`]) built from a span-reporting parser turns each issue's key
+//!    (`index`) built from a span-reporting parser turns each issue's key
 //!    path back into the line:column of the offending value.
 //!
 //! Every issue prints as `file:line:column: key.path: message`.

@@ -69,7 +69,12 @@ impl VipEntry {
     }
 
     fn info(&self) -> VipInfo {
-        VipInfo { vip_id: self.id, farm_id: self.farm_id, flags: 0, _pad: 0 }
+        VipInfo {
+            vip_id: self.id,
+            farm_id: self.farm_id,
+            flags: 0,
+            _pad: 0,
+        }
     }
 }
 
@@ -98,7 +103,11 @@ struct IdPool {
 
 impl IdPool {
     fn new(max: u32) -> Self {
-        Self { next: 0, max, free: BTreeSet::new() }
+        Self {
+            next: 0,
+            max,
+            free: BTreeSet::new(),
+        }
     }
 
     fn alloc(&mut self, what: &str) -> Result<u32> {
@@ -268,14 +277,22 @@ impl Control {
         reals_in_use: &HashSet<u32>,
         w: &mut dyn MapWriter,
     ) -> Result<()> {
-        let gone: Vec<u32> =
-            self.retired_vips.iter().copied().filter(|id| !vips_in_use.contains(id)).collect();
+        let gone: Vec<u32> = self
+            .retired_vips
+            .iter()
+            .copied()
+            .filter(|id| !vips_in_use.contains(id))
+            .collect();
         for id in gone {
             self.retired_vips.remove(&id);
             self.pools.vips.release(id);
         }
-        let gone: Vec<u32> =
-            self.retired_reals.keys().copied().filter(|id| !reals_in_use.contains(id)).collect();
+        let gone: Vec<u32> = self
+            .retired_reals
+            .keys()
+            .copied()
+            .filter(|id| !reals_in_use.contains(id))
+            .collect();
         for id in gone {
             w.set_real(id, &Real::default())?;
             self.retired_reals.remove(&id);
@@ -347,7 +364,11 @@ fn plan(
                 };
                 let id = match cur.reals.get(&key) {
                     Some(&(id, _)) => id,
-                    None => match retired_reals.iter().find(|(_, k)| **k == key).map(|(id, _)| *id) {
+                    None => match retired_reals
+                        .iter()
+                        .find(|(_, k)| **k == key)
+                        .map(|(id, _)| *id)
+                    {
                         Some(id) => {
                             retired_reals.remove(&id);
                             id
@@ -393,9 +414,20 @@ fn plan(
                 FailAction::Purge => FAIL_PURGE,
                 FailAction::Reassign => FAIL_REASSIGN,
             };
-            let value =
-                Farm { algorithm, failaction, sched_len: sched.len() as u32, flags: 0 };
-            next.farms.insert(farm_name.to_string(), FarmEntry { id: farm_id, value, sched });
+            let value = Farm {
+                algorithm,
+                failaction,
+                sched_len: sched.len() as u32,
+                flags: 0,
+            };
+            next.farms.insert(
+                farm_name.to_string(),
+                FarmEntry {
+                    id: farm_id,
+                    value,
+                    sched,
+                },
+            );
         }
         let id = match cur.vips.get(name) {
             Some(v) => v.id,
@@ -420,6 +452,33 @@ fn plan(
         );
     }
     Ok(next)
+}
+
+/// A writer that writes nowhere: `lb check` plans a config without a kernel.
+pub struct NullWriter;
+
+impl MapWriter for NullWriter {
+    fn set_real(&mut self, _: u32, _: &Real) -> Result<()> {
+        Ok(())
+    }
+    fn set_farm(&mut self, _: u32, _: &Farm) -> Result<()> {
+        Ok(())
+    }
+    fn set_sched(&mut self, _: u32, _: &[u32]) -> Result<()> {
+        Ok(())
+    }
+    fn put_vip(&mut self, _: &VipKey, _: &VipInfo) -> Result<()> {
+        Ok(())
+    }
+    fn del_vip(&mut self, _: &VipKey) -> Result<()> {
+        Ok(())
+    }
+    fn put_vip_addr(&mut self, _: &[u8; 16], _: u32) -> Result<()> {
+        Ok(())
+    }
+    fn del_vip_addr(&mut self, _: &[u8; 16]) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -513,11 +572,19 @@ vips:
         assert_eq!(farm.sched_len as usize, sched.len());
         // Weights 1:2:3 over the primaries; the backup is not scheduled.
         let by_port = |ip: [u8; 4]| {
-            let id = m.reals.iter().find(|(_, r)| r.addr == v4_mapped(ip)).map(|(id, _)| *id);
+            let id = m
+                .reals
+                .iter()
+                .find(|(_, r)| r.addr == v4_mapped(ip))
+                .map(|(id, _)| *id);
             sched.iter().filter(|&&s| Some(s) == id).count()
         };
         assert_eq!(
-            (by_port([203, 0, 113, 11]), by_port([203, 0, 113, 12]), by_port([203, 0, 113, 13])),
+            (
+                by_port([203, 0, 113, 11]),
+                by_port([203, 0, 113, 12]),
+                by_port([203, 0, 113, 13])
+            ),
             (1, 2, 3)
         );
         // Port-less reals inherit the VIP's port.
@@ -534,7 +601,11 @@ vips:
         let first_vip = m.log.iter().position(|l| l.starts_with("vip+")).unwrap();
         let last_real = m.log.iter().rposition(|l| l.starts_with("real")).unwrap();
         let last_farm = m.log.iter().rposition(|l| l.starts_with("farm")).unwrap();
-        assert!(last_real < first_vip && last_farm < first_vip, "{:?}", m.log);
+        assert!(
+            last_real < first_vip && last_farm < first_vip,
+            "{:?}",
+            m.log
+        );
     }
 
     #[test]
@@ -564,8 +635,18 @@ vips:
         }
         assert_eq!(c.programmed().vips["www"].id, before.vips["www"].id);
         let web = c.programmed().farms["web"].id;
-        assert!(m.log.iter().all(|l| !l.starts_with("farm") || *l == format!("farm {web}")), "{:?}", m.log);
-        assert!(!m.log.iter().any(|l| l.starts_with("vip")), "VIPs untouched: {:?}", m.log);
+        assert!(
+            m.log
+                .iter()
+                .all(|l| !l.starts_with("farm") || *l == format!("farm {web}")),
+            "{:?}",
+            m.log
+        );
+        assert!(
+            !m.log.iter().any(|l| l.starts_with("vip")),
+            "VIPs untouched: {:?}",
+            m.log
+        );
     }
 
     #[test]
@@ -573,22 +654,38 @@ vips:
         let mut c = Control::new();
         let mut m = MemMaps::default();
         c.apply(&cfg(BASE), &mut m).unwrap();
-        let key = RealKey { farm: "web".into(), addr: Ipv4Addr::new(203, 0, 113, 13), port: 8080 };
+        let key = RealKey {
+            farm: "web".into(),
+            addr: Ipv4Addr::new(203, 0, 113, 13),
+            port: 8080,
+        };
         let id = c.programmed().reals[&key].0;
-        let removed = BASE.replace("      - { address: 203.0.113.13, port: 8080, weight: 3 }\n", "");
+        let removed = BASE.replace(
+            "      - { address: 203.0.113.13, port: 8080, weight: 3 }\n",
+            "",
+        );
         let ch = c.apply(&cfg(&removed), &mut m).unwrap();
         assert_eq!(ch.reals_removed, 1);
         assert!(!m.sched[&c.programmed().farms["web"].id].contains(&id));
         assert_eq!(m.reals[&id].state, REAL_UP, "its flows still translate");
         // A flow still uses it: stays.
-        c.release_unused(&HashSet::new(), &HashSet::from([id]), &mut m).unwrap();
+        c.release_unused(&HashSet::new(), &HashSet::from([id]), &mut m)
+            .unwrap();
         assert_eq!(m.reals[&id].state, REAL_UP);
         // No flow: freed, and the id is reused by the next new real.
-        c.release_unused(&HashSet::new(), &HashSet::new(), &mut m).unwrap();
+        c.release_unused(&HashSet::new(), &HashSet::new(), &mut m)
+            .unwrap();
         assert_eq!(m.reals[&id], Real::default());
-        let c2 = removed.replace("203.0.113.12, port: 8080, weight: 2 }", "203.0.113.12, port: 8080, weight: 2 }\n      - { address: 203.0.113.99, port: 8080 }");
+        let c2 = removed.replace(
+            "203.0.113.12, port: 8080, weight: 2 }",
+            "203.0.113.12, port: 8080, weight: 2 }\n      - { address: 203.0.113.99, port: 8080 }",
+        );
         c.apply(&cfg(&c2), &mut m).unwrap();
-        let new_key = RealKey { farm: "web".into(), addr: Ipv4Addr::new(203, 0, 113, 99), port: 8080 };
+        let new_key = RealKey {
+            farm: "web".into(),
+            addr: Ipv4Addr::new(203, 0, 113, 99),
+            port: 8080,
+        };
         assert_eq!(c.programmed().reals[&new_key].0, id);
     }
 
@@ -598,13 +695,19 @@ vips:
         let mut m = MemMaps::default();
         c.apply(&cfg(BASE), &mut m).unwrap();
         let www_id = c.programmed().vips["www"].id;
-        let no_www = BASE.replace("  www: { address: 198.51.100.10, port: 80, serverfarm: web }\n", "");
+        let no_www = BASE.replace(
+            "  www: { address: 198.51.100.10, port: 80, serverfarm: web }\n",
+            "",
+        );
         let ch = c.apply(&cfg(&no_www), &mut m).unwrap();
         assert_eq!(ch.vips_removed, vec!["www".to_string()]);
         assert_eq!(m.vips.len(), 1);
         assert!(c.vip_retired(www_id));
         assert_eq!(m.vip_addrs.get(&v4_mapped([198, 51, 100, 10])), Some(&1));
-        let none = no_www.replace("  dns: { address: 198.51.100.10, port: 53, protocol: udp, serverfarm: dns }\n", "");
+        let none = no_www.replace(
+            "  dns: { address: 198.51.100.10, port: 53, protocol: udp, serverfarm: dns }\n",
+            "",
+        );
         c.apply(&cfg(&none), &mut m).unwrap();
         assert!(m.vips.is_empty() && m.vip_addrs.is_empty());
     }
@@ -619,8 +722,11 @@ vips:
             .replace("weight: 3 }", "weight: 0 }");
         c.apply(&cfg(&drained), &mut m).unwrap();
         let web = &c.programmed().farms["web"];
-        let backup = c.programmed().reals
-            [&RealKey { farm: "web".into(), addr: Ipv4Addr::new(203, 0, 113, 20), port: 8080 }]
+        let backup = c.programmed().reals[&RealKey {
+            farm: "web".into(),
+            addr: Ipv4Addr::new(203, 0, 113, 20),
+            port: 8080,
+        }]
             .0;
         assert_eq!(web.sched, vec![backup]);
     }
@@ -645,33 +751,9 @@ vips:
         let mut m = MemMaps::default();
         let shared = BASE.replace("serverfarm: web }", "serverfarm: dns }");
         let err = c.apply(&cfg(&shared), &mut m).unwrap_err().to_string();
-        assert!(err.contains("serverfarms.dns") && err.contains("give those reals a port"), "{err}");
-    }
-}
-
-/// A writer that writes nowhere: `lb check` plans a config without a kernel.
-pub struct NullWriter;
-
-impl MapWriter for NullWriter {
-    fn set_real(&mut self, _: u32, _: &Real) -> Result<()> {
-        Ok(())
-    }
-    fn set_farm(&mut self, _: u32, _: &Farm) -> Result<()> {
-        Ok(())
-    }
-    fn set_sched(&mut self, _: u32, _: &[u32]) -> Result<()> {
-        Ok(())
-    }
-    fn put_vip(&mut self, _: &VipKey, _: &VipInfo) -> Result<()> {
-        Ok(())
-    }
-    fn del_vip(&mut self, _: &VipKey) -> Result<()> {
-        Ok(())
-    }
-    fn put_vip_addr(&mut self, _: &[u8; 16], _: u32) -> Result<()> {
-        Ok(())
-    }
-    fn del_vip_addr(&mut self, _: &[u8; 16]) -> Result<()> {
-        Ok(())
+        assert!(
+            err.contains("serverfarms.dns") && err.contains("give those reals a port"),
+            "{err}"
+        );
     }
 }

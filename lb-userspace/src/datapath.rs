@@ -25,8 +25,17 @@ pub const PROGRAM: &str = "lb_xdp";
 
 /// Every map the program pins, by name (see lb-ebpf/src/maps.rs).
 pub const MAP_NAMES: [&str; 11] = [
-    "VIPS", "VIP_ADDRS", "REALS", "FARMS", "SCHED", "RR_CURSOR", "FLOWS", "STATS", "VIP_STATS",
-    "REAL_STATS", "TX_PORTS",
+    "VIPS",
+    "VIP_ADDRS",
+    "REALS",
+    "FARMS",
+    "SCHED",
+    "RR_CURSOR",
+    "FLOWS",
+    "STATS",
+    "VIP_STATS",
+    "REAL_STATS",
+    "TX_PORTS",
 ];
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -57,7 +66,9 @@ fn take<T: TryFrom<Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T>
 where
     T::Error: std::error::Error + Send + Sync + 'static,
 {
-    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
     T::try_from(map).with_context(|| format!("map {name}"))
 }
 
@@ -67,7 +78,9 @@ impl Datapath {
     /// there are removed first: this agent starts from a clean table.
     pub fn load(pin_dir: &Path, flow_table_size: u32) -> Result<Self> {
         if OBJECT.is_empty() {
-            bail!("this lb was built with AYA_BUILD_SKIP=1 and holds no XDP program; rebuild without it");
+            bail!(
+                "this lb was built with AYA_BUILD_SKIP=1 and holds no XDP program; rebuild without it"
+            );
         }
         check_bpffs(pin_dir)?;
         remove_pins(pin_dir)?;
@@ -81,7 +94,8 @@ impl Datapath {
             .program_mut(PROGRAM)
             .ok_or_else(|| anyhow!("program {PROGRAM} missing from the object"))?
             .try_into()?;
-        prog.load().context("the kernel verifier refused the XDP program")?;
+        prog.load()
+            .context("the kernel verifier refused the XDP program")?;
         let maps = KernelMaps {
             vips: take(&mut ebpf, "VIPS")?,
             vip_addrs: take(&mut ebpf, "VIP_ADDRS")?,
@@ -94,7 +108,13 @@ impl Datapath {
             real_stats: take(&mut ebpf, "REAL_STATS")?,
         };
         let tx_ports = take(&mut ebpf, "TX_PORTS")?;
-        Ok(Self { ebpf, links: Vec::new(), pin_dir: pin_dir.to_path_buf(), maps, tx_ports })
+        Ok(Self {
+            ebpf,
+            links: Vec::new(),
+            pin_dir: pin_dir.to_path_buf(),
+            maps,
+            tx_ports,
+        })
     }
 
     /// The loaded program, for BPF_PROG_TEST_RUN.
@@ -109,7 +129,9 @@ impl Datapath {
     /// Lets the program redirect to `ifindex` (done for each attached
     /// interface; tests call it directly).
     pub fn allow_redirect(&mut self, ifindex: u32) -> Result<()> {
-        self.tx_ports.insert(ifindex, ifindex, None, 0).context("TX_PORTS")?;
+        self.tx_ports
+            .insert(ifindex, ifindex, None, 0)
+            .context("TX_PORTS")?;
         Ok(())
     }
 
@@ -173,7 +195,9 @@ impl MapWriter for KernelMaps {
     }
     fn set_sched(&mut self, farm_id: u32, slots: &[u32]) -> Result<()> {
         for (i, id) in slots.iter().enumerate() {
-            self.sched.set(farm_id * SCHED_SLOTS + i as u32, id, 0).context("SCHED")?;
+            self.sched
+                .set(farm_id * SCHED_SLOTS + i as u32, id, 0)
+                .context("SCHED")?;
         }
         Ok(())
     }
@@ -196,7 +220,10 @@ impl MapWriter for KernelMaps {
 pub fn open_flows(pin_dir: &Path) -> Result<HashMap<MapData, FlowKey, Flow>> {
     let path = pin_dir.join("FLOWS");
     let data = MapData::from_pin(&path).with_context(|| {
-        format!("opening {} (is lb running with this bpf.pin_dir?)", path.display())
+        format!(
+            "opening {} (is lb running with this bpf.pin_dir?)",
+            path.display()
+        )
     })?;
     Ok(HashMap::try_from(Map::LruHashMap(data))?)
 }
@@ -220,11 +247,24 @@ fn check_bpffs(pin_dir: &Path) -> Result<()> {
         return Ok(());
     }
     if pin_dir.starts_with(STD) && !is_bpffs(Path::new(STD))? {
-        let (src, dir, fstype) = (CString::new("bpf")?, CString::new(STD)?, CString::new("bpf")?);
+        let (src, dir, fstype) = (
+            CString::new("bpf")?,
+            CString::new(STD)?,
+            CString::new("bpf")?,
+        );
         // SAFETY: valid NUL-terminated strings; no mount data.
-        let rc = unsafe { libc::mount(src.as_ptr(), dir.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dir.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
         if rc != 0 {
-            return Err(std::io::Error::last_os_error()).context(format!("mounting bpffs on {STD}"));
+            return Err(std::io::Error::last_os_error())
+                .context(format!("mounting bpffs on {STD}"));
         }
         info!("mounted a bpf filesystem on {STD}");
         if is_bpffs(pin_dir)? {
@@ -272,7 +312,10 @@ pub fn remove_pins(pin_dir: &Path) -> Result<()> {
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: writes into ts.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

@@ -52,7 +52,13 @@ pub fn read(map: &HashMap<MapData, FlowKey, Flow>) -> Result<Table> {
             DIR_FORWARD => fwd.push((k, v)),
             DIR_REVERSE => {
                 // Client, VIP as the forward key would name them.
-                let jk = (k.dst_addr, k.dst_port_be, v.nat_addr, v.nat_port_be, k.proto);
+                let jk = (
+                    k.dst_addr,
+                    k.dst_port_be,
+                    v.nat_addr,
+                    v.nat_port_be,
+                    k.proto,
+                );
                 rev.insert(jk, (k, v));
             }
             _ => {}
@@ -60,8 +66,18 @@ pub fn read(map: &HashMap<MapData, FlowKey, Flow>) -> Result<Table> {
     }
     let mut t = Table::default();
     for (k, v) in fwd {
-        let jk = (k.src_addr, k.src_port_be, k.dst_addr, k.dst_port_be, k.proto);
-        t.flows.push(Joined { fwd_key: k, fwd: v, rev: rev.remove(&jk) });
+        let jk = (
+            k.src_addr,
+            k.src_port_be,
+            k.dst_addr,
+            k.dst_port_be,
+            k.proto,
+        );
+        t.flows.push(Joined {
+            fwd_key: k,
+            fwd: v,
+            rev: rev.remove(&jk),
+        });
     }
     t.lone_reverse = rev.into_values().collect();
     Ok(t)
@@ -73,11 +89,15 @@ impl Joined {
         if self.fwd_key.proto != PROTO_TCP {
             return ST_UDP;
         }
-        self.rev.as_ref().map_or(self.fwd.state, |(_, r)| r.state.max(self.fwd.state))
+        self.rev
+            .as_ref()
+            .map_or(self.fwd.state, |(_, r)| r.state.max(self.fwd.state))
     }
 
     pub fn last_ns(&self) -> u64 {
-        self.rev.as_ref().map_or(self.fwd.last_ns, |(_, r)| r.last_ns.max(self.fwd.last_ns))
+        self.rev
+            .as_ref()
+            .map_or(self.fwd.last_ns, |(_, r)| r.last_ns.max(self.fwd.last_ns))
     }
 
     fn rev_key(&self) -> FlowKey {
@@ -128,9 +148,16 @@ pub struct Sweep {
 /// of removed VIPs, and rebuilds a missing half of a live flow.
 pub fn sweep(map: &mut HashMap<MapData, FlowKey, Flow>, ctl: &Control, now: u64) -> Result<Sweep> {
     let table = read(map)?;
-    let vips: StdMap<u32, &Timeouts> =
-        ctl.programmed().vips.values().map(|v| (v.id, &v.timeouts)).collect();
-    let mut s = Sweep { flows: table.flows.len(), ..Sweep::default() };
+    let vips: StdMap<u32, &Timeouts> = ctl
+        .programmed()
+        .vips
+        .values()
+        .map(|v| (v.id, &v.timeouts))
+        .collect();
+    let mut s = Sweep {
+        flows: table.flows.len(),
+        ..Sweep::default()
+    };
     for f in &table.flows {
         let Some(timeouts) = vips.get(&f.fwd.vip_id) else {
             delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0));
@@ -161,9 +188,9 @@ pub fn sweep(map: &mut HashMap<MapData, FlowKey, Flow>, ctl: &Control, now: u64)
         s.reals_in_use.insert(f.fwd.real_id);
     }
     for (k, r) in &table.lone_reverse {
-        let live = vips
-            .get(&r.vip_id)
-            .is_some_and(|t| now.saturating_sub(r.last_ns) <= timeout_for(t, r.state).as_nanos() as u64);
+        let live = vips.get(&r.vip_id).is_some_and(|t| {
+            now.saturating_sub(r.last_ns) <= timeout_for(t, r.state).as_nanos() as u64
+        });
         if !live {
             let _ = map.remove(k);
             s.expired += 1;
@@ -221,7 +248,10 @@ pub struct FlowRow {
 }
 
 pub fn sock(addr: &[u8; 16], port_be: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::new(addr[12], addr[13], addr[14], addr[15]), u16::from_be(port_be))
+    SocketAddrV4::new(
+        Ipv4Addr::new(addr[12], addr[13], addr[14], addr[15]),
+        u16::from_be(port_be),
+    )
 }
 
 impl FlowRow {
@@ -231,7 +261,11 @@ impl FlowRow {
             client: sock(&f.fwd_key.src_addr, f.fwd_key.src_port_be).to_string(),
             vip: sock(&f.fwd_key.dst_addr, f.fwd_key.dst_port_be).to_string(),
             real: sock(&f.fwd.nat_addr, f.fwd.nat_port_be).to_string(),
-            protocol: if f.fwd_key.proto == PROTO_TCP { "tcp" } else { "udp" },
+            protocol: if f.fwd_key.proto == PROTO_TCP {
+                "tcp"
+            } else {
+                "udp"
+            },
             state: state_name(f.state()),
             age_ms: now.saturating_sub(f.fwd.created_ns) / 1_000_000,
             idle_ms: now.saturating_sub(f.last_ns()) / 1_000_000,
@@ -253,14 +287,24 @@ pub struct Filter {
 }
 
 fn addr_matches(want: &str, have: &str) -> bool {
-    if want.contains(':') { want == have } else { have.split(':').next() == Some(want) }
+    if want.contains(':') {
+        want == have
+    } else {
+        have.split(':').next() == Some(want)
+    }
 }
 
 impl Filter {
     pub fn matches(&self, r: &FlowRow) -> bool {
         self.vip.as_deref().is_none_or(|v| addr_matches(v, &r.vip))
-            && self.real.as_deref().is_none_or(|v| addr_matches(v, &r.real))
-            && self.client.as_deref().is_none_or(|v| addr_matches(v, &r.client))
+            && self
+                .real
+                .as_deref()
+                .is_none_or(|v| addr_matches(v, &r.real))
+            && self
+                .client
+                .as_deref()
+                .is_none_or(|v| addr_matches(v, &r.client))
             && self.state.as_deref().is_none_or(|s| s == r.state)
     }
 }
@@ -269,7 +313,17 @@ impl Filter {
 pub fn render(rows: &[FlowRow]) -> String {
     let mut out = format!(
         "{:<21} {:<21} {:<21} {:<5} {:<11} {:>9} {:>9} {:>8} {:>10} {:>8} {:>10}\n",
-        "CLIENT", "VIP", "REAL", "PROTO", "STATE", "AGE", "IDLE", "PKTS_IN", "BYTES_IN", "PKTS_OUT", "BYTES_OUT"
+        "CLIENT",
+        "VIP",
+        "REAL",
+        "PROTO",
+        "STATE",
+        "AGE",
+        "IDLE",
+        "PKTS_IN",
+        "BYTES_IN",
+        "PKTS_OUT",
+        "BYTES_OUT"
     );
     for r in rows {
         out.push_str(&format!(
@@ -321,23 +375,82 @@ mod tests {
 
     #[test]
     fn filters_match_address_with_or_without_port() {
-        let r = row("198.51.100.10:80", "203.0.113.11:8080", "192.0.2.2:40000", "established");
-        assert!(Filter { vip: Some("198.51.100.10".into()), ..Default::default() }.matches(&r));
-        assert!(Filter { vip: Some("198.51.100.10:80".into()), ..Default::default() }.matches(&r));
-        assert!(!Filter { vip: Some("198.51.100.10:81".into()), ..Default::default() }.matches(&r));
-        assert!(!Filter { real: Some("203.0.113.1".into()), ..Default::default() }.matches(&r));
-        assert!(Filter { state: Some("established".into()), ..Default::default() }.matches(&r));
-        assert!(!Filter { state: Some("syn".into()), ..Default::default() }.matches(&r));
+        let r = row(
+            "198.51.100.10:80",
+            "203.0.113.11:8080",
+            "192.0.2.2:40000",
+            "established",
+        );
+        assert!(
+            Filter {
+                vip: Some("198.51.100.10".into()),
+                ..Default::default()
+            }
+            .matches(&r)
+        );
+        assert!(
+            Filter {
+                vip: Some("198.51.100.10:80".into()),
+                ..Default::default()
+            }
+            .matches(&r)
+        );
+        assert!(
+            !Filter {
+                vip: Some("198.51.100.10:81".into()),
+                ..Default::default()
+            }
+            .matches(&r)
+        );
+        assert!(
+            !Filter {
+                real: Some("203.0.113.1".into()),
+                ..Default::default()
+            }
+            .matches(&r)
+        );
+        assert!(
+            Filter {
+                state: Some("established".into()),
+                ..Default::default()
+            }
+            .matches(&r)
+        );
+        assert!(
+            !Filter {
+                state: Some("syn".into()),
+                ..Default::default()
+            }
+            .matches(&r)
+        );
     }
 
     #[test]
     fn merged_state_is_the_later_one() {
-        let k = FlowKey { proto: PROTO_TCP, ..Default::default() };
-        let f = Flow { state: ST_ESTABLISHED, ..Default::default() };
-        let r = Flow { state: ST_FIN, dir: DIR_REVERSE, ..Default::default() };
-        let j = Joined { fwd_key: k, fwd: f, rev: Some((k, r)) };
+        let k = FlowKey {
+            proto: PROTO_TCP,
+            ..Default::default()
+        };
+        let f = Flow {
+            state: ST_ESTABLISHED,
+            ..Default::default()
+        };
+        let r = Flow {
+            state: ST_FIN,
+            dir: DIR_REVERSE,
+            ..Default::default()
+        };
+        let j = Joined {
+            fwd_key: k,
+            fwd: f,
+            rev: Some((k, r)),
+        };
         assert_eq!(j.state(), ST_FIN);
-        let udp = Joined { fwd_key: FlowKey { proto: 17, ..k }, fwd: f, rev: None };
+        let udp = Joined {
+            fwd_key: FlowKey { proto: 17, ..k },
+            fwd: f,
+            rev: None,
+        };
         assert_eq!(udp.state(), ST_UDP);
     }
 

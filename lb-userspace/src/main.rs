@@ -1,5 +1,9 @@
 //! `lb`: the agent (`lb run`) and its command line.
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
@@ -81,7 +85,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &PathBuf) -> Result<Config> {
+fn load(path: &Path) -> Result<Config> {
     Config::from_file(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -121,21 +125,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string(&resp)?);
             }
             if !resp.ok {
-                bail!("reload refused, running config unchanged:\n{}", resp.error.unwrap_or_default());
+                bail!(
+                    "reload refused, running config unchanged:\n{}",
+                    resp.error.unwrap_or_default()
+                );
             }
             if !cli.json {
-                let msg = resp.data.and_then(|d| d["message"].as_str().map(String::from));
+                let msg = resp
+                    .data
+                    .and_then(|d| d["message"].as_str().map(String::from));
                 println!("{}", msg.unwrap_or_else(|| "reloaded".into()));
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Flows { config, pin_dir, vip, real, client, state, limit, count } => {
+        Cmd::Flows {
+            config,
+            pin_dir,
+            vip,
+            real,
+            client,
+            state,
+            limit,
+            count,
+        } => {
             let cfg = if pin_dir.is_none() || vip.as_deref().is_some_and(|v| !v.contains('.')) {
                 Some(load(&config)?)
             } else {
                 None
             };
-            let pin_dir = pin_dir.unwrap_or_else(|| cfg.as_ref().expect("loaded").bpf.pin_dir.clone());
+            let pin_dir =
+                pin_dir.unwrap_or_else(|| cfg.as_ref().expect("loaded").bpf.pin_dir.clone());
             // A VIP name resolves to its ADDR:PORT.
             let vip = match vip {
                 Some(v) if !v.contains('.') => {
@@ -147,7 +166,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 v => v,
             };
-            let filter = flowtable::Filter { vip, real, client, state };
+            let filter = flowtable::Filter {
+                vip,
+                real,
+                client,
+                state,
+            };
             let map = datapath::open_flows(&pin_dir)?;
             let table = flowtable::read(&map)?;
             let now = datapath::now_ns();

@@ -5,7 +5,11 @@ use lb_common::SCHED_SLOTS;
 /// Plain round-robin: each member once, in order. Weights are ignored (a
 /// weight of 0 is filtered out by the caller), as IPVS `rr` does.
 pub fn round_robin(members: &[(u32, u32)]) -> Vec<u32> {
-    members.iter().map(|&(id, _)| id).take(SCHED_SLOTS as usize).collect()
+    members
+        .iter()
+        .map(|&(id, _)| id)
+        .take(SCHED_SLOTS as usize)
+        .collect()
 }
 
 /// Weighted round-robin: `members` are (real id, weight). Weights are reduced
@@ -13,8 +17,11 @@ pub fn round_robin(members: &[(u32, u32)]) -> Vec<u32> {
 /// every member at least one slot). The sequence is nginx's "smooth" WRR, so
 /// a heavy real's turns are spread out instead of bunched together.
 pub fn weighted(members: &[(u32, u32)]) -> Vec<u32> {
-    let members: Vec<(u32, u64)> =
-        members.iter().filter(|&&(_, w)| w > 0).map(|&(id, w)| (id, w as u64)).collect();
+    let members: Vec<(u32, u64)> = members
+        .iter()
+        .filter(|&&(_, w)| w > 0)
+        .map(|&(id, w)| (id, w as u64))
+        .collect();
     if members.is_empty() {
         return Vec::new();
     }
@@ -27,7 +34,9 @@ pub fn weighted(members: &[(u32, u32)]) -> Vec<u32> {
         // cannot all fit and are cut by the take() below.
         weights = weights.iter().map(|&w| (w * slots / sum).max(1)).collect();
         while weights.iter().sum::<u64>() > slots {
-            let i = (0..weights.len()).max_by_key(|&i| weights[i]).expect("non-empty");
+            let i = (0..weights.len())
+                .max_by_key(|&i| weights[i])
+                .expect("non-empty");
             weights[i] -= 1;
         }
     }
@@ -38,7 +47,9 @@ pub fn weighted(members: &[(u32, u32)]) -> Vec<u32> {
         for (c, &w) in current.iter_mut().zip(&weights) {
             *c += w as i64;
         }
-        let best = (0..members.len()).max_by_key(|&i| (current[i], std::cmp::Reverse(i))).expect("non-empty");
+        let best = (0..members.len())
+            .max_by_key(|&i| (current[i], std::cmp::Reverse(i)))
+            .expect("non-empty");
         current[best] -= total;
         out.push(members[best].0);
     }

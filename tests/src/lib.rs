@@ -9,13 +9,17 @@
 
 pub mod client;
 pub mod data;
+pub mod lbagent;
 pub mod netns;
+pub mod spawned;
 pub mod testsrv;
 pub mod topology;
 
 pub use client::{BulkResult, EchoConn, HttpConn, bulk_send, http_get, udp_request, wait_until};
 pub use data::{Fnv1a64, PatternGen, fnv1a64};
-pub use netns::{Netns, Spawned, veth};
+pub use lbagent::{LbAgent, lb_bin};
+pub use netns::{Netns, veth};
+pub use spawned::Spawned;
 pub use testsrv::TestServer;
 pub use topology::Topology;
 

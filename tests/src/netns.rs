@@ -10,16 +10,18 @@
 use std::{
     fs::{self, File},
     io::{self, Read},
-    os::fd::AsRawFd,
+    os::{fd::AsRawFd, unix::process::CommandExt},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Output, Stdio},
+    process::{Command, Output, Stdio},
     sync::{
-        Arc, Mutex, MutexGuard, Once,
+        Arc, Mutex, Once,
         atomic::{AtomicU64, Ordering},
     },
     thread::{self, JoinHandle},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
+
+use crate::spawned::{ChildSlot, Spawned, lock, reap};
 
 /// Every namespace this harness creates starts with this, and only those are
 /// ever deleted by the stale-namespace sweep.
@@ -36,10 +38,6 @@ pub struct Netns {
     children: Mutex<Vec<Arc<ChildSlot>>>,
     spawn_seq: AtomicU64,
 }
-
-/// `None` once the child was killed and reaped. Holding the un-reaped
-/// `Child` is what makes signalling by pid safe: its pid cannot be reused.
-type ChildSlot = Mutex<Option<Child>>;
 
 impl Netns {
     /// Creates `lbt-<runid>-<role>` with loopback up. Panics (with the reason)
@@ -126,10 +124,54 @@ impl Netns {
             .unwrap_or_else(|e| panic!("sysctl {key}={value} in {}: {e}", self.name));
     }
 
-    /// Starts a long-running process inside the namespace. Its stdout and
-    /// stderr go to a log file ([`Spawned::log`]); it is killed when the
-    /// returned guard or this namespace is dropped, whichever comes first.
+    /// Starts a long-running process inside the namespace with
+    /// `ip netns exec`. Its stdout and stderr go to a log file
+    /// ([`Spawned::log`]); it is killed when the returned guard or this
+    /// namespace is dropped, whichever comes first.
+    ///
+    /// `ip netns exec` gives the process a private mount namespace with a
+    /// fresh sysfs on /sys, so /sys/class/net shows this namespace's
+    /// interfaces, but /sys/fs/bpf is no longer bpffs there. For anything
+    /// that pins BPF objects (the agent) use [`Netns::spawn_setns`].
     pub fn spawn(&self, args: &[&str]) -> Spawned {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).args(args);
+        self.spawn_cmd(args, &mut cmd)
+    }
+
+    /// Like [`Netns::spawn`] but enters only the network namespace (setns in
+    /// the child before exec): the process keeps the test's mounts, so
+    /// /sys/fs/bpf is the host's bpffs. Give each process its own pin
+    /// directory, e.g. [`Netns::bpf_pin_dir`], or parallel tests collide.
+    pub fn spawn_setns(&self, args: &[&str]) -> Spawned {
+        assert!(!args.is_empty(), "spawn needs a program");
+        let file = self.open();
+        let fd = file.as_raw_fd();
+        let mut cmd = Command::new(args[0]);
+        cmd.args(&args[1..]);
+        // SAFETY: the closure runs between fork and exec and only makes the
+        // setns syscall (async-signal-safe); `file` outlives the spawn.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let spawned = self.spawn_cmd(args, &mut cmd);
+        drop(file);
+        spawned
+    }
+
+    /// A bpffs directory for this namespace's agent to pin into
+    /// (`/sys/fs/bpf/<name>`, not created here). Unique like the namespace,
+    /// and removed with it, so pinned maps and links never outlive a test.
+    pub fn bpf_pin_dir(&self) -> PathBuf {
+        bpf_pin_dir(&self.name)
+    }
+
+    fn spawn_cmd(&self, args: &[&str], cmd: &mut Command) -> Spawned {
         assert!(!args.is_empty(), "spawn needs a program");
         let seq = self.spawn_seq.fetch_add(1, Ordering::Relaxed);
         let prog = Path::new(args[0])
@@ -143,23 +185,15 @@ impl Netns {
         let log2 = log
             .try_clone()
             .unwrap_or_else(|e| panic!("dup log fd: {e}"));
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {desc}: {e}"));
-        let pid = child.id();
-        let slot = Arc::new(Mutex::new(Some(child)));
-        lock(&self.children).push(Arc::clone(&slot));
-        Spawned {
-            child: slot,
-            pid,
-            desc,
-            log_path,
-        }
+        let spawned = Spawned::new(child, desc, log_path);
+        lock(&self.children).push(spawned.slot());
+        spawned
     }
 
     /// Runs `f` on a fresh thread that has entered this namespace, so every
@@ -223,6 +257,7 @@ impl Drop for Netns {
         if let Err(e) = delete(&self.name) {
             eprintln!("lb-tests: could not delete namespace {}: {e}", self.name);
         }
+        remove_pins(&self.name);
         // Keep logs for a failing test to inspect; `remove_dir` only removes
         // an empty directory, so namespaces that ran nothing leave no trace.
         if !thread::panicking() {
@@ -255,126 +290,6 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
     b.ip(&["link", "set", b_if, "up"]);
 }
 
-/// A process running inside a [`Netns`]; killed and reaped on drop.
-pub struct Spawned {
-    child: Arc<ChildSlot>,
-    pid: u32,
-    desc: String,
-    log_path: PathBuf,
-}
-
-impl Spawned {
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
-    }
-
-    /// Everything the process wrote to stdout and stderr so far.
-    pub fn log(&self) -> String {
-        fs::read(&self.log_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    }
-
-    /// True while the process has not exited (and was not killed).
-    pub fn is_running(&self) -> bool {
-        let mut slot = lock(&self.child);
-        matches!(slot.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-
-    /// Exit status if the process has exited on its own.
-    pub fn exit_status(&self) -> Option<ExitStatus> {
-        lock(&self.child)
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
-    }
-
-    /// Sends `sig` (e.g. `libc::SIGSTOP` to freeze a real, `SIGTERM` for a
-    /// graceful stop). Returns false if the process is already gone.
-    pub fn signal(&self, sig: i32) -> bool {
-        let mut slot = lock(&self.child);
-        let Some(child) = slot.as_mut() else {
-            return false;
-        };
-        // Not yet reaped, so the pid still belongs to our child.
-        if !matches!(child.try_wait(), Ok(None)) {
-            return false;
-        }
-        // SAFETY: kill(2) with a pid we own; no memory is involved.
-        unsafe { libc::kill(self.pid as libc::pid_t, sig) == 0 }
-    }
-
-    /// SIGKILL and reap now (fault injection: "the real died").
-    pub fn kill(&self) {
-        reap(&self.child);
-    }
-
-    /// Polls the log until `pred` holds, the process exits, or `timeout`.
-    pub fn wait_log(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let running = self.is_running();
-            if pred(&self.log()) {
-                return true;
-            }
-            if !running || Instant::now() >= deadline {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Polls the log until it contains `needle`; see [`Spawned::wait_log`].
-    pub fn wait_log_contains(&self, needle: &str, timeout: Duration) -> bool {
-        self.wait_log(timeout, |log| log.contains(needle))
-    }
-
-    /// A printable summary: command, state and the last lines of the log.
-    pub fn report(&self) -> String {
-        let state = match self.exit_status() {
-            Some(s) => format!("exited: {s}"),
-            None if self.is_running() => "running".to_string(),
-            None => "killed".to_string(),
-        };
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = &lines[lines.len().saturating_sub(40)..];
-        format!(
-            "--- {} (pid {}, {state}, log {}) ---\n{}\n---",
-            self.desc,
-            self.pid,
-            self.log_path.display(),
-            tail.join("\n")
-        )
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        // The log is what explains most e2e failures; show it automatically.
-        if thread::panicking() {
-            eprintln!("{}", self.report());
-        }
-        reap(&self.child);
-    }
-}
-
-fn reap(slot: &ChildSlot) {
-    if let Some(mut child) = lock(slot).take() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-/// Mutex poisoning only means another test thread panicked; the data (child
-/// handles) is still what we need to clean up.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// SIGKILLs every process whose network namespace is `name`.
 fn kill_all_inside(name: &str) {
     let Ok(out) = run_root(&["ip", "netns", "pids", name]) else {
@@ -389,6 +304,21 @@ fn kill_all_inside(name: &str) {
     {
         // SAFETY: kill(2); the pid was just listed as inside our namespace.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+}
+
+fn bpf_pin_dir(name: &str) -> PathBuf {
+    Path::new("/sys/fs/bpf").join(name)
+}
+
+/// Unpins whatever an agent left under the namespace's pin directory
+/// (unlinking a pin drops the kernel object once nothing else holds it).
+fn remove_pins(name: &str) {
+    let dir = bpf_pin_dir(name);
+    if dir.exists()
+        && let Err(e) = fs::remove_dir_all(&dir)
+    {
+        eprintln!("lb-tests: could not remove {}: {e}", dir.display());
     }
 }
 
@@ -429,6 +359,7 @@ fn sweep_stale() {
         eprintln!("lb-tests: removing stale namespace {name} (process {pid} is gone)");
         kill_all_inside(&name);
         let _ = delete(&name);
+        remove_pins(&name);
         let _ = fs::remove_dir_all(std::env::temp_dir().join(&name));
     }
 }

@@ -6,7 +6,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use crate::netns::{Netns, Spawned};
+use crate::{netns::Netns, spawned::Spawned};
 
 /// Builder for one `lb-testsrv` process.
 #[derive(Clone, Debug)]

@@ -232,3 +232,27 @@ fn data_helpers_known_values() {
     assert_eq!(x, y);
     assert!(x.iter().any(|&v| v != x[0]));
 }
+
+/// `spawn` (ip netns exec) hides the host's bpffs behind a fresh sysfs;
+/// `spawn_setns` keeps it, which is what a pinning agent needs. Both see only
+/// the namespace's interfaces over netlink. The pin dir goes with the netns.
+#[test]
+fn spawn_variants_and_pin_dir_cleanup() {
+    require_root();
+    let script = "ip -o link | cut -d: -f2; stat -f -c 'fs=%T' /sys/fs/bpf; sleep 60";
+    let (name, pin);
+    {
+        let ns = Netns::new("spawn");
+        name = ns.name().to_string();
+        pin = ns.bpf_pin_dir();
+        std::fs::create_dir_all(pin.join("sub")).expect("mkdir in bpffs");
+        let setns = ns.spawn_setns(&["sh", "-c", script]);
+        let exec = ns.spawn(&["sh", "-c", script]);
+        for (p, fs) in [(&setns, "fs=bpf_fs"), (&exec, "fs=sysfs")] {
+            assert!(p.wait_log_contains(fs, T), "{}", p.report());
+            assert_eq!(p.log().lines().next(), Some(" lo"), "{}", p.report());
+        }
+    }
+    assert_gone(std::slice::from_ref(&name));
+    assert!(!pin.exists(), "{} survived the namespace", pin.display());
+}

@@ -1,1 +1,149 @@
-fn main(){}
+//! `cargo xtask setup|build|test|demo|install`: the project's own set-up and
+//! entry points. Every command that needs tools runs `setup` first, which is
+//! idempotent and fast when everything is present.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "lb's build, test and demo tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what a fresh machine lacks (Debian packages, the eBPF toolchain, bpf-linker).
+    Setup,
+    /// Set up, then build lb (release).
+    Build,
+    /// Set up, build, and run every test: lint, unit, datapath fixtures, end to end (needs root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run lb on a demo topology of network namespaces.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match cli.cmd {
+        Cmd::Setup => setup(&root),
+        Cmd::Build => {
+            setup(&root)?;
+            cargo(&["build", "--release", "-p", "lb-userspace"])
+        }
+        Cmd::Test { args } => {
+            setup(&root)?;
+            require_root(
+                "the datapath and end-to-end tests load XDP programs and make network namespaces",
+            )?;
+            step("format", || cargo(&["fmt", "--all", "--", "--check"]))?;
+            step("clippy", || {
+                cargo(&[
+                    "clippy",
+                    "--workspace",
+                    "--exclude",
+                    "lb-ebpf",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])
+            })?;
+            step("clippy (eBPF)", clippy_ebpf)?;
+            // Integration tests share the machine's two cores and make
+            // namespaces with real traffic: one at a time keeps them honest.
+            let mut test = vec!["test", "--workspace", "--exclude", "lb-ebpf", "--"];
+            test.extend(args.iter().map(String::as_str));
+            test.extend(["--test-threads=1"]);
+            step("tests", || cargo(&test))
+        }
+        Cmd::Demo => {
+            setup(&root)?;
+            require_root("the demo makes network namespaces and attaches XDP")?;
+            cargo(&["build", "--release", "-p", "lb-userspace", "-p", "lb-tests"])?;
+            let target = target_dir(&root);
+            run(Command::new(target.join("release/lb-demo"))
+                .env("LB_BIN", target.join("release/lb"))
+                .env("LB_TESTSRV_BIN", target.join("release/lb-testsrv")))
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+fn setup(root: &Path) -> Result<()> {
+    run(Command::new("bash").arg(root.join("scripts/setup.sh")))
+}
+
+fn require_root(why: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("run as root: {why}");
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    eprintln!("==> {name}");
+    f().with_context(|| format!("step `{name}` failed"))
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(args))
+}
+
+/// Clippy on the kernel crate with its own toolchain and target.
+fn clippy_ebpf() -> Result<()> {
+    run(Command::new("cargo")
+        .current_dir("lb-ebpf")
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .args([
+            "+lb-bpf",
+            "clippy",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--target-dir",
+            "../target/ebpf-clippy",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}

@@ -142,14 +142,14 @@ impl Fixture {
             "{name}: reason {} counted once",
             reason::NAMES[why as usize]
         );
-        if let Some(expect) = expect {
-            if out != expect {
-                panic!(
-                    "{name}: output differs\n got: {}\nwant: {}",
-                    hex(&out),
-                    hex(expect)
-                );
-            }
+        if let Some(expect) = expect
+            && out != expect
+        {
+            panic!(
+                "{name}: output differs\n got: {}\nwant: {}",
+                hex(&out),
+                hex(expect)
+            );
         }
         // Every frame the program rewrote must carry valid checksums.
         if action != XDP_DROP && out != input {

@@ -1,0 +1,123 @@
+//! A running `lb` agent inside a test namespace, and its CLI.
+//!
+//! The agent enters only the network namespace (`spawn_setns`), so it pins
+//! into the host's bpffs under the namespace's own directory; the CLI runs
+//! from the test process: it talks to the agent over the Unix socket and
+//! reads the pinned maps, neither of which depends on the namespace.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::Duration,
+};
+
+use crate::{Netns, Spawned};
+
+/// The `lb` binary: `LB_BIN`, or `target/<profile>/lb` beside the test binary
+/// (`cargo xtask test` builds it first).
+pub fn lb_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("LB_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/lb
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("lb");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build -p lb-userspace`) or set LB_BIN",
+        bin.display()
+    );
+    bin
+}
+
+pub struct LbAgent {
+    pub proc: Spawned,
+    pub config: PathBuf,
+    pin_dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl LbAgent {
+    /// Writes `body` (a config without `api:` and `bpf:`, which are added
+    /// here, unique to the namespace) and starts `lb run` in `ns`.
+    pub fn start(ns: &Netns, body: &str) -> LbAgent {
+        let dir = ns.log_dir().to_path_buf();
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let config = dir.join("lb.yaml");
+        let (pin_dir, socket) = (ns.bpf_pin_dir(), dir.join("lb.sock"));
+        write_config(&config, &pin_dir, &socket, body);
+        let bin = lb_bin();
+        let proc = ns.spawn_setns(&[bin.to_str().unwrap(), "run", "-c", config.to_str().unwrap()]);
+        assert!(
+            proc.wait_log_contains("lb running", Duration::from_secs(20)),
+            "lb did not start:\n{}",
+            proc.report()
+        );
+        LbAgent {
+            proc,
+            config,
+            pin_dir,
+            socket,
+        }
+    }
+
+    /// Replaces the config file (the agent reads it at the next reload).
+    pub fn write_config(&self, body: &str) {
+        write_config(&self.config, &self.pin_dir, &self.socket, body);
+    }
+
+    /// Runs the CLI with `args` and `-c <config>` where the command takes it.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(lb_bin());
+        cmd.args(args);
+        if !args.contains(&"-c") {
+            cmd.args(["-c", self.config.to_str().unwrap()]);
+        }
+        cmd.output().expect("run lb")
+    }
+
+    /// `lb reload`; panics with the output unless it succeeded.
+    pub fn reload(&self) -> String {
+        let out = self.cli(&["reload"]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "lb reload failed: {text}\n{}",
+            self.proc.report()
+        );
+        text
+    }
+
+    /// `lb flows --json` with extra filter arguments.
+    pub fn flows(&self, filters: &[&str]) -> Vec<serde_json::Value> {
+        let mut args = vec!["flows", "--json"];
+        args.extend_from_slice(filters);
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "lb flows: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("lb flows --json is JSON")
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+}
+
+fn write_config(path: &Path, pin_dir: &Path, socket: &Path, body: &str) {
+    let full = format!(
+        "{body}\napi: {{ socket: {} }}\nbpf: {{ pin_dir: {}, flow_table_size: 65536 }}\n",
+        socket.display(),
+        pin_dir.display()
+    );
+    std::fs::write(path, full).expect("write config");
+}
