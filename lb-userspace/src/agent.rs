@@ -16,7 +16,7 @@ use tokio::{
 use crate::{
     api::{self, Call, Request, Response},
     config::Config,
-    control::Control,
+    control::{self, Control},
     datapath::{self, Datapath},
     flowtable,
 };
@@ -125,6 +125,9 @@ impl Agent {
                 }
             }
             let ch = self.ctl.apply(&cfg, &mut self.dp.maps)?;
+            for w in control::not_yet_applied(&cfg) {
+                warn!("{w}");
+            }
             self.cfg = cfg;
             // Flows of removed VIPs go now, not at the next tick.
             self.sweep();

@@ -454,6 +454,45 @@ fn plan(
     Ok(next)
 }
 
+/// Settings this build parses and validates but does not act on yet, as
+/// "key path: what" lines. The agent logs them and `lb check` prints them,
+/// so nobody mistakes an accepted key for a working feature.
+pub fn not_yet_applied(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if !cfg.probes.is_empty() {
+        out.push("probes: health probes are not run yet; reals count as up".into());
+    }
+    for (name, f) in &cfg.serverfarms {
+        if f.failaction != FailAction::None {
+            out.push(format!(
+                "serverfarms.{name}.failaction: {:?} is not applied yet (behaves as none)",
+                f.failaction
+            ));
+        }
+        if !f.probes.is_empty() || f.observe.is_some() || f.slow_start.is_some() {
+            out.push(format!(
+                "serverfarms.{name}: probes/observe/slow_start are not applied yet"
+            ));
+        }
+        if f.reals.iter().any(|r| r.max_conns.is_some()) {
+            out.push(format!(
+                "serverfarms.{name}.reals: max_conns is not enforced yet"
+            ));
+        }
+    }
+    for (name, v) in &cfg.vips {
+        if v.sticky.is_some() {
+            out.push(format!(
+                "vips.{name}.sticky: persistence is not applied yet"
+            ));
+        }
+    }
+    if cfg.ha.is_some() {
+        out.push("ha: stateful failover is not implemented yet; this node runs alone".into());
+    }
+    out
+}
+
 /// A writer that writes nowhere: `lb check` plans a config without a kernel.
 pub struct NullWriter;
 
@@ -572,11 +611,12 @@ vips:
         assert_eq!(farm.sched_len as usize, sched.len());
         // Weights 1:2:3 over the primaries; the backup is not scheduled.
         let by_port = |ip: [u8; 4]| {
-            let id = m
-                .reals
-                .iter()
-                .find(|(_, r)| r.addr == v4_mapped(ip))
-                .map(|(id, _)| *id);
+            let key = RealKey {
+                farm: "web".into(),
+                addr: ip.into(),
+                port: 8080,
+            };
+            let id = c.programmed().reals.get(&key).map(|(id, _)| *id);
             sched.iter().filter(|&&s| Some(s) == id).count()
         };
         assert_eq!(

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use lb_userspace::{
     agent, api,
     config::Config,
-    control::{Control, NullWriter},
+    control::{self, Control, NullWriter},
     datapath, flowtable,
 };
 
@@ -105,6 +105,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("{}: {e:#}", config.display());
                 return Ok(ExitCode::FAILURE);
             }
+            for w in control::not_yet_applied(&cfg) {
+                eprintln!("warning: {w}");
+            }
             let reals: usize = cfg.serverfarms.values().map(|f| f.reals.len()).sum();
             println!(
                 "{}: ok ({} vips, {} serverfarms, {} reals)",
@@ -189,7 +192,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let rows: Vec<_> = rows.take(limit.unwrap_or(usize::MAX)).collect();
+            // A stable order an operator can scan: by VIP, then real, then client.
+            let mut rows: Vec<_> = rows.collect();
+            let addr = |s: &str| s.parse::<std::net::SocketAddrV4>().ok();
+            rows.sort_by_cached_key(|r| (addr(&r.vip), addr(&r.real), addr(&r.client)));
+            rows.truncate(limit.unwrap_or(usize::MAX));
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {

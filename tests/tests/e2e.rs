@@ -409,3 +409,64 @@ fn sigterm_detaches_and_unpins_and_check_reports_locations() {
             .is_err()
     );
 }
+
+#[test]
+fn idle_flows_expire_by_their_state_timeout() {
+    let cfg = config("round-robin", &[1, 1, 1])
+        .replace(
+            "  www: { address: 198.51.100.10, port: 80, serverfarm: web }",
+            "  www: { address: 198.51.100.10, port: 80, serverfarm: web, timeouts: { fin: 1s } }",
+        )
+        .replace(
+            "protocol: udp, serverfarm: dns }",
+            "protocol: udp, serverfarm: dns, timeouts: { udp: 2s } }",
+        );
+    let rig = Rig::new(&cfg);
+    // An idle established connection on a VIP with the default 1h.
+    let mut echo = rig
+        .topo
+        .client
+        .run(|| EchoConn::connect(vip_addr(7), T))
+        .expect("echo");
+    assert_eq!(rig.topo.client.run(|| echo.roundtrip(b"a")).unwrap(), b"a");
+    assert!(rig.get(vip_addr(80)).is_ok());
+    assert!(
+        rig.topo
+            .client
+            .run(|| udp_request(vip_addr(53), b"q", T))
+            .is_ok()
+    );
+    let count = |vip: &str| rig.lb.flows(&["--vip", vip]).len();
+    assert_eq!((count("www"), count("dns"), count("echo")), (1, 1, 1));
+
+    let start = Instant::now();
+    assert!(
+        wait_until(
+            Duration::from_secs(6),
+            Duration::from_millis(100),
+            || count("www") == 0
+        ),
+        "a closed HTTP flow (fin) expires after fin: 1s"
+    );
+    let fin_gone = start.elapsed();
+    assert!(
+        wait_until(
+            Duration::from_secs(6),
+            Duration::from_millis(100),
+            || count("dns") == 0
+        ),
+        "an idle UDP flow expires after udp: 2s"
+    );
+    let udp_gone = start.elapsed();
+    println!("fin flow gone after {fin_gone:?}, udp flow after {udp_gone:?}");
+    assert!(
+        udp_gone >= Duration::from_millis(1500),
+        "not before its timeout: {udp_gone:?}"
+    );
+    assert_eq!(count("echo"), 1, "the idle established flow stays");
+    assert_eq!(rig.topo.client.run(|| echo.roundtrip(b"b")).unwrap(), b"b");
+    assert!(
+        rig.lb.proc.log().contains("expired"),
+        "the sweep logs what it expired"
+    );
+}

@@ -61,6 +61,11 @@ fn main() -> Result<()> {
                 ])
             })?;
             step("clippy (eBPF)", clippy_ebpf)?;
+            // The end-to-end tests run the real `lb` binary; `cargo test`
+            // alone does not build another package's binaries.
+            step("build lb", || cargo(&["build", "-p", "lb-userspace"]))?;
+            // SAFETY: single-threaded here; children inherit it.
+            unsafe { std::env::set_var("LB_BIN", target_dir(&root).join("debug/lb")) };
             // Integration tests share the machine's two cores and make
             // namespaces with real traffic: one at a time keeps them honest.
             let mut test = vec!["test", "--workspace", "--exclude", "lb-ebpf", "--"];

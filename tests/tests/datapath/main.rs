@@ -12,7 +12,7 @@ mod packet;
 use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions};
-use lb_common::{ST_CLOSED, ST_ESTABLISHED, ST_FIN, ST_SYN, ST_UDP, reason};
+use lb_common::{Counters, ST_CLOSED, ST_ESTABLISHED, ST_FIN, ST_SYN, ST_UDP, reason};
 use lb_tests::netns::Netns;
 use lb_userspace::{
     config::Config,
@@ -159,6 +159,47 @@ impl Fixture {
         out
     }
 
+    fn vip_counters(&mut self, id: u32) -> Counters {
+        sum(self
+            .dp()
+            .maps
+            .vip_stats
+            .get(&id, 0)
+            .expect("VIP_STATS")
+            .iter())
+    }
+
+    fn real_counters(&mut self, id: u32) -> Counters {
+        sum(self
+            .dp()
+            .maps
+            .real_stats
+            .get(&id, 0)
+            .expect("REAL_STATS")
+            .iter())
+    }
+
+    fn real_id(&self, addr: Ipv4Addr, port: u16) -> u32 {
+        self.ctl
+            .programmed()
+            .reals
+            .iter()
+            .find(|(k, _)| k.addr == addr && k.port == port)
+            .expect("real")
+            .1
+            .0
+    }
+
+    fn sweep(&mut self) -> flowtable::Sweep {
+        let Fixture { dp, ctl, .. } = self;
+        flowtable::sweep(
+            &mut dp.as_mut().unwrap().maps.flows,
+            ctl,
+            datapath::now_ns(),
+        )
+        .expect("sweep")
+    }
+
     fn flow_state(&mut self, client_port: u16) -> Option<u8> {
         let t = flowtable::read(&self.dp().maps.flows).expect("read flows");
         t.flows
@@ -177,6 +218,17 @@ impl Fixture {
                 Ipv4Addr::new(a[12], a[13], a[14], a[15])
             })
     }
+}
+
+fn sum<'a>(per_cpu: impl Iterator<Item = &'a Counters>) -> Counters {
+    per_cpu.fold(Counters::default(), |a, c| Counters {
+        packets_in: a.packets_in + c.packets_in,
+        bytes_in: a.bytes_in + c.bytes_in,
+        packets_out: a.packets_out + c.packets_out,
+        bytes_out: a.bytes_out + c.bytes_out,
+        new_flows: a.new_flows + c.new_flows,
+        _pad: 0,
+    })
 }
 
 fn hex(b: &[u8]) -> String {
@@ -629,6 +681,8 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
     );
 
     // --- A TCP flow, both directions, exact bytes. ---
+    let www_id = fx.ctl.programmed().vips["www"].id;
+    let vip_before = fx.vip_counters(www_id);
     let new_before = fx.counter(reason::NEW_FLOW);
     let syn = from_client(Pkt::tcp((CLIENT, 40001), (VIP, 80), SYN, 1000, b""));
     let r = web_sched[0];
@@ -712,6 +766,22 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
     );
     assert_eq!(fx.flow_state(40001), Some(ST_CLOSED));
 
+    // Per-VIP counters: 4 client packets (SYN 40 + ACK with 18 bytes 58 +
+    // padded ACK 40 + RST 40 IP bytes), 2 replies (SYN-ACK 40 + FIN 40).
+    let vip_after = fx.vip_counters(www_id);
+    assert_eq!(vip_after.packets_in - vip_before.packets_in, 4);
+    assert_eq!(vip_after.bytes_in - vip_before.bytes_in, 178);
+    assert_eq!(vip_after.packets_out - vip_before.packets_out, 2);
+    assert_eq!(vip_after.bytes_out - vip_before.bytes_out, 80);
+    assert_eq!(vip_after.new_flows - vip_before.new_flows, 1);
+    let real_id = fx.real_id(r, 8080);
+    let real = fx.real_counters(real_id);
+    assert_eq!(
+        (real.packets_in, real.packets_out, real.new_flows),
+        (4, 2, 1),
+        "first flow on {r}"
+    );
+
     // Sequence tracking for RSTs the agent will send later: the reverse entry
     // holds the server's next sequence number (5001 + FIN).
     {
@@ -792,6 +862,44 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
         Some(&dnat(&q0, dns_real, 5353)),
     );
     assert_eq!(&out[14 + 26..14 + 28], &[0, 0]);
+
+    // --- The agent rebuilds the half of a flow that LRU eviction dropped. ---
+    let key_of = |fx: &mut Fixture, port: u16| {
+        let t = flowtable::read(&fx.dp().maps.flows).unwrap();
+        let f = t
+            .flows
+            .iter()
+            .find(|f| u16::from_be(f.fwd_key.src_port_be) == port)
+            .unwrap()
+            .clone();
+        (f.fwd_key, f.rev.unwrap().0)
+    };
+    let (fwd_key, rev_key) = key_of(fx, 53000);
+    fx.dp().maps.flows.remove(&rev_key).unwrap();
+    let s = fx.sweep();
+    assert_eq!(s.repaired, 1, "reverse half rebuilt");
+    let a = from_real(Pkt::udp((dns_real, 5353), (CLIENT, 53000), b"again"));
+    fx.case(
+        "a reply after its half was rebuilt is NATed back",
+        s0,
+        &a.build(),
+        XDP_REDIRECT,
+        reason::REVERSE,
+        Some(&snat(&a, VIP, 53)),
+    );
+    fx.dp().maps.flows.remove(&fwd_key).unwrap();
+    assert_eq!(fx.sweep().repaired, 1, "forward half rebuilt");
+    let new_before = fx.counter(reason::NEW_FLOW);
+    let q = from_client(Pkt::udp((CLIENT, 53000), (VIP, 53), b"more"));
+    fx.case(
+        "a client packet after its half was rebuilt stays on its real",
+        c0,
+        &q.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&q, dns_real, 5353)),
+    );
+    assert_eq!(fx.counter(reason::NEW_FLOW), new_before, "no new flow");
 
     // --- Forwarding choices. ---
     let hair = from_client(Pkt::tcp((CLIENT, 40200), (VIP_HAIR, 80), SYN, 1, b""));

@@ -1,0 +1,100 @@
+//! `cargo xtask demo`: lb on a throwaway topology of network namespaces
+//! (client, lb, three reals), with the embedded scripts/demo.yaml. Sends
+//! HTTP and UDP through the VIPs, shows how the reals shared them and the
+//! flow table, then stops lb and removes everything.
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use lb_tests::{
+    LbAgent, TestServer, Topology, http_get, require_root,
+    topology::{real_name, vip},
+    udp_request,
+};
+
+const CONFIG: &str = include_str!("../../../scripts/demo.yaml");
+const T: Duration = Duration::from_secs(3);
+
+fn testsrv_bin() -> PathBuf {
+    std::env::var_os("LB_TESTSRV_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::current_exe()
+                .expect("current_exe")
+                .with_file_name("lb-testsrv")
+        })
+}
+
+fn main() {
+    require_root();
+    println!("== building the demo topology (namespaces are removed at the end)");
+    let topo = Topology::new(3);
+    topo.wait_ready();
+    for (ns, addr) in topo.reals.iter().zip(&topo.real_addrs) {
+        println!("   real {} {addr}  (http :8080, udp :5353)", ns.name());
+    }
+    let _servers: Vec<_> = topo
+        .reals
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            let a = topo.real_addrs[i];
+            TestServer::new(testsrv_bin(), &real_name(i))
+                .http(SocketAddr::new(a.into(), 8080))
+                .udp(SocketAddr::new(a.into(), 5353))
+                .spawn(ns)
+        })
+        .collect();
+
+    println!("\n== lb run -c lb.yaml (in {})\n{CONFIG}", topo.lb.name());
+    let lb = LbAgent::start(&topo.lb, CONFIG);
+    let www = SocketAddr::new(vip(10).into(), 80);
+    let dns = SocketAddr::new(vip(10).into(), 53);
+
+    println!("== 60 HTTP requests from the client to {www} (weights 1:2:3)");
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..60 {
+        let (_, body) = topo
+            .client
+            .run(|| http_get(www, "/", T))
+            .expect("HTTP through the VIP");
+        *tally.entry(body.trim().to_string()).or_default() += 1;
+    }
+    for (real, n) in &tally {
+        println!("   {real}: {n:>2} {}", "#".repeat(*n));
+    }
+
+    println!("\n== 6 UDP requests to {dns} (round-robin)");
+    for i in 0..6 {
+        let reply = topo
+            .client
+            .run(|| udp_request(dns, format!("query-{i}").as_bytes(), T))
+            .expect("UDP through the VIP");
+        println!("   {reply}");
+    }
+
+    let show = |args: &[&str]| {
+        println!("\n== lb {}", args.join(" "));
+        let out = lb.cli(args);
+        print!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    show(&["flows", "--limit", "12"]);
+    show(&["flows", "--count"]);
+    show(&["flows", "--vip", "dns", "--json", "--limit", "1"]);
+
+    println!("\n== stopping lb (SIGTERM): XDP detached, pins removed");
+    lb.proc.signal(libc::SIGTERM);
+    let stopped = lb_tests::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        !lb.proc.is_running()
+    });
+    println!(
+        "   {}",
+        if stopped {
+            "stopped"
+        } else {
+            "still running; killing it"
+        }
+    );
+}
