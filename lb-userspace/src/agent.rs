@@ -35,6 +35,8 @@ struct Agent {
 
 pub fn run(path: &Path) -> Result<()> {
     let cfg = Config::from_file(path).map_err(|e| anyhow!("{e}"))?;
+    // Before touching the pins: they may belong to a live agent.
+    api::ensure_no_agent(&cfg.api.socket)?;
     let mut dp = Datapath::load(&cfg.bpf.pin_dir, cfg.bpf.flow_table_size)?;
     let mut ctl = Control::new();
     // Program before attaching, so the first packet already finds the VIPs.

@@ -56,13 +56,8 @@ pub fn serve(path: &Path, tx: mpsc::Sender<Call>) -> Result<tokio::task::JoinHan
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    ensure_no_agent(path)?;
     if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            bail!(
-                "another lb agent answers on {}; stop it or use another api.socket",
-                path.display()
-            );
-        }
         std::fs::remove_file(path)?;
     }
     let listener =
@@ -98,6 +93,18 @@ pub fn serve(path: &Path, tx: mpsc::Sender<Call>) -> Result<tokio::task::JoinHan
             });
         }
     }))
+}
+
+/// Fails if a live agent answers on `path`: two agents must never share a
+/// socket (or, behind it, a pin directory).
+pub fn ensure_no_agent(path: &Path) -> Result<()> {
+    if UnixStream::connect(path).is_ok() {
+        bail!(
+            "another lb agent answers on {}; stop it or use another api.socket",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// The CLI side: one request, one response.

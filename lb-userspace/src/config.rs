@@ -438,6 +438,26 @@ impl Config {
     }
 
     /// Parses and validates `src`; `file_name` is only used in messages.
+    /// The API socket and the pin directory a config names, read leniently
+    /// (defaults where the file is unreadable or broken), so the CLI can
+    /// still reach the agent and the pinned maps; the agent judges the file.
+    pub fn paths(path: &Path) -> (PathBuf, PathBuf) {
+        let doc: Option<serde_yaml::Value> = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| serde_yaml::from_str(&s).ok());
+        let get = |section: &str, key: &str| {
+            doc.as_ref()?
+                .get(section)?
+                .get(key)?
+                .as_str()
+                .map(PathBuf::from)
+        };
+        (
+            get("api", "socket").unwrap_or_else(|| Api::default().socket),
+            get("bpf", "pin_dir").unwrap_or_else(|| Bpf::default().pin_dir),
+        )
+    }
+
     pub fn parse(src: &str, file_name: &str) -> Result<Config, ConfigError> {
         let issue = |line, column, path: &str, message: String| ConfigIssue {
             file: file_name.to_owned(),

@@ -634,6 +634,31 @@ vips:
     }
 
     #[test]
+    fn map_keys_and_values_have_the_datapath_byte_layout() {
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        c.apply(&cfg(BASE), &mut m).unwrap();
+        let www = &c.programmed().vips["www"];
+        let key = www.key();
+        // SAFETY: VipKey is repr(C) plain bytes (see lb-common).
+        let bytes: [u8; 20] = unsafe { std::mem::transmute(key) };
+        let mut want = [0u8; 20];
+        want[10..16].copy_from_slice(&[0xff, 0xff, 198, 51, 100, 10]); // ::ffff:198.51.100.10
+        want[16..18].copy_from_slice(&[0, 80]); // port, network order
+        want[18] = 6; // TCP
+        assert_eq!(bytes, want);
+        let real = m
+            .reals
+            .values()
+            .find(|r| u16::from_be(r.port_be) == 8080 && r.weight == 3)
+            .unwrap();
+        assert_eq!(real.addr[10..], [0xff, 0xff, 203, 0, 113, 13]);
+        assert_eq!(real.port_be.to_ne_bytes(), [0x1f, 0x90]);
+        assert_eq!(real.state, REAL_UP);
+        assert_eq!(real.farm_id, www.farm_id);
+    }
+
+    #[test]
     fn order_puts_reals_and_farms_before_vips() {
         let mut c = Control::new();
         let mut m = MemMaps::default();

@@ -119,10 +119,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Reload { config } => {
-            let socket = match cli.socket {
-                Some(s) => s,
-                None => load(&config)?.api.socket,
-            };
+            // The agent judges the file; the CLI only needs to find the agent.
+            let socket = cli.socket.unwrap_or_else(|| Config::paths(&config).0);
             let resp = api::call(&socket, &api::Request::Reload, Duration::from_secs(30))?;
             if cli.json {
                 println!("{}", serde_json::to_string(&resp)?);
@@ -151,17 +149,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             limit,
             count,
         } => {
-            let cfg = if pin_dir.is_none() || vip.as_deref().is_some_and(|v| !v.contains('.')) {
-                Some(load(&config)?)
-            } else {
-                None
-            };
-            let pin_dir =
-                pin_dir.unwrap_or_else(|| cfg.as_ref().expect("loaded").bpf.pin_dir.clone());
+            // The flow table is read even when the config file is broken.
+            let pin_dir = pin_dir.unwrap_or_else(|| Config::paths(&config).1);
             // A VIP name resolves to its ADDR:PORT.
             let vip = match vip {
                 Some(v) if !v.contains('.') => {
-                    let cfg = cfg.as_ref().expect("loaded");
+                    let cfg = load(&config)?;
                     let Some(entry) = cfg.vips.get(&v) else {
                         bail!("no VIP named {v} in {}", config.display());
                     };

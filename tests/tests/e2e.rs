@@ -299,6 +299,11 @@ fn reload_adds_a_real_without_breaking_an_open_connection() {
         err.contains("lb.yaml:5:"),
         "error names file:line:column: {err}"
     );
+    assert!(
+        rig.lb.proc.log().contains("reload refused"),
+        "the agent judged the file: {}",
+        rig.lb.proc.log()
+    );
     let (_, still) = rig
         .topo
         .client
@@ -325,7 +330,15 @@ fn removing_a_vip_stops_its_traffic_and_other_traffic_flows() {
         "",
     );
     rig.lb.write_config(&without_www);
-    rig.lb.reload();
+    // This time by signal, as an operator's `systemctl reload` would.
+    assert!(rig.lb.proc.signal(libc::SIGHUP));
+    assert!(
+        rig.lb
+            .proc
+            .wait_log_contains("vips +[] -[\"www\"]", Duration::from_secs(5)),
+        "SIGHUP reloads: {}",
+        rig.lb.proc.log()
+    );
     let refused = rig
         .topo
         .client
