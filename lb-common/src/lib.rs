@@ -77,7 +77,9 @@ pub struct VipInfo {
 }
 const _: () = assert!(size_of::<VipInfo>() == 16);
 
-/// Value of `REALS`, indexed by real id.
+/// Value of `REALS`, indexed by real id. `state` is the one word the fail
+/// actions key on: flows of a real that is not up or draining get its farm's
+/// `failaction` at their next packet, whatever the table size.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Real {
@@ -87,10 +89,15 @@ pub struct Real {
     pub weight: u32,
     pub state: u32,
     pub farm_id: u32,
+    /// The farm's fail action (`FAIL_*`), copied here so the per-packet check
+    /// reads one map value.
+    pub failaction: u32,
+    /// 0: no cap. Otherwise new flows skip the real while `ACTIVE[id]` is at it.
+    pub max_conns: u32,
     pub flags: u32,
     pub _pad2: u32,
 }
-const _: () = assert!(size_of::<Real>() == 40);
+const _: () = assert!(size_of::<Real>() == 48);
 
 /// Value of `FARMS`, indexed by farm id. The members to pick from are in
 /// `SCHED[farm_id * SCHED_SLOTS .. + sched_len]`, built by the agent.
@@ -157,9 +164,33 @@ pub struct Counters {
     pub packets_out: u64,
     pub bytes_out: u64,
     pub new_flows: u64,
+    /// Passive health, per real: connections the real accepted (first
+    /// SYN-ACK) and refused or ignored (SYN answered by RST, SYN retransmitted
+    /// unanswered).
+    pub conn_ok: u64,
+    pub conn_fail: u64,
     pub _pad: u64,
 }
-const _: () = assert!(size_of::<Counters>() == 48);
+const _: () = assert!(size_of::<Counters>() == 64);
+
+/// `Event::kind`: what the datapath tells the agent through `EVENTS`.
+pub const EV_SYN_RST: u32 = 1;
+pub const EV_SYN_RETRANSMIT: u32 = 2;
+pub const EV_ICMP_UNREACH: u32 = 3;
+
+/// One record of the `EVENTS` ring buffer: a connection failure seen at a
+/// real (passive health).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Event {
+    pub kind: u32,
+    pub real_id: u32,
+    pub ts_ns: u64,
+}
+const _: () = assert!(size_of::<Event>() == 16);
+
+/// Bytes of the `EVENTS` ring buffer (a power of two, a multiple of the page).
+pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Indexes of `STATS`: one per verdict and per stated rule. Every packet
 /// increments exactly one reason; a packet that creates a flow also `NEW_FLOW`.
@@ -205,7 +236,18 @@ pub mod reason {
     pub const PASS_FIB: u32 = 16;
     /// New flows created (counted in addition to FORWARD).
     pub const NEW_FLOW: u32 = 17;
-    pub const COUNT: u32 = 18;
+    /// A client packet of a TCP flow whose real is down under `purge`:
+    /// answered with a RST (XDP_TX) and the flow removed.
+    pub const PURGE_RST: u32 = 18;
+    /// A flow removed by `purge` at its next packet (counted in addition; a
+    /// UDP packet then starts a new flow).
+    pub const PURGED: u32 = 19;
+    /// A flow moved to a live real by `reassign` (counted in addition).
+    pub const REASSIGNED: u32 = 20;
+    /// An ICMP error from a real (or its network) about a flow: reported to
+    /// passive health and passed.
+    pub const PASS_ICMP_FROM_REAL: u32 = 21;
+    pub const COUNT: u32 = 22;
 
     /// Names for logs, metrics and `lb stats`, indexed by reason.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -227,6 +269,10 @@ pub mod reason {
         "drop_table_full",
         "pass_fib",
         "new_flow",
+        "purge_rst",
+        "purged",
+        "reassigned",
+        "pass_icmp_from_real",
     ];
 }
 
@@ -249,4 +295,5 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for Flow {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for Event {}
 }

@@ -1,11 +1,13 @@
-//! Flow entries: creation of both directions, and per-packet state updates.
+//! Flow entries: creation of both directions, per-packet state updates.
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use lb_common::{
     DIR_FORWARD, DIR_REVERSE, Flow, FlowKey, PROTO_TCP, Real, ST_CLOSED, ST_ESTABLISHED, ST_FIN,
     ST_SYN, ST_UDP,
 };
 
 use crate::{
-    maps::FLOWS,
+    maps::{ACTIVE, FLOWS},
     parse::{L4, TcpFlags},
 };
 
@@ -23,6 +25,20 @@ pub fn key(src: [u8; 4], dst: [u8; 4], sport: [u8; 2], dport: [u8; 2], proto: u8
         src_port_be: u16::from_ne_bytes(sport),
         dst_port_be: u16::from_ne_bytes(dport),
         proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The key of the reply direction of the flow `fwd_key` when its real is
+/// `real_addr:real_port_be`: real -> client.
+#[inline(always)]
+pub fn reverse_key(fwd_key: &FlowKey, real_addr: [u8; 16], real_port_be: u16) -> FlowKey {
+    FlowKey {
+        src_addr: real_addr,
+        dst_addr: fwd_key.src_addr,
+        src_port_be: real_port_be,
+        dst_port_be: fwd_key.src_port_be,
+        proto: fwd_key.proto,
         _pad: [0; 3],
     }
 }
@@ -71,29 +87,53 @@ pub fn create(
     };
     let mut fwd = base;
     account(&mut fwd, l4, flags, now);
-    // The reply comes from the real to the client.
-    let rev_key = FlowKey {
-        src_addr: real.addr,
-        dst_addr: fwd_key.src_addr,
-        src_port_be: real.port_be,
-        dst_port_be: fwd_key.src_port_be,
-        proto: fwd_key.proto,
-        _pad: [0; 3],
-    };
+    // Reverse first: a forward entry without its reverse would send the
+    // client's packets to a real whose replies we could not translate.
+    insert_reverse(fwd_key, &base)?;
+    if FLOWS.insert(fwd_key, fwd, 0).is_err() {
+        let _ = FLOWS.remove(reverse_key(fwd_key, real.addr, real.port_be));
+        return None;
+    }
+    count_active(real_id);
+    Some(())
+}
+
+/// Inserts the reply direction for the forward entry `fwd` (whose nat
+/// address is the real), with fresh counters.
+#[inline(always)]
+pub fn insert_reverse(fwd_key: &FlowKey, fwd: &Flow) -> Option<()> {
     let rev = Flow {
         nat_addr: fwd_key.dst_addr,
         nat_port_be: fwd_key.dst_port_be,
         dir: DIR_REVERSE,
-        ..base
+        packets: 0,
+        bytes: 0,
+        seq_next: 0,
+        ..*fwd
     };
-    // Reverse first: a forward entry without its reverse would send the
-    // client's packets to a real whose replies we could not translate.
-    FLOWS.insert(rev_key, rev, 0).ok()?;
-    if FLOWS.insert(fwd_key, fwd, 0).is_err() {
-        let _ = FLOWS.remove(rev_key);
-        return None;
+    FLOWS
+        .insert(reverse_key(fwd_key, fwd.nat_addr, fwd.nat_port_be), rev, 0)
+        .ok()
+}
+
+/// Removes both directions of a flow.
+#[inline(always)]
+pub fn remove(fwd_key: &FlowKey, fwd: &Flow) {
+    let _ = FLOWS.remove(reverse_key(fwd_key, fwd.nat_addr, fwd.nat_port_be));
+    let _ = FLOWS.remove(fwd_key);
+}
+
+/// One more flow on `real_id`, for `max_conns` (the agent's sweep rewrites
+/// the exact count).
+#[inline(always)]
+pub fn count_active(real_id: u32) {
+    if let Some(p) = ACTIVE.get_ptr_mut(real_id) {
+        // SAFETY: a valid, aligned u64 in the map. Atomic because every CPU
+        // creates flows. The bpf target offers no AtomicU64::fetch_add (it
+        // has no compare-and-swap), but LLVM lowers this add, its result
+        // unused, to the BPF atomic add every kernel accepts.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
     }
-    Some(())
 }
 
 /// Applies one packet to its direction's entry: counters, timestamps, TCP

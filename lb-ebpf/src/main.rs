@@ -5,23 +5,36 @@
 //! stated rule to its action.
 #![no_std]
 #![no_main]
+// atomic_xadd: see flow::count_active.
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "the one atomic add, see flow::count_active"
+)]
 
 mod csum;
+mod fail;
 mod flow;
 mod fwd;
 mod icmp;
 mod maps;
 mod nat;
 mod parse;
+mod passive;
+mod rst;
 mod select;
 mod stats;
 
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
 };
-use lb_common::{DIR_FORWARD, DIR_REVERSE, PROTO_TCP, PROTO_UDP, VipKey, reason};
+use lb_common::{
+    DIR_FORWARD, DIR_REVERSE, EV_SYN_RETRANSMIT, EV_SYN_RST, PROTO_TCP, PROTO_UDP, ST_SYN, VipKey,
+    reason,
+};
 
 use crate::{
+    fail::Outcome,
     flow::addr16,
     maps::{FLOWS, REALS, VIP_ADDRS, VIPS},
     parse::{L3, PROTO_ICMP, is_fragment},
@@ -50,7 +63,8 @@ fn rule_action(why: u32) -> u32 {
         | reason::PASS_BAD_L2
         | reason::PASS_BAD_IPV4
         | reason::PASS_TTL
-        | reason::PASS_FIB => xdp_action::XDP_PASS,
+        | reason::PASS_FIB
+        | reason::PASS_ICMP_FROM_REAL => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_DROP,
     }
 }
@@ -99,17 +113,34 @@ fn to_vip(ctx: &XdpContext, l3: &L3) -> Verdict {
     let now = unsafe { bpf_ktime_get_ns() };
     let key = flow::key(ip.src_addr, ip.dst_addr, l4.sport, l4.dport, l4.proto);
 
-    let (nat_addr, nat_port_be, vip_id, real_id, new_flow) = match FLOWS.get_ptr_mut(key) {
-        Some(f) => {
-            // SAFETY: map values stay valid for the program run; concurrent
-            // writers of the same flow only race on counters.
-            let f = unsafe { &mut *f };
-            if f.dir != DIR_FORWARD {
-                return Err(reason::PASS_NOT_OURS);
-            }
-            flow::account(f, &l4, flags, now);
-            (f.nat_addr, f.nat_port_be, f.vip_id, f.real_id, false)
+    let fresh_syn = flags.syn && !flags.ack;
+    // An existing flow, unless its real's fail action just removed it.
+    let mut existing = None;
+    if let Some(f) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: map values stay valid for the program run; concurrent
+        // writers of the same flow only race on counters.
+        let f = unsafe { &mut *f };
+        if f.dir != DIR_FORWARD {
+            return Err(reason::PASS_NOT_OURS);
         }
+        match fail::apply(&key, f, now)? {
+            Outcome::Purged if l4.proto == PROTO_TCP && !fresh_syn => {
+                return rst::to_client(ctx, l3, &l4, flags).map(|a| (a, reason::PURGE_RST));
+            }
+            // A UDP datagram, or a fresh SYN, of a purged flow starts anew.
+            Outcome::Purged => {}
+            Outcome::Keep | Outcome::Reassigned => {
+                if fresh_syn && f.state == ST_SYN && f.packets > 0 {
+                    syn_retransmitted(&key, f, now);
+                }
+                flow::account(f, &l4, flags, now);
+                existing = Some((f.nat_addr, f.nat_port_be, f.vip_id, f.real_id));
+            }
+        }
+    }
+    let new_flow = existing.is_none();
+    let (nat_addr, nat_port_be, vip_id, real_id) = match existing {
+        Some(e) => e,
         None => {
             let vip_key = VipKey {
                 addr: key.dst_addr,
@@ -127,7 +158,7 @@ fn to_vip(ctx: &XdpContext, l3: &L3) -> Verdict {
             flow::create(&key, vip.vip_id, real_id, real, &l4, flags, now)
                 .ok_or(reason::DROP_TABLE_FULL)?;
             stats::count(reason::NEW_FLOW);
-            (real.addr, real.port_be, vip.vip_id, real_id, true)
+            (real.addr, real.port_be, vip.vip_id, real_id)
         }
     };
     stats::count_flow(vip_id, real_id, Side::In, l4.ip_len as u64, new_flow);
@@ -135,11 +166,28 @@ fn to_vip(ctx: &XdpContext, l3: &L3) -> Verdict {
     fwd::forward(ctx, l3).map(|action| (action, reason::FORWARD))
 }
 
+/// A client's SYN again, and the real has not answered at all: a failed
+/// connection attempt for passive health.
+#[inline(always)]
+fn syn_retransmitted(key: &lb_common::FlowKey, f: &lb_common::Flow, now: u64) {
+    let rev = flow::reverse_key(key, f.nat_addr, f.nat_port_be);
+    // SAFETY: read-only use of the value.
+    if unsafe { FLOWS.get(rev) }.is_some_and(|r| r.packets == 0) {
+        passive::conn_failed(EV_SYN_RETRANSMIT, f.real_id, now);
+    }
+}
+
 /// Anything else: a real's reply to translate back, or not ours.
 #[inline(always)]
 fn from_real(ctx: &XdpContext, l3: &L3) -> Verdict {
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
+    if ip.proto == PROTO_ICMP && ip.vihl & 0x0f == 5 && !is_fragment(ip) {
+        // SAFETY: a helper without arguments.
+        return Err(passive::icmp_from_real(ctx, l3, unsafe {
+            bpf_ktime_get_ns()
+        }));
+    }
     // Replies we translate are plain TCP/UDP; anything else is not ours.
     if ip.vihl & 0x0f != 5 || is_fragment(ip) || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP) {
         return Err(reason::PASS_NOT_OURS);
@@ -158,6 +206,14 @@ fn from_real(ctx: &XdpContext, l3: &L3) -> Verdict {
     let flags = parse::tcp_flags(&l4);
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
+    // The real's first answer to a SYN tells passive health how it went.
+    if l4.proto == PROTO_TCP && f.state == ST_SYN && f.packets == 0 {
+        if flags.rst {
+            passive::conn_failed(EV_SYN_RST, f.real_id, now);
+        } else if flags.syn && flags.ack {
+            passive::conn_ok(f.real_id);
+        }
+    }
     flow::account(f, &l4, flags, now);
     stats::count_flow(f.vip_id, f.real_id, Side::Out, l4.ip_len as u64, false);
     nat::snat(l3.ip, &l4, v4(&f.nat_addr), f.nat_port_be.to_ne_bytes());

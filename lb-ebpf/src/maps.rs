@@ -4,11 +4,11 @@
 //! `FLOWS` at load time from `bpf.flow_table_size`.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use lb_common::{
-    Counters, FLOW_TABLE_DEFAULT, Farm, Flow, FlowKey, MAX_FARMS, MAX_IFACES, MAX_REALS, MAX_VIPS,
-    Real, SCHED_SLOTS, VipInfo, VipKey, reason,
+    Counters, EVENTS_BYTES, FLOW_TABLE_DEFAULT, Farm, Flow, FlowKey, MAX_FARMS, MAX_IFACES,
+    MAX_REALS, MAX_VIPS, Real, SCHED_SLOTS, VipInfo, VipKey, reason,
 };
 
 /// Virtual servers by (address, port, protocol).
@@ -61,3 +61,13 @@ pub static REAL_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_REALS, 0)
 /// the configured interfaces).
 #[map]
 pub static TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_IFACES, 0);
+
+/// Active flows per real id, for `max_conns`: the datapath adds one per new
+/// flow, the agent's sweep rewrites each with the exact count it sees.
+#[map]
+pub static ACTIVE: Array<u64> = Array::pinned(MAX_REALS, 0);
+
+/// Connection failures seen at reals (SYN answered by RST, SYN retransmitted
+/// unanswered, ICMP unreachable), for the agent's passive health.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);

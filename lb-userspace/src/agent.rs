@@ -1,35 +1,59 @@
 //! `lb run`: load and attach the datapath, program it from the config, and
-//! then serve: reloads (SIGHUP or the API), the flow sweep, a clean stop on
-//! SIGTERM/SIGINT.
+//! then serve: health verdicts (probes and passive), fail-action sweeps,
+//! reloads (SIGHUP or the API), operators' commands, the flow sweep, and a
+//! clean stop on SIGTERM/SIGINT.
 use std::{
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
+use aya::maps::{MapData, RingBuf};
+use lb_common::{
+    EV_ICMP_UNREACH, EV_SYN_RETRANSMIT, EV_SYN_RST, Event, FAIL_PURGE, REAL_DISABLED, REAL_DOWN,
+};
 use log::{error, info, warn};
+use serde_json::json;
 use tokio::{
+    io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
 
 use crate::{
     api::{self, Call, Request, Response},
-    config::Config,
-    control::{self, Control},
+    config::{AdminState, Config, InitState},
+    control::{self, Control, RealKey},
     datapath::{self, Datapath},
     flowtable,
+    health::{Checker, Target, Transition},
+    reset::ResetSender,
 };
 
 /// The sweep runs at least this often; slower when a sweep takes long, so a
 /// huge table never keeps the agent busy more than a tenth of the time.
 const SWEEP_MIN: Duration = Duration::from_secs(1);
+/// How long passive health keeps a real out when `observe.hold` is not set.
+const DEFAULT_HOLD: Duration = Duration::from_secs(10);
+
+/// Consecutive connection failures seen for one real.
+#[derive(Default)]
+struct Passive {
+    failures: u32,
+    /// The real's success counter at the last failure: if it moved since,
+    /// the failures were not consecutive.
+    conn_ok: u64,
+}
 
 struct Agent {
     path: PathBuf,
     cfg: Config,
     ctl: Control,
     dp: Datapath,
+    checker: Checker,
+    resets: Option<ResetSender>,
+    passive: HashMap<u32, Passive>,
     last_sweep: Option<flowtable::Sweep>,
 }
 
@@ -43,30 +67,77 @@ pub fn run(path: &Path) -> Result<()> {
     let ch = ctl
         .apply(&cfg, &mut dp.maps)
         .context("programming the datapath")?;
+    for w in control::not_yet_applied(&cfg) {
+        warn!("{w}");
+    }
     info!(
         "programmed {} vips, {} reals",
         ch.vips_added.len(),
         ch.reals_added
     );
     dp.attach(&cfg.interfaces, cfg.xdp_mode)?;
+    let resets = ResetSender::new()
+        .map_err(|e| {
+            warn!("no raw socket for purge resets ({e}); idle clients learn at their next packet")
+        })
+        .ok();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let agent = Agent {
-        path: path.to_path_buf(),
-        cfg,
-        ctl,
-        dp,
-        last_sweep: None,
-    };
-    rt.block_on(agent.serve())
+    rt.block_on(async move {
+        let (tx, transitions) = mpsc::unbounded_channel();
+        let mut agent = Agent {
+            path: path.to_path_buf(),
+            cfg,
+            ctl,
+            dp,
+            checker: Checker::new(tx),
+            resets,
+            passive: HashMap::new(),
+            last_sweep: None,
+        };
+        agent.checker.set_targets(agent.targets());
+        agent.serve(transitions).await
+    })
+}
+
+/// Forwards the datapath's passive-health events to the agent's loop.
+fn read_events(ring: RingBuf<MapData>) -> Result<mpsc::UnboundedReceiver<Event>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    // SAFETY: the AsyncFd owns the ring buffer, so its fd lives exactly as
+    // long as the registration.
+    let mut fd = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow!("watching the EVENTS ring buffer: {e}"))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                if item.len() >= size_of::<Event>() {
+                    // SAFETY: the datapath writes whole `Event`s; read unaligned.
+                    let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
+                    if tx.send(ev).is_err() {
+                        return;
+                    }
+                }
+            }
+            guard.clear_ready();
+        }
+    });
+    Ok(rx)
 }
 
 impl Agent {
-    async fn serve(mut self) -> Result<()> {
+    async fn serve(mut self, mut transitions: mpsc::UnboundedReceiver<Transition>) -> Result<()> {
         let (tx, mut rx) = mpsc::channel::<Call>(16);
         let socket = self.cfg.api.socket.clone();
         let api_task = api::serve(&socket, tx)?;
+        let mut events = match self.dp.take_events() {
+            Some(ring) => read_events(ring)?,
+            None => bail!("the EVENTS map is missing"),
+        };
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
@@ -84,6 +155,8 @@ impl Agent {
                 Some((req, reply)) = rx.recv() => {
                     let _ = reply.send(self.handle(req));
                 }
+                Some(t) = transitions.recv() => self.on_transition(t),
+                Some(ev) = events.recv() => self.on_event(ev),
                 _ = tokio::time::sleep_until(next_sweep) => {
                     let took = self.sweep();
                     next_sweep = tokio::time::Instant::now() + SWEEP_MIN.max(took * 10);
@@ -99,16 +172,198 @@ impl Agent {
     fn handle(&mut self, req: Request) -> Response {
         match req {
             Request::Reload => match self.reload() {
-                Ok(msg) => Response::ok(serde_json::json!({ "message": msg })),
+                Ok(msg) => Response::ok(json!({ "message": msg })),
                 Err(e) => Response::err(format!("{e:#}")),
             },
-            Request::Status => Response::ok(serde_json::json!({
+            Request::Status => Response::ok(json!({
                 "interfaces": self.cfg.interfaces,
                 "vips": self.ctl.programmed().vips.len(),
                 "reals": self.ctl.programmed().reals.len(),
                 "flows": self.last_sweep.as_ref().map(|s| s.flows),
             })),
+            Request::Reals { farm } => Response::ok(json!(self.reals(farm.as_deref()))),
+            Request::Real { action, farm, real } => match self.admin(&action, &farm, &real) {
+                Ok(msg) => Response::ok(json!({ "message": msg })),
+                Err(e) => Response::err(format!("{e:#}")),
+            },
         }
+    }
+
+    /// The health-checker targets: every real of a farm with probes or
+    /// passive health.
+    fn targets(&self) -> Vec<Target> {
+        let mut out = Vec::new();
+        for (key, (id, _)) in &self.ctl.programmed().reals {
+            let Some(farm) = self.cfg.serverfarms.get(&key.farm) else {
+                continue;
+            };
+            if farm.probes.is_empty() && farm.observe.is_none() {
+                continue;
+            }
+            out.push(Target {
+                id: *id,
+                name: real_name(key),
+                addr: key.addr.into(),
+                port: key.port,
+                probes: farm
+                    .probes
+                    .iter()
+                    .filter_map(|p| self.cfg.probes.get(p).map(|cfg| (p.clone(), cfg.clone())))
+                    .collect(),
+                init_up: farm.probes.is_empty() || farm.init_state == InitState::Up,
+            });
+        }
+        out
+    }
+
+    fn key_of(&self, id: u32) -> Option<RealKey> {
+        self.ctl
+            .programmed()
+            .reals
+            .iter()
+            .find(|(_, (rid, _))| *rid == id)
+            .map(|(k, _)| k.clone())
+    }
+
+    /// A probe or passive-health verdict: reprogram the real, then apply its
+    /// farm's fail action to its flows if it went down.
+    fn on_transition(&mut self, t: Transition) {
+        let Some(key) = self.key_of(t.id) else { return };
+        if let Err(e) = self.ctl.set_health(&key, t.up, &mut self.dp.maps) {
+            error!("{}: applying health verdict: {e:#}", t.name);
+            return;
+        }
+        if !t.up {
+            self.fail_action(&[key]);
+        }
+    }
+
+    /// `purge` is the one fail action with work outside the datapath:
+    /// resetting idle clients and removing the flows now. (`reassign` and the
+    /// RST to active clients happen at each flow's next packet.)
+    fn fail_action(&mut self, keys: &[RealKey]) {
+        let ids: HashSet<u32> = keys
+            .iter()
+            .filter_map(|k| self.ctl.programmed().reals.get(k))
+            .filter(|(_, r)| {
+                r.failaction == FAIL_PURGE && matches!(r.state, REAL_DOWN | REAL_DISABLED)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        match flowtable::purge_reals(&mut self.dp.maps.flows, &ids, self.resets.as_ref()) {
+            Ok(p) if p.flows > 0 => info!(
+                "purge: removed {} flows, reset {} clients",
+                p.flows, p.resets
+            ),
+            Ok(_) => {}
+            Err(e) => warn!("purge: {e:#}"),
+        }
+    }
+
+    /// A connection failure the datapath saw. `observe: { errors: N }` marks
+    /// the real down after N in a row (a success in between resets the run).
+    fn on_event(&mut self, ev: Event) {
+        let Some(key) = self.key_of(ev.real_id) else {
+            return;
+        };
+        let Some(observe) = self
+            .cfg
+            .serverfarms
+            .get(&key.farm)
+            .and_then(|f| f.observe.clone())
+        else {
+            return;
+        };
+        let what = match ev.kind {
+            EV_SYN_RST => "syn answered by rst",
+            EV_SYN_RETRANSMIT => "syn retransmitted unanswered",
+            EV_ICMP_UNREACH => "icmp unreachable",
+            _ => "connection failure",
+        };
+        let ok_now = self
+            .dp
+            .maps
+            .real_counters(ev.real_id)
+            .map(|c| c.conn_ok)
+            .unwrap_or(0);
+        let p = self.passive.entry(ev.real_id).or_default();
+        if p.conn_ok != ok_now {
+            p.failures = 0;
+            p.conn_ok = ok_now;
+        }
+        p.failures += 1;
+        let failures = p.failures;
+        if failures < observe.errors || self.checker.is_up(ev.real_id) == Some(false) {
+            return;
+        }
+        p.failures = 0;
+        let hold = observe.hold.unwrap_or(DEFAULT_HOLD);
+        self.checker.hold_down(
+            ev.real_id,
+            hold,
+            format!(
+                "passive: {what} ({failures}/{} in a row), held {hold:?}",
+                observe.errors
+            ),
+        );
+    }
+
+    /// `lb real enable|disable|drain FARM ADDR[:PORT]`.
+    fn admin(&mut self, action: &str, farm: &str, real: &str) -> Result<String> {
+        let state = match action {
+            "enable" => AdminState::Up,
+            "disable" => AdminState::Disabled,
+            "drain" => AdminState::Drain,
+            other => bail!("unknown action {other}: enable, disable or drain"),
+        };
+        let (addr, port) = match real.rsplit_once(':') {
+            Some((a, p)) => (a.parse()?, Some(p.parse()?)),
+            None => (real.parse()?, None),
+        };
+        let keys = self
+            .ctl
+            .set_admin(farm, addr, port, state, &mut self.dp.maps)?;
+        let names: Vec<String> = keys.iter().map(real_name).collect();
+        info!("admin: {action} {}", names.join(", "));
+        if state == AdminState::Disabled {
+            self.fail_action(&keys);
+        }
+        Ok(format!("{action}: {}", names.join(", ")))
+    }
+
+    /// Rows for `lb reals`.
+    fn reals(&self, farm: Option<&str>) -> Vec<serde_json::Value> {
+        let active = self.last_sweep.as_ref().map(|s| &s.active);
+        let mut rows = Vec::new();
+        for (key, (id, r)) in &self.ctl.programmed().reals {
+            if farm.is_some_and(|f| f != key.farm) {
+                continue;
+            }
+            let cfg = self.cfg.serverfarms.get(&key.farm).and_then(|f| {
+                f.reals.iter().find(|c| {
+                    c.address == std::net::IpAddr::V4(key.addr)
+                        && c.port.unwrap_or(key.port) == key.port
+                })
+            });
+            let status = self.checker.status(*id);
+            rows.push(json!({
+                "farm": key.farm,
+                "address": key.addr.to_string(),
+                "port": key.port,
+                "state": state_name(r.state),
+                "weight": cfg.map_or(r.weight, |c| c.weight),
+                "effective_weight": r.weight,
+                "backup": cfg.is_some_and(|c| c.backup),
+                "active_flows": active.and_then(|a| a.get(id)).copied().unwrap_or(0),
+                "last_check": status.as_ref().map(|s| s.last_check.clone()),
+                "check_latency_ms": status.as_ref().and_then(|s| s.last_latency_ms),
+                "since_ms": status.as_ref().map(|s| s.since_ms),
+            }));
+        }
+        rows
     }
 
     /// Re-reads the config file and applies the difference. A bad file is
@@ -131,6 +386,7 @@ impl Agent {
                 warn!("{w}");
             }
             self.cfg = cfg;
+            self.checker.set_targets(self.targets());
             // Flows of removed VIPs go now, not at the next tick.
             self.sweep();
             Ok(format!(
@@ -152,6 +408,11 @@ impl Agent {
 
     fn sweep(&mut self) -> Duration {
         let start = Instant::now();
+        if self.ctl.ramping()
+            && let Err(e) = self.ctl.reapply(&mut self.dp.maps)
+        {
+            warn!("slow start: {e:#}");
+        }
         match flowtable::sweep(&mut self.dp.maps.flows, &self.ctl, datapath::now_ns()) {
             Ok(s) => {
                 if s.expired + s.removed_vip + s.repaired > 0 {
@@ -166,10 +427,34 @@ impl Agent {
                 {
                     warn!("releasing retired ids: {e:#}");
                 }
+                let ids: Vec<u32> = self
+                    .ctl
+                    .programmed()
+                    .reals
+                    .values()
+                    .map(|(id, _)| *id)
+                    .collect();
+                if let Err(e) = self.dp.maps.set_active(&s.active, ids.into_iter()) {
+                    warn!("active flow counts: {e:#}");
+                }
                 self.last_sweep = Some(s);
             }
             Err(e) => warn!("flow sweep failed: {e:#}"),
         }
         start.elapsed()
+    }
+}
+
+fn real_name(key: &RealKey) -> String {
+    format!("{}/{}:{}", key.farm, key.addr, key.port)
+}
+
+pub fn state_name(state: u32) -> &'static str {
+    match state {
+        lb_common::REAL_UP => "up",
+        lb_common::REAL_DOWN => "down",
+        lb_common::REAL_DRAIN => "drain",
+        lb_common::REAL_DISABLED => "disabled",
+        _ => "unknown",
     }
 }

@@ -4,7 +4,7 @@
 use std::{
     io::{BufRead, BufReader, Write},
     os::unix::{fs::PermissionsExt, net::UnixStream},
-    path::{Path, PathBuf},
+    path::Path,
     time::Duration,
 };
 
@@ -21,6 +21,17 @@ use tokio::{
 pub enum Request {
     Reload,
     Status,
+    /// `lb reals [--farm F]`
+    Reals {
+        #[serde(default)]
+        farm: Option<String>,
+    },
+    /// `lb real enable|disable|drain FARM ADDR[:PORT]`
+    Real {
+        action: String,
+        farm: String,
+        real: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -108,7 +119,7 @@ pub fn ensure_no_agent(path: &Path) -> Result<()> {
 }
 
 /// The CLI side: one request, one response.
-pub fn call(socket: &PathBuf, req: &Request, timeout: Duration) -> Result<Response> {
+pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response> {
     let mut s = UnixStream::connect(socket).with_context(|| {
         format!(
             "connecting to the agent at {} (is `lb run` running?)",

@@ -68,7 +68,7 @@ pub enum XdpMode {
     Generic,
 }
 
-/// A health probe (`probes.NAME`). Parsed and validated; not run yet.
+/// A health probe (`probes.NAME`), run by [`crate::health`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Probe {
@@ -146,8 +146,24 @@ pub struct Farm {
     pub observe: Option<Observe>,
     #[serde(default, with = "duration::optional")]
     pub slow_start: Option<Duration>,
+    /// The health state a real starts in (`init_state:`); default down.
+    #[serde(default)]
+    pub init_state: InitState,
     #[serde(default)]
     pub reals: Vec<RealCfg>,
+}
+
+/// Where a real's health starts (`init_state:`), at start and when it is
+/// added by a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitState {
+    /// No new flows until its first successful probe (which alone brings it
+    /// up, without waiting for `rise`). A real without probes is up anyway.
+    #[default]
+    Down,
+    /// Up at once; probes take it down after `fall` failures.
+    Up,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

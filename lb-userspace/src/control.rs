@@ -10,19 +10,20 @@
 //! only removed), and its id returns to the pool once the flow sweep sees no
 //! flow using it.
 use std::{
-    collections::{BTreeMap, BTreeSet, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, SocketAddrV4},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Result, bail};
 use lb_common::{
     ALG_ROUND_ROBIN, ALG_WEIGHTED_ROUND_ROBIN, FAIL_NONE, FAIL_PURGE, FAIL_REASSIGN, Farm,
-    MAX_FARMS, MAX_REALS, MAX_VIPS, PROTO_TCP, PROTO_UDP, REAL_DISABLED, REAL_DRAIN, REAL_UP, Real,
-    VipInfo, VipKey, v4_mapped,
+    MAX_FARMS, MAX_REALS, MAX_VIPS, PROTO_TCP, PROTO_UDP, REAL_DISABLED, REAL_DOWN, REAL_DRAIN,
+    REAL_UP, Real, VipInfo, VipKey, v4_mapped,
 };
 
 use crate::{
-    config::{AdminState, Algorithm, Config, FailAction, Protocol, Timeouts},
+    config::{AdminState, Algorithm, Config, FailAction, InitState, Protocol, Timeouts},
     sched,
 };
 
@@ -133,6 +134,20 @@ struct Pools {
     reals: IdPool,
 }
 
+/// What the agent knows at run time beyond the config: health verdicts,
+/// operators' `lb real` commands, and when reals came up (slow start).
+#[derive(Debug, Default, Clone)]
+pub struct Overlay {
+    /// Probe and passive-health verdicts; a real not in here has its farm's
+    /// `init_state` (down when the farm has probes) or is up.
+    pub health: HashMap<RealKey, bool>,
+    /// `lb real enable|disable|drain`, over the config's `state:`; kept
+    /// across reloads while the real exists.
+    pub admin: HashMap<RealKey, AdminState>,
+    /// When a real last came up, for `slow_start`.
+    pub up_since: HashMap<RealKey, Instant>,
+}
+
 /// The control plane's memory of what it programmed.
 #[derive(Debug)]
 pub struct Control {
@@ -140,6 +155,8 @@ pub struct Control {
     current: Programmed,
     retired_reals: BTreeMap<u32, RealKey>,
     retired_vips: BTreeSet<u32>,
+    cfg: Option<Config>,
+    overlay: Overlay,
 }
 
 impl Default for Control {
@@ -169,7 +186,83 @@ impl Control {
             current: Programmed::default(),
             retired_reals: BTreeMap::new(),
             retired_vips: BTreeSet::new(),
+            cfg: None,
+            overlay: Overlay::default(),
         }
+    }
+
+    pub fn config(&self) -> Option<&Config> {
+        self.cfg.as_ref()
+    }
+
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    /// Records a health verdict and reprograms what it changes (the real's
+    /// state word, its farm's schedule). Returns the real's id.
+    pub fn set_health(&mut self, key: &RealKey, up: bool, w: &mut dyn MapWriter) -> Result<u32> {
+        let Some(&(id, _)) = self.current.reals.get(key) else {
+            bail!("no real {}:{} in farm {}", key.addr, key.port, key.farm);
+        };
+        let was = self.overlay.health.insert(key.clone(), up);
+        if up && was != Some(true) {
+            self.overlay.up_since.insert(key.clone(), Instant::now());
+        }
+        self.reapply(w)?;
+        Ok(id)
+    }
+
+    /// `lb real enable|disable|drain FARM ADDR[:PORT]`: the reals it matched.
+    pub fn set_admin(
+        &mut self,
+        farm: &str,
+        addr: Ipv4Addr,
+        port: Option<u16>,
+        state: AdminState,
+        w: &mut dyn MapWriter,
+    ) -> Result<Vec<RealKey>> {
+        let keys: Vec<RealKey> = self
+            .current
+            .reals
+            .keys()
+            .filter(|k| k.farm == farm && k.addr == addr && port.is_none_or(|p| p == k.port))
+            .cloned()
+            .collect();
+        if keys.is_empty() {
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            bail!("no real {addr}{port} in serverfarm {farm}");
+        }
+        for k in &keys {
+            self.overlay.admin.insert(k.clone(), state);
+        }
+        self.reapply(w)?;
+        Ok(keys)
+    }
+
+    /// Re-plans the running config with the current overlay (health changes,
+    /// slow-start ramps).
+    pub fn reapply(&mut self, w: &mut dyn MapWriter) -> Result<Changes> {
+        match self.cfg.clone() {
+            Some(cfg) => self.apply(&cfg, w),
+            None => Ok(Changes::default()),
+        }
+    }
+
+    /// True while some real's weight is still ramping up (`slow_start`).
+    pub fn ramping(&self) -> bool {
+        let Some(cfg) = &self.cfg else { return false };
+        self.overlay.up_since.iter().any(|(k, since)| {
+            cfg.serverfarms
+                .get(&k.farm)
+                .and_then(|f| f.slow_start)
+                .is_some_and(|t| since.elapsed() < t)
+        })
+    }
+
+    /// The real's state word as programmed.
+    pub fn real_state(&self, key: &RealKey) -> Option<u32> {
+        self.current.reals.get(key).map(|(_, r)| r.state)
     }
 
     pub fn programmed(&self) -> &Programmed {
@@ -186,7 +279,13 @@ impl Control {
     pub fn apply(&mut self, cfg: &Config, w: &mut dyn MapWriter) -> Result<Changes> {
         let mut pools = self.pools.clone();
         let mut retired_reals = self.retired_reals.clone();
-        let next = plan(cfg, &self.current, &mut pools, &mut retired_reals)?;
+        let next = plan(
+            cfg,
+            &self.current,
+            &self.overlay,
+            &mut pools,
+            &mut retired_reals,
+        )?;
         let mut ch = Changes::default();
         let cur = &self.current;
 
@@ -261,6 +360,12 @@ impl Control {
         self.pools = pools;
         self.retired_reals = retired_reals;
         self.current = next;
+        // Run-time state of reals that left the config goes with them.
+        let live = &self.current.reals;
+        self.overlay.health.retain(|k, _| live.contains_key(k));
+        self.overlay.admin.retain(|k, _| live.contains_key(k));
+        self.overlay.up_since.retain(|k, _| live.contains_key(k));
+        self.cfg = Some(cfg.clone());
         Ok(ch)
     }
 
@@ -302,6 +407,15 @@ impl Control {
     }
 }
 
+/// A recovered real's weight during `slow_start`: from 1 up to its full
+/// weight, linearly (HAProxy's `slowstart`).
+pub fn slow_start_weight(weight: u32, elapsed: Duration, ramp: Duration) -> u32 {
+    if elapsed >= ramp || weight == 0 {
+        return weight;
+    }
+    ((weight as u128 * elapsed.as_millis() / ramp.as_millis().max(1)) as u32).max(1)
+}
+
 fn vip_addr_counts(p: &Programmed) -> BTreeMap<[u8; 16], u32> {
     let mut m = BTreeMap::new();
     for v in p.vips.values() {
@@ -321,6 +435,7 @@ fn v4(addr: IpAddr, path: &str) -> Result<Ipv4Addr> {
 fn plan(
     cfg: &Config,
     cur: &Programmed,
+    overlay: &Overlay,
     pools: &mut Pools,
     retired_reals: &mut BTreeMap<u32, RealKey>,
 ) -> Result<Programmed> {
@@ -354,6 +469,11 @@ fn plan(
             (None, None) => pools.farms.alloc("serverfarms")?,
         };
         if !next.farms.contains_key(farm_name) {
+            let failaction = match farm.failaction {
+                FailAction::None => FAIL_NONE,
+                FailAction::Purge => FAIL_PURGE,
+                FailAction::Reassign => FAIL_REASSIGN,
+            };
             let mut members = Vec::new();
             for (i, r) in farm.reals.iter().enumerate() {
                 let path = format!("serverfarms.{farm_name}.reals[{i}]");
@@ -376,17 +496,27 @@ fn plan(
                         None => pools.reals.alloc("reals")?,
                     },
                 };
-                let state = match r.state {
-                    AdminState::Up => REAL_UP,
-                    AdminState::Drain => REAL_DRAIN,
+                // Until its first verdict, a probed real starts as its farm says.
+                let initially_up = farm.probes.is_empty() || farm.init_state == InitState::Up;
+                let healthy = overlay.health.get(&key).copied().unwrap_or(initially_up);
+                let state = match overlay.admin.get(&key).copied().unwrap_or(r.state) {
                     AdminState::Disabled => REAL_DISABLED,
+                    _ if !healthy => REAL_DOWN,
+                    AdminState::Drain => REAL_DRAIN,
+                    AdminState::Up => REAL_UP,
+                };
+                let weight = match (farm.slow_start, overlay.up_since.get(&key)) {
+                    (Some(ramp), Some(since)) => slow_start_weight(r.weight, since.elapsed(), ramp),
+                    _ => r.weight,
                 };
                 let real = Real {
                     addr: v4_mapped(key.addr.octets()),
                     port_be: key.port.to_be(),
-                    weight: r.weight,
+                    weight,
                     state,
                     farm_id,
+                    failaction,
+                    max_conns: r.max_conns.unwrap_or(0),
                     ..Real::default()
                 };
                 members.push((id, real, r.backup));
@@ -408,11 +538,6 @@ fn plan(
                 sched::round_robin(&pick_from)
             } else {
                 sched::weighted(&pick_from)
-            };
-            let failaction = match farm.failaction {
-                FailAction::None => FAIL_NONE,
-                FailAction::Purge => FAIL_PURGE,
-                FailAction::Reassign => FAIL_REASSIGN,
             };
             let value = Farm {
                 algorithm,
@@ -459,27 +584,6 @@ fn plan(
 /// so nobody mistakes an accepted key for a working feature.
 pub fn not_yet_applied(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    if !cfg.probes.is_empty() {
-        out.push("probes: health probes are not run yet; reals count as up".into());
-    }
-    for (name, f) in &cfg.serverfarms {
-        if f.failaction != FailAction::None {
-            out.push(format!(
-                "serverfarms.{name}.failaction: {:?} is not applied yet (behaves as none)",
-                f.failaction
-            ));
-        }
-        if !f.probes.is_empty() || f.observe.is_some() || f.slow_start.is_some() {
-            out.push(format!(
-                "serverfarms.{name}: probes/observe/slow_start are not applied yet"
-            ));
-        }
-        if f.reals.iter().any(|r| r.max_conns.is_some()) {
-            out.push(format!(
-                "serverfarms.{name}.reals: max_conns is not enforced yet"
-            ));
-        }
-    }
     for (name, v) in &cfg.vips {
         if v.sticky.is_some() {
             out.push(format!(

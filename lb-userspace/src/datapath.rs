@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, xdp::DevMapHash},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, xdp::DevMapHash},
     programs::{Xdp, XdpMode as AyaXdpMode, xdp::XdpLinkId},
 };
 use lb_common::{Counters, Farm, Flow, FlowKey, Real, SCHED_SLOTS, VipInfo, VipKey};
@@ -24,7 +24,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const PROGRAM: &str = "lb_xdp";
 
 /// Every map the program pins, by name (see lb-ebpf/src/maps.rs).
-pub const MAP_NAMES: [&str; 11] = [
+pub const MAP_NAMES: [&str; 13] = [
     "VIPS",
     "VIP_ADDRS",
     "REALS",
@@ -36,6 +36,8 @@ pub const MAP_NAMES: [&str; 11] = [
     "VIP_STATS",
     "REAL_STATS",
     "TX_PORTS",
+    "ACTIVE",
+    "EVENTS",
 ];
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -47,6 +49,7 @@ pub struct Datapath {
     pin_dir: PathBuf,
     pub maps: KernelMaps,
     tx_ports: DevMapHash<MapData>,
+    events: Option<RingBuf<MapData>>,
 }
 
 /// Handles to the maps the control plane writes and the sweep reads.
@@ -60,6 +63,7 @@ pub struct KernelMaps {
     pub stats: PerCpuArray<MapData, u64>,
     pub vip_stats: PerCpuArray<MapData, Counters>,
     pub real_stats: PerCpuArray<MapData, Counters>,
+    pub active: Array<MapData, u64>,
 }
 
 fn take<T: TryFrom<Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -106,15 +110,23 @@ impl Datapath {
             stats: take(&mut ebpf, "STATS")?,
             vip_stats: take(&mut ebpf, "VIP_STATS")?,
             real_stats: take(&mut ebpf, "REAL_STATS")?,
+            active: take(&mut ebpf, "ACTIVE")?,
         };
         let tx_ports = take(&mut ebpf, "TX_PORTS")?;
+        let events = Some(take(&mut ebpf, "EVENTS")?);
         Ok(Self {
             ebpf,
             links: Vec::new(),
             pin_dir: pin_dir.to_path_buf(),
             maps,
             tx_ports,
+            events,
         })
+    }
+
+    /// The passive-health event ring, for the agent's reader (once).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
     }
 
     /// The loaded program, for BPF_PROG_TEST_RUN.
@@ -184,6 +196,41 @@ impl Datapath {
         drop(self);
         remove_pins(&pin_dir)
     }
+}
+
+impl KernelMaps {
+    /// Rewrites `ACTIVE` with the sweep's exact counts (zero where absent).
+    pub fn set_active(
+        &mut self,
+        counts: &std::collections::HashMap<u32, u64>,
+        ids: impl Iterator<Item = u32>,
+    ) -> Result<()> {
+        for id in ids {
+            self.active
+                .set(id, counts.get(&id).copied().unwrap_or(0), 0)
+                .context("ACTIVE")?;
+        }
+        Ok(())
+    }
+
+    /// Per-real counters summed over CPUs.
+    pub fn real_counters(&self, id: u32) -> Result<Counters> {
+        Ok(sum_counters(self.real_stats.get(&id, 0)?.iter()))
+    }
+}
+
+/// Sums per-CPU counters.
+pub fn sum_counters<'a>(per_cpu: impl Iterator<Item = &'a Counters>) -> Counters {
+    per_cpu.fold(Counters::default(), |a, c| Counters {
+        packets_in: a.packets_in + c.packets_in,
+        bytes_in: a.bytes_in + c.bytes_in,
+        packets_out: a.packets_out + c.packets_out,
+        bytes_out: a.bytes_out + c.bytes_out,
+        new_flows: a.new_flows + c.new_flows,
+        conn_ok: a.conn_ok + c.conn_ok,
+        conn_fail: a.conn_fail + c.conn_fail,
+        _pad: 0,
+    })
 }
 
 impl MapWriter for KernelMaps {

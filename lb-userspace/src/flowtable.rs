@@ -142,6 +142,9 @@ pub struct Sweep {
     pub repaired: usize,
     pub vips_in_use: HashSet<u32>,
     pub reals_in_use: HashSet<u32>,
+    /// Flows per real id that are not yet over (syn, established, udp): what
+    /// `max_conns` caps and `lb reals` shows as active.
+    pub active: std::collections::HashMap<u32, u64>,
 }
 
 /// Expires idle flows by their VIP's per-state timeouts, removes the flows
@@ -186,6 +189,9 @@ pub fn sweep(map: &mut HashMap<MapData, FlowKey, Flow>, ctl: &Control, now: u64)
         }
         s.vips_in_use.insert(f.fwd.vip_id);
         s.reals_in_use.insert(f.fwd.real_id);
+        if !matches!(f.state(), ST_FIN | ST_CLOSED) {
+            *s.active.entry(f.fwd.real_id).or_default() += 1;
+        }
     }
     for (k, r) in &table.lone_reverse {
         let live = vips.get(&r.vip_id).is_some_and(|t| {
@@ -220,6 +226,53 @@ pub fn sweep(map: &mut HashMap<MapData, FlowKey, Flow>, ctl: &Control, now: u64)
         s.reals_in_use.insert(r.real_id);
     }
     Ok(s)
+}
+
+/// What `purge_reals` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Purge {
+    pub flows: usize,
+    pub resets: usize,
+}
+
+/// `purge` for reals that went down: removes their flows and resets their
+/// TCP clients now, so an idle client learns within the second instead of at
+/// its next packet. The RST carries the server's next sequence number as the
+/// reverse entry saw it, which the client accepts.
+pub fn purge_reals(
+    map: &mut HashMap<MapData, FlowKey, Flow>,
+    reals: &HashSet<u32>,
+    resets: Option<&crate::reset::ResetSender>,
+) -> Result<Purge> {
+    let table = read(map)?;
+    let mut p = Purge::default();
+    for f in table
+        .flows
+        .iter()
+        .filter(|f| reals.contains(&f.fwd.real_id))
+    {
+        if f.fwd_key.proto == PROTO_TCP
+            && !matches!(f.state(), ST_CLOSED)
+            && let (Some(tx), Some((_, rev))) = (resets, f.rev.as_ref())
+        {
+            let vip = sock(&f.fwd_key.dst_addr, f.fwd_key.dst_port_be);
+            let client = sock(&f.fwd_key.src_addr, f.fwd_key.src_port_be);
+            match tx.send(vip, client, rev.seq_next, f.fwd.seq_next) {
+                Ok(()) => p.resets += 1,
+                Err(e) => log::warn!("reset to {client}: {e}"),
+            }
+        }
+        delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0));
+        p.flows += 1;
+    }
+    for (k, _) in table
+        .lone_reverse
+        .iter()
+        .filter(|(_, r)| reals.contains(&r.real_id))
+    {
+        let _ = map.remove(k);
+    }
+    Ok(p)
 }
 
 fn delete(map: &mut HashMap<MapData, FlowKey, Flow>, fwd: &FlowKey, rev: Option<&FlowKey>) {

@@ -5,4 +5,6 @@ pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod flowtable;
+pub mod health;
+pub mod reset;
 pub mod sched;

@@ -46,6 +46,24 @@ enum Cmd {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Reals with their state, weight, active flows and last check.
+    Reals {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        farm: Option<String>,
+    },
+    /// Set a real's admin state: enable, disable (down: the fail action
+    /// applies) or drain (no new flows; existing ones finish).
+    Real {
+        #[arg(value_parser = ["enable", "disable", "drain"])]
+        action: String,
+        farm: String,
+        /// ADDR or ADDR:PORT
+        real: String,
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// List the flow table (read from the pinned maps; works while the agent is down).
     Flows {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
@@ -139,6 +157,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Reals { config, farm } => {
+            let socket = cli.socket.unwrap_or_else(|| Config::paths(&config).0);
+            let rows = agent_call(&socket, &api::Request::Reals { farm })?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!(
+                    "{}",
+                    render_reals(rows.as_array().map_or(&[][..], Vec::as_slice))
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Real {
+            action,
+            farm,
+            real,
+            config,
+        } => {
+            let socket = cli.socket.unwrap_or_else(|| Config::paths(&config).0);
+            let data = agent_call(&socket, &api::Request::Real { action, farm, real })?;
+            if cli.json {
+                println!("{data}");
+            } else {
+                println!("{}", data["message"].as_str().unwrap_or("ok"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Flows {
             config,
             pin_dir,
@@ -198,4 +244,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// One request to the agent; its data, or its error as ours.
+fn agent_call(socket: &Path, req: &api::Request) -> Result<serde_json::Value> {
+    let resp = api::call(socket, req, Duration::from_secs(10))?;
+    if !resp.ok {
+        bail!("{}", resp.error.unwrap_or_default());
+    }
+    Ok(resp.data.unwrap_or_default())
+}
+
+fn render_reals(rows: &[serde_json::Value]) -> String {
+    let mut out = format!(
+        "{:<12} {:<21} {:<9} {:>6} {:>6} {:>6}  {}\n",
+        "FARM", "REAL", "STATE", "WEIGHT", "ACTIVE", "BACKUP", "LAST CHECK"
+    );
+    for r in rows {
+        let weight = match (r["weight"].as_u64(), r["effective_weight"].as_u64()) {
+            (Some(w), Some(e)) if w != e => format!("{e}/{w}"),
+            (Some(w), _) => w.to_string(),
+            _ => "-".into(),
+        };
+        out.push_str(&format!(
+            "{:<12} {:<21} {:<9} {:>6} {:>6} {:>6}  {}\n",
+            r["farm"].as_str().unwrap_or("-"),
+            format!("{}:{}", r["address"].as_str().unwrap_or("-"), r["port"]),
+            r["state"].as_str().unwrap_or("-"),
+            weight,
+            r["active_flows"],
+            if r["backup"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                ""
+            },
+            r["last_check"].as_str().unwrap_or("-"),
+        ));
+    }
+    out
 }

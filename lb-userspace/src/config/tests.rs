@@ -952,3 +952,31 @@ fn comments_only_is_an_empty_file() {
             .is_empty()
     );
 }
+
+#[test]
+fn init_state_parses_and_defaults_to_down() {
+    let c = parse_ok(EXAMPLE);
+    assert_eq!(c.serverfarms["web"].init_state, InitState::Down);
+    for (yaml, want) in [("down", InitState::Down), ("up", InitState::Up)] {
+        let c = parse_ok(&example_with(
+            "    slow_start: 30s\n",
+            &format!("    slow_start: 30s\n    init_state: {yaml}\n"),
+        ));
+        assert_eq!(c.serverfarms["web"].init_state, want);
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["serverfarms"]["web"]["init_state"], yaml);
+        let yaml_out = serde_yaml::to_string(&c).unwrap();
+        assert_eq!(parse_ok(&yaml_out), c);
+    }
+    let issues = parse_err(&example_with(
+        "    slow_start: 30s\n",
+        "    slow_start: 30s\n    init_state: maybe\n",
+    ));
+    assert_one(
+        &issues,
+        21,
+        17,
+        "serverfarms.web.init_state",
+        "unknown variant `maybe`, expected `down` or `up`",
+    );
+}

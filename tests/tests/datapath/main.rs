@@ -160,23 +160,25 @@ impl Fixture {
     }
 
     fn vip_counters(&mut self, id: u32) -> Counters {
-        sum(self
-            .dp()
-            .maps
-            .vip_stats
-            .get(&id, 0)
-            .expect("VIP_STATS")
-            .iter())
+        datapath::sum_counters(
+            self.dp()
+                .maps
+                .vip_stats
+                .get(&id, 0)
+                .expect("VIP_STATS")
+                .iter(),
+        )
     }
 
     fn real_counters(&mut self, id: u32) -> Counters {
-        sum(self
-            .dp()
-            .maps
-            .real_stats
-            .get(&id, 0)
-            .expect("REAL_STATS")
-            .iter())
+        datapath::sum_counters(
+            self.dp()
+                .maps
+                .real_stats
+                .get(&id, 0)
+                .expect("REAL_STATS")
+                .iter(),
+        )
     }
 
     fn real_id(&self, addr: Ipv4Addr, port: u16) -> u32 {
@@ -218,17 +220,6 @@ impl Fixture {
                 Ipv4Addr::new(a[12], a[13], a[14], a[15])
             })
     }
-}
-
-fn sum<'a>(per_cpu: impl Iterator<Item = &'a Counters>) -> Counters {
-    per_cpu.fold(Counters::default(), |a, c| Counters {
-        packets_in: a.packets_in + c.packets_in,
-        bytes_in: a.bytes_in + c.bytes_in,
-        packets_out: a.packets_out + c.packets_out,
-        bytes_out: a.bytes_out + c.bytes_out,
-        new_flows: a.new_flows + c.new_flows,
-        _pad: 0,
-    })
 }
 
 fn hex(b: &[u8]) -> String {

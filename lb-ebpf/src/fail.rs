@@ -1,0 +1,49 @@
+//! Fail actions, applied to a flow at its next client packet from its real's
+//! state word: flipping one `REALS` entry re-points every flow of that real
+//! with no table scan (shared/design.md, "Fail actions").
+use lb_common::{FAIL_PURGE, FAIL_REASSIGN, Flow, FlowKey, REAL_DRAIN, REAL_UP, reason};
+
+use crate::{flow, maps::REALS, select, stats};
+
+pub enum Outcome {
+    /// Forward as usual (real up or draining, or fail action `none`).
+    Keep,
+    /// The flow was removed (`purge`): a TCP client gets a RST, anything
+    /// else starts a new flow.
+    Purged,
+    /// The flow now points at another real (`reassign`).
+    Reassigned,
+}
+
+#[inline(always)]
+pub fn apply(fwd_key: &FlowKey, f: &mut Flow, now: u64) -> Result<Outcome, u32> {
+    let Some(real) = REALS.get(f.real_id) else {
+        return Ok(Outcome::Keep);
+    };
+    if real.state == REAL_UP || real.state == REAL_DRAIN {
+        return Ok(Outcome::Keep);
+    }
+    match real.failaction {
+        FAIL_PURGE => {
+            flow::remove(fwd_key, f);
+            stats::count(reason::PURGED);
+            Ok(Outcome::Purged)
+        }
+        FAIL_REASSIGN => {
+            let new_id = select::pick(real.farm_id).ok_or(reason::DROP_NO_REAL)?;
+            let new = REALS.get(new_id).ok_or(reason::DROP_NO_REAL)?;
+            // The old real's replies are no longer ours to translate.
+            let _ =
+                crate::maps::FLOWS.remove(flow::reverse_key(fwd_key, f.nat_addr, f.nat_port_be));
+            f.nat_addr = new.addr;
+            f.nat_port_be = new.port_be;
+            f.real_id = new_id;
+            f.last_ns = now;
+            flow::insert_reverse(fwd_key, f).ok_or(reason::DROP_TABLE_FULL)?;
+            flow::count_active(new_id);
+            stats::count(reason::REASSIGNED);
+            Ok(Outcome::Reassigned)
+        }
+        _ => Ok(Outcome::Keep),
+    }
+}

@@ -1,0 +1,145 @@
+//! A TCP RST for the client, made in place from the client's own packet and
+//! sent back the way it came (XDP_TX). Used when `purge` has removed the
+//! flow: the client learns at its next packet instead of timing out.
+use aya_ebpf::{
+    bindings::xdp_action, helpers::generated::bpf_xdp_adjust_tail, programs::XdpContext,
+};
+use lb_common::{PROTO_TCP, reason};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
+
+use crate::parse::{L3, L4, TcpFlags, ptr_at};
+
+const RST_TTL: u8 = 64;
+const TCP_RST: u16 = 0x04;
+const TCP_ACK: u16 = 0x10;
+
+/// The one's-complement sum of 16-bit words, folded and inverted.
+#[inline(always)]
+fn checksum(words: &[u16]) -> [u8; 2] {
+    let mut sum: u32 = 0;
+    for w in words {
+        sum += *w as u32;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    (!(sum as u16)).to_be_bytes()
+}
+
+#[inline(always)]
+fn hi(v: u32) -> u16 {
+    (v >> 16) as u16
+}
+
+#[inline(always)]
+fn lo(v: u32) -> u16 {
+    v as u16
+}
+
+/// Rewrites the client's packet into the RST a server would send (RFC 793:
+/// if the segment has an ACK, seq = SEG.ACK and no ACK flag; otherwise seq 0,
+/// ACK = SEG.SEQ + SEG.LEN) and returns XDP_TX.
+#[inline(always)]
+pub fn to_client(ctx: &XdpContext, l3: &L3, l4: &L4, flags: TcpFlags) -> Result<u32, u32> {
+    let l3_off = l3.off;
+    // Everything needed from the incoming packet, before it is cut. (Use the
+    // parser's pointers: the verifier keeps their bounds, not a recomputed
+    // ctx.data() + offset.)
+    // SAFETY: the TCP and IPv4 headers were bounds checked by the parser.
+    let (in_seq, in_ack, client, vip, cport, vport) = unsafe {
+        let t = &*l4.tcp;
+        let ip = &*l3.ip;
+        (
+            u32::from_be_bytes(t.seq),
+            u32::from_be_bytes(t.ack_seq),
+            ip.src_addr,
+            ip.dst_addr,
+            u16::from_be_bytes(l4.sport),
+            u16::from_be_bytes(l4.dport),
+        )
+    };
+    let (seq, ack, tcp_flags) = if flags.ack {
+        (in_ack, 0, TCP_RST)
+    } else {
+        let len = l4.payload_len + flags.syn as u32 + flags.fin as u32;
+        (0, in_seq.wrapping_add(len), TCP_RST | TCP_ACK)
+    };
+
+    // Cut the frame to its headers: Ethernet (+tag), IPv4, 20 bytes of TCP.
+    let want = l3_off + Ipv4Hdr::LEN + TcpHdr::LEN;
+    let have = ctx.data_end() - ctx.data();
+    if have > want {
+        // SAFETY: shrinking by less than the frame's length.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -((have - want) as i32)) } != 0 {
+            return Err(reason::DROP_BAD_L4);
+        }
+    }
+    // adjust_tail invalidates every packet pointer: derive them again.
+    let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| reason::DROP_BAD_L4)?;
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, l3_off).map_err(|_| reason::DROP_BAD_L4)?;
+    let tcp: *mut TcpHdr = ptr_at(ctx, l3_off + Ipv4Hdr::LEN).map_err(|_| reason::DROP_BAD_L4)?;
+
+    let src = u32::from_be_bytes(vip);
+    let dst = u32::from_be_bytes(client);
+    let ip_words = [
+        0x4500,
+        40,
+        0,
+        0x4000,
+        (RST_TTL as u16) << 8 | PROTO_TCP as u16,
+        0,
+        hi(src),
+        lo(src),
+        hi(dst),
+        lo(dst),
+    ];
+    let hdr_word = (5u16 << 12) | tcp_flags;
+    let tcp_words = [
+        // pseudo-header
+        hi(src),
+        lo(src),
+        hi(dst),
+        lo(dst),
+        PROTO_TCP as u16,
+        TcpHdr::LEN as u16,
+        // header
+        vport,
+        cport,
+        hi(seq),
+        lo(seq),
+        hi(ack),
+        lo(ack),
+        hdr_word,
+        0,
+        0,
+        0,
+    ];
+    // SAFETY: all three headers were just bounds checked.
+    unsafe {
+        core::mem::swap(&mut (*eth).src_addr, &mut (*eth).dst_addr);
+        let ip = &mut *ip;
+        ip.vihl = 0x45;
+        ip.tos = 0;
+        ip.tot_len = 40u16.to_be_bytes();
+        ip.id = [0, 0];
+        ip.frags = [0x40, 0];
+        ip.ttl = RST_TTL;
+        ip.proto = PROTO_TCP;
+        ip.src_addr = vip;
+        ip.dst_addr = client;
+        ip.check = checksum(&ip_words);
+        let t = &mut *tcp;
+        t.source = vport.to_be_bytes();
+        t.dest = cport.to_be_bytes();
+        t.seq = seq.to_be_bytes();
+        t.ack_seq = ack.to_be_bytes();
+        // Data offset 5, the flags, window 0, urgent 0.
+        let bytes = hdr_word.to_be_bytes();
+        let raw = (t as *mut TcpHdr).cast::<u8>();
+        *raw.add(12) = bytes[0];
+        *raw.add(13) = bytes[1];
+        t.window = [0, 0];
+        t.urg_ptr = [0, 0];
+        t.check = checksum(&tcp_words);
+    }
+    Ok(xdp_action::XDP_TX)
+}
