@@ -763,6 +763,91 @@ vips:
     }
 
     #[test]
+    fn slow_start_ramps_weight_linearly_from_one() {
+        let ramp = Duration::from_secs(30);
+        assert_eq!(slow_start_weight(10, Duration::ZERO, ramp), 1);
+        assert_eq!(slow_start_weight(10, Duration::from_secs(15), ramp), 5);
+        assert_eq!(slow_start_weight(10, Duration::from_secs(30), ramp), 10);
+        assert_eq!(slow_start_weight(10, Duration::from_secs(99), ramp), 10);
+        assert_eq!(
+            slow_start_weight(0, Duration::ZERO, ramp),
+            0,
+            "weight 0 stays out"
+        );
+    }
+
+    #[test]
+    fn a_recovered_real_ramps_and_health_survives_reload() {
+        let src = BASE.replace(
+            "    algorithm: weighted-round-robin\n",
+            "    algorithm: weighted-round-robin\n    slow_start: 1h\n",
+        );
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        c.apply(&cfg(&src), &mut m).unwrap();
+        let key = RealKey {
+            farm: "web".into(),
+            addr: Ipv4Addr::new(203, 0, 113, 13),
+            port: 8080,
+        };
+        let id = c.set_health(&key, false, &mut m).unwrap();
+        assert_eq!(m.reals[&id].state, REAL_DOWN);
+        assert!(
+            !m.sched[&c.programmed().farms["web"].id].contains(&id),
+            "down: out of the schedule"
+        );
+        c.set_health(&key, true, &mut m).unwrap();
+        assert_eq!(m.reals[&id].state, REAL_UP);
+        assert_eq!(m.reals[&id].weight, 1, "just recovered: weight 1 of 3");
+        assert!(c.ramping());
+        // A reload keeps run-time state: still ramping, still up.
+        c.apply(&cfg(&src), &mut m).unwrap();
+        assert_eq!((m.reals[&id].state, m.reals[&id].weight), (REAL_UP, 1));
+        // Admin overrides win over health, and survive a reload too.
+        c.set_admin("web", key.addr, None, AdminState::Disabled, &mut m)
+            .unwrap();
+        c.apply(&cfg(&src), &mut m).unwrap();
+        assert_eq!(m.reals[&id].state, REAL_DISABLED);
+        let err = c
+            .set_admin(
+                "web",
+                Ipv4Addr::new(1, 2, 3, 4),
+                None,
+                AdminState::Drain,
+                &mut m,
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no real 1.2.3.4 in serverfarm web"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn probed_reals_start_down_unless_init_state_up() {
+        let probed = BASE.replace(
+            "    algorithm: weighted-round-robin\n",
+            "    algorithm: weighted-round-robin\n    probes: [hc]\n",
+        ) + "probes:\n  hc: { type: tcp }\n";
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        c.apply(&cfg(&probed), &mut m).unwrap();
+        let web = &c.programmed().farms["web"];
+        assert!(
+            web.sched.is_empty(),
+            "no new flows before the first successful probe"
+        );
+        let up = probed.replace(
+            "    probes: [hc]\n",
+            "    probes: [hc]\n    init_state: up\n",
+        );
+        let mut c = Control::new();
+        c.apply(&cfg(&up), &mut m).unwrap();
+        assert_eq!(c.programmed().farms["web"].sched.len(), 6);
+    }
+
+    #[test]
     fn order_puts_reals_and_farms_before_vips() {
         let mut c = Control::new();
         let mut m = MemMaps::default();

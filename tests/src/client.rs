@@ -167,6 +167,27 @@ impl HttpConn {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.stream.local_addr()
     }
+
+    /// Waits up to `timeout` for the peer to end an idle connection without
+    /// sending anything: `Ok(true)` on an orderly close (FIN), `Err` with
+    /// `ConnectionReset` on a RST, `Ok(false)` if it is still open.
+    pub fn wait_closed(&mut self, timeout: Duration) -> io::Result<bool> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        let mut b = [0u8; 1];
+        match self.stream.read(&mut b) {
+            Ok(0) => Ok(true),
+            Ok(_) => Err(io::Error::other("unexpected data on an idle connection")),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Sends one datagram from a fresh socket and returns the reply as text.

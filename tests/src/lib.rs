@@ -11,6 +11,7 @@ pub mod client;
 pub mod data;
 pub mod lbagent;
 pub mod netns;
+pub mod rig;
 pub mod spawned;
 pub mod testsrv;
 pub mod topology;

@@ -8,65 +8,20 @@ use std::{
 };
 
 use lb_tests::{
-    EchoConn, HttpConn, LbAgent, Spawned, TestServer, Topology, bulk_send, http_get, require_root,
-    topology::{real_name, vip},
+    EchoConn, HttpConn, bulk_send, http_get,
+    rig::{ECHO, HTTP, Rig, SINK, UDP},
+    topology::vip,
     udp_request, wait_until,
 };
 
 const T: Duration = Duration::from_secs(3);
-const HTTP: u16 = 8080;
-const UDP: u16 = 5353;
-const ECHO: u16 = 7000;
-const SINK: u16 = 9000;
 
 fn vip_addr(port: u16) -> SocketAddr {
     SocketAddr::new(vip(10).into(), port)
 }
 
-/// The topology, a test server on every real, and lb with `config`.
-struct Rig {
-    lb: LbAgent,
-    _servers: Vec<Spawned>,
-    topo: Topology,
-}
-
-impl Rig {
-    fn new(config: &str) -> Rig {
-        require_root();
-        let topo = Topology::new(3);
-        topo.wait_ready();
-        let servers = topo
-            .reals
-            .iter()
-            .enumerate()
-            .map(|(i, ns)| {
-                let a = topo.real_addrs[i];
-                TestServer::new(env!("CARGO_BIN_EXE_lb-testsrv"), &real_name(i))
-                    .http(SocketAddr::new(a.into(), HTTP))
-                    .udp(SocketAddr::new(a.into(), UDP))
-                    .echo(SocketAddr::new(a.into(), ECHO))
-                    .sink(SocketAddr::new(a.into(), SINK))
-                    .spawn(ns)
-            })
-            .collect();
-        let lb = LbAgent::start(&topo.lb, config);
-        Rig {
-            lb,
-            _servers: servers,
-            topo,
-        }
-    }
-
-    /// `GET /` through `addr` from the client; the body names the real.
-    fn get(&self, addr: SocketAddr) -> std::io::Result<String> {
-        self.topo
-            .client
-            .run(|| http_get(addr, "/", T))
-            .map(|(status, body)| {
-                assert_eq!(status, 200);
-                body.trim().to_string()
-            })
-    }
+fn rig(config: &str) -> Rig {
+    Rig::new(config, env!("CARGO_BIN_EXE_lb-testsrv"))
 }
 
 fn reals_yaml(port: u16, weights: &[u32]) -> String {
@@ -102,7 +57,7 @@ fn tally(bodies: &[String]) -> BTreeMap<String, usize> {
 
 #[test]
 fn http_requests_spread_by_weight_and_flows_are_listed() {
-    let rig = Rig::new(&config("weighted-round-robin", &[1, 2, 3]));
+    let rig = rig(&config("weighted-round-robin", &[1, 2, 3]));
     let bodies: Vec<String> = (0..60)
         .map(|i| {
             rig.get(vip_addr(80))
@@ -122,7 +77,7 @@ fn http_requests_spread_by_weight_and_flows_are_listed() {
     }
     // The reals see the client's own address: no source NAT.
     assert!(
-        rig._servers[2].log().contains("192.0.2.2:"),
+        rig.servers[2].log().contains("192.0.2.2:"),
         "real logs the client address"
     );
 
@@ -176,7 +131,7 @@ fn http_requests_spread_by_weight_and_flows_are_listed() {
 
 #[test]
 fn long_tcp_transfer_arrives_intact() {
-    let rig = Rig::new(&config("round-robin", &[1, 1, 1]));
+    let rig = rig(&config("round-robin", &[1, 1, 1]));
     const BYTES: u64 = 1 << 30;
     let r = rig
         .topo
@@ -204,7 +159,7 @@ fn long_tcp_transfer_arrives_intact() {
 
 #[test]
 fn udp_request_response_through_the_vip() {
-    let rig = Rig::new(&config("round-robin", &[1, 1, 1]));
+    let rig = rig(&config("round-robin", &[1, 1, 1]));
     let mut answered_by = BTreeMap::new();
     for i in 0..9 {
         // A connected socket only accepts the answer if it comes from the VIP.
@@ -234,7 +189,7 @@ fn udp_request_response_through_the_vip() {
 
 #[test]
 fn reload_adds_a_real_without_breaking_an_open_connection() {
-    let rig = Rig::new(&config("round-robin", &[1, 1]));
+    let rig = rig(&config("round-robin", &[1, 1]));
     let mut conn = rig
         .topo
         .client
@@ -315,7 +270,7 @@ fn reload_adds_a_real_without_breaking_an_open_connection() {
 
 #[test]
 fn removing_a_vip_stops_its_traffic_and_other_traffic_flows() {
-    let rig = Rig::new(&config("round-robin", &[1, 1, 1]));
+    let rig = rig(&config("round-robin", &[1, 1, 1]));
     assert!(rig.get(vip_addr(80)).is_ok());
     let mut echo = rig
         .topo
@@ -373,7 +328,7 @@ fn removing_a_vip_stops_its_traffic_and_other_traffic_flows() {
 
 #[test]
 fn sigterm_detaches_and_unpins_and_check_reports_locations() {
-    let rig = Rig::new(&config("round-robin", &[1, 1, 1]));
+    let rig = rig(&config("round-robin", &[1, 1, 1]));
     assert!(rig.get(vip_addr(80)).is_ok());
     let xdp_on = |dev: &str| {
         String::from_utf8_lossy(&rig.topo.lb.ip(&["link", "show", dev]).stdout).contains("xdp")
@@ -434,7 +389,7 @@ fn idle_flows_expire_by_their_state_timeout() {
             "protocol: udp, serverfarm: dns }",
             "protocol: udp, serverfarm: dns, timeouts: { udp: 2s } }",
         );
-    let rig = Rig::new(&cfg);
+    let rig = rig(&cfg);
     // An idle established connection on a VIP with the default 1h.
     let mut echo = rig
         .topo

@@ -15,8 +15,8 @@ use aya::programs::{TestRun, TestRunOptions};
 use lb_common::{Counters, ST_CLOSED, ST_ESTABLISHED, ST_FIN, ST_SYN, ST_UDP, reason};
 use lb_tests::netns::Netns;
 use lb_userspace::{
-    config::Config,
-    control::Control,
+    config::{AdminState, Config},
+    control::{Control, RealKey},
     datapath::{self, Datapath},
     flowtable,
 };
@@ -65,6 +65,19 @@ serverfarms:
     reals: [{{ address: 192.0.2.50, port: 8080 }}]
   noneigh:
     reals: [{{ address: 203.0.113.99, port: 8080 }}]
+  purge:
+    failaction: purge
+    reals: [{{ address: 203.0.113.11, port: 7 }}, {{ address: 203.0.113.12, port: 7 }}]
+  reassign:
+    failaction: reassign
+    reals: [{{ address: 203.0.113.11, port: 9 }}, {{ address: 203.0.113.12, port: 9 }}]
+  keep:
+    reals:
+      - {{ address: 203.0.113.11, port: 11 }}
+      - {{ address: 203.0.113.12, port: 11 }}
+      - {{ address: 203.0.113.13, port: 11, backup: true }}
+  capped:
+    reals: [{{ address: 203.0.113.11, port: 10, max_conns: 1 }}, {{ address: 203.0.113.12, port: 10 }}]
   empty:
     reals: [{{ address: 203.0.113.11, port: 9, state: disabled }}]
 vips:
@@ -73,6 +86,12 @@ vips:
   hair: {{ address: 198.51.100.11, port: 80, serverfarm: hair }}
   noneigh: {{ address: 198.51.100.12, port: 80, serverfarm: noneigh }}
   empty: {{ address: 198.51.100.13, port: 80, serverfarm: empty }}
+  ptcp: {{ address: 198.51.100.20, port: 7, serverfarm: purge }}
+  pudp: {{ address: 198.51.100.20, port: 7, protocol: udp, serverfarm: purge }}
+  rtcp: {{ address: 198.51.100.21, port: 9, serverfarm: reassign }}
+  rudp: {{ address: 198.51.100.21, port: 9, protocol: udp, serverfarm: reassign }}
+  keep: {{ address: 198.51.100.22, port: 11, serverfarm: keep }}
+  capped: {{ address: 198.51.100.23, port: 10, serverfarm: capped }}
 bpf: {{ pin_dir: {pin_dir}, flow_table_size: 4096 }}
 "#
     )
@@ -937,6 +956,8 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
         Some(&want.build()),
     );
 
+    health_cases(fx);
+
     // --- Reload: removing a VIP stops its traffic. ---
     let mut no_dns = cfg.clone();
     no_dns.vips.remove("dns");
@@ -952,4 +973,392 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
         reason::DROP_NO_VIP_PORT,
         None,
     );
+}
+
+fn key(farm: &str, addr: Ipv4Addr, port: u16) -> RealKey {
+    RealKey {
+        farm: farm.into(),
+        addr,
+        port,
+    }
+}
+
+/// Fail actions, admin states and the passive-health signals, with the
+/// reals' states set through the agent's own control code.
+fn health_cases(fx: &mut Fixture) {
+    let (c0, s0) = (fx.c0, fx.s0);
+    let set_health = |fx: &mut Fixture, farm: &str, addr: Ipv4Addr, port: u16, up: bool| {
+        let Fixture { dp, ctl, .. } = fx;
+        ctl.set_health(&key(farm, addr, port), up, &mut dp.as_mut().unwrap().maps)
+            .expect("set_health");
+    };
+    let (r1, r2, r3) = (REALS[0], REALS[1], REALS[2]);
+    const PVIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+    const RVIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 21);
+    const KVIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 22);
+    const CVIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 23);
+
+    // --- purge, TCP: the client's next packet is answered with a RST. ---
+    let syn = from_client(Pkt::tcp((CLIENT, 42000), (PVIP, 7), SYN, 100, b""));
+    fx.case(
+        "purge farm: SYN goes to r1",
+        c0,
+        &syn.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&syn, r1, 7)),
+    );
+    let mut synack = from_real(Pkt::tcp((r1, 7), (CLIENT, 42000), SYN | ACK, 9000, b""));
+    if let L4::Tcp { ack, .. } = &mut synack.l4 {
+        *ack = 101;
+    }
+    fx.case(
+        "purge farm: SYN-ACK back",
+        s0,
+        &synack.build(),
+        XDP_REDIRECT,
+        reason::REVERSE,
+        Some(&snat(&synack, PVIP, 7)),
+    );
+    set_health(fx, "purge", r1, 7, false);
+    let mut data = from_client(Pkt::tcp(
+        (CLIENT, 42000),
+        (PVIP, 7),
+        ACK | PSH,
+        101,
+        b"hello after the real died",
+    ));
+    if let L4::Tcp { ack, .. } = &mut data.l4 {
+        *ack = 9001;
+    }
+    // RFC 793: the segment has an ACK, so the RST takes seq = SEG.ACK, no ACK flag.
+    let rst = Pkt {
+        src_mac: LB_C_MAC,
+        dst_mac: CLIENT_MAC,
+        vlan: None,
+        src: PVIP,
+        dst: CLIENT,
+        ttl: 64,
+        id: 0,
+        frag: (0x2, 0),
+        options: vec![],
+        l4: L4::Tcp {
+            sport: 7,
+            dport: 42000,
+            seq: 9001,
+            ack: 0,
+            flags: RST,
+            doff: 5,
+            payload: vec![],
+        },
+        pad: 0,
+    };
+    let mut want = rst.build();
+    // The builder sets a window of 64240; a RST carries 0.
+    want[14 + 20 + 14..14 + 20 + 16].copy_from_slice(&[0, 0]);
+    let c = {
+        let t = pnet::packet::tcp::TcpPacket::new(&want[34..]).unwrap();
+        pnet::packet::tcp::ipv4_checksum(&t, &PVIP, &CLIENT)
+    };
+    want[34 + 16..34 + 18].copy_from_slice(&c.to_be_bytes());
+    let purged_before = fx.counter(reason::PURGED);
+    fx.case(
+        "purge: a client packet to a dead real is answered with a RST",
+        c0,
+        &data.build(),
+        XDP_TX,
+        reason::PURGE_RST,
+        Some(&want),
+    );
+    assert_eq!(fx.counter(reason::PURGED), purged_before + 1);
+    assert_eq!(fx.flow_state(42000), None, "the purged flow is gone");
+
+    // --- purge, UDP: the flow is removed and the datagram starts anew. ---
+    set_health(fx, "purge", r1, 7, true);
+    let q = from_client(Pkt::udp((CLIENT, 42001), (PVIP, 7), b"one"));
+    // The cursor moved on: r2 is next.
+    fx.case(
+        "purge farm: UDP flow to r2",
+        c0,
+        &q.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&q, r2, 7)),
+    );
+    set_health(fx, "purge", r2, 7, false);
+    let q2 = from_client(Pkt::udp((CLIENT, 42001), (PVIP, 7), b"two"));
+    fx.case(
+        "purge: UDP to a dead real starts a new flow on a live one",
+        c0,
+        &q2.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&q2, r1, 7)),
+    );
+    assert_eq!(fx.flow_real(42001), Some(r1));
+    set_health(fx, "purge", r2, 7, true);
+
+    // --- reassign: UDP moves on; TCP goes to the new real (which resets it). ---
+    let q = from_client(Pkt::udp((CLIENT, 42002), (RVIP, 9), b"a"));
+    fx.case(
+        "reassign farm: UDP flow to r1",
+        c0,
+        &q.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&q, r1, 9)),
+    );
+    let t = from_client(Pkt::tcp((CLIENT, 42003), (RVIP, 9), SYN, 5, b""));
+    fx.case(
+        "reassign farm: TCP flow to r2",
+        c0,
+        &t.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&t, r2, 9)),
+    );
+    set_health(fx, "reassign", r1, 9, false);
+    set_health(fx, "reassign", r2, 9, false);
+    let q2 = from_client(Pkt::udp((CLIENT, 42002), (RVIP, 9), b"b"));
+    fx.case(
+        "reassign with no live real drops",
+        c0,
+        &q2.build(),
+        XDP_DROP,
+        reason::DROP_NO_REAL,
+        None,
+    );
+    set_health(fx, "reassign", r2, 9, true);
+    let moved_before = fx.counter(reason::REASSIGNED);
+    fx.case(
+        "reassign: UDP continues on a live real",
+        c0,
+        &q2.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&q2, r2, 9)),
+    );
+    assert_eq!(fx.counter(reason::REASSIGNED), moved_before + 1);
+    assert_eq!(fx.flow_real(42002), Some(r2), "the flow now names r2");
+    let old = from_real(Pkt::udp((r1, 9), (CLIENT, 42002), b"late"));
+    let b = old.build();
+    fx.case(
+        "reassign: the old real's replies are no longer translated",
+        s0,
+        &b,
+        XDP_PASS,
+        reason::PASS_NOT_OURS,
+        Some(&b),
+    );
+    let new = from_real(Pkt::udp((r2, 9), (CLIENT, 42002), b"answer"));
+    fx.case(
+        "reassign: the new real's replies come from the VIP",
+        s0,
+        &new.build(),
+        XDP_REDIRECT,
+        reason::REVERSE,
+        Some(&snat(&new, RVIP, 9)),
+    );
+    set_health(fx, "reassign", r1, 9, true);
+    set_health(fx, "reassign", r2, 9, false);
+    let mid = from_client(Pkt::tcp((CLIENT, 42003), (RVIP, 9), ACK, 6, b"x"));
+    fx.case(
+        "reassign: a TCP packet goes to the new real, whose RST tells the client",
+        c0,
+        &mid.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&mid, r1, 9)),
+    );
+    set_health(fx, "reassign", r2, 9, true);
+
+    // --- none: a dead real keeps its flows; drain keeps flows, takes none new. ---
+    let t = from_client(Pkt::tcp((CLIENT, 42010), (KVIP, 11), SYN, 5, b""));
+    fx.case(
+        "keep farm: TCP flow to r1",
+        c0,
+        &t.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&t, r1, 11)),
+    );
+    set_health(fx, "keep", r1, 11, false);
+    let more = from_client(Pkt::tcp((CLIENT, 42010), (KVIP, 11), ACK, 6, b"x"));
+    fx.case(
+        "none: the flow stays on its dead real",
+        c0,
+        &more.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&more, r1, 11)),
+    );
+    set_health(fx, "keep", r1, 11, true);
+    {
+        let Fixture { dp, ctl, .. } = &mut *fx;
+        ctl.set_admin(
+            "keep",
+            r1,
+            Some(11),
+            AdminState::Drain,
+            &mut dp.as_mut().unwrap().maps,
+        )
+        .expect("drain");
+    }
+    fx.case(
+        "drain: an open flow continues",
+        c0,
+        &more.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&more, r1, 11)),
+    );
+    for port in [42011u16, 42012, 42013] {
+        let syn = from_client(Pkt::tcp((CLIENT, port), (KVIP, 11), SYN, 5, b""));
+        fx.case(
+            "drain: new flows go to the other primary",
+            c0,
+            &syn.build(),
+            XDP_REDIRECT,
+            reason::FORWARD,
+            Some(&dnat(&syn, r2, 11)),
+        );
+    }
+    // Both primaries unavailable: the backup takes new flows.
+    set_health(fx, "keep", r2, 11, false);
+    let syn = from_client(Pkt::tcp((CLIENT, 42014), (KVIP, 11), SYN, 5, b""));
+    fx.case(
+        "no primary can serve: the backup takes new flows",
+        c0,
+        &syn.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&syn, r3, 11)),
+    );
+
+    // --- max_conns: a real at its cap is skipped. ---
+    let syn = from_client(Pkt::tcp((CLIENT, 42020), (CVIP, 10), SYN, 5, b""));
+    fx.case(
+        "capped farm: first flow to r1",
+        c0,
+        &syn.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&syn, r1, 10)),
+    );
+    for port in [42021u16, 42022] {
+        let syn = from_client(Pkt::tcp((CLIENT, port), (CVIP, 10), SYN, 5, b""));
+        fx.case(
+            "max_conns: r1 at its cap of 1 is skipped",
+            c0,
+            &syn.build(),
+            XDP_REDIRECT,
+            reason::FORWARD,
+            Some(&dnat(&syn, r2, 10)),
+        );
+    }
+
+    // --- Passive health: what the reply path tells about a real. ---
+    let web_r2 = fx.real_id(r2, 8080);
+    let before = fx.real_counters(web_r2);
+    // Find a SYN that lands on r2 in the web farm.
+    let mut port = 43000u16;
+    loop {
+        let syn = from_client(Pkt::tcp((CLIENT, port), (VIP, 80), SYN, 1, b""));
+        fx.run(c0, &syn.build());
+        if fx.flow_real(port) == Some(r2) {
+            break;
+        }
+        port += 1;
+        assert!(port < 43020, "r2 never scheduled");
+    }
+    let refused = from_real(Pkt::tcp((r2, 8080), (CLIENT, port), RST | ACK, 0, b""));
+    fx.case(
+        "a real's RST to a SYN is passed back and counted as a failure",
+        s0,
+        &refused.build(),
+        XDP_REDIRECT,
+        reason::REVERSE,
+        Some(&snat(&refused, VIP, 80)),
+    );
+    let after = fx.real_counters(web_r2);
+    assert_eq!(after.conn_fail, before.conn_fail + 1, "SYN answered by RST");
+    let mut landed = None;
+    for p in 0..12u16 {
+        let s = from_client(Pkt::tcp((CLIENT, port + 100 + p), (VIP, 80), SYN, 1, b""));
+        fx.run(c0, &s.build());
+        if fx.flow_real(port + 100 + p) == Some(r2) {
+            landed = Some(port + 100 + p);
+            break;
+        }
+    }
+    let p = landed.expect("a SYN on r2");
+    let again = from_client(Pkt::tcp((CLIENT, p), (VIP, 80), SYN, 1, b""));
+    fx.case(
+        "a retransmitted SYN follows its flow",
+        c0,
+        &again.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&again, r2, 8080)),
+    );
+    assert_eq!(
+        fx.real_counters(web_r2).conn_fail,
+        after.conn_fail + 1,
+        "SYN retransmitted unanswered"
+    );
+    let mut ok = from_real(Pkt::tcp((r2, 8080), (CLIENT, p), SYN | ACK, 1, b""));
+    if let L4::Tcp { ack, .. } = &mut ok.l4 {
+        *ack = 2;
+    }
+    fx.case(
+        "a SYN-ACK counts as a success",
+        s0,
+        &ok.build(),
+        XDP_REDIRECT,
+        reason::REVERSE,
+        Some(&snat(&ok, VIP, 80)),
+    );
+    assert_eq!(fx.real_counters(web_r2).conn_ok, after.conn_ok + 1);
+    // ICMP port unreachable from r2 about the client's packet to it.
+    let inner = Pkt::udp((CLIENT, 53100), (r2, 8080), b"").build();
+    let quoted = inner[14..14 + 28].to_vec();
+    let icmp = from_real(Pkt::ip(
+        r2,
+        CLIENT,
+        L4::Icmp {
+            kind: 3,
+            code: 3,
+            payload: quoted,
+        },
+    ));
+    let fail_before = fx.real_counters(web_r2).conn_fail;
+    let b = icmp.build();
+    fx.case(
+        "ICMP unreachable about an unknown flow is passed",
+        s0,
+        &b,
+        XDP_PASS,
+        reason::PASS_NOT_OURS,
+        Some(&b),
+    );
+    let inner = Pkt::tcp((CLIENT, p), (r2, 8080), SYN, 1, b"").build();
+    let icmp = from_real(Pkt::ip(
+        r2,
+        CLIENT,
+        L4::Icmp {
+            kind: 3,
+            code: 3,
+            payload: inner[14..14 + 28].to_vec(),
+        },
+    ));
+    let b = icmp.build();
+    fx.case(
+        "ICMP unreachable from a real about its flow is reported and passed",
+        s0,
+        &b,
+        XDP_PASS,
+        reason::PASS_ICMP_FROM_REAL,
+        Some(&b),
+    );
+    assert_eq!(fx.real_counters(web_r2).conn_fail, fail_before + 1);
 }

@@ -1,0 +1,63 @@
+//! The standard end-to-end rig: the topology with three reals, each running
+//! `lb-testsrv` on the standard ports, and `lb` with a given config.
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use crate::{LbAgent, Spawned, TestServer, Topology, http_get, require_root, topology::real_name};
+
+pub const HTTP: u16 = 8080;
+pub const UDP: u16 = 5353;
+pub const ECHO: u16 = 7000;
+pub const SINK: u16 = 9000;
+
+pub struct Rig {
+    pub lb: LbAgent,
+    pub servers: Vec<Spawned>,
+    pub topo: Topology,
+    testsrv: PathBuf,
+}
+
+impl Rig {
+    /// `testsrv`: the `lb-testsrv` binary (`env!("CARGO_BIN_EXE_lb-testsrv")`).
+    pub fn new(config: &str, testsrv: &str) -> Rig {
+        require_root();
+        let topo = Topology::new(3);
+        topo.wait_ready();
+        let testsrv = PathBuf::from(testsrv);
+        let servers = (0..topo.reals.len())
+            .map(|i| server(&topo, &testsrv, i))
+            .collect();
+        let lb = LbAgent::start(&topo.lb, config);
+        Rig {
+            lb,
+            servers,
+            topo,
+            testsrv,
+        }
+    }
+
+    /// Starts real `i`'s server again (after a kill).
+    pub fn restart_server(&mut self, i: usize) {
+        self.servers[i] = server(&self.topo, &self.testsrv, i);
+    }
+
+    /// `GET /` through `addr` from the client; the body names the real.
+    pub fn get(&self, addr: SocketAddr) -> std::io::Result<String> {
+        self.topo
+            .client
+            .run(|| http_get(addr, "/", Duration::from_secs(3)))
+            .map(|(status, body)| {
+                assert_eq!(status, 200);
+                body.trim().to_string()
+            })
+    }
+}
+
+fn server(topo: &Topology, exe: &std::path::Path, i: usize) -> Spawned {
+    let a = topo.real_addrs[i];
+    TestServer::new(exe, &real_name(i))
+        .http(SocketAddr::new(a.into(), HTTP))
+        .udp(SocketAddr::new(a.into(), UDP))
+        .echo(SocketAddr::new(a.into(), ECHO))
+        .sink(SocketAddr::new(a.into(), SINK))
+        .spawn(&topo.reals[i])
+}
