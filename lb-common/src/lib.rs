@@ -37,6 +37,20 @@ pub const REAL_DISABLED: u32 = 4;
 /// `Farm::algorithm`.
 pub const ALG_ROUND_ROBIN: u32 = 0;
 pub const ALG_WEIGHTED_ROUND_ROBIN: u32 = 1;
+pub const ALG_LEAST_CONN: u32 = 2;
+pub const ALG_SOURCE_HASH: u32 = 3;
+pub const ALG_MAGLEV: u32 = 4;
+
+/// Slots of the `MAGLEV` array that holds every hashing farm's lookup ring
+/// (16 MiB): 64 rings of 65537, or fewer larger ones.
+pub const MAGLEV_SLOTS: u32 = 1 << 22;
+
+/// `Flow::flags` of a forward entry: the flow is counted in `ACTIVE` (set at
+/// creation, cleared when its first FIN or RST takes it out).
+pub const FLOW_COUNTED: u32 = 1;
+
+/// `VipInfo::flags`: new flows of the same client stick to one real.
+pub const VIP_STICKY: u32 = 1;
 
 /// `Farm::failaction`.
 pub const FAIL_NONE: u32 = 0;
@@ -73,7 +87,8 @@ pub struct VipInfo {
     pub vip_id: u32,
     pub farm_id: u32,
     pub flags: u32,
-    pub _pad: u32,
+    /// `sticky.timeout` in seconds (with `VIP_STICKY`).
+    pub sticky_secs: u32,
 }
 const _: () = assert!(size_of::<VipInfo>() == 16);
 
@@ -99,8 +114,10 @@ pub struct Real {
 }
 const _: () = assert!(size_of::<Real>() == 48);
 
-/// Value of `FARMS`, indexed by farm id. The members to pick from are in
-/// `SCHED[farm_id * SCHED_SLOTS .. + sched_len]`, built by the agent.
+/// Value of `FARMS`, indexed by farm id. Round-robin farms walk their
+/// schedule, least-conn farms scan it as a member list: both live in
+/// `SCHED[farm_id * SCHED_SLOTS .. + sched_len]`. Hashing farms (maglev,
+/// source-hash) look up their ring in `MAGLEV`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Farm {
@@ -108,8 +125,33 @@ pub struct Farm {
     pub failaction: u32,
     pub sched_len: u32,
     pub flags: u32,
+    /// The ring: `offset << 32 | length` in `MAGLEV`, one word so the agent
+    /// swaps a rebuilt ring in with one store.
+    pub ring: u64,
 }
-const _: () = assert!(size_of::<Farm>() == 16);
+const _: () = assert!(size_of::<Farm>() == 24);
+
+/// Key of `STICKY`: a VIP and a client address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct StickyKey {
+    pub vip_id: u32,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<StickyKey>() == 20);
+
+/// Value of `STICKY`: the client's real and when it last started a flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Sticky {
+    pub real_id: u32,
+    pub _pad: u32,
+    pub last_ns: u64,
+}
+const _: () = assert!(size_of::<Sticky>() == 16);
+
+/// Entries of `STICKY` (clients remembered across all sticky VIPs).
+pub const STICKY_ENTRIES: u32 = 1 << 18;
 
 /// Key of `FLOWS`: the packet's own 5-tuple as it arrives. A flow has two
 /// entries: (client, VIP) forward and (real, client) reverse.
@@ -296,4 +338,6 @@ mod pod {
     unsafe impl aya::Pod for Flow {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for Event {}
+    unsafe impl aya::Pod for StickyKey {}
+    unsafe impl aya::Pod for Sticky {}
 }

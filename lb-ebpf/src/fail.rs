@@ -15,8 +15,14 @@ pub enum Outcome {
     Reassigned,
 }
 
-#[inline(always)]
-pub fn apply(fwd_key: &FlowKey, f: &mut Flow, now: u64) -> Result<Outcome, u32> {
+/// Its own BPF function (see main.rs's to_vip on the stack limit).
+#[inline(never)]
+pub fn apply(
+    fwd_key: &FlowKey,
+    f: &mut Flow,
+    now: u64,
+    b: &mut flow::Build,
+) -> Result<Outcome, u32> {
     let Some(real) = REALS.get(f.real_id) else {
         return Ok(Outcome::Keep);
     };
@@ -25,22 +31,30 @@ pub fn apply(fwd_key: &FlowKey, f: &mut Flow, now: u64) -> Result<Outcome, u32> 
     }
     match real.failaction {
         FAIL_PURGE => {
+            flow::uncount(f);
             flow::remove(fwd_key, f);
             stats::count(reason::PURGED);
             Ok(Outcome::Purged)
         }
         FAIL_REASSIGN => {
-            let new_id = select::pick(real.farm_id).ok_or(reason::DROP_NO_REAL)?;
+            let new_id = select::pick(real.farm_id, fwd_key).ok_or(reason::DROP_NO_REAL)?;
             let new = REALS.get(new_id).ok_or(reason::DROP_NO_REAL)?;
             // The old real's replies are no longer ours to translate.
             let _ =
                 crate::maps::FLOWS.remove(flow::reverse_key(fwd_key, f.nat_addr, f.nat_port_be));
+            flow::uncount(f);
             f.nat_addr = new.addr;
             f.nat_port_be = new.port_be;
             f.real_id = new_id;
             f.last_ns = now;
-            flow::insert_reverse(fwd_key, f).ok_or(reason::DROP_TABLE_FULL)?;
-            flow::count_active(new_id);
+            // The new reverse entry is built in scratch space: the map value
+            // `f` keeps its counters.
+            b.flow = *f;
+            b.flow.packets = 0;
+            b.flow.bytes = 0;
+            b.flow.seq_next = 0;
+            flow::insert_reverse(fwd_key, b).ok_or(reason::DROP_TABLE_FULL)?;
+            flow::count(f);
             stats::count(reason::REASSIGNED);
             Ok(Outcome::Reassigned)
         }

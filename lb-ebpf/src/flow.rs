@@ -2,13 +2,13 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use lb_common::{
-    DIR_FORWARD, DIR_REVERSE, Flow, FlowKey, PROTO_TCP, Real, ST_CLOSED, ST_ESTABLISHED, ST_FIN,
-    ST_SYN, ST_UDP,
+    DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, PROTO_TCP, ST_CLOSED, ST_ESTABLISHED,
+    ST_FIN, ST_SYN, ST_UDP,
 };
 
 use crate::{
     maps::{ACTIVE, FLOWS},
-    parse::{L4, TcpFlags},
+    parse::{Facts, TcpFlags},
 };
 
 /// A 16-byte address from an IPv4 one (see `lb_common::v4_mapped`).
@@ -59,61 +59,81 @@ fn initial_state(proto: u8, flags: TcpFlags) -> u8 {
 }
 
 /// Inserts both directions of a new flow, the first packet already counted
-/// in the forward entry. `None` if the table refused.
+/// in the forward entry. `None` if the table refused. The entries are built
+/// in `b` (scratch map memory), not on the stack.
 #[inline(always)]
-pub fn create(
-    fwd_key: &FlowKey,
-    vip_id: u32,
-    real_id: u32,
-    real: &Real,
-    l4: &L4,
-    flags: TcpFlags,
-    now: u64,
-) -> Option<()> {
-    let base = Flow {
-        nat_addr: real.addr,
-        nat_port_be: real.port_be,
+pub fn create(fwd_key: &FlowKey, n: &NewFlow, p: &Facts, b: &mut Build) -> Option<()> {
+    b.flow = Flow {
+        nat_addr: n.real_addr,
+        nat_port_be: n.real_port_be,
         dir: DIR_FORWARD,
-        state: initial_state(l4.proto, flags),
-        real_id,
-        vip_id,
-        flags: 0,
-        created_ns: now,
-        last_ns: now,
+        state: initial_state(p.proto, p.flags),
+        real_id: n.real_id,
+        vip_id: n.vip_id,
+        flags: FLOW_COUNTED,
+        created_ns: n.now,
+        last_ns: n.now,
         packets: 0,
         bytes: 0,
         seq_next: 0,
         _pad: 0,
     };
-    let mut fwd = base;
-    account(&mut fwd, l4, flags, now);
     // Reverse first: a forward entry without its reverse would send the
     // client's packets to a real whose replies we could not translate.
-    insert_reverse(fwd_key, &base)?;
-    if FLOWS.insert(fwd_key, fwd, 0).is_err() {
-        let _ = FLOWS.remove(reverse_key(fwd_key, real.addr, real.port_be));
+    insert_reverse(fwd_key, b)?;
+    account(&mut b.flow, p, n.now);
+    if FLOWS.insert(fwd_key, &b.flow, 0).is_err() {
+        let _ = FLOWS.remove(&b.key);
         return None;
     }
-    count_active(real_id);
+    add_active(n.real_id, 1);
     Some(())
 }
 
-/// Inserts the reply direction for the forward entry `fwd` (whose nat
-/// address is the real), with fresh counters.
+/// Scratch space for building a key and a flow value (see `SCRATCH`).
+pub struct Build {
+    pub key: FlowKey,
+    pub flow: Flow,
+    pub vip_key: lb_common::VipKey,
+    pub sticky_key: lb_common::StickyKey,
+}
+
+/// The per-CPU scratch value: the packet's flow key and facts, where it is
+/// going, and room to build entries.
+pub struct Scratch {
+    pub key: FlowKey,
+    pub facts: Facts,
+    pub n: NewFlow,
+    pub build: Build,
+}
+
+/// What a new flow was given: its VIP and real, and when.
+pub struct NewFlow {
+    pub real_addr: [u8; 16],
+    pub real_port_be: u16,
+    pub vip_id: u32,
+    pub real_id: u32,
+    pub now: u64,
+}
+
+/// Inserts the reply direction of the forward entry in `b.flow` (whose nat
+/// address is the real), with fresh counters. Leaves `b.flow` as it was and
+/// the reverse key in `b.key`.
 #[inline(always)]
-pub fn insert_reverse(fwd_key: &FlowKey, fwd: &Flow) -> Option<()> {
-    let rev = Flow {
-        nat_addr: fwd_key.dst_addr,
-        nat_port_be: fwd_key.dst_port_be,
-        dir: DIR_REVERSE,
-        packets: 0,
-        bytes: 0,
-        seq_next: 0,
-        ..*fwd
-    };
-    FLOWS
-        .insert(reverse_key(fwd_key, fwd.nat_addr, fwd.nat_port_be), rev, 0)
-        .ok()
+pub fn insert_reverse(fwd_key: &FlowKey, b: &mut Build) -> Option<()> {
+    let f = &mut b.flow;
+    b.key = reverse_key(fwd_key, f.nat_addr, f.nat_port_be);
+    let (real_addr, real_port, flags) = (f.nat_addr, f.nat_port_be, f.flags);
+    f.nat_addr = fwd_key.dst_addr;
+    f.nat_port_be = fwd_key.dst_port_be;
+    f.dir = DIR_REVERSE;
+    f.flags = 0;
+    let ok = FLOWS.insert(&b.key, &*f, 0).is_ok();
+    f.nat_addr = real_addr;
+    f.nat_port_be = real_port;
+    f.dir = DIR_FORWARD;
+    f.flags = flags;
+    ok.then_some(())
 }
 
 /// Removes both directions of a flow.
@@ -123,36 +143,47 @@ pub fn remove(fwd_key: &FlowKey, fwd: &Flow) {
     let _ = FLOWS.remove(fwd_key);
 }
 
-/// One more flow on `real_id`, for `max_conns` (the agent's sweep rewrites
-/// the exact count).
+/// The flow stops counting as active on its real (its first FIN or RST, or
+/// its removal), once.
 #[inline(always)]
-pub fn count_active(real_id: u32) {
+pub fn uncount(fwd: &mut Flow) {
+    if fwd.flags & FLOW_COUNTED != 0 {
+        fwd.flags &= !FLOW_COUNTED;
+        add_active(fwd.real_id, u64::MAX); // -1, wrapping
+    }
+}
+
+/// The flow (a forward entry) counts as active on its real.
+#[inline(always)]
+pub fn count(fwd: &mut Flow) {
+    if fwd.flags & FLOW_COUNTED == 0 {
+        fwd.flags |= FLOW_COUNTED;
+        add_active(fwd.real_id, 1);
+    }
+}
+
+#[inline(always)]
+fn add_active(real_id: u32, delta: u64) {
     if let Some(p) = ACTIVE.get_ptr_mut(real_id) {
         // SAFETY: a valid, aligned u64 in the map. Atomic because every CPU
         // creates flows. The bpf target offers no AtomicU64::fetch_add (it
         // has no compare-and-swap), but LLVM lowers this add, its result
         // unused, to the BPF atomic add every kernel accepts.
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, delta) };
     }
 }
 
 /// Applies one packet to its direction's entry: counters, timestamps, TCP
 /// state, next sequence number.
 #[inline(always)]
-pub fn account(flow: &mut Flow, l4: &L4, flags: TcpFlags, now: u64) {
+pub fn account(flow: &mut Flow, p: &Facts, now: u64) {
     flow.last_ns = now;
     flow.packets += 1;
-    flow.bytes += l4.ip_len as u64;
-    if l4.proto != PROTO_TCP {
-        return;
+    flow.bytes += p.ip_len as u64;
+    if p.proto == PROTO_TCP {
+        flow.seq_next = p.seq_next;
+        flow.state = next_state(flow.state, p.flags);
     }
-    // SAFETY: TCP header bounds checked in parse::l4.
-    let seq = u32::from_be_bytes(unsafe { (*l4.tcp).seq });
-    flow.seq_next = seq
-        .wrapping_add(l4.payload_len)
-        .wrapping_add(flags.syn as u32)
-        .wrapping_add(flags.fin as u32);
-    flow.state = next_state(flow.state, flags);
 }
 
 #[inline(always)]

@@ -19,11 +19,14 @@ const AF_INET: u8 = 2;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 
 /// Returns the XDP action, or `Err(reason)` to hand the packet to the kernel.
-#[inline(always)]
-pub fn forward(ctx: &XdpContext, l3: &L3) -> Result<u32, u32> {
-    if l3.off != EthHdr::LEN {
+/// Not inlined: its 64-byte FIB request gets a frame of its own (see
+/// select::pick on the verifier's 512-byte stack).
+#[inline(never)]
+pub fn forward(ctx: &XdpContext, l3_off: usize) -> Result<u32, u32> {
+    if l3_off != EthHdr::LEN {
         return Err(reason::PASS_FIB);
     }
+    let l3 = L3::at(ctx, l3_off)?;
     let ingress = ctx.ingress_ifindex() as u32;
     // SAFETY: the IPv4 header was bounds checked by the parser.
     let ip = unsafe { &mut *l3.ip };

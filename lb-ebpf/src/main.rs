@@ -5,12 +5,13 @@
 //! stated rule to its action.
 #![no_std]
 #![no_main]
-// atomic_xadd: see flow::count_active.
+// atomic_xadd: see flow::add_active.
 #![feature(core_intrinsics)]
-#![expect(
-    internal_features,
-    reason = "the one atomic add, see flow::count_active"
-)]
+#![expect(internal_features, reason = "the one atomic add, see flow::add_active")]
+// Keys and values handed to map helpers by reference on purpose: they live
+// in scratch map memory, and a by-value argument would copy them onto the
+// 512-byte BPF stack.
+#![expect(clippy::needless_borrows_for_generic_args, reason = "see above")]
 
 mod csum;
 mod fail;
@@ -24,19 +25,20 @@ mod passive;
 mod rst;
 mod select;
 mod stats;
+mod sticky;
 
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
 };
 use lb_common::{
-    DIR_FORWARD, DIR_REVERSE, EV_SYN_RETRANSMIT, EV_SYN_RST, PROTO_TCP, PROTO_UDP, ST_SYN, VipKey,
-    reason,
+    DIR_FORWARD, DIR_REVERSE, EV_SYN_RETRANSMIT, EV_SYN_RST, PROTO_TCP, PROTO_UDP, ST_SYN,
+    StickyKey, VipKey, reason,
 };
 
 use crate::{
     fail::Outcome,
-    flow::addr16,
-    maps::{FLOWS, REALS, VIP_ADDRS, VIPS},
+    flow::{NewFlow, Scratch, addr16},
+    maps::{FLOWS, REALS, SCRATCH, VIP_ADDRS, VIPS},
     parse::{L3, PROTO_ICMP, is_fragment},
     stats::Side,
 };
@@ -76,9 +78,9 @@ fn try_lb_xdp(ctx: &XdpContext) -> Verdict {
     let dst = unsafe { (*l3.ip).dst_addr };
     // SAFETY: the value is only tested for presence.
     if unsafe { VIP_ADDRS.get(addr16(dst)) }.is_some() {
-        to_vip(ctx, &l3)
+        to_vip(ctx, l3.off)
     } else {
-        from_real(ctx, &l3)
+        from_real(ctx, l3.off)
     }
 }
 
@@ -88,8 +90,12 @@ fn v4(addr: &[u8; 16]) -> [u8; 4] {
 }
 
 /// A packet to a VIP address: a flow's next packet, or a new flow.
-#[inline(always)]
-fn to_vip(ctx: &XdpContext, l3: &L3) -> Verdict {
+/// This and `from_real` are BPF functions of their own (not inlined): each
+/// gets a stack frame, and only one of them is live at a time, which keeps
+/// the program under the verifier's 512-byte stack.
+#[inline(never)]
+fn to_vip(ctx: &XdpContext, l3_off: usize) -> Verdict {
+    let l3 = &L3::at(ctx, l3_off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
     if ip.vihl & 0x0f != 5 {
@@ -108,62 +114,99 @@ fn to_vip(ctx: &XdpContext, l3: &L3) -> Verdict {
     if ip.ttl <= 1 {
         return Err(reason::PASS_TTL);
     }
-    let flags = parse::tcp_flags(&l4);
+    // The packet's key, facts and destination live in per-CPU scratch map
+    // memory, not on the 512-byte stack (see maps::SCRATCH).
+    // SAFETY: this CPU's scratch slot; only this program run uses it.
+    let s = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(reason::PASS_NOT_OURS)? };
+    s.facts = l4.facts();
+    let flags = s.facts.flags;
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let key = flow::key(ip.src_addr, ip.dst_addr, l4.sport, l4.dport, l4.proto);
-
+    s.key = flow::key(ip.src_addr, ip.dst_addr, l4.sport, l4.dport, l4.proto);
     let fresh_syn = flags.syn && !flags.ack;
-    // An existing flow, unless its real's fail action just removed it.
-    let mut existing = None;
-    if let Some(f) = FLOWS.get_ptr_mut(key) {
+    // Where the packet goes: an existing flow's real, unless its fail action
+    // just removed the flow, or a new flow's.
+    s.n = NewFlow {
+        real_addr: [0; 16],
+        real_port_be: 0,
+        vip_id: 0,
+        real_id: u32::MAX,
+        now,
+    };
+    if let Some(f) = FLOWS.get_ptr_mut(&s.key) {
         // SAFETY: map values stay valid for the program run; concurrent
         // writers of the same flow only race on counters.
         let f = unsafe { &mut *f };
         if f.dir != DIR_FORWARD {
             return Err(reason::PASS_NOT_OURS);
         }
-        match fail::apply(&key, f, now)? {
+        match fail::apply(&s.key, f, now, &mut s.build)? {
             Outcome::Purged if l4.proto == PROTO_TCP && !fresh_syn => {
-                return rst::to_client(ctx, l3, &l4, flags).map(|a| (a, reason::PURGE_RST));
+                return rst::to_client(ctx, l3_off, &s.key, &s.facts)
+                    .map(|a| (a, reason::PURGE_RST));
             }
             // A UDP datagram, or a fresh SYN, of a purged flow starts anew.
             Outcome::Purged => {}
             Outcome::Keep | Outcome::Reassigned => {
                 if fresh_syn && f.state == ST_SYN && f.packets > 0 {
-                    syn_retransmitted(&key, f, now);
+                    syn_retransmitted(&s.key, f, now);
                 }
-                flow::account(f, &l4, flags, now);
-                existing = Some((f.nat_addr, f.nat_port_be, f.vip_id, f.real_id));
+                flow::account(f, &s.facts, now);
+                if flags.fin || flags.rst {
+                    flow::uncount(f);
+                }
+                (s.n.real_addr, s.n.real_port_be, s.n.vip_id, s.n.real_id) =
+                    (f.nat_addr, f.nat_port_be, f.vip_id, f.real_id);
             }
         }
     }
-    let new_flow = existing.is_none();
-    let (nat_addr, nat_port_be, vip_id, real_id) = match existing {
-        Some(e) => e,
-        None => {
-            let vip_key = VipKey {
-                addr: key.dst_addr,
-                port_be: key.dst_port_be,
-                proto: l4.proto,
-                _pad: 0,
-            };
-            // SAFETY: read-only use of the value.
-            let vip = unsafe { VIPS.get(vip_key) }.ok_or(reason::DROP_NO_VIP_PORT)?;
-            if flags.rst {
-                return Err(reason::DROP_RST_NO_FLOW);
-            }
-            let real_id = select::pick(vip.farm_id).ok_or(reason::DROP_NO_REAL)?;
-            let real = REALS.get(real_id).ok_or(reason::DROP_NO_REAL)?;
-            flow::create(&key, vip.vip_id, real_id, real, &l4, flags, now)
-                .ok_or(reason::DROP_TABLE_FULL)?;
-            stats::count(reason::NEW_FLOW);
-            (real.addr, real.port_be, vip.vip_id, real_id)
-        }
+    let is_new = s.n.real_id == u32::MAX;
+    if is_new {
+        new_flow(s)?;
+    }
+    stats::count_flow(s.n.vip_id, s.n.real_id, Side::In, l4.ip_len as u64, is_new);
+    nat::dnat(
+        l3.ip,
+        &l4,
+        v4(&s.n.real_addr),
+        s.n.real_port_be.to_ne_bytes(),
+    );
+    fwd::forward(ctx, l3_off).map(|action| (action, reason::FORWARD))
+}
+
+/// A new flow for the packet in `s`: its real (sticky, else the farm's
+/// algorithm) and both table entries. A BPF function of its own (stack).
+#[inline(never)]
+fn new_flow(s: &mut Scratch) -> Result<(), u32> {
+    let (key, p) = (&s.key, &s.facts);
+    s.build.vip_key = VipKey {
+        addr: key.dst_addr,
+        port_be: key.dst_port_be,
+        proto: p.proto,
+        _pad: 0,
     };
-    stats::count_flow(vip_id, real_id, Side::In, l4.ip_len as u64, new_flow);
-    nat::dnat(l3.ip, &l4, v4(&nat_addr), nat_port_be.to_ne_bytes());
-    fwd::forward(ctx, l3).map(|action| (action, reason::FORWARD))
+    // SAFETY: read-only use of the value.
+    let vip = unsafe { VIPS.get(&s.build.vip_key) }.ok_or(reason::DROP_NO_VIP_PORT)?;
+    if p.flags.rst {
+        return Err(reason::DROP_RST_NO_FLOW);
+    }
+    let now = s.n.now;
+    s.build.sticky_key = StickyKey {
+        vip_id: vip.vip_id,
+        addr: key.src_addr,
+    };
+    let real_id = sticky::lookup(vip, &s.build.sticky_key, now)
+        .or_else(|| select::pick(vip.farm_id, key))
+        .ok_or(reason::DROP_NO_REAL)?;
+    let real = REALS.get(real_id).ok_or(reason::DROP_NO_REAL)?;
+    s.n.real_addr = real.addr;
+    s.n.real_port_be = real.port_be;
+    s.n.vip_id = vip.vip_id;
+    s.n.real_id = real_id;
+    flow::create(&s.key, &s.n, &s.facts, &mut s.build).ok_or(reason::DROP_TABLE_FULL)?;
+    sticky::remember(vip, &s.build.sticky_key, real_id, now);
+    stats::count(reason::NEW_FLOW);
+    Ok(())
 }
 
 /// A client's SYN again, and the real has not answered at all: a failed
@@ -177,9 +220,28 @@ fn syn_retransmitted(key: &lb_common::FlowKey, f: &lb_common::Flow, now: u64) {
     }
 }
 
-/// Anything else: a real's reply to translate back, or not ours.
+/// The server's FIN or RST: the flow stops counting as active. The count
+/// lives on the forward entry, so look it up (once per flow end).
 #[inline(always)]
-fn from_real(ctx: &XdpContext, l3: &L3) -> Verdict {
+fn server_ended(rev_key: &lb_common::FlowKey, rev: &lb_common::Flow) {
+    let fwd_key = lb_common::FlowKey {
+        src_addr: rev_key.dst_addr,
+        dst_addr: rev.nat_addr,
+        src_port_be: rev_key.dst_port_be,
+        dst_port_be: rev.nat_port_be,
+        proto: rev_key.proto,
+        _pad: [0; 3],
+    };
+    if let Some(f) = FLOWS.get_ptr_mut(fwd_key) {
+        // SAFETY: as in to_vip.
+        flow::uncount(unsafe { &mut *f });
+    }
+}
+
+/// Anything else: a real's reply to translate back, or not ours.
+#[inline(never)]
+fn from_real(ctx: &XdpContext, l3_off: usize) -> Verdict {
+    let l3 = &L3::at(ctx, l3_off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
     if ip.proto == PROTO_ICMP && ip.vihl & 0x0f == 5 && !is_fragment(ip) {
@@ -203,7 +265,8 @@ fn from_real(ctx: &XdpContext, l3: &L3) -> Verdict {
     if ip.ttl <= 1 {
         return Err(reason::PASS_TTL);
     }
-    let flags = parse::tcp_flags(&l4);
+    let p = l4.facts();
+    let flags = p.flags;
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     // The real's first answer to a SYN tells passive health how it went.
@@ -214,10 +277,13 @@ fn from_real(ctx: &XdpContext, l3: &L3) -> Verdict {
             passive::conn_ok(f.real_id);
         }
     }
-    flow::account(f, &l4, flags, now);
+    flow::account(f, &p, now);
+    if flags.fin || flags.rst {
+        server_ended(&key, f);
+    }
     stats::count_flow(f.vip_id, f.real_id, Side::Out, l4.ip_len as u64, false);
     nat::snat(l3.ip, &l4, v4(&f.nat_addr), f.nat_port_be.to_ne_bytes());
-    fwd::forward(ctx, l3).map(|action| (action, reason::REVERSE))
+    fwd::forward(ctx, l3_off).map(|action| (action, reason::REVERSE))
 }
 
 #[cfg(not(test))]

@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use lb_common::{
-    Counters, EVENTS_BYTES, FLOW_TABLE_DEFAULT, Farm, Flow, FlowKey, MAX_FARMS, MAX_IFACES,
-    MAX_REALS, MAX_VIPS, Real, SCHED_SLOTS, VipInfo, VipKey, reason,
+    Counters, EVENTS_BYTES, FLOW_TABLE_DEFAULT, Farm, Flow, FlowKey, MAGLEV_SLOTS, MAX_FARMS,
+    MAX_IFACES, MAX_REALS, MAX_VIPS, Real, SCHED_SLOTS, STICKY_ENTRIES, Sticky, StickyKey, VipInfo,
+    VipKey, reason,
 };
 
 /// Virtual servers by (address, port, protocol).
@@ -62,12 +63,33 @@ pub static REAL_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_REALS, 0)
 #[map]
 pub static TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_IFACES, 0);
 
-/// Active flows per real id, for `max_conns`: the datapath adds one per new
-/// flow, the agent's sweep rewrites each with the exact count it sees.
+/// Flows per real id counted in by the datapath: +1 at creation, -1 at the
+/// flow's first FIN or RST (atomic adds). A real's active flows are
+/// `ACTIVE - EXPIRED`: least-conn and `max_conns` read them.
 #[map]
 pub static ACTIVE: Array<u64> = Array::pinned(MAX_REALS, 0);
+
+/// Counted flows the agent removed (idle timeout, purge, removed VIP), per
+/// real id. Only the agent writes it, so it needs no atomic add.
+#[map]
+pub static EXPIRED: Array<u64> = Array::pinned(MAX_REALS, 0);
+
+/// Lookup rings of the hashing farms (maglev, source-hash), each at its
+/// farm's `ring` offset; built by the agent.
+#[map]
+pub static MAGLEV: Array<u32> = Array::pinned(MAGLEV_SLOTS, 0);
+
+/// Source-IP persistence: (vip, client) -> real, refreshed by each new flow.
+#[map]
+pub static STICKY: LruHashMap<StickyKey, Sticky> = LruHashMap::pinned(STICKY_ENTRIES, 0);
 
 /// Connection failures seen at reals (SYN answered by RST, SYN retransmitted
 /// unanswered, ICMP unreachable), for the agent's passive health.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+
+/// Per-CPU scratch space for the new-flow path: a key and a value built
+/// here instead of on the BPF stack, which is 512 bytes for the whole
+/// program (LLVM's own advice for large locals).
+#[map]
+pub static SCRATCH: PerCpuArray<crate::flow::Scratch> = PerCpuArray::with_max_entries(1, 0);

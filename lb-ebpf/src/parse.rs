@@ -28,6 +28,18 @@ pub struct L3 {
     pub ip: *mut Ipv4Hdr,
 }
 
+impl L3 {
+    /// The headers again at a known offset, inside a BPF function of its
+    /// own: packet pointers are not passed across BPF calls (the verifier
+    /// loses their type once they sit in a caller's stack frame), offsets are.
+    #[inline(always)]
+    pub fn at(ctx: &XdpContext, off: usize) -> Result<L3, u32> {
+        let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| reason::PASS_BAD_L2)?;
+        let ip: *mut Ipv4Hdr = ptr_at(ctx, off).map_err(|_| reason::PASS_BAD_IPV4)?;
+        Ok(L3 { eth, off, ip })
+    }
+}
+
 #[inline(always)]
 pub fn l3(ctx: &XdpContext) -> Result<L3, u32> {
     let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| reason::PASS_BAD_L2)?;
@@ -178,6 +190,52 @@ pub fn tcp_flags(l4: &L4) -> TcpFlags {
         ack: t.ack() != 0,
         fin: t.fin() != 0,
         rst: t.rst() != 0,
+    }
+}
+
+/// What the flow table needs of a TCP/UDP packet: scalars only, so it can
+/// be handed to other BPF functions (see `L3::at`).
+#[derive(Clone, Copy)]
+pub struct Facts {
+    pub proto: u8,
+    pub flags: TcpFlags,
+    pub ip_len: u16,
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    /// TCP: the segment's sequence and acknowledgement numbers, payload
+    /// length, and the next sequence number its sender will use.
+    pub seq: u32,
+    pub ack: u32,
+    pub payload_len: u32,
+    pub seq_next: u32,
+}
+
+impl L4 {
+    #[inline(always)]
+    pub fn facts(&self) -> Facts {
+        let flags = tcp_flags(self);
+        let (seq, ack) = if self.proto == PROTO_TCP {
+            // SAFETY: TCP header bounds checked in `l4`.
+            let t = unsafe { &*self.tcp };
+            (u32::from_be_bytes(t.seq), u32::from_be_bytes(t.ack_seq))
+        } else {
+            (0, 0)
+        };
+        let seq_next = seq
+            .wrapping_add(self.payload_len)
+            .wrapping_add(flags.syn as u32)
+            .wrapping_add(flags.fin as u32);
+        Facts {
+            proto: self.proto,
+            flags,
+            ip_len: self.ip_len,
+            sport: self.sport,
+            dport: self.dport,
+            seq,
+            ack,
+            payload_len: self.payload_len,
+            seq_next,
+        }
     }
 }
 

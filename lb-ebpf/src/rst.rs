@@ -4,10 +4,10 @@
 use aya_ebpf::{
     bindings::xdp_action, helpers::generated::bpf_xdp_adjust_tail, programs::XdpContext,
 };
-use lb_common::{PROTO_TCP, reason};
+use lb_common::{FlowKey, PROTO_TCP, reason};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
 
-use crate::parse::{L3, L4, TcpFlags, ptr_at};
+use crate::parse::{Facts, ptr_at};
 
 const RST_TTL: u8 = 64;
 const TCP_RST: u16 = 0x04;
@@ -38,30 +38,27 @@ fn lo(v: u32) -> u16 {
 /// Rewrites the client's packet into the RST a server would send (RFC 793:
 /// if the segment has an ACK, seq = SEG.ACK and no ACK flag; otherwise seq 0,
 /// ACK = SEG.SEQ + SEG.LEN) and returns XDP_TX.
-#[inline(always)]
-pub fn to_client(ctx: &XdpContext, l3: &L3, l4: &L4, flags: TcpFlags) -> Result<u32, u32> {
-    let l3_off = l3.off;
-    // Everything needed from the incoming packet, before it is cut. (Use the
-    // parser's pointers: the verifier keeps their bounds, not a recomputed
-    // ctx.data() + offset.)
-    // SAFETY: the TCP and IPv4 headers were bounds checked by the parser.
-    let (in_seq, in_ack, client, vip, cport, vport) = unsafe {
-        let t = &*l4.tcp;
-        let ip = &*l3.ip;
-        (
-            u32::from_be_bytes(t.seq),
-            u32::from_be_bytes(t.ack_seq),
-            ip.src_addr,
-            ip.dst_addr,
-            u16::from_be_bytes(l4.sport),
-            u16::from_be_bytes(l4.dport),
-        )
-    };
-    let (seq, ack, tcp_flags) = if flags.ack {
-        (in_ack, 0, TCP_RST)
+/// Its own BPF function (see main.rs's to_vip on the stack limit).
+#[inline(never)]
+pub fn to_client(ctx: &XdpContext, l3_off: usize, key: &FlowKey, p: &Facts) -> Result<u32, u32> {
+    let client: [u8; 4] = [
+        key.src_addr[12],
+        key.src_addr[13],
+        key.src_addr[14],
+        key.src_addr[15],
+    ];
+    let vip: [u8; 4] = [
+        key.dst_addr[12],
+        key.dst_addr[13],
+        key.dst_addr[14],
+        key.dst_addr[15],
+    ];
+    let (cport, vport) = (u16::from_be_bytes(p.sport), u16::from_be_bytes(p.dport));
+    let (seq, ack, tcp_flags) = if p.flags.ack {
+        (p.ack, 0, TCP_RST)
     } else {
-        let len = l4.payload_len + flags.syn as u32 + flags.fin as u32;
-        (0, in_seq.wrapping_add(len), TCP_RST | TCP_ACK)
+        let len = p.payload_len + p.flags.syn as u32 + p.flags.fin as u32;
+        (0, p.seq.wrapping_add(len), TCP_RST | TCP_ACK)
     };
 
     // Cut the frame to its headers: Ethernet (+tag), IPv4, 20 bytes of TCP.

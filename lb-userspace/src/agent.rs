@@ -254,11 +254,17 @@ impl Agent {
             return;
         }
         match flowtable::purge_reals(&mut self.dp.maps.flows, &ids, self.resets.as_ref()) {
-            Ok(p) if p.flows > 0 => info!(
-                "purge: removed {} flows, reset {} clients",
-                p.flows, p.resets
-            ),
-            Ok(_) => {}
+            Ok(p) => {
+                if p.flows > 0 {
+                    info!(
+                        "purge: removed {} flows, reset {} clients",
+                        p.flows, p.resets
+                    );
+                }
+                if let Err(e) = self.dp.maps.add_expired(&p.uncounted) {
+                    warn!("active flow counts: {e:#}");
+                }
+            }
             Err(e) => warn!("purge: {e:#}"),
         }
     }
@@ -336,7 +342,6 @@ impl Agent {
 
     /// Rows for `lb reals`.
     fn reals(&self, farm: Option<&str>) -> Vec<serde_json::Value> {
-        let active = self.last_sweep.as_ref().map(|s| &s.active);
         let mut rows = Vec::new();
         for (key, (id, r)) in &self.ctl.programmed().reals {
             if farm.is_some_and(|f| f != key.farm) {
@@ -357,7 +362,7 @@ impl Agent {
                 "weight": cfg.map_or(r.weight, |c| c.weight),
                 "effective_weight": r.weight,
                 "backup": cfg.is_some_and(|c| c.backup),
-                "active_flows": active.and_then(|a| a.get(id)).copied().unwrap_or(0),
+                "active_flows": self.dp.maps.active_flows(*id),
                 "last_check": status.as_ref().map(|s| s.last_check.clone()),
                 "check_latency_ms": status.as_ref().and_then(|s| s.last_latency_ms),
                 "since_ms": status.as_ref().map(|s| s.since_ms),
@@ -427,14 +432,7 @@ impl Agent {
                 {
                     warn!("releasing retired ids: {e:#}");
                 }
-                let ids: Vec<u32> = self
-                    .ctl
-                    .programmed()
-                    .reals
-                    .values()
-                    .map(|(id, _)| *id)
-                    .collect();
-                if let Err(e) = self.dp.maps.set_active(&s.active, ids.into_iter()) {
+                if let Err(e) = self.dp.maps.add_expired(&s.uncounted) {
                     warn!("active flow counts: {e:#}");
                 }
                 self.last_sweep = Some(s);

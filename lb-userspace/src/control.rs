@@ -17,14 +17,15 @@ use std::{
 
 use anyhow::{Result, bail};
 use lb_common::{
-    ALG_ROUND_ROBIN, ALG_WEIGHTED_ROUND_ROBIN, FAIL_NONE, FAIL_PURGE, FAIL_REASSIGN, Farm,
-    MAX_FARMS, MAX_REALS, MAX_VIPS, PROTO_TCP, PROTO_UDP, REAL_DISABLED, REAL_DOWN, REAL_DRAIN,
-    REAL_UP, Real, VipInfo, VipKey, v4_mapped,
+    ALG_LEAST_CONN, ALG_MAGLEV, ALG_ROUND_ROBIN, ALG_SOURCE_HASH, ALG_WEIGHTED_ROUND_ROBIN,
+    FAIL_NONE, FAIL_PURGE, FAIL_REASSIGN, Farm, MAGLEV_SLOTS, MAX_FARMS, MAX_REALS, MAX_VIPS,
+    PROTO_TCP, PROTO_UDP, REAL_DISABLED, REAL_DOWN, REAL_DRAIN, REAL_UP, Real, VIP_STICKY, VipInfo,
+    VipKey, v4_mapped,
 };
 
 use crate::{
     config::{AdminState, Algorithm, Config, FailAction, InitState, Protocol, Timeouts},
-    sched,
+    maglev, sched,
 };
 
 /// Where the control plane writes. One method per kind of change.
@@ -33,6 +34,8 @@ pub trait MapWriter {
     fn set_farm(&mut self, id: u32, farm: &Farm) -> Result<()>;
     /// Writes the schedule's slots; the farm's `sched_len` says how many count.
     fn set_sched(&mut self, farm_id: u32, slots: &[u32]) -> Result<()>;
+    /// Writes a hashing farm's lookup ring at `offset` in `MAGLEV`.
+    fn set_ring(&mut self, offset: u32, slots: &[u32]) -> Result<()>;
     fn put_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<()>;
     fn del_vip(&mut self, key: &VipKey) -> Result<()>;
     fn put_vip_addr(&mut self, addr: &[u8; 16], vips: u32) -> Result<()>;
@@ -57,6 +60,8 @@ pub struct VipEntry {
     pub farm: String,
     pub farm_id: u32,
     pub timeouts: Timeouts,
+    /// Source-IP persistence timeout, when the VIP is sticky.
+    pub sticky_secs: Option<u32>,
 }
 
 impl VipEntry {
@@ -73,8 +78,12 @@ impl VipEntry {
         VipInfo {
             vip_id: self.id,
             farm_id: self.farm_id,
-            flags: 0,
-            _pad: 0,
+            flags: if self.sticky_secs.is_some() {
+                VIP_STICKY
+            } else {
+                0
+            },
+            sticky_secs: self.sticky_secs.unwrap_or(0),
         }
     }
 }
@@ -85,6 +94,8 @@ pub struct FarmEntry {
     pub id: u32,
     pub value: Farm,
     pub sched: Vec<u32>,
+    /// Hashing farms: the lookup ring (real ids), written at `value.ring`.
+    pub ring: Vec<u32>,
 }
 
 /// Everything the datapath holds for one config.
@@ -132,6 +143,63 @@ struct Pools {
     vips: IdPool,
     farms: IdPool,
     reals: IdPool,
+    rings: Rings,
+}
+
+/// Free space of the `MAGLEV` array, first fit. A rebuilt ring goes to fresh
+/// space and the farm is switched to it in one write; the old space is freed
+/// after the switch, so no packet ever reads a half-written ring.
+#[derive(Clone, Debug)]
+struct Rings {
+    /// (offset, length), sorted by offset, coalesced.
+    free: Vec<(u32, u32)>,
+}
+
+impl Rings {
+    fn new() -> Self {
+        Self {
+            free: vec![(0, MAGLEV_SLOTS)],
+        }
+    }
+
+    fn alloc(&mut self, len: u32) -> Result<u32> {
+        let Some(i) = self.free.iter().position(|&(_, l)| l >= len) else {
+            bail!("no room for a ring of {len} slots: hashing farms share {MAGLEV_SLOTS} slots");
+        };
+        let (off, l) = self.free[i];
+        if l == len {
+            self.free.remove(i);
+        } else {
+            self.free[i] = (off + len, l - len);
+        }
+        Ok(off)
+    }
+
+    fn release(&mut self, off: u32, len: u32) {
+        if len == 0 {
+            return;
+        }
+        let i = self.free.partition_point(|&(o, _)| o < off);
+        self.free.insert(i, (off, len));
+        // Merge with the neighbours.
+        if i + 1 < self.free.len() && self.free[i].0 + self.free[i].1 == self.free[i + 1].0 {
+            self.free[i].1 += self.free[i + 1].1;
+            self.free.remove(i + 1);
+        }
+        if i > 0 && self.free[i - 1].0 + self.free[i - 1].1 == self.free[i].0 {
+            self.free[i - 1].1 += self.free[i].1;
+            self.free.remove(i);
+        }
+    }
+}
+
+/// A ring's place: `offset << 32 | length`.
+pub fn ring_word(offset: u32, len: u32) -> u64 {
+    (offset as u64) << 32 | len as u64
+}
+
+fn ring_at(word: u64) -> (u32, u32) {
+    ((word >> 32) as u32, word as u32)
 }
 
 /// What the agent knows at run time beyond the config: health verdicts,
@@ -182,6 +250,7 @@ impl Control {
                 vips: IdPool::new(MAX_VIPS),
                 farms: IdPool::new(MAX_FARMS),
                 reals: IdPool::new(MAX_REALS),
+                rings: Rings::new(),
             },
             current: Programmed::default(),
             retired_reals: BTreeMap::new(),
@@ -300,10 +369,23 @@ impl Control {
             }
         }
         for (name, farm) in &next.farms {
-            if cur.farms.get(name) != Some(farm) {
+            let old = cur.farms.get(name);
+            if old != Some(farm) {
+                // A new ring is written to fresh space before the farm
+                // points at it (see Rings).
+                if !farm.ring.is_empty() && old.is_none_or(|o| o.value.ring != farm.value.ring) {
+                    w.set_ring(ring_at(farm.value.ring).0, &farm.ring)?;
+                    ch.writes += 1;
+                }
                 w.set_sched(farm.id, &farm.sched)?;
                 w.set_farm(farm.id, &farm.value)?;
                 ch.writes += 2;
+                if let Some(o) = old
+                    && o.value.ring != farm.value.ring
+                {
+                    let (off, len) = ring_at(o.value.ring);
+                    pools.rings.release(off, len);
+                }
             }
         }
         // 2. VIPs and their addresses.
@@ -348,6 +430,8 @@ impl Control {
                 w.set_farm(old.id, &Farm::default())?;
                 ch.writes += 1;
                 pools.farms.release(old.id);
+                let (off, len) = ring_at(old.value.ring);
+                pools.rings.release(off, len);
             }
         }
         for (key, (id, _)) in &cur.reals {
@@ -450,9 +534,9 @@ fn plan(
         let algorithm = match farm.algorithm {
             Algorithm::RoundRobin => ALG_ROUND_ROBIN,
             Algorithm::WeightedRoundRobin => ALG_WEIGHTED_ROUND_ROBIN,
-            other => bail!(
-                "serverfarms.{farm_name}.algorithm: {other:?} is not implemented yet; use round-robin or weighted-round-robin"
-            ),
+            Algorithm::LeastConn => ALG_LEAST_CONN,
+            Algorithm::SourceHash => ALG_SOURCE_HASH,
+            Algorithm::Maglev => ALG_MAGLEV,
         };
         if let Some(&(port, first)) = inherited.get(farm_name) {
             if port != vip.port && farm.reals.iter().any(|r| r.port.is_none()) {
@@ -534,16 +618,57 @@ fn plan(
             if pick_from.is_empty() {
                 pick_from = live(true);
             }
-            let sched = if algorithm == ALG_ROUND_ROBIN {
-                sched::round_robin(&pick_from)
-            } else {
-                sched::weighted(&pick_from)
+            let (sched, ring) = match algorithm {
+                ALG_ROUND_ROBIN => (sched::round_robin(&pick_from), Vec::new()),
+                ALG_WEIGHTED_ROUND_ROBIN => (sched::weighted(&pick_from), Vec::new()),
+                // Least-conn scans the live members, each once.
+                ALG_LEAST_CONN => (sched::round_robin(&pick_from), Vec::new()),
+                _ => {
+                    // Rings are built from the members' addresses, not ids,
+                    // so every node builds the same ring from the same config.
+                    let keys: Vec<(u32, String, u32)> = pick_from
+                        .iter()
+                        .map(|&(id, w)| {
+                            let k = next
+                                .reals
+                                .iter()
+                                .find(|(_, (rid, _))| *rid == id)
+                                .map(|(k, _)| k);
+                            (
+                                id,
+                                k.map_or_else(String::new, |k| format!("{}:{}", k.addr, k.port)),
+                                w,
+                            )
+                        })
+                        .collect();
+                    let members: Vec<maglev::Member> = keys
+                        .iter()
+                        .map(|(id, key, w)| maglev::Member {
+                            id: *id,
+                            key,
+                            weight: *w,
+                        })
+                        .collect();
+                    let ring = if members.is_empty() {
+                        Vec::new()
+                    } else {
+                        maglev::build(&members, maglev::table_size(members.len()))
+                    };
+                    (Vec::new(), ring)
+                }
+            };
+            // Reuse the ring's place when its content is unchanged.
+            let ring_word = match cur.farms.get(farm_name) {
+                _ if ring.is_empty() => 0,
+                Some(old) if old.ring == ring => old.value.ring,
+                _ => ring_word(pools.rings.alloc(ring.len() as u32)?, ring.len() as u32),
             };
             let value = Farm {
                 algorithm,
                 failaction,
                 sched_len: sched.len() as u32,
                 flags: 0,
+                ring: ring_word,
             };
             next.farms.insert(
                 farm_name.to_string(),
@@ -551,6 +676,7 @@ fn plan(
                     id: farm_id,
                     value,
                     sched,
+                    ring,
                 },
             );
         }
@@ -573,6 +699,10 @@ fn plan(
                 farm: farm_name.to_string(),
                 farm_id,
                 timeouts: vip.timeouts.clone(),
+                sticky_secs: vip
+                    .sticky
+                    .as_ref()
+                    .map(|s| s.timeout.as_secs().clamp(1, u32::MAX as u64) as u32),
             },
         );
     }
@@ -584,13 +714,6 @@ fn plan(
 /// so nobody mistakes an accepted key for a working feature.
 pub fn not_yet_applied(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    for (name, v) in &cfg.vips {
-        if v.sticky.is_some() {
-            out.push(format!(
-                "vips.{name}.sticky: persistence is not applied yet"
-            ));
-        }
-    }
     if cfg.ha.is_some() {
         out.push("ha: stateful failover is not implemented yet; this node runs alone".into());
     }
@@ -608,6 +731,9 @@ impl MapWriter for NullWriter {
         Ok(())
     }
     fn set_sched(&mut self, _: u32, _: &[u32]) -> Result<()> {
+        Ok(())
+    }
+    fn set_ring(&mut self, _: u32, _: &[u32]) -> Result<()> {
         Ok(())
     }
     fn put_vip(&mut self, _: &VipKey, _: &VipInfo) -> Result<()> {
@@ -635,6 +761,7 @@ pub mod tests {
         pub reals: HashMap<u32, Real>,
         pub farms: HashMap<u32, Farm>,
         pub sched: HashMap<u32, Vec<u32>>,
+        pub rings: HashMap<u32, Vec<u32>>,
         pub vips: HashMap<VipKey, VipInfo>,
         pub vip_addrs: HashMap<[u8; 16], u32>,
         pub log: Vec<String>,
@@ -654,6 +781,11 @@ pub mod tests {
         fn set_sched(&mut self, farm_id: u32, slots: &[u32]) -> Result<()> {
             self.log.push(format!("sched {farm_id}"));
             self.sched.insert(farm_id, slots.to_vec());
+            Ok(())
+        }
+        fn set_ring(&mut self, offset: u32, slots: &[u32]) -> Result<()> {
+            self.log.push(format!("ring {offset}"));
+            self.rings.insert(offset, slots.to_vec());
             Ok(())
         }
         fn put_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<()> {
@@ -986,17 +1118,109 @@ vips:
     }
 
     #[test]
-    fn unimplemented_algorithm_is_refused_and_nothing_changes() {
+    fn hashing_farms_get_rings_swapped_in_fresh_space() {
+        let maglev = BASE.replace("algorithm: weighted-round-robin", "algorithm: maglev");
         let mut c = Control::new();
         let mut m = MemMaps::default();
-        c.apply(&cfg(BASE), &mut m).unwrap();
-        let before = c.programmed().clone();
-        let writes = m.log.len();
-        let bad = BASE.replace("algorithm: weighted-round-robin", "algorithm: maglev");
-        let err = c.apply(&cfg(&bad), &mut m).unwrap_err().to_string();
-        assert!(err.contains("serverfarms.web.algorithm"), "{err}");
-        assert_eq!(m.log.len(), writes);
-        assert_eq!(c.programmed(), &before);
+        c.apply(&cfg(&maglev), &mut m).unwrap();
+        let web = c.programmed().farms["web"].clone();
+        let (off, len) = ring_at(web.value.ring);
+        assert_eq!(len, 65_537, "a prime of at least 100 x members");
+        assert_eq!(m.rings[&off], web.ring);
+        assert_eq!(m.farms[&web.id].ring, web.value.ring);
+        // Weighted 1:2:3 over the primaries.
+        let share = |id: u32| web.ring.iter().filter(|&&r| r == id).count() as f64 / len as f64;
+        let ids: HashMap<u8, u32> = c
+            .programmed()
+            .reals
+            .iter()
+            .filter(|(k, _)| k.farm == "web")
+            .map(|(k, (id, _))| (k.addr.octets()[3], *id))
+            .collect();
+        let id_of = |last: u8| ids[&last];
+        assert!(
+            (share(id_of(13)) - 0.5).abs() < 0.01,
+            "{}",
+            share(id_of(13))
+        );
+        // A real goes down: a new ring in other space, the old space freed.
+        let key = RealKey {
+            farm: "web".into(),
+            addr: Ipv4Addr::new(203, 0, 113, 12),
+            port: 8080,
+        };
+        m.log.clear();
+        c.set_health(&key, false, &mut m).unwrap();
+        let web2 = c.programmed().farms["web"].clone();
+        let (off2, _) = ring_at(web2.value.ring);
+        assert_ne!(off2, off, "rebuilt into fresh space");
+        let ring_pos = m.log.iter().position(|l| l.starts_with("ring")).unwrap();
+        let farm_pos = m.log.iter().position(|l| l.starts_with("farm")).unwrap();
+        assert!(
+            ring_pos < farm_pos,
+            "ring written before the farm points at it: {:?}",
+            m.log
+        );
+        assert!(!web2.ring.contains(&id_of(12)));
+        // Only the down real's slots moved (Maglev's minimal disruption).
+        let moved = web
+            .ring
+            .iter()
+            .zip(&web2.ring)
+            .filter(|(a, b)| a != b && **a != id_of(12))
+            .count();
+        assert!(
+            (moved as f64) < 0.01 * len as f64,
+            "{moved} other slots moved"
+        );
+        // Up again: the same ring as before, in the space freed first.
+        c.set_health(&key, true, &mut m).unwrap();
+        assert_eq!(c.programmed().farms["web"].ring, web.ring);
+    }
+
+    #[test]
+    fn two_agents_build_identical_rings_whatever_their_ids() {
+        let maglev = BASE.replace("algorithm: weighted-round-robin", "algorithm: maglev");
+        // Agent B saw another config first, so its real ids differ.
+        let mut a = Control::new();
+        let mut b = Control::new();
+        let (mut ma, mut mb) = (MemMaps::default(), MemMaps::default());
+        let other = BASE.replace("203.0.113.11, port: 8080", "203.0.113.99, port: 8080");
+        b.apply(&cfg(&other), &mut mb).unwrap();
+        a.apply(&cfg(&maglev), &mut ma).unwrap();
+        b.apply(&cfg(&maglev), &mut mb).unwrap();
+        let owners = |c: &Control| -> Vec<Ipv4Addr> {
+            let by_id: HashMap<u32, Ipv4Addr> = c
+                .programmed()
+                .reals
+                .iter()
+                .map(|(k, (id, _))| (*id, k.addr))
+                .collect();
+            c.programmed().farms["web"]
+                .ring
+                .iter()
+                .map(|id| by_id[id])
+                .collect()
+        };
+        assert_ne!(a.programmed().reals, b.programmed().reals, "different ids");
+        assert_eq!(owners(&a), owners(&b), "same real owns every slot");
+    }
+
+    #[test]
+    fn least_conn_lists_live_members_and_sticky_sets_the_vip_flag() {
+        let lc = BASE.replace("algorithm: weighted-round-robin", "algorithm: least-conn").replace(
+            "  www: { address: 198.51.100.10, port: 80, serverfarm: web }",
+            "  www: { address: 198.51.100.10, port: 80, serverfarm: web, sticky: { mode: source-ip, timeout: 10m } }",
+        );
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        c.apply(&cfg(&lc), &mut m).unwrap();
+        let web = &c.programmed().farms["web"];
+        assert_eq!(web.value.algorithm, ALG_LEAST_CONN);
+        assert_eq!(web.sched.len(), 3, "each live primary once");
+        let www = &c.programmed().vips["www"];
+        let info = m.vips[&www.key()];
+        assert_eq!((info.flags, info.sticky_secs), (VIP_STICKY, 600));
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const PROGRAM: &str = "lb_xdp";
 
 /// Every map the program pins, by name (see lb-ebpf/src/maps.rs).
-pub const MAP_NAMES: [&str; 13] = [
+pub const MAP_NAMES: [&str; 16] = [
     "VIPS",
     "VIP_ADDRS",
     "REALS",
@@ -38,6 +38,9 @@ pub const MAP_NAMES: [&str; 13] = [
     "TX_PORTS",
     "ACTIVE",
     "EVENTS",
+    "EXPIRED",
+    "MAGLEV",
+    "STICKY",
 ];
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -64,6 +67,8 @@ pub struct KernelMaps {
     pub vip_stats: PerCpuArray<MapData, Counters>,
     pub real_stats: PerCpuArray<MapData, Counters>,
     pub active: Array<MapData, u64>,
+    pub expired: Array<MapData, u64>,
+    maglev: Array<MapData, u32>,
 }
 
 fn take<T: TryFrom<Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -111,6 +116,8 @@ impl Datapath {
             vip_stats: take(&mut ebpf, "VIP_STATS")?,
             real_stats: take(&mut ebpf, "REAL_STATS")?,
             active: take(&mut ebpf, "ACTIVE")?,
+            expired: take(&mut ebpf, "EXPIRED")?,
+            maglev: take(&mut ebpf, "MAGLEV")?,
         };
         let tx_ports = take(&mut ebpf, "TX_PORTS")?;
         let events = Some(take(&mut ebpf, "EVENTS")?);
@@ -199,18 +206,26 @@ impl Datapath {
 }
 
 impl KernelMaps {
-    /// Rewrites `ACTIVE` with the sweep's exact counts (zero where absent).
-    pub fn set_active(
-        &mut self,
-        counts: &std::collections::HashMap<u32, u64>,
-        ids: impl Iterator<Item = u32>,
-    ) -> Result<()> {
-        for id in ids {
-            self.active
-                .set(id, counts.get(&id).copied().unwrap_or(0), 0)
-                .context("ACTIVE")?;
+    /// Records counted flows the agent removed (`n` per real id): the
+    /// datapath's view of active flows is `ACTIVE - EXPIRED`.
+    pub fn add_expired(&mut self, removed: &std::collections::HashMap<u32, u64>) -> Result<()> {
+        for (&id, &n) in removed {
+            let now = self.expired.get(&id, 0).context("EXPIRED")?;
+            self.expired.set(id, now + n, 0).context("EXPIRED")?;
         }
         Ok(())
+    }
+
+    /// Active flows of a real, as least-conn and `max_conns` see them.
+    pub fn active_flows(&self, id: u32) -> u64 {
+        let added = self.active.get(&id, 0).unwrap_or(0);
+        added.wrapping_sub(self.expired.get(&id, 0).unwrap_or(0))
+    }
+
+    /// Zeroes a released real id's counts before the id is reused.
+    pub fn reset_active(&mut self, id: u32) -> Result<()> {
+        self.active.set(id, 0, 0).context("ACTIVE")?;
+        self.expired.set(id, 0, 0).context("EXPIRED")
     }
 
     /// Per-real counters summed over CPUs.
@@ -235,10 +250,23 @@ pub fn sum_counters<'a>(per_cpu: impl Iterator<Item = &'a Counters>) -> Counters
 
 impl MapWriter for KernelMaps {
     fn set_real(&mut self, id: u32, real: &Real) -> Result<()> {
-        self.reals.set(id, real, 0).context("REALS")
+        self.reals.set(id, real, 0).context("REALS")?;
+        // A freed id starts its next life with no flows counted.
+        if real.state == lb_common::REAL_FREE {
+            self.reset_active(id)?;
+        }
+        Ok(())
     }
     fn set_farm(&mut self, id: u32, farm: &Farm) -> Result<()> {
         self.farms.set(id, farm, 0).context("FARMS")
+    }
+    fn set_ring(&mut self, offset: u32, slots: &[u32]) -> Result<()> {
+        for (i, id) in slots.iter().enumerate() {
+            self.maglev
+                .set(offset + i as u32, id, 0)
+                .context("MAGLEV")?;
+        }
+        Ok(())
     }
     fn set_sched(&mut self, farm_id: u32, slots: &[u32]) -> Result<()> {
         for (i, id) in slots.iter().enumerate() {

@@ -10,8 +10,8 @@ use std::{
 use anyhow::Result;
 use aya::maps::{HashMap, MapData};
 use lb_common::{
-    DIR_FORWARD, DIR_REVERSE, Flow, FlowKey, PROTO_TCP, ST_CLOSED, ST_ESTABLISHED, ST_FIN, ST_SYN,
-    ST_UDP,
+    DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, PROTO_TCP, ST_CLOSED, ST_ESTABLISHED,
+    ST_FIN, ST_SYN, ST_UDP,
 };
 use serde::Serialize;
 
@@ -142,9 +142,9 @@ pub struct Sweep {
     pub repaired: usize,
     pub vips_in_use: HashSet<u32>,
     pub reals_in_use: HashSet<u32>,
-    /// Flows per real id that are not yet over (syn, established, udp): what
-    /// `max_conns` caps and `lb reals` shows as active.
-    pub active: std::collections::HashMap<u32, u64>,
+    /// Counted flows (see `FLOW_COUNTED`) this sweep removed, per real id:
+    /// the agent adds them to `EXPIRED`.
+    pub uncounted: std::collections::HashMap<u32, u64>,
 }
 
 /// Expires idle flows by their VIP's per-state timeouts, removes the flows
@@ -165,12 +165,14 @@ pub fn sweep(map: &mut HashMap<MapData, FlowKey, Flow>, ctl: &Control, now: u64)
         let Some(timeouts) = vips.get(&f.fwd.vip_id) else {
             delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0));
             s.removed_vip += 1;
+            uncount(&mut s.uncounted, &f.fwd);
             continue;
         };
         let idle = now.saturating_sub(f.last_ns());
         if idle > timeout_for(timeouts, f.state()).as_nanos() as u64 {
             delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0));
             s.expired += 1;
+            uncount(&mut s.uncounted, &f.fwd);
             continue;
         }
         if f.rev.is_none() {
@@ -189,9 +191,6 @@ pub fn sweep(map: &mut HashMap<MapData, FlowKey, Flow>, ctl: &Control, now: u64)
         }
         s.vips_in_use.insert(f.fwd.vip_id);
         s.reals_in_use.insert(f.fwd.real_id);
-        if !matches!(f.state(), ST_FIN | ST_CLOSED) {
-            *s.active.entry(f.fwd.real_id).or_default() += 1;
-        }
     }
     for (k, r) in &table.lone_reverse {
         let live = vips.get(&r.vip_id).is_some_and(|t| {
@@ -228,11 +227,20 @@ pub fn sweep(map: &mut HashMap<MapData, FlowKey, Flow>, ctl: &Control, now: u64)
     Ok(s)
 }
 
+/// A removed forward entry that still counted as active on its real.
+fn uncount(removed: &mut std::collections::HashMap<u32, u64>, fwd: &Flow) {
+    if fwd.flags & FLOW_COUNTED != 0 {
+        *removed.entry(fwd.real_id).or_default() += 1;
+    }
+}
+
 /// What `purge_reals` did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Purge {
     pub flows: usize,
     pub resets: usize,
+    /// Counted flows removed, per real id (for `EXPIRED`).
+    pub uncounted: std::collections::HashMap<u32, u64>,
 }
 
 /// `purge` for reals that went down: removes their flows and resets their
@@ -263,6 +271,7 @@ pub fn purge_reals(
             }
         }
         delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0));
+        uncount(&mut p.uncounted, &f.fwd);
         p.flows += 1;
     }
     for (k, _) in table

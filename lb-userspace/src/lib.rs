@@ -6,5 +6,7 @@ pub mod control;
 pub mod datapath;
 pub mod flowtable;
 pub mod health;
+pub mod maglev;
+pub mod metrics;
 pub mod reset;
 pub mod sched;
