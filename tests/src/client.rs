@@ -31,6 +31,66 @@ fn connect(addr: SocketAddr, deadline: Instant) -> io::Result<TcpStream> {
     Ok(s)
 }
 
+/// A blocking connect from `local` (port chosen by the kernel); std cannot
+/// bind before connecting, so the socket is made with libc.
+fn connect_bound(
+    local: std::net::Ipv4Addr,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(dst) = addr else {
+        return Err(io::Error::other("IPv4 only"));
+    };
+    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: plain socket calls on a fresh fd that TcpStream then owns.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as i64,
+            tv_usec: timeout.subsec_micros() as i64,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as u32,
+        );
+        let src = sin(local, 0);
+        if libc::bind(
+            fd,
+            (&src as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let to = sin(*dst.ip(), dst.port());
+        if libc::connect(
+            fd,
+            (&to as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
 /// Reads into `buf` until `done(buf)` says how many bytes form a complete
 /// message, EOF, or the deadline.
 fn read_until(
@@ -146,7 +206,20 @@ pub struct HttpConn {
 
 impl HttpConn {
     pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self> {
-        let stream = connect(addr, Instant::now() + timeout)?;
+        Self::connect_from(None, addr, timeout)
+    }
+
+    /// Like `connect`, from the given local address (one of the client's
+    /// own), so one client host can act as many clients.
+    pub fn connect_from(
+        local: Option<std::net::Ipv4Addr>,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> io::Result<Self> {
+        let stream = match local {
+            None => connect(addr, Instant::now() + timeout)?,
+            Some(ip) => connect_bound(ip, addr, timeout)?,
+        };
         Ok(Self {
             addr,
             stream,
