@@ -28,6 +28,7 @@ use crate::{
     datapath::{self, Datapath},
     flowtable,
     health::{Checker, Target, Transition},
+    metrics,
     reset::ResetSender,
 };
 
@@ -55,14 +56,30 @@ struct Agent {
     resets: Option<ResetSender>,
     passive: HashMap<u32, Passive>,
     last_sweep: Option<flowtable::Sweep>,
+    sweep_took: Duration,
 }
 
-pub fn run(path: &Path) -> Result<()> {
+/// `reset`: start from a clean datapath instead of adopting the maps and
+/// XDP links a previous agent left pinned (hitless restart).
+pub fn run(path: &Path, reset: bool) -> Result<()> {
     let cfg = Config::from_file(path).map_err(|e| anyhow!("{e}"))?;
     // Before touching the pins: they may belong to a live agent.
     api::ensure_no_agent(&cfg.api.socket)?;
-    let mut dp = Datapath::load(&cfg.bpf.pin_dir, cfg.bpf.flow_table_size)?;
-    let mut ctl = Control::new();
+    let mut dp = Datapath::load_with(&cfg.bpf.pin_dir, cfg.bpf.flow_table_size, reset)?;
+    let mut ctl = if dp.adopted() {
+        let c = Control::adopt(
+            &cfg,
+            &dp.maps.programmed().context("reading the adopted maps")?,
+        );
+        info!(
+            "adopted {} vips and {} reals from the running datapath",
+            c.programmed().vips.len(),
+            c.programmed().reals.len()
+        );
+        c
+    } else {
+        Control::new()
+    };
     // Program before attaching, so the first packet already finds the VIPs.
     let ch = ctl
         .apply(&cfg, &mut dp.maps)
@@ -95,6 +112,7 @@ pub fn run(path: &Path) -> Result<()> {
             resets,
             passive: HashMap::new(),
             last_sweep: None,
+            sweep_took: Duration::ZERO,
         };
         agent.checker.set_targets(agent.targets());
         agent.serve(transitions).await
@@ -134,6 +152,14 @@ impl Agent {
         let (tx, mut rx) = mpsc::channel::<Call>(16);
         let socket = self.cfg.api.socket.clone();
         let api_task = api::serve(&socket, tx)?;
+        let (mtx, mut metrics_rx) = mpsc::channel::<metrics::SnapshotRequest>(4);
+        let metrics_task = match metrics::serve(self.cfg.metrics.listen, mtx) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!("metrics: {e:#}");
+                None
+            }
+        };
         let mut events = match self.dp.take_events() {
             Some(ring) => read_events(ring)?,
             None => bail!("the EVENTS map is missing"),
@@ -141,6 +167,10 @@ impl Agent {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        // SIGQUIT: exit but leave the datapath pinned and forwarding, for a
+        // restart or an upgrade (the next agent adopts it).
+        let mut quit = signal(SignalKind::quit())?;
+        let mut keep_datapath = false;
         let mut next_sweep = tokio::time::Instant::now() + SWEEP_MIN;
         info!(
             "lb running on {:?}; api {}",
@@ -151,21 +181,33 @@ impl Agent {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                _ = quit.recv() => {
+                    keep_datapath = true;
+                    break;
+                }
                 _ = hup.recv() => { let _ = self.reload(); }
                 Some((req, reply)) = rx.recv() => {
                     let _ = reply.send(self.handle(req));
                 }
                 Some(t) = transitions.recv() => self.on_transition(t),
                 Some(ev) = events.recv() => self.on_event(ev),
+                Some(reply) = metrics_rx.recv() => { let _ = reply.send(self.snapshot()); }
                 _ = tokio::time::sleep_until(next_sweep) => {
                     let took = self.sweep();
                     next_sweep = tokio::time::Instant::now() + SWEEP_MIN.max(took * 10);
                 }
             }
         }
-        info!("stopping: detaching and removing pins");
         api_task.abort();
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
         let _ = std::fs::remove_file(&socket);
+        if keep_datapath {
+            info!("stopping; the datapath keeps forwarding with its pinned maps and links");
+            return Ok(());
+        }
+        info!("stopping: detaching and removing pins");
         self.dp.shutdown()
     }
 
@@ -210,7 +252,16 @@ impl Agent {
                     .iter()
                     .filter_map(|p| self.cfg.probes.get(p).map(|cfg| (p.clone(), cfg.clone())))
                     .collect(),
-                init_up: farm.probes.is_empty() || farm.init_state == InitState::Up,
+                // As the real is now: an adopted real that was serving
+                // keeps serving until its probes say otherwise.
+                init_up: farm.probes.is_empty()
+                    || self
+                        .ctl
+                        .overlay()
+                        .health
+                        .get(key)
+                        .copied()
+                        .unwrap_or(farm.init_state == InitState::Up),
             });
         }
         out
@@ -340,6 +391,83 @@ impl Agent {
         Ok(format!("{action}: {}", names.join(", ")))
     }
 
+    /// What a Prometheus scrape shows.
+    fn snapshot(&self) -> metrics::Snapshot {
+        let maps = &self.dp.maps;
+        let mut s = metrics::Snapshot::default();
+        for v in self.ctl.programmed().vips.values() {
+            let c = maps
+                .vip_stats
+                .get(&v.id, 0)
+                .map(|p| datapath::sum_counters(p.iter()))
+                .unwrap_or_default();
+            // The active flows of the VIP's farm (a farm shared by several
+            // VIPs counts for each).
+            let active = self
+                .ctl
+                .programmed()
+                .reals
+                .iter()
+                .filter(|(k, _)| k.farm == v.farm)
+                .map(|(_, (id, _))| maps.active_flows(*id))
+                .sum();
+            s.vips.push(metrics::VipSample {
+                name: v.name.clone(),
+                address: v.addr.to_string(),
+                protocol: if v.proto == lb_common::PROTO_UDP {
+                    "udp"
+                } else {
+                    "tcp"
+                }
+                .into(),
+                packets_in: c.packets_in,
+                bytes_in: c.bytes_in,
+                packets_out: c.packets_out,
+                bytes_out: c.bytes_out,
+                new_flows: c.new_flows,
+                active_flows: active,
+            });
+        }
+        for (key, (id, r)) in &self.ctl.programmed().reals {
+            let c = maps.real_counters(*id).unwrap_or_default();
+            s.reals.push(metrics::RealSample {
+                farm: key.farm.clone(),
+                address: format!("{}:{}", key.addr, key.port),
+                state: state_name(r.state).into(),
+                weight: r.weight,
+                packets_in: c.packets_in,
+                bytes_in: c.bytes_in,
+                packets_out: c.packets_out,
+                bytes_out: c.bytes_out,
+                new_flows: c.new_flows,
+                active_flows: maps.active_flows(*id),
+                conn_ok: c.conn_ok,
+                conn_fail: c.conn_fail,
+                probe_latency_seconds: self
+                    .checker
+                    .status(*id)
+                    .and_then(|st| st.last_latency_ms)
+                    .map(|ms| ms / 1000.0),
+            });
+        }
+        if let Some(sw) = &self.last_sweep {
+            s.flows = sw.flows as u64;
+            // Two entries per flow.
+            s.flow_entries = 2 * sw.flows as u64;
+        }
+        s.sweep_seconds = self.sweep_took.as_secs_f64();
+        for (i, name) in lb_common::reason::NAMES.iter().enumerate() {
+            let n: u64 = maps
+                .stats
+                .get(&(i as u32), 0)
+                .map(|p| p.iter().sum())
+                .unwrap_or(0);
+            s.reasons.push((name.to_string(), n));
+        }
+        s.flow_capacity = self.cfg.bpf.flow_table_size as u64;
+        s
+    }
+
     /// Rows for `lb reals`.
     fn reals(&self, farm: Option<&str>) -> Vec<serde_json::Value> {
         let mut rows = Vec::new();
@@ -439,7 +567,8 @@ impl Agent {
             }
             Err(e) => warn!("flow sweep failed: {e:#}"),
         }
-        start.elapsed()
+        self.sweep_took = start.elapsed();
+        self.sweep_took
     }
 }
 

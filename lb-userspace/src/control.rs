@@ -216,6 +216,16 @@ pub struct Overlay {
     pub up_since: HashMap<RealKey, Instant>,
 }
 
+/// What the kernel maps hold, read back by an agent that adopts a previous
+/// agent's pinned maps (see `Control::adopt`).
+#[derive(Debug, Default, Clone)]
+pub struct Adopted {
+    pub vips: Vec<(VipKey, VipInfo)>,
+    pub reals: Vec<(u32, Real)>,
+    /// Farm id, value, and its ring's content (empty for non-hashing farms).
+    pub farms: Vec<(u32, Farm, Vec<u32>)>,
+}
+
 /// The control plane's memory of what it programmed.
 #[derive(Debug)]
 pub struct Control {
@@ -258,6 +268,144 @@ impl Control {
             cfg: None,
             overlay: Overlay::default(),
         }
+    }
+
+    /// A control plane that takes over what a previous agent programmed (the
+    /// maps were adopted from their pins): the ids, health and admin states
+    /// are read back from the maps, so flows keep pointing at the right reals
+    /// and nothing that was up goes down. Entries the config no longer names
+    /// are kept under placeholder names; the next `apply` removes or retires
+    /// them as for any reload.
+    pub fn adopt(cfg: &Config, a: &Adopted) -> Control {
+        let mut c = Control::new();
+        // Farm id -> name, through the VIPs that use them.
+        let mut farm_names: HashMap<u32, String> = HashMap::new();
+        for (key, info) in &a.vips {
+            let found = cfg.vips.iter().find(|(_, v)| {
+                let proto = if v.protocol == Protocol::Udp {
+                    PROTO_UDP
+                } else {
+                    PROTO_TCP
+                };
+                let IpAddr::V4(addr) = v.address else {
+                    return false;
+                };
+                v4_mapped(addr.octets()) == key.addr
+                    && v.port.to_be() == key.port_be
+                    && proto == key.proto
+            });
+            let (name, farm) = match found {
+                Some((name, v)) => (name.clone(), v.serverfarm.clone()),
+                None => (
+                    format!("adopted-vip-{}", info.vip_id),
+                    format!("adopted-farm-{}", info.farm_id),
+                ),
+            };
+            farm_names.entry(info.farm_id).or_insert(farm.clone());
+            let addr = SocketAddrV4::new(
+                Ipv4Addr::new(key.addr[12], key.addr[13], key.addr[14], key.addr[15]),
+                u16::from_be(key.port_be),
+            );
+            let timeouts = cfg
+                .vips
+                .get(&name)
+                .map(|v| v.timeouts.clone())
+                .unwrap_or_default();
+            let sticky_secs = (info.flags & VIP_STICKY != 0).then_some(info.sticky_secs);
+            c.current.vips.insert(
+                name.clone(),
+                VipEntry {
+                    name,
+                    id: info.vip_id,
+                    addr,
+                    proto: key.proto,
+                    farm,
+                    farm_id: info.farm_id,
+                    timeouts,
+                    sticky_secs,
+                },
+            );
+        }
+        for (id, farm, ring) in &a.farms {
+            let name = farm_names
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| format!("adopted-farm-{id}"));
+            c.current.farms.insert(
+                name,
+                FarmEntry {
+                    id: *id,
+                    value: *farm,
+                    sched: Vec::new(),
+                    ring: ring.clone(),
+                },
+            );
+        }
+        for (id, real) in &a.reals {
+            let farm = farm_names
+                .get(&real.farm_id)
+                .cloned()
+                .unwrap_or_else(|| format!("adopted-farm-{}", real.farm_id));
+            let addr = Ipv4Addr::new(real.addr[12], real.addr[13], real.addr[14], real.addr[15]);
+            let key = RealKey {
+                farm: farm.clone(),
+                addr,
+                port: u16::from_be(real.port_be),
+            };
+            // Health and admin state as they were: a real that was serving
+            // keeps serving until a probe says otherwise.
+            c.overlay
+                .health
+                .insert(key.clone(), real.state != REAL_DOWN);
+            let configured = cfg.serverfarms.get(&farm).and_then(|f| {
+                f.reals
+                    .iter()
+                    .find(|r| r.address == IpAddr::V4(addr) && r.port.is_none_or(|p| p == key.port))
+            });
+            let running = match real.state {
+                REAL_DRAIN => Some(AdminState::Drain),
+                REAL_DISABLED => Some(AdminState::Disabled),
+                _ => None,
+            };
+            if let Some(state) = running
+                && configured.is_none_or(|r| r.state != state)
+            {
+                c.overlay.admin.insert(key.clone(), state);
+            }
+            c.current.reals.insert(key, (*id, *real));
+        }
+        // The id pools and ring space: whatever is in use is taken.
+        let take = |pool: &mut IdPool, used: &mut dyn Iterator<Item = u32>| {
+            let used: BTreeSet<u32> = used.collect();
+            pool.next = used.last().map_or(0, |m| m + 1);
+            pool.free = (0..pool.next).filter(|i| !used.contains(i)).collect();
+        };
+        take(&mut c.pools.vips, &mut a.vips.iter().map(|(_, v)| v.vip_id));
+        take(
+            &mut c.pools.farms,
+            &mut a.farms.iter().map(|(id, _, _)| *id),
+        );
+        take(&mut c.pools.reals, &mut a.reals.iter().map(|(id, _)| *id));
+        let mut used: Vec<(u32, u32)> = a
+            .farms
+            .iter()
+            .map(|(_, f, _)| ring_at(f.ring))
+            .filter(|&(_, l)| l > 0)
+            .collect();
+        used.sort();
+        let mut free = Vec::new();
+        let mut at = 0;
+        for (off, len) in used {
+            if off > at {
+                free.push((at, off - at));
+            }
+            at = at.max(off + len);
+        }
+        if at < MAGLEV_SLOTS {
+            free.push((at, MAGLEV_SLOTS - at));
+        }
+        c.pools.rings.free = free;
+        c
     }
 
     pub fn config(&self) -> Option<&Config> {
@@ -1115,6 +1263,83 @@ vips:
         }]
             .0;
         assert_eq!(web.sched, vec![backup]);
+    }
+
+    /// What `KernelMaps::programmed` would read back from these maps.
+    fn read_back(m: &MemMaps) -> Adopted {
+        let mut farms: Vec<(u32, Farm, Vec<u32>)> = m
+            .farms
+            .iter()
+            .filter(|(_, f)| **f != Farm::default())
+            .map(|(id, f)| {
+                (
+                    *id,
+                    *f,
+                    m.rings.get(&ring_at(f.ring).0).cloned().unwrap_or_default(),
+                )
+            })
+            .collect();
+        farms.sort_by_key(|f| f.0);
+        Adopted {
+            vips: m.vips.iter().map(|(k, v)| (*k, *v)).collect(),
+            reals: m
+                .reals
+                .iter()
+                .filter(|(_, r)| r.state != 0)
+                .map(|(id, r)| (*id, *r))
+                .collect(),
+            farms,
+        }
+    }
+
+    #[test]
+    fn an_adopting_agent_keeps_ids_health_and_admin_state() {
+        let src = BASE.replace("algorithm: weighted-round-robin", "algorithm: maglev");
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        c.apply(&cfg(&src), &mut m).unwrap();
+        let down = RealKey {
+            farm: "web".into(),
+            addr: Ipv4Addr::new(203, 0, 113, 12),
+            port: 8080,
+        };
+        c.set_health(&down, false, &mut m).unwrap();
+        c.set_admin(
+            "web",
+            Ipv4Addr::new(203, 0, 113, 11),
+            None,
+            AdminState::Drain,
+            &mut m,
+        )
+        .unwrap();
+        let before = c.programmed().clone();
+        // The agent dies; a new one adopts the maps.
+        let mut n = Control::adopt(&cfg(&src), &read_back(&m));
+        m.log.clear();
+        n.apply(&cfg(&src), &mut m).unwrap();
+        assert!(
+            m.log
+                .iter()
+                .all(|l| l.starts_with("sched") || l.starts_with("farm")),
+            "no VIP, real or ring is rewritten: {:?}",
+            m.log
+        );
+        assert_eq!(n.programmed().vips, before.vips);
+        assert_eq!(n.programmed().reals, before.reals, "same ids, same states");
+        assert_eq!(n.programmed().farms["web"].ring, before.farms["web"].ring);
+        assert_eq!(
+            n.real_state(&down),
+            Some(REAL_DOWN),
+            "still down until a probe says up"
+        );
+        // New reals get ids nobody uses.
+        let more = src.replace(
+            "      - { address: 203.0.113.20, port: 8080, backup: true }",
+            "      - { address: 203.0.113.21, port: 8080 }\n      - { address: 203.0.113.20, port: 8080, backup: true }",
+        );
+        n.apply(&cfg(&more), &mut m).unwrap();
+        let ids: HashSet<u32> = n.programmed().reals.values().map(|(id, _)| *id).collect();
+        assert_eq!(ids.len(), n.programmed().reals.len(), "ids unique");
     }
 
     #[test]

@@ -10,7 +10,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, xdp::DevMapHash},
-    programs::{Xdp, XdpMode as AyaXdpMode, xdp::XdpLinkId},
+    programs::{
+        Xdp, XdpMode as AyaXdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use lb_common::{Counters, Farm, Flow, FlowKey, Real, SCHED_SLOTS, VipInfo, VipKey};
 use log::{info, warn};
@@ -49,6 +53,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub struct Datapath {
     ebpf: Ebpf,
     links: Vec<(String, XdpLinkId)>,
+    adopted: bool,
     pin_dir: PathBuf,
     pub maps: KernelMaps,
     tx_ports: DevMapHash<MapData>,
@@ -83,16 +88,32 @@ where
 
 impl Datapath {
     /// Loads the program with its maps pinned under `pin_dir` and the flow
-    /// table sized to `flow_table_size` entries. Pins a previous agent left
-    /// there are removed first: this agent starts from a clean table.
+    /// table sized to `flow_table_size` entries, from a clean slate: pins a
+    /// previous agent left there are removed first.
     pub fn load(pin_dir: &Path, flow_table_size: u32) -> Result<Self> {
+        Self::load_with(pin_dir, flow_table_size, true)
+    }
+
+    /// Like `load`, but with `reset: false` a previous agent's pinned maps
+    /// are adopted as they are (flows, reals, counters: the datapath never
+    /// stopped); `adopted()` then says whether there was anything to adopt.
+    pub fn load_with(pin_dir: &Path, flow_table_size: u32, reset: bool) -> Result<Self> {
         if OBJECT.is_empty() {
             bail!(
                 "this lb was built with AYA_BUILD_SKIP=1 and holds no XDP program; rebuild without it"
             );
         }
         check_bpffs(pin_dir)?;
-        remove_pins(pin_dir)?;
+        if reset {
+            remove_pins(pin_dir)?;
+        }
+        let adopted = pin_dir.join("FLOWS").exists();
+        if adopted {
+            info!(
+                "adopting the pinned maps in {} (start clean with `lb run --reset`)",
+                pin_dir.display()
+            );
+        }
         fs::create_dir_all(pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
@@ -124,6 +145,7 @@ impl Datapath {
         Ok(Self {
             ebpf,
             links: Vec::new(),
+            adopted,
             pin_dir: pin_dir.to_path_buf(),
             maps,
             tx_ports,
@@ -154,12 +176,36 @@ impl Datapath {
         Ok(())
     }
 
+    /// True if the maps came from a previous agent's pins.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
     /// Attaches to every interface. `auto` tries native (driver) mode and
-    /// falls back to generic with a warning.
+    /// falls back to generic with a warning. Each attachment is a bpf_link
+    /// pinned as `link_<iface>` beside the maps, so the datapath keeps
+    /// forwarding if the agent dies; an agent that finds a pinned link swaps
+    /// its program in atomically instead (no packet sees no program).
     pub fn attach(&mut self, interfaces: &[String], mode: XdpMode) -> Result<()> {
         for iface in interfaces {
             let ifindex = ifindex(iface)?;
             self.allow_redirect(ifindex)?;
+            let pin = self.pin_dir.join(format!("link_{iface}"));
+            if pin.exists() {
+                let link: FdLink = PinnedLink::from_pin(&pin)
+                    .with_context(|| format!("opening {}", pin.display()))?
+                    .into();
+                let link = XdpLink::try_from(link).context("the pinned link is not an XDP link")?;
+                let id = self
+                    .program()
+                    .attach_to_link(link)
+                    .with_context(|| format!("replacing the program on {iface}"))?;
+                info!(
+                    "took over {iface} (ifindex {ifindex}) from the previous agent's pinned link"
+                );
+                self.links.push((iface.clone(), id));
+                continue;
+            }
             let prog = self.program();
             let (link, used) = match mode {
                 XdpMode::Native => (
@@ -186,14 +232,34 @@ impl Datapath {
                     }
                 },
             };
-            info!("attached to {iface} (ifindex {ifindex}) in {used} mode");
-            self.links.push((iface.clone(), link));
+            // Pin it: take the link out, pin, and hand it back to the program.
+            let id = match prog.take_link(link).map(FdLink::try_from) {
+                Ok(Ok(fd_link)) => {
+                    let pinned = fd_link
+                        .pin(&pin)
+                        .with_context(|| format!("pinning {}", pin.display()))?;
+                    let link = XdpLink::try_from(FdLink::from(pinned))?;
+                    prog.attach_to_link(link)?
+                }
+                _ => bail!(
+                    "{iface}: the kernel attached XDP without a bpf_link; lb needs Linux 5.9 or newer"
+                ),
+            };
+            info!(
+                "attached to {iface} (ifindex {ifindex}) in {used} mode, link pinned at {}",
+                pin.display()
+            );
+            self.links.push((iface.clone(), id));
         }
         Ok(())
     }
 
     /// Detaches from every interface and removes the pins: a clean stop.
     pub fn shutdown(mut self) -> Result<()> {
+        // A pinned link stays attached while its pin exists: unpin first.
+        for (iface, _) in &self.links {
+            let _ = fs::remove_file(self.pin_dir.join(format!("link_{iface}")));
+        }
         for (iface, link) in std::mem::take(&mut self.links) {
             if let Err(e) = self.program().detach(link) {
                 warn!("detaching from {iface}: {e}");
@@ -206,6 +272,31 @@ impl Datapath {
 }
 
 impl KernelMaps {
+    /// What a previous agent programmed, read back for adoption.
+    pub fn programmed(&self) -> Result<crate::control::Adopted> {
+        let mut a = crate::control::Adopted::default();
+        for kv in self.vips.iter() {
+            a.vips.push(kv.context("VIPS")?);
+        }
+        for id in 0..lb_common::MAX_REALS {
+            let r = self.reals.get(&id, 0).context("REALS")?;
+            if r.state != lb_common::REAL_FREE {
+                a.reals.push((id, r));
+            }
+        }
+        for id in 0..lb_common::MAX_FARMS {
+            let f = self.farms.get(&id, 0).context("FARMS")?;
+            if f != Farm::default() {
+                let (off, len) = ((f.ring >> 32) as u32, f.ring as u32);
+                let ring = (off..off + len)
+                    .map(|i| self.maglev.get(&i, 0))
+                    .collect::<Result<Vec<_>, _>>()?;
+                a.farms.push((id, f, ring));
+            }
+        }
+        Ok(a)
+    }
+
     /// Records counted flows the agent removed (`n` per real id): the
     /// datapath's view of active flows is `ACTIVE - EXPIRED`.
     pub fn add_expired(&mut self, removed: &std::collections::HashMap<u32, u64>) -> Result<()> {
@@ -376,6 +467,16 @@ pub fn remove_pins(pin_dir: &Path) -> Result<()> {
     for name in MAP_NAMES {
         let p = pin_dir.join(name);
         if p.exists() {
+            fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    // Pinned XDP links (`link_<iface>`): removing them detaches XDP.
+    for entry in fs::read_dir(pin_dir)? {
+        let p = entry?.path();
+        if p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("link_"))
+        {
             fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
         }
     }

@@ -35,6 +35,10 @@ enum Cmd {
     Run {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Start from a clean datapath instead of adopting the flows and
+        /// XDP links a previous agent left pinned.
+        #[arg(long)]
+        reset: bool,
     },
     /// Validate a config; errors carry file:line:column. Exit 1 on error.
     Check {
@@ -92,7 +96,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_logging();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -109,7 +113,7 @@ fn load(path: &Path) -> Result<Config> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
-        Cmd::Run { config } => agent::run(&config).map(|_| ExitCode::SUCCESS),
+        Cmd::Run { config, reset } => agent::run(&config, reset).map(|_| ExitCode::SUCCESS),
         Cmd::Check { config } => {
             let cfg = match Config::from_file(&config) {
                 Ok(cfg) => cfg,
@@ -282,4 +286,22 @@ fn render_reals(rows: &[serde_json::Value]) -> String {
         ));
     }
     out
+}
+
+/// Logs go to stderr through tracing: `RUST_LOG` filters (default info),
+/// `LB_LOG_FORMAT=json` gives one JSON object per line for log shippers.
+/// The `log` records of lb's modules are carried over by tracing-log.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if std::env::var("LB_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
