@@ -57,6 +57,7 @@ struct Agent {
     passive: HashMap<u32, Passive>,
     last_sweep: Option<flowtable::Sweep>,
     sweep_took: Duration,
+    started: Instant,
 }
 
 /// `reset`: start from a clean datapath instead of adopting the maps and
@@ -113,6 +114,7 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
             passive: HashMap::new(),
             last_sweep: None,
             sweep_took: Duration::ZERO,
+            started: Instant::now(),
         };
         agent.checker.set_targets(agent.targets());
         agent.serve(transitions).await
@@ -217,12 +219,40 @@ impl Agent {
                 Ok(msg) => Response::ok(json!({ "message": msg })),
                 Err(e) => Response::err(format!("{e:#}")),
             },
-            Request::Status => Response::ok(json!({
-                "interfaces": self.cfg.interfaces,
-                "vips": self.ctl.programmed().vips.len(),
-                "reals": self.ctl.programmed().reals.len(),
-                "flows": self.last_sweep.as_ref().map(|s| s.flows),
+            Request::Status => Response::ok(self.status()),
+            Request::Vips => Response::ok(json!(self.vips())),
+            Request::Stats => Response::ok(self.stats()),
+            Request::FlowsClear {
+                vip,
+                real,
+                client,
+                state,
+            } => {
+                let filter = flowtable::Filter {
+                    vip,
+                    real,
+                    client,
+                    state,
+                };
+                match flowtable::clear(&mut self.dp.maps.flows, &filter, datapath::now_ns()) {
+                    Ok(c) => {
+                        if let Err(e) = self.dp.maps.add_expired(&c.uncounted) {
+                            warn!("active flow counts: {e:#}");
+                        }
+                        info!("flows clear: removed {} flows", c.flows);
+                        Response::ok(json!({ "cleared": c.flows }))
+                    }
+                    Err(e) => Response::err(format!("{e:#}")),
+                }
+            }
+            // Until stateful failover lands, say so plainly.
+            Request::Ha { action } if action == "status" => Response::ok(json!({
+                "role": "standalone",
+                "message": "stateful failover is not part of this build yet; this node runs standalone",
             })),
+            Request::Ha { action } => Response::err(format!(
+                "ha {action}: stateful failover is not part of this build yet; this node runs standalone"
+            )),
             Request::Reals { farm } => Response::ok(json!(self.reals(farm.as_deref()))),
             Request::Real { action, farm, real } => match self.admin(&action, &farm, &real) {
                 Ok(msg) => Response::ok(json!({ "message": msg })),
@@ -389,6 +419,81 @@ impl Agent {
             self.fail_action(&keys);
         }
         Ok(format!("{action}: {}", names.join(", ")))
+    }
+
+    /// `lb status`.
+    fn status(&self) -> serde_json::Value {
+        let flows = self.last_sweep.as_ref().map_or(0, |s| s.flows);
+        let capacity = self.cfg.bpf.flow_table_size as u64;
+        json!({
+            "role": "standalone",
+            "config": self.path.display().to_string(),
+            "interfaces": self.cfg.interfaces,
+            "xdp_mode": format!("{:?}", self.cfg.xdp_mode).to_lowercase(),
+            "pin_dir": self.cfg.bpf.pin_dir.display().to_string(),
+            "adopted": self.dp.adopted(),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "vips": self.ctl.programmed().vips.len(),
+            "reals": self.ctl.programmed().reals.len(),
+            "reals_up": self.ctl.programmed().reals.values().filter(|(_, r)| r.state == lb_common::REAL_UP).count(),
+            "flows": flows,
+            "flow_table": {
+                "entries": 2 * flows as u64,
+                "capacity": capacity,
+                "used_pct": (2000.0 * flows as f64 / capacity.max(1) as f64).round() / 10.0,
+            },
+            "last_sweep_ms": self.sweep_took.as_secs_f64() * 1000.0,
+        })
+    }
+
+    /// `lb vips`.
+    fn vips(&self) -> Vec<serde_json::Value> {
+        let snap = self.snapshot();
+        self.ctl
+            .programmed()
+            .vips
+            .values()
+            .zip(&snap.vips)
+            .map(|(v, s)| {
+                let farm = self.cfg.serverfarms.get(&v.farm);
+                let reals: Vec<_> = self.ctl.programmed().reals.iter().filter(|(k, _)| k.farm == v.farm).collect();
+                json!({
+                    "name": v.name,
+                    "address": v.addr.ip().to_string(),
+                    "port": v.addr.port(),
+                    "protocol": s.protocol,
+                    "serverfarm": v.farm,
+                    "algorithm": farm.map(|f| algorithm_name(f.algorithm)),
+                    "sticky_s": v.sticky_secs,
+                    "reals_up": reals.iter().filter(|(_, (_, r))| r.state == lb_common::REAL_UP).count(),
+                    "reals": reals.len(),
+                    "active_flows": s.active_flows,
+                    "new_flows": s.new_flows,
+                    "packets_in": s.packets_in,
+                    "bytes_in": s.bytes_in,
+                    "packets_out": s.packets_out,
+                    "bytes_out": s.bytes_out,
+                })
+            })
+            .collect()
+    }
+
+    /// `lb stats`: datapath verdicts and drops by reason, and totals.
+    fn stats(&self) -> serde_json::Value {
+        let snap = self.snapshot();
+        let reasons: serde_json::Map<String, serde_json::Value> = snap
+            .reasons
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        json!({
+            "reasons": reasons,
+            "flows": snap.flows,
+            "flow_capacity": snap.flow_capacity,
+            "packets_in": snap.vips.iter().map(|v| v.packets_in).sum::<u64>(),
+            "packets_out": snap.vips.iter().map(|v| v.packets_out).sum::<u64>(),
+            "new_flows": snap.vips.iter().map(|v| v.new_flows).sum::<u64>(),
+        })
     }
 
     /// What a Prometheus scrape shows.
@@ -583,5 +688,16 @@ pub fn state_name(state: u32) -> &'static str {
         lb_common::REAL_DRAIN => "drain",
         lb_common::REAL_DISABLED => "disabled",
         _ => "unknown",
+    }
+}
+
+fn algorithm_name(a: crate::config::Algorithm) -> &'static str {
+    use crate::config::Algorithm::*;
+    match a {
+        RoundRobin => "round-robin",
+        WeightedRoundRobin => "weighted-round-robin",
+        LeastConn => "least-conn",
+        SourceHash => "source-hash",
+        Maglev => "maglev",
     }
 }

@@ -32,6 +32,25 @@ pub enum Request {
         farm: String,
         real: String,
     },
+    /// `lb vips`
+    Vips,
+    /// `lb stats`
+    Stats,
+    /// `lb flows clear [filters]`
+    FlowsClear {
+        #[serde(default)]
+        vip: Option<String>,
+        #[serde(default)]
+        real: Option<String>,
+        #[serde(default)]
+        client: Option<String>,
+        #[serde(default)]
+        state: Option<String>,
+    },
+    /// `lb ha status|takeover|release`
+    Ha {
+        action: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -1,8 +1,12 @@
 //! Reading the flow table: joining each flow's two entries, expiring idle
 //! flows by state, repairing a flow whose other half the LRU evicted, and
-//! rendering rows for `lb flows`.
+//! `lb flows`: counting, listing and clearing with filters (`query`), over
+//! batched walks of the table (`batch`).
+mod batch;
+mod query;
+
 use std::{
-    collections::{HashMap as StdMap, HashSet},
+    collections::{HashMap as StdMap, HashSet, hash_map::Entry},
     net::{Ipv4Addr, SocketAddrV4},
     time::Duration,
 };
@@ -15,6 +19,11 @@ use lb_common::{
 };
 use serde::Serialize;
 
+use self::query::Source;
+pub use self::{
+    batch::{LOOKUP_BATCH, for_each, insert_batch, remove_batch, remove_batch_with},
+    query::{AddrMatch, Cleared, Compiled, LOOKUP_RATIO, parse_state},
+};
 use crate::{config::Timeouts, control::Control};
 
 /// BPF_NOEXIST: a repair never overwrites an entry the datapath just made.
@@ -35,52 +44,164 @@ pub struct Table {
     pub lone_reverse: Vec<(FlowKey, Flow)>,
 }
 
-type JoinKey = ([u8; 16], u16, [u8; 16], u16, u8);
-
-/// Reads the whole table once and pairs the directions.
+/// Reads the whole table once (batched, see [`for_each`]) and pairs the
+/// directions.
+///
+/// The pairing is streamed: a half waits in a map, keyed by its flow's
+/// forward key, only until the walk meets the other half, so besides the
+/// result it holds about a quarter of the table at its peak (two halves at
+/// independent places in the walk) instead of every reverse entry.
 pub fn read(map: &HashMap<MapData, FlowKey, Flow>) -> Result<Table> {
-    let mut fwd = Vec::new();
-    let mut rev: StdMap<JoinKey, (FlowKey, Flow)> = StdMap::new();
-    for entry in map.iter() {
-        let (k, v) = match entry {
-            Ok(kv) => kv,
-            // An entry deleted between get_next_key and lookup: skip it.
-            Err(aya::maps::MapError::KeyNotFound) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        match v.dir {
-            DIR_FORWARD => fwd.push((k, v)),
-            DIR_REVERSE => {
-                // Client, VIP as the forward key would name them.
-                let jk = (
-                    k.dst_addr,
-                    k.dst_port_be,
-                    v.nat_addr,
-                    v.nat_port_be,
-                    k.proto,
-                );
-                rev.insert(jk, (k, v));
+    read_from(map)
+}
+
+enum Half {
+    Fwd(FlowKey, Flow),
+    Rev(FlowKey, Flow),
+}
+
+pub(crate) fn read_from(src: &impl Source) -> Result<Table> {
+    let mut t = Table::default();
+    let mut pending: StdMap<FlowKey, Half> = StdMap::new();
+    // Further reverse entries naming a flow whose first one is pending (a
+    // previous real's, left by a reassign race): which one is the flow's is
+    // known when its forward entry, naming the real, comes.
+    let mut spare: StdMap<FlowKey, Vec<(FlowKey, Flow)>> = StdMap::new();
+    src.scan(&mut |k, v| match v.dir {
+        DIR_FORWARD => {
+            let fk = FlowKey { _pad: [0; 3], ..*k };
+            match pending.remove(&fk) {
+                Some(Half::Rev(rk, r)) => {
+                    let mut rev = None;
+                    let mut offer = |rk: FlowKey, r: Flow| {
+                        if rev.is_none() && from_real(&rk, v) {
+                            rev = Some((rk, r));
+                        } else {
+                            t.lone_reverse.push((rk, r));
+                        }
+                    };
+                    offer(rk, r);
+                    if !spare.is_empty() {
+                        for (rk, r) in spare.remove(&fk).unwrap_or_default() {
+                            offer(rk, r);
+                        }
+                    }
+                    match rev {
+                        Some(rev) => t.flows.push(Joined {
+                            fwd_key: *k,
+                            fwd: *v,
+                            rev: Some(rev),
+                        }),
+                        // Its own may still come.
+                        None => {
+                            pending.insert(fk, Half::Fwd(*k, *v));
+                        }
+                    }
+                }
+                // Two keys that differ only in padding: not the datapath's.
+                Some(Half::Fwd(k2, v2)) => {
+                    t.flows.push(Joined {
+                        fwd_key: k2,
+                        fwd: v2,
+                        rev: None,
+                    });
+                    pending.insert(fk, Half::Fwd(*k, *v));
+                }
+                None => {
+                    pending.insert(fk, Half::Fwd(*k, *v));
+                }
             }
-            _ => {}
+        }
+        DIR_REVERSE => {
+            // The forward key of its flow: client -> VIP.
+            let fk = FlowKey {
+                src_addr: k.dst_addr,
+                dst_addr: v.nat_addr,
+                src_port_be: k.dst_port_be,
+                dst_port_be: v.nat_port_be,
+                proto: k.proto,
+                _pad: [0; 3],
+            };
+            match pending.entry(fk) {
+                Entry::Occupied(e) => match e.get() {
+                    Half::Fwd(_, f) if from_real(k, f) => {
+                        let Half::Fwd(fwd_key, fwd) = e.remove() else {
+                            unreachable!("matched above")
+                        };
+                        t.flows.push(Joined {
+                            fwd_key,
+                            fwd,
+                            rev: Some((*k, *v)),
+                        });
+                    }
+                    // Not from the flow's real: stale.
+                    Half::Fwd(..) => t.lone_reverse.push((*k, *v)),
+                    Half::Rev(..) => spare.entry(fk).or_default().push((*k, *v)),
+                },
+                Entry::Vacant(e) => {
+                    e.insert(Half::Rev(*k, *v));
+                }
+            }
+        }
+        _ => {}
+    })?;
+    for half in pending.into_values() {
+        match half {
+            Half::Fwd(fwd_key, fwd) => t.flows.push(Joined {
+                fwd_key,
+                fwd,
+                rev: None,
+            }),
+            Half::Rev(k, r) => t.lone_reverse.push((k, r)),
         }
     }
-    let mut t = Table::default();
-    for (k, v) in fwd {
-        let jk = (
-            k.src_addr,
-            k.src_port_be,
-            k.dst_addr,
-            k.dst_port_be,
-            k.proto,
-        );
-        t.flows.push(Joined {
-            fwd_key: k,
-            fwd: v,
-            rev: rev.remove(&jk),
-        });
-    }
-    t.lone_reverse = rev.into_values().collect();
+    t.lone_reverse.extend(spare.into_values().flatten());
     Ok(t)
+}
+
+/// Whether the reverse entry at `rk` comes from the real of forward `f`.
+fn from_real(rk: &FlowKey, f: &Flow) -> bool {
+    rk.src_addr == f.nat_addr && rk.src_port_be == f.nat_port_be
+}
+
+/// Flows matching `filter`, in one batched walk of the table, holding
+/// nothing per flow unless `filter.state` is set. Client, VIP and real are
+/// decided by each flow's forward entry; a state needs the flow's merged
+/// state, so the forward entries that may match are kept (~60 bytes each,
+/// `closed` or `fin` flows are ruled out by their forward alone for
+/// `established`, and so on) and joined with their reverse entries by
+/// lookups or a second walk (see `query`'s module comment).
+pub fn count(map: &HashMap<MapData, FlowKey, Flow>, filter: &Filter, _now: u64) -> Result<usize> {
+    query::count_in(map, &filter.compile()?)
+}
+
+/// Rows of the flows matching `filter`, sorted by (VIP, real, client) as
+/// addresses, the first `limit` of them. Rows are built for those only;
+/// without a state filter a `limit` keeps just `limit` flows while walking.
+/// Memory: ~112 bytes per matching flow (per kept flow under a limit),
+/// plus the rows.
+pub fn list(
+    map: &HashMap<MapData, FlowKey, Flow>,
+    filter: &Filter,
+    limit: Option<usize>,
+    now: u64,
+) -> Result<Vec<FlowRow>> {
+    query::list_in(map, &filter.compile()?, limit, now)
+}
+
+/// Removes both entries of every flow matching `filter` (`lb flows clear`),
+/// in batches, and says how many flows went and which of them still counted
+/// as active on their real (add `uncounted` to `EXPIRED`, as after a sweep).
+/// Without a state filter, reverse entries matching the addresses are
+/// removed even if their forward entry is gone; with one, only flows found
+/// by their forward entry are (the sweep expires orphans).
+pub fn clear(
+    map: &mut HashMap<MapData, FlowKey, Flow>,
+    filter: &Filter,
+    _now: u64,
+) -> Result<Cleared> {
+    let q = filter.compile()?;
+    query::clear_in(map, &q)
 }
 
 impl Joined {
@@ -522,5 +643,474 @@ mod tests {
         assert_eq!(human_ms(1500), "1.5s");
         assert_eq!(human_ms(61_000), "1m1s");
         assert_eq!(human_ms(3_660_000), "1h1m");
+    }
+
+    use lb_common::{PROTO_UDP, v4_mapped};
+
+    use super::query::{clear_in, count_in, list_in, mem::Mem};
+
+    /// One flow of a test table.
+    #[derive(Clone, Copy)]
+    struct F {
+        client: ([u8; 4], u16),
+        vip: ([u8; 4], u16),
+        real: ([u8; 4], u16),
+        proto: u8,
+        fwd_state: u8,
+        /// None: the reverse entry is missing (the LRU took it).
+        rev_state: Option<u8>,
+        counted: bool,
+        real_id: u32,
+        seed: u64,
+    }
+
+    fn fkey(a: ([u8; 4], u16), b: ([u8; 4], u16), proto: u8) -> FlowKey {
+        FlowKey {
+            src_addr: v4_mapped(a.0),
+            dst_addr: v4_mapped(b.0),
+            src_port_be: a.1.to_be(),
+            dst_port_be: b.1.to_be(),
+            proto,
+            _pad: [0; 3],
+        }
+    }
+
+    impl F {
+        fn fwd_key(&self) -> FlowKey {
+            fkey(self.client, self.vip, self.proto)
+        }
+
+        fn rev_key(&self) -> FlowKey {
+            fkey(self.real, self.client, self.proto)
+        }
+
+        fn add(&self, m: &mut Mem) {
+            let fwd = Flow {
+                nat_addr: v4_mapped(self.real.0),
+                nat_port_be: self.real.1.to_be(),
+                dir: DIR_FORWARD,
+                state: self.fwd_state,
+                real_id: self.real_id,
+                vip_id: 1,
+                flags: if self.counted { FLOW_COUNTED } else { 0 },
+                created_ns: 1_000_000 * (self.seed % 1000),
+                last_ns: 2_000_000_000 + 1_000_000 * (self.seed % 777),
+                packets: self.seed % 100,
+                bytes: self.seed % 10_000,
+                seq_next: 0,
+                _pad: 0,
+            };
+            m.map.insert(self.fwd_key(), fwd);
+            if let Some(st) = self.rev_state {
+                let rev = Flow {
+                    nat_addr: v4_mapped(self.vip.0),
+                    nat_port_be: self.vip.1.to_be(),
+                    dir: DIR_REVERSE,
+                    state: st,
+                    flags: 0,
+                    last_ns: 2_000_000_000 + 1_000_000 * (self.seed % 911),
+                    packets: self.seed % 50,
+                    bytes: self.seed % 5_000,
+                    ..fwd
+                };
+                m.map.insert(self.rev_key(), rev);
+            }
+        }
+    }
+
+    /// xorshift64*: deterministic tables without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    const VIPS: [([u8; 4], u16); 3] = [
+        ([198, 51, 100, 10], 80),
+        ([198, 51, 100, 10], 443),
+        ([198, 51, 100, 11], 53),
+    ];
+
+    fn real_of(i: u64) -> ([u8; 4], u16) {
+        ([203, 0, 113, 11 + i as u8], 8080)
+    }
+
+    /// `n` flows: mixed states, some reverse halves missing, some orphaned
+    /// reverse halves, and flows sharing a reverse key (one client port to two
+    /// VIP ports on one real).
+    fn table(n: usize, seed: u64) -> (Mem, Vec<F>) {
+        let mut rng = Rng(seed | 1);
+        let mut m = Mem::default();
+        let mut flows = Vec::new();
+        for i in 0..n {
+            let vip = VIPS[rng.below(3) as usize];
+            let proto = if vip.1 == 53 { PROTO_UDP } else { PROTO_TCP };
+            let real = rng.below(4);
+            let states = [ST_SYN, ST_ESTABLISHED, ST_FIN, ST_CLOSED];
+            let (fwd_state, rev_state) = if proto == PROTO_TCP {
+                (states[rng.below(4) as usize], states[rng.below(4) as usize])
+            } else {
+                (ST_UDP, ST_UDP)
+            };
+            let f = F {
+                client: (
+                    [10, rng.below(3) as u8, 0, (i % 250) as u8],
+                    1024 + (i / 250) as u16,
+                ),
+                vip,
+                real: real_of(real),
+                proto,
+                fwd_state,
+                rev_state: (rng.below(10) != 0).then_some(rev_state),
+                counted: rng.below(2) == 0,
+                real_id: real as u32,
+                seed: rng.next(),
+            };
+            f.add(&mut m);
+            flows.push(f);
+        }
+        // The same client port to www:80 and www:443 on one real: two
+        // forward entries, one reverse key, whose value names www:443.
+        for (vip, rev) in [(VIPS[0], None), (VIPS[1], Some(ST_ESTABLISHED))] {
+            let f = F {
+                client: ([10, 9, 9, 9], 5555),
+                vip,
+                real: real_of(0),
+                proto: PROTO_TCP,
+                fwd_state: ST_ESTABLISHED,
+                rev_state: rev,
+                counted: true,
+                real_id: 0,
+                seed: 7,
+            };
+            f.add(&mut m);
+            flows.push(f);
+        }
+        // An orphaned reverse half.
+        let orphan = F {
+            client: ([10, 8, 8, 8], 4444),
+            vip: VIPS[0],
+            real: real_of(1),
+            proto: PROTO_TCP,
+            fwd_state: ST_ESTABLISHED,
+            rev_state: Some(ST_ESTABLISHED),
+            counted: true,
+            real_id: 1,
+            seed: 9,
+        };
+        orphan.add(&mut m);
+        m.map.remove(&orphan.fwd_key());
+        (m, flows)
+    }
+
+    /// The CLI's behaviour before streaming: join everything, build every
+    /// row, filter the strings, sort by parsed addresses.
+    fn reference(src: &Mem, filter: &Filter, limit: Option<usize>, now: u64) -> Vec<FlowRow> {
+        let t = read_from(src).unwrap();
+        let mut rows: Vec<_> = t
+            .flows
+            .iter()
+            .map(|f| FlowRow::new(f, now))
+            .filter(|r| filter.matches(r))
+            .collect();
+        let addr = |s: &str| s.parse::<SocketAddrV4>().ok();
+        rows.sort_by_cached_key(|r| (addr(&r.vip), addr(&r.real), addr(&r.client), r.protocol));
+        rows.truncate(limit.unwrap_or(usize::MAX));
+        rows
+    }
+
+    fn filters() -> Vec<Filter> {
+        let f =
+            |vip: Option<&str>, real: Option<&str>, client: Option<&str>, state: Option<&str>| {
+                Filter {
+                    vip: vip.map(Into::into),
+                    real: real.map(Into::into),
+                    client: client.map(Into::into),
+                    state: state.map(Into::into),
+                }
+            };
+        let mut out = vec![
+            f(None, None, None, None),
+            f(Some("198.51.100.10"), None, None, None),
+            f(Some("198.51.100.10:443"), None, None, None),
+            f(Some("198.51.100.11:53"), None, None, Some("udp")),
+            f(None, Some("203.0.113.12"), None, None),
+            f(None, Some("203.0.113.12:8080"), None, Some("established")),
+            f(None, Some("203.0.113.12:8081"), None, None),
+            f(None, None, Some("10.1.0.7"), None),
+            f(None, None, Some("10.9.9.9:5555"), None),
+            f(None, None, Some("10.9.9.9:5555"), Some("established")),
+            f(
+                Some("198.51.100.10:80"),
+                Some("203.0.113.11"),
+                None,
+                Some("fin"),
+            ),
+        ];
+        for st in ["syn", "established", "fin", "closed", "udp"] {
+            out.push(f(None, None, None, Some(st)));
+            out.push(f(None, None, Some("10.2.0.3"), Some(st)));
+        }
+        out
+    }
+
+    #[test]
+    fn count_and_list_agree_with_joining_everything() {
+        let now = 9_000_000_000;
+        for seed in [1, 2, 3] {
+            let (m, _) = table(3000, seed);
+            for filter in filters() {
+                let q = filter.compile().unwrap();
+                let want = reference(&m, &filter, None, now);
+                assert_eq!(count_in(&m, &q).unwrap(), want.len(), "count {filter:?}");
+                assert_eq!(list_in(&m, &q, None, now).unwrap(), want, "list {filter:?}");
+                for limit in [0, 1, 7, 100, 5000] {
+                    assert_eq!(
+                        list_in(&m, &q, Some(limit), now).unwrap(),
+                        reference(&m, &filter, Some(limit), now),
+                        "list {filter:?} limit {limit}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn few_candidates_join_by_lookup_many_by_a_second_walk() {
+        let (m, _) = table(3000, 5);
+        let one_client = Filter {
+            real: Some("203.0.113.12".into()),
+            state: Some("established".into()),
+            ..Default::default()
+        };
+        let (scans, gets) = (m.scans.get(), m.gets.get());
+        count_in(&m, &one_client.compile().unwrap()).unwrap();
+        assert_eq!(m.scans.get() - scans, 1);
+        assert!(m.gets.get() > gets);
+
+        let all = Filter {
+            state: Some("established".into()),
+            ..Default::default()
+        };
+        let (scans, gets) = (m.scans.get(), m.gets.get());
+        count_in(&m, &all.compile().unwrap()).unwrap();
+        assert_eq!(m.scans.get() - scans, 2);
+        // Only the candidates sharing a reverse key go by lookup.
+        assert!(m.gets.get() - gets <= 2);
+
+        // No state filter: counting holds nothing and walks once.
+        let (scans, gets) = (m.scans.get(), m.gets.get());
+        count_in(&m, &Filter::default().compile().unwrap()).unwrap();
+        assert_eq!((m.scans.get() - scans, m.gets.get() - gets), (1, 0));
+    }
+
+    #[test]
+    fn shared_reverse_key_belongs_to_the_vip_it_names() {
+        let (m, _) = table(0, 1);
+        let rows = list_in(&m, &Filter::default().compile().unwrap(), None, 0).unwrap();
+        let by_vip = |v: &str| rows.iter().find(|r| r.vip == v).unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(by_vip("198.51.100.10:443").packets_out, 7 % 50);
+        assert_eq!(by_vip("198.51.100.10:80").packets_out, 0);
+        let t = read_from(&m).unwrap();
+        assert_eq!(t.flows.len(), 2);
+        assert_eq!(t.flows.iter().filter(|f| f.rev.is_some()).count(), 1);
+        assert_eq!(t.lone_reverse.len(), 1);
+    }
+
+    #[test]
+    fn read_pairs_each_forward_with_its_reverse() {
+        let (m, flows) = table(2000, 11);
+        let t = read_from(&m).unwrap();
+        assert_eq!(t.flows.len(), flows.len());
+        for j in &t.flows {
+            let f = flows.iter().find(|f| f.fwd_key() == j.fwd_key).unwrap();
+            let shared = f.client.0 == [10, 9, 9, 9];
+            if !shared {
+                assert_eq!(j.rev.map(|r| r.0), f.rev_state.map(|_| f.rev_key()));
+            }
+        }
+        // The orphan only.
+        assert_eq!(t.lone_reverse.len(), 1);
+        assert_eq!(
+            t.lone_reverse[0].0,
+            fkey(real_of(1), ([10, 8, 8, 8], 4444), PROTO_TCP)
+        );
+    }
+
+    #[test]
+    fn a_reverse_entry_of_another_real_is_lone() {
+        let f = F {
+            client: ([10, 0, 0, 1], 1000),
+            vip: VIPS[0],
+            real: real_of(0),
+            proto: PROTO_TCP,
+            fwd_state: ST_ESTABLISHED,
+            rev_state: Some(ST_ESTABLISHED),
+            counted: true,
+            real_id: 0,
+            seed: 1,
+        };
+        // Each `Mem` walks in its own (random) order: try many.
+        for _ in 0..64 {
+            let mut m = Mem::default();
+            // The previous real's reverse entry, still there.
+            F {
+                real: real_of(1),
+                ..f
+            }
+            .add(&mut m);
+            f.add(&mut m);
+            let t = read_from(&m).unwrap();
+            assert_eq!(t.flows.len(), 1);
+            assert_eq!(t.flows[0].rev.unwrap().0, f.rev_key());
+            assert_eq!(t.lone_reverse.len(), 1);
+            assert_eq!(t.lone_reverse[0].0, fkey(real_of(1), f.client, PROTO_TCP));
+        }
+    }
+
+    fn entries_of(m: &Mem, filter: &Filter) -> (usize, Vec<FlowKey>) {
+        let want = reference(m, filter, None, 0);
+        let t = read_from(m).unwrap();
+        let mut keys = Vec::new();
+        for j in &t.flows {
+            if filter.matches(&FlowRow::new(j, 0)) {
+                keys.push(j.fwd_key);
+                keys.extend(j.rev.map(|r| r.0));
+            }
+        }
+        assert_eq!(
+            want.len(),
+            keys.len() - keys.iter().filter(|k| m.map[k].dir == DIR_REVERSE).count()
+        );
+        (want.len(), keys)
+    }
+
+    #[test]
+    fn clear_removes_both_halves_of_matching_flows_only() {
+        for filter in filters() {
+            let (mut m, flows) = table(1500, 21);
+            let before = m.map.len();
+            let (n, keys) = entries_of(&m, &filter);
+            let mut uncounted = std::collections::HashMap::<u32, u64>::new();
+            for k in &keys {
+                let v = m.map[k];
+                if v.dir == DIR_FORWARD && v.flags & FLOW_COUNTED != 0 {
+                    *uncounted.entry(v.real_id).or_default() += 1;
+                }
+            }
+            let orphan = fkey(real_of(1), ([10, 8, 8, 8], 4444), PROTO_TCP);
+            let orphan_goes = filter.state.is_none()
+                && filter
+                    .compile()
+                    .unwrap()
+                    .reverse_matches(&orphan, &m.map[&orphan]);
+            let c = clear_in(&mut m, &filter.compile().unwrap()).unwrap();
+            assert_eq!(c.flows, n, "{filter:?}");
+            assert_eq!(c.uncounted, uncounted, "{filter:?}");
+            for k in &keys {
+                assert!(!m.map.contains_key(k), "{filter:?}: {k:?} left");
+            }
+            assert_eq!(
+                m.map.len(),
+                before - keys.len() - usize::from(orphan_goes),
+                "{filter:?}: removed more than the matches"
+            );
+            assert_eq!(count_in(&m, &filter.compile().unwrap()).unwrap(), 0);
+            let _ = flows;
+        }
+    }
+
+    #[test]
+    fn clear_counts_only_what_it_removed() {
+        let (mut m, _) = table(200, 3);
+        let q = Filter::default().compile().unwrap();
+        let first = clear_in(&mut m, &q).unwrap();
+        assert_eq!(first.flows, 202);
+        assert!(m.map.is_empty());
+        assert_eq!(clear_in(&mut m, &q).unwrap(), Cleared::default());
+    }
+
+    #[test]
+    fn filters_compile_or_say_what_is_wrong() {
+        let q = Filter {
+            vip: Some("198.51.100.10:80".into()),
+            real: Some("203.0.113.11".into()),
+            client: Some("[2001:db8::1]:443".into()),
+            state: Some("fin".into()),
+        }
+        .compile()
+        .unwrap();
+        assert_eq!(
+            q.vip,
+            Some(AddrMatch {
+                addr: v4_mapped([198, 51, 100, 10]),
+                port_be: Some(80u16.to_be())
+            })
+        );
+        assert_eq!(q.real.unwrap().port_be, None);
+        assert_eq!(
+            q.client.unwrap().addr,
+            "2001:db8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        );
+        assert_eq!(q.state, Some(ST_FIN));
+        for (bad, what) in [
+            (
+                Filter {
+                    vip: Some("www".into()),
+                    ..Default::default()
+                },
+                "--vip www",
+            ),
+            (
+                Filter {
+                    client: Some("10.0.0.1:x".into()),
+                    ..Default::default()
+                },
+                "--client",
+            ),
+            (
+                Filter {
+                    state: Some("open".into()),
+                    ..Default::default()
+                },
+                "--state open",
+            ),
+        ] {
+            let e = bad.compile().unwrap_err().to_string();
+            assert!(e.contains(what), "{e}");
+        }
+        assert_eq!(parse_state("unknown"), None);
+    }
+
+    #[test]
+    fn state_by_forward_entry() {
+        use super::query::Verdict::*;
+        let q = |s: Option<u8>| Compiled {
+            state: s,
+            ..Default::default()
+        };
+        assert_eq!(q(None).by_forward(PROTO_TCP, ST_FIN), Yes);
+        assert_eq!(q(Some(ST_UDP)).by_forward(PROTO_UDP, ST_UDP), Yes);
+        assert_eq!(q(Some(ST_UDP)).by_forward(PROTO_TCP, ST_SYN), No);
+        assert_eq!(q(Some(ST_SYN)).by_forward(PROTO_UDP, ST_UDP), No);
+        assert_eq!(q(Some(ST_ESTABLISHED)).by_forward(PROTO_TCP, ST_FIN), No);
+        assert_eq!(
+            q(Some(ST_ESTABLISHED)).by_forward(PROTO_TCP, ST_ESTABLISHED),
+            Join
+        );
+        assert_eq!(q(Some(ST_ESTABLISHED)).by_forward(PROTO_TCP, ST_SYN), Join);
     }
 }

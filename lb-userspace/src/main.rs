@@ -68,8 +68,33 @@ enum Cmd {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Node, role, interfaces, table use.
+    Status {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Virtual servers with their farms, reals up, flows and traffic.
+    Vips {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Datapath verdicts and drops by reason, and totals.
+    Stats {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Stateful failover: status, takeover, release.
+    Ha {
+        #[arg(value_parser = ["status", "takeover", "release"])]
+        action: String,
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// List the flow table (read from the pinned maps; works while the agent is down).
     Flows {
+        /// `clear`: remove the matching flows (through the agent).
+        #[arg(value_parser = ["clear"])]
+        action: Option<String>,
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Read this pin directory instead of the config's bpf.pin_dir.
@@ -162,8 +187,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Reals { config, farm } => {
-            let socket = cli.socket.unwrap_or_else(|| Config::paths(&config).0);
-            let rows = agent_call(&socket, &api::Request::Reals { farm })?;
+            let rows = agent_call(
+                &socket_of(cli.socket, &config),
+                &api::Request::Reals { farm },
+            )?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -180,8 +207,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             real,
             config,
         } => {
-            let socket = cli.socket.unwrap_or_else(|| Config::paths(&config).0);
-            let data = agent_call(&socket, &api::Request::Real { action, farm, real })?;
+            let data = agent_call(
+                &socket_of(cli.socket, &config),
+                &api::Request::Real { action, farm, real },
+            )?;
             if cli.json {
                 println!("{data}");
             } else {
@@ -189,7 +218,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Status { config } => {
+            let data = agent_call(&socket_of(cli.socket, &config), &api::Request::Status)?;
+            print_or_json(cli.json, &data, render_status)
+        }
+        Cmd::Vips { config } => {
+            let data = agent_call(&socket_of(cli.socket, &config), &api::Request::Vips)?;
+            print_or_json(cli.json, &data, render_vips)
+        }
+        Cmd::Stats { config } => {
+            let data = agent_call(&socket_of(cli.socket, &config), &api::Request::Stats)?;
+            print_or_json(cli.json, &data, render_stats)
+        }
+        Cmd::Ha { action, config } => {
+            let data = agent_call(
+                &socket_of(cli.socket, &config),
+                &api::Request::Ha { action },
+            )?;
+            print_or_json(cli.json, &data, |d| {
+                format!(
+                    "role: {}\n{}\n",
+                    d["role"].as_str().unwrap_or("-"),
+                    d["message"].as_str().unwrap_or("")
+                )
+            })
+        }
         Cmd::Flows {
+            action,
             config,
             pin_dir,
             vip,
@@ -199,8 +254,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             limit,
             count,
         } => {
-            // The flow table is read even when the config file is broken.
-            let pin_dir = pin_dir.unwrap_or_else(|| Config::paths(&config).1);
             // A VIP name resolves to its ADDR:PORT.
             let vip = match vip {
                 Some(v) if !v.contains('.') => {
@@ -212,34 +265,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 v => v,
             };
+            if action.as_deref() == Some("clear") {
+                // Through the agent: it keeps the active-flow counts exact.
+                let req = api::Request::FlowsClear {
+                    vip,
+                    real,
+                    client,
+                    state,
+                };
+                let data = agent_call(&socket_of(cli.socket, &config), &req)?;
+                return print_or_json(cli.json, &data, |d| {
+                    format!("cleared {} flows\n", d["cleared"])
+                });
+            }
             let filter = flowtable::Filter {
                 vip,
                 real,
                 client,
                 state,
             };
+            // Read from the pinned maps: works while the agent is down, and
+            // even when the config file is broken.
+            let pin_dir = pin_dir.unwrap_or_else(|| Config::paths(&config).1);
             let map = datapath::open_flows(&pin_dir)?;
-            let table = flowtable::read(&map)?;
             let now = datapath::now_ns();
-            let rows = table
-                .flows
-                .iter()
-                .map(|f| flowtable::FlowRow::new(f, now))
-                .filter(|r| filter.matches(r));
             if count {
-                let n = rows.count();
-                if cli.json {
-                    println!("{}", serde_json::json!({ "count": n }));
-                } else {
-                    println!("{n}");
-                }
-                return Ok(ExitCode::SUCCESS);
+                let n = flowtable::count(&map, &filter, now)?;
+                let data = serde_json::json!({ "count": n });
+                return print_or_json(cli.json, &data, |_| format!("{n}\n"));
             }
-            // A stable order an operator can scan: by VIP, then real, then client.
-            let mut rows: Vec<_> = rows.collect();
-            let addr = |s: &str| s.parse::<std::net::SocketAddrV4>().ok();
-            rows.sort_by_cached_key(|r| (addr(&r.vip), addr(&r.real), addr(&r.client)));
-            rows.truncate(limit.unwrap_or(usize::MAX));
+            let rows = flowtable::list(&map, &filter, limit, now)?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -248,6 +303,102 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn socket_of(socket: Option<PathBuf>, config: &Path) -> PathBuf {
+    socket.unwrap_or_else(|| Config::paths(config).0)
+}
+
+fn print_or_json(
+    json: bool,
+    data: &serde_json::Value,
+    human: impl Fn(&serde_json::Value) -> String,
+) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(data)?);
+    } else {
+        print!("{}", human(data));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_status(d: &serde_json::Value) -> String {
+    let t = &d["flow_table"];
+    format!(
+        "role:        {}\nconfig:      {}\ninterfaces:  {} ({})\npin_dir:     {}{}\nuptime:      {}s\nvips:        {}\nreals:       {} ({} up)\nflows:       {} ({} of {} entries, {}%)\nlast sweep:  {:.1}ms\n",
+        d["role"].as_str().unwrap_or("-"),
+        d["config"].as_str().unwrap_or("-"),
+        d["interfaces"]
+            .as_array()
+            .map(|a| a
+                .iter()
+                .filter_map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default(),
+        d["xdp_mode"].as_str().unwrap_or("-"),
+        d["pin_dir"].as_str().unwrap_or("-"),
+        if d["adopted"] == true {
+            " (adopted from a previous agent)"
+        } else {
+            ""
+        },
+        d["uptime_s"],
+        d["vips"],
+        d["reals"],
+        d["reals_up"],
+        d["flows"],
+        t["entries"],
+        t["capacity"],
+        t["used_pct"],
+        d["last_sweep_ms"].as_f64().unwrap_or(0.0),
+    )
+}
+
+fn render_vips(d: &serde_json::Value) -> String {
+    let mut out = format!(
+        "{:<12} {:<21} {:<5} {:<12} {:<20} {:>7} {:>8} {:>9} {:>10} {:>10}\n",
+        "NAME",
+        "VIP",
+        "PROTO",
+        "FARM",
+        "ALGORITHM",
+        "REALS",
+        "ACTIVE",
+        "NEW",
+        "PKTS_IN",
+        "PKTS_OUT"
+    );
+    for v in d.as_array().map_or(&[][..], Vec::as_slice) {
+        out.push_str(&format!(
+            "{:<12} {:<21} {:<5} {:<12} {:<20} {:>7} {:>8} {:>9} {:>10} {:>10}\n",
+            v["name"].as_str().unwrap_or("-"),
+            format!("{}:{}", v["address"].as_str().unwrap_or("-"), v["port"]),
+            v["protocol"].as_str().unwrap_or("-"),
+            v["serverfarm"].as_str().unwrap_or("-"),
+            v["algorithm"].as_str().unwrap_or("-"),
+            format!("{}/{}", v["reals_up"], v["reals"]),
+            v["active_flows"],
+            v["new_flows"],
+            v["packets_in"],
+            v["packets_out"],
+        ));
+    }
+    out
+}
+
+fn render_stats(d: &serde_json::Value) -> String {
+    let mut out = format!("{:<24} {:>12}\n", "REASON", "PACKETS");
+    if let Some(reasons) = d["reasons"].as_object() {
+        for (name, n) in reasons {
+            out.push_str(&format!("{name:<24} {n:>12}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "\nflows {} of capacity {} entries; packets in {}, out {}; new flows {}\n",
+        d["flows"], d["flow_capacity"], d["packets_in"], d["packets_out"], d["new_flows"]
+    ));
+    out
 }
 
 /// One request to the agent; its data, or its error as ours.

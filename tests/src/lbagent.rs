@@ -64,6 +64,26 @@ impl LbAgent {
         }
     }
 
+    /// Starts `lb run` again with the same config (after the previous agent
+    /// was killed), with `extra` arguments such as `--reset`.
+    pub fn restart(&mut self, ns: &Netns, extra: &[&str]) {
+        let bin = lb_bin();
+        let mut args = vec![
+            bin.to_str().unwrap(),
+            "run",
+            "-c",
+            self.config.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.proc = ns.spawn_setns(&args);
+        assert!(
+            self.proc
+                .wait_log_contains("lb running", Duration::from_secs(20)),
+            "lb did not start again:\n{}",
+            self.proc.report()
+        );
+    }
+
     /// Replaces the config file (the agent reads it at the next reload).
     pub fn write_config(&self, body: &str) {
         write_config(&self.config, &self.pin_dir, &self.socket, body);

@@ -30,6 +30,10 @@ enum Cmd {
     },
     /// Set up, build, and run lb on a demo topology of network namespaces.
     Demo,
+    /// Build and install lb: /usr/local/sbin/lb, a systemd unit, and an
+    /// example /etc/lb/lb.yaml (never over an existing one). DESTDIR stages
+    /// the files under another root.
+    Install,
 }
 
 fn main() -> Result<()> {
@@ -72,6 +76,16 @@ fn main() -> Result<()> {
             test.extend(args.iter().map(String::as_str));
             test.extend(["--test-threads=1"]);
             step("tests", || cargo(&test))
+        }
+        Cmd::Install => {
+            setup(&root)?;
+            cargo(&["build", "--release", "-p", "lb-userspace"])?;
+            install(
+                &root,
+                &std::env::var("DESTDIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|_| "/".into()),
+            )
         }
         Cmd::Demo => {
             setup(&root)?;
@@ -149,6 +163,56 @@ fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn install(root: &Path, dest: &Path) -> Result<()> {
+    let put = |from: PathBuf, to: &str, mode: u32, overwrite: bool| -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let to = dest.join(to.trim_start_matches('/'));
+        if !overwrite && to.exists() {
+            eprintln!(
+                "kept {} (exists); the example is at {}",
+                to.display(),
+                from.display()
+            );
+            return Ok(());
+        }
+        std::fs::create_dir_all(to.parent().expect("has a parent"))?;
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("{} -> {}", from.display(), to.display()))?;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))?;
+        eprintln!("installed {}", to.display());
+        Ok(())
+    };
+    put(
+        target_dir(root).join("release/lb"),
+        "/usr/local/sbin/lb",
+        0o755,
+        true,
+    )?;
+    put(
+        root.join("scripts/lb.service"),
+        "/etc/systemd/system/lb.service",
+        0o644,
+        true,
+    )?;
+    put(
+        root.join("scripts/lb.example.yaml"),
+        "/etc/lb/lb.yaml",
+        0o644,
+        false,
+    )?;
+    put(
+        root.join("README.md"),
+        "/usr/local/share/doc/lb/README.md",
+        0o644,
+        true,
+    )?;
+    if dest == Path::new("/") {
+        let _ = Command::new("systemctl").arg("daemon-reload").status();
+        eprintln!("next: edit /etc/lb/lb.yaml, `lb check`, then `systemctl enable --now lb`");
     }
     Ok(())
 }

@@ -143,7 +143,9 @@ pub fn for_each(
                 if n == 0 {
                     let len = keys.len() * 2;
                     if len > MAX_LOOKUP_BATCH {
-                        bail!("flow table walk: a hash bucket holds over {MAX_LOOKUP_BATCH} entries");
+                        bail!(
+                            "flow table walk: a hash bucket holds over {MAX_LOOKUP_BATCH} entries"
+                        );
                     }
                     keys.resize(len, FlowKey::default());
                     values.resize(len, Flow::default());

@@ -1,0 +1,357 @@
+//! End to end: the operator's view. A hitless agent restart (SIGKILL while
+//! clients keep going), the Prometheus endpoint, and every CLI command in its
+//! table and JSON forms.
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use lb_tests::{EchoConn, http_get, rig::Rig, topology::vip, wait_until};
+
+const T: Duration = Duration::from_secs(3);
+
+fn www() -> SocketAddr {
+    SocketAddr::new(vip(10).into(), 80)
+}
+
+const CONFIG: &str = "interfaces: [eth0, eth1]\nxdp_mode: native\nprobes:\n  hc: { type: http, path: /healthz, interval: 500ms, timeout: 300ms }\nserverfarms:\n  web:\n    algorithm: least-conn\n    failaction: purge\n    probes: [hc]\n    reals:\n      - { address: 203.0.113.11, port: 8080 }\n      - { address: 203.0.113.12, port: 8080 }\n  echo:\n    reals:\n      - { address: 203.0.113.13, port: 7000 }\nvips:\n  www: { address: 198.51.100.10, port: 80, serverfarm: web }\n  echo: { address: 198.51.100.10, port: 7, serverfarm: echo }\n";
+
+fn rig() -> Rig {
+    let rig = Rig::new(CONFIG, env!("CARGO_BIN_EXE_lb-testsrv"));
+    for r in ["203.0.113.11:8080", "203.0.113.12:8080"] {
+        assert!(
+            wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+                let out = rig.lb.cli(&["reals", "--json"]);
+                let rows: Vec<serde_json::Value> =
+                    serde_json::from_slice(&out.stdout).unwrap_or_default();
+                rows.iter().any(|x| {
+                    format!("{}:{}", x["address"].as_str().unwrap_or(""), x["port"]) == r
+                        && x["state"] == "up"
+                })
+            }),
+            "{r} up"
+        );
+    }
+    rig
+}
+
+#[test]
+fn the_agent_restarts_without_dropping_a_request_or_a_connection() {
+    let mut rig = rig();
+    let mut echo = rig
+        .topo
+        .client
+        .run(|| EchoConn::connect(SocketAddr::new(vip(10).into(), 7), T))
+        .expect("echo");
+    assert_eq!(
+        rig.topo.client.run(|| echo.roundtrip(b"before")).unwrap(),
+        b"before"
+    );
+
+    // 50 requests, 0.2 s apart, 1 s timeout each, from a client thread.
+    let done = Arc::new(AtomicBool::new(false));
+    let d2 = done.clone();
+    let client = rig.topo.client.thread(move || {
+        let mut failures = Vec::new();
+        for i in 0..50 {
+            let start = Instant::now();
+            if let Err(e) = http_get(www(), "/", Duration::from_secs(1)) {
+                failures.push(format!("request {i}: {e}"));
+            }
+            std::thread::sleep(Duration::from_millis(200).saturating_sub(start.elapsed()));
+        }
+        d2.store(true, Ordering::SeqCst);
+        failures
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    rig.lb.proc.signal(libc::SIGKILL);
+    assert!(
+        wait_until(T, Duration::from_millis(20), || !rig.lb.proc.is_running()),
+        "agent killed"
+    );
+    // The datapath forwards on; the pinned flow table is readable meanwhile.
+    let out = rig.lb.cli(&["flows", "--count"]);
+    assert!(
+        out.status.success(),
+        "lb flows without an agent: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "flows while the agent is down: {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    rig.lb.restart(&rig.topo.lb, &[]);
+    assert!(
+        rig.lb.proc.log().contains("adopted"),
+        "{}",
+        rig.lb.proc.log()
+    );
+    let failures = client.join().expect("client thread");
+    assert!(done.load(Ordering::SeqCst));
+    assert!(
+        failures.is_empty(),
+        "requests failed across the restart: {failures:?}\n{}",
+        rig.lb.proc.log()
+    );
+    assert_eq!(
+        rig.topo.client.run(|| echo.roundtrip(b"after")).unwrap(),
+        b"after",
+        "the open connection survived"
+    );
+    // The adopted agent serves the API with the same state.
+    let status: serde_json::Value =
+        serde_json::from_slice(&rig.lb.cli(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["adopted"], true);
+    assert_eq!(status["reals_up"], 3);
+    // --reset starts clean.
+    rig.lb.proc.signal(libc::SIGKILL);
+    assert!(wait_until(T, Duration::from_millis(20), || !rig
+        .lb
+        .proc
+        .is_running()));
+    rig.lb.restart(&rig.topo.lb, &["--reset"]);
+    let status: serde_json::Value =
+        serde_json::from_slice(&rig.lb.cli(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["adopted"], false);
+}
+
+fn scrape(rig: &Rig) -> String {
+    rig.topo.lb.run(|| {
+        let mut s = TcpStream::connect_timeout(&"127.0.0.1:9100".parse().unwrap(), T)
+            .expect("metrics endpoint");
+        s.set_read_timeout(Some(T)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+}
+
+/// Parses Prometheus text: every sample line is `name{labels} value` with a
+/// number, and its family was declared by a `# TYPE` line.
+fn samples(text: &str) -> Vec<(String, f64)> {
+    let body = text.split("\r\n\r\n").nth(1).expect("body");
+    let mut families = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            families.insert(rest.split(' ').next().unwrap().to_string());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let name = series.split('{').next().unwrap();
+        let family = ["_total", "_created"]
+            .iter()
+            .fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+        assert!(families.contains(family), "{name} has no # TYPE");
+        out.push((series.to_string(), value));
+    }
+    out
+}
+
+fn value(s: &[(String, f64)], series: &str) -> f64 {
+    s.iter()
+        .find(|(k, _)| k == series)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no {series}"))
+}
+
+#[test]
+fn metrics_parse_and_move_with_traffic() {
+    let rig = rig();
+    let before = samples(&scrape(&rig));
+    for _ in 0..10 {
+        rig.get(www()).expect("request");
+    }
+    let text = scrape(&rig);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &text[..100.min(text.len())]
+    );
+    let after = samples(&text);
+    let key = "lb_vip_new_flows_total{vip=\"www\",address=\"198.51.100.10:80\",protocol=\"tcp\"}";
+    assert_eq!(
+        value(&after, key) - value(&before, key),
+        10.0,
+        "new flows counted"
+    );
+    let pk = "lb_vip_packets_total{vip=\"www\",address=\"198.51.100.10:80\",protocol=\"tcp\",direction=\"in\"}";
+    assert!(value(&after, pk) > value(&before, pk) + 30.0);
+    assert_eq!(
+        value(
+            &after,
+            "lb_real_up{farm=\"web\",real=\"203.0.113.11:8080\"}"
+        ),
+        1.0
+    );
+    assert!(value(&after, "lb_datapath_packets_total{reason=\"forward\"}") > 0.0);
+    assert!(
+        after
+            .iter()
+            .any(|(k, _)| k.starts_with("lb_real_probe_latency_seconds")),
+        "probe latency"
+    );
+    println!("{} samples; e.g. {pk} = {}", after.len(), value(&after, pk));
+}
+
+#[test]
+fn every_command_answers_in_table_and_json() {
+    let rig = rig();
+    let mut held = rig
+        .topo
+        .client
+        .run(|| EchoConn::connect(SocketAddr::new(vip(10).into(), 7), T))
+        .expect("echo");
+    assert_eq!(rig.topo.client.run(|| held.roundtrip(b"x")).unwrap(), b"x");
+    for _ in 0..4 {
+        rig.get(www()).expect("request");
+    }
+    let run = |args: &[&str]| -> String {
+        let out = rig.lb.cli(args);
+        assert!(
+            out.status.success(),
+            "lb {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&run(&a)).unwrap_or_else(|e| panic!("lb {args:?} --json: {e}"))
+    };
+    // status
+    let t = run(&["status"]);
+    assert!(
+        t.contains("role:        standalone") && t.contains("vips:        2"),
+        "{t}"
+    );
+    let j = json(&["status"]);
+    assert_eq!(
+        (j["vips"].as_u64(), j["reals"].as_u64(), j["role"].as_str()),
+        (Some(2), Some(3), Some("standalone"))
+    );
+    // vips
+    let t = run(&["vips"]);
+    assert!(
+        t.starts_with("NAME") && t.contains("www") && t.contains("least-conn") && t.contains("2/2"),
+        "{t}"
+    );
+    let j = json(&["vips"]);
+    let www_row = j
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "www")
+        .unwrap();
+    assert_eq!(www_row["new_flows"], 4);
+    for k in [
+        "name",
+        "address",
+        "port",
+        "protocol",
+        "serverfarm",
+        "algorithm",
+        "reals_up",
+        "reals",
+        "active_flows",
+        "packets_in",
+        "bytes_in",
+        "packets_out",
+        "bytes_out",
+    ] {
+        assert!(www_row.get(k).is_some(), "vips --json has {k}");
+    }
+    // reals
+    let t = run(&["reals", "--farm", "web"]);
+    assert!(
+        t.starts_with("FARM") && t.lines().count() == 3 && t.contains("http 200"),
+        "{t}"
+    );
+    let j = json(&["reals"]);
+    for r in j.as_array().unwrap() {
+        for k in [
+            "farm",
+            "address",
+            "port",
+            "state",
+            "weight",
+            "active_flows",
+            "last_check",
+        ] {
+            assert!(r.get(k).is_some(), "reals --json has {k}: {r}");
+        }
+    }
+    let echo_real = j
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["farm"] == "echo")
+        .unwrap();
+    assert_eq!(echo_real["active_flows"], 1, "the held echo connection");
+    // stats
+    let t = run(&["stats"]);
+    assert!(
+        t.starts_with("REASON") && t.contains("forward") && t.contains("new_flow"),
+        "{t}"
+    );
+    let j = json(&["stats"]);
+    assert!(
+        j["reasons"]["forward"].as_u64().unwrap() > 0 && j["new_flows"] == 5,
+        "{j}"
+    );
+    // flows (table, JSON, count, filters)
+    let t = run(&["flows", "--vip", "echo"]);
+    assert_eq!(t.lines().count(), 2, "{t}");
+    assert_eq!(
+        json(&["flows", "--vip", "www"]).as_array().unwrap().len(),
+        4
+    );
+    assert_eq!(run(&["flows", "--count"]).trim(), "5");
+    assert_eq!(
+        json(&["flows", "--count", "--state", "established"])["count"],
+        1
+    );
+    // real
+    assert!(
+        run(&["real", "drain", "web", "203.0.113.11:8080"])
+            .contains("drain: web/203.0.113.11:8080")
+    );
+    assert_eq!(
+        json(&["real", "enable", "web", "203.0.113.11"])["message"],
+        "enable: web/203.0.113.11:8080"
+    );
+    // reload
+    assert!(run(&["reload"]).contains("reloaded"));
+    // ha: answered plainly
+    assert!(run(&["ha", "status"]).contains("standalone"));
+    let out = rig.lb.cli(&["ha", "takeover"]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("not part of this build")
+    );
+    // flows clear with a filter: only the echo flow goes.
+    assert_eq!(
+        json(&["flows", "clear", "--vip", "198.51.100.10:7"])["cleared"],
+        1
+    );
+    assert_eq!(run(&["flows", "--count"]).trim(), "4");
+    let j = json(&["reals", "--farm", "echo"]);
+    assert_eq!(j[0]["active_flows"], 0, "the cleared flow no longer counts");
+}
