@@ -19,10 +19,10 @@ use lb_common::{
 };
 use serde::Serialize;
 
-use self::query::Source;
+use self::query::{Source, Tuning};
 pub use self::{
     batch::{LOOKUP_BATCH, for_each, insert_batch, remove_batch, remove_batch_with},
-    query::{AddrMatch, Cleared, Compiled, LOOKUP_RATIO, parse_state},
+    query::{AddrMatch, Cleared, Compiled, KEEP_MIN, LOOKUP_RATIO, parse_state},
 };
 use crate::{config::Timeouts, control::Control};
 
@@ -166,27 +166,30 @@ fn from_real(rk: &FlowKey, f: &Flow) -> bool {
 
 /// Flows matching `filter`, in one batched walk of the table, holding
 /// nothing per flow unless `filter.state` is set. Client, VIP and real are
-/// decided by each flow's forward entry; a state needs the flow's merged
-/// state, so the forward entries that may match are kept (~60 bytes each,
-/// `closed` or `fin` flows are ruled out by their forward alone for
-/// `established`, and so on) and joined with their reverse entries by
-/// lookups or a second walk (see `query`'s module comment).
+/// decided by either entry of a flow alone; a state needs the flow's merged
+/// state, so the forward entries that may match (~60 bytes each; a forward
+/// state past the wanted one rules a flow out) and the reverse entries that
+/// can change the answer are kept, within a budget proportional to the
+/// former, and joined; past the budget the join goes by lookups or a second
+/// walk (see `query`'s module comment). `now` is unused (the signature
+/// matches `list`).
 pub fn count(map: &HashMap<MapData, FlowKey, Flow>, filter: &Filter, _now: u64) -> Result<usize> {
-    query::count_in(map, &filter.compile()?)
+    query::count_in(map, &filter.compile()?, &Tuning::default())
 }
 
 /// Rows of the flows matching `filter`, sorted by (VIP, real, client) as
-/// addresses, the first `limit` of them. Rows are built for those only;
-/// without a state filter a `limit` keeps just `limit` flows while walking.
-/// Memory: ~112 bytes per matching flow (per kept flow under a limit),
-/// plus the rows.
+/// addresses, then protocol, the first `limit` of them. Rows are built for
+/// those only; without a state filter a `limit` keeps just `limit` flows
+/// while walking. Memory: ~112 bytes per matching flow (per kept flow under
+/// such a limit) and up to twice as many 88-byte reverse entries while
+/// joining, then the rows.
 pub fn list(
     map: &HashMap<MapData, FlowKey, Flow>,
     filter: &Filter,
     limit: Option<usize>,
     now: u64,
 ) -> Result<Vec<FlowRow>> {
-    query::list_in(map, &filter.compile()?, limit, now)
+    query::list_in(map, &filter.compile()?, limit, now, &Tuning::default())
 }
 
 /// Removes both entries of every flow matching `filter` (`lb flows clear`),
@@ -194,14 +197,16 @@ pub fn list(
 /// as active on their real (add `uncounted` to `EXPIRED`, as after a sweep).
 /// Without a state filter, reverse entries matching the addresses are
 /// removed even if their forward entry is gone; with one, only flows found
-/// by their forward entry are (the sweep expires orphans).
+/// by their forward entry are (the sweep handles orphans). Entries already
+/// gone when the removal reaches them (LRU, the datapath, a sweep) are
+/// skipped and neither counted nor uncounted. `now` is unused.
 pub fn clear(
     map: &mut HashMap<MapData, FlowKey, Flow>,
     filter: &Filter,
     _now: u64,
 ) -> Result<Cleared> {
     let q = filter.compile()?;
-    query::clear_in(map, &q)
+    query::clear_in(map, &q, &Tuning::default())
 }
 
 impl Joined {
@@ -460,7 +465,9 @@ impl FlowRow {
     }
 }
 
-/// `lb flows` filters. Addresses match with or without a port.
+/// `lb flows` filters. Addresses match with or without a port. `count`,
+/// `list` and `clear` parse them once ([`Filter::compile`], which refuses
+/// what is not an address or a state name) and test raw entries.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     pub vip: Option<String>,
@@ -478,6 +485,8 @@ fn addr_matches(want: &str, have: &str) -> bool {
 }
 
 impl Filter {
+    /// The filter against a finished row (by its strings). Agrees with the
+    /// compiled form on every filter that compiles.
     pub fn matches(&self, r: &FlowRow) -> bool {
         self.vip.as_deref().is_none_or(|v| addr_matches(v, &r.vip))
             && self
@@ -648,6 +657,40 @@ mod tests {
     use lb_common::{PROTO_UDP, v4_mapped};
 
     use super::query::{clear_in, count_in, list_in, mem::Mem};
+
+    /// Each way of joining reverse entries: kept from the first walk, by
+    /// lookups, by a second walk; and the thresholds as shipped.
+    fn tunings() -> [(&'static str, Tuning); 4] {
+        let none_kept = Tuning {
+            keep_min: 0,
+            keep_per_candidate: 0,
+            ..Tuning::default()
+        };
+        [
+            ("default", Tuning::default()),
+            (
+                "kept",
+                Tuning {
+                    keep_min: usize::MAX,
+                    ..Tuning::default()
+                },
+            ),
+            (
+                "lookups",
+                Tuning {
+                    lookup_ratio: 0,
+                    ..none_kept
+                },
+            ),
+            (
+                "walk",
+                Tuning {
+                    lookup_ratio: usize::MAX,
+                    ..none_kept
+                },
+            ),
+        ]
+    }
 
     /// One flow of a test table.
     #[derive(Clone, Copy)]
@@ -871,55 +914,67 @@ mod tests {
             for filter in filters() {
                 let q = filter.compile().unwrap();
                 let want = reference(&m, &filter, None, now);
-                assert_eq!(count_in(&m, &q).unwrap(), want.len(), "count {filter:?}");
-                assert_eq!(list_in(&m, &q, None, now).unwrap(), want, "list {filter:?}");
-                for limit in [0, 1, 7, 100, 5000] {
-                    assert_eq!(
-                        list_in(&m, &q, Some(limit), now).unwrap(),
-                        reference(&m, &filter, Some(limit), now),
-                        "list {filter:?} limit {limit}"
-                    );
+                for (how, t) in tunings() {
+                    let ctx = format!("{how}: {filter:?}");
+                    assert_eq!(count_in(&m, &q, &t).unwrap(), want.len(), "count {ctx}");
+                    assert_eq!(list_in(&m, &q, None, now, &t).unwrap(), want, "list {ctx}");
+                    for limit in [0, 1, 7, 100, 5000] {
+                        assert_eq!(
+                            list_in(&m, &q, Some(limit), now, &t).unwrap(),
+                            reference(&m, &filter, Some(limit), now),
+                            "list {ctx} limit {limit}"
+                        );
+                    }
                 }
             }
         }
     }
 
     #[test]
-    fn few_candidates_join_by_lookup_many_by_a_second_walk() {
+    fn each_way_of_joining_walks_and_looks_up_as_planned() {
         let (m, _) = table(3000, 5);
-        let one_client = Filter {
-            real: Some("203.0.113.12".into()),
+        let runs = |t: &Tuning, f: &Filter| {
+            let (scans, gets) = (m.scans.get(), m.gets.get());
+            count_in(&m, &f.compile().unwrap(), t).unwrap();
+            (m.scans.get() - scans, m.gets.get() - gets)
+        };
+        let established = Filter {
             state: Some("established".into()),
             ..Default::default()
         };
-        let (scans, gets) = (m.scans.get(), m.gets.get());
-        count_in(&m, &one_client.compile().unwrap()).unwrap();
-        assert_eq!(m.scans.get() - scans, 1);
-        assert!(m.gets.get() > gets);
-
-        let all = Filter {
-            state: Some("established".into()),
+        let [default, _, lookups, walk] = tunings().map(|t| t.1);
+        // Kept: one walk, no lookups (the two flows sharing a reverse key
+        // included).
+        assert_eq!(runs(&default, &established), (1, 0));
+        let (scans, gets) = runs(&lookups, &established);
+        assert_eq!(scans, 1);
+        assert!(gets > 100, "{gets} lookups");
+        assert_eq!(runs(&walk, &established), (2, 0));
+        // No state filter: counting joins nothing.
+        assert_eq!(runs(&walk, &Filter::default()), (1, 0));
+        // Few candidates, many reverse entries past the budget: lookups.
+        let few = Tuning {
+            keep_min: 10,
+            ..Tuning::default()
+        };
+        let syn = Filter {
+            state: Some("syn".into()),
             ..Default::default()
         };
-        let (scans, gets) = (m.scans.get(), m.gets.get());
-        count_in(&m, &all.compile().unwrap()).unwrap();
-        assert_eq!(m.scans.get() - scans, 2);
-        // Only the candidates sharing a reverse key go by lookup.
-        assert!(m.gets.get() - gets <= 2);
-
-        // No state filter: counting holds nothing and walks once.
-        let (scans, gets) = (m.scans.get(), m.gets.get());
-        count_in(&m, &Filter::default().compile().unwrap()).unwrap();
-        assert_eq!((m.scans.get() - scans, m.gets.get() - gets), (1, 0));
+        let (scans, gets) = runs(&few, &syn);
+        assert_eq!(scans, 1);
+        assert!(gets > 0);
     }
 
     #[test]
     fn shared_reverse_key_belongs_to_the_vip_it_names() {
         let (m, _) = table(0, 1);
-        let rows = list_in(&m, &Filter::default().compile().unwrap(), None, 0).unwrap();
+        let q = Filter::default().compile().unwrap();
+        let rows = list_in(&m, &q, None, 0, &Tuning::default()).unwrap();
         let by_vip = |v: &str| rows.iter().find(|r| r.vip == v).unwrap();
         assert_eq!(rows.len(), 2, "{rows:?}");
-        assert_eq!(by_vip("198.51.100.10:443").packets_out, 7 % 50);
+        // `F::add`: packets_out is seed % 50.
+        assert_eq!(by_vip("198.51.100.10:443").packets_out, 7);
         assert_eq!(by_vip("198.51.100.10:80").packets_out, 0);
         let t = read_from(&m).unwrap();
         assert_eq!(t.flows.len(), 2);
@@ -997,7 +1052,10 @@ mod tests {
 
     #[test]
     fn clear_removes_both_halves_of_matching_flows_only() {
-        for filter in filters() {
+        for (filter, (how, t)) in filters()
+            .into_iter()
+            .flat_map(|f| tunings().map(|t| (f.clone(), t)))
+        {
             let (mut m, flows) = table(1500, 21);
             let before = m.map.len();
             let (n, keys) = entries_of(&m, &filter);
@@ -1014,18 +1072,18 @@ mod tests {
                     .compile()
                     .unwrap()
                     .reverse_matches(&orphan, &m.map[&orphan]);
-            let c = clear_in(&mut m, &filter.compile().unwrap()).unwrap();
-            assert_eq!(c.flows, n, "{filter:?}");
-            assert_eq!(c.uncounted, uncounted, "{filter:?}");
+            let c = clear_in(&mut m, &filter.compile().unwrap(), &t).unwrap();
+            assert_eq!(c.flows, n, "{how}: {filter:?}");
+            assert_eq!(c.uncounted, uncounted, "{how}: {filter:?}");
             for k in &keys {
-                assert!(!m.map.contains_key(k), "{filter:?}: {k:?} left");
+                assert!(!m.map.contains_key(k), "{how}: {filter:?}: {k:?} left");
             }
             assert_eq!(
                 m.map.len(),
                 before - keys.len() - usize::from(orphan_goes),
-                "{filter:?}: removed more than the matches"
+                "{how}: {filter:?}: removed more than the matches"
             );
-            assert_eq!(count_in(&m, &filter.compile().unwrap()).unwrap(), 0);
+            assert_eq!(count_in(&m, &filter.compile().unwrap(), &t).unwrap(), 0);
             let _ = flows;
         }
     }
@@ -1034,10 +1092,11 @@ mod tests {
     fn clear_counts_only_what_it_removed() {
         let (mut m, _) = table(200, 3);
         let q = Filter::default().compile().unwrap();
-        let first = clear_in(&mut m, &q).unwrap();
+        let t = Tuning::default();
+        let first = clear_in(&mut m, &q, &t).unwrap();
         assert_eq!(first.flows, 202);
         assert!(m.map.is_empty());
-        assert_eq!(clear_in(&mut m, &q).unwrap(), Cleared::default());
+        assert_eq!(clear_in(&mut m, &q, &t).unwrap(), Cleared::default());
     }
 
     #[test]

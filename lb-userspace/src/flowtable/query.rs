@@ -2,25 +2,30 @@
 //! applied to raw entries while the table is walked, so memory follows the
 //! matches and not the table.
 //!
-//! A filter on client, VIP or real is decided by a flow's forward entry alone
-//! (its key is client→VIP, its value names the real). The state is not: a TCP
-//! flow's state is the later of its two entries' states. Each query therefore
-//! walks the table once and keeps only the forward entries that can still
-//! match, the *candidates* (a forward state past the wanted one rules a flow
-//! out, see [`Compiled::by_forward`]), and then joins their reverse entries:
+//! A filter on client, VIP or real is decided by either entry of a flow
+//! alone: the forward entry is keyed client→VIP and names the real, the
+//! reverse entry is keyed real→client and names the VIP. The state is not: a
+//! TCP flow's state is the later of its two entries' states. So a query
+//! walks the table once keeping
 //!
-//! - by one lookup per candidate when they are few next to the table (fewer
-//!   than one per [`LOOKUP_RATIO`] entries walked): the `--client`, `--real`
-//!   or `--limit` case;
-//! - otherwise by a second batched walk that reads only the reverse entries
-//!   whose key is a candidate's, found through a 12-byte (hash → slot) index.
+//! - the forward entries that can still match, the *candidates* (a forward
+//!   state past the wanted one rules a flow out, see
+//!   [`Compiled::by_forward`]), ~60 bytes each plus what the query shows;
+//! - the reverse entries that match the addresses and can matter (for a
+//!   count, only those at or past the wanted state: an earlier one changes
+//!   nothing), 88 bytes each, but only while they number at most twice the
+//!   candidates (or [`KEEP_MIN`]): past that they are dropped.
 //!
-//! Keeping forward candidates only, rather than both halves of every flow as
-//! the walk meets them, is what keeps `--state syn` over a million
-//! established flows small: their reverse halves are never stored. The cost
-//! is a second walk when the candidates are many.
+//! and then joins each candidate with its reverse entry: from the kept ones
+//! when they were all kept (one walk), else by one lookup per candidate when
+//! the candidates are few next to the table (fewer than one per
+//! [`LOOKUP_RATIO`] entries walked), else by a second batched walk. The
+//! join goes through a 16-byte (hash → candidate) index, not a map of keys.
 //!
-//! A candidate holds ~60 bytes plus what the query needs (112 for `list`).
+//! So memory is bounded by the candidates, never by the whole table, also
+//! for `--state syn` over a million established flows (whose reverse halves
+//! overflow the budget and are dropped, the few candidates then joined by
+//! lookups).
 use std::{
     cmp::Ordering,
     collections::{BinaryHeap, HashMap as StdMap, hash_map::Entry},
@@ -38,9 +43,35 @@ use lb_common::{
 use super::{Filter, FlowRow, batch, sock, state_name};
 
 /// Join by lookups while candidates × this ≤ entries walked. One lookup is a
-/// syscall (~1 µs); the batched walk costs ~0.1-0.2 µs an entry, so below
-/// one candidate in 8 entries the lookups are cheaper.
-pub const LOOKUP_RATIO: usize = 8;
+/// syscall, 1.25 µs here; the batched walk costs 0.36 µs an entry (tests'
+/// flowscale prints both), so below one candidate in 4 entries the lookups
+/// are cheaper.
+pub const LOOKUP_RATIO: usize = 4;
+
+/// Reverse entries the first walk keeps whatever the candidates (×88 bytes:
+/// 5.5 MiB).
+pub const KEEP_MIN: usize = 65_536;
+
+/// The thresholds above, as the queries take them (tests pick others to
+/// force each way of joining).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tuning {
+    pub keep_min: usize,
+    /// Keep reverse entries while they number at most this many per
+    /// candidate.
+    pub keep_per_candidate: usize,
+    pub lookup_ratio: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            keep_min: KEEP_MIN,
+            keep_per_candidate: 2,
+            lookup_ratio: LOOKUP_RATIO,
+        }
+    }
+}
 
 /// The table as the queries see it: the kernel map, or a plain map in tests.
 pub(crate) trait Source {
@@ -180,6 +211,21 @@ impl Compiled {
             && opt_match(&self.vip, &v.nat_addr, v.nat_port_be)
     }
 
+    /// Whether a reverse entry can change the answer for its flow. `shows`:
+    /// the query shows or removes the reverse entry, not just its state.
+    /// Without that, a reverse state earlier than the wanted one counts as
+    /// much as a missing reverse entry: the forward's state decides.
+    pub(crate) fn reverse_counts(&self, k: &FlowKey, v: &Flow, shows: bool) -> bool {
+        if !self.reverse_matches(k, v) {
+            return false;
+        }
+        match self.state {
+            None => shows,
+            Some(want) if k.proto != PROTO_TCP => shows && want == ST_UDP,
+            Some(want) => want != ST_UDP && (shows || v.state >= want),
+        }
+    }
+
     /// The state filter given the forward entry's protocol and state. A
     /// flow's state is the later of its entries' (see
     /// [`super::Joined::state`]), so a forward state past the wanted one
@@ -205,10 +251,36 @@ impl Compiled {
     }
 }
 
+/// What a query needs of a reverse entry.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rev {
+    nat_addr: [u8; 16],
+    nat_port_be: u16,
+    dir: u8,
+    state: u8,
+    last_ns: u64,
+    packets: u64,
+    bytes: u64,
+}
+
+impl From<&Flow> for Rev {
+    fn from(f: &Flow) -> Self {
+        Self {
+            nat_addr: f.nat_addr,
+            nat_port_be: f.nat_port_be,
+            dir: f.dir,
+            state: f.state,
+            last_ns: f.last_ns,
+            packets: f.packets,
+            bytes: f.bytes,
+        }
+    }
+}
+
 /// What a query keeps of a forward entry besides the join fields.
 pub(crate) trait Extra {
     fn from_forward(f: &Flow) -> Self;
-    fn join(&mut self, _rev: &Flow) {}
+    fn join(&mut self, _rev: &Rev) {}
 }
 
 impl Extra for () {
@@ -238,7 +310,7 @@ impl Extra for Stats {
         }
     }
 
-    fn join(&mut self, rev: &Flow) {
+    fn join(&mut self, rev: &Rev) {
         self.last_ns = self.last_ns.max(rev.last_ns);
         self.packets_out = rev.packets;
         self.bytes_out = rev.bytes;
@@ -307,7 +379,7 @@ impl<T: Extra> Cand<T> {
     /// reverse key and translating back to our VIP. (Two flows of one client
     /// port to two VIP ports on the same real share the key; the VIP tells
     /// whose it is.)
-    fn join(&mut self, rev: &Flow) {
+    fn join(&mut self, rev: &Rev) {
         if self.has_rev
             || rev.dir != DIR_REVERSE
             || rev.nat_addr != self.fwd_key.dst_addr
@@ -376,74 +448,127 @@ impl Hasher for Prehashed {
     }
 }
 
+/// The reverse entries a first walk keeps, while they stay few.
+pub(crate) struct Kept {
+    kept: Option<Vec<(FlowKey, Rev)>>,
+    t: Tuning,
+}
+
+impl Kept {
+    fn new(t: &Tuning) -> Self {
+        Self {
+            kept: Some(Vec::new()),
+            t: *t,
+        }
+    }
+
+    fn offer(&mut self, k: &FlowKey, v: &Flow, candidates: usize) {
+        if let Some(kept) = &mut self.kept {
+            kept.push((*k, v.into()));
+            let most = self
+                .t
+                .keep_min
+                .max(self.t.keep_per_candidate.saturating_mul(candidates));
+            if kept.len() > most {
+                self.kept = None;
+            }
+        }
+    }
+}
+
 /// Joins each candidate with its reverse entry (see the module comment).
 /// `walked`: entries the first walk saw.
 pub(crate) fn resolve<T: Extra>(
     src: &impl Source,
     cands: &mut [Cand<T>],
     walked: usize,
+    kept: Kept,
 ) -> Result<()> {
-    if cands.len().saturating_mul(LOOKUP_RATIO) <= walked {
+    if cands.is_empty() {
+        return Ok(());
+    }
+    let lookup_ratio = kept.t.lookup_ratio;
+    if let Some(kept) = kept.kept {
+        return join_from(cands, |f| {
+            kept.iter().for_each(|(k, r)| f(k, r));
+            Ok(())
+        });
+    }
+    if cands.len().saturating_mul(lookup_ratio) <= walked {
         for c in cands.iter_mut() {
             if let Some(rev) = src.get(&c.rev_key())? {
-                c.join(&rev);
+                c.join(&Rev::from(&rev));
             }
         }
         return Ok(());
     }
-    // Keyed (randomly seeded, so crafted client ports cannot pile up one
-    // slot) by a 64-bit hash of the reverse key; the rare candidates whose
-    // hash is taken (or that share a reverse key) go by lookup.
+    join_from(cands, |f| {
+        src.scan(&mut |k, v| {
+            if v.dir == DIR_REVERSE {
+                f(k, &Rev::from(v));
+            }
+        })
+    })
+}
+
+/// Offers every reverse entry `feed` yields to the candidate(s) at its key.
+fn join_from<T: Extra>(
+    cands: &mut [Cand<T>],
+    feed: impl FnOnce(&mut dyn FnMut(&FlowKey, &Rev)) -> Result<()>,
+) -> Result<()> {
+    // Keyed by a 64-bit hash of the reverse key (randomly seeded, so crafted
+    // client ports cannot pile up one slot); candidates whose hash is taken
+    // (those sharing a reverse key, or a rare collision) go in a map by key.
     let seed = RandomState::new();
     let mut index: StdMap<u64, u32, BuildHasherDefault<Prehashed>> =
         StdMap::with_capacity_and_hasher(cands.len(), Default::default());
-    let mut by_lookup = Vec::new();
+    let mut more: StdMap<FlowKey, Vec<u32>> = StdMap::new();
     for (i, c) in cands.iter().enumerate() {
         match index.entry(seed.hash_one(c.rev_key())) {
             Entry::Vacant(e) => {
                 e.insert(i as u32);
             }
-            Entry::Occupied(_) => by_lookup.push(i),
+            Entry::Occupied(_) => more.entry(c.rev_key()).or_default().push(i as u32),
         }
     }
-    src.scan(&mut |k, v| {
-        if v.dir != DIR_REVERSE {
-            return;
-        }
+    feed(&mut |k, r| {
         if let Some(&i) = index.get(&seed.hash_one(k)) {
             let c = &mut cands[i as usize];
             if c.rev_key() == *k {
-                c.join(v);
+                c.join(r);
             }
         }
-    })?;
-    drop(index);
-    for i in by_lookup {
-        let c = &mut cands[i];
-        if let Some(rev) = src.get(&c.rev_key())? {
-            c.join(&rev);
+        if !more.is_empty()
+            && let Some(is) = more.get(k)
+        {
+            for &i in is {
+                cands[i as usize].join(r);
+            }
         }
-    }
-    Ok(())
+    })
 }
 
 /// Matching flows: see [`super::count`].
-pub(crate) fn count_in(src: &impl Source, q: &Compiled) -> Result<usize> {
+pub(crate) fn count_in(src: &impl Source, q: &Compiled, t: &Tuning) -> Result<usize> {
     let mut n = 0;
     let mut walked = 0;
     let mut cands: Vec<Cand<()>> = Vec::new();
+    let mut kept = Kept::new(t);
     src.scan(&mut |k, v| {
         walked += 1;
-        if v.dir != DIR_FORWARD || !q.forward_matches(k, v) {
-            return;
-        }
-        match q.by_forward(k.proto, v.state) {
-            Verdict::Yes => n += 1,
-            Verdict::No => {}
-            Verdict::Join => cands.push(Cand::new(k, v)),
+        match v.dir {
+            DIR_FORWARD if q.forward_matches(k, v) => match q.by_forward(k.proto, v.state) {
+                Verdict::Yes => n += 1,
+                Verdict::No => {}
+                Verdict::Join => cands.push(Cand::new(k, v)),
+            },
+            DIR_REVERSE if q.state.is_some() && q.reverse_counts(k, v, false) => {
+                kept.offer(k, v, cands.len())
+            }
+            _ => {}
         }
     })?;
-    resolve(src, &mut cands, walked)?;
+    resolve(src, &mut cands, walked, kept)?;
     Ok(n + cands.iter().filter(|c| Some(c.state) == q.state).count())
 }
 
@@ -476,6 +601,7 @@ pub(crate) fn list_in(
     q: &Compiled,
     limit: Option<usize>,
     now: u64,
+    t: &Tuning,
 ) -> Result<Vec<FlowRow>> {
     let limit = limit.unwrap_or(usize::MAX);
     if limit == 0 {
@@ -487,8 +613,13 @@ pub(crate) fn list_in(
     // `limit` in row order need keeping (and joining).
     let mut first: Option<BinaryHeap<ByRow>> =
         (q.state.is_none() && limit != usize::MAX).then(BinaryHeap::new);
+    let mut kept = Kept::new(t);
     src.scan(&mut |k, v| {
         walked += 1;
+        if v.dir == DIR_REVERSE && q.reverse_counts(k, v, true) {
+            let candidates = first.as_ref().map_or(cands.len(), |h| h.len());
+            kept.offer(k, v, candidates);
+        }
         if v.dir != DIR_FORWARD
             || !q.forward_matches(k, v)
             || q.by_forward(k.proto, v.state) == Verdict::No
@@ -514,7 +645,7 @@ pub(crate) fn list_in(
     if let Some(heap) = first {
         cands = heap.into_iter().map(|c| c.0).collect();
     }
-    resolve(src, &mut cands, walked)?;
+    resolve(src, &mut cands, walked, kept)?;
     if let Some(want) = q.state {
         cands.retain(|c| c.state == want);
     }
@@ -537,7 +668,7 @@ pub struct Cleared {
 }
 
 /// Removes matching flows: see [`super::clear`].
-pub(crate) fn clear_in(src: &mut impl Sink, q: &Compiled) -> Result<Cleared> {
+pub(crate) fn clear_in(src: &mut impl Sink, q: &Compiled, t: &Tuning) -> Result<Cleared> {
     let mut fwd_keys: Vec<FlowKey> = Vec::new();
     let mut metas: Vec<Meta> = Vec::new();
     let mut rev_keys: Vec<FlowKey> = Vec::new();
@@ -556,8 +687,12 @@ pub(crate) fn clear_in(src: &mut impl Sink, q: &Compiled) -> Result<Cleared> {
         Some(want) => {
             let mut walked = 0;
             let mut cands: Vec<Cand<Meta>> = Vec::new();
+            let mut kept = Kept::new(t);
             src.scan(&mut |k, v| {
                 walked += 1;
+                if v.dir == DIR_REVERSE && q.reverse_counts(k, v, true) {
+                    kept.offer(k, v, cands.len());
+                }
                 if v.dir != DIR_FORWARD || !q.forward_matches(k, v) {
                     return;
                 }
@@ -574,7 +709,7 @@ pub(crate) fn clear_in(src: &mut impl Sink, q: &Compiled) -> Result<Cleared> {
                     Verdict::Join => cands.push(Cand::new(k, v)),
                 }
             })?;
-            resolve(src, &mut cands, walked)?;
+            resolve(src, &mut cands, walked, kept)?;
             for c in cands.iter().filter(|c| c.state == want) {
                 if c.has_rev {
                     rev_keys.push(c.rev_key());

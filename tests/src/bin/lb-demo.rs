@@ -80,9 +80,13 @@ fn main() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
+    show(&["status"]);
+    show(&["vips"]);
+    show(&["reals"]);
     show(&["flows", "--limit", "12"]);
     show(&["flows", "--count"]);
     show(&["flows", "--vip", "dns", "--json", "--limit", "1"]);
+    show(&["stats"]);
 
     println!("\n== stopping lb (SIGTERM): XDP detached, pins removed");
     lb.proc.signal(libc::SIGTERM);
