@@ -46,7 +46,7 @@ pub const ALG_MAGLEV: u32 = 4;
 pub const MAGLEV_SLOTS: u32 = 1 << 22;
 
 /// `Flow::flags` of a forward entry: the flow is counted in `ACTIVE` (set at
-/// creation, cleared when its first FIN or RST takes it out).
+/// creation, cleared when the client's FIN or RST takes it out).
 pub const FLOW_COUNTED: u32 = 1;
 
 /// `VipInfo::flags`: new flows of the same client stick to one real.

@@ -143,7 +143,7 @@ pub fn remove(fwd_key: &FlowKey, fwd: &Flow) {
     let _ = FLOWS.remove(fwd_key);
 }
 
-/// The flow stops counting as active on its real (its first FIN or RST, or
+/// The flow stops counting as active on its real (the client's FIN or RST, or
 /// its removal), once.
 #[inline(always)]
 pub fn uncount(fwd: &mut Flow) {

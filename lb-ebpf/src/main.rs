@@ -152,6 +152,13 @@ fn to_vip(ctx: &XdpContext, l3_off: usize) -> Verdict {
                     syn_retransmitted(&s.key, f, now);
                 }
                 flow::account(f, &s.facts, now);
+                // The client's FIN or RST takes the flow out of the active
+                // count: one place only, this CPU's forward path, because a
+                // test-and-clear of the flag cannot be atomic here (no
+                // BPF_FETCH without -mcpu=v3) and the server's FIN, seen on
+                // another CPU at the same moment, would count it out twice.
+                // A flow the server alone ends is counted out when the agent
+                // expires it.
                 if flags.fin || flags.rst {
                     flow::uncount(f);
                 }
@@ -220,24 +227,6 @@ fn syn_retransmitted(key: &lb_common::FlowKey, f: &lb_common::Flow, now: u64) {
     }
 }
 
-/// The server's FIN or RST: the flow stops counting as active. The count
-/// lives on the forward entry, so look it up (once per flow end).
-#[inline(always)]
-fn server_ended(rev_key: &lb_common::FlowKey, rev: &lb_common::Flow) {
-    let fwd_key = lb_common::FlowKey {
-        src_addr: rev_key.dst_addr,
-        dst_addr: rev.nat_addr,
-        src_port_be: rev_key.dst_port_be,
-        dst_port_be: rev.nat_port_be,
-        proto: rev_key.proto,
-        _pad: [0; 3],
-    };
-    if let Some(f) = FLOWS.get_ptr_mut(fwd_key) {
-        // SAFETY: as in to_vip.
-        flow::uncount(unsafe { &mut *f });
-    }
-}
-
 /// Anything else: a real's reply to translate back, or not ours.
 #[inline(never)]
 fn from_real(ctx: &XdpContext, l3_off: usize) -> Verdict {
@@ -278,9 +267,6 @@ fn from_real(ctx: &XdpContext, l3_off: usize) -> Verdict {
         }
     }
     flow::account(f, &p, now);
-    if flags.fin || flags.rst {
-        server_ended(&key, f);
-    }
     stats::count_flow(f.vip_id, f.real_id, Side::Out, l4.ip_len as u64, false);
     nat::snat(l3.ip, &l4, v4(&f.nat_addr), f.nat_port_be.to_ne_bytes());
     fwd::forward(ctx, l3_off).map(|action| (action, reason::REVERSE))

@@ -64,7 +64,7 @@ pub static REAL_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_REALS, 0)
 pub static TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_IFACES, 0);
 
 /// Flows per real id counted in by the datapath: +1 at creation, -1 at the
-/// flow's first FIN or RST (atomic adds). A real's active flows are
+/// client's FIN or RST (atomic adds). A real's active flows are
 /// `ACTIVE - EXPIRED`: least-conn and `max_conns` read them.
 #[map]
 pub static ACTIVE: Array<u64> = Array::pinned(MAX_REALS, 0);

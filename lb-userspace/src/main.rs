@@ -378,10 +378,10 @@ fn render_vips(d: &serde_json::Value) -> String {
             v["serverfarm"].as_str().unwrap_or("-"),
             v["algorithm"].as_str().unwrap_or("-"),
             format!("{}/{}", v["reals_up"], v["reals"]),
-            v["active_flows"],
-            v["new_flows"],
-            v["packets_in"],
-            v["packets_out"],
+            cell(&v["active_flows"]),
+            cell(&v["new_flows"]),
+            cell(&v["packets_in"]),
+            cell(&v["packets_out"]),
         ));
     }
     out
@@ -391,7 +391,7 @@ fn render_stats(d: &serde_json::Value) -> String {
     let mut out = format!("{:<24} {:>12}\n", "REASON", "PACKETS");
     if let Some(reasons) = d["reasons"].as_object() {
         for (name, n) in reasons {
-            out.push_str(&format!("{name:<24} {n:>12}\n"));
+            out.push_str(&format!("{name:<24} {:>12}\n", cell(n)));
         }
     }
     out.push_str(&format!(
@@ -427,7 +427,7 @@ fn render_reals(rows: &[serde_json::Value]) -> String {
             format!("{}:{}", r["address"].as_str().unwrap_or("-"), r["port"]),
             r["state"].as_str().unwrap_or("-"),
             weight,
-            r["active_flows"],
+            cell(&r["active_flows"]),
             if r["backup"].as_bool() == Some(true) {
                 "yes"
             } else {
@@ -454,5 +454,15 @@ fn init_logging() {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// A JSON value as a table cell: numbers and strings plain, so `{:>N}`
+/// pads them (serde_json's Display ignores width).
+fn cell(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
     }
 }

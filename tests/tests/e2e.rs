@@ -112,6 +112,14 @@ fn http_requests_spread_by_weight_and_flows_are_listed() {
             "{f}"
         );
     }
+    // Every connection closed: no real counts an active flow (a count
+    // decremented twice would show as 2^64-1 here).
+    let out = rig.lb.cli(&["reals", "--json"]);
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("lb reals --json");
+    for r in rows.iter().filter(|r| r["farm"] == "web") {
+        assert_eq!(r["active_flows"], 0, "{r}");
+    }
     let by_real = |r: &str| flows.iter().filter(|f| f["real"] == r).count();
     assert_eq!(
         by_real("203.0.113.13:8080"),
