@@ -235,7 +235,8 @@ const _: () = assert!(size_of::<Event>() == 16);
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Indexes of `STATS`: one per verdict and per stated rule. Every packet
-/// increments exactly one reason; a packet that creates a flow also `NEW_FLOW`.
+/// increments exactly one verdict reason; `NEW_FLOW`, `PURGED` and `REASSIGNED`
+/// count events in addition.
 pub mod reason {
     /// Not IPv4 (ARP, IPv6 until it lands, ...): passed unchanged.
     pub const PASS_NOT_IPV4: u32 = 0;

@@ -89,6 +89,29 @@ fn all_up(rig: &Rig) {
     }
 }
 
+/// A keep-alive connection through the VIP that landed on `real`.
+fn conn_on(rig: &Rig, real: &str) -> HttpConn {
+    for _ in 0..30 {
+        let mut c = rig
+            .topo
+            .client
+            .run(|| HttpConn::connect(www(), T))
+            .expect("connect");
+        if rig
+            .topo
+            .client
+            .run(|| c.get("/"))
+            .expect("request")
+            .1
+            .trim()
+            == real
+        {
+            return c;
+        }
+    }
+    panic!("no connection landed on {real} in 30 tries");
+}
+
 /// Keep-alive connections through the VIP until each real holds one.
 fn one_conn_per_real(rig: &Rig) -> BTreeMap<String, HttpConn> {
     let mut conns = BTreeMap::new();
@@ -193,24 +216,7 @@ fn purge_resets_idle_and_active_clients_of_a_dead_real_only() {
     all_up(&rig);
     let mut conns = one_conn_per_real(&rig);
     // A second connection on r1: the active one.
-    let mut active = loop {
-        let mut c = rig
-            .topo
-            .client
-            .run(|| HttpConn::connect(www(), T))
-            .expect("connect");
-        if rig
-            .topo
-            .client
-            .run(|| c.get("/"))
-            .expect("request")
-            .1
-            .trim()
-            == "r1"
-        {
-            break c;
-        }
-    };
+    let mut active = conn_on(&rig, "r1");
 
     // Freeze r1: its host and sockets stay, its service stops answering.
     assert!(rig.servers[0].signal(libc::SIGSTOP));
@@ -295,24 +301,7 @@ fn reassign_moves_udp_on_and_resets_tcp_through_the_new_real() {
     let idx = real[1..].parse::<usize>().unwrap() - 1;
     let dead_addr = format!("203.0.113.{}", 11 + idx);
     // A TCP connection on the same real.
-    let mut tcp = loop {
-        let mut c = rig
-            .topo
-            .client
-            .run(|| HttpConn::connect(www(), T))
-            .expect("connect");
-        if rig
-            .topo
-            .client
-            .run(|| c.get("/"))
-            .expect("request")
-            .1
-            .trim()
-            == real
-        {
-            break c;
-        }
-    };
+    let mut tcp = conn_on(&rig, real);
 
     assert!(rig.servers[idx].signal(libc::SIGSTOP));
     wait_state(
@@ -359,24 +348,7 @@ fn none_keeps_flows_drain_finishes_them_and_backups_serve() {
     );
 
     // none: a frozen real keeps its flow; when it answers again, so does the flow.
-    let mut on_r1 = loop {
-        let mut c = rig
-            .topo
-            .client
-            .run(|| HttpConn::connect(www(), T))
-            .expect("connect");
-        if rig
-            .topo
-            .client
-            .run(|| c.get("/"))
-            .expect("request")
-            .1
-            .trim()
-            == "r1"
-        {
-            break c;
-        }
-    };
+    let mut on_r1 = conn_on(&rig, "r1");
     assert!(rig.servers[0].signal(libc::SIGSTOP));
     wait_state(&rig, "203.0.113.11:8080", "down", Duration::from_secs(3));
     assert_eq!(
