@@ -5,6 +5,7 @@ pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod flowtable;
+pub mod ha;
 pub mod health;
 pub mod maglev;
 pub mod metrics;

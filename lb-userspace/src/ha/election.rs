@@ -1,0 +1,495 @@
+//! Who holds the active role: a pure state machine. The agent feeds it
+//! heartbeats, ticks, bulk-sync completion, a second liveness signal and
+//! operator commands, with the current `Instant`; it answers with the
+//! [`Action`]s to perform. It never sleeps and owns no clock.
+//!
+//! # Rules
+//!
+//! - A node starts in `Init` and heartbeats from the first tick. Hearing the
+//!   peer makes it `Standby`, and a standby without a complete copy of the
+//!   peer's table asks for one ([`Action::RequestBulk`], repeated every
+//!   `bulk_retry` until [`Election::on_bulk_done`]).
+//! - **Sync gate.** Next to a live peer, a node takes the active role only
+//!   with a complete copy of the peer's table (loxilb #565, keepalived
+//!   #1076: a returning node that grabs the VIPs before it has the flows
+//!   resets every client). When neither node is active, the better-ranked
+//!   one (priority, then node id) takes the role once synced; the other
+//!   steps in only if the better one yields, or is still unsynced after a
+//!   dead interval without an active node. A manual takeover is refused
+//!   until the sync is done.
+//! - **Preemption** happens at one moment only: when this node's bulk sync
+//!   completes (it joined, returned, or resynced after a link heal), if
+//!   `preempt` is on and it outranks the active peer. Not continuously, so an
+//!   operator's `takeover` on the lower node or `release` on the higher one
+//!   sticks instead of being undone a heartbeat later.
+//! - **Terms.** Every time a node takes the active role it raises the term
+//!   above any it has seen, and heartbeats carry it. Two actives (after a
+//!   partition heals, or a forced takeover) resolve identically on both
+//!   sides: the higher term wins, then priority, then node id; the loser
+//!   becomes standby and resyncs. The most recent decision wins, which is
+//!   what an operator who just typed `lb ha takeover` expects.
+//! - **Release** hands the role to a synced live peer: this node goes standby
+//!   and advertises `yielding` (the role of VRRP's priority 0), so the peer,
+//!   though maybe lower-ranked, takes over at once. Yielding ends when the
+//!   peer is seen active.
+//! - **The active node never gives up its role because the peer went quiet.**
+//!
+//! # Silence: a dead peer or a cut sync link?
+//!
+//! With one sync link, a standby that stops hearing heartbeats cannot tell a
+//! dead active node from a cut link. Keepalived/VRRP promote anyway; if only
+//! the link was cut, both nodes then hold the floating IPs, fight over ARP,
+//! and each side's new flows are unknown to the other: clients are reset.
+//! Issue 6 asks the opposite ("cutting only the sync link changes no role").
+//!
+//! So the standby needs a second opinion over another path. The agent
+//! reports it through [`Election::on_peer_liveness`], from a check over the
+//! data-plane segments (ARP or ICMP to the peer's client-side address): a
+//! box whose links are down, or that is powered off, fails it; a box whose
+//! sync link alone is cut passes it. A standby (or a starting node) promotes
+//! only when heartbeats have been gone for `dead_interval` AND the peer is
+//! not reported alive. "Alive" is a veto that has to be renewed: a report
+//! counts for `liveness_ttl` (default the dead interval), so a liveness
+//! source that stops reporting cannot pin the standby down forever, and an
+//! agent with no second path (it never reports) gets plain VRRP behaviour.
+//!
+//! The residual risk is a peer that passes the check but no longer forwards:
+//! the veto keeps this node standby. That is the safer failure for a NAT
+//! box, where two actives break every connection; the way out is an
+//! operator's `lb ha takeover` here (allowed without the peer, and it wins
+//! the term comparison when the two meet again).
+//!
+//! When the link heals the standby hears the active again and requests a
+//! bulk copy, because it missed the events sent while the link was down.
+
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, Instant};
+
+use super::Role;
+use super::wire::Heartbeat;
+use crate::config::Ha;
+
+/// How long a bulk copy may take before it is requested again. Generous: a
+/// million flows is ~27k datagrams, and a repeated request restarts the copy.
+pub const DEFAULT_BULK_RETRY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectionConfig {
+    pub node_id: u8,
+    pub priority: u8,
+    pub heartbeat: Duration,
+    /// Heartbeats missing this long mean the peer is gone.
+    pub dead_interval: Duration,
+    pub preempt: bool,
+    /// How long one "peer alive" report holds back a promotion.
+    pub liveness_ttl: Duration,
+    pub bulk_retry: Duration,
+}
+
+impl ElectionConfig {
+    pub fn from_ha(ha: &Ha) -> ElectionConfig {
+        let dead_interval = ha.dead_interval.unwrap_or(ha.heartbeat * 3);
+        ElectionConfig {
+            node_id: ha.node_id,
+            priority: ha.priority,
+            heartbeat: ha.heartbeat,
+            dead_interval,
+            preempt: ha.preempt,
+            liveness_ttl: dead_interval,
+            bulk_retry: DEFAULT_BULK_RETRY,
+        }
+    }
+}
+
+/// What the peer's latest heartbeat said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub node_id: u8,
+    pub priority: u8,
+    pub role: Role,
+    pub term: u64,
+    pub bulk_synced: bool,
+    pub yielding: bool,
+}
+
+impl PeerInfo {
+    /// From an accepted heartbeat; the node id comes from its datagram header.
+    pub fn from_heartbeat(node_id: u8, hb: &Heartbeat) -> PeerInfo {
+        PeerInfo {
+            node_id,
+            priority: hb.priority,
+            role: hb.role,
+            term: hb.term,
+            bulk_synced: hb.bulk_synced,
+            yielding: hb.yielding,
+        }
+    }
+
+    fn rank(&self) -> (u8, u8) {
+        (self.priority, self.node_id)
+    }
+
+    /// Could take the active role next to a live partner.
+    fn candidate(&self) -> bool {
+        self.bulk_synced && !self.yielding
+    }
+}
+
+/// What the agent must do, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Install the floating IPs and send gratuitous ARPs.
+    BecomeActive,
+    /// Remove the floating IPs (also on the first decision after start, to
+    /// clear any a crashed run left behind).
+    BecomeStandby,
+    /// Ask the peer for a full copy of its flow table.
+    RequestBulk,
+    /// Send [`Election::heartbeat`] now.
+    SendHeartbeat,
+}
+
+/// Why `lb ha takeover` or `lb ha release` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("this node is already active")]
+    AlreadyActive,
+    #[error("this node is not active; run `lb ha takeover` on the peer instead")]
+    NotActive,
+    #[error(
+        "the bulk sync from the peer is not complete; taking over now would reset the peer's clients; wait for `lb ha status` to show synced"
+    )]
+    NotSynced,
+    #[error("the peer is not heard on the sync link; releasing would leave no active node")]
+    PeerNotAlive,
+    #[error(
+        "the peer has not completed its bulk sync; releasing now would reset clients; wait for it to show synced"
+    )]
+    PeerNotSynced,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    info: PeerInfo,
+    last_heard: Instant,
+    /// Silence past the dead interval has been noticed since the last
+    /// heartbeat.
+    lost: bool,
+}
+
+/// A snapshot for `lb ha status` and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub role: Role,
+    pub term: u64,
+    pub bulk_synced: bool,
+    pub yielding: bool,
+    pub peer: Option<PeerInfo>,
+    pub peer_alive: bool,
+    pub peer_last_heard: Option<Duration>,
+    /// The latest liveness report, if one is still in force.
+    pub peer_liveness: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Election {
+    cfg: ElectionConfig,
+    role: Role,
+    /// For the active node, the term it took the role in; otherwise the
+    /// highest term seen.
+    term: u64,
+    /// This node's table is complete: a bulk copy from the peer finished and
+    /// no event has been missed since (or this node is, or just was, the
+    /// source of truth as the active).
+    bulk_synced: bool,
+    yielding: bool,
+    started: Instant,
+    peer: Option<Peer>,
+    liveness: Option<(bool, Instant)>,
+    bulk_requested: Option<Instant>,
+    last_heartbeat: Option<Instant>,
+    /// Since when neither node of a live pair has been active.
+    leaderless_since: Option<Instant>,
+}
+
+impl Election {
+    pub fn new(cfg: ElectionConfig, now: Instant) -> Election {
+        Election {
+            cfg,
+            role: Role::Init,
+            term: 0,
+            bulk_synced: false,
+            yielding: false,
+            started: now,
+            peer: None,
+            liveness: None,
+            bulk_requested: None,
+            last_heartbeat: None,
+            leaderless_since: None,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    pub fn bulk_synced(&self) -> bool {
+        self.bulk_synced
+    }
+
+    pub fn peer(&self) -> Option<PeerInfo> {
+        self.peer.map(|p| p.info)
+    }
+
+    /// A heartbeat arrived within the dead interval.
+    pub fn peer_alive(&self, now: Instant) -> bool {
+        self.peer
+            .is_some_and(|p| now.saturating_duration_since(p.last_heard) < self.cfg.dead_interval)
+    }
+
+    pub fn status(&self, now: Instant) -> Status {
+        Status {
+            role: self.role,
+            term: self.term,
+            bulk_synced: self.bulk_synced,
+            yielding: self.yielding,
+            peer: self.peer(),
+            peer_alive: self.peer_alive(now),
+            peer_last_heard: self
+                .peer
+                .map(|p| now.saturating_duration_since(p.last_heard)),
+            peer_liveness: self
+                .liveness
+                .filter(|&(_, at)| now.saturating_duration_since(at) < self.cfg.liveness_ttl)
+                .map(|(alive, _)| alive),
+        }
+    }
+
+    /// The heartbeat to send for [`Action::SendHeartbeat`].
+    pub fn heartbeat(&self, flows: u64) -> Heartbeat {
+        Heartbeat {
+            priority: self.cfg.priority,
+            role: self.role,
+            term: self.term,
+            bulk_synced: self.bulk_synced,
+            yielding: self.yielding,
+            flows,
+        }
+    }
+
+    /// An authenticated heartbeat from the peer.
+    pub fn on_heartbeat(&mut self, peer: PeerInfo, now: Instant) -> Vec<Action> {
+        // Silence no tick noticed still counts: events were missed.
+        self.notice_loss(now);
+        self.peer = Some(Peer {
+            info: peer,
+            last_heard: now,
+            lost: false,
+        });
+        self.step(now, false)
+    }
+
+    /// Call at least every heartbeat interval.
+    pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
+        self.step(now, false)
+    }
+
+    /// The bulk copy requested from the peer has fully arrived.
+    pub fn on_bulk_done(&mut self, now: Instant) -> Vec<Action> {
+        self.bulk_synced = true;
+        self.bulk_requested = None;
+        self.step(now, true)
+    }
+
+    /// The second path's verdict on the peer (see the module docs). Report
+    /// at least every `liveness_ttl`.
+    pub fn on_peer_liveness(&mut self, alive: bool, now: Instant) -> Vec<Action> {
+        self.liveness = Some((alive, now));
+        self.step(now, false)
+    }
+
+    /// `lb ha takeover`. Without a live peer there is nothing to sync from,
+    /// so it is allowed unsynced: that is the operator's way out when the
+    /// liveness veto keeps a standby down next to a hung peer.
+    pub fn takeover(&mut self, now: Instant) -> Result<Vec<Action>, Refused> {
+        if self.role == Role::Active {
+            return Err(Refused::AlreadyActive);
+        }
+        if self.peer_alive(now) && !self.bulk_synced {
+            return Err(Refused::NotSynced);
+        }
+        let mut actions = Vec::new();
+        self.become_active(&mut actions);
+        self.finish(now, &mut actions);
+        Ok(actions)
+    }
+
+    /// `lb ha release`: hand the active role to the peer.
+    pub fn release(&mut self, now: Instant) -> Result<Vec<Action>, Refused> {
+        if self.role != Role::Active {
+            return Err(Refused::NotActive);
+        }
+        if !self.peer_alive(now) {
+            return Err(Refused::PeerNotAlive);
+        }
+        if self.peer.is_some_and(|p| !p.info.bulk_synced) {
+            return Err(Refused::PeerNotSynced);
+        }
+        let mut actions = Vec::new();
+        // Our table was the source of truth up to now: still complete.
+        self.become_standby(true, &mut actions);
+        self.yielding = true;
+        self.finish(now, &mut actions);
+        Ok(actions)
+    }
+
+    fn step(&mut self, now: Instant, bulk_just_done: bool) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.notice_loss(now);
+        match self.peer.filter(|_| self.peer_alive(now)) {
+            None => self.alone(now, &mut actions),
+            Some(p) => self.with_peer(p.info, now, bulk_just_done, &mut actions),
+        }
+        self.finish(now, &mut actions);
+        actions
+    }
+
+    /// Marks the peer lost once its silence passes the dead interval. A
+    /// standby has missed events from then on, so its copy is incomplete.
+    fn notice_loss(&mut self, now: Instant) {
+        let alive = self.peer_alive(now);
+        if let Some(p) = self.peer.as_mut()
+            && !alive
+            && !p.lost
+        {
+            p.lost = true;
+            self.bulk_requested = None;
+            if self.role != Role::Active {
+                self.bulk_synced = false;
+            }
+        }
+    }
+
+    /// No peer heard within the dead interval.
+    fn alone(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        self.leaderless_since = None;
+        if self.role == Role::Active {
+            return;
+        }
+        let quiet_since = self.peer.map_or(self.started, |p| p.last_heard);
+        if now.saturating_duration_since(quiet_since) < self.cfg.dead_interval {
+            return;
+        }
+        if self.peer_reported_alive(now) {
+            // Sync link cut, peer still up: hold, and make sure a starting
+            // node holds no floating IP either.
+            if self.role == Role::Init {
+                self.become_standby(false, actions);
+            }
+        } else {
+            self.become_active(actions);
+        }
+    }
+
+    fn with_peer(
+        &mut self,
+        p: PeerInfo,
+        now: Instant,
+        bulk_just_done: bool,
+        actions: &mut Vec<Action>,
+    ) {
+        if p.role == Role::Active {
+            self.yielding = false;
+        }
+        if self.role != Role::Active {
+            self.term = self.term.max(p.term);
+        }
+        let outranks = (self.cfg.priority, self.cfg.node_id) > p.rank();
+        match (self.role, p.role) {
+            (Role::Active, Role::Active) => {
+                let ours = (self.term, self.cfg.priority, self.cfg.node_id);
+                if (p.term, p.priority, p.node_id) > ours {
+                    self.term = p.term;
+                    self.become_standby(false, actions);
+                }
+            }
+            (Role::Active, _) => {}
+            (_, Role::Active) => {
+                if self.role == Role::Init {
+                    self.become_standby(false, actions);
+                }
+                if bulk_just_done && self.cfg.preempt && !self.yielding && outranks {
+                    self.become_active(actions);
+                }
+            }
+            (_, _) => {
+                if self.role == Role::Init {
+                    self.become_standby(false, actions);
+                }
+                // Nobody active. The better-ranked node should take it once
+                // synced; the other steps in only if the better one hands
+                // over (yielding) or is still unsynced after a dead interval
+                // without an active node, so which bulk copy happens to
+                // finish first at a joint start decides nothing.
+                let since = *self.leaderless_since.get_or_insert(now);
+                let waited = now.saturating_duration_since(since) >= self.cfg.dead_interval;
+                let candidate = self.bulk_synced && !self.yielding;
+                if candidate && (outranks || p.yielding || (!p.candidate() && waited)) {
+                    self.become_active(actions);
+                }
+            }
+        }
+        if p.role == Role::Active || self.role == Role::Active {
+            self.leaderless_since = None;
+        }
+        let retry_due = self
+            .bulk_requested
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.cfg.bulk_retry);
+        if self.role != Role::Active && !self.bulk_synced && retry_due {
+            self.bulk_requested = Some(now);
+            actions.push(Action::RequestBulk);
+        }
+    }
+
+    fn peer_reported_alive(&self, now: Instant) -> bool {
+        matches!(self.liveness, Some((true, at))
+            if now.saturating_duration_since(at) < self.cfg.liveness_ttl)
+    }
+
+    fn become_active(&mut self, actions: &mut Vec<Action>) {
+        let peer_term = self.peer.map_or(0, |p| p.info.term);
+        self.term = self.term.max(peer_term) + 1;
+        self.role = Role::Active;
+        self.bulk_synced = true;
+        self.yielding = false;
+        self.bulk_requested = None;
+        actions.push(Action::BecomeActive);
+    }
+
+    fn become_standby(&mut self, synced: bool, actions: &mut Vec<Action>) {
+        self.role = Role::Standby;
+        self.bulk_synced = synced;
+        actions.push(Action::BecomeStandby);
+    }
+
+    /// Heartbeat on every role change, so the peer learns at once, and
+    /// otherwise every interval.
+    fn finish(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let changed = actions
+            .iter()
+            .any(|a| matches!(a, Action::BecomeActive | Action::BecomeStandby));
+        let due = self
+            .last_heartbeat
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.cfg.heartbeat);
+        if changed || due {
+            self.last_heartbeat = Some(now);
+            actions.push(Action::SendHeartbeat);
+        }
+    }
+}

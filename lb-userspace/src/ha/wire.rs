@@ -1,0 +1,476 @@
+//! The sync protocol between the two nodes: one message per UDP datagram,
+//! authenticated with HMAC-SHA256 under the shared key and replay-protected
+//! by a per-sender boot id and sequence number.
+//!
+//! A hand-written binary layout rather than serde: the format is a contract
+//! between two agents that may run different builds during an upgrade, so
+//! every byte is written down here and versioned, and nothing depends on a
+//! serializer's choices.
+//!
+//! # Format, version 1
+//!
+//! All integers are big-endian; there is no padding. IPv4 only, like the
+//! datapath: IPv6 flows will need version 2.
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic "LBHA"
+//! 4       1     version = 1
+//! 5       1     kind: 1 heartbeat, 2 flow batch, 3 ack, 4 bulk request, 5 bulk done
+//! 6       1     sender node_id (ha.node_id)
+//! 7       8     sender boot_id (see `boot_id`)
+//! 15      8     seq: 1, 2, 3, ... per sender boot, one per datagram
+//! 23      n     payload, by kind (below)
+//! 23+n    32    HMAC-SHA256(key, bytes 0 .. 23+n)
+//!
+//! heartbeat (19):   priority u8, role u8 (0 init, 1 standby, 2 active),
+//!                   flags u8 (bit 0 bulk_synced, bit 1 yielding; others 0),
+//!                   term u64, flows u64
+//! flow batch:       first_seq u64, count u16, count x event
+//!   event:          tag u8 (1 upsert, 2 remove), tuple (13):
+//!                   client addr 4, client port 2, vip addr 4, vip port 2, proto u8
+//!   upsert adds:    real addr 4, real port 2, state u8,
+//!                   created_age_ms u64, idle_ms u64       (upsert 37, remove 14)
+//! ack (8):          up_to_seq u64
+//! bulk request (0)
+//! bulk done (8):    total u64
+//! ```
+//!
+//! Two sequence spaces, on purpose: the header's `seq` numbers datagrams and
+//! exists only for replay protection, so a resent batch is a new datagram
+//! with a new `seq`; `first_seq`/`up_to_seq` number flow events, the stream
+//! that is acknowledged and resent on loss.
+//!
+//! Anything that does not parse exactly (unknown kind, tag, role or flag
+//! bit, a short or long payload) is malformed: a new meaning bumps the
+//! version instead of being guessed at.
+
+mod key;
+mod receiver;
+#[cfg(test)]
+mod tests;
+
+pub use key::{Key, KeyError};
+pub use receiver::{Received, Receiver, Reject, RxCounters};
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::Role;
+
+pub const MAGIC: [u8; 4] = *b"LBHA";
+pub const VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 23;
+pub const MAC_LEN: usize = 32;
+/// Bytes every datagram spends outside its payload.
+pub const OVERHEAD: usize = HEADER_LEN + MAC_LEN;
+/// Default largest datagram: fits a 1500-byte MTU after IPv4 + UDP headers
+/// with room for a tunnel or VLAN on the sync link, so nothing fragments.
+pub const MAX_DATAGRAM: usize = 1400;
+/// The largest UDP payload over IPv4.
+pub const UDP_MAX: usize = 65_507;
+const BATCH_HEADER_LEN: usize = 8 + 2;
+const TUPLE_LEN: usize = 4 + 2 + 4 + 2 + 1;
+pub const UPSERT_LEN: usize = 1 + TUPLE_LEN + 4 + 2 + 1 + 8 + 8;
+pub const REMOVE_LEN: usize = 1 + TUPLE_LEN;
+/// The smallest datagram limit a [`Sender`] accepts: one upsert must fit, or
+/// a batch could never make progress.
+pub const MIN_DATAGRAM: usize = OVERHEAD + BATCH_HEADER_LEN + UPSERT_LEN;
+
+const KIND_HEARTBEAT: u8 = 1;
+const KIND_FLOW_BATCH: u8 = 2;
+const KIND_ACK: u8 = 3;
+const KIND_BULK_REQUEST: u8 = 4;
+const KIND_BULK_DONE: u8 = 5;
+
+const TAG_UPSERT: u8 = 1;
+const TAG_REMOVE: u8 = 2;
+
+const FLAG_BULK_SYNCED: u8 = 1;
+const FLAG_YIELDING: u8 = 2;
+
+/// The authenticated header fields of a received datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub node_id: u8,
+    pub boot_id: u64,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Heartbeat(Heartbeat),
+    FlowBatch(FlowBatch),
+    /// Every flow event up to and including this sequence number arrived.
+    Ack {
+        up_to_seq: u64,
+    },
+    /// Send me a full copy of your flow table.
+    BulkRequest,
+    /// The bulk copy is complete; `total` events were sent in it.
+    BulkDone {
+        total: u64,
+    },
+}
+
+/// What a node tells its peer every heartbeat interval. The sender's node id
+/// is in the datagram header, not repeated here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub priority: u8,
+    pub role: Role,
+    /// Election term: raised by whoever takes the active role, so two actives
+    /// meeting after a partition resolve deterministically (see `election`).
+    pub term: u64,
+    /// The sender holds a complete copy of its peer's table.
+    pub bulk_synced: bool,
+    /// The sender released the active role and will not take it back from a
+    /// live peer on its own.
+    pub yielding: bool,
+    /// Flows in the sender's table, for `lb ha status` and the sync-lag view.
+    pub flows: u64,
+}
+
+/// Flow events numbered `first_seq`, `first_seq + 1`, ...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowBatch {
+    pub first_seq: u64,
+    pub events: Vec<FlowEvent>,
+}
+
+/// A flow as the client sees it: the forward key of `FLOWS`, in std types so
+/// the wire does not inherit a map layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowTuple {
+    pub client: SocketAddrV4,
+    pub vip: SocketAddrV4,
+    pub proto: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowEvent {
+    /// Create or update. The real is named by address, never by a local id:
+    /// the two nodes number their reals independently. Times are ages
+    /// relative to the moment of sending, because the two hosts' monotonic
+    /// clocks share no origin.
+    Upsert {
+        key: FlowTuple,
+        real: SocketAddrV4,
+        state: u8,
+        created_age_ms: u64,
+        idle_ms: u64,
+    },
+    Remove {
+        key: FlowTuple,
+    },
+}
+
+impl FlowEvent {
+    pub fn key(&self) -> &FlowTuple {
+        match self {
+            FlowEvent::Upsert { key, .. } | FlowEvent::Remove { key } => key,
+        }
+    }
+
+    /// Bytes this event takes inside a flow batch.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            FlowEvent::Upsert { .. } => UPSERT_LEN,
+            FlowEvent::Remove { .. } => REMOVE_LEN,
+        }
+    }
+}
+
+/// A boot id for an agent started at `now`: nanoseconds since the Unix
+/// epoch.
+///
+/// Ordered rather than random, on purpose: a receiver accepts a changed boot
+/// id only if it is greater than the one it knows (a restart happens later),
+/// so datagrams recorded during an earlier run of the peer cannot be
+/// replayed after it restarts. A random id could not tell an old boot from
+/// a new one. WireGuard's handshake timestamp makes the same trade. The cost:
+/// a peer whose wall clock stepped back across its restart is dropped as
+/// `stale` until this agent restarts too; the counter shows it.
+pub fn boot_id(now: SystemTime) -> u64 {
+    let nanos = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    u64::try_from(nanos).unwrap_or(u64::MAX).max(1)
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error(
+        "message is {len} bytes, over the {max}-byte datagram limit; send fewer flow events per batch (Sender::seal_events packs them)"
+    )]
+    TooLarge { len: usize, max: usize },
+}
+
+/// Seals outgoing messages for one agent run: numbers them and appends the
+/// MAC.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    key: Key,
+    node_id: u8,
+    boot_id: u64,
+    next_seq: u64,
+    max_datagram: usize,
+}
+
+impl Sender {
+    pub fn new(key: Key, node_id: u8, boot_id: u64) -> Sender {
+        Sender {
+            key,
+            node_id,
+            boot_id,
+            next_seq: 1,
+            max_datagram: MAX_DATAGRAM,
+        }
+    }
+
+    /// Sets the datagram limit, clamped to `MIN_DATAGRAM..=UDP_MAX`.
+    pub fn with_max_datagram(mut self, max: usize) -> Sender {
+        self.max_datagram = max.clamp(MIN_DATAGRAM, UDP_MAX);
+        self
+    }
+
+    pub fn max_datagram(&self) -> usize {
+        self.max_datagram
+    }
+
+    pub fn boot_id(&self) -> u64 {
+        self.boot_id
+    }
+
+    /// The sequence number the next sealed datagram will carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// One datagram holding `msg`. Consumes a sequence number only on success.
+    pub fn seal(&mut self, msg: &Message) -> Result<Vec<u8>, WireError> {
+        let mut out = self.start(kind_of(msg));
+        encode_payload(msg, &mut out);
+        let len = out.len() + MAC_LEN;
+        if len > self.max_datagram {
+            return Err(WireError::TooLarge {
+                len,
+                max: self.max_datagram,
+            });
+        }
+        Ok(self.finish(out))
+    }
+
+    /// A flow batch with as many of `events` (from the front) as fit in one
+    /// datagram, numbered from `first_seq`; returns it and how many it holds.
+    /// Always at least one when `events` is not empty.
+    pub fn seal_events(&mut self, first_seq: u64, events: &[FlowEvent]) -> (Vec<u8>, usize) {
+        let mut room = self.max_datagram - OVERHEAD - BATCH_HEADER_LEN;
+        let count = events
+            .iter()
+            .take(usize::from(u16::MAX))
+            .take_while(|ev| {
+                let fits = ev.encoded_len() <= room;
+                if fits {
+                    room -= ev.encoded_len();
+                }
+                fits
+            })
+            .count();
+        let mut out = self.start(KIND_FLOW_BATCH);
+        encode_batch(first_seq, &events[..count], &mut out);
+        (self.finish(out), count)
+    }
+
+    fn start(&self, kind: u8) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.max_datagram);
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.push(kind);
+        out.push(self.node_id);
+        out.extend_from_slice(&self.boot_id.to_be_bytes());
+        out.extend_from_slice(&self.next_seq.to_be_bytes());
+        out
+    }
+
+    fn finish(&mut self, mut out: Vec<u8>) -> Vec<u8> {
+        let tag = self.key.tag(&out);
+        out.extend_from_slice(&tag);
+        self.next_seq += 1;
+        out
+    }
+}
+
+fn kind_of(msg: &Message) -> u8 {
+    match msg {
+        Message::Heartbeat(_) => KIND_HEARTBEAT,
+        Message::FlowBatch(_) => KIND_FLOW_BATCH,
+        Message::Ack { .. } => KIND_ACK,
+        Message::BulkRequest => KIND_BULK_REQUEST,
+        Message::BulkDone { .. } => KIND_BULK_DONE,
+    }
+}
+
+fn encode_payload(msg: &Message, out: &mut Vec<u8>) {
+    match msg {
+        Message::Heartbeat(hb) => {
+            let mut flags = 0;
+            if hb.bulk_synced {
+                flags |= FLAG_BULK_SYNCED;
+            }
+            if hb.yielding {
+                flags |= FLAG_YIELDING;
+            }
+            out.push(hb.priority);
+            out.push(hb.role.to_byte());
+            out.push(flags);
+            out.extend_from_slice(&hb.term.to_be_bytes());
+            out.extend_from_slice(&hb.flows.to_be_bytes());
+        }
+        Message::FlowBatch(batch) => encode_batch(batch.first_seq, &batch.events, out),
+        Message::Ack { up_to_seq } => out.extend_from_slice(&up_to_seq.to_be_bytes()),
+        Message::BulkRequest => {}
+        Message::BulkDone { total } => out.extend_from_slice(&total.to_be_bytes()),
+    }
+}
+
+fn encode_batch(first_seq: u64, events: &[FlowEvent], out: &mut Vec<u8>) {
+    // A batch over u16::MAX events would exceed any datagram anyway; `seal`
+    // reports it as too large, so the truncated count is never sent.
+    let count = u16::try_from(events.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&first_seq.to_be_bytes());
+    out.extend_from_slice(&count.to_be_bytes());
+    for ev in events {
+        match ev {
+            FlowEvent::Upsert {
+                key,
+                real,
+                state,
+                created_age_ms,
+                idle_ms,
+            } => {
+                out.push(TAG_UPSERT);
+                encode_tuple(key, out);
+                encode_addr(real, out);
+                out.push(*state);
+                out.extend_from_slice(&created_age_ms.to_be_bytes());
+                out.extend_from_slice(&idle_ms.to_be_bytes());
+            }
+            FlowEvent::Remove { key } => {
+                out.push(TAG_REMOVE);
+                encode_tuple(key, out);
+            }
+        }
+    }
+}
+
+fn encode_tuple(t: &FlowTuple, out: &mut Vec<u8>) {
+    encode_addr(&t.client, out);
+    encode_addr(&t.vip, out);
+    out.push(t.proto);
+}
+
+fn encode_addr(a: &SocketAddrV4, out: &mut Vec<u8>) {
+    out.extend_from_slice(&a.ip().octets());
+    out.extend_from_slice(&a.port().to_be_bytes());
+}
+
+/// Splits an authenticated datagram body (header + payload, MAC already
+/// checked and removed) into its parts; `None` if anything is off.
+fn decode(body: &[u8]) -> Option<(Header, Message)> {
+    let mut r = Reader(body);
+    if r.bytes(4)? != MAGIC || r.u8()? != VERSION {
+        return None;
+    }
+    let kind = r.u8()?;
+    let header = Header {
+        node_id: r.u8()?,
+        boot_id: r.u64()?,
+        seq: r.u64()?,
+    };
+    let msg = match kind {
+        KIND_HEARTBEAT => {
+            let priority = r.u8()?;
+            let role = Role::from_byte(r.u8()?)?;
+            let flags = r.u8()?;
+            if flags & !(FLAG_BULK_SYNCED | FLAG_YIELDING) != 0 {
+                return None;
+            }
+            Message::Heartbeat(Heartbeat {
+                priority,
+                role,
+                term: r.u64()?,
+                bulk_synced: flags & FLAG_BULK_SYNCED != 0,
+                yielding: flags & FLAG_YIELDING != 0,
+                flows: r.u64()?,
+            })
+        }
+        KIND_FLOW_BATCH => {
+            let first_seq = r.u64()?;
+            let count = r.u16()?;
+            // No allocation sized by the peer beyond what the datagram can hold.
+            let mut events = Vec::with_capacity(usize::from(count).min(r.0.len() / REMOVE_LEN));
+            for _ in 0..count {
+                events.push(decode_event(&mut r)?);
+            }
+            Message::FlowBatch(FlowBatch { first_seq, events })
+        }
+        KIND_ACK => Message::Ack {
+            up_to_seq: r.u64()?,
+        },
+        KIND_BULK_REQUEST => Message::BulkRequest,
+        KIND_BULK_DONE => Message::BulkDone { total: r.u64()? },
+        _ => return None,
+    };
+    r.0.is_empty().then_some((header, msg))
+}
+
+fn decode_event(r: &mut Reader<'_>) -> Option<FlowEvent> {
+    let tag = r.u8()?;
+    let key = FlowTuple {
+        client: r.addr()?,
+        vip: r.addr()?,
+        proto: r.u8()?,
+    };
+    match tag {
+        TAG_UPSERT => Some(FlowEvent::Upsert {
+            key,
+            real: r.addr()?,
+            state: r.u8()?,
+            created_age_ms: r.u64()?,
+            idle_ms: r.u64()?,
+        }),
+        TAG_REMOVE => Some(FlowEvent::Remove { key }),
+        _ => None,
+    }
+}
+
+/// A cursor over untrusted bytes: every read is bounds-checked.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.bytes(N)?.try_into().ok()
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.array()?))
+    }
+
+    fn addr(&mut self) -> Option<SocketAddrV4> {
+        let ip = Ipv4Addr::from(self.array::<4>()?);
+        Some(SocketAddrV4::new(ip, self.u16()?))
+    }
+}

@@ -1,0 +1,483 @@
+//! Codec, MAC and replay protection, on bytes made in the tests.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::*;
+
+const A: u8 = 1;
+const B: u8 = 2;
+
+fn key() -> Key {
+    Key::from_bytes(b"0123456789abcdef0123456789abcdef").expect("test key")
+}
+
+fn other_key() -> Key {
+    Key::from_bytes(b"fedcba9876543210fedcba9876543210").expect("test key")
+}
+
+fn addr(last: u8, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, last), port)
+}
+
+fn tuple(n: u16) -> FlowTuple {
+    FlowTuple {
+        client: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 40_000 + n),
+        vip: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10), 80),
+        proto: 6,
+    }
+}
+
+fn upsert(n: u16) -> FlowEvent {
+    FlowEvent::Upsert {
+        key: tuple(n),
+        real: addr(11, 8080),
+        state: 2,
+        created_age_ms: 1_000_000 + u64::from(n),
+        idle_ms: u64::from(n),
+    }
+}
+
+fn heartbeat() -> Message {
+    Message::Heartbeat(Heartbeat {
+        priority: 200,
+        role: Role::Active,
+        term: 7,
+        bulk_synced: true,
+        yielding: false,
+        flows: 123_456,
+    })
+}
+
+/// One of each message kind, every field away from zero.
+fn every_message() -> Vec<Message> {
+    vec![
+        heartbeat(),
+        Message::Heartbeat(Heartbeat {
+            priority: 0,
+            role: Role::Init,
+            term: 0,
+            bulk_synced: false,
+            yielding: true,
+            flows: 0,
+        }),
+        Message::FlowBatch(FlowBatch {
+            first_seq: 42,
+            events: vec![upsert(1), FlowEvent::Remove { key: tuple(2) }, upsert(3)],
+        }),
+        Message::FlowBatch(FlowBatch {
+            first_seq: 1,
+            events: vec![],
+        }),
+        Message::Ack { up_to_seq: 44 },
+        Message::BulkRequest,
+        Message::BulkDone { total: 1 << 40 },
+    ]
+}
+
+fn pair() -> (Sender, Receiver) {
+    (Sender::new(key(), A, 1000), Receiver::new(key(), B))
+}
+
+#[test]
+fn every_message_round_trips() {
+    let (mut tx, mut rx) = pair();
+    for (i, msg) in every_message().into_iter().enumerate() {
+        let dgram = tx.seal(&msg).expect("fits");
+        let got = rx.open(&dgram).unwrap_or_else(|r| panic!("{msg:?}: {r:?}"));
+        assert_eq!(got.message, msg);
+        let seq = i as u64 + 1;
+        assert_eq!(
+            got.header,
+            Header {
+                node_id: A,
+                boot_id: 1000,
+                seq
+            }
+        );
+        assert_eq!(
+            got.new_boot,
+            i == 0,
+            "only the first datagram is a new boot"
+        );
+    }
+    assert_eq!(rx.counters().accepted, 7);
+}
+
+#[test]
+fn layout_is_the_documented_one() {
+    let (mut tx, _) = pair();
+    let dgram = tx.seal(&heartbeat()).expect("fits");
+    assert_eq!(dgram.len(), OVERHEAD + 19);
+    assert_eq!(&dgram[..4], b"LBHA");
+    assert_eq!(dgram[4..7], [VERSION, 1, A]);
+    assert_eq!(dgram[7..15], 1000u64.to_be_bytes());
+    assert_eq!(dgram[15..23], 1u64.to_be_bytes());
+    // priority, role, flags (bulk_synced), term, flows
+    assert_eq!(dgram[23..26], [200, 2, 1]);
+    assert_eq!(dgram[26..34], 7u64.to_be_bytes());
+    assert_eq!(dgram[34..42], 123_456u64.to_be_bytes());
+
+    let (dgram, n) = tx.seal_events(9, &[upsert(1), FlowEvent::Remove { key: tuple(2) }]);
+    assert_eq!(n, 2);
+    assert_eq!(dgram.len(), OVERHEAD + 10 + UPSERT_LEN + REMOVE_LEN);
+    assert_eq!(UPSERT_LEN, 37);
+    assert_eq!(REMOVE_LEN, 14);
+    let p = &dgram[HEADER_LEN..];
+    assert_eq!(p[..8], 9u64.to_be_bytes());
+    assert_eq!(p[8..10], [0, 2]);
+    // upsert: tag, client 198.51.100.7:40001, vip 192.0.2.10:80, tcp, real 10.0.0.11:8080
+    assert_eq!(
+        p[10..30],
+        [
+            1, 198, 51, 100, 7, 0x9c, 0x41, 192, 0, 2, 10, 0, 80, 6, 10, 0, 0, 11, 0x1f, 0x90
+        ]
+    );
+}
+
+#[test]
+fn a_flipped_bit_anywhere_is_rejected() {
+    let (mut tx, _) = pair();
+    let dgram = tx.seal(&heartbeat()).expect("fits");
+    for byte in 0..dgram.len() {
+        for bit in 0..8 {
+            let mut bad = dgram.clone();
+            bad[byte] ^= 1 << bit;
+            // A fresh receiver each time, so the window plays no part.
+            let mut rx = Receiver::new(key(), B);
+            let expected = match byte {
+                0..4 => Reject::Malformed,
+                4 => Reject::WrongVersion,
+                _ => Reject::BadMac,
+            };
+            assert_eq!(rx.open(&bad), Err(expected), "byte {byte} bit {bit}");
+        }
+    }
+    let mut rx = Receiver::new(key(), B);
+    assert!(rx.open(&dgram).is_ok(), "the unmodified datagram opens");
+}
+
+#[test]
+fn wrong_key_fails_the_mac_and_changes_nothing() {
+    let mut forger = Sender::new(other_key(), A, 1000);
+    let (mut tx, mut rx) = pair();
+    // A forged datagram with a huge seq and a later boot id must not move
+    // the window: the genuine traffic after it is still accepted.
+    let forged = Sender::new(other_key(), A, u64::MAX).seal(&heartbeat());
+    assert_eq!(rx.open(&forged.expect("fits")), Err(Reject::BadMac));
+    assert_eq!(
+        rx.open(&forger.seal(&heartbeat()).expect("fits")),
+        Err(Reject::BadMac)
+    );
+    assert!(rx.open(&tx.seal(&heartbeat()).expect("fits")).is_ok());
+    assert_eq!(rx.peer_boot(A), Some(1000));
+    assert_eq!(rx.counters().bad_mac, 2);
+    assert_eq!(rx.counters().accepted, 1);
+}
+
+#[test]
+fn truncated_padded_or_foreign_datagrams_are_malformed() {
+    let (mut tx, mut rx) = pair();
+    let dgram = tx.seal(&heartbeat()).expect("fits");
+    for len in [0, 4, HEADER_LEN, OVERHEAD - 1] {
+        assert_eq!(rx.open(&dgram[..len]), Err(Reject::Malformed), "len {len}");
+    }
+    // Cut inside the payload: the MAC no longer matches.
+    assert_eq!(rx.open(&dgram[..dgram.len() - 1]), Err(Reject::BadMac));
+    assert_eq!(
+        rx.open(b"GET / HTTP/1.1\r\n\r\n......................................"),
+        Err(Reject::Malformed)
+    );
+    assert_eq!(rx.counters().malformed, 5);
+}
+
+/// A datagram with a valid MAC over a payload that does not parse: sealed
+/// by hand, as only a broken or incompatible peer would send it.
+fn sealed_raw(kind: u8, seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&[VERSION, kind, A]);
+    out.extend_from_slice(&1000u64.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(payload);
+    let tag = key().tag(&out);
+    out.extend_from_slice(&tag);
+    out
+}
+
+#[test]
+fn authentic_but_unparsable_payloads_are_malformed_and_do_not_move_the_window() {
+    let mut rx = Receiver::new(key(), B);
+    let cases: Vec<(u8, Vec<u8>)> = vec![
+        (99, vec![]),                                            // unknown kind
+        (KIND_BULK_REQUEST, vec![0]),                            // trailing byte
+        (KIND_ACK, vec![0; 7]),                                  // short
+        (KIND_HEARTBEAT, [&[200, 3, 0][..], &[0; 16]].concat()), // role 3
+        (KIND_HEARTBEAT, [&[200, 2, 4][..], &[0; 16]].concat()), // unknown flag bit
+        (
+            KIND_FLOW_BATCH,
+            [&[0; 8][..], &[0, 1], &[3], &[0; 13]].concat(),
+        ), // unknown tag
+        (KIND_FLOW_BATCH, [&[0; 8][..], &[0xff, 0xff]].concat()), // count past the end
+    ];
+    for (i, (kind, payload)) in cases.iter().enumerate() {
+        let dgram = sealed_raw(*kind, 100 + i as u64, payload);
+        assert_eq!(rx.open(&dgram), Err(Reject::Malformed), "case {i}");
+    }
+    assert_eq!(rx.peer_boot(A), None, "nothing was accepted");
+    // A proper datagram with a low seq is still first contact.
+    let ok = sealed_raw(KIND_BULK_REQUEST, 1, &[]);
+    assert!(rx.open(&ok).expect("valid").new_boot);
+}
+
+#[test]
+fn another_version_is_counted_not_parsed() {
+    let (mut tx, mut rx) = pair();
+    let mut dgram = tx.seal(&heartbeat()).expect("fits");
+    dgram[4] = 2;
+    assert_eq!(rx.open(&dgram), Err(Reject::WrongVersion));
+    assert_eq!(rx.counters().dropped(Reject::WrongVersion), 1);
+}
+
+#[test]
+fn our_own_datagrams_are_rejected() {
+    let mut tx = Sender::new(key(), B, 1000);
+    let mut rx = Receiver::new(key(), B);
+    assert_eq!(
+        rx.open(&tx.seal(&heartbeat()).expect("fits")),
+        Err(Reject::FromSelf)
+    );
+    assert_eq!(rx.counters().from_self, 1);
+    assert_eq!(Reject::FromSelf.as_str(), "self");
+}
+
+#[test]
+fn replayed_datagrams_are_rejected() {
+    let (mut tx, mut rx) = pair();
+    let first = tx.seal(&heartbeat()).expect("fits");
+    let second = tx.seal(&Message::Ack { up_to_seq: 1 }).expect("fits");
+    assert!(rx.open(&first).is_ok());
+    assert!(rx.open(&second).is_ok());
+    assert_eq!(rx.open(&second), Err(Reject::Replay), "newest again");
+    assert_eq!(rx.open(&first), Err(Reject::Replay), "older again");
+    assert_eq!(rx.counters().replay, 2);
+    assert_eq!(rx.counters().accepted, 2);
+}
+
+#[test]
+fn reordering_within_the_window_is_accepted_once() {
+    let (mut tx, mut rx) = pair();
+    let dgrams: Vec<Vec<u8>> = (0..70)
+        .map(|n| tx.seal(&Message::Ack { up_to_seq: n }).expect("fits"))
+        .collect();
+    // seq 70 first, then 69 down to 7 (63 behind: inside), each once.
+    assert!(rx.open(&dgrams[69]).is_ok());
+    for seq in (7..70).rev() {
+        let d = &dgrams[seq as usize - 1];
+        assert!(rx.open(d).is_ok(), "seq {seq} within the window");
+        assert_eq!(rx.open(d), Err(Reject::Replay), "seq {seq} twice");
+    }
+    // seq 6 is 64 behind 70: outside the window.
+    assert_eq!(rx.open(&dgrams[5]), Err(Reject::Stale));
+    assert_eq!(rx.counters().accepted, 64);
+    assert_eq!(rx.counters().replay, 63);
+    assert_eq!(rx.counters().stale, 1);
+}
+
+#[test]
+fn a_jump_past_the_window_forgets_the_old_bitmap() {
+    let (mut tx, mut rx) = pair();
+    let dgrams: Vec<Vec<u8>> = (0..200)
+        .map(|n| tx.seal(&Message::Ack { up_to_seq: n }).expect("fits"))
+        .collect();
+    assert!(rx.open(&dgrams[0]).is_ok()); // seq 1
+    assert!(rx.open(&dgrams[149]).is_ok()); // seq 150, far ahead
+    assert!(rx.open(&dgrams[99]).is_ok(), "seq 100 is 50 behind: inside");
+    assert_eq!(
+        rx.open(&dgrams[49]),
+        Err(Reject::Stale),
+        "seq 50 is 100 behind"
+    );
+    assert_eq!(rx.open(&dgrams[0]), Err(Reject::Stale));
+}
+
+#[test]
+fn a_restarted_peer_is_accepted_and_its_old_boot_is_not() {
+    let (mut old, mut rx) = pair();
+    let early = old.seal(&heartbeat()).expect("fits");
+    let recorded: Vec<Vec<u8>> = (0..5)
+        .map(|_| old.seal(&heartbeat()).expect("fits"))
+        .collect();
+    assert!(rx.open(&early).is_ok());
+    for d in &recorded {
+        assert!(rx.open(d).is_ok());
+    }
+    // The peer restarts: a later boot id, seq back at 1.
+    let mut new = Sender::new(key(), A, 2000);
+    let got = rx
+        .open(&new.seal(&heartbeat()).expect("fits"))
+        .expect("restart accepted");
+    assert!(got.new_boot);
+    assert_eq!(got.header.seq, 1);
+    assert_eq!(rx.counters().peer_restarts, 1);
+    // Recorded traffic of the previous run is now stale, even unseen seqs.
+    let unseen = old.seal(&heartbeat()).expect("fits");
+    assert_eq!(rx.open(&unseen), Err(Reject::Stale));
+    assert_eq!(rx.open(&recorded[0]), Err(Reject::Stale));
+    // The new boot carries on.
+    assert!(
+        !rx.open(&new.seal(&heartbeat()).expect("fits"))
+            .expect("next")
+            .new_boot
+    );
+    assert_eq!(rx.peer_boot(A), Some(2000));
+}
+
+#[test]
+fn boot_ids_follow_the_wall_clock() {
+    let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    assert!(boot_id(t + Duration::from_millis(1)) > boot_id(t));
+    assert_eq!(boot_id(UNIX_EPOCH), 1, "never zero");
+}
+
+#[test]
+fn batches_respect_the_datagram_limit() {
+    let events: Vec<FlowEvent> = (0..500)
+        .map(|n| {
+            if n % 3 == 0 {
+                FlowEvent::Remove { key: tuple(n) }
+            } else {
+                upsert(n)
+            }
+        })
+        .collect();
+    for max in [MIN_DATAGRAM, 200, 576, MAX_DATAGRAM, 9000] {
+        let (mut tx, mut rx) = (
+            Sender::new(key(), A, 1).with_max_datagram(max),
+            Receiver::new(key(), B),
+        );
+        let mut sent = 0;
+        let mut seq = 1;
+        while sent < events.len() {
+            let (dgram, n) = tx.seal_events(seq, &events[sent..]);
+            assert!(n >= 1, "progress at max {max}");
+            assert!(dgram.len() <= max, "{} > {max}", dgram.len());
+            // Nothing more would have fit.
+            if let Some(next) = events.get(sent + n) {
+                assert!(
+                    dgram.len() + next.encoded_len() > max,
+                    "packed at max {max}"
+                );
+            }
+            let Message::FlowBatch(batch) = rx.open(&dgram).expect("opens").message else {
+                panic!("not a batch");
+            };
+            assert_eq!(batch.first_seq, seq);
+            assert_eq!(batch.events, events[sent..sent + n]);
+            sent += n;
+            seq += n as u64;
+        }
+    }
+    // At the default limit: (1400 - 55 - 10) / 37 = 36 upserts per datagram.
+    let upserts: Vec<FlowEvent> = (0..100).map(upsert).collect();
+    let (_, n) = Sender::new(key(), A, 1).seal_events(1, &upserts);
+    assert_eq!(n, 36);
+}
+
+#[test]
+fn an_oversized_hand_built_batch_is_refused_without_using_a_seq() {
+    let mut tx = Sender::new(key(), A, 1);
+    let batch = Message::FlowBatch(FlowBatch {
+        first_seq: 1,
+        events: (0..100).map(upsert).collect(),
+    });
+    assert_eq!(
+        tx.seal(&batch),
+        Err(WireError::TooLarge {
+            len: OVERHEAD + 10 + 100 * UPSERT_LEN,
+            max: MAX_DATAGRAM
+        })
+    );
+    assert_eq!(tx.next_seq(), 1);
+    assert_eq!(tx.with_max_datagram(1).max_datagram(), MIN_DATAGRAM);
+}
+
+/// A file in a fresh temporary directory, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, content: &[u8], mode: u32) -> TempFile {
+        let dir = std::env::temp_dir().join(format!("lb-ha-key-{}-{name}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("ha.key");
+        fs::write(&path, content).expect("write key");
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+#[test]
+fn key_file_is_read_trimmed() {
+    let f = TempFile::new("ok", b"0123456789abcdef0123456789abcdef\n", 0o600);
+    let from_file = Key::from_file(&f.0).expect("valid key file");
+    // Same key as the untrimmed bytes without the newline: they interoperate.
+    let mut tx = Sender::new(from_file, A, 1);
+    let mut rx = Receiver::new(key(), B);
+    assert!(rx.open(&tx.seal(&heartbeat()).expect("fits")).is_ok());
+    assert_eq!(format!("{:?}", key()), "Key(..)", "the secret never prints");
+}
+
+#[test]
+fn key_file_errors_say_what_to_do() {
+    let empty = TempFile::new("empty", b" \n", 0o600);
+    let err = Key::from_file(&empty.0).expect_err("empty");
+    assert!(matches!(err, KeyError::Empty { .. }), "{err:?}");
+    assert!(err.to_string().contains("head -c 32 /dev/urandom"), "{err}");
+
+    let short = TempFile::new("short", b"secret\n", 0o600);
+    let err = Key::from_file(&short.0).expect_err("short");
+    assert!(matches!(err, KeyError::TooShort { len: 6, .. }), "{err:?}");
+
+    let open = TempFile::new("open", b"0123456789abcdef0123456789abcdef", 0o644);
+    let err = Key::from_file(&open.0).expect_err("world-readable");
+    assert!(
+        matches!(err, KeyError::WorldAccessible { mode: 0o644, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+
+    let writable = TempFile::new("writable", b"0123456789abcdef0123456789abcdef", 0o602);
+    assert!(matches!(
+        Key::from_file(&writable.0),
+        Err(KeyError::WorldAccessible { .. })
+    ));
+
+    // Group-readable is allowed: an `lb` group may share it.
+    let group = TempFile::new("group", b"0123456789abcdef0123456789abcdef", 0o640);
+    assert!(Key::from_file(&group.0).is_ok());
+
+    let dir = group.0.parent().expect("dir").to_owned();
+    assert!(matches!(
+        Key::from_file(&dir),
+        Err(KeyError::NotAFile { .. })
+    ));
+    let missing = dir.join("missing");
+    let err = Key::from_file(&missing).expect_err("missing");
+    assert!(matches!(err, KeyError::Read { .. }), "{err:?}");
+    assert!(err.to_string().contains("missing"), "{err}");
+
+    assert!(matches!(
+        Key::from_bytes(b""),
+        Err(KeyError::Empty { path: None })
+    ));
+}
