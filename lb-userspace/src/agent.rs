@@ -1,7 +1,8 @@
-//! `lb run`: load and attach the datapath, program it from the config, and
-//! then serve: health verdicts (probes and passive), fail-action sweeps,
-//! reloads (SIGHUP or the API), operators' commands, the flow sweep, and a
-//! clean stop on SIGTERM/SIGINT.
+//! `lb run`: load (or adopt) and attach the datapath, program it from the
+//! config, and then serve: health verdicts (probes and passive), fail-action
+//! sweeps, reloads (SIGHUP or the API), operators' commands, metrics, the
+//! flow sweep; a clean stop on SIGTERM/SIGINT, or on SIGQUIT an exit that
+//! leaves the datapath forwarding for the next agent.
 use std::{
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},
