@@ -15,6 +15,7 @@
 
 mod csum;
 mod fail;
+mod floor;
 mod flow;
 mod fwd;
 mod icmp;

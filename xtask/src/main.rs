@@ -1,6 +1,8 @@
-//! `cargo xtask setup|build|test|demo|install`: the project's own set-up and
+//! `cargo xtask setup|build|test|demo|install|bench`: the project's own set-up and
 //! entry points. Every command that needs tools runs `setup` first, which is
 //! idempotent and fast when everything is present.
+mod bench;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -34,6 +36,14 @@ enum Cmd {
     /// example /etc/lb/lb.yaml (never over an existing one). DESTDIR stages
     /// the files under another root.
     Install,
+    /// Set up, build, and run the benchmarks (as root); rewrites BENCHMARKS.md
+    /// and docs/bench-e2e.svg. Never part of `test`.
+    Bench {
+        /// A smoke run: fewer packets, one short round; writes its report
+        /// under target/bench/ instead.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -87,6 +97,7 @@ fn main() -> Result<()> {
                     .unwrap_or_else(|_| "/".into()),
             )
         }
+        Cmd::Bench { quick } => bench::run(&root, quick),
         Cmd::Demo => {
             setup(&root)?;
             require_root("the demo makes network namespaces and attaches XDP")?;

@@ -1,0 +1,401 @@
+//! Section 1: the datapath's cost per packet, through BPF_PROG_TEST_RUN on
+//! the real object with maps programmed by the agent's own control code,
+//! beside the floor program (lb-ebpf/src/floor.rs) in the same run.
+//!
+//! Every case first checks that the packets took the path it names: the
+//! verdict of every run, and the datapath's reason counter moved by exactly
+//! the number of packets.
+use std::{net::Ipv4Addr, path::Path, time::Duration};
+
+use aya::programs::Xdp;
+use lb_common::reason;
+use lb_tests::Netns;
+use lb_userspace::{
+    config::Config,
+    control::{Control, RealKey},
+    datapath::{self, Datapath},
+};
+
+use super::{
+    frame::{ACK, PSH, SYN, Tcp},
+    record::{Deadline, emit, progress},
+    testrun::{
+        Batches, CLIENT, CLIENT_MAC, LB_C_MAC, LB_S_MAC, REALS, XDP_PASS, XDP_REDIRECT, XDP_TX,
+        client, floor_prog, load_floor, median, pin_to_cpu0, real_mac, run_once, run_repeat,
+        setup_netns,
+    },
+};
+
+const SECTION: &str = "packet";
+
+/// (algorithm, farm/VIP name, last octet of its VIP); every VIP is on port 80.
+const ALGORITHMS: [(&str, &str, u8); 5] = [
+    ("round-robin", "rr", 10),
+    ("weighted-round-robin", "wrr", 11),
+    ("least-conn", "lc", 12),
+    ("source-hash", "sh", 13),
+    ("maglev", "mg", 14),
+];
+const PURGE_VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+const PURGE_PORT: u16 = 7;
+
+fn vip(octet: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 51, 100, octet)
+}
+
+/// How many packets each case runs.
+struct Sizes {
+    /// Runs per `repeat` syscall, and how many such syscalls.
+    repeat: u32,
+    repeat_calls: usize,
+    /// Packets of the single-call cases that keep state as it is.
+    single: u64,
+    /// New flows per algorithm, and purged flows.
+    syn: u64,
+    purge: u64,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Sizes {
+                repeat: 1_000_000,
+                repeat_calls: 3,
+                single: 30_000,
+                syn: 10_000,
+                purge: 5_000,
+            }
+        } else {
+            Sizes {
+                repeat: 10_000_000,
+                repeat_calls: 7,
+                single: 1_000_000,
+                syn: 200_000,
+                purge: 200_000,
+            }
+        }
+    }
+
+    /// Flow table entries: two per flow the run creates, and room to spare
+    /// so the LRU never evicts.
+    fn table(&self) -> u32 {
+        let entries = 2 * (ALGORITHMS.len() as u64 * self.syn + self.purge + 16);
+        (entries + entries / 4 + 65_536) as u32
+    }
+}
+
+fn config(pin_dir: &Path, table: u32) -> String {
+    let reals = |port: u16| -> String {
+        REALS
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                format!(
+                    "      - {{ address: {a}, port: {port}, weight: {} }}\n",
+                    i + 1
+                )
+            })
+            .collect()
+    };
+    let mut farms = String::new();
+    let mut vips = String::new();
+    for (alg, name, octet) in ALGORITHMS {
+        farms += &format!(
+            "  {name}:\n    algorithm: {alg}\n    reals:\n{}",
+            reals(8080)
+        );
+        vips += &format!(
+            "  {name}: {{ address: {}, port: 80, serverfarm: {name} }}\n",
+            vip(octet)
+        );
+    }
+    format!(
+        "interfaces: [c0, s0]\nserverfarms:\n{farms}  purge:\n    failaction: purge\n    reals:\n      - {{ address: {}, port: {PURGE_PORT} }}\nvips:\n{vips}  purge: {{ address: {PURGE_VIP}, port: {PURGE_PORT}, serverfarm: purge }}\nbpf: {{ pin_dir: {}, flow_table_size: {table} }}\n",
+        REALS[0],
+        pin_dir.display()
+    )
+}
+
+pub fn run(quick: bool) {
+    let sizes = Sizes::new(quick);
+    let deadline = Deadline::new(
+        "the per-packet section",
+        Duration::from_secs(if quick { 180 } else { 600 }),
+    );
+    let ns = Netns::new("bench-pkt");
+    setup_netns(&ns);
+    let base = ns.bpf_pin_dir();
+    ns.run(|| {
+        pin_to_cpu0();
+        let cfg = Config::parse(&config(&base.join("lb"), sizes.table()), "bench.yaml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let dp = Datapath::load_with(&cfg.bpf.pin_dir, cfg.bpf.flow_table_size, true)
+            .expect("loading the datapath");
+        let floor = load_floor(&base.join("floor")).expect("loading the floor");
+        let mut bench = Bench {
+            dp,
+            ctl: Control::new(),
+            c0: datapath::ifindex("c0").expect("c0"),
+            s0: datapath::ifindex("s0").expect("s0"),
+            sizes,
+            deadline,
+        };
+        bench
+            .ctl
+            .apply(&cfg, &mut bench.dp.maps)
+            .expect("programming the maps");
+        bench.dp.allow_redirect(bench.c0).expect("TX_PORTS");
+        bench.dp.allow_redirect(bench.s0).expect("TX_PORTS");
+        bench.cases(
+            floor_prog(&floor, "lb_floor"),
+            floor_prog(&floor, "lb_floor_fib"),
+        );
+        bench.dp.shutdown().expect("removing the datapath's pins");
+        drop(floor);
+        datapath::remove_pins(&base.join("floor")).expect("removing the floor's pins");
+    });
+}
+
+struct Bench {
+    dp: Datapath,
+    ctl: Control,
+    c0: u32,
+    s0: u32,
+    sizes: Sizes,
+    deadline: Deadline,
+}
+
+/// A packet from the client side or from a real, with the hop's MACs.
+fn from_client(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, seq: u32, ack: u32) -> Tcp {
+    Tcp {
+        src_mac: CLIENT_MAC,
+        dst_mac: LB_C_MAC,
+        src,
+        dst,
+        flags,
+        seq,
+        ack,
+    }
+}
+
+fn from_real(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, seq: u32, ack: u32) -> Tcp {
+    Tcp {
+        src_mac: real_mac(src.0),
+        dst_mac: LB_S_MAC,
+        ..from_client(src, dst, flags, seq, ack)
+    }
+}
+
+fn verdict_name(action: u32, why: u32) -> String {
+    let a = match action {
+        XDP_PASS => "XDP_PASS",
+        XDP_TX => "XDP_TX",
+        XDP_REDIRECT => "XDP_REDIRECT",
+        _ => "other",
+    };
+    format!("{a} ({})", reason::NAMES[why as usize])
+}
+
+impl Bench {
+    fn counter(&self, why: u32) -> u64 {
+        self.dp.maps.stats.get(&why, 0).expect("STATS").iter().sum()
+    }
+
+    fn lb(&mut self) -> &Xdp {
+        self.dp.program()
+    }
+
+    /// Times `n` packets one syscall each (`frame(i)` is the i-th), checking
+    /// every verdict and that `why` counted each packet once.
+    fn single(
+        &mut self,
+        floor: Option<&Xdp>,
+        n: u64,
+        ingress: u32,
+        want: (u32, u32),
+        mut frame: impl FnMut(u64) -> Vec<u8>,
+    ) -> Batches {
+        let before = self.counter(want.1);
+        let mut b = Batches::new(n);
+        let deadline = self.deadline;
+        for i in 0..n {
+            deadline.check();
+            let f = frame(i);
+            let prog = match floor {
+                Some(p) => p,
+                None => self.lb(),
+            };
+            let (action, d, _) = run_once(prog, &f, ingress);
+            assert_eq!(action, want.0, "packet {i}: verdict");
+            b.add(d);
+        }
+        if floor.is_none() {
+            assert_eq!(
+                self.counter(want.1) - before,
+                n,
+                "every packet counted once as {}",
+                reason::NAMES[want.1 as usize]
+            );
+        }
+        b
+    }
+
+    /// `repeat` runs per syscall, for packets the program leaves unchanged.
+    fn repeat(&mut self, floor: Option<&Xdp>, frame: &[u8], ingress: u32, want: (u32, u32)) -> f64 {
+        let before = self.counter(want.1);
+        let (runs, calls) = (self.sizes.repeat, self.sizes.repeat_calls);
+        let mut means = Vec::new();
+        for _ in 0..calls {
+            self.deadline.check();
+            let prog = match floor {
+                Some(p) => p,
+                None => self.lb(),
+            };
+            let (action, ns) = run_repeat(prog, frame, ingress, runs);
+            assert_eq!(action, want.0, "verdict");
+            means.push(ns);
+        }
+        if floor.is_none() {
+            assert_eq!(
+                self.counter(want.1) - before,
+                runs as u64 * calls as u64,
+                "every run counted as {}",
+                reason::NAMES[want.1 as usize]
+            );
+        }
+        median(means)
+    }
+
+    fn emit_case(&self, row: &str, verdict: String, repeat: Option<f64>, single: &Batches) {
+        if let Some(ns) = repeat {
+            emit(SECTION, row, "ns_repeat", format!("{ns:.1}"));
+        }
+        emit(SECTION, row, "ns_single", format!("{:.1}", single.median()));
+        emit(SECTION, row, "packets", single.count());
+        emit(SECTION, row, "verdict", verdict);
+        progress(format!(
+            "{row}: {:.1} ns (single){}",
+            single.median(),
+            repeat.map_or(String::new(), |r| format!(", {r:.1} ns (repeat)"))
+        ));
+    }
+
+    fn cases(&mut self, floor: &Xdp, floor_fib: &Xdp) {
+        let s = &self.sizes;
+        emit(SECTION, "setup", "repeat", s.repeat);
+        emit(SECTION, "setup", "repeat_calls", s.repeat_calls);
+        emit(SECTION, "setup", "table_entries", s.table());
+        let (c0, s0) = (self.c0, self.s0);
+        let n = s.single;
+
+        // The floor, on the established flow's client packet.
+        let rr_vip = vip(ALGORITHMS[0].2);
+        let est = from_client((CLIENT, 40000), (rr_vip, 80), ACK, 101, 9001).build();
+        let r = self.repeat(Some(floor), &est, c0, (XDP_TX, 0));
+        let b = self.single(Some(floor), n, c0, (XDP_TX, 0), |_| est.clone());
+        self.emit_case("floor", "XDP_TX".into(), Some(r), &b);
+
+        // The floor plus a FIB lookup that resolves (to a real, via s0).
+        let routed = from_client((CLIENT, 40000), (REALS[0], 8080), ACK, 101, 9001).build();
+        let r = self.repeat(Some(floor_fib), &routed, c0, (XDP_TX, 0));
+        let b = self.single(Some(floor_fib), n, c0, (XDP_TX, 0), |_| routed.clone());
+        self.emit_case("floor + FIB lookup", "XDP_TX".into(), Some(r), &b);
+
+        // Not ours: TCP to an address that is no VIP, with no flow.
+        let other = from_client((CLIENT, 40001), (REALS[0], 22), SYN, 1, 0).build();
+        let want = (XDP_PASS, reason::PASS_NOT_OURS);
+        let r = self.repeat(None, &other, c0, want);
+        let b = self.single(None, n, c0, want, |_| other.clone());
+        self.emit_case("not ours", verdict_name(want.0, want.1), Some(r), &b);
+
+        // One established flow: SYN, SYN-ACK, ACK, then its packets.
+        let syn = from_client((CLIENT, 40000), (rr_vip, 80), SYN, 100, 0).build();
+        let (action, _, out) = run_once(self.lb(), &syn, c0);
+        assert_eq!(action, XDP_REDIRECT, "the flow's SYN");
+        let real = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+        let synack = from_real((real, 8080), (CLIENT, 40000), SYN | ACK, 9000, 101).build();
+        assert_eq!(run_once(self.lb(), &synack, s0).0, XDP_REDIRECT, "SYN-ACK");
+        assert_eq!(run_once(self.lb(), &est, c0).0, XDP_REDIRECT, "ACK");
+        let want = (XDP_REDIRECT, reason::FORWARD);
+        let b = self.single(None, n, c0, want, |_| est.clone());
+        self.emit_case(
+            "established, forward",
+            verdict_name(want.0, want.1),
+            None,
+            &b,
+        );
+        let reply = from_real((real, 8080), (CLIENT, 40000), ACK, 9001, 101).build();
+        let want = (XDP_REDIRECT, reason::REVERSE);
+        let b = self.single(None, n, s0, want, |_| reply.clone());
+        self.emit_case(
+            "established, reverse",
+            verdict_name(want.0, want.1),
+            None,
+            &b,
+        );
+
+        // First SYN of a flow: distinct clients, so each SYN makes a flow.
+        let syns = self.sizes.syn;
+        for (k, (alg, _, octet)) in ALGORITHMS.into_iter().enumerate() {
+            let new_before = self.counter(reason::NEW_FLOW);
+            let first = k as u64 * syns;
+            let want = (XDP_REDIRECT, reason::FORWARD);
+            let b = self.single(None, syns, c0, want, |i| {
+                from_client(client(first + i), (vip(octet), 80), SYN, 1, 0).build()
+            });
+            assert_eq!(
+                self.counter(reason::NEW_FLOW) - new_before,
+                syns,
+                "{alg}: every SYN made a flow"
+            );
+            self.emit_case(
+                &format!("first SYN, {alg}"),
+                "XDP_REDIRECT (forward, new_flow)".into(),
+                None,
+                &b,
+            );
+        }
+
+        // Purge: flows established on the purge farm's real, the real set
+        // down through the agent's control code, then each flow's next
+        // client packet is answered with a RST (and the flow removed).
+        let purges = self.sizes.purge;
+        let first = ALGORITHMS.len() as u64 * syns;
+        let vip_port = (PURGE_VIP, PURGE_PORT);
+        let deadline = self.deadline;
+        for i in 0..purges {
+            deadline.check();
+            let c = client(first + i);
+            let steps = [
+                (from_client(c, vip_port, SYN, 100, 0), c0),
+                (
+                    from_real((REALS[0], PURGE_PORT), c, SYN | ACK, 9000, 101),
+                    s0,
+                ),
+                (from_client(c, vip_port, ACK, 101, 9001), c0),
+            ];
+            for (p, ingress) in steps {
+                assert_eq!(
+                    run_once(self.lb(), &p.build(), ingress).0,
+                    XDP_REDIRECT,
+                    "purge setup"
+                );
+            }
+        }
+        let key = RealKey {
+            farm: "purge".into(),
+            addr: REALS[0],
+            port: PURGE_PORT,
+        };
+        self.ctl
+            .set_health(&key, false, &mut self.dp.maps)
+            .expect("set_health");
+        let purged_before = self.counter(reason::PURGED);
+        let want = (XDP_TX, reason::PURGE_RST);
+        let b = self.single(None, purges, c0, want, |i| {
+            from_client(client(first + i), vip_port, ACK | PSH, 101, 9001).build()
+        });
+        assert_eq!(self.counter(reason::PURGED) - purged_before, purges);
+        self.emit_case("purged flow, RST", verdict_name(want.0, want.1), None, &b);
+    }
+}

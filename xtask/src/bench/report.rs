@@ -1,0 +1,448 @@
+//! BENCHMARKS.md from the measurements: a table per section, the ratios and
+//! targets of issue 7 computed here (never asserted anywhere), the machine,
+//! the date and the exact command.
+use std::fmt::Write as _;
+
+use super::{Results, machine::Machine};
+
+/// Katran's BPF-only figure (anchors.md §2: `katran_tester -perf_testing`,
+/// katran issue #235): 101–119 ns per packet.
+const KATRAN_NS: f64 = 101.0;
+
+/// The e2e systems compared, in table order: (key in the results, label).
+pub const SYSTEMS: [(&str, &str); 4] = [
+    ("plain", "plain routing (no balancer)"),
+    ("nftables", "nftables DNAT (numgen)"),
+    ("haproxy", "HAProxy 2.6, TCP mode"),
+    ("lb", "lb"),
+];
+
+/// Plain routing with lb's XDP attached and no VIP: not a competitor, it
+/// tells XDP-on-veth's own cost from lb's.
+const DIAGNOSTIC: (&str, &str) = ("plain-under-xdp", "plain routing, lb attached with no VIP");
+
+/// The three e2e loads: (column key, label, unit).
+pub const LOADS: [(&str, &str, &str); 3] = [
+    ("cps", "new connections", "conn/s"),
+    ("rps", "keep-alive requests", "req/s"),
+    ("mbit", "single-stream throughput", "Mbit/s"),
+];
+
+pub fn render(r: &Results, m: &Machine, command: &str, minutes: f64, chart: &str) -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    wl(w, "# Benchmarks");
+    wl(w, "");
+    wl(
+        w,
+        &format!(
+            "Written by `{command}` on {} at commit {}; the run took {minutes:.1} minutes. \
+             Do not edit by hand: rerun the command (as root). Issue 7 defines what is measured; \
+             `cargo xtask bench --quick` is a smoke run that writes under target/bench/ instead.",
+            m.date, m.commit
+        ),
+    );
+    wl(w, "");
+    wl(w, "| machine | |");
+    wl(w, "|---|---|");
+    wl(w, &format!("| CPU | {} ({} cores) |", m.cpu, m.cores));
+    wl(w, &format!("| kernel | {} |", m.kernel));
+    wl(w, &format!("| memory | {:.1} GiB |", m.memory_gib));
+    wl(w, &format!("| tools | {} |", m.tools.join("; ")));
+    wl(w, "");
+    wl(
+        w,
+        "Everything below ran in one invocation on this machine, side by side; compare the \
+         ratios, not the absolute numbers with other hardware. The machine is a 2-core VM that \
+         other work may share, so each number is a median (of batches or of rounds).",
+    );
+    wl(w, "");
+    packet(w, r);
+    e2e(w, r, chart);
+    scale(w, r);
+    wl(w, "## 4. Failover");
+    wl(w, "");
+    wl(w, "not measured: failover is not implemented yet.");
+    s
+}
+
+fn wl(w: &mut String, line: &str) {
+    w.push_str(line);
+    w.push('\n');
+}
+
+/// 12345.6 -> "12,346".
+fn int(v: f64) -> String {
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < 0.0 { format!("-{out}") } else { out }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "**met**" } else { "**not met**" }
+}
+
+/// What one single-call BPF_PROG_TEST_RUN adds to any program (reading the
+/// clock, toggling bottom halves): the floor timed singly minus repeated.
+fn fixed_cost(r: &Results) -> f64 {
+    let single = r.num("packet", "floor", "ns_single").unwrap_or(f64::NAN);
+    single - r.num("packet", "floor", "ns_repeat").unwrap_or(f64::NAN)
+}
+
+fn packet(w: &mut String, r: &Results) {
+    const S: &str = "packet";
+    let setup = |c| r.get(S, "setup", c).unwrap_or("?");
+    let floor_rep = r.num(S, "floor", "ns_repeat").unwrap_or(f64::NAN);
+    let floor_single = r.num(S, "floor", "ns_single").unwrap_or(f64::NAN);
+    let fixed = fixed_cost(r);
+    let net = |row: &str| {
+        r.num(S, row, "ns_repeat")
+            .or_else(|| r.num(S, row, "ns_single").map(|v| v - fixed))
+            .unwrap_or(f64::NAN)
+    };
+    wl(w, "## 1. Per-packet cost (BPF_PROG_TEST_RUN)");
+    wl(w, "");
+    wl(
+        w,
+        "The real XDP object (`lb_xdp`), its maps programmed by the agent's own code \
+         (`Control::apply`, `Control::set_health`), in a namespace with veth pairs and static \
+         neighbours so `bpf_fib_lookup` resolves next hops, pinned to one CPU. Beside it, from \
+         the same object and in the same run, the floor `lb_floor` (lb-ebpf/src/floor.rs): \
+         parse Ethernet, IPv4 and TCP with bounds checks, return XDP_TX; and `lb_floor_fib`, \
+         the same plus the `bpf_fib_lookup` that a routed design does for every forwarded \
+         packet (`fwd::forward`), run on a packet to a real's address. The packets are \
+         54-byte TCP segments. Every case checks that each packet took the path it names: the \
+         verdict of every run, and the datapath's reason counter moved by exactly the number \
+         of packets.",
+    );
+    wl(w, "");
+    wl(w, "How it is timed, always by the kernel's clock:");
+    wl(
+        w,
+        &format!(
+            "- **repeat**: one syscall runs the program {} times on the same buffer and reports \
+             the mean; the median of {} such calls. Valid only for a packet the program does \
+             not rewrite, because the kernel does not restore the buffer between repeats: an \
+             established flow's packet run with repeat = 1000 counts 1 `forward` and 999 \
+             `pass_not_ours` (run 2 sees the rewritten packet, and TTL − 1 would end any \
+             forwarding path after 63 runs).",
+            int(setup("repeat").parse().unwrap_or(0.0)),
+            setup("repeat_calls")
+        ),
+    );
+    wl(
+        w,
+        "- **single**: one syscall per packet (repeat = 1, a fresh copy each time), the \
+         kernel-reported durations in 15 batches, the median batch mean. Used for every path \
+         that rewrites or keeps state. First SYN: each packet from a distinct client \
+         address and port, so each one creates a flow. Purged flow: N flows established \
+         (SYN, SYN-ACK, ACK, untimed) on a `failaction: purge` farm, their real set down \
+         through `Control::set_health`, then each flow's next client packet is timed; it is \
+         answered with a RST and the flow is removed.",
+    );
+    wl(
+        w,
+        &format!(
+            "- A single call also times the test timer itself (reading the clock, toggling \
+             bottom halves). The floor timed both ways gives that fixed cost: {fixed:.1} ns \
+             here. **net** is single minus that cost for the single-only paths, and the \
+             repeat figure where repeat is valid. The net figures are the program's own cost, \
+             as Katran's perf tester reports it.",
+        ),
+    );
+    wl(w, "");
+    wl(
+        w,
+        "| path | verdict | ns/packet, single | ns/packet, net | × floor (net) | Mpps per core (net) | packets timed |",
+    );
+    wl(w, "|---|---|---:|---:|---:|---:|---:|");
+    for row in r.rows(S) {
+        let single = r.num(S, row, "ns_single").unwrap_or(f64::NAN);
+        let n = net(row);
+        wl(
+            w,
+            &format!(
+                "| {row} | {} | {single:.1} | {n:.1} | {:.1}× | {:.2} | {} |",
+                r.get(S, row, "verdict").unwrap_or(""),
+                n / floor_rep,
+                1000.0 / n,
+                int(r.num(S, row, "packets").unwrap_or(0.0)),
+            ),
+        );
+    }
+    wl(w, "");
+    let fwd = net("established, forward");
+    let fwd_single = r
+        .num(S, "established, forward", "ns_single")
+        .unwrap_or(f64::NAN);
+    wl(w, "Targets (issue 7):");
+    wl(
+        w,
+        &format!(
+            "- Established fast path within 3× the floor: forward {fwd:.0} ns net = {:.1}× the \
+             floor's {floor_rep:.0} ns ({:.1}× with both timed as single calls): {}.",
+            fwd / floor_rep,
+            fwd_single / floor_single,
+            met(fwd <= 3.0 * floor_rep)
+        ),
+    );
+    wl(
+        w,
+        &format!(
+            "- Under Katran's published {KATRAN_NS:.0} ns/packet (anchors §2: \
+             `katran_tester -perf_testing`, program only, the maintainer's hardware): forward \
+             {fwd:.0} ns net, {:.1}× Katran's figure: {}. Different machines: this VM needs \
+             {floor_rep:.0} ns for the floor alone.",
+            fwd / KATRAN_NS,
+            met(fwd < KATRAN_NS)
+        ),
+    );
+    let fib = net("floor + FIB lookup") - floor_rep;
+    wl(
+        w,
+        &format!(
+            "- Where the time goes, in part: `bpf_fib_lookup` alone costs {fib:.0} ns here \
+             (floor + FIB lookup − floor), {:.0}% of the forward path. Katran does no FIB \
+             lookup: it sends every packet to one configured next-hop MAC.",
+            100.0 * fib / fwd
+        ),
+    );
+    wl(w, "");
+}
+
+fn e2e(w: &mut String, r: &Results, chart: &str) {
+    const S: &str = "e2e";
+    let setup = |c| r.get(S, "setup", c).unwrap_or("?");
+    let val = |sys: &str, load: &str| r.num(S, sys, load).unwrap_or(f64::NAN);
+    wl(
+        w,
+        "## 2. End to end: lb against routing, nftables and HAProxy",
+    );
+    wl(w, "");
+    wl(
+        w,
+        &format!(
+            "The standard test topology (tests/src/topology.rs): client, lb and three reals in \
+             network namespaces joined by veth pairs and a bridge, every packet crossing the lb \
+             namespace. Each system gets a fresh topology, in turn, {} rounds; the table gives \
+             the median round. Loads, the same for every system: `wrk -t {} -c {} -d {}s` with \
+             `Connection: close` (one TCP connection per request), the same keep-alive, and one \
+             `iperf3` stream for {} s. Each wrk thread targets one real for plain routing and \
+             the VIP otherwise. The reals answer HTTP with HAProxy's `http-request return` \
+             (event-driven, one thread each) and run `iperf3 -s` on the first. Client, \
+             balancer and servers share the machine's two cores, so each number is what the \
+             whole path costs in CPU, not the balancer alone.",
+            setup("rounds"),
+            setup("threads"),
+            setup("conns"),
+            setup("secs"),
+            setup("secs")
+        ),
+    );
+    wl(w, "");
+    wl(
+        w,
+        "- plain routing: the client addresses the reals directly, forwarded by the lb \
+         namespace's kernel; the limit of this topology.",
+    );
+    wl(
+        w,
+        "- nftables: `dnat to numgen inc mod 3 map { … }` in a prerouting chain of the lb \
+         namespace, as kube-proxy's nftables mode does; conntrack reverses it.",
+    );
+    wl(
+        w,
+        "- HAProxy: `mode tcp`, `balance roundrobin`, bound to the VIP (an address on the lb \
+         namespace's lo). It terminates the client's TCP and opens its own to the real, so \
+         the reals see the lb's address (SNAT), unlike the other three.",
+    );
+    wl(
+        w,
+        &format!(
+            "- lb: `lb run` with `xdp_mode: native` on both veths, round-robin, 1M-entry flow \
+             table. {}.",
+            r.get(S, "lb", "note").unwrap_or("")
+        ),
+    );
+    wl(w, "");
+    let mut head = String::from("| system |");
+    let mut rule = String::from("|---|");
+    for (_, label, unit) in LOADS {
+        write!(head, " {label} ({unit}) | × plain |").unwrap();
+        rule.push_str("---:|---:|");
+    }
+    head.push_str(" errors |");
+    rule.push_str("---:|");
+    wl(w, &head);
+    wl(w, &rule);
+    for (key, label) in SYSTEMS.iter().copied().chain([DIAGNOSTIC]) {
+        let mut line = format!("| {label} |");
+        for (load, ..) in LOADS {
+            let v = val(key, load);
+            write!(line, " {} | {:.2}× |", int(v), v / val("plain", load)).unwrap();
+        }
+        write!(line, " {} |", r.get(S, key, "errors").unwrap_or("?")).unwrap();
+        wl(w, &line);
+    }
+    wl(w, "");
+    wl(
+        w,
+        "The last row is a diagnostic, not a competitor: plain routing again, with lb's XDP \
+         program attached to the lb namespace's veths and no VIP configured, so it passes \
+         every packet to the kernel. It shows what XDP on veth costs before lb does any work \
+         of its own: veth runs an attached program in its own NAPI poll, and first copies \
+         nearly every packet into a fresh page (what a local socket sends is cloned and lacks \
+         the headroom XDP needs), which a NIC's receive path does not.",
+    );
+    wl(w, "");
+    wl(
+        w,
+        "HAProxy's single stream is likely faster than plain routing because it terminates \
+         TCP: its own connection to the real leaves the lb namespace with the kernel's \
+         segmentation offload, while the routed systems forward the client's MTU-sized \
+         segments one by one (the topology turns tx checksum offload, and with it TSO, off on \
+         the client and the reals so that rewritten packets carry full checksums).",
+    );
+    wl(w, "");
+    wl(w, &format!("![end-to-end ratios]({chart})"));
+    wl(w, "");
+    wl(
+        w,
+        "| lb vs | new connections | keep-alive requests | single-stream throughput |",
+    );
+    wl(w, "|---|---:|---:|---:|");
+    for (key, label) in SYSTEMS[..3].iter().chain([&DIAGNOSTIC]) {
+        let mut line = format!("| {label} |");
+        for (load, ..) in LOADS {
+            write!(line, " {:.2}× |", val("lb", load) / val(key, load)).unwrap();
+        }
+        wl(w, &line);
+    }
+    wl(w, "");
+    let ratio = |other: &str, load: &str| val("lb", load) / val(other, load);
+    wl(w, "Targets (issue 7):");
+    let vs_plain: Vec<String> = LOADS
+        .iter()
+        .map(|(load, label, _)| {
+            let x = ratio("plain", load);
+            format!("{label} {x:.2}× ({})", met(x >= 1.0))
+        })
+        .collect();
+    wl(
+        w,
+        &format!(
+            "- lb at or above plain routing on all three: {}.",
+            vs_plain.join(", ")
+        ),
+    );
+    let x = ratio("nftables", "cps");
+    wl(
+        w,
+        &format!(
+            "- At least 1.3× nftables on new connections: {x:.2}×: {}.",
+            met(x >= 1.3)
+        ),
+    );
+    let x = ratio("haproxy", "cps");
+    wl(
+        w,
+        &format!(
+            "- At least 2.5× HAProxy on new connections: {x:.2}×: {}.",
+            met(x >= 2.5)
+        ),
+    );
+    wl(w, "");
+    if let Some(failed) = r.get(S, "setup", "failed") {
+        wl(
+            w,
+            &format!(
+                "Rounds that failed and are left out of the medians: {failed} (see the run's log)."
+            ),
+        );
+        wl(w, "");
+    }
+    wl(w, "Every round, in order (conn/s; req/s; Mbit/s):");
+    wl(w, "");
+    for (key, label) in SYSTEMS.iter().copied().chain([DIAGNOSTIC]) {
+        let runs = |c| r.get(S, key, c).unwrap_or("?").replace(' ', ", ");
+        wl(
+            w,
+            &format!(
+                "- {label}: {}; {}; {}",
+                runs("cps_runs"),
+                runs("rps_runs"),
+                runs("mbit_runs")
+            ),
+        );
+    }
+    wl(w, "");
+}
+
+fn scale(w: &mut String, r: &Results) {
+    const S: &str = "scale";
+    wl(w, "## 3. Scale: the flow table at 1M, 4M and 8M flows");
+    wl(w, "");
+    wl(
+        w,
+        &format!(
+            "For each size, the real datapath is loaded with `FLOWS` sized for it (two entries \
+             per flow, one per direction, plus room for the SYNs below and 64k spare, so the \
+             LRU evicts nothing), and filled with established flows through \
+             `flowtable::insert_batch` (BPF_MAP_UPDATE_BATCH). Memory: the map's `memlock` \
+             from /proc/self/fdinfo (an LRU hash preallocates every entry at load, so this is \
+             what the table costs whether full or not) and the drop in `MemAvailable` across \
+             load and fill (noisier: anything else on the machine moves it). New flows: {} \
+             distinct SYNs through BPF_PROG_TEST_RUN into the full table, single calls timed \
+             by the kernel, and net of the fixed cost of a single call (section 1: {:.1} ns); \
+             new flows per second per core is 10⁹ / net. Then the real `lb` binary against the pins, wall time: `lb \
+             flows --pin-dir DIR --count`, and `lb flows --pin-dir DIR --real 203.0.113.12 \
+             --limit 100` (a third of the flows match; the 100 first in order are printed). \
+             Both read the whole table with BPF_MAP_LOOKUP_BATCH.",
+            int(r.num(S, "setup", "syns").unwrap_or(0.0)),
+            fixed_cost(r)
+        ),
+    );
+    wl(w, "");
+    wl(
+        w,
+        "| flows | table entries | memlock | bytes per flow (memlock) | bytes per flow (MemAvailable) | load | fill | first SYN into the full table, single / net | new flows/s per core (net) | `lb flows --count` | `lb flows --real … --limit 100` |",
+    );
+    wl(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in r.rows(S) {
+        if let Some(why) = r.get(S, row, "skipped") {
+            wl(w, &format!("| {row} | skipped: {why} |||||||||"));
+            continue;
+        }
+        let n = |c| r.num(S, row, c).unwrap_or(f64::NAN);
+        let syn_net = n("syn_ns") - fixed_cost(r);
+        wl(
+            w,
+            &format!(
+                "| {row} | {} | {:.2} GiB | {} | {} | {:.2} s | {:.2} s | {:.0} / {syn_net:.0} ns | {} | {:.2} s | {:.2} s |",
+                int(n("table_entries")),
+                n("memlock_bytes") / (1u64 << 30) as f64,
+                int(n("memlock_per_flow")),
+                int(n("meminfo_per_flow")),
+                n("load_s"),
+                n("fill_s"),
+                n("syn_ns"),
+                int(1e9 / syn_net),
+                n("count_s"),
+                n("filtered_s"),
+            ),
+        );
+    }
+    wl(w, "");
+    wl(
+        w,
+        "For scale (anchors §2): Cilium and loxilb default to 512k connection-tracking entries, \
+         the Cisco CSM held 1M concurrent connections, Katran defaults to 8M LRU entries.",
+    );
+    wl(w, "");
+}
