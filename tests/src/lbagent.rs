@@ -12,14 +12,18 @@ use std::{
 
 use crate::{Netns, Spawned};
 
-/// The `lb` binary: `LB_BIN`, or `target/<profile>/lb` beside the test binary
-/// (`cargo xtask test` builds it first).
+/// The `lb` binary: `LB_BIN`, or the `lb` beside this binary (the bench and
+/// demo binaries live in `target/<profile>/`), or `target/<profile>/lb` above
+/// a test binary in `target/<profile>/deps/` (`cargo xtask test` builds it).
 pub fn lb_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("LB_BIN") {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test> -> target/<profile>/lb
+    let beside = exe.with_file_name("lb");
+    if beside.exists() {
+        return beside;
+    }
     let bin = exe
         .parent()
         .and_then(Path::parent)

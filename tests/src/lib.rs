@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod data;
+pub mod fixture_net;
 pub mod lbagent;
 pub mod netns;
 pub mod rig;

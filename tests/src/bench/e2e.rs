@@ -365,7 +365,7 @@ impl Balancer {
                 .unwrap();
                 let path = topo.lb.log_dir().join("lb.yaml");
                 std::fs::write(&path, cfg).expect("writing lb.yaml");
-                let bin = lb_bin();
+                let bin = lb_tests::lb_bin();
                 let agent = topo.lb.spawn_setns(&[
                     bin.to_str().expect("utf-8"),
                     "run",
@@ -390,7 +390,7 @@ impl Balancer {
         let Some(cfg) = &self.lb_config else {
             return String::new();
         };
-        let out = std::process::Command::new(lb_bin())
+        let out = std::process::Command::new(lb_tests::lb_bin())
             .args(["stats", "--json", "-c", cfg.to_str().expect("utf-8")])
             .output()
             .expect("running lb stats");
@@ -426,18 +426,6 @@ impl Drop for Balancer {
             p.wait_log(Duration::from_secs(5), |_| p.exit_status().is_some());
         }
     }
-}
-
-/// The `lb` binary: `LB_BIN`, or the one beside this binary.
-fn lb_bin() -> PathBuf {
-    std::env::var_os("LB_BIN").map_or_else(
-        || {
-            std::env::current_exe()
-                .expect("current_exe")
-                .with_file_name("lb")
-        },
-        PathBuf::from,
-    )
 }
 
 /// HTTP targets (one per wrk thread, round robin) and the iperf3 server.

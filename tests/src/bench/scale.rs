@@ -10,7 +10,7 @@
 use std::{
     net::Ipv4Addr,
     os::fd::{AsFd, AsRawFd},
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -50,18 +50,6 @@ fn label(flows: u64) -> String {
     } else {
         format!("{}k flows", flows / 1_000)
     }
-}
-
-/// The `lb` binary: `LB_BIN`, or the one beside this binary.
-fn lb_bin() -> PathBuf {
-    std::env::var_os("LB_BIN").map_or_else(
-        || {
-            std::env::current_exe()
-                .expect("current_exe")
-                .with_file_name("lb")
-        },
-        PathBuf::from,
-    )
 }
 
 pub fn run(quick: bool) {
@@ -285,7 +273,7 @@ fn fill(dp: &mut Datapath, ctl: &Control, flows: u64, deadline: Deadline) {
 /// Runs `lb flows --pin-dir DIR ARGS`: (wall seconds, stdout).
 fn cli(pin_dir: &Path, args: &[&str]) -> (f64, String) {
     let t = Instant::now();
-    let out = Command::new(lb_bin())
+    let out = Command::new(lb_tests::lb_bin())
         .args(["flows", "--pin-dir", pin_dir.to_str().expect("utf-8")])
         .args(args)
         .output()

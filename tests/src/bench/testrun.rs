@@ -23,51 +23,16 @@ use aya::{
 use lb_tests::Netns;
 use lb_userspace::datapath;
 
-use super::frame::Mac;
-
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
 
-pub const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-pub const CLIENT_MAC: Mac = [2, 0, 0, 0, 0, 0x02];
-pub const LB_C_MAC: Mac = [2, 0, 0, 0, 0, 0x01];
-pub const LB_S_MAC: Mac = [2, 0, 0, 0, 1, 0x01];
-pub const REALS: [Ipv4Addr; 3] = [
-    Ipv4Addr::new(203, 0, 113, 11),
-    Ipv4Addr::new(203, 0, 113, 12),
-    Ipv4Addr::new(203, 0, 113, 13),
-];
+pub use lb_tests::fixture_net::{CLIENT, CLIENT_MAC, LB_C_MAC, LB_S_MAC, REALS, real_mac};
 
-pub fn real_mac(ip: Ipv4Addr) -> Mac {
-    [2, 0, 0, 0, 1, ip.octets()[3]]
-}
-
-/// veth c0 (192.0.2.1) and s0 (203.0.113.1) with permanent neighbours for
-/// the client and the reals, and forwarding on.
+/// The fixture namespace (lb_tests::fixture_net) plus a route to the
+/// synthetic clients of new-flow runs.
 pub fn setup_netns(ns: &Netns) {
-    for (a, b, mac, addr) in [
-        ("c0", "c1", "02:00:00:00:00:01", "192.0.2.1/24"),
-        ("s0", "s1", "02:00:00:00:01:01", "203.0.113.1/24"),
-    ] {
-        ns.ip(&[
-            "link", "add", a, "address", mac, "type", "veth", "peer", "name", b,
-        ]);
-        ns.ip(&["addr", "add", addr, "dev", a]);
-        ns.ip(&["link", "set", a, "up"]);
-        ns.ip(&["link", "set", b, "up"]);
-    }
-    ns.sysctl("net.ipv4.conf.all.forwarding", "1");
-    let neigh = |ip: Ipv4Addr, mac: Mac, dev: &str| {
-        let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
-        #[rustfmt::skip]
-        ns.ip(&["neigh", "replace", &ip.to_string(), "lladdr", &mac.join(":"),
-                "dev", dev, "nud", "permanent"]);
-    };
-    neigh(CLIENT, CLIENT_MAC, "c0");
-    for r in REALS {
-        neigh(r, real_mac(r), "s0");
-    }
+    lb_tests::fixture_net::setup(ns, &[]);
     // Many distinct clients (10/8) behind the one client neighbour, so
     // replies to any of them resolve too.
     ns.ip(&["route", "add", CLIENTS_NET, "via", &CLIENT.to_string()]);

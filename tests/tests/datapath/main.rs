@@ -13,7 +13,10 @@ use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions};
 use lb_common::{Counters, ST_CLOSED, ST_ESTABLISHED, ST_FIN, ST_SYN, ST_UDP, reason};
-use lb_tests::netns::Netns;
+use lb_tests::{
+    fixture_net::{self, CLIENT, CLIENT_MAC, LB_C_MAC, LB_S_MAC, REALS, real_mac},
+    netns::Netns,
+};
 use lb_userspace::{
     config::{AdminState, Config},
     control::{Control, RealKey},
@@ -27,25 +30,12 @@ const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
 
-const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-const CLIENT_MAC: Mac = [2, 0, 0, 0, 0, 0x02];
-const LB_C_MAC: Mac = [2, 0, 0, 0, 0, 0x01];
-const LB_S_MAC: Mac = [2, 0, 0, 0, 1, 0x01];
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 const VIP_HAIR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 const VIP_NONEIGH: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
 const VIP_EMPTY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 13);
-const REALS: [Ipv4Addr; 3] = [
-    Ipv4Addr::new(203, 0, 113, 11),
-    Ipv4Addr::new(203, 0, 113, 12),
-    Ipv4Addr::new(203, 0, 113, 13),
-];
 const HAIR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
 const HAIR_MAC: Mac = [2, 0, 0, 0, 0, 0x50];
-
-fn real_mac(ip: Ipv4Addr) -> Mac {
-    [2, 0, 0, 0, 1, ip.octets()[3]]
-}
 
 fn config(pin_dir: &str) -> String {
     format!(
@@ -293,44 +283,6 @@ fn set_dport(p: &mut Pkt, port: u16) {
     }
 }
 
-fn setup_netns(ns: &Netns) {
-    for (a, b, mac, addr) in [
-        ("c0", "c1", "02:00:00:00:00:01", "192.0.2.1/24"),
-        ("s0", "s1", "02:00:00:00:01:01", "203.0.113.1/24"),
-    ] {
-        ns.ip(&[
-            "link", "add", a, "address", mac, "type", "veth", "peer", "name", b,
-        ]);
-        ns.ip(&["addr", "add", addr, "dev", a]);
-        ns.ip(&["link", "set", a, "up"]);
-        ns.ip(&["link", "set", b, "up"]);
-    }
-    ns.sysctl("net.ipv4.conf.all.forwarding", "1");
-    let neigh = |ip: Ipv4Addr, mac: Mac, dev: &str| {
-        let mac = mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
-        ns.ip(&[
-            "neigh",
-            "replace",
-            &ip.to_string(),
-            "lladdr",
-            &mac,
-            "dev",
-            dev,
-            "nud",
-            "permanent",
-        ]);
-    };
-    neigh(CLIENT, CLIENT_MAC, "c0");
-    neigh(HAIR, HAIR_MAC, "c0");
-    for r in REALS {
-        neigh(r, real_mac(r), "s0");
-    }
-}
-
 fn pin_to_cpu0() {
     // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
     unsafe {
@@ -348,7 +300,7 @@ fn pin_to_cpu0() {
 fn datapath_fixtures() {
     lb_tests::require_root();
     let ns = Netns::new("fx");
-    setup_netns(&ns);
+    fixture_net::setup(&ns, &[(HAIR, HAIR_MAC)]);
     let pin_dir = format!("/sys/fs/bpf/{}", ns.name());
     let cases = ns.run(move || {
         pin_to_cpu0();
