@@ -234,6 +234,33 @@ const _: () = assert!(size_of::<Event>() == 16);
 /// Bytes of the `EVENTS` ring buffer (a power of two, a multiple of the page).
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
+/// `SyncEvent::kind`: a flow was created, changed (TCP state, or its real
+/// after a `reassign`), or removed by the datapath (`purge`).
+pub const SYNC_CREATE: u8 = 1;
+pub const SYNC_UPDATE: u8 = 2;
+pub const SYNC_REMOVE: u8 = 3;
+
+/// One record of the `SYNC` ring buffer: what the active node of an HA pair
+/// streams to its peer (the agent adds the real's address and the ages).
+/// Written only while `SYNC_ON[0]` is non-zero, so a standalone node pays
+/// one array load per new flow and nothing else.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SyncEvent {
+    /// The flow's forward key (client -> VIP).
+    pub key: FlowKey,
+    pub real_id: u32,
+    pub kind: u8,
+    /// The forward entry's TCP state after the change (`ST_*`).
+    pub state: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<SyncEvent>() == 48);
+
+/// Bytes of the `SYNC` ring buffer: 87k records, about a second of new
+/// flows at a high connection rate between two drains by the agent.
+pub const SYNC_BYTES: u32 = 4 * 1024 * 1024;
+
 /// Indexes of `STATS`: one per verdict and per stated rule. Every packet
 /// increments exactly one verdict reason; `NEW_FLOW`, `PURGED` and `REASSIGNED`
 /// count events in addition.
@@ -339,6 +366,7 @@ mod pod {
     unsafe impl aya::Pod for Flow {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for Event {}
+    unsafe impl aya::Pod for SyncEvent {}
     unsafe impl aya::Pod for StickyKey {}
     unsafe impl aya::Pod for Sticky {}
 }

@@ -27,13 +27,14 @@ mod rst;
 mod select;
 mod stats;
 mod sticky;
+mod sync;
 
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
 };
 use lb_common::{
     DIR_FORWARD, DIR_REVERSE, EV_SYN_RETRANSMIT, EV_SYN_RST, PROTO_TCP, PROTO_UDP, ST_SYN,
-    StickyKey, VipKey, reason,
+    SYNC_CREATE, SYNC_REMOVE, SYNC_UPDATE, StickyKey, VipKey, reason,
 };
 
 use crate::{
@@ -141,7 +142,11 @@ fn to_vip(ctx: &XdpContext, l3_off: usize) -> Verdict {
         if f.dir != DIR_FORWARD {
             return Err(reason::PASS_NOT_OURS);
         }
-        match fail::apply(&s.key, f, now, &mut s.build)? {
+        let outcome = fail::apply(&s.key, f, now, &mut s.build)?;
+        if matches!(outcome, Outcome::Purged) && sync::wanted() {
+            sync::emit(SYNC_REMOVE, &s.key, f.real_id, f.state);
+        }
+        match outcome {
             Outcome::Purged if l4.proto == PROTO_TCP && !fresh_syn => {
                 return rst::to_client(ctx, l3_off, &s.key, &s.facts)
                     .map(|a| (a, reason::PURGE_RST));
@@ -152,7 +157,11 @@ fn to_vip(ctx: &XdpContext, l3_off: usize) -> Verdict {
                 if fresh_syn && f.state == ST_SYN && f.packets > 0 {
                     syn_retransmitted(&s.key, f, now);
                 }
+                let state = f.state;
                 flow::account(f, &s.facts, now);
+                if (state != f.state || matches!(outcome, Outcome::Reassigned)) && sync::wanted() {
+                    sync::emit(SYNC_UPDATE, &s.key, f.real_id, f.state);
+                }
                 // The client's FIN or RST takes the flow out of the active
                 // count: one place only, this CPU's forward path, because a
                 // test-and-clear of the flag cannot be atomic here (no
@@ -212,6 +221,9 @@ fn new_flow(s: &mut Scratch) -> Result<(), u32> {
     s.n.vip_id = vip.vip_id;
     s.n.real_id = real_id;
     flow::create(&s.key, &s.n, &s.facts, &mut s.build).ok_or(reason::DROP_TABLE_FULL)?;
+    if sync::wanted() {
+        sync::emit(SYNC_CREATE, &s.key, real_id, s.build.flow.state);
+    }
     sticky::remember(vip, &s.build.sticky_key, real_id, now);
     stats::count(reason::NEW_FLOW);
     Ok(())

@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     Counters, EVENTS_BYTES, FLOW_TABLE_DEFAULT, Farm, Flow, FlowKey, MAGLEV_SLOTS, MAX_FARMS,
-    MAX_IFACES, MAX_REALS, MAX_VIPS, Real, SCHED_SLOTS, STICKY_ENTRIES, Sticky, StickyKey, VipInfo,
-    VipKey, reason,
+    MAX_IFACES, MAX_REALS, MAX_VIPS, Real, SCHED_SLOTS, STICKY_ENTRIES, SYNC_BYTES, Sticky,
+    StickyKey, VipInfo, VipKey, reason,
 };
 
 /// Virtual servers by (address, port, protocol).
@@ -87,6 +87,17 @@ pub static STICKY: LruHashMap<StickyKey, Sticky> = LruHashMap::pinned(STICKY_ENT
 /// unanswered, ICMP unreachable), for the agent's passive health.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+
+/// Flow changes for the HA peer (`lb_common::SyncEvent`), read by the
+/// agent's sync stream. Written only while `SYNC_ON[0]` is non-zero.
+#[map]
+pub static SYNC: RingBuf = RingBuf::pinned(SYNC_BYTES, 0);
+
+/// `[0]`: non-zero when the agent streams flow changes to an HA peer. The
+/// agent sets it while `ha:` is configured; a standalone node writes nothing
+/// to `SYNC`.
+#[map]
+pub static SYNC_ON: Array<u32> = Array::pinned(1, 0);
 
 /// Per-CPU scratch space for the new-flow path: a key and a value built
 /// here instead of on the BPF stack, which is 512 bytes for the whole

@@ -13,6 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::{MapData, RingBuf};
 use lb_common::{
     EV_ICMP_UNREACH, EV_SYN_RETRANSMIT, EV_SYN_RST, Event, FAIL_PURGE, REAL_DISABLED, REAL_DOWN,
+    SyncEvent,
 };
 use log::{error, info, warn};
 use serde_json::json;
@@ -28,6 +29,7 @@ use crate::{
     control::{self, Control, RealKey},
     datapath::{self, Datapath},
     flowtable,
+    ha::{self, node::Node},
     health::{Checker, Target, Transition},
     metrics,
     reset::ResetSender,
@@ -59,6 +61,8 @@ struct Agent {
     last_sweep: Option<flowtable::Sweep>,
     sweep_took: Duration,
     started: Instant,
+    /// Stateful failover, when `ha:` is configured.
+    ha: Option<Node>,
 }
 
 /// `reset`: start from a clean datapath instead of adopting the maps and
@@ -94,6 +98,14 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
         ch.vips_added.len(),
         ch.reals_added
     );
+    // The datapath reports flow changes only for an HA pair.
+    dp.maps
+        .sync_on
+        .set(0, u32::from(cfg.ha.is_some()), 0)
+        .context("SYNC_ON")?;
+    // A restarted agent on the active node finds its floating IPs still in
+    // place on a datapath that kept forwarding: it resumes the role.
+    let resume = dp.adopted() && cfg.ha.as_ref().is_some_and(Node::holds_floating);
     dp.attach(&cfg.interfaces, cfg.xdp_mode)?;
     let resets = ResetSender::new()
         .map_err(|e| {
@@ -105,6 +117,18 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let (tx, transitions) = mpsc::unbounded_channel();
+        let (ha, ha_inputs) = match &cfg.ha {
+            Some(h) => {
+                let (node, inputs) =
+                    Node::start(h, ctl.programmed(), cfg.bpf.flow_table_size, resume)?;
+                info!(
+                    "ha: node {} (priority {}) syncing with {} from {}",
+                    h.node_id, h.priority, h.peer, h.listen
+                );
+                (Some(node), Some(inputs))
+            }
+            None => (None, None),
+        };
         let mut agent = Agent {
             path: path.to_path_buf(),
             cfg,
@@ -116,9 +140,10 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
             last_sweep: None,
             sweep_took: Duration::ZERO,
             started: Instant::now(),
+            ha,
         };
         agent.checker.set_targets(agent.targets());
-        agent.serve(transitions).await
+        agent.serve(transitions, ha_inputs).await
     })
 }
 
@@ -150,8 +175,50 @@ fn read_events(ring: RingBuf<MapData>) -> Result<mpsc::UnboundedReceiver<Event>>
     Ok(rx)
 }
 
+/// Forwards the datapath's HA flow-change records, a batch per wake-up.
+fn read_sync(ring: RingBuf<MapData>) -> Result<mpsc::Receiver<Vec<SyncEvent>>> {
+    let (tx, rx) = mpsc::channel(64);
+    // SAFETY: as in read_events.
+    let mut fd = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow!("watching the SYNC ring buffer: {e}"))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            let ring = guard.get_inner_mut();
+            let mut batch = Vec::new();
+            while let Some(item) = ring.next() {
+                if item.len() >= size_of::<SyncEvent>() {
+                    // SAFETY: the datapath writes whole records; read unaligned.
+                    batch.push(unsafe {
+                        std::ptr::read_unaligned(item.as_ptr().cast::<SyncEvent>())
+                    });
+                }
+            }
+            guard.clear_ready();
+            if !batch.is_empty() && tx.send(batch).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// The next item of an optional channel; never, without one.
+async fn next_of<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Agent {
-    async fn serve(mut self, mut transitions: mpsc::UnboundedReceiver<Transition>) -> Result<()> {
+    async fn serve(
+        mut self,
+        mut transitions: mpsc::UnboundedReceiver<Transition>,
+        ha_inputs: Option<ha::node::Inputs>,
+    ) -> Result<()> {
         let (tx, mut rx) = mpsc::channel::<Call>(16);
         let socket = self.cfg.api.socket.clone();
         let api_task = api::serve(&socket, tx)?;
@@ -167,6 +234,23 @@ impl Agent {
             Some(ring) => read_events(ring)?,
             None => bail!("the EVENTS map is missing"),
         };
+        let (mut ha_dgrams, mut ha_liveness, mut sync_recs) = match ha_inputs {
+            Some(i) => {
+                let ring = self
+                    .dp
+                    .take_sync()
+                    .ok_or_else(|| anyhow!("the SYNC map is missing"))?;
+                (Some(i.datagrams), Some(i.liveness), Some(read_sync(ring)?))
+            }
+            None => (None, None, None),
+        };
+        // Half the heartbeat: heartbeats go out on time and resends and
+        // gratuitous ARPs are not late by more than that.
+        let tick_every = self.cfg.ha.as_ref().map_or(Duration::from_secs(3600), |h| {
+            (h.heartbeat / 2).max(Duration::from_millis(5))
+        });
+        let mut ha_tick = tokio::time::interval(tick_every);
+        ha_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
@@ -195,6 +279,26 @@ impl Agent {
                 Some(t) = transitions.recv() => self.on_transition(t),
                 Some(ev) = events.recv() => self.on_event(ev),
                 Some(reply) = metrics_rx.recv() => { let _ = reply.send(self.snapshot()); }
+                Some(d) = next_of(&mut ha_dgrams) => {
+                    if let Some(h) = self.ha.as_mut() {
+                        h.on_datagram(&d, &mut self.dp.maps);
+                    }
+                }
+                Some(alive) = next_of(&mut ha_liveness) => {
+                    if let Some(h) = self.ha.as_mut() {
+                        h.on_liveness(alive);
+                    }
+                }
+                Some(recs) = next_of(&mut sync_recs) => {
+                    if let Some(h) = self.ha.as_mut() {
+                        h.on_records(&recs);
+                    }
+                }
+                _ = ha_tick.tick(), if self.ha.is_some() => {
+                    if let Some(h) = self.ha.as_mut() {
+                        h.on_tick();
+                    }
+                }
                 _ = tokio::time::sleep_until(next_sweep) => {
                     let took = self.sweep();
                     next_sweep = tokio::time::Instant::now() + SWEEP_MIN.max(took * 10);
@@ -206,6 +310,9 @@ impl Agent {
             t.abort();
         }
         let _ = std::fs::remove_file(&socket);
+        if let Some(h) = self.ha.as_mut() {
+            h.stop(keep_datapath);
+        }
         if keep_datapath {
             info!("stopping; the datapath keeps forwarding with its pinned maps and links");
             return Ok(());
@@ -246,14 +353,27 @@ impl Agent {
                     Err(e) => Response::err(format!("{e:#}")),
                 }
             }
-            // Until stateful failover lands, say so plainly.
-            Request::Ha { action } if action == "status" => Response::ok(json!({
-                "role": "standalone",
-                "message": "stateful failover is not part of this build yet; this node runs standalone",
-            })),
-            Request::Ha { action } => Response::err(format!(
-                "ha {action}: stateful failover is not part of this build yet; this node runs standalone"
-            )),
+            Request::Ha { action } => match (self.ha.as_mut(), action.as_str()) {
+                (None, "status") => Response::ok(json!({
+                    "role": "standalone",
+                    "message": "no `ha:` section in the config; this node runs standalone",
+                })),
+                (None, _) => Response::err(format!(
+                    "ha {action}: no `ha:` section in the config; this node runs standalone"
+                )),
+                (Some(h), "status") => Response::ok(h.status()),
+                (Some(h), "takeover") => match h.takeover() {
+                    Ok(msg) => Response::ok(json!({ "message": msg, "role": h.role().as_str() })),
+                    Err(e) => Response::err(format!("takeover refused: {e:#}")),
+                },
+                (Some(h), "release") => match h.release() {
+                    Ok(msg) => Response::ok(json!({ "message": msg, "role": h.role().as_str() })),
+                    Err(e) => Response::err(format!("release refused: {e:#}")),
+                },
+                (Some(_), other) => Response::err(format!(
+                    "unknown ha action {other}: status, takeover or release"
+                )),
+            },
             Request::Reals { farm } => Response::ok(json!(self.reals(farm.as_deref()))),
             Request::Real { action, farm, real } => match self.admin(&action, &farm, &real) {
                 Ok(msg) => Response::ok(json!({ "message": msg })),
@@ -427,7 +547,19 @@ impl Agent {
         let flows = self.last_sweep.as_ref().map_or(0, |s| s.flows);
         let capacity = self.cfg.bpf.flow_table_size as u64;
         json!({
-            "role": "standalone",
+            "role": self.ha.as_ref().map_or("standalone", |h| h.role().as_str()),
+            "ha": self.ha.as_ref().map(|h| {
+                let st = h.status();
+                json!({
+                    "peer_role": st["peer"]["role"],
+                    "peer_alive": st["peer"]["alive"],
+                    "bulk_synced": st["bulk_synced"],
+                    "sync_unacked": st["sync"]["unacked"],
+                    "sync_stalled_ms": st["sync"]["stalled_ms"],
+                    "messages_accepted": st["messages"]["accepted"],
+                    "messages_rejected": st["messages"]["rejected"],
+                })
+            }),
             "config": self.path.display().to_string(),
             "interfaces": self.cfg.interfaces,
             "xdp_mode": format!("{:?}", self.cfg.xdp_mode).to_lowercase(),
@@ -624,8 +756,14 @@ impl Agent {
             for w in control::not_yet_applied(&cfg) {
                 warn!("{w}");
             }
+            if cfg.ha != self.cfg.ha {
+                warn!("reload: `ha` changed; it takes effect at the next restart");
+            }
             self.cfg = cfg;
             self.checker.set_targets(self.targets());
+            if let Some(h) = self.ha.as_mut() {
+                h.set_programmed(self.ctl.programmed());
+            }
             // Flows of removed VIPs go now, not at the next tick.
             self.sweep();
             Ok(format!(
@@ -652,7 +790,26 @@ impl Agent {
         {
             warn!("slow start: {e:#}");
         }
-        match flowtable::sweep(&mut self.dp.maps.flows, &self.ctl, datapath::now_ns()) {
+        let now = datapath::now_ns();
+        let window = self.ha.as_mut().and_then(|h| h.refresh_window(now));
+        let ha = &mut self.ha;
+        let swept = flowtable::sweep_observed(
+            &mut self.dp.maps.flows,
+            &self.ctl,
+            now,
+            &mut |f, removed| {
+                if let (Some(h), Some(w)) = (ha.as_mut(), window) {
+                    h.on_swept(f, removed, w, now);
+                }
+            },
+        );
+        if let Some(h) = self.ha.as_mut() {
+            h.flush(Instant::now());
+            if let Ok(s) = &swept {
+                h.set_flows(s.flows as u64);
+            }
+        }
+        match swept {
             Ok(s) => {
                 if s.expired + s.removed_vip + s.repaired > 0 {
                     info!(

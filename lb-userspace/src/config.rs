@@ -298,7 +298,7 @@ impl Default for Timeouts {
     }
 }
 
-/// Stateful failover (`ha:`). Parsed and validated; not acted on yet.
+/// Stateful failover (`ha:`): see `crate::ha`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ha {
@@ -320,6 +320,10 @@ pub struct Ha {
     /// Take the active role back from a lower-priority peer.
     #[serde(default)]
     pub preempt: bool,
+    /// Held by the active node. A node that is not active pings them over
+    /// the data plane: an answer means another box still serves them (the
+    /// sync link alone is cut, or the peer's datapath forwards while its
+    /// agent restarts), so heartbeat silence alone does not promote it.
     #[serde(default)]
     pub floating_ips: Vec<FloatingIp>,
 }

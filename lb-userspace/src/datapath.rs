@@ -28,7 +28,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const PROGRAM: &str = "lb_xdp";
 
 /// Every map the program pins, by name (see lb-ebpf/src/maps.rs).
-pub const MAP_NAMES: [&str; 16] = [
+pub const MAP_NAMES: [&str; 18] = [
     "VIPS",
     "VIP_ADDRS",
     "REALS",
@@ -45,6 +45,8 @@ pub const MAP_NAMES: [&str; 16] = [
     "EXPIRED",
     "MAGLEV",
     "STICKY",
+    "SYNC",
+    "SYNC_ON",
 ];
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -58,6 +60,7 @@ pub struct Datapath {
     pub maps: KernelMaps,
     tx_ports: DevMapHash<MapData>,
     events: Option<RingBuf<MapData>>,
+    sync: Option<RingBuf<MapData>>,
 }
 
 /// Handles to the maps the control plane writes and the sweep reads.
@@ -74,6 +77,8 @@ pub struct KernelMaps {
     pub active: Array<MapData, u64>,
     pub expired: Array<MapData, u64>,
     maglev: Array<MapData, u32>,
+    /// `[0]` non-zero: the datapath writes flow changes to `SYNC` (HA).
+    pub sync_on: Array<MapData, u32>,
 }
 
 fn take<T: TryFrom<Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -139,9 +144,11 @@ impl Datapath {
             active: take(&mut ebpf, "ACTIVE")?,
             expired: take(&mut ebpf, "EXPIRED")?,
             maglev: take(&mut ebpf, "MAGLEV")?,
+            sync_on: take(&mut ebpf, "SYNC_ON")?,
         };
         let tx_ports = take(&mut ebpf, "TX_PORTS")?;
         let events = Some(take(&mut ebpf, "EVENTS")?);
+        let sync = Some(take(&mut ebpf, "SYNC")?);
         Ok(Self {
             ebpf,
             links: Vec::new(),
@@ -150,7 +157,13 @@ impl Datapath {
             maps,
             tx_ports,
             events,
+            sync,
         })
+    }
+
+    /// The HA flow-change ring, for the sync stream's reader (once).
+    pub fn take_sync(&mut self) -> Option<RingBuf<MapData>> {
+        self.sync.take()
     }
 
     /// The passive-health event ring, for the agent's reader (once).
@@ -302,9 +315,29 @@ impl KernelMaps {
     pub fn add_expired(&mut self, removed: &std::collections::HashMap<u32, u64>) -> Result<()> {
         for (&id, &n) in removed {
             let now = self.expired.get(&id, 0).context("EXPIRED")?;
-            self.expired.set(id, now + n, 0).context("EXPIRED")?;
+            self.expired
+                .set(id, now.wrapping_add(n), 0)
+                .context("EXPIRED")?;
         }
         Ok(())
+    }
+
+    /// Flows the agent itself wrote (HA sync on the standby) count as
+    /// active on `id`. `ACTIVE` belongs to the datapath's atomic adds, so the
+    /// agent moves `EXPIRED` down instead: the difference is what counts.
+    pub fn count_in(&mut self, id: u32, n: u64) -> Result<()> {
+        let now = self.expired.get(&id, 0).context("EXPIRED")?;
+        self.expired
+            .set(id, now.wrapping_sub(n), 0)
+            .context("EXPIRED")
+    }
+
+    /// Counted flows the agent removed, `n` of them on `id`.
+    pub fn count_out(&mut self, id: u32, n: u64) -> Result<()> {
+        let now = self.expired.get(&id, 0).context("EXPIRED")?;
+        self.expired
+            .set(id, now.wrapping_add(n), 0)
+            .context("EXPIRED")
     }
 
     /// Active flows of a real, as least-conn and `max_conns` see them.

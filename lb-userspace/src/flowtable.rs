@@ -276,6 +276,17 @@ pub struct Sweep {
 /// Expires idle flows by their VIP's per-state timeouts, removes the flows
 /// of removed VIPs, and rebuilds a missing half of a live flow.
 pub fn sweep(map: &mut HashMap<MapData, FlowKey, Flow>, ctl: &Control, now: u64) -> Result<Sweep> {
+    sweep_observed(map, ctl, now, &mut |_, _| {})
+}
+
+/// `sweep`, telling `seen` about every flow: `(flow, true)` for one it
+/// removed, `(flow, false)` for one that stays (HA sync streams both).
+pub fn sweep_observed(
+    map: &mut HashMap<MapData, FlowKey, Flow>,
+    ctl: &Control,
+    now: u64,
+    seen: &mut dyn FnMut(&Joined, bool),
+) -> Result<Sweep> {
     let table = read(map)?;
     let vips: StdMap<u32, &Timeouts> = ctl
         .programmed()
@@ -292,6 +303,7 @@ pub fn sweep(map: &mut HashMap<MapData, FlowKey, Flow>, ctl: &Control, now: u64)
             delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0));
             s.removed_vip += 1;
             uncount(&mut s.uncounted, &f.fwd);
+            seen(f, true);
             continue;
         };
         let idle = now.saturating_sub(f.last_ns());
@@ -299,8 +311,10 @@ pub fn sweep(map: &mut HashMap<MapData, FlowKey, Flow>, ctl: &Control, now: u64)
             delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0));
             s.expired += 1;
             uncount(&mut s.uncounted, &f.fwd);
+            seen(f, true);
             continue;
         }
+        seen(f, false);
         if f.rev.is_none() {
             let rev = Flow {
                 nat_addr: f.fwd_key.dst_addr,

@@ -8,6 +8,11 @@
 //!   gate, a second liveness signal and operator commands.
 
 pub mod election;
+pub mod floating;
+pub mod liveness;
+pub mod mirror;
+pub mod node;
+pub mod stream;
 pub mod wire;
 
 use std::fmt;

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod data;
 pub mod fixture_net;
+pub mod ha_topology;
 pub mod lbagent;
 pub mod netns;
 pub mod rig;
@@ -19,6 +20,7 @@ pub mod topology;
 
 pub use client::{BulkResult, EchoConn, HttpConn, bulk_send, http_get, udp_request, wait_until};
 pub use data::{Fnv1a64, PatternGen, fnv1a64};
+pub use ha_topology::HaTopology;
 pub use lbagent::{LbAgent, lb_bin};
 pub use netns::{Netns, veth};
 pub use spawned::Spawned;

@@ -207,7 +207,7 @@ impl Topology {
 }
 
 /// One TCP connect; reachable if it is accepted or refused.
-fn probe(addr: Ipv4Addr) -> io::Result<()> {
+pub(crate) fn probe(addr: Ipv4Addr) -> io::Result<()> {
     let sa = SocketAddr::V4(SocketAddrV4::new(addr, 9));
     match TcpStream::connect_timeout(&sa, Duration::from_millis(300)) {
         Ok(_) => Ok(()),
@@ -217,7 +217,7 @@ fn probe(addr: Ipv4Addr) -> io::Result<()> {
 }
 
 /// Sysctls set in every namespace before its interfaces exist.
-fn quiet_sysctls(ns: &Netns) {
+pub(crate) fn quiet_sysctls(ns: &Netns) {
     for scope in ["all", "default"] {
         ns.sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0");
         // No IPv6 at all: router solicitations, MLD reports and DAD probes

@@ -44,9 +44,12 @@
 //!
 //! So the standby needs a second opinion over another path. The agent
 //! reports it through [`Election::on_peer_liveness`], from a check over the
-//! data-plane segments (ARP or ICMP to the peer's client-side address): a
-//! box whose links are down, or that is powered off, fails it; a box whose
-//! sync link alone is cut passes it. A standby (or a starting node) promotes
+//! data-plane segments: an ICMP echo to the floating IPs, which only the box
+//! serving them answers (`ha::liveness`). A box whose links are down, or
+//! that is powered off, fails it; a box whose sync link alone is cut passes
+//! it, and so does one whose agent is restarting while its datapath keeps
+//! forwarding. A box that is up but not serving (its agent never started)
+//! fails it, so a node starting next to it still takes the role. A standby (or a starting node) promotes
 //! only when heartbeats have been gone for `dead_interval` AND the peer is
 //! not reported alive. "Alive" is a veto that has to be renewed: a report
 //! counts for `liveness_ttl` (default the dead interval), so a liveness
@@ -229,6 +232,31 @@ impl Election {
             last_heartbeat: None,
             leaderless_since: None,
         }
+    }
+
+    /// An agent restarted on the active node, adopting a datapath that kept
+    /// forwarding and the floating IPs it still holds: it resumes the role
+    /// at once, so the pair keeps one active node. Its term is unknown (1):
+    /// if the peer took over meanwhile, the peer's higher term wins the
+    /// first heartbeat exchange and this node steps down.
+    pub fn resume_active(cfg: ElectionConfig, now: Instant) -> Election {
+        let mut e = Election::new(cfg, now);
+        e.role = Role::Active;
+        e.term = 1;
+        e.bulk_synced = true;
+        e
+    }
+
+    /// This node's copy of the peer's table is incomplete again (the peer
+    /// restarted, or events were lost beyond repair): a standby asks for a
+    /// new bulk copy at once. The active node's table is the truth; nothing
+    /// changes there.
+    pub fn on_sync_lost(&mut self, now: Instant) -> Vec<Action> {
+        if self.role != Role::Active {
+            self.bulk_synced = false;
+            self.bulk_requested = None;
+        }
+        self.step(now, false)
     }
 
     pub fn role(&self) -> Role {

@@ -16,7 +16,7 @@
 //! offset  size  field
 //! 0       4     magic "LBHA"
 //! 4       1     version = 1
-//! 5       1     kind: 1 heartbeat, 2 flow batch, 3 ack, 4 bulk request, 5 bulk done
+//! 5       1     kind: 1 heartbeat, 2 flow batch, 3 ack, 4 bulk request
 //! 6       1     sender node_id (ha.node_id)
 //! 7       8     sender boot_id (see `boot_id`)
 //! 15      8     seq: 1, 2, 3, ... per sender boot, one per datagram
@@ -27,14 +27,21 @@
 //!                   flags u8 (bit 0 bulk_synced, bit 1 yielding; others 0),
 //!                   term u64, flows u64
 //! flow batch:       first_seq u64, count u16, count x event
-//!   event:          tag u8 (1 upsert, 2 remove), tuple (13):
-//!                   client addr 4, client port 2, vip addr 4, vip port 2, proto u8
+//!   event:          tag u8 (1 upsert, 2 remove, 3 bulk start, 4 bulk end)
+//!   upsert, remove: tuple (13): client addr 4, client port 2,
+//!                   vip addr 4, vip port 2, proto u8
 //!   upsert adds:    real addr 4, real port 2, state u8,
 //!                   created_age_ms u64, idle_ms u64       (upsert 37, remove 14)
+//!   bulk start:     nothing more                          (1)
+//!   bulk end:       total u64: upserts in the copy        (9)
 //! ack (8):          up_to_seq u64
 //! bulk request (0)
-//! bulk done (8):    total u64
 //! ```
+//!
+//! A bulk copy travels inside the event stream, between a bulk-start and a
+//! bulk-end event, so it is acknowledged, resent and ordered with the live
+//! events like any other: the receiver knows the copy is complete exactly
+//! when it has applied every event up to the bulk end.
 //!
 //! Two sequence spaces, on purpose: the header's `seq` numbers datagrams and
 //! exists only for replay protection, so a resent batch is a new datagram
@@ -73,6 +80,8 @@ const BATCH_HEADER_LEN: usize = 8 + 2;
 const TUPLE_LEN: usize = 4 + 2 + 4 + 2 + 1;
 pub const UPSERT_LEN: usize = 1 + TUPLE_LEN + 4 + 2 + 1 + 8 + 8;
 pub const REMOVE_LEN: usize = 1 + TUPLE_LEN;
+pub const BULK_START_LEN: usize = 1;
+pub const BULK_END_LEN: usize = 1 + 8;
 /// The smallest datagram limit a [`Sender`] accepts: one upsert must fit, or
 /// a batch could never make progress.
 pub const MIN_DATAGRAM: usize = OVERHEAD + BATCH_HEADER_LEN + UPSERT_LEN;
@@ -81,10 +90,11 @@ const KIND_HEARTBEAT: u8 = 1;
 const KIND_FLOW_BATCH: u8 = 2;
 const KIND_ACK: u8 = 3;
 const KIND_BULK_REQUEST: u8 = 4;
-const KIND_BULK_DONE: u8 = 5;
 
 const TAG_UPSERT: u8 = 1;
 const TAG_REMOVE: u8 = 2;
+const TAG_BULK_START: u8 = 3;
+const TAG_BULK_END: u8 = 4;
 
 const FLAG_BULK_SYNCED: u8 = 1;
 const FLAG_YIELDING: u8 = 2;
@@ -107,10 +117,6 @@ pub enum Message {
     },
     /// Send me a full copy of your flow table.
     BulkRequest,
-    /// The bulk copy is complete; `total` events were sent in it.
-    BulkDone {
-        total: u64,
-    },
 }
 
 /// What a node tells its peer every heartbeat interval. The sender's node id
@@ -163,12 +169,22 @@ pub enum FlowEvent {
     Remove {
         key: FlowTuple,
     },
+    /// A bulk copy of the sender's table begins: the receiver starts the
+    /// stream here whatever it expected, and will drop the flows the copy
+    /// does not name.
+    BulkStart,
+    /// The bulk copy is complete; it held `total` upserts.
+    BulkEnd {
+        total: u64,
+    },
 }
 
 impl FlowEvent {
-    pub fn key(&self) -> &FlowTuple {
+    /// The flow the event is about; none for the bulk markers.
+    pub fn key(&self) -> Option<&FlowTuple> {
         match self {
-            FlowEvent::Upsert { key, .. } | FlowEvent::Remove { key } => key,
+            FlowEvent::Upsert { key, .. } | FlowEvent::Remove { key } => Some(key),
+            FlowEvent::BulkStart | FlowEvent::BulkEnd { .. } => None,
         }
     }
 
@@ -177,6 +193,8 @@ impl FlowEvent {
         match self {
             FlowEvent::Upsert { .. } => UPSERT_LEN,
             FlowEvent::Remove { .. } => REMOVE_LEN,
+            FlowEvent::BulkStart => BULK_START_LEN,
+            FlowEvent::BulkEnd { .. } => BULK_END_LEN,
         }
     }
 }
@@ -305,7 +323,6 @@ fn kind_of(msg: &Message) -> u8 {
         Message::FlowBatch(_) => KIND_FLOW_BATCH,
         Message::Ack { .. } => KIND_ACK,
         Message::BulkRequest => KIND_BULK_REQUEST,
-        Message::BulkDone { .. } => KIND_BULK_DONE,
     }
 }
 
@@ -328,7 +345,6 @@ fn encode_payload(msg: &Message, out: &mut Vec<u8>) {
         Message::FlowBatch(batch) => encode_batch(batch.first_seq, &batch.events, out),
         Message::Ack { up_to_seq } => out.extend_from_slice(&up_to_seq.to_be_bytes()),
         Message::BulkRequest => {}
-        Message::BulkDone { total } => out.extend_from_slice(&total.to_be_bytes()),
     }
 }
 
@@ -357,6 +373,11 @@ fn encode_batch(first_seq: u64, events: &[FlowEvent], out: &mut Vec<u8>) {
             FlowEvent::Remove { key } => {
                 out.push(TAG_REMOVE);
                 encode_tuple(key, out);
+            }
+            FlowEvent::BulkStart => out.push(TAG_BULK_START),
+            FlowEvent::BulkEnd { total } => {
+                out.push(TAG_BULK_END);
+                out.extend_from_slice(&total.to_be_bytes());
             }
         }
     }
@@ -407,7 +428,7 @@ fn decode(body: &[u8]) -> Option<(Header, Message)> {
             let first_seq = r.u64()?;
             let count = r.u16()?;
             // No allocation sized by the peer beyond what the datagram can hold.
-            let mut events = Vec::with_capacity(usize::from(count).min(r.0.len() / REMOVE_LEN));
+            let mut events = Vec::with_capacity(usize::from(count).min(r.0.len()));
             for _ in 0..count {
                 events.push(decode_event(&mut r)?);
             }
@@ -417,7 +438,6 @@ fn decode(body: &[u8]) -> Option<(Header, Message)> {
             up_to_seq: r.u64()?,
         },
         KIND_BULK_REQUEST => Message::BulkRequest,
-        KIND_BULK_DONE => Message::BulkDone { total: r.u64()? },
         _ => return None,
     };
     r.0.is_empty().then_some((header, msg))
@@ -425,6 +445,11 @@ fn decode(body: &[u8]) -> Option<(Header, Message)> {
 
 fn decode_event(r: &mut Reader<'_>) -> Option<FlowEvent> {
     let tag = r.u8()?;
+    match tag {
+        TAG_BULK_START => return Some(FlowEvent::BulkStart),
+        TAG_BULK_END => return Some(FlowEvent::BulkEnd { total: r.u64()? }),
+        _ => {}
+    }
     let key = FlowTuple {
         client: r.addr()?,
         vip: r.addr()?,

@@ -439,3 +439,51 @@ fn config_defaults_the_dead_interval_to_three_heartbeats() {
     assert_eq!(cfg.liveness_ttl, cfg.dead_interval);
     assert_eq!((cfg.node_id, cfg.priority, cfg.preempt), (3, 150, true));
 }
+
+#[test]
+fn a_resumed_active_keeps_the_role_next_to_a_standby() {
+    let c = Clock::new();
+    let (mut a, _b) = active_b_standby_a(&c, cfg(1, 100, false), cfg(2, 200, false));
+    // b's agent restarts on a datapath that kept forwarding.
+    let mut b2 = Election::resume_active(cfg(2, 200, false), c.at(2000));
+    assert_eq!(b2.role(), Role::Active);
+    let acts = send(&b2, &mut a, c.at(2000));
+    assert_eq!(a.role(), Role::Standby);
+    assert!(!has(&acts, BecomeActive));
+    send(&a, &mut b2, c.at(2000));
+    assert_eq!(b2.role(), Role::Active);
+}
+
+#[test]
+fn a_resumed_node_steps_down_for_a_peer_that_took_over() {
+    let c = Clock::new();
+    let (mut a, mut b) = active_b_standby_a(&c, cfg(1, 100, false), cfg(2, 200, false));
+    // b dies; a takes over after the dead interval with the peer silent.
+    a.on_peer_liveness(false, c.at(1100));
+    let acts = tick_range(&mut a, &c, 1100, 1400);
+    assert!(has(&acts, BecomeActive));
+    assert!(a.term() > b.term());
+    // b's agent comes back on its old datapath and claims the role with an
+    // unknown term: the first heartbeat from a settles it.
+    b = Election::resume_active(cfg(2, 200, false), c.at(2000));
+    let acts = send(&a, &mut b, c.at(2000));
+    assert_eq!(b.role(), Role::Standby);
+    assert!(has(&acts, BecomeStandby));
+    assert!(has(&acts, RequestBulk), "it needs a's table now");
+    send(&b, &mut a, c.at(2000));
+    assert_eq!(a.role(), Role::Active);
+}
+
+#[test]
+fn a_lost_sync_makes_a_standby_ask_for_a_new_copy() {
+    let c = Clock::new();
+    let (mut a, mut b) = active_b_standby_a(&c, cfg(1, 100, false), cfg(2, 200, false));
+    let acts = a.on_sync_lost(c.at(1050));
+    assert!(!a.bulk_synced());
+    assert!(has(&acts, RequestBulk));
+    assert_eq!(a.role(), Role::Standby);
+    // On the active node it changes nothing.
+    let acts = b.on_sync_lost(c.at(1050));
+    assert!(b.bulk_synced());
+    assert!(!has(&acts, RequestBulk));
+}

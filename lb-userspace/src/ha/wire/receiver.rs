@@ -103,11 +103,16 @@ struct Window {
 }
 
 impl Window {
+    /// The first datagram of a sender boot. Everything numbered below it
+    /// counts as seen: those datagrams were sent before this receiver was
+    /// listening (or while the link was down), so one arriving now can only
+    /// be a recording replayed. A genuinely reordered one is lost with them,
+    /// once per peer boot; the stream resends it.
     fn new(boot_id: u64, seq: u64) -> Window {
         Window {
             boot_id,
             highest: seq,
-            seen: 1,
+            seen: u64::MAX,
         }
     }
 
@@ -180,9 +185,12 @@ impl Receiver {
     /// another version's layout is unknown.
     ///
     /// Limit: after this receiver starts it has no state, so the first
-    /// authentic datagram of any sender boot is accepted whatever its
-    /// sequence number; replays from before that are caught only once the
-    /// peer's live traffic has moved the window past them.
+    /// authentic datagram of a sender boot it has not seen is accepted
+    /// whatever its sequence number (from then on, lower numbers are
+    /// refused). An attacker holding a recording of the peer's current boot
+    /// can replay one datagram this way after this agent restarts, before
+    /// the live peer's next datagram; it cannot be an old boot's, and the
+    /// next heartbeat restores the peer's real state.
     pub fn open(&mut self, datagram: &[u8]) -> Result<Received, Reject> {
         let result = self.check(datagram);
         match &result {

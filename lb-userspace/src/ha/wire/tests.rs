@@ -74,7 +74,14 @@ fn every_message() -> Vec<Message> {
         }),
         Message::Ack { up_to_seq: 44 },
         Message::BulkRequest,
-        Message::BulkDone { total: 1 << 40 },
+        Message::FlowBatch(FlowBatch {
+            first_seq: 7,
+            events: vec![
+                FlowEvent::BulkStart,
+                upsert(4),
+                FlowEvent::BulkEnd { total: 1 << 40 },
+            ],
+        }),
     ]
 }
 
@@ -218,7 +225,7 @@ fn authentic_but_unparsable_payloads_are_malformed_and_do_not_move_the_window() 
         (KIND_HEARTBEAT, [&[200, 2, 4][..], &[0; 16]].concat()), // unknown flag bit
         (
             KIND_FLOW_BATCH,
-            [&[0; 8][..], &[0, 1], &[3], &[0; 13]].concat(),
+            [&[0; 8][..], &[0, 1], &[9], &[0; 13]].concat(),
         ), // unknown tag
         (KIND_FLOW_BATCH, [&[0; 8][..], &[0xff, 0xff]].concat()), // count past the end
     ];
@@ -272,7 +279,9 @@ fn reordering_within_the_window_is_accepted_once() {
     let dgrams: Vec<Vec<u8>> = (0..70)
         .map(|n| tx.seal(&Message::Ack { up_to_seq: n }).expect("fits"))
         .collect();
-    // seq 70 first, then 69 down to 7 (63 behind: inside), each once.
+    // First contact at seq 1, then seq 70, then 69 down to 7 (63 behind:
+    // inside), each once.
+    assert!(rx.open(&dgrams[0]).is_ok());
     assert!(rx.open(&dgrams[69]).is_ok());
     for seq in (7..70).rev() {
         let d = &dgrams[seq as usize - 1];
@@ -281,9 +290,24 @@ fn reordering_within_the_window_is_accepted_once() {
     }
     // seq 6 is 64 behind 70: outside the window.
     assert_eq!(rx.open(&dgrams[5]), Err(Reject::Stale));
-    assert_eq!(rx.counters().accepted, 64);
+    assert_eq!(rx.counters().accepted, 65);
     assert_eq!(rx.counters().replay, 63);
     assert_eq!(rx.counters().stale, 1);
+}
+
+#[test]
+fn what_was_sent_before_first_contact_cannot_be_replayed() {
+    let (mut tx, mut rx) = pair();
+    let dgrams: Vec<Vec<u8>> = (0..10)
+        .map(|n| tx.seal(&Message::Ack { up_to_seq: n }).expect("fits"))
+        .collect();
+    // The receiver starts listening at seq 10; 1..9 were recorded by
+    // someone else while it was down.
+    assert!(rx.open(&dgrams[9]).expect("live").new_boot);
+    for d in &dgrams[..9] {
+        assert_eq!(rx.open(d), Err(Reject::Replay));
+    }
+    assert_eq!(rx.counters().accepted, 1);
 }
 
 #[test]

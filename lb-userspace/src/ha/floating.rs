@@ -1,0 +1,1036 @@
+//! Floating IPs: the addresses the active node holds. Taking the active role
+//! adds them to their interfaces and announces them with gratuitous ARP;
+//! giving it up removes them.
+//!
+//! Addresses go through rtnetlink directly (RTM_NEWADDR / RTM_DELADDR /
+//! RTM_GETADDR on a NETLINK_ROUTE socket) rather than by running `ip`: the
+//! kernel's errno tells "already there" (EEXIST) and "not there"
+//! (EADDRNOTAVAIL) apart from real failures, with no output to parse and no
+//! dependency on iproute2 being installed.
+//!
+//! Every function acts in the calling thread's network namespace (the agent
+//! runs inside the one it serves) and opens and closes its own socket: these
+//! are rare events (a role change, a periodic check), not a hot path.
+
+use std::{
+    ffi::CString,
+    io,
+    net::Ipv4Addr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::{FloatingIp, Ipv4Cidr};
+
+/// `sizeof(struct nlmsghdr)`.
+const NLMSG_HDRLEN: usize = 16;
+/// `sizeof(struct ifaddrmsg)`.
+const IFADDRMSG_LEN: usize = 8;
+/// `sizeof(struct rtattr)`.
+const RTA_HDRLEN: usize = 4;
+/// Receive buffer for one netlink datagram. The kernel sizes dump datagrams
+/// to the reader's buffer but never above 32 KiB; anything larger is
+/// reported as truncated rather than silently cut.
+const NL_RECV_BUF: usize = 32 * 1024;
+/// How long to wait for the kernel's answer. It answers synchronously, so
+/// this only bounds a wedged kernel or a lost reply, never a normal call.
+const NL_TIMEOUT_SECS: libc::time_t = 5;
+/// An address dump marked NLM_F_DUMP_INTR (addresses changed while it ran)
+/// is retried this many times before giving up.
+const DUMP_ATTEMPTS: usize = 3;
+
+/// ARP opcode of a request (RFC 826).
+const ARP_REQUEST: u16 = 1;
+/// ARP opcode of a reply.
+const ARP_REPLY: u16 = 2;
+/// Minimum Ethernet frame without FCS: shorter frames get padded by the NIC
+/// or, on some drivers, dropped, so pad ourselves.
+const ETH_MIN_FRAME: usize = 60;
+
+/// Sequence numbers for our netlink requests, so a reply is matched to the
+/// request that caused it. Process-wide so two calls never share one.
+static NL_SEQ: AtomicU32 = AtomicU32::new(1);
+
+/// Adds `ip` to its interface. `Ok(true)` if it was added, `Ok(false)` if
+/// the interface already held that address with that prefix length.
+pub fn add(ip: &FloatingIp) -> Result<bool> {
+    check_prefix(ip.address)?;
+    let ifindex = ifindex(&ip.interface)?;
+    match addr_change(AddrOp::New, ifindex, ip.address) {
+        Ok(()) => Ok(true),
+        // NLM_F_EXCL makes an existing identical address an error we can
+        // tell apart, instead of a silent success.
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(with_hint(e))
+            .with_context(|| format!("adding floating IP {} to {}", ip.address, ip.interface)),
+    }
+}
+
+/// Removes `ip` from its interface. `Ok(true)` if it was removed,
+/// `Ok(false)` if it was not there (also when the interface itself is gone:
+/// then it cannot hold the address either).
+pub fn remove(ip: &FloatingIp) -> Result<bool> {
+    check_prefix(ip.address)?;
+    let Some(ifindex) = try_ifindex(&ip.interface)? else {
+        return Ok(false);
+    };
+    match addr_change(AddrOp::Del, ifindex, ip.address) {
+        Ok(()) => Ok(true),
+        // EADDRNOTAVAIL: no such address on the interface. ENODEV: the
+        // interface vanished after if_nametoindex. ENOENT: what some
+        // kernels answer for a device without IPv4 configuration.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EADDRNOTAVAIL | libc::ENOENT | libc::ENODEV)
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(with_hint(e))
+            .with_context(|| format!("removing floating IP {} from {}", ip.address, ip.interface)),
+    }
+}
+
+/// Whether the interface holds the address `ip.address.addr`, with any
+/// prefix length: an address held under another prefix still answers ARP
+/// and receives the traffic, which is what the caller wants to know.
+pub fn present(ip: &FloatingIp) -> Result<bool> {
+    let ifindex = ifindex(&ip.interface)?;
+    holds_addr(ifindex, ip.address.addr)
+        .map_err(with_hint)
+        .with_context(|| format!("listing the IPv4 addresses of {}", ip.interface))
+}
+
+/// Announces `ip` on its interface: one gratuitous ARP request (what
+/// keepalived sends, and what most switches and hosts learn from) followed
+/// by one gratuitous ARP reply (for the few that only learn from replies),
+/// both broadcast, sender and target address the floating IP.
+pub fn send_garp(ip: &FloatingIp) -> Result<()> {
+    let ifindex = ifindex(&ip.interface)?;
+    let ctx = || {
+        format!(
+            "sending gratuitous ARP for {} on {}",
+            ip.address.addr, ip.interface
+        )
+    };
+    let sock = packet_socket(ifindex)
+        .map_err(with_hint)
+        .with_context(ctx)?;
+    let mac = hw_addr(&sock, &ip.interface).with_context(ctx)?;
+    for op in [ARP_REQUEST, ARP_REPLY] {
+        send_frame(&sock, ifindex, &garp_frame(mac, ip.address.addr, op))
+            .map_err(with_hint)
+            .with_context(ctx)?;
+    }
+    Ok(())
+}
+
+fn check_prefix(cidr: Ipv4Cidr) -> Result<()> {
+    if cidr.prefix_len > 32 {
+        bail!("floating IP {cidr}: prefix length must be 0..=32");
+    }
+    Ok(())
+}
+
+/// Adds a hint on what to do for the one errno an operator can fix.
+fn with_hint(e: io::Error) -> anyhow::Error {
+    match e.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => {
+            anyhow::Error::new(e).context("the agent needs CAP_NET_ADMIN and CAP_NET_RAW")
+        }
+        _ => e.into(),
+    }
+}
+
+fn ifindex(name: &str) -> Result<u32> {
+    try_ifindex(name)?.with_context(|| {
+        format!(
+            "interface {name} not found in this network namespace; \
+             check the floating IP's `interface`"
+        )
+    })
+}
+
+/// `Ok(None)` if no interface has that name.
+fn try_ifindex(name: &str) -> Result<Option<u32>> {
+    let c = CString::new(name).with_context(|| format!("interface name {name:?} contains NUL"))?;
+    // SAFETY: a valid NUL-terminated string that outlives the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx != 0 {
+        return Ok(Some(idx));
+    }
+    let e = io::Error::last_os_error();
+    // ENODEV is "no such interface"; anything else (EMFILE when the helper
+    // socket cannot be opened, ...) is a real failure.
+    match e.raw_os_error() {
+        Some(libc::ENODEV | libc::ENXIO) => Ok(None),
+        _ => Err(e).with_context(|| format!("looking up interface {name}")),
+    }
+}
+
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn next_seq() -> u32 {
+    NL_SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+// ---------------------------------------------------------------------------
+// rtnetlink
+
+/// Which address request to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AddrOp {
+    New,
+    Del,
+}
+
+/// `ip`'s broadcast for `cidr` (host bits all ones).
+fn broadcast(cidr: Ipv4Cidr) -> Ipv4Addr {
+    let host_bits = u32::MAX
+        .checked_shr(u32::from(cidr.prefix_len))
+        .unwrap_or(0);
+    Ipv4Addr::from(u32::from(cidr.addr) | host_bits)
+}
+
+fn put_nlmsghdr(m: &mut Vec<u8>, ty: u16, flags: u16, seq: u32) {
+    // Length patched by `finish` once the attributes are in.
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(&ty.to_ne_bytes());
+    m.extend_from_slice(&flags.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    // nlmsg_pid 0: the kernel fills in our port id.
+    m.extend_from_slice(&0u32.to_ne_bytes());
+}
+
+fn put_ifaddrmsg(m: &mut Vec<u8>, prefix_len: u8, ifindex: u32) {
+    m.push(libc::AF_INET as u8);
+    m.push(prefix_len);
+    m.push(0); // ifa_flags
+    m.push(libc::RT_SCOPE_UNIVERSE);
+    m.extend_from_slice(&ifindex.to_ne_bytes());
+}
+
+fn put_attr(m: &mut Vec<u8>, ty: u16, data: &[u8]) {
+    let len = RTA_HDRLEN + data.len();
+    m.extend_from_slice(&(len as u16).to_ne_bytes());
+    m.extend_from_slice(&ty.to_ne_bytes());
+    m.extend_from_slice(data);
+    m.resize(align4(m.len()), 0);
+}
+
+fn finish(mut m: Vec<u8>) -> Vec<u8> {
+    let len = m.len() as u32;
+    m[0..4].copy_from_slice(&len.to_ne_bytes());
+    m
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// The RTM_NEWADDR / RTM_DELADDR request `ip addr add|del CIDR dev IF`
+/// sends: IFA_LOCAL and IFA_ADDRESS both the address (on a broadcast link
+/// IFA_ADDRESS is the local address too; it is the peer only on
+/// point-to-point links), plus the broadcast when adding a prefix that has
+/// one (RFC 3021: /31 and /32 have none).
+fn addr_request(op: AddrOp, ifindex: u32, cidr: Ipv4Cidr, seq: u32) -> Vec<u8> {
+    let (ty, flags) = match op {
+        AddrOp::New => (
+            libc::RTM_NEWADDR,
+            libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL,
+        ),
+        // The kernel deletes the address whose local address and prefix
+        // length both match, so another prefix of the same address, added by
+        // someone else, is left alone.
+        AddrOp::Del => (libc::RTM_DELADDR, libc::NLM_F_REQUEST | libc::NLM_F_ACK),
+    };
+    let mut m = Vec::with_capacity(NLMSG_HDRLEN + IFADDRMSG_LEN + 3 * 8);
+    put_nlmsghdr(&mut m, ty, flags as u16, seq);
+    put_ifaddrmsg(&mut m, cidr.prefix_len, ifindex);
+    put_attr(&mut m, libc::IFA_LOCAL, &cidr.addr.octets());
+    put_attr(&mut m, libc::IFA_ADDRESS, &cidr.addr.octets());
+    if op == AddrOp::New && cidr.prefix_len < 31 {
+        put_attr(&mut m, libc::IFA_BROADCAST, &broadcast(cidr).octets());
+    }
+    finish(m)
+}
+
+/// RTM_GETADDR dump of the IPv4 addresses. The index asks kernels with
+/// NETLINK_GET_STRICT_CHK for that interface only; older kernels send all
+/// and [`ifaddr_matches`] filters.
+fn dump_request(ifindex: u32, seq: u32) -> Vec<u8> {
+    let mut m = Vec::with_capacity(NLMSG_HDRLEN + IFADDRMSG_LEN);
+    put_nlmsghdr(
+        &mut m,
+        libc::RTM_GETADDR,
+        (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16,
+        seq,
+    );
+    // Strict checking rejects a dump request with a prefix length or scope.
+    m.push(libc::AF_INET as u8);
+    m.extend_from_slice(&[0, 0, 0]);
+    m.extend_from_slice(&ifindex.to_ne_bytes());
+    finish(m)
+}
+
+/// One netlink message of a received datagram.
+#[derive(Debug)]
+struct NlMsg<'a> {
+    ty: u16,
+    flags: u16,
+    seq: u32,
+    payload: &'a [u8],
+}
+
+fn bad_msg(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("malformed netlink reply: {what}"),
+    )
+}
+
+fn ne_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes([b[at], b[at + 1]])
+}
+
+fn ne_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Splits a datagram into its messages, checking every length against what
+/// is left of the buffer.
+fn parse_messages(mut buf: &[u8]) -> io::Result<Vec<NlMsg<'_>>> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        if buf.len() < NLMSG_HDRLEN {
+            return Err(bad_msg("truncated header"));
+        }
+        let len = ne_u32(buf, 0) as usize;
+        if len < NLMSG_HDRLEN || len > buf.len() {
+            return Err(bad_msg("message length out of bounds"));
+        }
+        out.push(NlMsg {
+            ty: ne_u16(buf, 4),
+            flags: ne_u16(buf, 6),
+            seq: ne_u32(buf, 8),
+            payload: &buf[NLMSG_HDRLEN..len],
+        });
+        // The last message may omit its alignment padding.
+        buf = &buf[align4(len).min(buf.len())..];
+    }
+    Ok(out)
+}
+
+/// The errno of an NLMSG_ERROR payload (`struct nlmsgerr`): 0 for an ack,
+/// otherwise positive.
+fn ack_errno(payload: &[u8]) -> io::Result<i32> {
+    if payload.len() < 4 {
+        return Err(bad_msg("truncated error message"));
+    }
+    let err = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
+    Ok(err.checked_neg().unwrap_or(i32::MAX))
+}
+
+/// Whether an RTM_NEWADDR payload describes `addr` on `ifindex`.
+fn ifaddr_matches(payload: &[u8], ifindex: u32, addr: Ipv4Addr) -> io::Result<bool> {
+    if payload.len() < IFADDRMSG_LEN {
+        return Err(bad_msg("truncated ifaddrmsg"));
+    }
+    if payload[0] != libc::AF_INET as u8 || ne_u32(payload, 4) != ifindex {
+        return Ok(false);
+    }
+    let mut attrs = &payload[IFADDRMSG_LEN..];
+    let mut found = false;
+    while !attrs.is_empty() {
+        if attrs.len() < RTA_HDRLEN {
+            return Err(bad_msg("truncated attribute header"));
+        }
+        let len = usize::from(ne_u16(attrs, 0));
+        if len < RTA_HDRLEN || len > attrs.len() {
+            return Err(bad_msg("attribute length out of bounds"));
+        }
+        // The top bits are NLA_F_NESTED / NLA_F_NET_BYTEORDER, not the type.
+        let ty = ne_u16(attrs, 2) & 0x3fff;
+        let data = &attrs[RTA_HDRLEN..len];
+        if (ty == libc::IFA_LOCAL || ty == libc::IFA_ADDRESS) && data == addr.octets() {
+            // Keep walking, so a malformed tail is still reported.
+            found = true;
+        }
+        attrs = &attrs[align4(len).min(attrs.len())..];
+    }
+    Ok(found)
+}
+
+/// A NETLINK_ROUTE socket, closed on drop.
+struct Netlink {
+    fd: OwnedFd,
+}
+
+impl Netlink {
+    fn open() -> io::Result<Netlink> {
+        // SAFETY: plain socket(2); the fd is owned right below.
+        let raw = check(unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        })?;
+        // SAFETY: a fresh fd nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let tv = libc::timeval {
+            tv_sec: NL_TIMEOUT_SECS,
+            tv_usec: 0,
+        };
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
+        // Best effort: only saves the kernel dumping other interfaces'
+        // addresses (Linux >= 4.20); we filter by index either way.
+        let _ = setsockopt(&fd, libc::SOL_NETLINK, libc::NETLINK_GET_STRICT_CHK, &1i32);
+        Ok(Netlink { fd })
+    }
+
+    fn send(&self, msg: &[u8]) -> io::Result<()> {
+        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
+        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: the buffer and address are valid for the call's duration.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&raw const kernel).cast(),
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n as usize != msg.len() {
+            return Err(io::Error::other("short netlink send"));
+        }
+        Ok(())
+    }
+
+    /// One datagram into `buf`; an error if it did not fit.
+    fn recv<'b>(&self, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
+        loop {
+            // SAFETY: `buf` is valid for writes of its length. MSG_TRUNC
+            // makes the kernel return the datagram's real length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_TRUNC,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no answer from the kernel (netlink)",
+                        ));
+                    }
+                    _ => return Err(e),
+                }
+            }
+            let n = n as usize;
+            if n > buf.len() {
+                return Err(bad_msg("datagram larger than the receive buffer"));
+            }
+            return Ok(&buf[..n]);
+        }
+    }
+
+    /// Reads until the NLMSG_ERROR answering `seq`: `Ok` for an ack, the
+    /// kernel's errno otherwise.
+    fn wait_ack(&self, seq: u32) -> io::Result<()> {
+        let mut buf = vec![0u8; NL_RECV_BUF];
+        loop {
+            let datagram = self.recv(&mut buf)?;
+            for m in parse_messages(datagram)? {
+                if m.seq != seq || m.ty != libc::NLMSG_ERROR as u16 {
+                    continue;
+                }
+                return match ack_errno(m.payload)? {
+                    0 => Ok(()),
+                    errno => Err(io::Error::from_raw_os_error(errno)),
+                };
+            }
+        }
+    }
+}
+
+fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
+    // SAFETY: `val` points to a live `T` of the size passed.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (val as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+fn addr_change(op: AddrOp, ifindex: u32, cidr: Ipv4Cidr) -> io::Result<()> {
+    let nl = Netlink::open()?;
+    let seq = next_seq();
+    nl.send(&addr_request(op, ifindex, cidr, seq))?;
+    nl.wait_ack(seq)
+}
+
+fn holds_addr(ifindex: u32, addr: Ipv4Addr) -> io::Result<bool> {
+    let mut buf = vec![0u8; NL_RECV_BUF];
+    for _ in 0..DUMP_ATTEMPTS {
+        let nl = Netlink::open()?;
+        let seq = next_seq();
+        nl.send(&dump_request(ifindex, seq))?;
+        let (mut found, mut interrupted) = (false, false);
+        'dump: loop {
+            let datagram = nl.recv(&mut buf)?;
+            for m in parse_messages(datagram)? {
+                if m.seq != seq {
+                    continue;
+                }
+                interrupted |= m.flags & libc::NLM_F_DUMP_INTR as u16 != 0;
+                match m.ty {
+                    t if t == libc::NLMSG_DONE as u16 => {
+                        // NLMSG_DONE carries the dump's own error, if any.
+                        if m.payload.len() >= 4 {
+                            match ack_errno(m.payload)? {
+                                0 => {}
+                                errno => return Err(io::Error::from_raw_os_error(errno)),
+                            }
+                        }
+                        break 'dump;
+                    }
+                    t if t == libc::NLMSG_ERROR as u16 => match ack_errno(m.payload)? {
+                        0 => {}
+                        errno => return Err(io::Error::from_raw_os_error(errno)),
+                    },
+                    libc::RTM_NEWADDR => found |= ifaddr_matches(m.payload, ifindex, addr)?,
+                    _ => {}
+                }
+            }
+        }
+        // An interrupted dump may have missed or doubled entries: ask again.
+        if !interrupted {
+            return Ok(found);
+        }
+    }
+    Err(io::Error::other(format!(
+        "the address dump was interrupted by concurrent changes {DUMP_ATTEMPTS} times"
+    )))
+}
+
+// ---------------------------------------------------------------------------
+// Gratuitous ARP
+
+/// A gratuitous ARP frame (RFC 5227's announcement layout): broadcast
+/// Ethernet destination, sender and target protocol address both `addr`,
+/// target hardware address zero, padded with zeros to the 60-byte minimum.
+fn garp_frame(mac: [u8; 6], addr: Ipv4Addr, op: u16) -> [u8; ETH_MIN_FRAME] {
+    let mut f = [0u8; ETH_MIN_FRAME];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&(libc::ETH_P_ARP as u16).to_be_bytes());
+    f[14..16].copy_from_slice(&libc::ARPHRD_ETHER.to_be_bytes());
+    f[16..18].copy_from_slice(&(libc::ETH_P_IP as u16).to_be_bytes());
+    f[18] = 6; // hardware address length
+    f[19] = 4; // protocol address length
+    f[20..22].copy_from_slice(&op.to_be_bytes());
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&addr.octets());
+    // f[32..38]: target MAC, zero.
+    f[38..42].copy_from_slice(&addr.octets());
+    f
+}
+
+/// An AF_PACKET socket bound to `ifindex`. Protocol 0: it only sends, so
+/// the kernel never queues received frames to it.
+fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned right below.
+    let raw =
+        check(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: a fresh fd nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let sll = sockaddr_ll(ifindex, 0);
+    // SAFETY: a valid sockaddr_ll of the size passed.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const sll).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })?;
+    Ok(fd)
+}
+
+fn sockaddr_ll(ifindex: u32, protocol: u16) -> libc::sockaddr_ll {
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = protocol.to_be();
+    sll.sll_ifindex = ifindex as libc::c_int;
+    sll
+}
+
+/// The interface's Ethernet address (SIOCGIFHWADDR). Not /sys/class/net:
+/// sysfs shows the namespace it was mounted in, not necessarily ours.
+fn hw_addr(sock: &OwnedFd, name: &str) -> Result<[u8; 6]> {
+    // SAFETY: ifreq is plain data (a name and a union); all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= ifr.ifr_name.len() {
+        bail!("interface name {name} is longer than IFNAMSIZ");
+    }
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads the name from and writes a sockaddr into
+    // the ifreq, which lives for the call's duration.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &raw mut ifr) })
+        .with_context(|| format!("reading the MAC address of {name}"))?;
+    // SAFETY: SIOCGIFHWADDR succeeded, so the union holds ifru_hwaddr.
+    let hw = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    if hw.sa_family != libc::ARPHRD_ETHER {
+        bail!(
+            "{name} is not an Ethernet interface (hardware type {}); \
+             gratuitous ARP needs one",
+            hw.sa_family
+        );
+    }
+    let mut mac = [0u8; 6];
+    for (dst, src) in mac.iter_mut().zip(hw.sa_data) {
+        *dst = src as u8;
+    }
+    Ok(mac)
+}
+
+fn send_frame(sock: &OwnedFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
+    // The protocol here sets the skb's protocol; the frame carries its own
+    // Ethernet header, so no destination address is needed (SOCK_RAW).
+    let sll = sockaddr_ll(ifindex, libc::ETH_P_ARP as u16);
+    // SAFETY: the frame and address are valid for the call's duration.
+    let n = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&raw const sll).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n as usize != frame.len() {
+        return Err(io::Error::other("short send of the ARP frame"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(s: &str) -> Ipv4Cidr {
+        s.parse().expect("test CIDR")
+    }
+
+    /// The expected bytes of a netlink header, for comparisons.
+    fn hdr(len: u32, ty: u16, flags: i32, seq: u32) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&len.to_ne_bytes());
+        v.extend_from_slice(&ty.to_ne_bytes());
+        v.extend_from_slice(&(flags as u16).to_ne_bytes());
+        v.extend_from_slice(&seq.to_ne_bytes());
+        v.extend_from_slice(&0u32.to_ne_bytes());
+        v
+    }
+
+    fn attr(ty: u16, data: [u8; 4]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&8u16.to_ne_bytes());
+        v.extend_from_slice(&ty.to_ne_bytes());
+        v.extend_from_slice(&data);
+        v
+    }
+
+    #[test]
+    fn new_addr_request_bytes() {
+        let msg = addr_request(AddrOp::New, 7, cidr("192.0.2.10/24"), 42);
+        let mut want = hdr(
+            48,
+            20, // RTM_NEWADDR
+            0x1 | 0x4 | 0x400 | 0x200,
+            42,
+        );
+        // ifaddrmsg: AF_INET, /24, no flags, scope universe, ifindex 7.
+        want.extend_from_slice(&[2, 24, 0, 0]);
+        want.extend_from_slice(&7u32.to_ne_bytes());
+        want.extend(attr(2, [192, 0, 2, 10])); // IFA_LOCAL
+        want.extend(attr(1, [192, 0, 2, 10])); // IFA_ADDRESS
+        want.extend(attr(4, [192, 0, 2, 255])); // IFA_BROADCAST
+        assert_eq!(msg, want);
+    }
+
+    #[test]
+    fn del_addr_request_has_no_broadcast() {
+        let msg = addr_request(AddrOp::Del, 3, cidr("10.1.2.3/16"), 9);
+        let mut want = hdr(40, 21, 0x1 | 0x4, 9); // RTM_DELADDR, REQUEST|ACK
+        want.extend_from_slice(&[2, 16, 0, 0]);
+        want.extend_from_slice(&3u32.to_ne_bytes());
+        want.extend(attr(2, [10, 1, 2, 3]));
+        want.extend(attr(1, [10, 1, 2, 3]));
+        assert_eq!(msg, want);
+    }
+
+    #[test]
+    fn no_broadcast_for_31_and_32() {
+        for c in ["198.51.100.4/31", "198.51.100.4/32"] {
+            let msg = addr_request(AddrOp::New, 1, cidr(c), 1);
+            assert_eq!(msg.len(), 16 + 8 + 8 + 8, "{c}");
+            assert_eq!(&msg[0..4], &(msg.len() as u32).to_ne_bytes(), "{c}");
+        }
+    }
+
+    #[test]
+    fn broadcast_addresses() {
+        assert_eq!(
+            broadcast(cidr("192.0.2.10/24")),
+            Ipv4Addr::new(192, 0, 2, 255)
+        );
+        assert_eq!(
+            broadcast(cidr("192.0.2.10/30")),
+            Ipv4Addr::new(192, 0, 2, 11)
+        );
+        assert_eq!(
+            broadcast(cidr("10.0.0.1/8")),
+            Ipv4Addr::new(10, 255, 255, 255)
+        );
+        assert_eq!(broadcast(cidr("10.0.0.1/0")), Ipv4Addr::BROADCAST);
+        assert_eq!(broadcast(cidr("10.0.0.1/32")), Ipv4Addr::new(10, 0, 0, 1));
+    }
+
+    #[test]
+    fn dump_request_bytes() {
+        let msg = dump_request(5, 77);
+        let mut want = hdr(24, 22, 0x1 | 0x300, 77); // RTM_GETADDR, REQUEST|DUMP
+        want.extend_from_slice(&[2, 0, 0, 0]);
+        want.extend_from_slice(&5u32.to_ne_bytes());
+        assert_eq!(msg, want);
+    }
+
+    /// An RTM_NEWADDR message as the kernel sends it.
+    fn newaddr(seq: u32, ifindex: u32, addr: [u8; 4], extra: &[u8]) -> Vec<u8> {
+        let mut body = vec![2, 24, 0x80, 0];
+        body.extend_from_slice(&ifindex.to_ne_bytes());
+        body.extend(attr(1, addr));
+        body.extend(attr(2, addr));
+        body.extend_from_slice(extra);
+        let mut m = hdr((16 + body.len()) as u32, 20, 2, seq);
+        m.extend(body);
+        m
+    }
+
+    #[test]
+    fn parses_a_multipart_datagram() {
+        let mut d = newaddr(3, 2, [10, 0, 0, 1], &[]);
+        d.extend(newaddr(3, 4, [10, 0, 0, 2], &[]));
+        let mut done = hdr(20, 3, 2, 3);
+        done.extend_from_slice(&0i32.to_ne_bytes());
+        d.extend(done);
+        let msgs = parse_messages(&d).expect("well-formed");
+        assert_eq!(msgs.len(), 3);
+        assert_eq!(msgs[2].ty, 3);
+        assert!(msgs.iter().all(|m| m.seq == 3));
+        let a = Ipv4Addr::new(10, 0, 0, 2);
+        assert!(!ifaddr_matches(msgs[0].payload, 4, a).unwrap());
+        assert!(ifaddr_matches(msgs[1].payload, 4, a).unwrap());
+        // Right address, wrong interface.
+        assert!(!ifaddr_matches(msgs[1].payload, 2, a).unwrap());
+        assert_eq!(ack_errno(msgs[2].payload).unwrap(), 0);
+    }
+
+    #[test]
+    fn rejects_bad_lengths() {
+        let good = newaddr(1, 1, [10, 0, 0, 1], &[]);
+        // Shorter than a header.
+        assert!(parse_messages(&good[..10]).is_err());
+        // Length field beyond the datagram.
+        assert!(parse_messages(&good[..good.len() - 1]).is_err());
+        // Length field below the header size.
+        let mut tiny = good.clone();
+        tiny[0..4].copy_from_slice(&8u32.to_ne_bytes());
+        assert!(parse_messages(&tiny).is_err());
+        // Attribute longer than what is left of the message.
+        let mut bad_attr = newaddr(1, 1, [10, 0, 0, 1], &[40, 0, 8, 0]);
+        let msgs = parse_messages(&bad_attr).expect("outer lengths fine");
+        assert!(ifaddr_matches(msgs[0].payload, 1, Ipv4Addr::new(10, 0, 0, 1)).is_err());
+        // Attribute header cut short.
+        bad_attr.truncate(bad_attr.len() - 2);
+        let n = bad_attr.len() as u32;
+        bad_attr[0..4].copy_from_slice(&n.to_ne_bytes());
+        let msgs = parse_messages(&bad_attr).expect("outer lengths fine");
+        assert!(ifaddr_matches(msgs[0].payload, 1, Ipv4Addr::new(10, 0, 0, 1)).is_err());
+        // ifaddrmsg cut short.
+        assert!(ifaddr_matches(&[2, 24, 0], 1, Ipv4Addr::LOCALHOST).is_err());
+        assert!(ack_errno(&[0, 0]).is_err());
+    }
+
+    #[test]
+    fn ack_errno_is_positive() {
+        assert_eq!(
+            ack_errno(&(-libc::EEXIST).to_ne_bytes()).unwrap(),
+            libc::EEXIST
+        );
+        assert_eq!(ack_errno(&0i32.to_ne_bytes()).unwrap(), 0);
+    }
+
+    #[test]
+    fn garp_frame_layout() {
+        let mac = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+        let addr = Ipv4Addr::new(192, 0, 2, 10);
+        for op in [ARP_REQUEST, ARP_REPLY] {
+            let f = garp_frame(mac, addr, op);
+            assert_eq!(f.len(), 60);
+            assert_eq!(f[0..6], [0xff; 6], "broadcast destination");
+            assert_eq!(f[6..12], mac, "source MAC");
+            assert_eq!(f[12..14], [0x08, 0x06], "ethertype ARP");
+            assert_eq!(f[14..16], [0, 1], "htype Ethernet");
+            assert_eq!(f[16..18], [0x08, 0x00], "ptype IPv4");
+            assert_eq!(f[18..20], [6, 4], "address lengths");
+            assert_eq!(f[20..22], op.to_be_bytes(), "opcode");
+            assert_eq!(f[22..28], mac, "sender MAC");
+            assert_eq!(f[28..32], [192, 0, 2, 10], "sender IP");
+            assert_eq!(f[32..38], [0; 6], "target MAC");
+            assert_eq!(f[38..42], [192, 0, 2, 10], "target IP");
+            assert_eq!(f[42..60], [0; 18], "padding");
+        }
+    }
+
+    /// Live check in a namespace of its own (`lbtfl-<pid>`) with a veth pair
+    /// inside it; needs root. Skipped unless LB_NETNS_TEST is set.
+    #[test]
+    fn netns_add_present_remove_garp() {
+        if std::env::var_os("LB_NETNS_TEST").is_none() {
+            eprintln!("SKIPPED netns_add_present_remove_garp: set LB_NETNS_TEST=1 and run as root");
+            return;
+        }
+        let ns = TestNs::new("lbtfl");
+        ns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"]);
+        ns.ip(&["link", "set", "va", "up"]);
+        ns.ip(&["link", "set", "vb", "up"]);
+        let shown = |ns: &TestNs| ns.ip(&["-4", "addr", "show", "dev", "va"]);
+
+        let fip = FloatingIp {
+            address: cidr("10.98.0.10/24"),
+            interface: "va".into(),
+        };
+        let f = fip.clone();
+        ns.run(move || {
+            assert!(!present(&f).expect("present before add"));
+            assert!(add(&f).expect("first add"), "first add adds");
+            assert!(!add(&f).expect("second add"), "second add finds it there");
+            assert!(present(&f).expect("present after add"));
+        });
+        let out = shown(&ns);
+        eprintln!("after add:\n{out}");
+        assert!(
+            out.contains("inet 10.98.0.10/24 brd 10.98.0.255 scope global va"),
+            "{out}"
+        );
+
+        let f = fip.clone();
+        let fip_addr = fip.address.addr;
+        let frames = ns.run(move || {
+            let cap = capture_socket("vb");
+            send_garp(&f).expect("send_garp");
+            read_arp(&cap, fip_addr, 2)
+        });
+        let mac = ns.mac("va");
+        let addr = fip.address.addr;
+        assert_eq!(frames.len(), 2, "two ARP frames on the peer");
+        assert_eq!(
+            frames[0],
+            garp_frame(mac, addr, ARP_REQUEST),
+            "request first"
+        );
+        assert_eq!(frames[1], garp_frame(mac, addr, ARP_REPLY), "then reply");
+        eprintln!(
+            "captured on vb: {} ARP frames of {} bytes",
+            frames.len(),
+            frames[0].len()
+        );
+
+        let f = fip.clone();
+        ns.run(move || {
+            assert!(remove(&f).expect("first remove"), "first remove removes");
+            assert!(
+                !remove(&f).expect("second remove"),
+                "second remove finds nothing"
+            );
+            assert!(!present(&f).expect("present after remove"));
+            let gone = FloatingIp {
+                interface: "nosuch0".into(),
+                ..f.clone()
+            };
+            assert!(!remove(&gone).expect("remove on a missing interface"));
+            let err = format!("{:#}", add(&gone).expect_err("add on a missing interface"));
+            eprintln!("add on a missing interface: {err}");
+            assert!(err.contains("nosuch0"), "{err}");
+            let lo = FloatingIp {
+                interface: "lo".into(),
+                ..f
+            };
+            let err = format!("{:#}", send_garp(&lo).expect_err("GARP on lo"));
+            eprintln!("GARP on lo: {err}");
+            assert!(err.contains("not an Ethernet interface"), "{err}");
+        });
+        let out = shown(&ns);
+        eprintln!("after remove:\n{out}");
+        assert!(!out.contains("10.98.0.10"), "{out}");
+    }
+
+    /// An AF_PACKET socket receiving the ARP frames that arrive on `name`.
+    fn capture_socket(name: &str) -> OwnedFd {
+        let ifindex = ifindex(name).expect("capture interface");
+        // SAFETY: plain socket(2); owned right below.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from((libc::ETH_P_ARP as u16).to_be()),
+            )
+        };
+        let raw = check(raw).expect("capture socket");
+        // SAFETY: a fresh fd nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let sll = sockaddr_ll(ifindex, libc::ETH_P_ARP as u16);
+        // SAFETY: a valid sockaddr_ll of the size passed.
+        check(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const sll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        })
+        .expect("binding the capture socket");
+        let tv = libc::timeval {
+            tv_sec: 2,
+            tv_usec: 0,
+        };
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv).expect("SO_RCVTIMEO");
+        fd
+    }
+
+    /// `want` ARP frames whose sender address is `addr` (anything else the
+    /// kernel may announce is skipped), waiting at most 2 s for each.
+    fn read_arp(fd: &OwnedFd, addr: Ipv4Addr, want: usize) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let mut buf = [0u8; 2048];
+        while frames.len() < want {
+            // SAFETY: `buf` is valid for writes of its length.
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                panic!("waiting for ARP frame {} of {want}: {e}", frames.len() + 1);
+            }
+            let frame = &buf[..n as usize];
+            if frame.get(28..32) == Some(&addr.octets()[..]) {
+                frames.push(frame.to_vec());
+            }
+        }
+        frames
+    }
+
+    /// A network namespace made with `ip netns add`, deleted on drop (also
+    /// while unwinding from a failed assertion).
+    struct TestNs {
+        name: String,
+    }
+
+    impl TestNs {
+        fn new(prefix: &str) -> TestNs {
+            let name = format!("{prefix}-{}", std::process::id());
+            run(&["ip", "netns", "add", &name]);
+            TestNs { name }
+        }
+
+        /// `ip -n NAME ARGS`, panicking with its stderr on failure.
+        fn ip(&self, args: &[&str]) -> String {
+            let mut full = vec!["ip", "-n", &self.name];
+            full.extend_from_slice(args);
+            run(&full)
+        }
+
+        fn mac(&self, dev: &str) -> [u8; 6] {
+            let out = self.ip(&["-br", "link", "show", "dev", dev]);
+            let word = out.split_whitespace().nth(2).expect("MAC column");
+            let mut mac = [0u8; 6];
+            for (b, h) in mac.iter_mut().zip(word.split(':')) {
+                *b = u8::from_str_radix(h, 16).expect("hex MAC");
+            }
+            mac
+        }
+
+        /// Runs `f` on a fresh thread that has entered the namespace, so
+        /// the sockets it opens live there; the test's own thread stays put.
+        fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+            let path = format!("/run/netns/{}", self.name);
+            let joined = std::thread::spawn(move || {
+                let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                // SAFETY: a valid namespace fd; affects only this thread.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
+                f()
+            })
+            .join();
+            joined.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }
+    }
+
+    impl Drop for TestNs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.name])
+                .status();
+        }
+    }
+
+    fn run(args: &[&str]) -> String {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")));
+        assert!(
+            out.status.success(),
+            "{}: {}\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}

@@ -1,0 +1,327 @@
+//! Between the flow table and the sync stream: on the active node, flows and
+//! the datapath's `SYNC` records become wire events; on the standby, events
+//! become entries in its own `FLOWS`, both directions, exactly as its
+//! datapath would have made them, so they forward the moment it takes over.
+//!
+//! Reals are matched by address within the VIP's serverfarm, never by id:
+//! the two agents number their reals independently (design.md).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddrV4;
+
+use anyhow::{Context, Result};
+use lb_common::{
+    DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, SYNC_CREATE, SYNC_REMOVE, SYNC_UPDATE,
+    SyncEvent, v4_mapped,
+};
+
+use super::wire::{FlowEvent, FlowTuple};
+use crate::control::Programmed;
+use crate::datapath::KernelMaps;
+use crate::flowtable::{self, Joined, sock};
+
+/// Lookups by address and by id, rebuilt when the config changes.
+#[derive(Debug, Default)]
+pub struct Index {
+    /// (VIP address, protocol) -> (vip id, farm).
+    vips: HashMap<(SocketAddrV4, u8), (u32, String)>,
+    /// (farm, real address) -> real id.
+    reals: HashMap<(String, SocketAddrV4), u32>,
+    /// real id -> real address.
+    real_addrs: HashMap<u32, SocketAddrV4>,
+}
+
+impl Index {
+    pub fn new(p: &Programmed) -> Index {
+        let mut idx = Index::default();
+        for v in p.vips.values() {
+            idx.vips.insert((v.addr, v.proto), (v.id, v.farm.clone()));
+        }
+        for (k, (id, _)) in &p.reals {
+            let addr = SocketAddrV4::new(k.addr, k.port);
+            idx.reals.insert((k.farm.clone(), addr), *id);
+            idx.real_addrs.insert(*id, addr);
+        }
+        idx
+    }
+
+    /// The local (vip id, real id) for a flow of `vip` served by `real`.
+    fn resolve(&self, vip: SocketAddrV4, proto: u8, real: SocketAddrV4) -> Option<(u32, u32)> {
+        let (vip_id, farm) = self.vips.get(&(vip, proto))?;
+        let real_id = self.reals.get(&(farm.clone(), real))?;
+        Some((*vip_id, *real_id))
+    }
+}
+
+/// The forward key of a flow.
+pub fn forward_key(t: &FlowTuple) -> FlowKey {
+    FlowKey {
+        src_addr: v4_mapped(t.client.ip().octets()),
+        dst_addr: v4_mapped(t.vip.ip().octets()),
+        src_port_be: t.client.port().to_be(),
+        dst_port_be: t.vip.port().to_be(),
+        proto: t.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The flow a forward key names.
+pub fn tuple_of(k: &FlowKey) -> FlowTuple {
+    FlowTuple {
+        client: sock(&k.src_addr, k.src_port_be),
+        vip: sock(&k.dst_addr, k.dst_port_be),
+        proto: k.proto,
+    }
+}
+
+/// A datapath record as a wire event. `None` for a real this agent does
+/// not know (retired by a reload while the record was in the ring).
+pub fn from_record(rec: &SyncEvent, idx: &Index) -> Option<FlowEvent> {
+    let key = tuple_of(&rec.key);
+    match rec.kind {
+        SYNC_CREATE | SYNC_UPDATE => Some(FlowEvent::Upsert {
+            key,
+            real: *idx.real_addrs.get(&rec.real_id)?,
+            state: rec.state,
+            created_age_ms: 0,
+            idle_ms: 0,
+        }),
+        SYNC_REMOVE => Some(FlowEvent::Remove { key }),
+        _ => None,
+    }
+}
+
+/// A flow of the table as an upsert with its exact ages (bulk copies and
+/// refreshes).
+pub fn upsert_of(f: &Joined, now_ns: u64) -> FlowEvent {
+    FlowEvent::Upsert {
+        key: tuple_of(&f.fwd_key),
+        real: sock(&f.fwd.nat_addr, f.fwd.nat_port_be),
+        state: f.state(),
+        created_age_ms: now_ns.saturating_sub(f.fwd.created_ns) / 1_000_000,
+        idle_ms: now_ns.saturating_sub(f.last_ns()) / 1_000_000,
+    }
+}
+
+/// Every flow of the table, as the events of a bulk copy.
+pub fn snapshot(maps: &KernelMaps, now_ns: u64) -> Result<Vec<FlowEvent>> {
+    let table = flowtable::read(&maps.flows)?;
+    Ok(table.flows.iter().map(|f| upsert_of(f, now_ns)).collect())
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyCounters {
+    pub upserts: u64,
+    pub removes: u64,
+    /// Events naming a VIP or real this node does not have (configs differ).
+    pub unmatched: u64,
+    /// Flows the last bulk copy did not name, removed at its end.
+    pub stale_removed: u64,
+    pub bulk_copies: u64,
+    pub errors: u64,
+}
+
+/// What applying one event finished.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Flow,
+    /// A bulk copy is now complete: `BulkEnd` applied.
+    BulkComplete {
+        total: u64,
+        stale_removed: u64,
+    },
+}
+
+/// The standby's writer into its own table.
+#[derive(Debug, Default)]
+pub struct Applier {
+    /// The flows named since the current bulk copy started.
+    bulk: Option<HashSet<FlowTuple>>,
+    pub counters: ApplyCounters,
+}
+
+impl Applier {
+    /// A bulk copy has started and not ended.
+    pub fn in_bulk(&self) -> bool {
+        self.bulk.is_some()
+    }
+
+    /// Forgets a copy in progress (the stream restarted).
+    pub fn abandon_bulk(&mut self) {
+        self.bulk = None;
+    }
+
+    pub fn apply(
+        &mut self,
+        maps: &mut KernelMaps,
+        idx: &Index,
+        ev: &FlowEvent,
+        now_ns: u64,
+    ) -> Result<Applied> {
+        match ev {
+            FlowEvent::BulkStart => {
+                self.bulk = Some(HashSet::new());
+                Ok(Applied::Flow)
+            }
+            FlowEvent::BulkEnd { total } => {
+                let named = self.bulk.take().unwrap_or_default();
+                let stale = remove_unnamed(maps, &named)?;
+                self.counters.stale_removed += stale;
+                self.counters.bulk_copies += 1;
+                Ok(Applied::BulkComplete {
+                    total: *total,
+                    stale_removed: stale,
+                })
+            }
+            FlowEvent::Upsert {
+                key,
+                real,
+                state,
+                created_age_ms,
+                idle_ms,
+            } => {
+                if let Some(named) = self.bulk.as_mut() {
+                    named.insert(*key);
+                }
+                let Some((vip_id, real_id)) = idx.resolve(key.vip, key.proto, *real) else {
+                    self.counters.unmatched += 1;
+                    return Ok(Applied::Flow);
+                };
+                let created = now_ns.saturating_sub(created_age_ms.saturating_mul(1_000_000));
+                let last = now_ns.saturating_sub(idle_ms.saturating_mul(1_000_000));
+                upsert(maps, key, *real, vip_id, real_id, *state, created, last)?;
+                self.counters.upserts += 1;
+                Ok(Applied::Flow)
+            }
+            FlowEvent::Remove { key } => {
+                if let Some(named) = self.bulk.as_mut() {
+                    named.remove(key);
+                }
+                remove(maps, &forward_key(key))?;
+                self.counters.removes += 1;
+                Ok(Applied::Flow)
+            }
+        }
+    }
+}
+
+/// Writes both directions of a flow. An existing flow keeps its counters
+/// and creation time; one that moved to another real loses its old reply
+/// entry, like a `reassign` in the datapath.
+#[allow(clippy::too_many_arguments)]
+fn upsert(
+    maps: &mut KernelMaps,
+    t: &FlowTuple,
+    real: SocketAddrV4,
+    vip_id: u32,
+    real_id: u32,
+    state: u8,
+    created: u64,
+    last: u64,
+) -> Result<()> {
+    let fk = forward_key(t);
+    let real_addr = v4_mapped(real.ip().octets());
+    let real_port_be = real.port().to_be();
+    let old = maps.flows.get(&fk, 0).ok().filter(|f| f.dir == DIR_FORWARD);
+    let mut fwd = match old {
+        Some(o) if o.real_id == real_id && o.nat_addr == real_addr => Flow {
+            state,
+            last_ns: o.last_ns.max(last),
+            ..o
+        },
+        _ => {
+            if let Some(o) = old {
+                let _ = maps.flows.remove(&reverse_key(&fk, &o));
+                if o.flags & FLOW_COUNTED != 0 {
+                    maps.count_out(o.real_id, 1)?;
+                }
+            }
+            Flow {
+                nat_addr: real_addr,
+                nat_port_be: real_port_be,
+                dir: DIR_FORWARD,
+                state,
+                real_id,
+                vip_id,
+                flags: 0,
+                created_ns: created,
+                last_ns: last,
+                ..Flow::default()
+            }
+        }
+    };
+    if fwd.flags & FLOW_COUNTED == 0 {
+        fwd.flags |= FLOW_COUNTED;
+        maps.count_in(real_id, 1)?;
+    }
+    let rk = reverse_key(&fk, &fwd);
+    let rev = match maps.flows.get(&rk, 0).ok().filter(|r| r.dir == DIR_REVERSE) {
+        Some(r) => Flow {
+            state,
+            last_ns: r.last_ns.max(last),
+            ..r
+        },
+        None => Flow {
+            nat_addr: fk.dst_addr,
+            nat_port_be: fk.dst_port_be,
+            dir: DIR_REVERSE,
+            flags: 0,
+            packets: 0,
+            bytes: 0,
+            seq_next: 0,
+            ..fwd
+        },
+    };
+    // Reverse first, as the datapath does: a forward entry without its
+    // reverse would send clients to a real whose replies are not ours.
+    maps.flows
+        .insert(rk, rev, 0)
+        .context("writing a synced flow")?;
+    maps.flows
+        .insert(fk, fwd, 0)
+        .context("writing a synced flow")?;
+    Ok(())
+}
+
+fn reverse_key(fk: &FlowKey, fwd: &Flow) -> FlowKey {
+    FlowKey {
+        src_addr: fwd.nat_addr,
+        dst_addr: fk.src_addr,
+        src_port_be: fwd.nat_port_be,
+        dst_port_be: fk.src_port_be,
+        proto: fk.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Removes both directions of a flow, if present.
+fn remove(maps: &mut KernelMaps, fk: &FlowKey) -> Result<()> {
+    let Ok(f) = maps.flows.get(fk, 0) else {
+        return Ok(());
+    };
+    if f.dir != DIR_FORWARD {
+        return Ok(());
+    }
+    let _ = maps.flows.remove(&reverse_key(fk, &f));
+    let _ = maps.flows.remove(fk);
+    if f.flags & FLOW_COUNTED != 0 {
+        maps.count_out(f.real_id, 1)?;
+    }
+    Ok(())
+}
+
+/// Removes every flow not in `named`: what the peer no longer has.
+fn remove_unnamed(maps: &mut KernelMaps, named: &HashSet<FlowTuple>) -> Result<u64> {
+    let table = flowtable::read(&maps.flows)?;
+    let mut n = 0;
+    for f in &table.flows {
+        if !named.contains(&tuple_of(&f.fwd_key)) {
+            remove(maps, &f.fwd_key)?;
+            n += 1;
+        }
+    }
+    for (k, _) in &table.lone_reverse {
+        let _ = maps.flows.remove(k);
+    }
+    Ok(n)
+}

@@ -1,0 +1,198 @@
+//! The stream over a lossy "link" made of byte vectors.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::ha::wire::{FlowTuple, Key, Message, Receiver};
+
+const RTO: Duration = Duration::from_millis(200);
+
+fn key() -> Key {
+    Key::from_bytes(b"0123456789abcdef0123456789abcdef").expect("test key")
+}
+
+fn ev(n: u16) -> FlowEvent {
+    FlowEvent::Remove {
+        key: FlowTuple {
+            client: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), n),
+            vip: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 80),
+            proto: 6,
+        },
+    }
+}
+
+struct Pair {
+    out: Outbox,
+    tx: Sender,
+    rx: Receiver,
+    inbox: Inbox,
+    applied: Vec<FlowEvent>,
+    now: Instant,
+}
+
+impl Pair {
+    fn new(cap: usize) -> Pair {
+        Pair {
+            out: Outbox::new(cap, RTO),
+            tx: Sender::new(key(), 1, 1000),
+            rx: Receiver::new(key(), 2),
+            inbox: Inbox::default(),
+            applied: Vec::new(),
+            now: Instant::now(),
+        }
+    }
+
+    /// One round: the outbox sends, `lose(i)` drops the i-th datagram of the
+    /// round, the inbox applies and its acks come back.
+    fn round(&mut self, mut lose: impl FnMut(usize) -> bool) -> usize {
+        let dgrams = self.out.poll(&mut self.tx, self.now);
+        let n = dgrams.len();
+        for (i, d) in dgrams.into_iter().enumerate() {
+            if lose(i) {
+                continue;
+            }
+            let Message::FlowBatch(b) = self.rx.open(&d).expect("authentic").message else {
+                panic!("not a batch")
+            };
+            let acc = self.inbox.on_batch(b, self.now);
+            self.applied.extend(acc.events);
+            if let Some(up_to) = acc.ack {
+                self.out.ack(up_to, self.now);
+            }
+        }
+        n
+    }
+}
+
+#[test]
+fn events_arrive_once_and_in_order_despite_losses() {
+    let mut p = Pair::new(100_000);
+    p.out.restart_with_bulk(vec![], p.now);
+    let want: Vec<FlowEvent> = (0..5000).map(ev).collect();
+    for e in &want {
+        p.out.push(*e, p.now);
+    }
+    // Every third datagram lost; time moves past the resend timeout
+    // between rounds. Bounded: the test fails rather than loops.
+    let mut rounds = 0;
+    while p.out.unacked() > 0 {
+        rounds += 1;
+        assert!(rounds < 1000, "no convergence");
+        let mut k = 0;
+        p.round(|_| {
+            k += 1;
+            k % 3 == 0
+        });
+        p.now += RTO;
+    }
+    let got: Vec<FlowEvent> = p
+        .applied
+        .iter()
+        .filter(|e| e.key().is_some())
+        .copied()
+        .collect();
+    assert_eq!(got, want);
+    assert!(p.out.counters.resends > 0);
+    assert!(p.inbox.counters.out_of_order > 0);
+}
+
+#[test]
+fn the_window_bounds_what_is_in_flight() {
+    let mut p = Pair::new(100_000);
+    p.out
+        .restart_with_bulk((0..20_000).map(ev).collect(), p.now);
+    let sent = p.round(|_| true); // all lost
+    assert_eq!(sent, WINDOW_DATAGRAMS);
+    // Nothing acknowledged, no timeout yet: nothing more goes out.
+    assert_eq!(p.round(|_| false), 0);
+    p.now += RTO;
+    // The resend starts from the first event again.
+    assert_eq!(p.round(|_| false), WINDOW_DATAGRAMS);
+    assert!(matches!(p.applied[0], FlowEvent::BulkStart));
+}
+
+#[test]
+fn nothing_is_applied_before_a_bulk_copy_places_the_stream() {
+    let mut p = Pair::new(1000);
+    p.out.push(ev(1), p.now);
+    p.round(|_| false);
+    assert!(p.applied.is_empty());
+    assert_eq!(p.inbox.counters.unplaced, 1);
+    p.out.restart_with_bulk(vec![ev(2)], p.now);
+    p.out.push(ev(3), p.now);
+    p.round(|_| false);
+    assert_eq!(
+        p.applied,
+        vec![
+            FlowEvent::BulkStart,
+            ev(2),
+            FlowEvent::BulkEnd { total: 1 },
+            ev(3)
+        ]
+    );
+}
+
+#[test]
+fn an_overflow_leaves_a_gap_that_asks_for_a_copy() {
+    let mut p = Pair::new(10);
+    p.out.restart_with_bulk(vec![], p.now);
+    p.round(|_| false);
+    // The peer hears nothing while 25 events pile up past the cap of 10.
+    for i in 0..25 {
+        p.out.push(ev(i), p.now);
+    }
+    assert_eq!(p.out.counters.overflows, 2);
+    p.round(|_| false);
+    assert_eq!(p.applied.len(), 2, "only the empty copy");
+    assert!(!p.inbox.stuck(p.now, Duration::from_secs(1)));
+    p.now += Duration::from_secs(1);
+    assert!(p.inbox.stuck(p.now, Duration::from_secs(1)));
+    // A new copy repairs it.
+    p.out.restart_with_bulk(vec![ev(99)], p.now);
+    p.round(|_| false);
+    assert!(!p.inbox.stuck(p.now, Duration::from_secs(1)));
+    assert_eq!(p.applied.last(), Some(&FlowEvent::BulkEnd { total: 1 }));
+}
+
+#[test]
+fn resent_events_already_applied_are_acknowledged_not_reapplied() {
+    let mut p = Pair::new(1000);
+    p.out.restart_with_bulk(vec![ev(1), ev(2)], p.now);
+    let dgrams = p.out.poll(&mut p.tx, p.now);
+    let mut batches = Vec::new();
+    for d in &dgrams {
+        let Message::FlowBatch(b) = p.rx.open(d).expect("ok").message else {
+            panic!()
+        };
+        batches.push(b);
+    }
+    let first = p.inbox.on_batch(batches[0].clone(), p.now);
+    assert_eq!(first.events.len(), 4);
+    assert_eq!(first.ack, Some(4));
+    let again = p.inbox.on_batch(batches[0].clone(), p.now);
+    assert_eq!(
+        again,
+        Accepted {
+            events: vec![],
+            ack: Some(4)
+        }
+    );
+    assert_eq!(p.inbox.counters.duplicates, 4);
+}
+
+#[test]
+fn a_late_ack_after_a_resend_does_not_confuse_the_window() {
+    let mut p = Pair::new(1000);
+    p.out.restart_with_bulk((0..100).map(ev).collect(), p.now);
+    p.out.poll(&mut p.tx, p.now);
+    p.now += RTO;
+    p.out.poll(&mut p.tx, p.now); // resend round
+    p.out.ack(50, p.now);
+    assert_eq!(p.out.unacked(), 102 - 50);
+    p.out.ack(40, p.now); // older ack: ignored
+    assert_eq!(p.out.unacked(), 52);
+    p.out.ack(102, p.now);
+    assert_eq!(p.out.unacked(), 0);
+    assert_eq!(p.out.stalled_for(p.now + RTO), Duration::ZERO);
+}

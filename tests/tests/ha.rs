@@ -1,0 +1,507 @@
+//! Stateful failover end to end: two lb nodes (the real `lb` binary, XDP in
+//! native mode) on shared client and server segments with a direct sync
+//! link, three real servers, real TCP through the VIPs (see
+//! `lb_tests::ha_topology`). Node 1 (priority 200) starts first and is
+//! active; node 2 (priority 100) joins as standby.
+use std::{
+    collections::BTreeSet,
+    io::Write,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    os::unix::fs::PermissionsExt,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime},
+};
+
+use lb_tests::{
+    EchoConn, Fnv1a64, LbAgent, PatternGen, Spawned, TestServer,
+    ha_topology::{FLOAT_CLIENT_CIDR, FLOAT_SERVER_CIDR, HaTopology},
+    require_root,
+    rig::{ECHO, SINK},
+    topology::real_name,
+    wait_until,
+};
+use lb_userspace::ha::{
+    Role,
+    wire::{FlowBatch, FlowEvent, FlowTuple, Heartbeat, Key, Message, Sender},
+};
+use serde_json::Value;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+const SYNC_PORT: u16 = 7400;
+const KEY: &[u8] = b"lb-ha-test-key-0123456789abcdef0123456789";
+
+fn vip(port: u16) -> SocketAddr {
+    SocketAddr::new(VIP.into(), port)
+}
+
+struct Pair {
+    lbs: Vec<LbAgent>,
+    _servers: Vec<Spawned>,
+    topo: HaTopology,
+}
+
+fn config(i: usize, key: &std::path::Path, preempt: bool) -> String {
+    let reals = |port: u16| -> String {
+        (0..3)
+            .map(|r| {
+                format!(
+                    "      - {{ address: 203.0.113.{}, port: {port} }}\n",
+                    11 + r
+                )
+            })
+            .collect()
+    };
+    let me = HaTopology::lb_sync_addr(i);
+    let peer = HaTopology::lb_sync_addr(1 - i);
+    format!(
+        "interfaces: [eth0, eth1]
+xdp_mode: native
+serverfarms:
+  echo:
+    reals:
+{echo}  sink:
+    reals:
+{sink}vips:
+  echo: {{ address: {VIP}, port: {ECHO}, serverfarm: echo, timeouts: {{ fin: 1s }} }}
+  sink: {{ address: {VIP}, port: {SINK}, serverfarm: sink }}
+ha:
+  node_id: {id}
+  priority: {prio}
+  preempt: {preempt}
+  listen: {me}:{SYNC_PORT}
+  peer: {peer}:{SYNC_PORT}
+  key_file: {key}
+  heartbeat: 100ms
+  floating_ips:
+    - {{ address: {FLOAT_CLIENT_CIDR}, interface: eth0 }}
+    - {{ address: {FLOAT_SERVER_CIDR}, interface: eth1 }}
+",
+        echo = reals(ECHO),
+        sink = reals(SINK),
+        id = i + 1,
+        prio = 200 - 100 * i,
+        key = key.display(),
+    )
+}
+
+/// `lb ha status --json` of node `i`.
+fn ha(lb: &LbAgent) -> Value {
+    let out = lb.cli(&["ha", "status", "--json"]);
+    assert!(
+        out.status.success(),
+        "lb ha status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+fn role(lb: &LbAgent) -> String {
+    ha(lb)["role"].as_str().unwrap_or("?").to_string()
+}
+
+/// (client, vip, real) of every flow in node `i`'s table.
+fn flow_set(lb: &LbAgent) -> BTreeSet<(String, String, String)> {
+    lb.flows(&[])
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or("").to_string();
+            (s("client"), s("vip"), s("real"))
+        })
+        .collect()
+}
+
+impl Pair {
+    /// Both nodes up, node 1 active, node 2 standby with a complete copy.
+    fn new(preempt: bool) -> Pair {
+        require_root();
+        let topo = HaTopology::new(3);
+        topo.wait_ready();
+        let exe = PathBuf::from(env!("CARGO_BIN_EXE_lb-testsrv"));
+        let servers = (0..3)
+            .map(|r| {
+                let a = topo.real_addrs[r];
+                TestServer::new(&exe, &real_name(r))
+                    .echo(SocketAddr::new(a.into(), ECHO))
+                    .sink(SocketAddr::new(a.into(), SINK))
+                    .spawn(&topo.reals[r])
+            })
+            .collect();
+        let mut lbs = Vec::new();
+        for i in 0..2 {
+            let key = topo.lbs[i].log_dir().join("ha.key");
+            std::fs::create_dir_all(topo.lbs[i].log_dir()).expect("log dir");
+            std::fs::write(&key, KEY).expect("key");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            let lb = LbAgent::start(&topo.lbs[i], &config(i, &key, preempt));
+            if i == 0 {
+                assert!(
+                    wait_until(Duration::from_secs(5), Duration::from_millis(50), || role(
+                        &lb
+                    ) == "active"),
+                    "node 1 alone did not become active: {}\n{}",
+                    ha(&lb),
+                    lb.proc.report()
+                );
+            }
+            lbs.push(lb);
+        }
+        let pair = Pair {
+            lbs,
+            _servers: servers,
+            topo,
+        };
+        pair.wait_standby_synced(1);
+        pair
+    }
+
+    fn wait_standby_synced(&self, i: usize) {
+        let lb = &self.lbs[i];
+        assert!(
+            wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+                let s = ha(lb);
+                s["role"] == "standby" && s["bulk_synced"] == true
+            }),
+            "node {} did not become a synced standby: {}\n{}",
+            i + 1,
+            ha(lb),
+            lb.proc.report()
+        );
+    }
+
+    /// `n` established connections to the echo VIP, each checked once.
+    fn idle_conns(&self, n: usize) -> Vec<EchoConn> {
+        self.topo.client.run(|| {
+            (0..n)
+                .map(|k| {
+                    let mut c = EchoConn::connect(vip(ECHO), Duration::from_secs(5))
+                        .unwrap_or_else(|e| panic!("connection {k}: {e}"));
+                    let msg = format!("hello {k}\n");
+                    assert_eq!(c.roundtrip(msg.as_bytes()).expect("echo"), msg.as_bytes());
+                    c
+                })
+                .collect()
+        })
+    }
+
+    /// Waits until node `i` holds at least the flows of node `from`.
+    fn wait_copy(&self, i: usize, from: usize) {
+        let ok = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            flow_set(&self.lbs[from]).is_subset(&flow_set(&self.lbs[i]))
+        });
+        assert!(
+            ok,
+            "node {} lacks flows of node {}: {} vs {}\n{}",
+            i + 1,
+            from + 1,
+            flow_set(&self.lbs[i]).len(),
+            flow_set(&self.lbs[from]).len(),
+            ha(&self.lbs[i])
+        );
+    }
+}
+
+/// Every idle connection still echoes.
+fn all_echo(conns: &mut [EchoConn], what: &str) {
+    for (k, c) in conns.iter_mut().enumerate() {
+        let msg = format!("still there {k}\n");
+        match c.roundtrip(msg.as_bytes()) {
+            Ok(got) => assert_eq!(got, msg.as_bytes(), "{what}: connection {k}"),
+            Err(e) => panic!(
+                "{what}: idle connection {k} ({:?}) broke: {e}",
+                c.local_addr()
+            ),
+        }
+    }
+}
+
+/// A long transfer to the sink VIP: `chunks` of 64 KiB, one every 20 ms,
+/// checked end to end by the sink's byte count and hash.
+fn paced_transfer(topo: &HaTopology, chunks: usize) -> JoinHandle<Result<(u64, Duration), String>> {
+    topo.client.thread(move || {
+        let start = Instant::now();
+        let c = EchoConn::connect(vip(SINK), Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        let s = c.stream().try_clone().map_err(|e| e.to_string())?;
+        let mut w = &s;
+        let mut pattern = PatternGen::new(7);
+        let mut hash = Fnv1a64::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut sent = 0u64;
+        let _ = s.set_write_timeout(Some(Duration::from_secs(20)));
+        for _ in 0..chunks {
+            pattern.fill(&mut buf);
+            hash.update(&buf);
+            w.write_all(&buf)
+                .map_err(|e| format!("after {sent} bytes: {e}"))?;
+            sent += buf.len() as u64;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s.shutdown(std::net::Shutdown::Write)
+            .map_err(|e| e.to_string())?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&s), &mut line)
+            .map_err(|e| format!("reading the sink's reply: {e}"))?;
+        let want = format!("{sent} {:016x}", hash.finish());
+        if line.trim() != want && line.trim() != format!("{sent} {:x}", hash.finish()) {
+            return Err(format!("sink got {:?}, sent {want:?}", line.trim()));
+        }
+        Ok((sent, start.elapsed()))
+    })
+}
+
+/// Echo round trips every 10 ms until `stop`: the longest time without a
+/// successful round trip, which is the failover gap a client sees.
+fn gap_probe(topo: &HaTopology, stop: Arc<AtomicBool>) -> JoinHandle<Result<Duration, String>> {
+    topo.client.thread(move || {
+        let mut c =
+            EchoConn::connect(vip(ECHO), Duration::from_secs(10)).map_err(|e| e.to_string())?;
+        let mut last_ok = Instant::now();
+        let mut worst = Duration::ZERO;
+        // Bounded: at most 60 s of probing whatever `stop` does.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            c.roundtrip(b"ping\n")
+                .map_err(|e| format!("probe broke: {e}"))?;
+            let now = Instant::now();
+            worst = worst.max(now - last_ok);
+            last_ok = now;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(worst)
+    })
+}
+
+#[test]
+fn failover_keeps_connections_and_the_old_node_returns_without_preempting() {
+    let mut p = Pair::new(false);
+    let mut idle = p.idle_conns(200);
+    let transfer = paced_transfer(&p.topo, 250); // 16 MB over ~5 s
+    let stop = Arc::new(AtomicBool::new(false));
+    let probe = gap_probe(&p.topo, stop.clone());
+    p.wait_copy(1, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = ha(&p.lbs[1]);
+    println!(
+        "standby before the kill: {} flows applied, {} messages accepted",
+        before["sync"]["applied_upserts"], before["messages"]["accepted"]
+    );
+
+    // Node 1 dies: its agent is killed and its links go down.
+    let killed = Instant::now();
+    p.lbs[0].proc.kill();
+    p.topo.node_down(0);
+    let ok = wait_until(Duration::from_secs(3), Duration::from_millis(10), || {
+        role(&p.lbs[1]) == "active"
+    });
+    let promoted = killed.elapsed();
+    assert!(
+        ok,
+        "node 2 did not take over: {}\n{}",
+        ha(&p.lbs[1]),
+        p.lbs[1].proc.report()
+    );
+    println!(
+        "node 2 active {:.0} ms after the kill",
+        promoted.as_secs_f64() * 1e3
+    );
+    assert!(promoted < Duration::from_secs(1), "took {promoted:?}");
+
+    let (sent, took) = transfer
+        .join()
+        .expect("transfer thread")
+        .unwrap_or_else(|e| panic!("the transfer broke: {e}\n{}", p.lbs[1].proc.report()));
+    println!("transfer: {sent} bytes intact in {took:?} across the failover");
+    all_echo(&mut idle, "after failover");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let gap = probe.join().expect("probe thread").expect("gap probe");
+    println!(
+        "failover gap seen by a steady echo stream: {:.0} ms",
+        gap.as_secs_f64() * 1e3
+    );
+
+    // The old node comes back (a reboot: clean datapath). It becomes a
+    // synced standby and, without preempt, does not take the role.
+    p.topo.node_up(0);
+    p.topo.wait_ready();
+    p.lbs[0].restart(&p.topo.lbs[0], &["--reset"]);
+    p.wait_standby_synced(0);
+    p.wait_copy(0, 1);
+    let s = ha(&p.lbs[0]);
+    assert_eq!(s["transitions"]["to_active"], 0, "it never was active: {s}");
+    assert_eq!(role(&p.lbs[1]), "active");
+    assert_eq!(
+        s["floating_ips"]
+            .as_array()
+            .map(|a| a.iter().all(|f| f["held"] == false)),
+        Some(true),
+        "a standby holds no floating ip: {s}"
+    );
+    println!("node 1 back: standby, bulk copy {}", s["sync"]["last_bulk"]);
+
+    // A manual takeover back, with traffic running, loses nothing.
+    let transfer = paced_transfer(&p.topo, 100);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = p.lbs[0].cli(&["ha", "takeover"]);
+    assert!(
+        out.status.success(),
+        "takeover: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), Duration::from_millis(20), || role(
+            &p.lbs[1]
+        ) == "standby"),
+        "node 2 did not step down: {}",
+        ha(&p.lbs[1])
+    );
+    assert_eq!(role(&p.lbs[0]), "active");
+    transfer
+        .join()
+        .expect("transfer thread")
+        .unwrap_or_else(|e| panic!("the transfer broke at the takeover: {e}"));
+    all_echo(&mut idle, "after the takeover back");
+    p.wait_standby_synced(1);
+}
+
+#[test]
+fn cutting_only_the_sync_link_changes_no_role_and_the_tables_converge() {
+    let p = Pair::new(false);
+    let mut conns = p.idle_conns(50);
+    p.wait_copy(1, 0);
+    p.topo.cut_sync();
+    // Well past the dead interval (300 ms): the standby hears no heartbeat
+    // but still reaches node 1 over the data plane.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(role(&p.lbs[0]), "active");
+    let s = ha(&p.lbs[1]);
+    assert_eq!(s["role"], "standby", "{s}");
+    assert_eq!(s["peer"]["alive"], false, "{s}");
+    // The table changes while the link is down: 20 connections close, 30
+    // new ones open.
+    for c in conns.drain(..20) {
+        drop(c);
+    }
+    let _new = p.idle_conns(30);
+    std::thread::sleep(Duration::from_millis(2500)); // fin timeout 1 s + a sweep
+    assert_eq!(role(&p.lbs[0]), "active");
+    assert_eq!(role(&p.lbs[1]), "standby");
+    p.topo.heal_sync();
+    p.wait_standby_synced(1);
+    let ok = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        flow_set(&p.lbs[0]) == flow_set(&p.lbs[1])
+    });
+    assert!(
+        ok,
+        "tables differ after the heal: {} vs {} flows\n{}",
+        flow_set(&p.lbs[0]).len(),
+        flow_set(&p.lbs[1]).len(),
+        ha(&p.lbs[1])
+    );
+    println!(
+        "converged at {} flows; standby: {}",
+        flow_set(&p.lbs[0]).len(),
+        ha(&p.lbs[1])["sync"]
+    );
+    all_echo(&mut conns, "after the heal");
+}
+
+#[test]
+fn forged_or_replayed_sync_messages_change_nothing() {
+    let p = Pair::new(false);
+    let _conns = p.idle_conns(10);
+    p.wait_copy(1, 0);
+    let before = ha(&p.lbs[1]);
+    let flows_before = flow_set(&p.lbs[1]);
+    let peer_boot = before["peer"]["boot_id"].as_u64().expect("peer boot id");
+
+    // What each forgery tries: a heartbeat claiming the active role with a
+    // huge term, and a bulk copy that names one made-up flow (applied, it
+    // would replace the standby's table).
+    let fake = FlowTuple {
+        client: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 99), 4242),
+        vip: SocketAddrV4::new(VIP, ECHO),
+        proto: 6,
+    };
+    let messages = [
+        Message::Heartbeat(Heartbeat {
+            priority: 255,
+            role: Role::Active,
+            term: 1_000_000,
+            bulk_synced: true,
+            yielding: false,
+            flows: 1,
+        }),
+        Message::FlowBatch(FlowBatch {
+            first_seq: 1,
+            events: vec![
+                FlowEvent::BulkStart,
+                FlowEvent::Upsert {
+                    key: fake,
+                    real: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 11), ECHO),
+                    state: 2,
+                    created_age_ms: 0,
+                    idle_ms: 0,
+                },
+                FlowEvent::BulkEnd { total: 1 },
+            ],
+        }),
+    ];
+    let wrong_key = Key::from_bytes(b"not-the-shared-key-0123456789").expect("key");
+    let right_key = Key::from_bytes(KEY).expect("key");
+    let now_boot = lb_userspace::ha::wire::boot_id(SystemTime::now());
+    // (what, key, boot id): a wrong key; the right key with the live boot's
+    // sequence numbers from 1 again (a replay of old datagrams); the right
+    // key from an earlier boot.
+    let senders = [
+        ("wrong key", Sender::new(wrong_key, 1, now_boot)),
+        (
+            "old sequence numbers",
+            Sender::new(right_key.clone(), 1, peer_boot),
+        ),
+        ("an earlier boot", Sender::new(right_key, 1, peer_boot - 1)),
+    ];
+    let target = SocketAddr::new(HaTopology::lb_sync_addr(1).into(), SYNC_PORT);
+    p.topo.lbs[0].run(|| {
+        let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for (_, mut tx) in senders {
+            for m in &messages {
+                sock.send_to(&tx.seal(m).expect("seal"), target)
+                    .expect("send");
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let after = ha(&p.lbs[1]);
+    let rej = |s: &Value, k: &str| s["messages"]["rejected"][k].as_u64().unwrap_or(0);
+    println!(
+        "standby messages after the forgeries: {} (before: {}), term {} peer {}",
+        after["messages"], before["messages"], after["term"], after["peer"]
+    );
+    assert_eq!(
+        rej(&after, "bad_mac") - rej(&before, "bad_mac"),
+        2,
+        "{after}"
+    );
+    let old = (rej(&after, "stale") + rej(&after, "replay"))
+        - (rej(&before, "stale") + rej(&before, "replay"));
+    assert_eq!(old, 4, "two replayed and two from an earlier boot: {after}");
+    assert_eq!(after["role"], "standby");
+    assert_eq!(after["term"], before["term"], "no forged term was taken");
+    assert_eq!(role(&p.lbs[0]), "active");
+    let flows_after = flow_set(&p.lbs[1]);
+    assert_eq!(
+        flows_after, flows_before,
+        "the standby's table did not change"
+    );
+    assert!(!flows_after.iter().any(|(c, _, _)| c == "192.0.2.99:4242"));
+    // The real stream still works.
+    let _more = p.idle_conns(5);
+    p.wait_copy(1, 0);
+}
