@@ -317,7 +317,11 @@ pub mod reason {
     /// An ICMP error from a real (or its network) about a flow: reported to
     /// passive health and passed.
     pub const PASS_ICMP_FROM_REAL: u32 = 21;
-    pub const COUNT: u32 = 22;
+    /// The node is the standby of an HA pair (`STANDBY`): every packet goes
+    /// to the kernel untouched, so a frame a switch floods to both nodes is
+    /// translated by the active one only.
+    pub const PASS_STANDBY: u32 = 22;
+    pub const COUNT: u32 = 23;
 
     /// Names for logs, metrics and `lb stats`, indexed by reason.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -343,6 +347,7 @@ pub mod reason {
         "purged",
         "reassigned",
         "pass_icmp_from_real",
+        "pass_standby",
     ];
 }
 

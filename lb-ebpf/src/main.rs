@@ -40,7 +40,7 @@ use lb_common::{
 use crate::{
     fail::Outcome,
     flow::{NewFlow, Scratch, addr16},
-    maps::{FLOWS, REALS, SCRATCH, VIP_ADDRS, VIPS},
+    maps::{FLOWS, REALS, SCRATCH, STANDBY, VIP_ADDRS, VIPS},
     parse::{L3, PROTO_ICMP, is_fragment},
     stats::Side,
 };
@@ -68,13 +68,17 @@ fn rule_action(why: u32) -> u32 {
         | reason::PASS_BAD_IPV4
         | reason::PASS_TTL
         | reason::PASS_FIB
-        | reason::PASS_ICMP_FROM_REAL => xdp_action::XDP_PASS,
+        | reason::PASS_ICMP_FROM_REAL
+        | reason::PASS_STANDBY => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_DROP,
     }
 }
 
 #[inline(always)]
 fn try_lb_xdp(ctx: &XdpContext) -> Verdict {
+    if STANDBY.get(0).is_some_and(|s| *s != 0) {
+        return Err(reason::PASS_STANDBY);
+    }
     let l3 = parse::l3(ctx)?;
     // SAFETY: bounds checked by the parser.
     let dst = unsafe { (*l3.ip).dst_addr };

@@ -99,6 +99,12 @@ pub static SYNC: RingBuf = RingBuf::pinned(SYNC_BYTES, 0);
 #[map]
 pub static SYNC_ON: Array<u32> = Array::pinned(1, 0);
 
+/// `[0]`: non-zero while this node is not the active one of an HA pair;
+/// the program then passes every packet (`reason::PASS_STANDBY`). Pinned, so
+/// an active node's datapath keeps forwarding while its agent restarts.
+#[map]
+pub static STANDBY: Array<u32> = Array::pinned(1, 0);
+
 /// Per-CPU scratch space for the new-flow path: a key and a value built
 /// here instead of on the BPF stack, which is 512 bytes for the whole
 /// program (LLVM's own advice for large locals).

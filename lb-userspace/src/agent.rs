@@ -106,6 +106,11 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
     // A restarted agent on the active node finds its floating IPs still in
     // place on a datapath that kept forwarding: it resumes the role.
     let resume = dp.adopted() && cfg.ha.as_ref().is_some_and(Node::holds_floating);
+    // A node of a pair forwards only once elected (or resuming).
+    dp.maps
+        .standby
+        .set(0, u32::from(cfg.ha.is_some() && !resume), 0)
+        .context("STANDBY")?;
     dp.attach(&cfg.interfaces, cfg.xdp_mode)?;
     let resets = ResetSender::new()
         .map_err(|e| {
@@ -275,6 +280,7 @@ impl Agent {
                 _ = hup.recv() => { let _ = self.reload(); }
                 Some((req, reply)) = rx.recv() => {
                     let _ = reply.send(self.handle(req));
+                    self.sync_role();
                 }
                 Some(t) = transitions.recv() => self.on_transition(t),
                 Some(ev) = events.recv() => self.on_event(ev),
@@ -283,11 +289,13 @@ impl Agent {
                     if let Some(h) = self.ha.as_mut() {
                         h.on_datagram(&d, &mut self.dp.maps);
                     }
+                    self.sync_role();
                 }
                 Some(alive) = next_of(&mut ha_liveness) => {
                     if let Some(h) = self.ha.as_mut() {
                         h.on_liveness(alive);
                     }
+                    self.sync_role();
                 }
                 Some(recs) = next_of(&mut sync_recs) => {
                     if let Some(h) = self.ha.as_mut() {
@@ -298,6 +306,7 @@ impl Agent {
                     if let Some(h) = self.ha.as_mut() {
                         h.on_tick();
                     }
+                    self.sync_role();
                 }
                 _ = tokio::time::sleep_until(next_sweep) => {
                     let took = self.sweep();
@@ -319,6 +328,18 @@ impl Agent {
         }
         info!("stopping: detaching and removing pins");
         self.dp.shutdown()
+    }
+
+    /// Tells the datapath whether to forward: only the active node of a
+    /// pair does (a standalone node always does).
+    fn sync_role(&mut self) {
+        let Some(h) = self.ha.as_ref() else { return };
+        let standby = u32::from(h.role() != ha::Role::Active);
+        if self.dp.maps.standby.get(&0, 0).ok() != Some(standby)
+            && let Err(e) = self.dp.maps.standby.set(0, standby, 0)
+        {
+            error!("ha: switching the datapath's role: {e:#}");
+        }
     }
 
     fn handle(&mut self, req: Request) -> Response {

@@ -28,7 +28,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const PROGRAM: &str = "lb_xdp";
 
 /// Every map the program pins, by name (see lb-ebpf/src/maps.rs).
-pub const MAP_NAMES: [&str; 18] = [
+pub const MAP_NAMES: [&str; 19] = [
     "VIPS",
     "VIP_ADDRS",
     "REALS",
@@ -47,6 +47,7 @@ pub const MAP_NAMES: [&str; 18] = [
     "STICKY",
     "SYNC",
     "SYNC_ON",
+    "STANDBY",
 ];
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -79,6 +80,8 @@ pub struct KernelMaps {
     maglev: Array<MapData, u32>,
     /// `[0]` non-zero: the datapath writes flow changes to `SYNC` (HA).
     pub sync_on: Array<MapData, u32>,
+    /// `[0]` non-zero: this node is not HA-active; the datapath passes all.
+    pub standby: Array<MapData, u32>,
 }
 
 fn take<T: TryFrom<Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -145,6 +148,7 @@ impl Datapath {
             expired: take(&mut ebpf, "EXPIRED")?,
             maglev: take(&mut ebpf, "MAGLEV")?,
             sync_on: take(&mut ebpf, "SYNC_ON")?,
+            standby: take(&mut ebpf, "STANDBY")?,
         };
         let tx_ports = take(&mut ebpf, "TX_PORTS")?;
         let events = Some(take(&mut ebpf, "EVENTS")?);

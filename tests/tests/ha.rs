@@ -19,7 +19,10 @@ use std::{
 
 use lb_tests::{
     EchoConn, Fnv1a64, LbAgent, PatternGen, Spawned, TestServer,
-    ha_topology::{FLOAT_CLIENT_CIDR, FLOAT_SERVER_CIDR, HaTopology},
+    ha_topology::{
+        FLOAT_CLIENT, FLOAT_CLIENT_CIDR, FLOAT_SERVER, FLOAT_SERVER_CIDR, HaTopology, link_mac,
+        neigh_lladdr,
+    },
     require_root,
     rig::{ECHO, SINK},
     topology::real_name,
@@ -188,6 +191,25 @@ impl Pair {
         })
     }
 
+    /// The client's gateway and real 1's resolve to node `i`'s MACs.
+    fn assert_gateways_at(&self, i: usize) {
+        let want_c = link_mac(&self.topo.lbs[i], "eth0");
+        let want_s = link_mac(&self.topo.lbs[i], "eth1");
+        let ok = wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
+            neigh_lladdr(&self.topo.client, FLOAT_CLIENT).as_deref() == Some(want_c.as_str())
+                && neigh_lladdr(&self.topo.reals[0], FLOAT_SERVER).as_deref()
+                    == Some(want_s.as_str())
+        });
+        assert!(
+            ok,
+            "gateways not at node {}: client has {:?} (want {want_c}), r1 has {:?} (want {want_s})",
+            i + 1,
+            neigh_lladdr(&self.topo.client, FLOAT_CLIENT),
+            neigh_lladdr(&self.topo.reals[0], FLOAT_SERVER),
+        );
+        assert_eq!(self.topo.holds_floating(i), [true, true]);
+    }
+
     /// Waits until node `i` holds at least the flows of node `from`.
     fn wait_copy(&self, i: usize, from: usize) {
         let ok = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
@@ -291,6 +313,10 @@ fn failover_keeps_connections_and_the_old_node_returns_without_preempting() {
         before["sync"]["applied_upserts"], before["messages"]["accepted"]
     );
 
+    // Traffic goes through node 1: the client's and the reals' gateways
+    // resolve to its interfaces.
+    p.assert_gateways_at(0);
+
     // Node 1 dies: its agent is killed and its links go down.
     let killed = Instant::now();
     p.lbs[0].proc.kill();
@@ -316,6 +342,7 @@ fn failover_keeps_connections_and_the_old_node_returns_without_preempting() {
         .expect("transfer thread")
         .unwrap_or_else(|e| panic!("the transfer broke: {e}\n{}", p.lbs[1].proc.report()));
     println!("transfer: {sent} bytes intact in {took:?} across the failover");
+    p.assert_gateways_at(1);
     all_echo(&mut idle, "after failover");
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
