@@ -235,13 +235,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &socket_of(cli.socket, &config),
                 &api::Request::Ha { action },
             )?;
-            print_or_json(cli.json, &data, |d| {
-                format!(
-                    "role: {}\n{}\n",
-                    d["role"].as_str().unwrap_or("-"),
-                    d["message"].as_str().unwrap_or("")
-                )
-            })
+            print_or_json(cli.json, &data, render_ha)
         }
         Cmd::Flows {
             action,
@@ -320,6 +314,85 @@ fn print_or_json(
         print!("{}", human(data));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `lb ha status|takeover|release` for people.
+fn render_ha(d: &serde_json::Value) -> String {
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    if d.get("node_id").is_none() {
+        return format!("role: {}\n{}\n", s(&d["role"]), s(&d["message"]));
+    }
+    let p = &d["peer"];
+    let y = &d["sync"];
+    let m = &d["messages"];
+    let floating: Vec<String> = d["floating_ips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| {
+                    format!(
+                        "{} on {}{}",
+                        s(&f["address"]),
+                        s(&f["interface"]),
+                        if f["held"] == true { " (held)" } else { "" }
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "role:      {} (node {}, priority {}, term {}, {}{})\n\
+         peer:      {} node {} {} (priority {}, {}), heard {} ms ago\n\
+         floating:  {}\n\
+         sync out:  {} events queued, {} acked, {} unacked (stalled {:.0} ms), {} resends, {} bulk copies sent\n\
+         sync in:   {} events, {} upserts, {} removes, {} unmatched, {} bulk copies received, last {}\n\
+         messages:  {} accepted, rejected {}\n",
+        s(&d["role"]),
+        s(&d["node_id"]),
+        s(&d["priority"]),
+        s(&d["term"]),
+        if d["bulk_synced"] == true {
+            "synced"
+        } else {
+            "not synced"
+        },
+        if d["preempt"] == true {
+            ", preempt"
+        } else {
+            ""
+        },
+        s(&p["address"]),
+        s(&p["node_id"]),
+        s(&p["role"]),
+        s(&p["priority"]),
+        if p["alive"] == true {
+            "alive"
+        } else {
+            "silent"
+        },
+        p["last_heard_ms"]
+            .as_f64()
+            .map_or("-".into(), |v| format!("{v:.0}")),
+        floating.join(", "),
+        s(&y["events_queued"]),
+        s(&y["events_acked"]),
+        s(&y["unacked"]),
+        y["stalled_ms"].as_f64().unwrap_or(0.0),
+        s(&y["resends"]),
+        s(&y["bulk_copies_sent"]),
+        s(&y["events_received"]),
+        s(&y["applied_upserts"]),
+        s(&y["applied_removes"]),
+        s(&y["unmatched"]),
+        s(&y["bulk_copies_received"]),
+        s(&y["last_bulk"]),
+        s(&m["accepted"]),
+        s(&m["rejected"]),
+    )
 }
 
 fn render_status(d: &serde_json::Value) -> String {
