@@ -724,6 +724,29 @@ impl Agent {
             s.reasons.push((name.to_string(), n));
         }
         s.flow_capacity = self.cfg.bpf.flow_table_size as u64;
+        if let Some(h) = &self.ha {
+            let st = h.status();
+            let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+            s.ha_role = Some(h.role().as_str().to_string());
+            s.ha_sync_lag_seconds = st["sync"]["stalled_ms"].as_f64().map(|ms| ms / 1000.0);
+            s.ha_sync_unacked = st["sync"]["unacked"].as_u64();
+            s.ha_messages
+                .push(("accepted".into(), n(&st["messages"]["accepted"])));
+            if let Some(rej) = st["messages"]["rejected"].as_object() {
+                for (k, v) in rej {
+                    s.ha_messages.push((k.clone(), n(v)));
+                }
+            }
+            for (kind, key) in [
+                ("sent", "events_queued"),
+                ("acked", "events_acked"),
+                ("received", "events_received"),
+                ("resent_rounds", "resends"),
+                ("unmatched", "unmatched"),
+            ] {
+                s.ha_events.push((kind.into(), n(&st["sync"][key])));
+            }
+        }
         s
     }
 

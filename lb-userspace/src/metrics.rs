@@ -41,7 +41,9 @@
 //! | `lb_datapath_packets` | counter | `reason` |
 //! | `lb_flow_table_entries`, `lb_flow_table_capacity`, `lb_flows`, `lb_flow_sweep_seconds` | gauge | |
 //! | `lb_ha_role` | gauge | `role` (only with HA) |
-//! | `lb_ha_sync_lag_seconds` | gauge | (only with HA) |
+//! | `lb_ha_sync_lag_seconds`, `lb_ha_sync_unacked_events` | gauge | (only with HA) |
+//! | `lb_ha_messages` | counter | `result`: `accepted` or the reject reason (only with HA) |
+//! | `lb_ha_sync_events` | counter | `kind`: `sent`, `acked`, `received`, `resent_rounds`, `unmatched` (only with HA) |
 //!
 //! A labelled family with no series (no VIPs yet, no latency measured) is
 //! left out entirely rather than shown as a bare `# TYPE`.
@@ -97,6 +99,11 @@ pub struct Snapshot {
     /// family is shown.
     pub ha_role: Option<String>,
     pub ha_sync_lag_seconds: Option<f64>,
+    pub ha_sync_unacked: Option<u64>,
+    /// Sync datagrams received, by `accepted` or reject reason.
+    pub ha_messages: Vec<(String, u64)>,
+    /// Sync events by what happened to them.
+    pub ha_events: Vec<(String, u64)>,
 }
 
 /// One virtual server. `in` is client to VIP, `out` is the replies.
@@ -345,10 +352,37 @@ impl Collector for SnapshotCollector {
                 enc,
                 "lb_ha_sync_lag_seconds",
                 Some(Unit::Seconds),
-                "How far state sync to the peer is behind",
+                "How long the oldest unacknowledged sync event has waited",
                 gauge_f64(lag),
             )?;
         }
+        if let Some(n) = s.ha_sync_unacked {
+            single(
+                enc,
+                "lb_ha_sync_unacked_events",
+                None,
+                "Flow events sent to the peer and not yet acknowledged",
+                gauge(n),
+            )?;
+        }
+        family(
+            enc,
+            "lb_ha_messages",
+            None,
+            "Sync datagrams received, accepted or rejected by reason",
+            s.ha_messages
+                .iter()
+                .map(|(r, n)| ([("result", r.as_str())], counter(*n))),
+        )?;
+        family(
+            enc,
+            "lb_ha_sync_events",
+            None,
+            "Flow sync events by what happened to them",
+            s.ha_events
+                .iter()
+                .map(|(k, n)| ([("kind", k.as_str())], counter(*n))),
+        )?;
         Ok(())
     }
 }

@@ -351,6 +351,12 @@ fn failover_keeps_connections_and_the_old_node_returns_without_preempting() {
         "failover gap seen by a steady echo stream: {:.0} ms",
         gap.as_secs_f64() * 1e3
     );
+    let human = p.lbs[1].cli(&["ha", "status"]);
+    assert!(human.status.success());
+    println!(
+        "lb ha status on node 2:\n{}",
+        String::from_utf8_lossy(&human.stdout)
+    );
 
     // The old node comes back (a reboot: clean datapath). It becomes a
     // synced standby and, without preempt, does not take the role.

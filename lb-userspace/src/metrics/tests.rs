@@ -79,6 +79,9 @@ fn sample() -> Snapshot {
         sweep_seconds: 0.0042,
         ha_role: Some("active".into()),
         ha_sync_lag_seconds: Some(0.05),
+        ha_sync_unacked: Some(3),
+        ha_messages: vec![("accepted".into(), 10), ("bad_mac".into(), 2)],
+        ha_events: vec![("sent".into(), 7)],
     }
 }
 
@@ -132,6 +135,9 @@ fn render_shows_exact_lines() {
             "lb_flow_sweep_seconds 0.0042",
             r#"lb_ha_role{role="active"} 1"#,
             "lb_ha_sync_lag_seconds 0.05",
+            "lb_ha_sync_unacked_events 3",
+            r#"lb_ha_messages_total{result="bad_mac"} 2"#,
+            r#"lb_ha_sync_events_total{kind="sent"} 7"#,
         ],
     );
     assert!(
