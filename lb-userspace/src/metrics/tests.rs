@@ -492,7 +492,7 @@ fn parse_sample(line: &str) -> Result<Sample<'_>, String> {
 
 /// How the test agent answers scrapes.
 enum Agent {
-    Answers(Snapshot),
+    Answers(Box<Snapshot>),
     /// Takes the request and drops it unanswered.
     DropsRequests,
     /// Its receiving end is gone (the agent is stopping).
@@ -528,7 +528,7 @@ impl TestServer {
                         tokio::select! {
                             Some(reply) = rx.recv() => {
                                 if let Agent::Answers(s) = &agent {
-                                    let _ = reply.send(s.clone());
+                                    let _ = reply.send((**s).clone());
                                 }
                             }
                             _ = &mut stopped => break,
@@ -615,7 +615,7 @@ fn request(method: &str, path: &str, addr: SocketAddr) -> String {
 
 #[test]
 fn serves_metrics_and_404_elsewhere() {
-    let server = TestServer::start(Agent::Answers(sample()));
+    let server = TestServer::start(Agent::Answers(Box::new(sample())));
     let addr = server.addr;
 
     let ok = http(addr, &request("GET", "/metrics", addr));
