@@ -909,6 +909,7 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
     );
 
     health_cases(fx);
+    ha_cases(fx);
 
     // --- Reload: removing a VIP stops its traffic. ---
     let mut no_dns = cfg.clone();
@@ -1313,4 +1314,45 @@ fn health_cases(fx: &mut Fixture) {
         Some(&b),
     );
     assert_eq!(fx.real_counters(web_r2).conn_fail, fail_before + 1);
+}
+
+/// HA: a standby passes everything untouched; an active node with sync on
+/// reports a new flow in `SYNC`.
+fn ha_cases(fx: &mut Fixture) {
+    let c0 = fx.c0;
+    fx.dp().maps.standby.set(0, 1, 0).expect("STANDBY");
+    let syn = from_client(Pkt::tcp((CLIENT, 40500), (VIP_NONEIGH, 80), SYN, 1, b"")).build();
+    fx.case(
+        "a standby passes a VIP's SYN unchanged and makes no flow",
+        c0,
+        &syn,
+        XDP_PASS,
+        reason::PASS_STANDBY,
+        Some(&syn),
+    );
+    let flows_now = fx.dp().maps.flows.keys().count();
+    fx.dp().maps.standby.set(0, 0, 0).expect("STANDBY");
+    fx.dp().maps.sync_on.set(0, 1, 0).expect("SYNC_ON");
+    let mut ring = fx.dp().take_sync().expect("SYNC ring");
+    while ring.next().is_some() {}
+    let syn = from_client(Pkt::tcp((CLIENT, 40501), (VIP_NONEIGH, 80), SYN, 1, b"")).build();
+    fx.case(
+        "with sync on, a new flow is forwarded as usual",
+        c0,
+        &syn,
+        XDP_PASS,
+        reason::PASS_FIB,
+        None,
+    );
+    assert_eq!(fx.dp().maps.flows.keys().count(), flows_now + 2);
+    let rec = ring.next().expect("a SYNC record for the new flow");
+    // SAFETY: the datapath writes whole `SyncEvent`s.
+    let ev: lb_common::SyncEvent = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
+    drop(rec);
+    assert_eq!(ev.kind, lb_common::SYNC_CREATE);
+    assert_eq!(ev.state, ST_SYN);
+    assert_eq!(ev.key.src_port_be, 40501u16.to_be());
+    assert_eq!(ev.key.dst_addr, lb_common::v4_mapped(VIP_NONEIGH.octets()));
+    assert!(ring.next().is_none(), "one record per new flow");
+    fx.dp().maps.sync_on.set(0, 0, 0).expect("SYNC_ON");
 }
