@@ -80,10 +80,6 @@ fn main() -> Result<()> {
             step("build lb", || cargo(&["build", "-p", "lb-userspace"]))?;
             // SAFETY: single-threaded here; children inherit it.
             unsafe { std::env::set_var("LB_BIN", target_dir(&root).join("debug/lb")) };
-            // Unit tests that need root and a namespace of their own (the
-            // HA floating-IP and liveness sockets) run here, where root is.
-            // SAFETY: as above.
-            unsafe { std::env::set_var("LB_NETNS_TEST", "1") };
             // Integration tests share the machine's two cores and make
             // namespaces with real traffic: one at a time keeps them honest.
             let mut test = vec!["test", "--workspace", "--exclude", "lb-ebpf", "--"];

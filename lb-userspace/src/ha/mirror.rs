@@ -18,7 +18,7 @@ use lb_common::{
 use super::wire::{FlowEvent, FlowTuple};
 use crate::control::Programmed;
 use crate::datapath::KernelMaps;
-use crate::flowtable::{self, Joined, sock};
+use crate::flowtable::{self, Joined, reverse_key, sock};
 
 /// Lookups by address and by id, rebuilt when the config changes.
 #[derive(Debug, Default)]
@@ -281,17 +281,6 @@ fn upsert(
         .insert(fk, fwd, 0)
         .context("writing a synced flow")?;
     Ok(())
-}
-
-fn reverse_key(fk: &FlowKey, fwd: &Flow) -> FlowKey {
-    FlowKey {
-        src_addr: fwd.nat_addr,
-        dst_addr: fk.src_addr,
-        src_port_be: fwd.nat_port_be,
-        dst_port_be: fk.src_port_be,
-        proto: fk.proto,
-        _pad: [0; 3],
-    }
 }
 
 /// Removes both directions of a flow, if present.
