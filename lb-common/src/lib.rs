@@ -321,7 +321,11 @@ pub mod reason {
     /// to the kernel untouched, so a frame a switch floods to both nodes is
     /// translated by the active one only.
     pub const PASS_STANDBY: u32 = 22;
-    pub const COUNT: u32 = 23;
+    /// A flow change the HA peer will not hear of: the `SYNC` ring was full
+    /// (counted in addition; the packet goes on). The agent's refreshes and
+    /// the next bulk copy repair the peer's table.
+    pub const SYNC_LOST: u32 = 23;
+    pub const COUNT: u32 = 24;
 
     /// Names for logs, metrics and `lb stats`, indexed by reason.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -348,6 +352,7 @@ pub mod reason {
         "reassigned",
         "pass_icmp_from_real",
         "pass_standby",
+        "sync_lost",
     ];
 }
 

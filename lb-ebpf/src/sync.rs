@@ -4,9 +4,12 @@
 //! Only the forward entry's changes are reported: the standby rebuilds the
 //! reverse entry from it, and a change seen only on the reply side (the
 //! server's FIN) reaches the peer with the agent's periodic refresh.
-use lb_common::{FlowKey, SyncEvent};
+use lb_common::{FlowKey, SyncEvent, reason};
 
-use crate::maps::{SYNC, SYNC_ON};
+use crate::{
+    maps::{SYNC, SYNC_ON},
+    stats,
+};
 
 /// Whether an HA peer wants flow changes: one array load.
 #[inline(always)]
@@ -16,8 +19,8 @@ pub fn wanted() -> bool {
 
 /// Writes one record. Its own BPF function so the record is assembled in the
 /// ring buffer, never on the callers' stack frames; a full ring loses the
-/// record (the agent's refresh and bulk copies repair the peer), never the
-/// packet.
+/// record (counted as `sync_lost`; the agent's refresh and bulk copies
+/// repair the peer), never the packet.
 #[inline(never)]
 pub fn emit(kind: u8, key: &FlowKey, real_id: u32, state: u8) {
     if let Some(mut entry) = SYNC.reserve::<SyncEvent>(0) {
@@ -32,5 +35,7 @@ pub fn emit(kind: u8, key: &FlowKey, real_id: u32, state: u8) {
             (*ev)._pad = [0; 2];
         }
         entry.submit(0);
+    } else {
+        stats::count(reason::SYNC_LOST);
     }
 }

@@ -41,6 +41,7 @@ pub struct LbAgent {
     pub proc: Spawned,
     pub config: PathBuf,
     pin_dir: PathBuf,
+    flow_table_size: u32,
     socket: PathBuf,
 }
 
@@ -48,11 +49,16 @@ impl LbAgent {
     /// Writes `body` (a config without `api:` and `bpf:`, which are added
     /// here, unique to the namespace) and starts `lb run` in `ns`.
     pub fn start(ns: &Netns, body: &str) -> LbAgent {
+        Self::start_sized(ns, body, 65536)
+    }
+
+    /// [`LbAgent::start`] with a flow table of `flow_table_size` entries.
+    pub fn start_sized(ns: &Netns, body: &str, flow_table_size: u32) -> LbAgent {
         let dir = ns.log_dir().to_path_buf();
         std::fs::create_dir_all(&dir).expect("log dir");
         let config = dir.join("lb.yaml");
         let (pin_dir, socket) = (ns.bpf_pin_dir(), dir.join("lb.sock"));
-        write_config(&config, &pin_dir, &socket, body);
+        write_config(&config, &pin_dir, &socket, body, flow_table_size);
         let bin = lb_bin();
         let proc = ns.spawn_setns(&[bin.to_str().unwrap(), "run", "-c", config.to_str().unwrap()]);
         assert!(
@@ -64,6 +70,7 @@ impl LbAgent {
             proc,
             config,
             pin_dir,
+            flow_table_size,
             socket,
         }
     }
@@ -90,7 +97,13 @@ impl LbAgent {
 
     /// Replaces the config file (the agent reads it at the next reload).
     pub fn write_config(&self, body: &str) {
-        write_config(&self.config, &self.pin_dir, &self.socket, body);
+        write_config(
+            &self.config,
+            &self.pin_dir,
+            &self.socket,
+            body,
+            self.flow_table_size,
+        );
     }
 
     /// Runs the CLI with `args` and `-c <config>` where the command takes it.
@@ -137,9 +150,9 @@ impl LbAgent {
     }
 }
 
-fn write_config(path: &Path, pin_dir: &Path, socket: &Path, body: &str) {
+fn write_config(path: &Path, pin_dir: &Path, socket: &Path, body: &str, flow_table_size: u32) {
     let full = format!(
-        "{body}\napi: {{ socket: {} }}\nbpf: {{ pin_dir: {}, flow_table_size: 65536 }}\n",
+        "{body}\napi: {{ socket: {} }}\nbpf: {{ pin_dir: {}, flow_table_size: {flow_table_size} }}\n",
         socket.display(),
         pin_dir.display()
     );

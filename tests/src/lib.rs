@@ -10,6 +10,7 @@
 pub mod client;
 pub mod data;
 pub mod fixture_net;
+pub mod ha_pair;
 pub mod ha_topology;
 pub mod lbagent;
 pub mod netns;

@@ -4,11 +4,9 @@
 //! `lb_tests::ha_topology`). Node 1 (priority 200) starts first and is
 //! active; node 2 (priority 100) joins as standby.
 use std::{
-    collections::BTreeSet,
     io::Write,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
-    os::unix::fs::PermissionsExt,
-    path::PathBuf,
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -18,14 +16,10 @@ use std::{
 };
 
 use lb_tests::{
-    EchoConn, Fnv1a64, LbAgent, PatternGen, Spawned, TestServer,
-    ha_topology::{
-        FLOAT_CLIENT, FLOAT_CLIENT_CIDR, FLOAT_SERVER, FLOAT_SERVER_CIDR, HaTopology, link_mac,
-        neigh_lladdr,
-    },
-    require_root,
+    EchoConn, Fnv1a64, PatternGen,
+    ha_pair::{HaPair, KEY, SYNC_PORT, VIP, flow_set, ha, role, tcp_gap_probe, vip},
+    ha_topology::HaTopology,
     rig::{ECHO, SINK},
-    topology::real_name,
     wait_until,
 };
 use lb_userspace::ha::{
@@ -34,197 +28,9 @@ use lb_userspace::ha::{
 };
 use serde_json::Value;
 
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
-const SYNC_PORT: u16 = 7400;
-const KEY: &[u8] = b"lb-ha-test-key-0123456789abcdef0123456789";
-
-fn vip(port: u16) -> SocketAddr {
-    SocketAddr::new(VIP.into(), port)
-}
-
-struct Pair {
-    lbs: Vec<LbAgent>,
-    _servers: Vec<Spawned>,
-    topo: HaTopology,
-}
-
-fn config(i: usize, key: &std::path::Path, preempt: bool) -> String {
-    let reals = |port: u16| -> String {
-        (0..3)
-            .map(|r| {
-                format!(
-                    "      - {{ address: 203.0.113.{}, port: {port} }}\n",
-                    11 + r
-                )
-            })
-            .collect()
-    };
-    let me = HaTopology::lb_sync_addr(i);
-    let peer = HaTopology::lb_sync_addr(1 - i);
-    format!(
-        "interfaces: [eth0, eth1]
-xdp_mode: native
-serverfarms:
-  echo:
-    reals:
-{echo}  sink:
-    reals:
-{sink}vips:
-  echo: {{ address: {VIP}, port: {ECHO}, serverfarm: echo, timeouts: {{ fin: 1s }} }}
-  sink: {{ address: {VIP}, port: {SINK}, serverfarm: sink }}
-ha:
-  node_id: {id}
-  priority: {prio}
-  preempt: {preempt}
-  listen: {me}:{SYNC_PORT}
-  peer: {peer}:{SYNC_PORT}
-  key_file: {key}
-  heartbeat: 100ms
-  floating_ips:
-    - {{ address: {FLOAT_CLIENT_CIDR}, interface: eth0 }}
-    - {{ address: {FLOAT_SERVER_CIDR}, interface: eth1 }}
-",
-        echo = reals(ECHO),
-        sink = reals(SINK),
-        id = i + 1,
-        prio = 200 - 100 * i,
-        key = key.display(),
-    )
-}
-
-/// `lb ha status --json` of node `i`.
-fn ha(lb: &LbAgent) -> Value {
-    let out = lb.cli(&["ha", "status", "--json"]);
-    assert!(
-        out.status.success(),
-        "lb ha status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
-}
-
-fn role(lb: &LbAgent) -> String {
-    ha(lb)["role"].as_str().unwrap_or("?").to_string()
-}
-
-/// (client, vip, real) of every flow in node `i`'s table.
-fn flow_set(lb: &LbAgent) -> BTreeSet<(String, String, String)> {
-    lb.flows(&[])
-        .iter()
-        .map(|f| {
-            let s = |k: &str| f[k].as_str().unwrap_or("").to_string();
-            (s("client"), s("vip"), s("real"))
-        })
-        .collect()
-}
-
-impl Pair {
-    /// Both nodes up, node 1 active, node 2 standby with a complete copy.
-    fn new(preempt: bool) -> Pair {
-        require_root();
-        let topo = HaTopology::new(3);
-        topo.wait_ready();
-        let exe = PathBuf::from(env!("CARGO_BIN_EXE_lb-testsrv"));
-        let servers = (0..3)
-            .map(|r| {
-                let a = topo.real_addrs[r];
-                TestServer::new(&exe, &real_name(r))
-                    .echo(SocketAddr::new(a.into(), ECHO))
-                    .sink(SocketAddr::new(a.into(), SINK))
-                    .spawn(&topo.reals[r])
-            })
-            .collect();
-        let mut lbs = Vec::new();
-        for i in 0..2 {
-            let key = topo.lbs[i].log_dir().join("ha.key");
-            std::fs::create_dir_all(topo.lbs[i].log_dir()).expect("log dir");
-            std::fs::write(&key, KEY).expect("key");
-            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-            let lb = LbAgent::start(&topo.lbs[i], &config(i, &key, preempt));
-            if i == 0 {
-                assert!(
-                    wait_until(Duration::from_secs(5), Duration::from_millis(50), || role(
-                        &lb
-                    ) == "active"),
-                    "node 1 alone did not become active: {}\n{}",
-                    ha(&lb),
-                    lb.proc.report()
-                );
-            }
-            lbs.push(lb);
-        }
-        let pair = Pair {
-            lbs,
-            _servers: servers,
-            topo,
-        };
-        pair.wait_standby_synced(1);
-        pair
-    }
-
-    fn wait_standby_synced(&self, i: usize) {
-        let lb = &self.lbs[i];
-        assert!(
-            wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-                let s = ha(lb);
-                s["role"] == "standby" && s["bulk_synced"] == true
-            }),
-            "node {} did not become a synced standby: {}\n{}",
-            i + 1,
-            ha(lb),
-            lb.proc.report()
-        );
-    }
-
-    /// `n` established connections to the echo VIP, each checked once.
-    fn idle_conns(&self, n: usize) -> Vec<EchoConn> {
-        self.topo.client.run(|| {
-            (0..n)
-                .map(|k| {
-                    let mut c = EchoConn::connect(vip(ECHO), Duration::from_secs(5))
-                        .unwrap_or_else(|e| panic!("connection {k}: {e}"));
-                    let msg = format!("hello {k}\n");
-                    assert_eq!(c.roundtrip(msg.as_bytes()).expect("echo"), msg.as_bytes());
-                    c
-                })
-                .collect()
-        })
-    }
-
-    /// The client's gateway and real 1's resolve to node `i`'s MACs.
-    fn assert_gateways_at(&self, i: usize) {
-        let want_c = link_mac(&self.topo.lbs[i], "eth0");
-        let want_s = link_mac(&self.topo.lbs[i], "eth1");
-        let ok = wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
-            neigh_lladdr(&self.topo.client, FLOAT_CLIENT).as_deref() == Some(want_c.as_str())
-                && neigh_lladdr(&self.topo.reals[0], FLOAT_SERVER).as_deref()
-                    == Some(want_s.as_str())
-        });
-        assert!(
-            ok,
-            "gateways not at node {}: client has {:?} (want {want_c}), r1 has {:?} (want {want_s})",
-            i + 1,
-            neigh_lladdr(&self.topo.client, FLOAT_CLIENT),
-            neigh_lladdr(&self.topo.reals[0], FLOAT_SERVER),
-        );
-        assert_eq!(self.topo.holds_floating(i), [true, true]);
-    }
-
-    /// Waits until node `i` holds at least the flows of node `from`.
-    fn wait_copy(&self, i: usize, from: usize) {
-        let ok = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-            flow_set(&self.lbs[from]).is_subset(&flow_set(&self.lbs[i]))
-        });
-        assert!(
-            ok,
-            "node {} lacks flows of node {}: {} vs {}\n{}",
-            i + 1,
-            from + 1,
-            flow_set(&self.lbs[i]).len(),
-            flow_set(&self.lbs[from]).len(),
-            ha(&self.lbs[i])
-        );
-    }
+/// The pair every test starts from (lb_tests::ha_pair).
+fn pair(preempt: bool) -> HaPair {
+    HaPair::new(preempt, Path::new(env!("CARGO_BIN_EXE_lb-testsrv")))
 }
 
 /// Every idle connection still echoes.
@@ -276,35 +82,13 @@ fn paced_transfer(topo: &HaTopology, chunks: usize) -> JoinHandle<Result<(u64, D
     })
 }
 
-/// Echo round trips every 10 ms until `stop`: the longest time without a
-/// successful round trip, which is the failover gap a client sees.
-fn gap_probe(topo: &HaTopology, stop: Arc<AtomicBool>) -> JoinHandle<Result<Duration, String>> {
-    topo.client.thread(move || {
-        let mut c =
-            EchoConn::connect(vip(ECHO), Duration::from_secs(10)).map_err(|e| e.to_string())?;
-        let mut last_ok = Instant::now();
-        let mut worst = Duration::ZERO;
-        // Bounded: at most 60 s of probing whatever `stop` does.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            c.roundtrip(b"ping\n")
-                .map_err(|e| format!("probe broke: {e}"))?;
-            let now = Instant::now();
-            worst = worst.max(now - last_ok);
-            last_ok = now;
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(worst)
-    })
-}
-
 #[test]
 fn failover_keeps_connections_and_the_old_node_returns_without_preempting() {
-    let mut p = Pair::new(false);
+    let mut p = pair(false);
     let mut idle = p.idle_conns(200);
     let transfer = paced_transfer(&p.topo, 250); // 16 MB over ~5 s
     let stop = Arc::new(AtomicBool::new(false));
-    let probe = gap_probe(&p.topo, stop.clone());
+    let probe = tcp_gap_probe(&p.topo, stop.clone(), Duration::from_millis(10));
     p.wait_copy(1, 0);
     std::thread::sleep(Duration::from_millis(500));
     let before = ha(&p.lbs[1]);
@@ -363,7 +147,7 @@ fn failover_keeps_connections_and_the_old_node_returns_without_preempting() {
     p.topo.node_up(0);
     p.topo.wait_ready();
     p.lbs[0].restart(&p.topo.lbs[0], &["--reset"]);
-    p.wait_standby_synced(0);
+    p.wait_standby_synced(0, Duration::from_secs(10));
     p.wait_copy(0, 1);
     let s = ha(&p.lbs[0]);
     assert_eq!(s["transitions"]["to_active"], 0, "it never was active: {s}");
@@ -400,12 +184,12 @@ fn failover_keeps_connections_and_the_old_node_returns_without_preempting() {
         .expect("transfer thread")
         .unwrap_or_else(|e| panic!("the transfer broke at the takeover: {e}"));
     all_echo(&mut idle, "after the takeover back");
-    p.wait_standby_synced(1);
+    p.wait_standby_synced(1, Duration::from_secs(10));
 }
 
 #[test]
 fn cutting_only_the_sync_link_changes_no_role_and_the_tables_converge() {
-    let p = Pair::new(false);
+    let p = pair(false);
     let mut conns = p.idle_conns(50);
     p.wait_copy(1, 0);
     p.topo.cut_sync();
@@ -426,7 +210,7 @@ fn cutting_only_the_sync_link_changes_no_role_and_the_tables_converge() {
     assert_eq!(role(&p.lbs[0]), "active");
     assert_eq!(role(&p.lbs[1]), "standby");
     p.topo.heal_sync();
-    p.wait_standby_synced(1);
+    p.wait_standby_synced(1, Duration::from_secs(10));
     let ok = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         flow_set(&p.lbs[0]) == flow_set(&p.lbs[1])
     });
@@ -447,7 +231,7 @@ fn cutting_only_the_sync_link_changes_no_role_and_the_tables_converge() {
 
 #[test]
 fn forged_or_replayed_sync_messages_change_nothing() {
-    let p = Pair::new(false);
+    let p = pair(false);
     let _conns = p.idle_conns(10);
     p.wait_copy(1, 0);
     let before = ha(&p.lbs[1]);

@@ -3,7 +3,7 @@
 //! at the end, also when it fails; all traffic stays inside them.
 //!
 //! ```text
-//! lb-bench packet|e2e|scale [--quick]
+//! lb-bench packet|e2e|scale|failover [--quick]
 //! ```
 //! Prints `section<TAB>row<TAB>column<TAB>value` lines on stdout (see
 //! tests/src/bench/record.rs); `cargo xtask bench` turns them into
@@ -11,6 +11,8 @@
 
 #[path = "../bench/e2e.rs"]
 mod e2e;
+#[path = "../bench/failover.rs"]
+mod failover;
 #[path = "../bench/frame.rs"]
 mod frame;
 #[path = "../bench/packet.rs"]
@@ -22,7 +24,7 @@ mod scale;
 #[path = "../bench/testrun.rs"]
 mod testrun;
 
-const USAGE: &str = "usage: lb-bench packet|e2e|scale [--quick]";
+const USAGE: &str = "usage: lb-bench packet|e2e|scale|failover [--quick]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,6 +39,7 @@ fn main() {
         Some("packet") => packet::run(quick),
         Some("e2e") => e2e::run(quick),
         Some("scale") => scale::run(quick),
+        Some("failover") => failover::run(quick),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
