@@ -191,9 +191,42 @@ pub struct Flow {
     /// (seq + payload + SYN/FIN). Reverse entries hold the server-to-client
     /// number a valid RST to the client needs.
     pub seq_next: u32,
+    /// Where this direction's packets leave, from the kernel's FIB.
+    pub hop: Hop,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<Flow>() == 72);
+const _: () = assert!(size_of::<Flow>() == 104);
+
+/// A flow direction's next hop, cached from `bpf_fib_lookup` so that an
+/// established flow costs one FIB lookup, not one per packet. The datapath
+/// uses it only while all of these hold, and asks the FIB again otherwise:
+/// `dst` is the packet's destination (an entry copied from the other
+/// direction, or re-pointed to another real, never matches), `generation`
+/// is `HOP_GEN[0]` (the agent bumps it on every route, neighbour, address or
+/// link change), it is younger than [`HOP_MAX_AGE`] (the bound when no agent
+/// watches), and the packet fits `mtu` (a larger one meets the FIB's MTU
+/// check, which hands it to the kernel for ICMP "fragmentation needed").
+/// All zero: nothing cached.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Hop {
+    pub ifindex: u32,
+    pub dst: [u8; 4],
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub mtu: u16,
+    pub _pad: u16,
+    pub generation: u32,
+    /// `bpf_ktime_get_ns() >> HOP_AGE_SHIFT` at the lookup (wraps).
+    pub at: u32,
+}
+const _: () = assert!(size_of::<Hop>() == 32);
+
+/// `Hop::at` counts units of 2^20 ns (about 1.05 ms).
+pub const HOP_AGE_SHIFT: u32 = 20;
+/// A cached hop older than this many `Hop::at` units (about 1.05 s) is looked
+/// up again, agent or not.
+pub const HOP_MAX_AGE: u32 = 1000;
 
 /// Per-VIP and per-real counters (per-CPU arrays, summed by the agent).
 #[repr(C)]

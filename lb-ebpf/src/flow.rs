@@ -2,8 +2,8 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use lb_common::{
-    DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, PROTO_TCP, ST_CLOSED, ST_ESTABLISHED,
-    ST_FIN, ST_SYN, ST_UDP,
+    DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, Hop, PROTO_TCP, ST_CLOSED,
+    ST_ESTABLISHED, ST_FIN, ST_SYN, ST_UDP,
 };
 
 use crate::{
@@ -76,6 +76,7 @@ pub fn create(fwd_key: &FlowKey, n: &NewFlow, p: &Facts, b: &mut Build) -> Optio
         packets: 0,
         bytes: 0,
         seq_next: 0,
+        hop: Hop::default(),
         _pad: 0,
     };
     // Reverse first: a forward entry without its reverse would send the
@@ -105,6 +106,8 @@ pub struct Scratch {
     pub facts: Facts,
     pub n: NewFlow,
     pub build: Build,
+    /// A new flow's next hop (its first packet has no entry to cache it in).
+    pub hop: Hop,
 }
 
 /// What a new flow was given: its VIP and real, and when.

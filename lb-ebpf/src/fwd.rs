@@ -4,32 +4,84 @@
 //! not own, the rewritten packet goes to the kernel, which forwards it (and
 //! resolves ARP) itself. So does a frame that arrived 802.1Q-tagged: its
 //! way out is a VLAN device the kernel knows and the FIB does not tell us.
+//!
+//! A flow's packets reuse the answer its direction cached (`lb_common::Hop`,
+//! its validity rules there): `bpf_fib_lookup` is most of the cost of a
+//! forwarded packet, and a flow's next hop rarely changes.
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, xdp_action},
     helpers::generated::bpf_fib_lookup,
     programs::XdpContext,
 };
 use core::mem::{size_of, zeroed};
-use lb_common::reason;
+use lb_common::{HOP_AGE_SHIFT, HOP_MAX_AGE, Hop, reason};
 use network_types::eth::EthHdr;
 
-use crate::{csum, maps::TX_PORTS, parse::L3};
+use crate::{
+    csum,
+    maps::{HOP_GEN, TX_PORTS},
+    parse::L3,
+};
 
 const AF_INET: u8 = 2;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 
 /// Returns the XDP action, or `Err(reason)` to hand the packet to the kernel.
-/// Not inlined: its 64-byte FIB request gets a frame of its own (see
-/// select::pick on the verifier's 512-byte stack).
+/// `hop` is the flow direction's cached next hop, used if valid and
+/// refreshed if not (a new flow's first packet passes a cleared one in
+/// scratch memory: the BPF stack has no room for it).
 #[inline(never)]
-pub fn forward(ctx: &XdpContext, l3_off: usize) -> Result<u32, u32> {
+pub fn forward(ctx: &XdpContext, l3_off: usize, hop: &mut Hop, now: u64) -> Result<u32, u32> {
     if l3_off != EthHdr::LEN {
         return Err(reason::PASS_FIB);
     }
     let l3 = L3::at(ctx, l3_off)?;
-    let ingress = ctx.ingress_ifindex() as u32;
     // SAFETY: the IPv4 header was bounds checked by the parser.
     let ip = unsafe { &mut *l3.ip };
+    let generation = HOP_GEN.get(0).copied().unwrap_or(0);
+    let at = (now >> HOP_AGE_SHIFT) as u32;
+    let valid = hop.ifindex != 0
+        && hop.dst == ip.dst_addr
+        && hop.generation == generation
+        && at.wrapping_sub(hop.at) < HOP_MAX_AGE
+        && u16::from_be_bytes(ip.tot_len) <= hop.mtu;
+    if !valid {
+        lookup(ctx, l3_off, hop, generation, at)?;
+    }
+    // We route, so we decrement the TTL (callers refused TTL <= 1).
+    let old = [ip.ttl, ip.proto];
+    ip.ttl -= 1;
+    ip.check = csum::replace2(ip.check, old, [ip.ttl, ip.proto]);
+    // SAFETY: the Ethernet header was bounds checked by the parser.
+    unsafe {
+        (*l3.eth).dst_addr = hop.dmac;
+        (*l3.eth).src_addr = hop.smac;
+    }
+    if hop.ifindex == ctx.ingress_ifindex() as u32 {
+        return Ok(xdp_action::XDP_TX);
+    }
+    // The entry was checked at the lookup; should it vanish meanwhile, the
+    // kernel forwards.
+    Ok(TX_PORTS
+        .redirect(hop.ifindex, xdp_action::XDP_PASS as u64)
+        .unwrap_or(xdp_action::XDP_PASS))
+}
+
+/// Asks the FIB for the packet's next hop and writes it to `hop` (cleared
+/// when there is none we can use). Inlined: as a BPF function of its own its
+/// frame would sit on top of `forward`'s, past the 512-byte stack.
+#[inline(always)]
+fn lookup(
+    ctx: &XdpContext,
+    l3_off: usize,
+    hop: &mut Hop,
+    generation: u32,
+    at: u32,
+) -> Result<(), u32> {
+    let l3 = L3::at(ctx, l3_off)?;
+    let ingress = ctx.ingress_ifindex() as u32;
+    // SAFETY: the IPv4 header was bounds checked by the parser.
+    let ip = unsafe { &*l3.ip };
     // SAFETY: all-zero is a valid bpf_fib_lookup.
     let mut p: FibParams = unsafe { zeroed() };
     p.family = AF_INET;
@@ -44,22 +96,19 @@ pub fn forward(ctx: &XdpContext, l3_off: usize) -> Result<u32, u32> {
     let rc = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, &mut p, size_of::<FibParams>() as i32, 0) };
     let out = p.ifindex;
     if rc != BPF_FIB_LKUP_RET_SUCCESS || (out != ingress && TX_PORTS.get_ifindex(out).is_none()) {
+        hop.ifindex = 0;
         return Err(reason::PASS_FIB);
     }
-    // We route, so we decrement the TTL (callers refused TTL <= 1).
-    let old = [ip.ttl, ip.proto];
-    ip.ttl -= 1;
-    ip.check = csum::replace2(ip.check, old, [ip.ttl, ip.proto]);
-    // SAFETY: the Ethernet header was bounds checked by the parser.
-    unsafe {
-        (*l3.eth).dst_addr = p.dmac;
-        (*l3.eth).src_addr = p.smac;
-    }
-    if out == ingress {
-        return Ok(xdp_action::XDP_TX);
-    }
-    // The entry was just seen; should it vanish meanwhile, the kernel forwards.
-    Ok(TX_PORTS
-        .redirect(out, xdp_action::XDP_PASS as u64)
-        .unwrap_or(xdp_action::XDP_PASS))
+    hop.ifindex = out;
+    hop.dst = ip.dst_addr;
+    hop.dmac = p.dmac;
+    hop.smac = p.smac;
+    // On success the helper returns the route's MTU in the same field
+    // (`mtu_result`); a kernel that left our length there just makes larger
+    // packets ask again.
+    // SAFETY: a plain u16 in the union, written by us or the helper.
+    hop.mtu = unsafe { p.__bindgen_anon_1.mtu_result };
+    hop.generation = generation;
+    hop.at = at;
+    Ok(())
 }

@@ -33,8 +33,8 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
 };
 use lb_common::{
-    DIR_FORWARD, DIR_REVERSE, EV_SYN_RETRANSMIT, EV_SYN_RST, PROTO_TCP, PROTO_UDP, ST_SYN,
-    SYNC_CREATE, SYNC_REMOVE, SYNC_UPDATE, StickyKey, VipKey, reason,
+    DIR_FORWARD, DIR_REVERSE, EV_SYN_RETRANSMIT, EV_SYN_RST, Flow, Hop, PROTO_TCP, PROTO_UDP,
+    ST_SYN, SYNC_CREATE, SYNC_REMOVE, SYNC_UPDATE, StickyKey, VipKey, reason,
 };
 
 use crate::{
@@ -81,13 +81,40 @@ fn try_lb_xdp(ctx: &XdpContext) -> Verdict {
     }
     let l3 = parse::l3(ctx)?;
     // SAFETY: bounds checked by the parser.
-    let dst = unsafe { (*l3.ip).dst_addr };
-    // SAFETY: the value is only tested for presence.
-    if unsafe { VIP_ADDRS.get(addr16(dst)) }.is_some() {
-        to_vip(ctx, l3.off)
-    } else {
-        from_real(ctx, l3.off)
+    let ip = unsafe { &*l3.ip };
+    // A packet of a known flow, either direction, is found by its own
+    // 5-tuple in one lookup, before any VIP lookup: the fast path.
+    let flow = known_flow(ctx, l3.off);
+    match flow {
+        Some(f) if f.dir == DIR_FORWARD => to_vip(ctx, l3.off, Some(f)),
+        Some(f) => from_real(ctx, l3.off, Some(f)),
+        // SAFETY: the value is only tested for presence.
+        None if unsafe { VIP_ADDRS.get(addr16(ip.dst_addr)) }.is_some() => {
+            to_vip(ctx, l3.off, None)
+        }
+        None => from_real(ctx, l3.off, None),
     }
+}
+
+/// The flow entry keyed by the packet's 5-tuple, if it is plain TCP or UDP
+/// (no IP options, not a fragment). The key stays in `SCRATCH` for to_vip
+/// and from_real, which return before using it for any packet that does
+/// not pass these same checks.
+#[inline(always)]
+fn known_flow(ctx: &XdpContext, l3_off: usize) -> Option<&'static mut Flow> {
+    let l3 = L3::at(ctx, l3_off).ok()?;
+    // SAFETY: bounds checked by the parser.
+    let ip = unsafe { &*l3.ip };
+    if ip.vihl & 0x0f != 5 || is_fragment(ip) || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP) {
+        return None;
+    }
+    let l4 = parse::l4(ctx, &l3).ok()?;
+    // SAFETY: this CPU's scratch slot; only this program run uses it.
+    let s = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
+    s.key = flow::key(ip.src_addr, ip.dst_addr, l4.sport, l4.dport, l4.proto);
+    // SAFETY: map values stay valid for the program run; concurrent writers
+    // of the same flow only race on counters.
+    FLOWS.get_ptr_mut(&s.key).map(|f| unsafe { &mut *f })
 }
 
 #[inline(always)]
@@ -95,12 +122,12 @@ fn v4(addr: &[u8; 16]) -> [u8; 4] {
     [addr[12], addr[13], addr[14], addr[15]]
 }
 
-/// A packet to a VIP address: a flow's next packet, or a new flow.
-/// This and `from_real` are BPF functions of their own (not inlined): each
-/// gets a stack frame, and only one of them is live at a time, which keeps
-/// the program under the verifier's 512-byte stack.
+/// A packet to a VIP address: a flow's next packet (`flow`, its forward
+/// entry), or a new flow. This and `from_real` are BPF functions of their
+/// own (not inlined): each gets a stack frame, and only one of them is live
+/// at a time, which keeps the program under the verifier's 512-byte stack.
 #[inline(never)]
-fn to_vip(ctx: &XdpContext, l3_off: usize) -> Verdict {
+fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
     let l3 = &L3::at(ctx, l3_off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
@@ -120,15 +147,15 @@ fn to_vip(ctx: &XdpContext, l3_off: usize) -> Verdict {
     if ip.ttl <= 1 {
         return Err(reason::PASS_TTL);
     }
-    // The packet's key, facts and destination live in per-CPU scratch map
-    // memory, not on the 512-byte stack (see maps::SCRATCH).
+    // The packet's key (written by try_lb_xdp), facts and destination live
+    // in per-CPU scratch map memory, not on the 512-byte stack (see
+    // maps::SCRATCH).
     // SAFETY: this CPU's scratch slot; only this program run uses it.
     let s = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(reason::PASS_NOT_OURS)? };
     s.facts = l4.facts();
     let flags = s.facts.flags;
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    s.key = flow::key(ip.src_addr, ip.dst_addr, l4.sport, l4.dport, l4.proto);
     let fresh_syn = flags.syn && !flags.ack;
     // Where the packet goes: an existing flow's real, unless its fail action
     // just removed the flow, or a new flow's.
@@ -139,13 +166,11 @@ fn to_vip(ctx: &XdpContext, l3_off: usize) -> Verdict {
         real_id: u32::MAX,
         now,
     };
-    if let Some(f) = FLOWS.get_ptr_mut(&s.key) {
-        // SAFETY: map values stay valid for the program run; concurrent
-        // writers of the same flow only race on counters.
-        let f = unsafe { &mut *f };
-        if f.dir != DIR_FORWARD {
-            return Err(reason::PASS_NOT_OURS);
-        }
+    // Where the flow's next hop is cached: its forward entry, or for a new
+    // flow a cleared scratch slot (the first packet asks the FIB).
+    s.hop = Hop::default();
+    let mut hop: *mut Hop = &mut s.hop;
+    if let Some(f) = flow {
         let outcome = fail::apply(&s.key, f, now, &mut s.build)?;
         if matches!(outcome, Outcome::Purged) && sync::wanted() {
             sync::emit(SYNC_REMOVE, &s.key, f.real_id, f.state);
@@ -178,6 +203,7 @@ fn to_vip(ctx: &XdpContext, l3_off: usize) -> Verdict {
                 }
                 (s.n.real_addr, s.n.real_port_be, s.n.vip_id, s.n.real_id) =
                     (f.nat_addr, f.nat_port_be, f.vip_id, f.real_id);
+                hop = &mut f.hop;
             }
         }
     }
@@ -192,7 +218,9 @@ fn to_vip(ctx: &XdpContext, l3_off: usize) -> Verdict {
         v4(&s.n.real_addr),
         s.n.real_port_be.to_ne_bytes(),
     );
-    fwd::forward(ctx, l3_off).map(|action| (action, reason::FORWARD))
+    // SAFETY: `hop` points into the flow's map value or this CPU's scratch
+    // slot, both valid for the program run.
+    fwd::forward(ctx, l3_off, unsafe { &mut *hop }, now).map(|action| (action, reason::FORWARD))
 }
 
 /// A new flow for the packet in `s`: its real (sticky, else the farm's
@@ -244,9 +272,10 @@ fn syn_retransmitted(key: &lb_common::FlowKey, f: &lb_common::Flow, now: u64) {
     }
 }
 
-/// Anything else: a real's reply to translate back, or not ours.
+/// Anything else: a real's reply to translate back (`flow`, its reverse
+/// entry), or not ours.
 #[inline(never)]
-fn from_real(ctx: &XdpContext, l3_off: usize) -> Verdict {
+fn from_real(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
     let l3 = &L3::at(ctx, l3_off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
@@ -261,10 +290,7 @@ fn from_real(ctx: &XdpContext, l3_off: usize) -> Verdict {
         return Err(reason::PASS_NOT_OURS);
     }
     let l4 = parse::l4(ctx, l3).map_err(|_| reason::PASS_NOT_OURS)?;
-    let key = flow::key(ip.src_addr, ip.dst_addr, l4.sport, l4.dport, l4.proto);
-    let f = FLOWS.get_ptr_mut(key).ok_or(reason::PASS_NOT_OURS)?;
-    // SAFETY: as in to_vip.
-    let f = unsafe { &mut *f };
+    let f = flow.ok_or(reason::PASS_NOT_OURS)?;
     if f.dir != DIR_REVERSE {
         return Err(reason::PASS_NOT_OURS);
     }
@@ -286,7 +312,7 @@ fn from_real(ctx: &XdpContext, l3_off: usize) -> Verdict {
     flow::account(f, &p, now);
     stats::count_flow(f.vip_id, f.real_id, Side::Out, l4.ip_len as u64, false);
     nat::snat(l3.ip, &l4, v4(&f.nat_addr), f.nat_port_be.to_ne_bytes());
-    fwd::forward(ctx, l3_off).map(|action| (action, reason::REVERSE))
+    fwd::forward(ctx, l3_off, &mut f.hop, now).map(|action| (action, reason::REVERSE))
 }
 
 #[cfg(not(test))]

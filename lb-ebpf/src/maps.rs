@@ -105,6 +105,12 @@ pub static SYNC_ON: Array<u32> = Array::pinned(1, 0);
 #[map]
 pub static STANDBY: Array<u32> = Array::pinned(1, 0);
 
+/// `[0]`: the generation of the kernel's routes and neighbours as the agent
+/// saw them; it adds one at every change, which invalidates every flow's
+/// cached next hop (`lb_common::Hop`).
+#[map]
+pub static HOP_GEN: Array<u32> = Array::pinned(1, 0);
+
 /// Per-CPU scratch space for the new-flow path: a key and a value built
 /// here instead of on the BPF stack, which is 512 bytes for the whole
 /// program (LLVM's own advice for large locals).

@@ -121,6 +121,9 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        if let Some(hop_gen) = dp.take_hop_gen() {
+            crate::routewatch::spawn(hop_gen)?;
+        }
         let (tx, transitions) = mpsc::unbounded_channel();
         let (ha, ha_inputs) = match &cfg.ha {
             Some(h) => {

@@ -28,7 +28,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const PROGRAM: &str = "lb_xdp";
 
 /// Every map the program pins, by name (see lb-ebpf/src/maps.rs).
-pub const MAP_NAMES: [&str; 19] = [
+pub const MAP_NAMES: [&str; 20] = [
     "VIPS",
     "VIP_ADDRS",
     "REALS",
@@ -48,6 +48,7 @@ pub const MAP_NAMES: [&str; 19] = [
     "SYNC",
     "SYNC_ON",
     "STANDBY",
+    "HOP_GEN",
 ];
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -62,6 +63,7 @@ pub struct Datapath {
     tx_ports: DevMapHash<MapData>,
     events: Option<RingBuf<MapData>>,
     sync: Option<RingBuf<MapData>>,
+    hop_gen: Option<Array<MapData, u32>>,
 }
 
 /// Handles to the maps the control plane writes and the sweep reads.
@@ -153,6 +155,7 @@ impl Datapath {
         let tx_ports = take(&mut ebpf, "TX_PORTS")?;
         let events = Some(take(&mut ebpf, "EVENTS")?);
         let sync = Some(take(&mut ebpf, "SYNC")?);
+        let hop_gen = Some(take(&mut ebpf, "HOP_GEN")?);
         Ok(Self {
             ebpf,
             links: Vec::new(),
@@ -162,7 +165,13 @@ impl Datapath {
             tx_ports,
             events,
             sync,
+            hop_gen,
         })
+    }
+
+    /// The next-hop generation, for the route watcher (once).
+    pub fn take_hop_gen(&mut self) -> Option<Array<MapData, u32>> {
+        self.hop_gen.take()
     }
 
     /// The HA flow-change ring, for the sync stream's reader (once).

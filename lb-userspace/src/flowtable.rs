@@ -761,6 +761,7 @@ mod tests {
                 packets: self.seed % 100,
                 bytes: self.seed % 10_000,
                 seq_next: 0,
+                hop: Default::default(),
                 _pad: 0,
             };
             m.map.insert(self.fwd_key(), fwd);

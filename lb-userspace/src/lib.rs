@@ -10,4 +10,5 @@ pub mod health;
 pub mod maglev;
 pub mod metrics;
 pub mod reset;
+pub mod routewatch;
 pub mod sched;

@@ -446,3 +446,73 @@ fn idle_flows_expire_by_their_state_timeout() {
         "the sweep logs what it expired"
     );
 }
+
+/// `HOP_GEN[0]` from the agent's pins: the next-hop generation its route
+/// watcher bumps.
+fn hop_gen(rig: &Rig) -> u32 {
+    let data = aya::maps::MapData::from_pin(rig.lb.pin_dir().join("HOP_GEN")).expect("HOP_GEN pin");
+    let arr: aya::maps::Array<_, u32> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("HOP_GEN");
+    arr.get(&0, 0).expect("HOP_GEN[0]")
+}
+
+/// Flows cache their next hop (lb_common::Hop); the agent's route watcher
+/// must make a neighbour change reach established flows at once, not after
+/// the cache's one-second age bound.
+#[test]
+fn a_real_s_new_mac_reaches_its_established_flows_at_once() {
+    let rig = rig(&config("round-robin", &[1, 1, 1]));
+    let lb = &rig.topo.lb;
+    let mut conn = rig
+        .topo
+        .client
+        .run(|| HttpConn::connect(vip_addr(80), Duration::from_millis(400)))
+        .expect("connect");
+    let (status, body) = conn.get("/").expect("first request");
+    assert_eq!(status, 200);
+    let real = lb_tests::topology::real_addr(body.trim()[1..].parse::<usize>().expect("rN") - 1);
+    let true_mac =
+        lb_tests::ha_topology::neigh_lladdr(lb, real).expect("the real's neighbour entry");
+    // The flow's hop is cached now; a second request uses it.
+    assert_eq!(conn.get("/").expect("second request").0, 200);
+
+    // The real's address moves to a MAC nobody has: the watcher bumps the
+    // generation, and the very next request is lost instead of riding the
+    // cached hop to the old MAC.
+    let g0 = hop_gen(&rig);
+    let changed = Instant::now();
+    #[rustfmt::skip]
+    lb.ip(&["neigh", "replace", &real.to_string(), "lladdr", "02:00:00:00:de:ad", "dev", "eth1", "nud", "permanent"]);
+    assert!(
+        wait_until(
+            Duration::from_secs(1),
+            Duration::from_millis(5),
+            || hop_gen(&rig) > g0
+        ),
+        "HOP_GEN did not move after a neighbour change"
+    );
+    let res = conn.get("/");
+    assert!(
+        changed.elapsed() < Duration::from_millis(900),
+        "too slow to tell the watcher from the age bound"
+    );
+    assert!(res.is_err(), "the request rode a stale cached hop: {res:?}");
+
+    // The right MAC again: the lost request's retransmission, and new
+    // connections, get through.
+    let g1 = hop_gen(&rig);
+    #[rustfmt::skip]
+    lb.ip(&["neigh", "replace", &real.to_string(), "lladdr", &true_mac, "dev", "eth1", "nud", "reachable"]);
+    assert!(
+        wait_until(
+            Duration::from_secs(1),
+            Duration::from_millis(5),
+            || hop_gen(&rig) > g1
+        ),
+        "HOP_GEN did not move after the neighbour came back"
+    );
+    let bodies: Vec<String> = (0..6)
+        .map(|_| rig.get(vip_addr(80)).expect("GET"))
+        .collect();
+    assert_eq!(tally(&bodies).len(), 3, "every real answers: {bodies:?}");
+}

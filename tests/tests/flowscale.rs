@@ -112,6 +112,7 @@ impl Gen {
             packets: 10,
             bytes: 1500,
             seq_next: 1,
+            hop: Default::default(),
             _pad: 0,
         };
         let rev = Flow {

@@ -251,6 +251,7 @@ fn fill(dp: &mut Datapath, ctl: &Control, flows: u64, deadline: Deadline) {
                 packets: 10,
                 bytes: 1500,
                 seq_next: 1,
+                hop: Default::default(),
                 _pad: 0,
             };
             let rev = Flow {

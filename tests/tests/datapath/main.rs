@@ -910,6 +910,7 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
 
     health_cases(fx);
     ha_cases(fx);
+    hop_cases(fx);
 
     // --- Reload: removing a VIP stops its traffic. ---
     let mut no_dns = cfg.clone();
@@ -1355,4 +1356,134 @@ fn ha_cases(fx: &mut Fixture) {
     assert_eq!(ev.key.dst_addr, lb_common::v4_mapped(VIP_NONEIGH.octets()));
     assert!(ring.next().is_none(), "one record per new flow");
     fx.dp().maps.sync_on.set(0, 0, 0).expect("SYNC_ON");
+}
+
+/// `ip ARGS` in the fixture's namespace (the calling thread's).
+fn ip(args: &[&str]) {
+    let st = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .expect("ip");
+    assert!(st.success(), "ip {args:?}");
+}
+
+fn mac_text(m: Mac) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A flow's cached next hop (lb_common::Hop): used while valid, asked again
+/// when `HOP_GEN` moves, when it is older than `HOP_MAX_AGE`, or for a packet
+/// larger than its MTU. No agent runs here, so nothing bumps `HOP_GEN` but
+/// the fixture.
+fn hop_cases(fx: &mut Fixture) {
+    let c0 = fx.c0;
+    let mut hop_gen = fx.dp().take_hop_gen().expect("HOP_GEN");
+    let mut generation = hop_gen.get(&0, 0).expect("HOP_GEN[0]");
+    let mut bump = |g: &mut u32| {
+        *g += 1;
+        hop_gen.set(0, *g, 0).expect("HOP_GEN");
+    };
+    let port = 40600;
+    let pkt = |flags: u8, seq: u32, payload: &[u8]| {
+        from_client(Pkt::tcp((CLIENT, port), (VIP, 80), flags, seq, payload)).build()
+    };
+    fx.case(
+        "hop: SYN",
+        c0,
+        &pkt(SYN, 1, b""),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        None,
+    );
+    let real = fx.flow_real(port).expect("the flow's real");
+    let out = fx.case(
+        "hop: the flow's next packet looks its hop up and caches it",
+        c0,
+        &pkt(ACK, 2, b""),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        None,
+    );
+    assert_eq!(out[..6], real_mac(real));
+
+    let moved: Mac = [2, 0, 0, 0, 9, 9];
+    let dev = ["dev", "s0", "nud", "permanent"];
+    let neigh = |mac: Mac| {
+        let (r, m) = (real.to_string(), mac_text(mac));
+        ip(&[
+            &["neigh", "replace", r.as_str(), "lladdr", m.as_str()],
+            &dev[..],
+        ]
+        .concat());
+    };
+    neigh(moved);
+    let out = fx.case(
+        "hop: the cached hop is used while HOP_GEN stands (a new MAC is not seen)",
+        c0,
+        &pkt(ACK, 2, b""),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        None,
+    );
+    assert_eq!(out[..6], real_mac(real), "from the cache");
+    bump(&mut generation);
+    let out = fx.case(
+        "hop: after HOP_GEN moves the FIB is asked again",
+        c0,
+        &pkt(ACK, 2, b""),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        None,
+    );
+    assert_eq!(out[..6], moved);
+
+    // The age bound, for when no agent watches the kernel.
+    neigh(real_mac(real));
+    std::thread::sleep(std::time::Duration::from_millis(1150));
+    let out = fx.case(
+        "hop: a cached hop older than HOP_MAX_AGE is asked again",
+        c0,
+        &pkt(ACK, 2, b""),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        None,
+    );
+    assert_eq!(out[..6], real_mac(real));
+
+    // The route's MTU is cached with the hop; a larger packet meets the
+    // FIB's own check.
+    ip(&["link", "set", "s0", "mtu", "1000"]);
+    bump(&mut generation);
+    fx.case(
+        "hop: a small packet caches the hop with the route's MTU",
+        c0,
+        &pkt(ACK, 2, b""),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        None,
+    );
+    let t = flowtable::read(&fx.dp().maps.flows).expect("read flows");
+    let f = t
+        .flows
+        .iter()
+        .find(|f| u16::from_be(f.fwd_key.src_port_be) == port)
+        .expect("the flow");
+    assert_eq!(
+        f.fwd.hop.mtu, 1000,
+        "the helper's mtu_result: {:?}",
+        f.fwd.hop
+    );
+    fx.case(
+        "hop: a packet larger than the cached MTU goes to the kernel (fragmentation needed)",
+        c0,
+        &pkt(ACK | PSH, 2, &[0u8; 1100]),
+        XDP_PASS,
+        reason::PASS_FIB,
+        None,
+    );
+    ip(&["link", "set", "s0", "mtu", "1500"]);
+    bump(&mut generation);
 }
