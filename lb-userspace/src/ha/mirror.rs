@@ -132,12 +132,28 @@ pub enum Applied {
     },
 }
 
-/// The standby's writer into its own table.
+/// The standby's writer into its own table. Upserts are staged and written
+/// by [`Applier::flush`], two batch updates for a datagram's worth of flows
+/// instead of two map writes per flow; anything else flushes first, so the
+/// table sees the events in stream order.
 #[derive(Debug, Default)]
 pub struct Applier {
     /// The flows named since the current bulk copy started.
     bulk: Option<HashSet<FlowTuple>>,
+    staged: Staged,
     pub counters: ApplyCounters,
+}
+
+/// Flow entries waiting for [`Applier::flush`].
+#[derive(Debug, Default)]
+struct Staged {
+    /// Forward keys staged, so a second event for the same flow flushes
+    /// the first (its update must see the first's entry).
+    fwd_keys: HashSet<FlowKey>,
+    rev: (Vec<FlowKey>, Vec<Flow>),
+    fwd: (Vec<FlowKey>, Vec<Flow>),
+    /// Flows counted in (+) or out (−) per real id: `EXPIRED` adjustments.
+    counted: HashMap<u32, i64>,
 }
 
 impl Applier {
@@ -151,6 +167,27 @@ impl Applier {
         self.bulk = None;
     }
 
+    /// Writes the staged upserts: every reverse entry, then every forward
+    /// one (a forward entry without its reverse would send clients to a
+    /// real whose replies are not ours), then the active counts.
+    pub fn flush(&mut self, maps: &mut KernelMaps) -> Result<()> {
+        let s = std::mem::take(&mut self.staged);
+        if !s.fwd.0.is_empty() {
+            flowtable::insert_batch(&mut maps.flows, &s.rev.0, &s.rev.1)
+                .context("writing synced flows (reply side)")?;
+            flowtable::insert_batch(&mut maps.flows, &s.fwd.0, &s.fwd.1)
+                .context("writing synced flows")?;
+        }
+        for (id, n) in s.counted {
+            if n > 0 {
+                maps.count_in(id, n as u64)?;
+            } else if n < 0 {
+                maps.count_out(id, n.unsigned_abs())?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn apply(
         &mut self,
         maps: &mut KernelMaps,
@@ -158,6 +195,13 @@ impl Applier {
         ev: &FlowEvent,
         now_ns: u64,
     ) -> Result<Applied> {
+        let staged_flow = match ev {
+            FlowEvent::Upsert { key, .. } => self.staged.fwd_keys.contains(&forward_key(key)),
+            _ => true,
+        };
+        if staged_flow {
+            self.flush(maps)?;
+        }
         match ev {
             FlowEvent::BulkStart => {
                 self.bulk = Some(HashSet::new());
@@ -189,7 +233,8 @@ impl Applier {
                 };
                 let created = now_ns.saturating_sub(created_age_ms.saturating_mul(1_000_000));
                 let last = now_ns.saturating_sub(idle_ms.saturating_mul(1_000_000));
-                upsert(maps, key, *real, vip_id, real_id, *state, created, last)?;
+                self.staged
+                    .upsert(maps, key, *real, vip_id, real_id, *state, created, last)?;
                 self.counters.upserts += 1;
                 Ok(Applied::Flow)
             }
@@ -205,82 +250,82 @@ impl Applier {
     }
 }
 
-/// Writes both directions of a flow. An existing flow keeps its counters
-/// and creation time; one that moved to another real loses its old reply
-/// entry, like a `reassign` in the datapath.
-#[allow(clippy::too_many_arguments)]
-fn upsert(
-    maps: &mut KernelMaps,
-    t: &FlowTuple,
-    real: SocketAddrV4,
-    vip_id: u32,
-    real_id: u32,
-    state: u8,
-    created: u64,
-    last: u64,
-) -> Result<()> {
-    let fk = forward_key(t);
-    let real_addr = v4_mapped(real.ip().octets());
-    let real_port_be = real.port().to_be();
-    let old = maps.flows.get(&fk, 0).ok().filter(|f| f.dir == DIR_FORWARD);
-    let mut fwd = match old {
-        Some(o) if o.real_id == real_id && o.nat_addr == real_addr => Flow {
-            state,
-            last_ns: o.last_ns.max(last),
-            ..o
-        },
-        _ => {
-            if let Some(o) = old {
-                let _ = maps.flows.remove(&reverse_key(&fk, &o));
-                if o.flags & FLOW_COUNTED != 0 {
-                    maps.count_out(o.real_id, 1)?;
+impl Staged {
+    /// Stages both directions of a flow. An existing flow keeps its counters
+    /// and creation time; one that moved to another real loses its old reply
+    /// entry at once, like a `reassign` in the datapath.
+    #[allow(clippy::too_many_arguments)]
+    fn upsert(
+        &mut self,
+        maps: &mut KernelMaps,
+        t: &FlowTuple,
+        real: SocketAddrV4,
+        vip_id: u32,
+        real_id: u32,
+        state: u8,
+        created: u64,
+        last: u64,
+    ) -> Result<()> {
+        let fk = forward_key(t);
+        let real_addr = v4_mapped(real.ip().octets());
+        let real_port_be = real.port().to_be();
+        let old = maps.flows.get(&fk, 0).ok().filter(|f| f.dir == DIR_FORWARD);
+        let mut fwd = match old {
+            Some(o) if o.real_id == real_id && o.nat_addr == real_addr => Flow {
+                state,
+                last_ns: o.last_ns.max(last),
+                ..o
+            },
+            _ => {
+                if let Some(o) = old {
+                    let _ = maps.flows.remove(&reverse_key(&fk, &o));
+                    if o.flags & FLOW_COUNTED != 0 {
+                        *self.counted.entry(o.real_id).or_default() -= 1;
+                    }
+                }
+                Flow {
+                    nat_addr: real_addr,
+                    nat_port_be: real_port_be,
+                    dir: DIR_FORWARD,
+                    state,
+                    real_id,
+                    vip_id,
+                    flags: 0,
+                    created_ns: created,
+                    last_ns: last,
+                    ..Flow::default()
                 }
             }
-            Flow {
-                nat_addr: real_addr,
-                nat_port_be: real_port_be,
-                dir: DIR_FORWARD,
-                state,
-                real_id,
-                vip_id,
-                flags: 0,
-                created_ns: created,
-                last_ns: last,
-                ..Flow::default()
-            }
+        };
+        if fwd.flags & FLOW_COUNTED == 0 {
+            fwd.flags |= FLOW_COUNTED;
+            *self.counted.entry(real_id).or_default() += 1;
         }
-    };
-    if fwd.flags & FLOW_COUNTED == 0 {
-        fwd.flags |= FLOW_COUNTED;
-        maps.count_in(real_id, 1)?;
+        let rk = reverse_key(&fk, &fwd);
+        let rev = match maps.flows.get(&rk, 0).ok().filter(|r| r.dir == DIR_REVERSE) {
+            Some(r) => Flow {
+                state,
+                last_ns: r.last_ns.max(last),
+                ..r
+            },
+            None => Flow {
+                nat_addr: fk.dst_addr,
+                nat_port_be: fk.dst_port_be,
+                dir: DIR_REVERSE,
+                flags: 0,
+                packets: 0,
+                bytes: 0,
+                seq_next: 0,
+                ..fwd
+            },
+        };
+        self.rev.0.push(rk);
+        self.rev.1.push(rev);
+        self.fwd.0.push(fk);
+        self.fwd.1.push(fwd);
+        self.fwd_keys.insert(fk);
+        Ok(())
     }
-    let rk = reverse_key(&fk, &fwd);
-    let rev = match maps.flows.get(&rk, 0).ok().filter(|r| r.dir == DIR_REVERSE) {
-        Some(r) => Flow {
-            state,
-            last_ns: r.last_ns.max(last),
-            ..r
-        },
-        None => Flow {
-            nat_addr: fk.dst_addr,
-            nat_port_be: fk.dst_port_be,
-            dir: DIR_REVERSE,
-            flags: 0,
-            packets: 0,
-            bytes: 0,
-            seq_next: 0,
-            ..fwd
-        },
-    };
-    // Reverse first, as the datapath does: a forward entry without its
-    // reverse would send clients to a real whose replies are not ours.
-    maps.flows
-        .insert(rk, rev, 0)
-        .context("writing a synced flow")?;
-    maps.flows
-        .insert(fk, fwd, 0)
-        .context("writing a synced flow")?;
-    Ok(())
 }
 
 /// Removes both directions of a flow, if present.

@@ -265,6 +265,10 @@ impl Node {
                         }
                     }
                 }
+                if let Err(e) = self.applier.flush(maps) {
+                    self.applier.counters.errors += 1;
+                    warn!("ha: writing synced flows: {e:#}");
+                }
                 if let Some(up_to) = acc.ack {
                     self.send(&Message::Ack { up_to_seq: up_to });
                 }
