@@ -254,6 +254,7 @@ fn forged_or_replayed_sync_messages_change_nothing() {
             bulk_synced: true,
             yielding: false,
             flows: 1,
+            next_seq: 1,
         }),
         Message::FlowBatch(FlowBatch {
             first_seq: 1,

@@ -18,7 +18,7 @@
 //!   dead interval without an active node. A manual takeover is refused
 //!   until the sync is done.
 //! - **Preemption** happens at one moment only: when this node's bulk sync
-//!   completes (it joined, returned, or resynced after a link heal), if
+//!   completes (it joined, returned, or resynced after lost events), if
 //!   `preempt` is on and it outranks the active peer. Not continuously, so an
 //!   operator's `takeover` on the lower node or `release` on the higher one
 //!   sticks instead of being undone a heartbeat later.
@@ -62,8 +62,18 @@
 //! operator's `lb ha takeover` here (allowed without the peer, and it wins
 //! the term comparison when the two meet again).
 //!
-//! When the link heals the standby hears the active again and requests a
-//! bulk copy, because it missed the events sent while the link was down.
+//! When the link heals the standby hears the active again, and the stream
+//! resends what it queued meanwhile; only if the active had to drop events
+//! (its queue overflowed) does the standby see a gap it cannot fill and ask
+//! for a bulk copy (`stream::Inbox::stuck`, `on_sync_lost`).
+//!
+//! # Our own stalls
+//!
+//! Silence is counted only while this node runs: a gap between its own
+//! inputs longer than a heartbeat (the agent's loop blocked by a long sweep
+//! or a bulk write) moves the peer's last-heard time on by as much, so a
+//! node coming out of a stall reads the heartbeats queued for it before it
+//! judges the peer.
 
 #[cfg(test)]
 mod tests;
@@ -215,6 +225,9 @@ pub struct Election {
     last_heartbeat: Option<Instant>,
     /// Since when neither node of a live pair has been active.
     leaderless_since: Option<Instant>,
+    /// When this machine last ran (any input), to tell our own stalls from
+    /// the peer's silence (see `forgive_stall`).
+    last_step: Option<Instant>,
 }
 
 impl Election {
@@ -231,6 +244,7 @@ impl Election {
             bulk_requested: None,
             last_heartbeat: None,
             leaderless_since: None,
+            last_step: None,
         }
     }
 
@@ -299,7 +313,8 @@ impl Election {
         }
     }
 
-    /// The heartbeat to send for [`Action::SendHeartbeat`].
+    /// The heartbeat to send for [`Action::SendHeartbeat`] (the agent fills
+    /// in `next_seq` from its stream).
     pub fn heartbeat(&self, flows: u64) -> Heartbeat {
         Heartbeat {
             priority: self.cfg.priority,
@@ -308,12 +323,13 @@ impl Election {
             bulk_synced: self.bulk_synced,
             yielding: self.yielding,
             flows,
+            next_seq: 0,
         }
     }
 
     /// An authenticated heartbeat from the peer.
     pub fn on_heartbeat(&mut self, peer: PeerInfo, now: Instant) -> Vec<Action> {
-        // Silence no tick noticed still counts: events were missed.
+        self.forgive_stall(now);
         self.notice_loss(now);
         self.peer = Some(Peer {
             info: peer,
@@ -326,6 +342,15 @@ impl Election {
     /// Call at least every heartbeat interval.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
         self.step(now, false)
+    }
+
+    /// Part of the requested bulk copy arrived: a copy that is moving is not
+    /// requested again (a large table takes longer than `bulk_retry`, and a
+    /// new request would restart it).
+    pub fn on_bulk_progress(&mut self, now: Instant) {
+        if self.bulk_requested.is_some() {
+            self.bulk_requested = Some(now);
+        }
     }
 
     /// The bulk copy requested from the peer has fully arrived.
@@ -379,6 +404,7 @@ impl Election {
 
     fn step(&mut self, now: Instant, bulk_just_done: bool) -> Vec<Action> {
         let mut actions = Vec::new();
+        self.forgive_stall(now);
         self.notice_loss(now);
         match self.peer.filter(|_| self.peer_alive(now)) {
             None => self.alone(now, &mut actions),
@@ -388,8 +414,42 @@ impl Election {
         actions
     }
 
-    /// Marks the peer lost once its silence passes the dead interval. A
-    /// standby has missed events from then on, so its copy is incomplete.
+    /// A gap between two of our own inputs longer than a heartbeat means this
+    /// node was not running: a long sweep, bulk copy or table write blocks
+    /// the agent's loop, and the agent ticks every half heartbeat otherwise.
+    /// What the peer sent meanwhile is still queued, unread, so that time is
+    /// not the peer's silence: every clock of silence moves on by the stall.
+    /// Without this, a node coming out of a stall would promote itself (or
+    /// drop its copy) before reading the heartbeats waiting for it.
+    fn forgive_stall(&mut self, now: Instant) {
+        let Some(last) = self.last_step.replace(now) else {
+            return;
+        };
+        let gap = now.saturating_duration_since(last);
+        if gap <= self.cfg.heartbeat {
+            return;
+        }
+        let credit = gap - self.cfg.heartbeat;
+        let shift = |at: Instant| (at + credit).min(now);
+        if let Some(p) = self.peer.as_mut() {
+            p.last_heard = shift(p.last_heard);
+        }
+        if let Some((alive, at)) = self.liveness {
+            self.liveness = Some((alive, shift(at)));
+        }
+        if let Some(since) = self.leaderless_since {
+            self.leaderless_since = Some(shift(since));
+        }
+        self.started = shift(self.started);
+    }
+
+    /// Marks the peer lost once its silence passes the dead interval. The
+    /// copy stays complete: the stream resends what the active node sent
+    /// meanwhile, and if it had to drop events the standby sees the gap
+    /// (`stream::Inbox::stuck`) and the agent calls `on_sync_lost`. A bulk
+    /// copy in progress stays requested: an active node busy reading a big
+    /// table for it goes quiet for a while, and asking again would restart
+    /// the copy (`bulk_retry` repeats a request that is truly lost).
     fn notice_loss(&mut self, now: Instant) {
         let alive = self.peer_alive(now);
         if let Some(p) = self.peer.as_mut()
@@ -397,10 +457,6 @@ impl Election {
             && !p.lost
         {
             p.lost = true;
-            self.bulk_requested = None;
-            if self.role != Role::Active {
-                self.bulk_synced = false;
-            }
         }
     }
 

@@ -25,9 +25,6 @@ use crate::control::Programmed;
 use crate::datapath::{KernelMaps, now_ns};
 use crate::flowtable::Joined;
 
-/// A standby whose stream has had a hole this long asks for a new copy: the
-/// active node dropped events it could not keep (see `Outbox::push`).
-const GAP_LIMIT: Duration = Duration::from_secs(2);
 /// When gratuitous ARPs go out after taking the role: a burst, then again
 /// a few seconds later for hosts that missed it (a port that was still
 /// coming up, a switch that was reconverging).
@@ -120,7 +117,11 @@ impl Node {
                 loop {
                     let started = tokio::time::Instant::now();
                     let alive = pinger.probe(every).await;
-                    if ltx.send(alive).await.is_err() {
+                    // A probe that ran far past its time was starved (the
+                    // agent's loop was blocked): the answer may have come
+                    // and gone unread, so its "no answer" says nothing.
+                    let starved = started.elapsed() > every * 2;
+                    if (alive || !starved) && ltx.send(alive).await.is_err() {
                         return;
                     }
                     tokio::time::sleep_until(started + every).await;
@@ -198,7 +199,7 @@ impl Node {
         let now = Instant::now();
         let actions = self.election.on_tick(now);
         self.perform(actions);
-        if self.role() != Role::Active && self.inbox.stuck(now, GAP_LIMIT) {
+        if self.role() != Role::Active && self.inbox.stuck() {
             warn!("ha: events from the peer were lost beyond resending; asking for a new copy");
             self.inbox.reset();
             let actions = self.election.on_sync_lost(now);
@@ -240,6 +241,9 @@ impl Node {
         }
         match r.message {
             Message::Heartbeat(hb) => {
+                if hb.role == Role::Active && self.role() != Role::Active {
+                    self.inbox.on_heartbeat(hb.next_seq);
+                }
                 let peer = PeerInfo::from_heartbeat(r.header.node_id, &hb);
                 let actions = self.election.on_heartbeat(peer, now);
                 self.perform(actions);
@@ -250,7 +254,10 @@ impl Node {
                     // is the table in force until the election settles it.
                     return;
                 }
-                let acc = self.inbox.on_batch(batch, now);
+                let acc = self.inbox.on_batch(batch);
+                if self.applier.in_bulk() && !acc.events.is_empty() {
+                    self.election.on_bulk_progress(now);
+                }
                 let now_ns = now_ns();
                 for ev in &acc.events {
                     match self.applier.apply(maps, &self.index, ev, now_ns) {
@@ -439,7 +446,10 @@ impl Node {
                     self.send(&Message::BulkRequest);
                 }
                 Action::SendHeartbeat => {
-                    let hb = self.election.heartbeat(self.flows);
+                    let mut hb = self.election.heartbeat(self.flows);
+                    if self.role() == Role::Active {
+                        hb.next_seq = self.outbox.next_seq();
+                    }
                     self.send(&Message::Heartbeat(hb));
                 }
             }

@@ -190,11 +190,20 @@ pub struct Inbox {
     /// The next event number wanted; `None` until a bulk copy starts the
     /// stream (a standby applies nothing it cannot place).
     expected: Option<u64>,
-    /// Since when a batch past `expected` has been waiting for the events
-    /// before it.
-    gap_since: Option<Instant>,
+    /// Heartbeats of the active peer that announced events this inbox has
+    /// not received, with no event arriving in order since (see `stuck`).
+    quiet_heartbeats: u32,
     pub counters: InCounters,
 }
+
+/// Heartbeats (two seconds at the default interval) during which the active
+/// peer announces events it never delivers before a standby gives up on
+/// them and asks for a bulk copy: the peer dropped them (see
+/// `Outbox::push`). Counted in the peer's heartbeats, not in time, so
+/// neither node's stalls (a long sweep blocks an agent's loop) count: a
+/// stalled sender sends no heartbeats, and a stalled receiver reads the
+/// resent events queued among the heartbeats.
+pub const STUCK_HEARTBEATS: u32 = 20;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InCounters {
@@ -222,26 +231,35 @@ impl Inbox {
     /// this node asked for a fresh copy.
     pub fn reset(&mut self) {
         self.expected = None;
-        self.gap_since = None;
+        self.quiet_heartbeats = 0;
     }
 
     pub fn expected(&self) -> Option<u64> {
         self.expected
     }
 
-    /// Whether a gap has stayed open longer than `limit`: the sender dropped
-    /// events (overflow) and only a bulk copy can repair this node.
-    pub fn stuck(&self, now: Instant, limit: Duration) -> bool {
-        self.gap_since
-            .is_some_and(|at| now.saturating_duration_since(at) >= limit)
+    /// Whether the events the active peer keeps announcing have stopped
+    /// arriving for [`STUCK_HEARTBEATS`] of its heartbeats: it dropped them
+    /// (overflow) and only a bulk copy can repair this node.
+    pub fn stuck(&self) -> bool {
+        self.quiet_heartbeats >= STUCK_HEARTBEATS
     }
 
-    pub fn on_batch(&mut self, batch: FlowBatch, now: Instant) -> Accepted {
+    /// A heartbeat of the active peer: `next_seq` is the number its next
+    /// event will get, so every event below it exists.
+    pub fn on_heartbeat(&mut self, next_seq: u64) {
+        match self.expected {
+            Some(e) if next_seq > e => self.quiet_heartbeats += 1,
+            _ => self.quiet_heartbeats = 0,
+        }
+    }
+
+    pub fn on_batch(&mut self, batch: FlowBatch) -> Accepted {
         let first = batch.first_seq;
         let starts_bulk = matches!(batch.events.first(), Some(FlowEvent::BulkStart));
         if starts_bulk && self.expected.is_none_or(|e| first >= e) {
             self.expected = Some(first);
-            self.gap_since = None;
+            self.quiet_heartbeats = 0;
         }
         let Some(expected) = self.expected else {
             self.counters.unplaced += 1;
@@ -250,7 +268,6 @@ impl Inbox {
         let ack = expected.checked_sub(1).filter(|&n| n > 0);
         if first > expected {
             self.counters.out_of_order += 1;
-            self.gap_since.get_or_insert(now);
             return Accepted {
                 events: vec![],
                 ack,
@@ -269,7 +286,7 @@ impl Inbox {
         events.drain(..skip);
         let next = expected + events.len() as u64;
         self.expected = Some(next);
-        self.gap_since = None;
+        self.quiet_heartbeats = 0;
         self.counters.accepted += events.len() as u64;
         Accepted {
             events,

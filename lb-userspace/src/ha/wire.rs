@@ -23,9 +23,9 @@
 //! 23      n     payload, by kind (below)
 //! 23+n    32    HMAC-SHA256(key, bytes 0 .. 23+n)
 //!
-//! heartbeat (19):   priority u8, role u8 (0 init, 1 standby, 2 active),
+//! heartbeat (27):   priority u8, role u8 (0 init, 1 standby, 2 active),
 //!                   flags u8 (bit 0 bulk_synced, bit 1 yielding; others 0),
-//!                   term u64, flows u64
+//!                   term u64, flows u64, next_seq u64
 //! flow batch:       first_seq u64, count u16, count x event
 //!   event:          tag u8 (1 upsert, 2 remove, 3 bulk start, 4 bulk end)
 //!   upsert, remove: tuple (13): client addr 4, client port 2,
@@ -135,6 +135,10 @@ pub struct Heartbeat {
     pub yielding: bool,
     /// Flows in the sender's table, for `lb ha status` and the sync-lag view.
     pub flows: u64,
+    /// The number the sender's next flow event will get (0: it streams
+    /// nothing). A standby expecting less is missing events, even when no
+    /// datagram after them has arrived to show the gap (see `stream::Inbox`).
+    pub next_seq: u64,
 }
 
 /// Flow events numbered `first_seq`, `first_seq + 1`, ...
@@ -341,6 +345,7 @@ fn encode_payload(msg: &Message, out: &mut Vec<u8>) {
             out.push(flags);
             out.extend_from_slice(&hb.term.to_be_bytes());
             out.extend_from_slice(&hb.flows.to_be_bytes());
+            out.extend_from_slice(&hb.next_seq.to_be_bytes());
         }
         Message::FlowBatch(batch) => encode_batch(batch.first_seq, &batch.events, out),
         Message::Ack { up_to_seq } => out.extend_from_slice(&up_to_seq.to_be_bytes()),
@@ -422,6 +427,7 @@ fn decode(body: &[u8]) -> Option<(Header, Message)> {
                 bulk_synced: flags & FLAG_BULK_SYNCED != 0,
                 yielding: flags & FLAG_YIELDING != 0,
                 flows: r.u64()?,
+                next_seq: r.u64()?,
             })
         }
         KIND_FLOW_BATCH => {

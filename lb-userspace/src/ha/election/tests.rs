@@ -93,7 +93,10 @@ fn startup_alone_becomes_active_after_the_dead_interval() {
     );
     assert_eq!(a.on_tick(c.at(50)), vec![], "not due yet");
     assert_eq!(a.on_tick(c.at(100)), vec![SendHeartbeat]);
-    assert_eq!(a.on_tick(c.at(299)), vec![SendHeartbeat]);
+    assert_eq!(a.on_tick(c.at(150)), vec![]);
+    assert_eq!(a.on_tick(c.at(200)), vec![SendHeartbeat]);
+    assert_eq!(a.on_tick(c.at(250)), vec![]);
+    assert_eq!(a.on_tick(c.at(299)), vec![]);
     assert_eq!(a.role(), Role::Init);
     assert_eq!(a.on_tick(c.at(300)), vec![BecomeActive, SendHeartbeat]);
     assert_eq!(a.role(), Role::Active);
@@ -145,8 +148,10 @@ fn the_lower_synced_node_steps_in_if_the_better_one_stays_unsynced() {
     send(&b, &mut a, c.at(10));
     send(&a, &mut b, c.at(10));
     b.on_bulk_done(c.at(20));
+    tick_range(&mut b, &c, 100, 100);
     send(&a, &mut b, c.at(200));
     assert_eq!(b.role(), Role::Standby, "within the dead interval B waits");
+    b.on_tick(c.at(260));
     assert!(
         has(&send(&a, &mut b, c.at(310)), BecomeActive),
         "no active for 300 ms"
@@ -305,15 +310,20 @@ fn cutting_only_the_sync_link_changes_no_role() {
         }
     }
     assert_eq!((a.role(), b.role()), (Role::Standby, Role::Active));
-    assert!(!a.bulk_synced(), "the standby knows it missed events");
     assert!(!a.status(c.at(10_000)).peer_alive);
     assert_eq!(a.status(c.at(10_000)).peer_liveness, Some(true));
+    // Silence alone loses nothing: the stream resends what the active sent
+    // meanwhile, and a gap it cannot fill asks for a copy (stream::Inbox).
+    assert!(a.bulk_synced());
 
-    // The link heals: the standby asks for a fresh copy, nobody changes role.
+    // The link heals: nobody changes role, no copy is needed.
     let acts = send(&b, &mut a, c.at(10_000));
-    assert!(has(&acts, RequestBulk), "{acts:?}");
+    assert!(!has(&acts, RequestBulk), "{acts:?}");
     assert!(!has(&acts, BecomeActive));
     assert!(!has(&send(&a, &mut b, c.at(10_000)), BecomeStandby));
+    // Had the active dropped events, the agent would report it.
+    let acts = a.on_sync_lost(c.at(10_050));
+    assert!(has(&acts, RequestBulk), "{acts:?}");
     a.on_bulk_done(c.at(10_500));
     assert!(a.bulk_synced());
 }
@@ -356,23 +366,48 @@ fn without_a_liveness_report_or_with_a_stale_one_silence_alone_promotes() {
     let c = Clock::new();
     // Never reported: plain VRRP behaviour.
     let (mut a, _b) = active_b_standby_a(&c, cfg(1, 100, false), cfg(2, 200, false));
+    assert!(!has(&tick_range(&mut a, &c, 1100, 1200), BecomeActive));
     assert!(has(&a.on_tick(c.at(1300)), BecomeActive));
 
     // "Alive" last reported at 1000 expires at 1300 (ttl = dead interval).
     let (mut a, _b) = active_b_standby_a(&c, cfg(1, 100, false), cfg(2, 200, false));
     a.on_peer_liveness(true, c.at(1000));
+    assert!(!has(&tick_range(&mut a, &c, 1100, 1200), BecomeActive));
     assert!(!has(&a.on_tick(c.at(1299)), BecomeActive));
     assert!(has(&a.on_tick(c.at(1300)), BecomeActive));
 }
 
 #[test]
-fn silence_noticed_only_at_the_next_heartbeat_still_forces_a_resync() {
+fn a_node_s_own_stall_is_not_the_peer_s_silence() {
     let c = Clock::new();
     let (mut a, b) = active_b_standby_a(&c, cfg(1, 100, false), cfg(2, 200, false));
-    // No tick ran between 1000 and 1400 (a stalled agent loop).
-    let acts = send(&b, &mut a, c.at(1400));
-    assert!(has(&acts, RequestBulk), "{acts:?}");
+    // Nothing ran on A from 1000 to 3000 (a sweep of a big table blocked
+    // its loop); B's heartbeats wait unread in its socket. A comes back to
+    // a failing liveness check (its pinger starved too): still no takeover,
+    // no copy lost, since A cannot have heard anyone meanwhile.
+    a.on_peer_liveness(false, c.at(3000));
+    let acts = a.on_tick(c.at(3000));
+    assert!(!has(&acts, BecomeActive), "{acts:?}");
+    assert!(a.status(c.at(3000)).peer_alive);
+    assert!(a.bulk_synced());
+    // It reads the queued heartbeats: all is well.
+    let acts = send(&b, &mut a, c.at(3010));
+    assert!(
+        !has(&acts, BecomeActive) && !has(&acts, RequestBulk),
+        "{acts:?}"
+    );
     assert_eq!(a.role(), Role::Standby);
+
+    // A stall and then real silence: the dead interval counts from the end
+    // of the stall, so the takeover comes one dead interval later.
+    let (mut a, _b) = active_b_standby_a(&c, cfg(1, 100, false), cfg(2, 200, false));
+    a.on_peer_liveness(false, c.at(3000));
+    assert!(!has(&a.on_tick(c.at(3000)), BecomeActive));
+    for ms in (3050..=3150).step_by(50) {
+        let acts = [a.on_peer_liveness(false, c.at(ms)), a.on_tick(c.at(ms))].concat();
+        assert!(!has(&acts, BecomeActive), "{ms}");
+    }
+    assert!(has(&a.on_peer_liveness(false, c.at(3200)), BecomeActive));
 }
 
 #[test]
@@ -421,6 +456,7 @@ fn heartbeats_carry_the_state_and_go_out_on_every_change() {
             bulk_synced: true,
             yielding: false,
             flows: 42,
+            next_seq: 0,
         }
     );
     assert_eq!(PeerInfo::from_heartbeat(2, &beat), hb(&b));
@@ -486,4 +522,43 @@ fn a_lost_sync_makes_a_standby_ask_for_a_new_copy() {
     let acts = b.on_sync_lost(c.at(1050));
     assert!(b.bulk_synced());
     assert!(!has(&acts, RequestBulk));
+}
+
+#[test]
+fn a_copy_in_progress_is_not_requested_again_while_the_active_is_busy() {
+    let c = Clock::new();
+    let (mut a, b) = active_b_standby_a(&c, cfg(1, 100, false), cfg(2, 200, false));
+    // Events were lost: A asks for a copy at 1050.
+    assert!(has(&a.on_sync_lost(c.at(1050)), RequestBulk));
+    // B goes quiet for 600 ms reading its big table (the floating IPs still
+    // answer), then is heard again: the copy it is sending is not restarted.
+    for ms in (1100..=1650).step_by(50) {
+        let acts = [a.on_peer_liveness(true, c.at(ms)), a.on_tick(c.at(ms))].concat();
+        assert!(
+            !has(&acts, RequestBulk) && !has(&acts, BecomeActive),
+            "{ms}: {acts:?}"
+        );
+    }
+    assert!(!has(&send(&b, &mut a, c.at(1700)), RequestBulk));
+    // Parts of it arrive, each resetting the retry timer (1 s here)...
+    for ms in (1750..=2900).step_by(50) {
+        a.on_bulk_progress(c.at(ms));
+        if ms % 100 == 0 {
+            assert!(!has(&send(&b, &mut a, c.at(ms)), RequestBulk), "{ms}");
+        } else {
+            assert!(!has(&a.on_tick(c.at(ms)), RequestBulk), "{ms}");
+        }
+    }
+    // ...and a copy that stopped moving is asked for again.
+    let acts: Vec<Action> = (2950..=4000)
+        .step_by(50)
+        .flat_map(|ms| {
+            if ms % 100 == 0 {
+                send(&b, &mut a, c.at(ms))
+            } else {
+                a.on_tick(c.at(ms))
+            }
+        })
+        .collect();
+    assert!(has(&acts, RequestBulk), "{acts:?}");
 }

@@ -55,7 +55,7 @@ impl Pair {
             let Message::FlowBatch(b) = self.rx.open(&d).expect("authentic").message else {
                 panic!("not a batch")
             };
-            let acc = self.inbox.on_batch(b, self.now);
+            let acc = self.inbox.on_batch(b);
             self.applied.extend(acc.events);
             if let Some(up_to) = acc.ack {
                 self.out.ack(up_to, self.now);
@@ -145,14 +145,52 @@ fn an_overflow_leaves_a_gap_that_asks_for_a_copy() {
     assert_eq!(p.out.counters.overflows, 2);
     p.round(|_| false);
     assert_eq!(p.applied.len(), 2, "only the empty copy");
-    assert!(!p.inbox.stuck(p.now, Duration::from_secs(1)));
-    p.now += Duration::from_secs(1);
-    assert!(p.inbox.stuck(p.now, Duration::from_secs(1)));
+    // The sender keeps running: its heartbeats announce events that never
+    // come, each resend round starting past the hole.
+    for beat in 1..=STUCK_HEARTBEATS {
+        assert!(!p.inbox.stuck(), "after {} heartbeats", beat - 1);
+        p.inbox.on_heartbeat(p.out.next_seq());
+        p.now += RTO;
+        p.round(|_| false);
+    }
+    assert!(p.inbox.stuck());
     // A new copy repairs it.
     p.out.restart_with_bulk(vec![ev(99)], p.now);
     p.round(|_| false);
-    assert!(!p.inbox.stuck(p.now, Duration::from_secs(1)));
+    assert!(!p.inbox.stuck());
     assert_eq!(p.applied.last(), Some(&FlowEvent::BulkEnd { total: 1 }));
+}
+
+#[test]
+fn events_still_in_flight_or_resent_are_not_a_stuck_stream() {
+    let mut p = Pair::new(1000);
+    p.out.restart_with_bulk(vec![], p.now);
+    p.round(|_| false);
+    // Every datagram of a round is lost, many heartbeats in a row, while
+    // the sender still holds the events: each resend round that gets
+    // through makes progress and clears the count.
+    for i in 0..100 {
+        p.out.push(ev(i), p.now);
+    }
+    for _ in 0..3 {
+        for _ in 0..STUCK_HEARTBEATS - 1 {
+            p.inbox.on_heartbeat(p.out.next_seq());
+            p.now += RTO;
+            p.round(|_| true);
+        }
+        assert!(!p.inbox.stuck());
+        p.now += RTO;
+        p.round(|_| false);
+        p.inbox.on_heartbeat(p.out.next_seq());
+        assert!(!p.inbox.stuck());
+    }
+    assert_eq!(p.applied.len(), 2 + 100);
+    // A heartbeat announcing nothing new (or a stalled sender sending none)
+    // never counts.
+    for _ in 0..2 * STUCK_HEARTBEATS {
+        p.inbox.on_heartbeat(p.out.next_seq());
+    }
+    assert!(!p.inbox.stuck());
 }
 
 #[test]
@@ -167,10 +205,10 @@ fn resent_events_already_applied_are_acknowledged_not_reapplied() {
         };
         batches.push(b);
     }
-    let first = p.inbox.on_batch(batches[0].clone(), p.now);
+    let first = p.inbox.on_batch(batches[0].clone());
     assert_eq!(first.events.len(), 4);
     assert_eq!(first.ack, Some(4));
-    let again = p.inbox.on_batch(batches[0].clone(), p.now);
+    let again = p.inbox.on_batch(batches[0].clone());
     assert_eq!(
         again,
         Accepted {

@@ -49,6 +49,7 @@ fn heartbeat() -> Message {
         bulk_synced: true,
         yielding: false,
         flows: 123_456,
+        next_seq: 987_654,
     })
 }
 
@@ -63,6 +64,7 @@ fn every_message() -> Vec<Message> {
             bulk_synced: false,
             yielding: true,
             flows: 0,
+            next_seq: 0,
         }),
         Message::FlowBatch(FlowBatch {
             first_seq: 42,
@@ -118,15 +120,16 @@ fn every_message_round_trips() {
 fn layout_is_the_documented_one() {
     let (mut tx, _) = pair();
     let dgram = tx.seal(&heartbeat()).expect("fits");
-    assert_eq!(dgram.len(), OVERHEAD + 19);
+    assert_eq!(dgram.len(), OVERHEAD + 27);
     assert_eq!(&dgram[..4], b"LBHA");
     assert_eq!(dgram[4..7], [VERSION, 1, A]);
     assert_eq!(dgram[7..15], 1000u64.to_be_bytes());
     assert_eq!(dgram[15..23], 1u64.to_be_bytes());
-    // priority, role, flags (bulk_synced), term, flows
+    // priority, role, flags (bulk_synced), term, flows, next_seq
     assert_eq!(dgram[23..26], [200, 2, 1]);
     assert_eq!(dgram[26..34], 7u64.to_be_bytes());
     assert_eq!(dgram[34..42], 123_456u64.to_be_bytes());
+    assert_eq!(dgram[42..50], 987_654u64.to_be_bytes());
 
     let (dgram, n) = tx.seal_events(9, &[upsert(1), FlowEvent::Remove { key: tuple(2) }]);
     assert_eq!(n, 2);
