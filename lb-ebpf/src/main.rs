@@ -147,7 +147,7 @@ fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
     if ip.ttl <= 1 {
         return Err(reason::PASS_TTL);
     }
-    // The packet's key (written by try_lb_xdp), facts and destination live
+    // The packet's key (written by known_flow), facts and destination live
     // in per-CPU scratch map memory, not on the 512-byte stack (see
     // maps::SCRATCH).
     // SAFETY: this CPU's scratch slot; only this program run uses it.

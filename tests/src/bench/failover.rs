@@ -400,7 +400,9 @@ fn attached_prog_id(ns: &lb_tests::Netns, iface: &str) -> u32 {
 }
 
 /// One BPF_PROG_TEST_RUN of `frame` (repeat 1, no live frames: nothing is
-/// transmitted): the program's return value.
+/// transmitted): the program's return value. The raw syscall, not aya's
+/// `TestRun` (testrun.rs): that needs an `Xdp` this process loaded, and the
+/// program here is the running agent's, known only by its id.
 fn test_run(prog_fd: i32, frame: &[u8]) -> std::io::Result<u32> {
     // The head of `union bpf_attr` for BPF_PROG_TEST_RUN; the kernel takes a
     // shorter attr and treats the rest as zero.
