@@ -140,6 +140,11 @@ pub enum Applied {
 pub struct Applier {
     /// The flows named since the current bulk copy started.
     bulk: Option<HashSet<FlowTuple>>,
+    /// During a bulk copy: every key the table held when it started. A flow
+    /// of the copy whose keys are not in it is new, and is written without
+    /// looking up what it would replace (on a fresh standby, every flow: two
+    /// map lookups saved per flow).
+    present: Option<HashSet<FlowKey>>,
     staged: Staged,
     pub counters: ApplyCounters,
 }
@@ -165,6 +170,7 @@ impl Applier {
     /// Forgets a copy in progress (the stream restarted).
     pub fn abandon_bulk(&mut self) {
         self.bulk = None;
+        self.present = None;
     }
 
     /// Writes the staged upserts: every reverse entry, then every forward
@@ -205,9 +211,17 @@ impl Applier {
         match ev {
             FlowEvent::BulkStart => {
                 self.bulk = Some(HashSet::new());
+                // Nothing else writes this table meanwhile (a standby's
+                // datapath passes every packet), so the walk sees it whole.
+                let mut present = HashSet::new();
+                flowtable::for_each(&maps.flows, |k, _| {
+                    present.insert(*k);
+                })?;
+                self.present = Some(present);
                 Ok(Applied::Flow)
             }
             FlowEvent::BulkEnd { total } => {
+                self.present = None;
                 let named = self.bulk.take().unwrap_or_default();
                 let stale = remove_unnamed(maps, &named)?;
                 self.counters.stale_removed += stale;
@@ -233,8 +247,17 @@ impl Applier {
                 };
                 let created = now_ns.saturating_sub(created_age_ms.saturating_mul(1_000_000));
                 let last = now_ns.saturating_sub(idle_ms.saturating_mul(1_000_000));
-                self.staged
-                    .upsert(maps, key, *real, vip_id, real_id, *state, created, last)?;
+                self.staged.upsert(
+                    maps,
+                    self.present.as_ref(),
+                    key,
+                    *real,
+                    vip_id,
+                    real_id,
+                    *state,
+                    created,
+                    last,
+                )?;
                 self.counters.upserts += 1;
                 Ok(Applied::Flow)
             }
@@ -253,11 +276,13 @@ impl Applier {
 impl Staged {
     /// Stages both directions of a flow. An existing flow keeps its counters
     /// and creation time; one that moved to another real loses its old reply
-    /// entry at once, like a `reassign` in the datapath.
+    /// entry at once, like a `reassign` in the datapath. `present`: the keys
+    /// that may exist (none else is looked up); `None`: any may.
     #[allow(clippy::too_many_arguments)]
     fn upsert(
         &mut self,
         maps: &mut KernelMaps,
+        present: Option<&HashSet<FlowKey>>,
         t: &FlowTuple,
         real: SocketAddrV4,
         vip_id: u32,
@@ -269,7 +294,11 @@ impl Staged {
         let fk = forward_key(t);
         let real_addr = v4_mapped(real.ip().octets());
         let real_port_be = real.port().to_be();
-        let old = maps.flows.get(&fk, 0).ok().filter(|f| f.dir == DIR_FORWARD);
+        let may_exist = |k: &FlowKey| present.is_none_or(|p| p.contains(k));
+        let old = may_exist(&fk)
+            .then(|| maps.flows.get(&fk, 0).ok())
+            .flatten()
+            .filter(|f| f.dir == DIR_FORWARD);
         let mut fwd = match old {
             Some(o) if o.real_id == real_id && o.nat_addr == real_addr => Flow {
                 state,
@@ -302,7 +331,11 @@ impl Staged {
             *self.counted.entry(real_id).or_default() += 1;
         }
         let rk = reverse_key(&fk, &fwd);
-        let rev = match maps.flows.get(&rk, 0).ok().filter(|r| r.dir == DIR_REVERSE) {
+        let old_rev = may_exist(&rk)
+            .then(|| maps.flows.get(&rk, 0).ok())
+            .flatten()
+            .filter(|r| r.dir == DIR_REVERSE);
+        let rev = match old_rev {
             Some(r) => Flow {
                 state,
                 last_ns: r.last_ns.max(last),

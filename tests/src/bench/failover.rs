@@ -40,7 +40,7 @@ use aya::{
 };
 use lb_common::{DIR_FORWARD, DIR_REVERSE, Flow, FlowKey, ST_ESTABLISHED, reason};
 use lb_tests::{
-    ha_pair::{HaPair, VIP, ha, role, tcp_gap_probe, vip},
+    ha_pair::{HaPair, VIP, flow_set, ha, role, tcp_gap_probe, vip},
     ha_topology::{HaTopology, link_mac},
     rig::{ECHO, UDP},
     wait_until,
@@ -148,6 +148,7 @@ fn gap_round(p: &mut HaPair, round: usize) {
     std::thread::sleep(Duration::from_millis(500));
     // Both probes' flows are on the standby before the kill.
     p.wait_copy(b, a);
+    let copied = flow_set(&p.lbs[b]);
 
     let killed = Instant::now();
     p.lbs[a].proc.kill();
@@ -160,10 +161,15 @@ fn gap_round(p: &mut HaPair, round: usize) {
     std::thread::sleep(Duration::from_millis(1500));
     stop.store(true, Ordering::Relaxed);
     let u = udp.finish();
-    let tcp_gap = tcp
-        .join()
-        .expect("tcp probe thread")
-        .unwrap_or_else(|e| panic!("the TCP stream broke across the failover: {e}"));
+    let tcp_gap = tcp.join().expect("tcp probe thread").unwrap_or_else(|e| {
+        panic!(
+            "the TCP stream broke across the failover: {e}\n\
+             node {}'s flows before the kill: {copied:?}\nand now: {:?}\nits ha status: {}",
+            b + 1,
+            flow_set(&p.lbs[b]),
+            ha(&p.lbs[b])
+        )
+    });
     assert_eq!(
         u.reals.len(),
         1,
