@@ -6,7 +6,8 @@
 //!   VIP) and a TCP echo stream (a round trip every 5 ms) run while the
 //!   active node dies (its agent SIGKILLed, its links down). Each stream's
 //!   longest silence is its gap; the time until the standby reports itself
-//!   active is the promotion time. The dead node then comes back as after a
+//!   active is the promotion time. A stream that breaks, or a UDP flow that
+//!   changes real, is reported as such for its round. The dead node then comes back as after a
 //!   reboot (`--reset`) and becomes the synced standby, so the next round
 //!   kills the other node.
 //! - **Sync lag**: one SYN injected into the active node's attached program
@@ -161,26 +162,27 @@ fn gap_round(p: &mut HaPair, round: usize) {
     std::thread::sleep(Duration::from_millis(1500));
     stop.store(true, Ordering::Relaxed);
     let u = udp.finish();
-    let tcp_gap = tcp.join().expect("tcp probe thread").unwrap_or_else(|e| {
-        panic!(
-            "the TCP stream broke across the failover: {e}\n\
-             node {}'s flows before the kill: {copied:?}\nand now: {:?}\nits ha status: {}",
+    // A broken stream is a result, not an abort: the round says so in the
+    // report (with what the new active held, on stderr) and the run goes on.
+    let tcp = tcp.join().expect("tcp probe thread");
+    if let Err(e) = &tcp {
+        progress(format!(
+            "failover: {row}: the TCP stream broke: {e}\n  node {}'s flows before the kill: \
+             {copied:?}\n  and now: {:?}\n  its ha status: {}",
             b + 1,
             flow_set(&p.lbs[b]),
             ha(&p.lbs[b])
-        )
-    });
-    assert_eq!(
-        u.reals.len(),
-        1,
-        "the UDP flow changed real across the failover: {:?}",
-        u.reals
-    );
+        ));
+    }
     emit(S, &row, "promotion_ms", ms(promoted));
     emit(S, &row, "udp_gap_ms", ms(u.gap));
     emit(S, &row, "udp_sent", u.sent);
     emit(S, &row, "udp_lost", u.sent - u.received);
-    emit(S, &row, "tcp_gap_ms", ms(tcp_gap));
+    emit(S, &row, "udp_reals", u.reals.join(" "));
+    match tcp {
+        Ok(gap) => emit(S, &row, "tcp_gap_ms", ms(gap)),
+        Err(e) => emit(S, &row, "tcp_broke", e),
+    }
 
     // The dead node returns as after a reboot, and becomes the standby.
     p.topo.node_up(a);
