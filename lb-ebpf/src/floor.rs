@@ -3,22 +3,15 @@
 //! `parse` and returns XDP_TX. `cargo xtask bench` runs it beside `lb_xdp`
 //! through BPF_PROG_TEST_RUN, so the datapath's cost reads as a multiple of
 //! this one. `lb_floor_fib` adds the one helper a routed balancer cannot
-//! skip, `bpf_fib_lookup` (as `fwd::forward` calls it), to show how much of
+//! skip, `bpf_fib_lookup` (the very request `fwd::forward` makes), to show how much of
 //! the gap that is. The agent never loads either.
-use aya_ebpf::{
-    bindings::{bpf_fib_lookup as FibParams, xdp_action},
-    helpers::generated::bpf_fib_lookup,
-    macros::xdp,
-    programs::XdpContext,
-};
-use core::mem::{size_of, zeroed};
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::PROTO_TCP;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
 
-use crate::parse::ptr_at;
+use crate::{fwd, parse::ptr_at};
 
 const ETH_P_IP: [u8; 2] = [0x08, 0x00];
-const AF_INET: u8 = 2;
 
 #[xdp]
 pub fn lb_floor(ctx: XdpContext) -> u32 {
@@ -39,18 +32,8 @@ pub fn lb_floor_fib(ctx: XdpContext) -> u32 {
     };
     // SAFETY: bounds checked by ptr_at.
     let ip = unsafe { &*ip };
-    // SAFETY: all-zero is a valid bpf_fib_lookup.
-    let mut p: FibParams = unsafe { zeroed() };
-    p.family = AF_INET;
-    p.l4_protocol = ip.proto;
-    p.__bindgen_anon_1.tot_len = u16::from_be_bytes(ip.tot_len);
-    p.__bindgen_anon_2.tos = ip.tos;
-    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src_addr);
-    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(ip.dst_addr);
-    p.ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: p is a valid, writable bpf_fib_lookup of the size passed.
-    let rc = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, &mut p, size_of::<FibParams>() as i32, 0) };
-    if rc == 0 {
+    let mut p = fwd::fib_request(ip, ctx.ingress_ifindex() as u32);
+    if fwd::fib_lookup(&ctx, &mut p) == fwd::BPF_FIB_LKUP_RET_SUCCESS {
         xdp_action::XDP_TX
     } else {
         xdp_action::XDP_PASS

@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use core::mem::{size_of, zeroed};
 use lb_common::{HOP_AGE_SHIFT, HOP_MAX_AGE, Hop, reason};
-use network_types::eth::EthHdr;
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     csum,
@@ -24,7 +24,7 @@ use crate::{
 };
 
 const AF_INET: u8 = 2;
-const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
+pub const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 
 /// Returns the XDP action, or `Err(reason)` to hand the packet to the kernel.
 /// `hop` is the flow direction's cached next hop, used if valid and
@@ -82,18 +82,8 @@ fn lookup(
     let ingress = ctx.ingress_ifindex() as u32;
     // SAFETY: the IPv4 header was bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
-    // SAFETY: all-zero is a valid bpf_fib_lookup.
-    let mut p: FibParams = unsafe { zeroed() };
-    p.family = AF_INET;
-    p.l4_protocol = ip.proto;
-    // The helper wants the length in host order (it checks the MTU with it).
-    p.__bindgen_anon_1.tot_len = u16::from_be_bytes(ip.tot_len);
-    p.__bindgen_anon_2.tos = ip.tos;
-    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src_addr);
-    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(ip.dst_addr);
-    p.ifindex = ingress;
-    // SAFETY: p is a valid, writable bpf_fib_lookup of the size passed.
-    let rc = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, &mut p, size_of::<FibParams>() as i32, 0) };
+    let mut p = fib_request(ip, ingress);
+    let rc = fib_lookup(ctx, &mut p);
     let out = p.ifindex;
     if rc != BPF_FIB_LKUP_RET_SUCCESS || (out != ingress && TX_PORTS.get_ifindex(out).is_none()) {
         hop.ifindex = 0;
@@ -111,4 +101,27 @@ fn lookup(
     hop.generation = generation;
     hop.at = at;
     Ok(())
+}
+
+/// The FIB request for an IPv4 packet arriving on `ingress`.
+#[inline(always)]
+pub fn fib_request(ip: &Ipv4Hdr, ingress: u32) -> FibParams {
+    // SAFETY: all-zero is a valid bpf_fib_lookup.
+    let mut p: FibParams = unsafe { zeroed() };
+    p.family = AF_INET;
+    p.l4_protocol = ip.proto;
+    // The helper wants the length in host order (it checks the MTU with it).
+    p.__bindgen_anon_1.tot_len = u16::from_be_bytes(ip.tot_len);
+    p.__bindgen_anon_2.tos = ip.tos;
+    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src_addr);
+    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(ip.dst_addr);
+    p.ifindex = ingress;
+    p
+}
+
+/// `bpf_fib_lookup` on `p`: the helper's return code.
+#[inline(always)]
+pub fn fib_lookup(ctx: &XdpContext, p: &mut FibParams) -> i64 {
+    // SAFETY: p is a valid, writable bpf_fib_lookup of the size passed.
+    unsafe { bpf_fib_lookup(ctx.ctx as *mut _, p, size_of::<FibParams>() as i32, 0) }
 }

@@ -166,10 +166,9 @@ fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
         real_id: u32::MAX,
         now,
     };
-    // Where the flow's next hop is cached: its forward entry, or for a new
-    // flow a cleared scratch slot (the first packet asks the FIB).
-    s.hop = Hop::default();
-    let mut hop: *mut Hop = &mut s.hop;
+    // Where the flow's next hop is cached: its forward entry (set below), or
+    // for a new flow a cleared scratch slot (its first packet asks the FIB).
+    let mut hop: *mut Hop = core::ptr::null_mut();
     if let Some(f) = flow {
         let outcome = fail::apply(&s.key, f, now, &mut s.build)?;
         if matches!(outcome, Outcome::Purged) && sync::wanted() {
@@ -210,6 +209,10 @@ fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
     let is_new = s.n.real_id == u32::MAX;
     if is_new {
         new_flow(s)?;
+    }
+    if hop.is_null() {
+        s.hop = Hop::default();
+        hop = &mut s.hop;
     }
     stats::count_flow(s.n.vip_id, s.n.real_id, Side::In, l4.ip_len as u64, is_new);
     nat::dnat(

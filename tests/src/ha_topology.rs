@@ -28,14 +28,11 @@
 //! them by its default route. Nothing links to the root namespace, so no
 //! packet a test sends can leave the topology.
 
-use std::{
-    net::Ipv4Addr,
-    time::{Duration, Instant},
-};
+use std::{net::Ipv4Addr, time::Duration};
 
 use crate::{
     netns::{Netns, veth},
-    topology::{MAX_REALS, probe, quiet_sysctls, real_addr, real_name},
+    topology::{MAX_REALS, probe, quiet_sysctls, real_addr, real_name, wait_probes},
 };
 
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -332,26 +329,7 @@ impl HaTopology {
                 probes.push((real, Self::lb_server_addr(i)));
             }
         }
-        let deadline = Instant::now() + timeout;
-        let mut failed = Vec::new();
-        // Bounded by the deadline and by a count (each round takes >= 50 ms).
-        for _ in 0..1000 {
-            failed.clear();
-            for (ns, addr) in &probes {
-                if let Err(e) = ns.run(|| probe(*addr)) {
-                    failed.push(format!("{} -> {addr}:9: {e}", ns.name()));
-                }
-            }
-            if failed.is_empty() || Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(
-            failed.is_empty(),
-            "HA topology not ready after {timeout:?}:\n{}",
-            failed.join("\n")
-        );
+        wait_probes("HA topology", &probes, timeout);
     }
 }
 

@@ -177,33 +177,39 @@ impl Topology {
     }
 
     pub fn wait_ready_within(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
         let mut probes: Vec<(&Netns, Ipv4Addr)> = vec![(&self.lb, self.client_addr)];
         for (real, &addr) in self.reals.iter().zip(&self.real_addrs) {
             probes.push((&self.lb, addr));
             probes.push((&self.client, addr));
             probes.push((real, self.client_addr));
         }
-        let mut last_err = Vec::new();
-        // Bounded by the deadline and by a count (each round takes >= 50 ms).
-        for _ in 0..1000 {
-            last_err.clear();
-            for (ns, addr) in &probes {
-                if let Err(e) = ns.run(|| probe(*addr)) {
-                    last_err.push(format!("{} -> {addr}:9: {e}", ns.name()));
-                }
-            }
-            if last_err.is_empty() || Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(
-            last_err.is_empty(),
-            "topology not ready after {timeout:?}:\n{}",
-            last_err.join("\n")
-        );
+        wait_probes("topology", &probes, timeout);
     }
+}
+
+/// Repeats every `(from, to)` probe until all pass or `timeout` runs out;
+/// panics with the failing ones, naming the `what` that is not ready.
+pub(crate) fn wait_probes(what: &str, probes: &[(&Netns, Ipv4Addr)], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut failed = Vec::new();
+    // Bounded by the deadline and by a count (each round takes >= 50 ms).
+    for _ in 0..1000 {
+        failed.clear();
+        for (ns, addr) in probes {
+            if let Err(e) = ns.run(|| probe(*addr)) {
+                failed.push(format!("{} -> {addr}:9: {e}", ns.name()));
+            }
+        }
+        if failed.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        failed.is_empty(),
+        "{what} not ready after {timeout:?}:\n{}",
+        failed.join("\n")
+    );
 }
 
 /// One TCP connect; reachable if it is accepted or refused.

@@ -201,11 +201,13 @@ impl Applier {
         ev: &FlowEvent,
         now_ns: u64,
     ) -> Result<Applied> {
-        let staged_flow = match ev {
+        // In stream order: anything but an upsert of a flow not yet staged
+        // sees the staged writes first.
+        let flush_first = match ev {
             FlowEvent::Upsert { key, .. } => self.staged.fwd_keys.contains(&forward_key(key)),
             _ => true,
         };
-        if staged_flow {
+        if flush_first {
             self.flush(maps)?;
         }
         match ev {

@@ -25,11 +25,11 @@
 //! BPF_PROG_TEST_RUN never transmits (no live-frames flag): the injected
 //! SYNs change only the active node's maps.
 use std::{
-    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    net::{SocketAddrV4, UdpSocket},
     os::fd::{AsFd, AsRawFd},
     path::Path,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -42,7 +42,7 @@ use aya::{
 use lb_common::{DIR_FORWARD, DIR_REVERSE, Flow, FlowKey, ST_ESTABLISHED, reason};
 use lb_tests::{
     ha_pair::{HaPair, VIP, flow_set, ha, role, tcp_gap_probe, vip},
-    ha_topology::{HaTopology, link_mac},
+    ha_topology::HaTopology,
     rig::{ECHO, UDP},
     wait_until,
 };
@@ -55,6 +55,7 @@ use lb_userspace::{
 use crate::{
     frame::{SYN, Tcp},
     record::{Deadline, emit, progress},
+    testrun,
 };
 
 const S: &str = "failover";
@@ -284,19 +285,15 @@ impl UdpProbe {
 /// standby's pinned flow table.
 struct Injector {
     prog: aya::programs::ProgramFd,
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    standby_flows: Mutex<BpfHashMap<MapData, FlowKey, Flow>>,
+    standby_flows: BpfHashMap<MapData, FlowKey, Flow>,
     active_pins: std::path::PathBuf,
 }
 
 /// The `i`-th injected client: distinct (address, port) in 10/8, away from
 /// the topology's own addresses.
 fn client(i: u64) -> SocketAddrV4 {
-    SocketAddrV4::new(
-        Ipv4Addr::from((10u32 << 24) | (1 + (i / 50_000) as u32)),
-        1024 + (i % 50_000) as u16,
-    )
+    let (addr, port) = testrun::client(i);
+    SocketAddrV4::new(addr, port)
 }
 
 fn tuple(i: u64) -> FlowTuple {
@@ -319,12 +316,7 @@ impl Injector {
             .expect("program fd");
         Injector {
             prog,
-            src_mac: link_mac(&topo.client, "eth0")
-                .parse::<MacText>()
-                .expect("mac")
-                .0,
-            dst_mac: link_mac(ns, "eth0").parse::<MacText>().expect("mac").0,
-            standby_flows: Mutex::new(datapath::open_flows(standby_pins).expect("standby FLOWS")),
+            standby_flows: datapath::open_flows(standby_pins).expect("standby FLOWS"),
             active_pins: ns.bpf_pin_dir(),
         }
     }
@@ -332,9 +324,10 @@ impl Injector {
     /// Runs the SYN of flow `i` through the active node's program once.
     fn syn(&self, i: u64) {
         let c = client(i);
+        // The program reads no MAC address: the fixture's stand in.
         let frame = Tcp {
-            src_mac: self.src_mac,
-            dst_mac: self.dst_mac,
+            src_mac: testrun::CLIENT_MAC,
+            dst_mac: testrun::LB_C_MAC,
             src: (*c.ip(), c.port()),
             dst: (VIP, ECHO),
             flags: SYN,
@@ -347,11 +340,7 @@ impl Injector {
 
     fn on_standby(&self, i: u64) -> bool {
         let key = forward_key(&tuple(i));
-        self.standby_flows
-            .lock()
-            .expect("lock")
-            .get(&key, 0)
-            .is_ok()
+        self.standby_flows.get(&key, 0).is_ok()
     }
 
     /// Polls the standby for flow `i` every 50 µs, up to `limit`: when it
@@ -376,24 +365,6 @@ impl Injector {
             .get(&reason::SYNC_LOST, 0)
             .map(|v| v.iter().sum())
             .unwrap_or(0)
-    }
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-struct MacText([u8; 6]);
-
-impl std::str::FromStr for MacText {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut m = [0u8; 6];
-        let parts: Vec<&str> = s.trim().split(':').collect();
-        if parts.len() != 6 {
-            return Err(format!("not a MAC: {s}"));
-        }
-        for (b, p) in m.iter_mut().zip(parts) {
-            *b = u8::from_str_radix(p, 16).map_err(|e| format!("{s}: {e}"))?;
-        }
-        Ok(MacText(m))
     }
 }
 
@@ -605,9 +576,8 @@ fn fill(pins: &Path, model: &Flow, n: u64, base: u64) {
 
 fn unfill(pins: &Path, model: &Flow, n: u64, base: u64) {
     let mut flows = datapath::open_flows(pins).expect("active FLOWS");
-    for k in 0..n {
-        for (key, _) in filled(model, base + k) {
-            let _ = flows.remove(&key);
-        }
-    }
+    let keys: Vec<FlowKey> = (0..n)
+        .flat_map(|k| filled(model, base + k).map(|(key, _)| key))
+        .collect();
+    flowtable::remove_batch(&mut flows, &keys).expect("emptying the active table");
 }

@@ -1387,83 +1387,68 @@ fn hop_cases(fx: &mut Fixture) {
         hop_gen.set(0, *g, 0).expect("HOP_GEN");
     };
     let port = 40600;
-    let pkt = |flags: u8, seq: u32, payload: &[u8]| {
-        from_client(Pkt::tcp((CLIENT, port), (VIP, 80), flags, seq, payload)).build()
+    let pkt = |flags: u8, payload: &[u8]| {
+        from_client(Pkt::tcp((CLIENT, port), (VIP, 80), flags, 2, payload)).build()
+    };
+    // The flow's next packet, forwarded: the MAC it went to.
+    let next = |fx: &mut Fixture, name: &str| -> Mac {
+        let out = fx.case(
+            name,
+            c0,
+            &pkt(ACK, b""),
+            XDP_REDIRECT,
+            reason::FORWARD,
+            None,
+        );
+        out[..6].try_into().expect("a MAC")
     };
     fx.case(
         "hop: SYN",
         c0,
-        &pkt(SYN, 1, b""),
+        &pkt(SYN, b""),
         XDP_REDIRECT,
         reason::FORWARD,
         None,
     );
     let real = fx.flow_real(port).expect("the flow's real");
-    let out = fx.case(
+    let got = next(
+        fx,
         "hop: the flow's next packet looks its hop up and caches it",
-        c0,
-        &pkt(ACK, 2, b""),
-        XDP_REDIRECT,
-        reason::FORWARD,
-        None,
     );
-    assert_eq!(out[..6], real_mac(real));
+    assert_eq!(got, real_mac(real));
 
     let moved: Mac = [2, 0, 0, 0, 9, 9];
-    let dev = ["dev", "s0", "nud", "permanent"];
     let neigh = |mac: Mac| {
         let (r, m) = (real.to_string(), mac_text(mac));
-        ip(&[
-            &["neigh", "replace", r.as_str(), "lladdr", m.as_str()],
-            &dev[..],
-        ]
-        .concat());
+        #[rustfmt::skip]
+        ip(&["neigh", "replace", &r, "lladdr", &m, "dev", "s0", "nud", "permanent"]);
     };
     neigh(moved);
-    let out = fx.case(
+    let got = next(
+        fx,
         "hop: the cached hop is used while HOP_GEN stands (a new MAC is not seen)",
-        c0,
-        &pkt(ACK, 2, b""),
-        XDP_REDIRECT,
-        reason::FORWARD,
-        None,
     );
-    assert_eq!(out[..6], real_mac(real), "from the cache");
+    assert_eq!(got, real_mac(real), "from the cache");
     bump(&mut generation);
-    let out = fx.case(
-        "hop: after HOP_GEN moves the FIB is asked again",
-        c0,
-        &pkt(ACK, 2, b""),
-        XDP_REDIRECT,
-        reason::FORWARD,
-        None,
-    );
-    assert_eq!(out[..6], moved);
+    let got = next(fx, "hop: after HOP_GEN moves the FIB is asked again");
+    assert_eq!(got, moved);
 
     // The age bound, for when no agent watches the kernel.
     neigh(real_mac(real));
     std::thread::sleep(std::time::Duration::from_millis(1150));
-    let out = fx.case(
+    let got = next(
+        fx,
         "hop: a cached hop older than HOP_MAX_AGE is asked again",
-        c0,
-        &pkt(ACK, 2, b""),
-        XDP_REDIRECT,
-        reason::FORWARD,
-        None,
     );
-    assert_eq!(out[..6], real_mac(real));
+    assert_eq!(got, real_mac(real));
 
     // The route's MTU is cached with the hop; a larger packet meets the
     // FIB's own check.
     ip(&["link", "set", "s0", "mtu", "1000"]);
     bump(&mut generation);
-    fx.case(
+    next(
+        fx,
         "hop: a small packet caches the hop with the route's MTU",
-        c0,
-        &pkt(ACK, 2, b""),
-        XDP_REDIRECT,
-        reason::FORWARD,
-        None,
     );
     let t = flowtable::read(&fx.dp().maps.flows).expect("read flows");
     let f = t
@@ -1479,7 +1464,7 @@ fn hop_cases(fx: &mut Fixture) {
     fx.case(
         "hop: a packet larger than the cached MTU goes to the kernel (fragmentation needed)",
         c0,
-        &pkt(ACK | PSH, 2, &[0u8; 1100]),
+        &pkt(ACK | PSH, &[0u8; 1100]),
         XDP_PASS,
         reason::PASS_FIB,
         None,
