@@ -8,6 +8,9 @@ use std::{env, fs, path::PathBuf};
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=LB_BPF_TOOLCHAIN");
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
+    // aya-build watches lb-ebpf only; the map types live in lb-common, and a
+    // stale object with an old layout would load and misread every map.
+    println!("cargo:rerun-if-changed=../lb-common");
     let out = PathBuf::from(env::var("OUT_DIR")?).join("lb");
     if env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
         // Unit tests of the agent's logic need no datapath; loading this
