@@ -184,7 +184,8 @@ pub struct Flow {
     pub real_id: u32,
     pub vip_id: u32,
     pub flags: u32,
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at creation and at the last packet.
+    /// CLOCK_MONOTONIC at creation and at the last packet, as the datapath
+    /// reads it (`bpf_ktime_get_coarse_ns`: the last timer tick).
     pub created_ns: u64,
     pub last_ns: u64,
     pub packets: u64,
@@ -219,7 +220,7 @@ pub struct Hop {
     pub mtu: u16,
     pub _pad: u16,
     pub generation: u32,
-    /// `bpf_ktime_get_ns() >> HOP_AGE_SHIFT` at the lookup (wraps).
+    /// The datapath clock (`flow::now`) `>> HOP_AGE_SHIFT` at the lookup (wraps).
     pub at: u32,
 }
 const _: () = assert!(size_of::<Hop>() == 32);
@@ -360,7 +361,12 @@ pub mod reason {
     /// (counted in addition; the packet goes on). The agent's refreshes and
     /// the next bulk copy repair the peer's table.
     pub const SYNC_LOST: u32 = 23;
-    pub const COUNT: u32 = 24;
+    /// A packet of an established flow forwarded by the fast path (counted in
+    /// addition to `forward` or `reverse`): what the rest of those took the
+    /// full path for is a state change, a fail action or a next hop asked
+    /// again (lb-ebpf's fast.rs).
+    pub const FAST_PATH: u32 = 24;
+    pub const COUNT: u32 = 25;
 
     /// Names for logs, metrics and `lb stats`, indexed by reason.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -388,6 +394,7 @@ pub mod reason {
         "pass_icmp_from_real",
         "pass_standby",
         "sync_lost",
+        "fast_path",
     ];
 }
 

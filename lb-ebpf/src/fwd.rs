@@ -38,16 +38,42 @@ pub fn forward(ctx: &XdpContext, l3_off: usize, hop: &mut Hop, now: u64) -> Resu
     let l3 = L3::at(ctx, l3_off)?;
     // SAFETY: the IPv4 header was bounds checked by the parser.
     let ip = unsafe { &mut *l3.ip };
-    let generation = HOP_GEN.get(0).copied().unwrap_or(0);
-    let at = (now >> HOP_AGE_SHIFT) as u32;
-    let valid = hop.ifindex != 0
-        && hop.dst == ip.dst_addr
-        && hop.generation == generation
-        && at.wrapping_sub(hop.at) < HOP_MAX_AGE
-        && u16::from_be_bytes(ip.tot_len) <= hop.mtu;
-    if !valid {
+    let (generation, at) = (generation(), age_stamp(now));
+    if !usable(hop, ip.dst_addr, ip.tot_len, generation, at) {
         lookup(ctx, l3_off, hop, generation, at)?;
     }
+    Ok(send(ctx, &l3, hop))
+}
+
+/// `HOP_GEN[0]`: the generation a cached hop must carry.
+#[inline(always)]
+pub fn generation() -> u32 {
+    HOP_GEN.get(0).copied().unwrap_or(0)
+}
+
+/// `now` in the units of `Hop::at`.
+#[inline(always)]
+pub fn age_stamp(now: u64) -> u32 {
+    (now >> HOP_AGE_SHIFT) as u32
+}
+
+/// Whether `hop` may carry a packet to `dst` of IPv4 length `tot_len`
+/// (big-endian, as in the header): the rules in `lb_common::Hop`.
+#[inline(always)]
+pub fn usable(hop: &Hop, dst: [u8; 4], tot_len: [u8; 2], generation: u32, at: u32) -> bool {
+    hop.ifindex != 0
+        && hop.dst == dst
+        && hop.generation == generation
+        && at.wrapping_sub(hop.at) < HOP_MAX_AGE
+        && u16::from_be_bytes(tot_len) <= hop.mtu
+}
+
+/// Sends the rewritten packet by a usable `hop`, untagged frames only:
+/// TTL − 1, the hop's MACs, then XDP_TX or a devmap redirect.
+#[inline(always)]
+pub fn send(ctx: &XdpContext, l3: &L3, hop: &Hop) -> u32 {
+    // SAFETY: the IPv4 header was bounds checked by the parser.
+    let ip = unsafe { &mut *l3.ip };
     // We route, so we decrement the TTL (callers refused TTL <= 1).
     let old = [ip.ttl, ip.proto];
     ip.ttl -= 1;
@@ -58,13 +84,13 @@ pub fn forward(ctx: &XdpContext, l3_off: usize, hop: &mut Hop, now: u64) -> Resu
         (*l3.eth).src_addr = hop.smac;
     }
     if hop.ifindex == ctx.ingress_ifindex() as u32 {
-        return Ok(xdp_action::XDP_TX);
+        return xdp_action::XDP_TX;
     }
     // The entry was checked at the lookup; should it vanish meanwhile, the
     // kernel forwards.
-    Ok(TX_PORTS
+    TX_PORTS
         .redirect(hop.ifindex, xdp_action::XDP_PASS as u64)
-        .unwrap_or(xdp_action::XDP_PASS))
+        .unwrap_or(xdp_action::XDP_PASS)
 }
 
 /// Asks the FIB for the packet's next hop and writes it to `hop` (cleared

@@ -15,6 +15,7 @@
 
 mod csum;
 mod fail;
+mod fast;
 mod floor;
 mod flow;
 mod fwd;
@@ -29,13 +30,12 @@ mod stats;
 mod sticky;
 mod sync;
 
-use aya_ebpf::{
-    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
-};
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
     DIR_FORWARD, DIR_REVERSE, EV_SYN_RETRANSMIT, EV_SYN_RST, Flow, Hop, PROTO_TCP, PROTO_UDP,
     ST_SYN, SYNC_CREATE, SYNC_REMOVE, SYNC_UPDATE, StickyKey, VipKey, reason,
 };
+use network_types::eth::EthHdr;
 
 use crate::{
     fail::Outcome,
@@ -83,8 +83,15 @@ fn try_lb_xdp(ctx: &XdpContext) -> Verdict {
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
     // A packet of a known flow, either direction, is found by its own
-    // 5-tuple in one lookup, before any VIP lookup: the fast path.
-    let flow = known_flow(ctx, l3.off);
+    // 5-tuple in one lookup, before any VIP lookup; most of them are sent
+    // on from here (fast.rs).
+    let mut flow = known_flow(ctx, &l3);
+    if l3.off == EthHdr::LEN
+        && let Some(f) = flow.as_deref_mut()
+        && let Some(v) = fast::established(ctx, f)
+    {
+        return Ok(v);
+    }
     match flow {
         Some(f) if f.dir == DIR_FORWARD => to_vip(ctx, l3.off, Some(f)),
         Some(f) => from_real(ctx, l3.off, Some(f)),
@@ -97,18 +104,16 @@ fn try_lb_xdp(ctx: &XdpContext) -> Verdict {
 }
 
 /// The flow entry keyed by the packet's 5-tuple, if it is plain TCP or UDP
-/// (no IP options, not a fragment). The key stays in `SCRATCH` for to_vip
-/// and from_real, which return before using it for any packet that does
-/// not pass these same checks.
+/// (no IP options, not a fragment). The key stays in `SCRATCH` for to_vip and from_real, which return before
+/// using it for any packet that does not pass these same checks.
 #[inline(always)]
-fn known_flow(ctx: &XdpContext, l3_off: usize) -> Option<&'static mut Flow> {
-    let l3 = L3::at(ctx, l3_off).ok()?;
+fn known_flow(ctx: &XdpContext, l3: &L3) -> Option<&'static mut Flow> {
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
     if ip.vihl & 0x0f != 5 || is_fragment(ip) || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP) {
         return None;
     }
-    let l4 = parse::l4(ctx, &l3).ok()?;
+    let l4 = parse::l4(ctx, l3).ok()?;
     // SAFETY: this CPU's scratch slot; only this program run uses it.
     let s = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
     s.key = flow::key(ip.src_addr, ip.dst_addr, l4.sport, l4.dport, l4.proto);
@@ -118,7 +123,7 @@ fn known_flow(ctx: &XdpContext, l3_off: usize) -> Option<&'static mut Flow> {
 }
 
 #[inline(always)]
-fn v4(addr: &[u8; 16]) -> [u8; 4] {
+pub fn v4(addr: &[u8; 16]) -> [u8; 4] {
     [addr[12], addr[13], addr[14], addr[15]]
 }
 
@@ -154,8 +159,7 @@ fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
     let s = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(reason::PASS_NOT_OURS)? };
     s.facts = l4.facts();
     let flags = s.facts.flags;
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = flow::now();
     let fresh_syn = flags.syn && !flags.ack;
     // Where the packet goes: an existing flow's real, unless its fail action
     // just removed the flow, or a new flow's.
@@ -283,10 +287,7 @@ fn from_real(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdic
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
     if ip.proto == PROTO_ICMP && ip.vihl & 0x0f == 5 && !is_fragment(ip) {
-        // SAFETY: a helper without arguments.
-        return Err(passive::icmp_from_real(ctx, l3, unsafe {
-            bpf_ktime_get_ns()
-        }));
+        return Err(passive::icmp_from_real(ctx, l3, flow::now()));
     }
     // Replies we translate are plain TCP/UDP; anything else is not ours.
     if ip.vihl & 0x0f != 5 || is_fragment(ip) || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP) {
@@ -302,8 +303,7 @@ fn from_real(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdic
     }
     let p = l4.facts();
     let flags = p.flags;
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = flow::now();
     // The real's first answer to a SYN tells passive health how it went.
     if l4.proto == PROTO_TCP && f.state == ST_SYN && f.packets == 0 {
         if flags.rst {

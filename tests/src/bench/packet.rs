@@ -316,6 +316,16 @@ impl Bench {
         let synack = from_real((real, 8080), (CLIENT, 40000), SYN | ACK, 9000, 101).build();
         assert_eq!(run_once(self.lb(), &synack, s0).0, XDP_REDIRECT, "SYN-ACK");
         assert_eq!(run_once(self.lb(), &est, c0).0, XDP_REDIRECT, "ACK");
+        // The real's first ACK moves the reverse entry to established.
+        let reply = from_real((real, 8080), (CLIENT, 40000), ACK, 9001, 101).build();
+        assert_eq!(
+            run_once(self.lb(), &reply, s0).0,
+            XDP_REDIRECT,
+            "real's ACK"
+        );
+        // Both directions' next hops are cached now: every packet timed
+        // below must take the fast path (lb-ebpf/src/fast.rs).
+        let fast_before = self.counter(reason::FAST_PATH);
         let want = (XDP_REDIRECT, reason::FORWARD);
         let b = self.single(None, n, c0, want, |_| est.clone());
         self.emit_case(
@@ -324,9 +334,13 @@ impl Bench {
             None,
             &b,
         );
-        let reply = from_real((real, 8080), (CLIENT, 40000), ACK, 9001, 101).build();
         let want = (XDP_REDIRECT, reason::REVERSE);
         let b = self.single(None, n, s0, want, |_| reply.clone());
+        assert_eq!(
+            self.counter(reason::FAST_PATH) - fast_before,
+            2 * n,
+            "established packets take the fast path"
+        );
         self.emit_case(
             "established, reverse",
             verdict_name(want.0, want.1),

@@ -911,6 +911,7 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
     health_cases(fx);
     ha_cases(fx);
     hop_cases(fx);
+    fast_path_cases(fx);
 
     // --- Reload: removing a VIP stops its traffic. ---
     let mut no_dns = cfg.clone();
@@ -1471,4 +1472,172 @@ fn hop_cases(fx: &mut Fixture) {
     );
     ip(&["link", "set", "s0", "mtu", "1500"]);
     bump(&mut generation);
+}
+
+/// An established flow's plain segments take the fast path (lb-ebpf's
+/// fast.rs), which must leave exactly what the full path would: the same
+/// bytes, counters, sequence tracking; and every packet it declines (TTL 1,
+/// a FIN) must still meet the full path's rules.
+fn fast_path_cases(fx: &mut Fixture) {
+    let (c0, s0) = (fx.c0, fx.s0);
+    let port = 40700;
+    let tcp = |flags: u8, seq: u32, ack_no: u32, payload: &[u8]| {
+        let mut p = from_client(Pkt::tcp((CLIENT, port), (VIP, 80), flags, seq, payload));
+        if let L4::Tcp { ack, .. } = &mut p.l4 {
+            *ack = ack_no;
+        }
+        p
+    };
+    let syn = tcp(SYN, 100, 0, b"");
+    fx.case(
+        "fast: SYN",
+        c0,
+        &syn.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        None,
+    );
+    let real = fx.flow_real(port).expect("the flow's real");
+    let reply = |flags: u8, seq: u32, payload: &[u8]| {
+        let mut p = from_real(Pkt::tcp((real, 8080), (CLIENT, port), flags, seq, payload));
+        if let L4::Tcp { ack, .. } = &mut p.l4 {
+            *ack = 101;
+        }
+        p
+    };
+    let synack = reply(SYN | ACK, 9000, b"");
+    let want = snat(&synack, VIP, 80);
+    fx.case(
+        "fast: SYN-ACK",
+        s0,
+        &synack.build(),
+        XDP_REDIRECT,
+        reason::REVERSE,
+        Some(&want),
+    );
+    let ack = tcp(ACK, 101, 9001, b"");
+    let want = dnat(&ack, real, 8080);
+    fx.case(
+        "fast: ACK",
+        c0,
+        &ack.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&want),
+    );
+    assert_eq!(fx.flow_state(port), Some(ST_ESTABLISHED));
+
+    // Both directions' hops are cached now: data segments go the fast way.
+    let entries = |fx: &mut Fixture| {
+        let t = flowtable::read(&fx.dp().maps.flows).expect("read flows");
+        let f = t
+            .flows
+            .iter()
+            .find(|f| u16::from_be(f.fwd_key.src_port_be) == port)
+            .expect("the flow")
+            .clone();
+        (f.fwd, f.rev.expect("its reverse entry").1)
+    };
+    let (vip_id, real_id) = (fx.ctl.programmed().vips["www"].id, fx.real_id(real, 8080));
+    let (fwd0, rev0) = entries(fx);
+    let (vip0, real0) = (fx.vip_counters(vip_id), fx.real_counters(real_id));
+    let fast0 = fx.counter(reason::FAST_PATH);
+    let data = tcp(ACK | PSH, 101, 9001, b"abc");
+    let want = dnat(&data, real, 8080);
+    fx.case(
+        "fast: client data",
+        c0,
+        &data.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&want),
+    );
+    let answer = reply(ACK | PSH, 9001, b"hello");
+    let want = snat(&answer, VIP, 80);
+    fx.case(
+        "fast: real's data",
+        s0,
+        &answer.build(),
+        XDP_REDIRECT,
+        reason::REVERSE,
+        Some(&want),
+    );
+    // The real's first data segment moves the reverse entry from syn to
+    // established (the full path); its second goes the fast way too.
+    fx.case(
+        "fast: real's data again",
+        s0,
+        &answer.build(),
+        XDP_REDIRECT,
+        reason::REVERSE,
+        Some(&want),
+    );
+    assert_eq!(
+        fx.counter(reason::FAST_PATH),
+        fast0 + 2,
+        "the fast path was taken"
+    );
+    let (fwd1, rev1) = entries(fx);
+    assert_eq!(
+        (fwd1.packets, fwd1.bytes),
+        (fwd0.packets + 1, fwd0.bytes + 43)
+    );
+    assert_eq!(
+        (rev1.packets, rev1.bytes),
+        (rev0.packets + 2, rev0.bytes + 90)
+    );
+    assert_eq!(
+        (fwd1.seq_next, rev1.seq_next),
+        (104, 9006),
+        "sequence tracking"
+    );
+    assert!(fwd1.last_ns >= fwd0.last_ns && rev1.last_ns >= rev0.last_ns);
+    assert_eq!(fx.flow_state(port), Some(ST_ESTABLISHED));
+    let (vip1, real1) = (fx.vip_counters(vip_id), fx.real_counters(real_id));
+    for (c0, c1) in [(vip0, vip1), (real0, real1)] {
+        assert_eq!(
+            (c1.packets_in, c1.bytes_in),
+            (c0.packets_in + 1, c0.bytes_in + 43)
+        );
+        assert_eq!(
+            (c1.packets_out, c1.bytes_out),
+            (c0.packets_out + 2, c0.bytes_out + 90)
+        );
+        assert_eq!(c1.new_flows, c0.new_flows);
+    }
+
+    // Declined: TTL 1 is the kernel's to answer, and counts nothing.
+    let fast1 = fx.counter(reason::FAST_PATH);
+    let mut last_hop = tcp(ACK, 104, 9006, b"");
+    last_hop.ttl = 1;
+    let bytes = last_hop.build();
+    fx.case(
+        "fast: TTL 1 of a flow is passed",
+        c0,
+        &bytes,
+        XDP_PASS,
+        reason::PASS_TTL,
+        Some(&bytes),
+    );
+    assert_eq!(entries(fx).0.packets, fwd1.packets, "not counted");
+
+    // Declined: a FIN moves the state (the full path's job), and is still
+    // forwarded to the flow's real.
+    let fin = tcp(FIN | ACK, 104, 9006, b"");
+    let want = dnat(&fin, real, 8080);
+    fx.case(
+        "fast: the client's FIN",
+        c0,
+        &fin.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&want),
+    );
+    assert_eq!(fx.flow_state(port), Some(ST_FIN));
+    assert_eq!(entries(fx).0.seq_next, 105, "a FIN takes a sequence number");
+    assert_eq!(
+        fx.counter(reason::FAST_PATH),
+        fast1,
+        "neither took the fast path"
+    );
 }

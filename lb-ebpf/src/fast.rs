@@ -1,0 +1,91 @@
+//! The established-flow fast path: a packet of a known flow that changes
+//! nothing but counters is rewritten and sent right here, in the entry
+//! function. The full path (`to_vip`, `from_real`) costs three BPF-to-BPF
+//! calls, a second parse and scratch writes; on the machines we measure, a
+//! call and its return cost about as much as a map lookup.
+//!
+//! A packet qualifies only when the full path would do exactly the same:
+//! an untagged frame, TTL above 1, a TCP flow already established and a
+//! segment with none of SYN, FIN or RST (so the state, the active count and
+//! the HA peer's copy stay as they are) or a UDP flow, a forward flow whose
+//! real is up or draining (no fail action to apply), and a cached next hop
+//! that is still usable. Every test is made before anything is written:
+//! a packet that fails one goes the full way unchanged, which applies every
+//! rule (`lb_xdp` in main.rs).
+use aya_ebpf::programs::XdpContext;
+use lb_common::{
+    DIR_FORWARD, Flow, PROTO_TCP, REAL_DRAIN, REAL_UP, ST_ESTABLISHED, ST_UDP, reason,
+};
+use network_types::eth::EthHdr;
+
+use crate::{
+    flow, fwd,
+    maps::REALS,
+    nat,
+    parse::{self, L3},
+    stats::{self, Side},
+    v4,
+};
+
+/// `Some((action, reason))` when the packet was forwarded here; `None` to
+/// take the full path, with the packet and the flow untouched. A BPF
+/// function of its own, called only for untagged frames: its frame (the
+/// headers' pointers spilled around two helper calls) must not sit under
+/// the full path's deepest call chain, within the verifier's 512 bytes.
+#[inline(never)]
+pub fn established(ctx: &XdpContext, f: &mut Flow) -> Option<(u32, u32)> {
+    let l3 = &L3::at(ctx, EthHdr::LEN).ok()?;
+    let l4 = &parse::l4(ctx, l3).ok()?;
+    // SAFETY: bounds checked by the parser.
+    let ip = unsafe { &*l3.ip };
+    if ip.ttl <= 1 {
+        return None;
+    }
+    let seq_next = if l4.proto == PROTO_TCP {
+        // SAFETY: the TCP header was bounds checked in `parse::l4`.
+        let t = unsafe { &*l4.tcp };
+        if f.state != ST_ESTABLISHED || t.syn() != 0 || t.fin() != 0 || t.rst() != 0 {
+            return None;
+        }
+        u32::from_be_bytes(t.seq).wrapping_add(l4.payload_len)
+    } else {
+        if f.state != ST_UDP {
+            return None;
+        }
+        0
+    };
+    let forward = f.dir == DIR_FORWARD;
+    // Where the packet goes after the rewrite: the real (forward), or the
+    // client it already names (reverse).
+    let dst = if forward {
+        let real = REALS.get(f.real_id)?;
+        if real.state != REAL_UP && real.state != REAL_DRAIN {
+            return None;
+        }
+        v4(&f.nat_addr)
+    } else {
+        ip.dst_addr
+    };
+    let now = flow::now();
+    let (generation, at) = (fwd::generation(), fwd::age_stamp(now));
+    if !fwd::usable(&f.hop, dst, ip.tot_len, generation, at) {
+        return None;
+    }
+    // Past this point the packet is ours, as the full path would count it.
+    f.last_ns = now;
+    f.packets += 1;
+    f.bytes += l4.ip_len as u64;
+    if l4.proto == PROTO_TCP {
+        f.seq_next = seq_next;
+    }
+    let (side, why) = if forward {
+        nat::dnat(l3.ip, l4, dst, f.nat_port_be.to_ne_bytes());
+        (Side::In, reason::FORWARD)
+    } else {
+        nat::snat(l3.ip, l4, v4(&f.nat_addr), f.nat_port_be.to_ne_bytes());
+        (Side::Out, reason::REVERSE)
+    };
+    stats::count_flow(f.vip_id, f.real_id, side, l4.ip_len as u64, false);
+    stats::count(reason::FAST_PATH);
+    Some((fwd::send(ctx, l3, &f.hop), why))
+}
