@@ -7,8 +7,8 @@
 //! the number of packets.
 use std::{net::Ipv4Addr, path::Path, time::Duration};
 
-use aya::programs::Xdp;
-use lb_common::reason;
+use aya::{Ebpf, programs::Xdp};
+use lb_common::{FlowKey, PROTO_TCP, reason, v4_mapped};
 use lb_tests::Netns;
 use lb_userspace::{
     config::Config,
@@ -21,8 +21,8 @@ use super::{
     record::{Deadline, emit, progress},
     testrun::{
         Batches, CLIENT, CLIENT_MAC, LB_C_MAC, LB_S_MAC, REALS, XDP_PASS, XDP_REDIRECT, XDP_TX,
-        client, floor_prog, load_floor, median, pin_to_cpu0, real_mac, run_once, run_repeat,
-        setup_netns,
+        client, floor_prog, load_floor, median, pin_to_cpu0, prime_floor, real_mac, run_once,
+        run_repeat, setup_netns,
     },
 };
 
@@ -38,6 +38,31 @@ const ALGORITHMS: [(&str, &str, u8); 5] = [
 ];
 const PURGE_VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
 const PURGE_PORT: u16 = 7;
+
+/// The client end of the one established flow the section times.
+const EST_CLIENT: (Ipv4Addr, u16) = (CLIENT, 40000);
+
+/// The floor's building blocks (lb-ebpf/src/floor.rs): row, program, and
+/// the verdict that shows it did its part.
+const BLOCKS: [(&str, &str, u32); 4] = [
+    ("floor + FLOWS lookup (hit)", "lb_floor_flow", XDP_TX),
+    ("floor + clock", "lb_floor_clock", XDP_TX),
+    ("floor + devmap redirect", "lb_floor_redirect", XDP_REDIRECT),
+    ("floor + BPF-to-BPF call", "lb_floor_call", XDP_TX),
+];
+
+/// The `FLOWS` key of the established flow's client packets.
+fn established_key() -> FlowKey {
+    let (addr, port) = EST_CLIENT;
+    FlowKey {
+        src_addr: v4_mapped(addr.octets()),
+        dst_addr: v4_mapped(vip(ALGORITHMS[0].2).octets()),
+        src_port_be: port.to_be(),
+        dst_port_be: 80u16.to_be(),
+        proto: PROTO_TCP,
+        _pad: [0; 3],
+    }
+}
 
 fn vip(octet: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 51, 100, octet)
@@ -131,11 +156,13 @@ pub fn run(quick: bool) {
             .unwrap_or_else(|e| panic!("{e}"));
         let dp = Datapath::load_with(&cfg.bpf.pin_dir, cfg.bpf.flow_table_size, true)
             .expect("loading the datapath");
-        let floor = load_floor(&base.join("floor")).expect("loading the floor");
+        let mut floor = load_floor(&base.join("floor")).expect("loading the floor");
+        let c0 = datapath::ifindex("c0").expect("c0");
+        prime_floor(&mut floor, &established_key(), c0).expect("priming the floor's maps");
         let mut bench = Bench {
             dp,
             ctl: Control::new(),
-            c0: datapath::ifindex("c0").expect("c0"),
+            c0,
             s0: datapath::ifindex("s0").expect("s0"),
             sizes,
             deadline,
@@ -146,10 +173,7 @@ pub fn run(quick: bool) {
             .expect("programming the maps");
         bench.dp.allow_redirect(bench.c0).expect("TX_PORTS");
         bench.dp.allow_redirect(bench.s0).expect("TX_PORTS");
-        bench.cases(
-            floor_prog(&floor, "lb_floor"),
-            floor_prog(&floor, "lb_floor_fib"),
-        );
+        bench.cases(&floor);
         bench.dp.shutdown().expect("removing the datapath's pins");
         drop(floor);
         datapath::remove_pins(&base.join("floor")).expect("removing the floor's pins");
@@ -280,7 +304,8 @@ impl Bench {
         ));
     }
 
-    fn cases(&mut self, floor: &Xdp, floor_fib: &Xdp) {
+    fn cases(&mut self, floors: &Ebpf) {
+        let floor = floor_prog(floors, "lb_floor");
         let s = &self.sizes;
         emit(SECTION, "setup", "repeat", s.repeat);
         emit(SECTION, "setup", "repeat_calls", s.repeat_calls);
@@ -290,16 +315,31 @@ impl Bench {
 
         // The floor, on the established flow's client packet.
         let rr_vip = vip(ALGORITHMS[0].2);
-        let est = from_client((CLIENT, 40000), (rr_vip, 80), ACK, 101, 9001).build();
+        let est = from_client(EST_CLIENT, (rr_vip, 80), ACK, 101, 9001).build();
         let r = self.repeat(Some(floor), &est, c0, (XDP_TX, 0));
         let b = self.single(Some(floor), n, c0, (XDP_TX, 0), |_| est.clone());
         self.emit_case("floor", "XDP_TX".into(), Some(r), &b);
 
         // The floor plus a FIB lookup that resolves (to a real, via s0).
         let routed = from_client((CLIENT, 40000), (REALS[0], 8080), ACK, 101, 9001).build();
-        let r = self.repeat(Some(floor_fib), &routed, c0, (XDP_TX, 0));
-        let b = self.single(Some(floor_fib), n, c0, (XDP_TX, 0), |_| routed.clone());
+        let fib = floor_prog(floors, "lb_floor_fib");
+        let r = self.repeat(Some(fib), &routed, c0, (XDP_TX, 0));
+        let b = self.single(Some(fib), n, c0, (XDP_TX, 0), |_| routed.clone());
         self.emit_case("floor + FIB lookup", "XDP_TX".into(), Some(r), &b);
+
+        // The building blocks of an established packet, each alone on top of
+        // the floor, on the established flow's packet.
+        for (row, name, action) in BLOCKS {
+            let prog = floor_prog(floors, name);
+            let r = self.repeat(Some(prog), &est, c0, (action, 0));
+            let b = self.single(Some(prog), n, c0, (action, 0), |_| est.clone());
+            let verdict = if action == XDP_TX {
+                "XDP_TX"
+            } else {
+                "XDP_REDIRECT"
+            };
+            self.emit_case(row, verdict.into(), Some(r), &b);
+        }
 
         // Not ours: TCP to an address that is no VIP, with no flow.
         let other = from_client((CLIENT, 40001), (REALS[0], 22), SYN, 1, 0).build();
@@ -309,15 +349,15 @@ impl Bench {
         self.emit_case("not ours", verdict_name(want.0, want.1), Some(r), &b);
 
         // One established flow: SYN, SYN-ACK, ACK, then its packets.
-        let syn = from_client((CLIENT, 40000), (rr_vip, 80), SYN, 100, 0).build();
+        let syn = from_client(EST_CLIENT, (rr_vip, 80), SYN, 100, 0).build();
         let (action, _, out) = run_once(self.lb(), &syn, c0);
         assert_eq!(action, XDP_REDIRECT, "the flow's SYN");
         let real = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
-        let synack = from_real((real, 8080), (CLIENT, 40000), SYN | ACK, 9000, 101).build();
+        let synack = from_real((real, 8080), EST_CLIENT, SYN | ACK, 9000, 101).build();
         assert_eq!(run_once(self.lb(), &synack, s0).0, XDP_REDIRECT, "SYN-ACK");
         assert_eq!(run_once(self.lb(), &est, c0).0, XDP_REDIRECT, "ACK");
         // The real's first ACK moves the reverse entry to established.
-        let reply = from_real((real, 8080), (CLIENT, 40000), ACK, 9001, 101).build();
+        let reply = from_real((real, 8080), EST_CLIENT, ACK, 9001, 101).build();
         assert_eq!(
             run_once(self.lb(), &reply, s0).0,
             XDP_REDIRECT,

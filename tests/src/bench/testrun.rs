@@ -18,8 +18,10 @@ use std::{net::Ipv4Addr, path::Path, time::Duration};
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{DevMapHash, HashMap},
     programs::{TestRun, TestRunOptions, Xdp},
 };
+use lb_common::{Flow, FlowKey};
 use lb_tests::Netns;
 use lb_userspace::datapath;
 
@@ -65,7 +67,31 @@ pub fn pin_to_cpu0() {
 }
 
 /// The floor programs of lb-ebpf/src/floor.rs.
-pub const FLOORS: [&str; 2] = ["lb_floor", "lb_floor_fib"];
+pub const FLOORS: [&str; 6] = [
+    "lb_floor",
+    "lb_floor_fib",
+    "lb_floor_flow",
+    "lb_floor_clock",
+    "lb_floor_redirect",
+    "lb_floor_call",
+];
+
+/// Gives the floor object's own maps what its building blocks look for:
+/// the flow entry of `key` (so `lb_floor_flow` hits) and `ifindex` in
+/// `TX_PORTS` (so `lb_floor_redirect` redirects).
+pub fn prime_floor(ebpf: &mut Ebpf, key: &FlowKey, ifindex: u32) -> Result<()> {
+    let mut flows: HashMap<_, FlowKey, Flow> = ebpf
+        .map_mut("FLOWS")
+        .context("the floor's FLOWS")?
+        .try_into()?;
+    flows.insert(key, Flow::default(), 0)?;
+    let mut ports: DevMapHash<_> = ebpf
+        .map_mut("TX_PORTS")
+        .context("the floor's TX_PORTS")?
+        .try_into()?;
+    ports.insert(ifindex, ifindex, None, 0)?;
+    Ok(())
+}
 
 /// Loads the floor programs from lb's own object. The object's maps are
 /// pinned by name, so they go to a pin directory of their own (`FLOWS`
