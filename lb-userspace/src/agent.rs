@@ -23,6 +23,8 @@ use tokio::{
     sync::mpsc,
 };
 
+mod sweep;
+
 use crate::{
     api::{self, Call, Request, Response},
     config::{AdminState, Config, InitState},
@@ -267,6 +269,7 @@ impl Agent {
         let mut quit = signal(SignalKind::quit())?;
         let mut keep_datapath = false;
         let mut next_sweep = tokio::time::Instant::now() + SWEEP_MIN;
+        let mut sweeping = None;
         info!(
             "lb running on {:?}; api {}",
             self.cfg.interfaces,
@@ -311,8 +314,11 @@ impl Agent {
                     }
                     self.sync_role();
                 }
-                _ = tokio::time::sleep_until(next_sweep) => {
-                    let took = self.sweep();
+                _ = tokio::time::sleep_until(next_sweep), if sweeping.is_none() => {
+                    sweeping = Some(self.start_sweep());
+                }
+                r = Agent::sweep_done(&mut sweeping) => {
+                    let took = self.finish_swept(sweeping.take().expect("a sweep ran"), r);
                     next_sweep = tokio::time::Instant::now() + SWEEP_MIN.max(took * 10);
                 }
             }
@@ -812,7 +818,7 @@ impl Agent {
                 h.set_programmed(self.ctl.programmed());
             }
             // Flows of removed VIPs go now, not at the next tick.
-            self.sweep();
+            self.sweep_now();
             Ok(format!(
                 "reloaded {}: vips +{:?} -{:?}, reals +{} -{}, {} map writes",
                 self.path.display(),
@@ -828,57 +834,6 @@ impl Agent {
             Err(e) => error!("reload refused, running config unchanged: {e:#}"),
         }
         result
-    }
-
-    fn sweep(&mut self) -> Duration {
-        let start = Instant::now();
-        if self.ctl.ramping()
-            && let Err(e) = self.ctl.reapply(&mut self.dp.maps)
-        {
-            warn!("slow start: {e:#}");
-        }
-        let now = datapath::now_ns();
-        let window = self.ha.as_mut().and_then(|h| h.refresh_window(now));
-        let ha = &mut self.ha;
-        let swept = flowtable::sweep_observed(
-            &mut self.dp.maps.flows,
-            &self.ctl,
-            now,
-            &mut |f, removed| {
-                if let (Some(h), Some(w)) = (ha.as_mut(), window) {
-                    h.on_swept(f, removed, w, now);
-                }
-            },
-        );
-        if let Some(h) = self.ha.as_mut() {
-            h.flush(Instant::now());
-            if let Ok(s) = &swept {
-                h.set_flows(s.flows as u64);
-            }
-        }
-        match swept {
-            Ok(s) => {
-                if s.expired + s.removed_vip + s.repaired > 0 {
-                    info!(
-                        "sweep: {} flows, {} expired, {} of removed vips, {} repaired",
-                        s.flows, s.expired, s.removed_vip, s.repaired
-                    );
-                }
-                if let Err(e) =
-                    self.ctl
-                        .release_unused(&s.vips_in_use, &s.reals_in_use, &mut self.dp.maps)
-                {
-                    warn!("releasing retired ids: {e:#}");
-                }
-                if let Err(e) = self.dp.maps.add_expired(&s.uncounted) {
-                    warn!("active flow counts: {e:#}");
-                }
-                self.last_sweep = Some(s);
-            }
-            Err(e) => warn!("flow sweep failed: {e:#}"),
-        }
-        self.sweep_took = start.elapsed();
-        self.sweep_took
     }
 }
 

@@ -608,6 +608,15 @@ impl Control {
 
     /// Returns retired ids no flow uses any more to the pools (called by the
     /// flow sweep with the ids it saw).
+    /// The VIP and real ids retired by reloads and not yet released: kept
+    /// from reuse while flows may still name them.
+    pub fn retired_ids(&self) -> (HashSet<u32>, HashSet<u32>) {
+        (
+            self.retired_vips.iter().copied().collect(),
+            self.retired_reals.keys().copied().collect(),
+        )
+    }
+
     pub fn release_unused(
         &mut self,
         vips_in_use: &HashSet<u32>,

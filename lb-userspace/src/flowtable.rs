@@ -277,39 +277,74 @@ pub struct Sweep {
     /// Counted flows (see `FLOW_COUNTED`) this sweep removed, per real id:
     /// the agent adds them to `EXPIRED`.
     pub uncounted: std::collections::HashMap<u32, u64>,
+    /// `Unknown::Report`: flows of VIP ids the sweep had no timeouts for and
+    /// did not know as retired, left in place for the caller to judge.
+    pub unknown: Vec<Joined>,
+}
+
+/// Each programmed VIP id's flow timeouts: what a sweep judges flows by.
+pub type VipTimeouts = StdMap<u32, Timeouts>;
+
+/// The timeouts of every VIP `ctl` has programmed now.
+pub fn vip_timeouts(ctl: &Control) -> VipTimeouts {
+    ctl.programmed()
+        .vips
+        .values()
+        .map(|v| (v.id, v.timeouts.clone()))
+        .collect()
+}
+
+/// What a sweep does with a flow whose VIP id has no timeouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unknown<'a> {
+    /// The VIP was removed: the flow goes (a sweep on the agent's loop,
+    /// where the timeouts are the programmed ones).
+    Remove,
+    /// A sweep off the loop works from a snapshot, and a reload may have
+    /// added the VIP since: only flows of the `retired` ids (VIPs removed
+    /// before the snapshot, whose ids are not reused while flows name them)
+    /// go; the others are left and reported in `Sweep::unknown`.
+    Report { retired: &'a HashSet<u32> },
 }
 
 /// Expires idle flows by their VIP's per-state timeouts, removes the flows
 /// of removed VIPs, and rebuilds a missing half of a live flow.
 pub fn sweep(map: &mut HashMap<MapData, FlowKey, Flow>, ctl: &Control, now: u64) -> Result<Sweep> {
-    sweep_observed(map, ctl, now, &mut |_, _| {})
+    sweep_observed(
+        map,
+        &vip_timeouts(ctl),
+        Unknown::Remove,
+        now,
+        &mut |_, _| {},
+    )
 }
 
-/// `sweep`, telling `seen` about every flow: `(flow, true)` for one it
-/// removed, `(flow, false)` for one that stays (HA sync streams both).
+/// `sweep` by `vips`, telling `seen` about every flow: `(flow, true)` for
+/// one it removed, `(flow, false)` for one that stays (HA sync streams
+/// both). A flow reported under `Unknown::Report` is not seen.
 pub fn sweep_observed(
     map: &mut HashMap<MapData, FlowKey, Flow>,
-    ctl: &Control,
+    vips: &VipTimeouts,
+    unknown: Unknown<'_>,
     now: u64,
     seen: &mut dyn FnMut(&Joined, bool),
 ) -> Result<Sweep> {
     let table = read(map)?;
-    let vips: StdMap<u32, &Timeouts> = ctl
-        .programmed()
-        .vips
-        .values()
-        .map(|v| (v.id, &v.timeouts))
-        .collect();
     let mut s = Sweep {
         flows: table.flows.len(),
         ..Sweep::default()
     };
     for f in &table.flows {
         let Some(timeouts) = vips.get(&f.fwd.vip_id) else {
-            delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0));
-            s.removed_vip += 1;
-            uncount(&mut s.uncounted, &f.fwd);
-            seen(f, true);
+            match unknown {
+                Unknown::Report { retired } if !retired.contains(&f.fwd.vip_id) => {
+                    s.unknown.push(f.clone());
+                }
+                _ => {
+                    remove_flow(map, f, &mut s);
+                    seen(f, true);
+                }
+            }
             continue;
         };
         let idle = now.saturating_sub(f.last_ns());
@@ -339,6 +374,13 @@ pub fn sweep_observed(
         s.reals_in_use.insert(f.fwd.real_id);
     }
     for (k, r) in &table.lone_reverse {
+        if let Unknown::Report { retired } = unknown
+            && !vips.contains_key(&r.vip_id)
+            && !retired.contains(&r.vip_id)
+        {
+            // Judged by the next sweep, which knows whether the VIP is new.
+            continue;
+        }
         let live = vips.get(&r.vip_id).is_some_and(|t| {
             now.saturating_sub(r.last_ns) <= timeout_for(t, r.state).as_nanos() as u64
         });
@@ -371,6 +413,13 @@ pub fn sweep_observed(
         s.reals_in_use.insert(r.real_id);
     }
     Ok(s)
+}
+
+/// Removes both halves of a flow whose VIP is gone, as `s` counts it.
+pub fn remove_flow(map: &mut HashMap<MapData, FlowKey, Flow>, f: &Joined, s: &mut Sweep) {
+    delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0));
+    s.removed_vip += 1;
+    uncount(&mut s.uncounted, &f.fwd);
 }
 
 /// A removed forward entry that still counted as active on its real.

@@ -19,6 +19,11 @@ pub struct Rig {
 impl Rig {
     /// `testsrv`: the `lb-testsrv` binary (`env!("CARGO_BIN_EXE_lb-testsrv")`).
     pub fn new(config: &str, testsrv: &str) -> Rig {
+        Self::sized(config, testsrv, 65536)
+    }
+
+    /// [`Rig::new`] with a flow table of `flow_table_size` entries.
+    pub fn sized(config: &str, testsrv: &str, flow_table_size: u32) -> Rig {
         require_root();
         let topo = Topology::new(3);
         topo.wait_ready();
@@ -26,7 +31,7 @@ impl Rig {
         let servers = (0..topo.reals.len())
             .map(|i| server(&topo, &testsrv, i))
             .collect();
-        let lb = LbAgent::start(&topo.lb, config);
+        let lb = LbAgent::start_sized(&topo.lb, config, flow_table_size);
         Rig {
             lb,
             servers,

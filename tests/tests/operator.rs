@@ -11,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lb_common::{DIR_REVERSE, Flow, FlowKey, PROTO_TCP, ST_ESTABLISHED, v4_mapped};
 use lb_tests::{EchoConn, http_get, rig::Rig, topology::vip, wait_until};
+use lb_userspace::{datapath, flowtable};
 
 const T: Duration = Duration::from_secs(3);
 
@@ -22,7 +24,11 @@ fn www() -> SocketAddr {
 const CONFIG: &str = "interfaces: [eth0, eth1]\nxdp_mode: native\nprobes:\n  hc: { type: http, path: /healthz, interval: 500ms, timeout: 300ms }\nserverfarms:\n  web:\n    algorithm: least-conn\n    failaction: purge\n    probes: [hc]\n    reals:\n      - { address: 203.0.113.11, port: 8080 }\n      - { address: 203.0.113.12, port: 8080 }\n  echo:\n    reals:\n      - { address: 203.0.113.13, port: 7000 }\nvips:\n  www: { address: 198.51.100.10, port: 80, serverfarm: web }\n  echo: { address: 198.51.100.10, port: 7, serverfarm: echo }\n";
 
 fn rig() -> Rig {
-    let rig = Rig::new(CONFIG, env!("CARGO_BIN_EXE_lb-testsrv"));
+    rig_sized(65536)
+}
+
+fn rig_sized(flow_table_size: u32) -> Rig {
+    let rig = Rig::sized(CONFIG, env!("CARGO_BIN_EXE_lb-testsrv"), flow_table_size);
     for r in ["203.0.113.11:8080", "203.0.113.12:8080"] {
         assert!(
             wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
@@ -353,4 +359,92 @@ fn every_command_answers_in_table_and_json() {
     assert_eq!(run(&["flows", "--count"]).trim(), "4");
     let j = json(&["reals", "--farm", "echo"]);
     assert_eq!(j[0]["active_flows"], 0, "the cleared flow no longer counts");
+}
+
+/// A sweep of a big table runs beside the agent's loop, not on it: while it
+/// reads and expires 600k flows (seconds), the API still answers at once,
+/// and so do the health checks that share the loop (a probe whose timeout
+/// ran out while the loop stood still would count against its real).
+#[test]
+fn a_long_sweep_does_not_stop_the_agent() {
+    const N: u32 = 600_000;
+    let rig = rig_sized(2 * N + 200_000);
+    // One flow the datapath made: the model for the rest (its VIP and real
+    // ids), as the failover bench fills tables.
+    rig.get(www()).expect("a request through the VIP");
+    let mut flows = datapath::open_flows(rig.lb.pin_dir()).expect("FLOWS");
+    let table = flowtable::read(&flows).expect("read");
+    let model = table
+        .flows
+        .iter()
+        .find(|f| u16::from_be(f.fwd_key.dst_port_be) == 80)
+        .expect("the request's flow")
+        .fwd;
+    // Idle since the clock's start: every one expires at the next sweep.
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    for i in 0..N {
+        let client = [10, 200 + (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        let key = FlowKey {
+            src_addr: v4_mapped(client),
+            dst_addr: v4_mapped(vip(10).octets()),
+            src_port_be: 40000u16.to_be(),
+            dst_port_be: 80u16.to_be(),
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        };
+        let fwd = Flow {
+            state: ST_ESTABLISHED,
+            flags: 0,
+            created_ns: 1,
+            last_ns: 1,
+            ..model
+        };
+        let rev = Flow {
+            nat_addr: key.dst_addr,
+            nat_port_be: key.dst_port_be,
+            dir: DIR_REVERSE,
+            ..fwd
+        };
+        keys.extend([key, flowtable::reverse_key(&key, &fwd)]);
+        values.extend([fwd, rev]);
+    }
+    flowtable::insert_batch(&mut flows, &keys, &values).expect("filling the table");
+
+    // Until the sweeps (one, or two if one began during the fill) have
+    // emptied the table: the slowest answer, and the longest sweep.
+    let (start, mut slowest, mut sweep) = (Instant::now(), Duration::ZERO, Duration::ZERO);
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the sweeps did not empty the table:\n{}",
+            rig.lb.proc.report()
+        );
+        let t = Instant::now();
+        let out = rig.lb.cli(&["status", "--json"]);
+        slowest = slowest.max(t.elapsed());
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status");
+        let ms = j["last_sweep_ms"].as_f64().unwrap_or(0.0);
+        sweep = sweep.max(Duration::from_secs_f64(ms / 1000.0));
+        if flowtable::read(&flows).expect("read").flows.len() < 10 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "sweeps of {N} expired flows: the longest {sweep:?}; slowest `lb status` meanwhile: {slowest:?}"
+    );
+    assert!(
+        sweep > Duration::from_millis(300),
+        "the longest sweep took {sweep:?}: too short to tell"
+    );
+    assert!(
+        slowest < sweep / 3,
+        "`lb status` took {slowest:?} while a {sweep:?} sweep ran: the loop waited for it"
+    );
+    // The probes kept answering: every real with a probe is still up.
+    let reals: Vec<serde_json::Value> =
+        serde_json::from_slice(&rig.lb.cli(&["reals", "--json"]).stdout).unwrap();
+    for r in reals.iter().filter(|r| r["farm"] == "web") {
+        assert_eq!(r["state"], "up", "{r}");
+    }
 }

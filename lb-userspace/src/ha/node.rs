@@ -359,9 +359,7 @@ impl Node {
                 },
                 now,
             );
-        } else if now_ns.saturating_sub(f.last_ns()) < window
-            && now_ns.saturating_sub(f.fwd.created_ns) >= window
-        {
+        } else if refresh_due(f, window, now_ns) {
             self.outbox.push(mirror::upsert_of(f, now_ns), now);
             self.counters.refreshed += 1;
         }
@@ -604,4 +602,11 @@ impl Node {
     pub fn peer(&self) -> SocketAddr {
         self.cfg.peer
     }
+}
+
+/// Whether the sweep's live flow `f` is refreshed to the peer for a window
+/// from `Node::refresh_window`: active within the window and older than it
+/// (so not just sent as a create).
+pub fn refresh_due(f: &Joined, window: u64, now_ns: u64) -> bool {
+    now_ns.saturating_sub(f.last_ns()) < window && now_ns.saturating_sub(f.fwd.created_ns) >= window
 }
