@@ -1,8 +1,9 @@
 //! The established-flow fast path: a packet of a known flow that changes
 //! nothing but counters is rewritten and sent right here, in the entry
-//! function. The full path (`to_vip`, `from_real`) costs three BPF-to-BPF
-//! calls, a second parse and scratch writes; on the machines we measure, a
-//! call and its return cost about as much as a map lookup.
+//! function's one call. The full path (`to_vip`, `from_real`) costs three
+//! BPF-to-BPF calls, the facts and destination written to scratch memory
+//! and a fail-action check; a call and its return alone cost 10–20 ns on
+//! the machine BENCHMARKS.md was measured on (its building blocks).
 //!
 //! A packet qualifies only when the full path would do exactly the same:
 //! an untagged frame, TTL above 1, a TCP flow already established and a

@@ -104,8 +104,9 @@ fn try_lb_xdp(ctx: &XdpContext) -> Verdict {
 }
 
 /// The flow entry keyed by the packet's 5-tuple, if it is plain TCP or UDP
-/// (no IP options, not a fragment). The key stays in `SCRATCH` for to_vip and from_real, which return before
-/// using it for any packet that does not pass these same checks.
+/// (no IP options, not a fragment). The key stays in `SCRATCH` for to_vip
+/// and from_real, which return before using it for any packet that does
+/// not pass these same checks.
 #[inline(always)]
 fn known_flow(ctx: &XdpContext, l3: &L3) -> Option<&'static mut Flow> {
     // SAFETY: bounds checked by the parser.

@@ -43,6 +43,16 @@ struct Start {
     retired: (HashSet<u32>, HashSet<u32>),
 }
 
+/// Whether a sweep's result may release retired ids for reuse. Only the
+/// periodic sweep does, one at a time: a sweep off the loop removes flows
+/// of the ids retired at its start, so no other sweep may hand those ids to
+/// a new VIP meanwhile.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Release {
+    Retired,
+    No,
+}
+
 /// One pass over `map` by `vips`.
 fn sweep_job(
     map: &mut aya::maps::HashMap<aya::maps::MapData, lb_common::FlowKey, lb_common::Flow>,
@@ -105,7 +115,7 @@ impl Agent {
             start.now_ns,
             start.window,
         );
-        self.finish_sweep(start, found);
+        self.finish_sweep(start, found, Release::No);
     }
 
     /// Waits for a sweep started by `start_sweep`, if any (never returns
@@ -127,10 +137,15 @@ impl Agent {
         r: std::result::Result<Result<Found>, JoinError>,
     ) -> std::time::Duration {
         let found = r.unwrap_or_else(|e| Err(anyhow::anyhow!("the sweep's thread: {e}")));
-        self.finish_sweep(s.start, found)
+        self.finish_sweep(s.start, found, Release::Retired)
     }
 
-    fn finish_sweep(&mut self, start: Start, found: Result<Found>) -> std::time::Duration {
+    fn finish_sweep(
+        &mut self,
+        start: Start,
+        found: Result<Found>,
+        release: Release,
+    ) -> std::time::Duration {
         let took = start.at.elapsed();
         self.sweep_took = took;
         let (mut s, mut peer) = match found {
@@ -170,14 +185,16 @@ impl Agent {
                 s.flows, s.expired, s.removed_vip, s.repaired
             );
         }
-        let (vips, reals) = self.ctl.retired_ids();
-        s.vips_in_use.extend(vips.difference(&start.retired.0));
-        s.reals_in_use.extend(reals.difference(&start.retired.1));
-        if let Err(e) = self
-            .ctl
-            .release_unused(&s.vips_in_use, &s.reals_in_use, &mut self.dp.maps)
-        {
-            warn!("releasing retired ids: {e:#}");
+        if release == Release::Retired {
+            let (vips, reals) = self.ctl.retired_ids();
+            s.vips_in_use.extend(vips.difference(&start.retired.0));
+            s.reals_in_use.extend(reals.difference(&start.retired.1));
+            if let Err(e) =
+                self.ctl
+                    .release_unused(&s.vips_in_use, &s.reals_in_use, &mut self.dp.maps)
+            {
+                warn!("releasing retired ids: {e:#}");
+            }
         }
         if let Err(e) = self.dp.maps.add_expired(&s.uncounted) {
             warn!("active flow counts: {e:#}");
