@@ -1594,16 +1594,16 @@ fn fast_path_cases(fx: &mut Fixture) {
     assert!(fwd1.last_ns >= fwd0.last_ns && rev1.last_ns >= rev0.last_ns);
     assert_eq!(fx.flow_state(port), Some(ST_ESTABLISHED));
     let (vip1, real1) = (fx.vip_counters(vip_id), fx.real_counters(real_id));
-    for (c0, c1) in [(vip0, vip1), (real0, real1)] {
+    for (was, now) in [(vip0, vip1), (real0, real1)] {
         assert_eq!(
-            (c1.packets_in, c1.bytes_in),
-            (c0.packets_in + 1, c0.bytes_in + 43)
+            (now.packets_in, now.bytes_in),
+            (was.packets_in + 1, was.bytes_in + 43)
         );
         assert_eq!(
-            (c1.packets_out, c1.bytes_out),
-            (c0.packets_out + 2, c0.bytes_out + 90)
+            (now.packets_out, now.bytes_out),
+            (was.packets_out + 2, was.bytes_out + 90)
         );
-        assert_eq!(c1.new_flows, c0.new_flows);
+        assert_eq!(now.new_flows, was.new_flows);
     }
 
     // Declined: TTL 1 is the kernel's to answer, and counts nothing.
