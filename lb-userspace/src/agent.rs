@@ -23,6 +23,7 @@ use tokio::{
     sync::mpsc,
 };
 
+mod bulk;
 mod sweep;
 
 use crate::{
@@ -269,7 +270,8 @@ impl Agent {
         let mut quit = signal(SignalKind::quit())?;
         let mut keep_datapath = false;
         let mut next_sweep = tokio::time::Instant::now() + SWEEP_MIN;
-        let mut sweeping = None;
+        let mut sweeping: Option<sweep::Sweeping> = None;
+        let mut bulk_reading = None;
         info!(
             "lb running on {:?}; api {}",
             self.cfg.interfaces,
@@ -295,7 +297,12 @@ impl Agent {
                     if let Some(h) = self.ha.as_mut() {
                         h.on_datagram(&d, &mut self.dp.maps);
                     }
+                    self.start_bulk_read(&mut bulk_reading);
                     self.sync_role();
+                }
+                r = finished(bulk_reading.as_mut()) => {
+                    bulk_reading = None;
+                    self.bulk_read(r, &mut bulk_reading);
                 }
                 Some(alive) = next_of(&mut ha_liveness) => {
                     if let Some(h) = self.ha.as_mut() {
@@ -317,7 +324,7 @@ impl Agent {
                 _ = tokio::time::sleep_until(next_sweep), if sweeping.is_none() => {
                     sweeping = Some(self.start_sweep());
                 }
-                r = Agent::sweep_done(&mut sweeping) => {
+                r = finished(sweeping.as_mut().map(|s| &mut s.task)) => {
                     let took = self.finish_swept(sweeping.take().expect("a sweep ran"), r);
                     next_sweep = tokio::time::Instant::now() + SWEEP_MIN.max(took * 10);
                 }
@@ -834,6 +841,17 @@ impl Agent {
             Err(e) => error!("reload refused, running config unchanged: {e:#}"),
         }
         result
+    }
+}
+
+/// The result of a task running off the loop, if there is one (`select!`
+/// polls this forever when there is none).
+async fn finished<T>(
+    task: Option<&mut tokio::task::JoinHandle<T>>,
+) -> std::result::Result<T, tokio::task::JoinError> {
+    match task {
+        Some(t) => t.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -28,7 +28,7 @@ type Found = (Sweep, Vec<(Joined, bool)>);
 
 /// A sweep under way on a blocking thread.
 pub(super) struct Sweeping {
-    task: JoinHandle<Result<Found>>,
+    pub(super) task: JoinHandle<Result<Found>>,
     start: Start,
 }
 
@@ -116,17 +116,6 @@ impl Agent {
             start.window,
         );
         self.finish_sweep(start, found, Release::No);
-    }
-
-    /// Waits for a sweep started by `start_sweep`, if any (never returns
-    /// when none runs, for `select!`).
-    pub(super) async fn sweep_done(
-        sweeping: &mut Option<Sweeping>,
-    ) -> std::result::Result<Result<Found>, JoinError> {
-        match sweeping {
-            Some(s) => (&mut s.task).await,
-            None => std::future::pending().await,
-        }
     }
 
     /// Applies a finished sweep's result on the loop; returns how long the

@@ -104,8 +104,11 @@ pub fn upsert_of(f: &Joined, now_ns: u64) -> FlowEvent {
 }
 
 /// Every flow of the table, as the events of a bulk copy.
-pub fn snapshot(maps: &KernelMaps, now_ns: u64) -> Result<Vec<FlowEvent>> {
-    let table = flowtable::read(&maps.flows)?;
+pub fn snapshot(
+    flows: &aya::maps::HashMap<aya::maps::MapData, FlowKey, Flow>,
+    now_ns: u64,
+) -> Result<Vec<FlowEvent>> {
+    let table = flowtable::read(flows)?;
     Ok(table.flows.iter().map(|f| upsert_of(f, now_ns)).collect())
 }
 

@@ -74,6 +74,8 @@ pub struct Node {
     last_refresh_ns: Option<u64>,
     last_bulk: Option<Value>,
     bulk_requested_at: Option<Instant>,
+    /// The peer asked for a bulk copy (`take_bulk_request`).
+    bulk_wanted: bool,
 }
 
 impl Node {
@@ -157,6 +159,7 @@ impl Node {
             last_refresh_ns: None,
             last_bulk: None,
             bulk_requested_at: None,
+            bulk_wanted: false,
         };
         if !resume {
             // Whatever a crashed run left behind: hold nothing until elected.
@@ -284,7 +287,8 @@ impl Node {
                 self.outbox.ack(up_to_seq, now);
                 self.flush(now);
             }
-            Message::BulkRequest => self.send_bulk(maps, now),
+            // Read off the agent's loop (agent/bulk.rs): see `bulk_wanted`.
+            Message::BulkRequest => self.bulk_wanted = true,
         }
     }
 
@@ -304,19 +308,35 @@ impl Node {
         self.perform(actions);
     }
 
-    /// A copy of the whole table, as the stream's next events. Served in
-    /// any role: when neither node is active yet, each needs the other's
-    /// (maybe empty) copy to count as synced.
-    fn send_bulk(&mut self, maps: &mut KernelMaps, now: Instant) {
-        match mirror::snapshot(maps, now_ns()) {
+    /// Whether the peer asked for a bulk copy since the last call. The
+    /// agent reads the table off its loop (seconds for millions of flows),
+    /// calling `bulk_reading` when it starts and `send_bulk` with what it
+    /// read. Served in any role: when neither node is active yet, each
+    /// needs the other's (maybe empty) copy to count as synced.
+    pub fn take_bulk_request(&mut self) -> bool {
+        std::mem::take(&mut self.bulk_wanted)
+    }
+
+    /// The table is being read for a copy: events from now on follow it.
+    pub fn bulk_reading(&mut self) {
+        self.outbox.begin_bulk();
+    }
+
+    /// A copy of the whole table, as the stream's next events.
+    pub fn send_bulk(&mut self, table: Result<Vec<FlowEvent>>) {
+        let now = Instant::now();
+        match table {
             Ok(table) => {
                 info!("ha: sending a bulk copy of {} flows", table.len());
                 self.outbox.restart_with_bulk(table, now);
                 self.counters.bulk_copies_sent += 1;
-                self.flush(now);
             }
-            Err(e) => warn!("ha: reading the flow table for a bulk copy: {e:#}"),
+            Err(e) => {
+                warn!("ha: reading the flow table for a bulk copy: {e:#}");
+                self.outbox.abandon_bulk(now);
+            }
         }
+        self.flush(now);
     }
 
     /// Records the datapath wrote to `SYNC`. Streamed by the active node to

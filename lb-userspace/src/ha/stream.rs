@@ -39,6 +39,9 @@ pub struct Outbox {
     last_progress: Option<Instant>,
     /// Sizes of the batches in flight, oldest first, for the window.
     in_flight: VecDeque<usize>,
+    /// While a bulk copy is being read (off the agent's loop): the events
+    /// pushed meanwhile, which must follow the copy (see `begin_bulk`).
+    held: Option<Vec<FlowEvent>>,
     pub counters: OutCounters,
 }
 
@@ -69,6 +72,7 @@ impl Outbox {
             rto,
             last_progress: None,
             in_flight: VecDeque::new(),
+            held: None,
             counters: OutCounters::default(),
         }
     }
@@ -96,6 +100,10 @@ impl Outbox {
     /// move on, and the peer, seeing the gap never filled, asks for a bulk
     /// copy.
     pub fn push(&mut self, ev: FlowEvent, now: Instant) {
+        if let Some(held) = self.held.as_mut() {
+            held.push(ev);
+            return;
+        }
         if self.queue.len() >= self.cap {
             self.counters.overflows += 1;
             self.skip_all();
@@ -107,9 +115,19 @@ impl Outbox {
         self.counters.queued += 1;
     }
 
+    /// A bulk copy is being read from the table: events pushed from now on
+    /// are held and follow the copy (`restart_with_bulk`). The read may
+    /// miss a flow created or removed meanwhile, but not the event that
+    /// says so.
+    pub fn begin_bulk(&mut self) {
+        self.held.get_or_insert_with(Vec::new);
+    }
+
     /// Restarts the stream with a bulk copy: what is queued is superseded by
-    /// the copy, which starts with `BulkStart` and ends with `BulkEnd`.
+    /// the copy, which starts with `BulkStart` and ends with `BulkEnd`, and
+    /// is followed by the events held since `begin_bulk`.
     pub fn restart_with_bulk(&mut self, table: Vec<FlowEvent>, now: Instant) {
+        let held = self.held.take().unwrap_or_default();
         self.skip_all();
         let total = table.len() as u64;
         // Past the cap on purpose: a copy is sent whole or not at all.
@@ -118,11 +136,26 @@ impl Outbox {
         self.queue.push_back(FlowEvent::BulkEnd { total });
         self.counters.queued += total + 2;
         self.last_progress = Some(now);
+        for ev in held {
+            self.push(ev, now);
+        }
     }
 
-    /// Drops everything queued (this node stopped being the source).
+    /// The bulk copy begun could not be read: the held events go out as
+    /// they would have.
+    pub fn abandon_bulk(&mut self, now: Instant) {
+        for ev in self.held.take().unwrap_or_default() {
+            self.push(ev, now);
+        }
+    }
+
+    /// Drops everything queued (this node stopped being the source), held
+    /// events included.
     pub fn clear(&mut self) {
         self.skip_all();
+        if let Some(held) = self.held.as_mut() {
+            held.clear();
+        }
     }
 
     fn skip_all(&mut self) {

@@ -113,6 +113,34 @@ fn the_window_bounds_what_is_in_flight() {
 }
 
 #[test]
+fn events_while_a_copy_is_read_follow_the_copy() {
+    let mut p = Pair::new(1000);
+    p.out.restart_with_bulk(vec![ev(1)], p.now);
+    p.round(|_| false);
+    p.out.push(ev(2), p.now);
+    // The table is being read off the loop: a flow that changes meanwhile
+    // may be missing from the copy, so its event must come after it.
+    p.out.begin_bulk();
+    p.out.push(ev(3), p.now);
+    p.round(|_| false);
+    assert_eq!(p.out.next_seq(), 5, "ev(2) numbered, ev(3) held");
+    p.out.restart_with_bulk(vec![ev(4)], p.now);
+    p.out.push(ev(5), p.now);
+    p.round(|_| false);
+    let copy = [FlowEvent::BulkStart, ev(4), FlowEvent::BulkEnd { total: 1 }];
+    let tail = &p.applied[p.applied.len() - 5..];
+    assert_eq!(tail[..3], copy, "{:?}", p.applied);
+    assert_eq!(tail[3..], [ev(3), ev(5)], "held, then new");
+
+    // A read that failed: what was held goes out as it would have.
+    p.out.begin_bulk();
+    p.out.push(ev(6), p.now);
+    p.out.abandon_bulk(p.now);
+    p.round(|_| false);
+    assert_eq!(p.applied.last(), Some(&ev(6)));
+}
+
+#[test]
 fn nothing_is_applied_before_a_bulk_copy_places_the_stream() {
     let mut p = Pair::new(1000);
     p.out.push(ev(1), p.now);
