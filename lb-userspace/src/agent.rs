@@ -6,6 +6,7 @@
 use std::{
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -59,7 +60,10 @@ struct Agent {
     ctl: Control,
     dp: Datapath,
     checker: Checker,
-    resets: Option<ResetSender>,
+    /// Shared with purges running off the loop.
+    resets: Option<Arc<ResetSender>>,
+    /// Where a purge off the loop reports (see `fail_action`).
+    purged: mpsc::UnboundedSender<Result<flowtable::Purge>>,
     passive: HashMap<u32, Passive>,
     last_sweep: Option<flowtable::Sweep>,
     sweep_took: Duration,
@@ -119,7 +123,8 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
         .map_err(|e| {
             warn!("no raw socket for purge resets ({e}); idle clients learn at their next packet")
         })
-        .ok();
+        .ok()
+        .map(Arc::new);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -140,6 +145,7 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
             }
             None => (None, None),
         };
+        let (purged, purges) = mpsc::unbounded_channel();
         let mut agent = Agent {
             path: path.to_path_buf(),
             cfg,
@@ -147,6 +153,7 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
             dp,
             checker: Checker::new(tx),
             resets,
+            purged,
             passive: HashMap::new(),
             last_sweep: None,
             sweep_took: Duration::ZERO,
@@ -154,7 +161,7 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
             ha,
         };
         agent.checker.set_targets(agent.targets());
-        agent.serve(transitions, ha_inputs).await
+        agent.serve(transitions, purges, ha_inputs).await
     })
 }
 
@@ -228,6 +235,7 @@ impl Agent {
     async fn serve(
         mut self,
         mut transitions: mpsc::UnboundedReceiver<Transition>,
+        mut purges: mpsc::UnboundedReceiver<Result<flowtable::Purge>>,
         ha_inputs: Option<ha::node::Inputs>,
     ) -> Result<()> {
         let (tx, mut rx) = mpsc::channel::<Call>(16);
@@ -291,6 +299,7 @@ impl Agent {
                     self.sync_role();
                 }
                 Some(t) = transitions.recv() => self.on_transition(t),
+                Some(p) = purges.recv() => self.purged(p),
                 Some(ev) = events.recv() => self.on_event(ev),
                 Some(reply) = metrics_rx.recv() => { let _ = reply.send(self.snapshot()); }
                 Some(d) = next_of(&mut ha_dgrams) => {
@@ -492,7 +501,22 @@ impl Agent {
         if ids.is_empty() {
             return;
         }
-        match flowtable::purge_reals(&mut self.dp.maps.flows, &ids, self.resets.as_ref()) {
+        // Off the loop: finding a real's flows reads the whole table, which
+        // takes seconds with millions of flows (the datapath has already
+        // stopped forwarding them: this is the proactive resets and the
+        // tidying).
+        let pin_dir = self.cfg.bpf.pin_dir.clone();
+        let (resets, done) = (self.resets.clone(), self.purged.clone());
+        tokio::task::spawn_blocking(move || {
+            let purge = datapath::open_flows(&pin_dir)
+                .and_then(|mut flows| flowtable::purge_reals(&mut flows, &ids, resets.as_deref()));
+            let _ = done.send(purge);
+        });
+    }
+
+    /// A purge started by `fail_action` finished.
+    fn purged(&mut self, purge: Result<flowtable::Purge>) {
+        match purge {
             Ok(p) => {
                 if p.flows > 0 {
                     info!(

@@ -349,9 +349,10 @@ pub fn sweep_observed(
         };
         let idle = now.saturating_sub(f.last_ns());
         if idle > timeout_for(timeouts, f.state()).as_nanos() as u64 {
-            delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0));
-            s.expired += 1;
-            uncount(&mut s.uncounted, &f.fwd);
+            if delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0)) {
+                s.expired += 1;
+                uncount(&mut s.uncounted, &f.fwd);
+            }
             seen(f, true);
             continue;
         }
@@ -417,9 +418,10 @@ pub fn sweep_observed(
 
 /// Removes both halves of a flow whose VIP is gone, as `s` counts it.
 pub fn remove_flow(map: &mut HashMap<MapData, FlowKey, Flow>, f: &Joined, s: &mut Sweep) {
-    delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0));
-    s.removed_vip += 1;
-    uncount(&mut s.uncounted, &f.fwd);
+    if delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0)) {
+        s.removed_vip += 1;
+        uncount(&mut s.uncounted, &f.fwd);
+    }
 }
 
 /// A removed forward entry that still counted as active on its real.
@@ -465,9 +467,10 @@ pub fn purge_reals(
                 Err(e) => log::warn!("reset to {client}: {e}"),
             }
         }
-        delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0));
-        uncount(&mut p.uncounted, &f.fwd);
-        p.flows += 1;
+        if delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0)) {
+            uncount(&mut p.uncounted, &f.fwd);
+            p.flows += 1;
+        }
     }
     for (k, _) in table
         .lone_reverse
@@ -479,12 +482,16 @@ pub fn purge_reals(
     Ok(p)
 }
 
-fn delete(map: &mut HashMap<MapData, FlowKey, Flow>, fwd: &FlowKey, rev: Option<&FlowKey>) {
-    // Either may already be gone (LRU eviction, a concurrent sweep): fine.
-    let _ = map.remove(fwd);
+/// Removes a flow's entries, reverse first (as `clear` does: a client
+/// packet in between still finds its forward entry and creates nothing).
+/// True if this call removed the forward entry: whoever did counts the
+/// flow out, once, when a sweep off the agent's loop, a purge or a clear on
+/// it, the LRU or the datapath race for the same flow.
+fn delete(map: &mut HashMap<MapData, FlowKey, Flow>, fwd: &FlowKey, rev: Option<&FlowKey>) -> bool {
     if let Some(rev) = rev {
         let _ = map.remove(rev);
     }
+    map.remove(fwd).is_ok()
 }
 
 /// A flow as `lb flows --json` prints it (field names are the contract in

@@ -3,7 +3,7 @@
 //! table and JSON forms.
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -11,7 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::{DIR_REVERSE, Flow, FlowKey, PROTO_TCP, ST_ESTABLISHED, v4_mapped};
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use lb_common::{DIR_REVERSE, Flow, FlowKey, PROTO_TCP, ST_CLOSED, ST_ESTABLISHED, v4_mapped};
 use lb_tests::{EchoConn, http_get, rig::Rig, topology::vip, wait_until};
 use lb_userspace::{datapath, flowtable};
 
@@ -361,12 +362,77 @@ fn every_command_answers_in_table_and_json() {
     assert_eq!(j[0]["active_flows"], 0, "the cleared flow no longer counts");
 }
 
-/// A sweep of a big table runs beside the agent's loop, not on it: while it
-/// reads and expires 600k flows (seconds), the API still answers at once,
-/// and so do the health checks that share the loop (a probe whose timeout
-/// ran out while the loop stood still would count against its real).
+/// `n` flows shaped like `model` (its VIP and real ids), from clients
+/// 10.200.0.0 and up, in `state`, last seen at `last_ns`.
+fn fill(
+    flows: &mut BpfHashMap<MapData, FlowKey, Flow>,
+    model: &Flow,
+    n: u32,
+    state: u8,
+    last_ns: u64,
+) {
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let client = [10, 200 + (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        let key = FlowKey {
+            src_addr: v4_mapped(client),
+            dst_addr: v4_mapped(vip(10).octets()),
+            src_port_be: 40000u16.to_be(),
+            dst_port_be: 80u16.to_be(),
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        };
+        let fwd = Flow {
+            state,
+            flags: 0,
+            created_ns: last_ns,
+            last_ns,
+            ..*model
+        };
+        let rev = Flow {
+            nat_addr: key.dst_addr,
+            nat_port_be: key.dst_port_be,
+            dir: DIR_REVERSE,
+            ..fwd
+        };
+        keys.extend([key, flowtable::reverse_key(&key, &fwd)]);
+        values.extend([fwd, rev]);
+    }
+    flowtable::insert_batch(flows, &keys, &values).expect("filling the table");
+}
+
+/// Polls `lb status` every 20 ms until `done()` (at most 60 s): the
+/// slowest answer, and the longest sweep the agent reported meanwhile.
+fn watch(rig: &Rig, mut done: impl FnMut() -> bool) -> (Duration, Duration) {
+    let (start, mut slowest, mut sweep) = (Instant::now(), Duration::ZERO, Duration::ZERO);
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not done in 60 s:\n{}",
+            rig.lb.proc.report()
+        );
+        let t = Instant::now();
+        let out = rig.lb.cli(&["status", "--json"]);
+        slowest = slowest.max(t.elapsed());
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status");
+        let ms = j["last_sweep_ms"].as_f64().unwrap_or(0.0);
+        sweep = sweep.max(Duration::from_secs_f64(ms / 1000.0));
+        // Asked after the status, so the last answer counts the sweep that
+        // finished the work.
+        if done() {
+            return (slowest, sweep);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The agent's table-wide work runs beside its loop, not on it: while a
+/// sweep expires 600k flows, or a purge removes 600k flows of a real set
+/// down (seconds each), the API answers at once, and so do the health
+/// checks that share the loop (a probe whose timeout ran out while the
+/// loop stood still would count against its real).
 #[test]
-fn a_long_sweep_does_not_stop_the_agent() {
+fn a_long_sweep_or_purge_does_not_stop_the_agent() {
     const N: u32 = 600_000;
     let rig = rig_sized(2 * N + 200_000);
     // One flow the datapath made: the model for the rest (its VIP and real
@@ -380,56 +446,20 @@ fn a_long_sweep_does_not_stop_the_agent() {
         .find(|f| u16::from_be(f.fwd_key.dst_port_be) == 80)
         .expect("the request's flow")
         .fwd;
-    // Idle since the clock's start: every one expires at the next sweep.
-    let (mut keys, mut values) = (Vec::new(), Vec::new());
-    for i in 0..N {
-        let client = [10, 200 + (i >> 16) as u8, (i >> 8) as u8, i as u8];
-        let key = FlowKey {
-            src_addr: v4_mapped(client),
-            dst_addr: v4_mapped(vip(10).octets()),
-            src_port_be: 40000u16.to_be(),
-            dst_port_be: 80u16.to_be(),
-            proto: PROTO_TCP,
-            _pad: [0; 3],
-        };
-        let fwd = Flow {
-            state: ST_ESTABLISHED,
-            flags: 0,
-            created_ns: 1,
-            last_ns: 1,
-            ..model
-        };
-        let rev = Flow {
-            nat_addr: key.dst_addr,
-            nat_port_be: key.dst_port_be,
-            dir: DIR_REVERSE,
-            ..fwd
-        };
-        keys.extend([key, flowtable::reverse_key(&key, &fwd)]);
-        values.extend([fwd, rev]);
-    }
-    flowtable::insert_batch(&mut flows, &keys, &values).expect("filling the table");
+    let on_model_real = |flows: &BpfHashMap<MapData, FlowKey, Flow>| {
+        let t = flowtable::read(flows).expect("read");
+        t.flows
+            .iter()
+            .filter(|f| f.fwd.real_id == model.real_id)
+            .count()
+    };
 
-    // Until the sweeps (one, or two if one began during the fill) have
-    // emptied the table: the slowest answer, and the longest sweep.
-    let (start, mut slowest, mut sweep) = (Instant::now(), Duration::ZERO, Duration::ZERO);
-    loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the sweeps did not empty the table:\n{}",
-            rig.lb.proc.report()
-        );
-        let t = Instant::now();
-        let out = rig.lb.cli(&["status", "--json"]);
-        slowest = slowest.max(t.elapsed());
-        let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status");
-        let ms = j["last_sweep_ms"].as_f64().unwrap_or(0.0);
-        sweep = sweep.max(Duration::from_secs_f64(ms / 1000.0));
-        if flowtable::read(&flows).expect("read").flows.len() < 10 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Idle since the clock's start: every one expires at the next sweep
+    // (or two, if one began during the fill).
+    fill(&mut flows, &model, N, ST_ESTABLISHED, 1);
+    let (slowest, sweep) = watch(&rig, || {
+        flowtable::read(&flows).expect("read").flows.len() < 10
+    });
     println!(
         "sweeps of {N} expired flows: the longest {sweep:?}; slowest `lb status` meanwhile: {slowest:?}"
     );
@@ -441,10 +471,47 @@ fn a_long_sweep_does_not_stop_the_agent() {
         slowest < sweep / 3,
         "`lb status` took {slowest:?} while a {sweep:?} sweep ran: the loop waited for it"
     );
-    // The probes kept answering: every real with a probe is still up.
+
+    // Live flows on one real, which an operator then disables (`purge`):
+    // closed ones, so the purge resets nobody.
+    fill(&mut flows, &model, N, ST_CLOSED, datapath::now_ns());
+    let real = Ipv4Addr::from(<[u8; 4]>::try_from(&model.nat_addr[12..]).unwrap());
+    let start = Instant::now();
+    let out = rig.lb.cli(&["real", "disable", "web", &real.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let disable = start.elapsed();
+    let (slowest, _) = watch(&rig, || on_model_real(&flows) == 0);
+    let purge = start.elapsed();
+    println!(
+        "purge of {N} flows: {purge:?}; `lb real disable` took {disable:?}, the slowest `lb status` {slowest:?}"
+    );
+    assert!(
+        purge > Duration::from_millis(300),
+        "the purge took {purge:?}: too short to tell"
+    );
+    assert!(
+        disable.max(slowest) < purge / 3,
+        "`lb real disable` took {disable:?} and `lb status` {slowest:?} while a {purge:?} purge ran"
+    );
+    // N, and the model flow if no sweep has expired it yet.
+    let log = rig.lb.proc.log();
+    let removed: u32 = log
+        .split("purge: removed ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no purge logged:\n{log}"));
+    assert!(removed >= N, "purge removed {removed} flows");
+    // The probes kept answering: the other real is still up.
     let reals: Vec<serde_json::Value> =
         serde_json::from_slice(&rig.lb.cli(&["reals", "--json"]).stdout).unwrap();
-    for r in reals.iter().filter(|r| r["farm"] == "web") {
+    for r in reals
+        .iter()
+        .filter(|r| r["farm"] == "web" && r["address"] != real.to_string())
+    {
         assert_eq!(r["state"], "up", "{r}");
     }
 }
