@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
-    sync::mpsc,
+    sync::{mpsc, oneshot},
 };
 
 mod bulk;
@@ -62,8 +62,8 @@ struct Agent {
     checker: Checker,
     /// Shared with purges running off the loop.
     resets: Option<Arc<ResetSender>>,
-    /// Where a purge off the loop reports (see `fail_action`).
-    purged: mpsc::UnboundedSender<Result<flowtable::Purge>>,
+    /// Where work done off the loop reports (`Done`).
+    done: mpsc::UnboundedSender<Done>,
     passive: HashMap<u32, Passive>,
     last_sweep: Option<flowtable::Sweep>,
     sweep_took: Duration,
@@ -145,7 +145,7 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
             }
             None => (None, None),
         };
-        let (purged, purges) = mpsc::unbounded_channel();
+        let (done, finished_work) = mpsc::unbounded_channel();
         let mut agent = Agent {
             path: path.to_path_buf(),
             cfg,
@@ -153,7 +153,7 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
             dp,
             checker: Checker::new(tx),
             resets,
-            purged,
+            done,
             passive: HashMap::new(),
             last_sweep: None,
             sweep_took: Duration::ZERO,
@@ -161,7 +161,7 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
             ha,
         };
         agent.checker.set_targets(agent.targets());
-        agent.serve(transitions, purges, ha_inputs).await
+        agent.serve(transitions, finished_work, ha_inputs).await
     })
 }
 
@@ -235,7 +235,7 @@ impl Agent {
     async fn serve(
         mut self,
         mut transitions: mpsc::UnboundedReceiver<Transition>,
-        mut purges: mpsc::UnboundedReceiver<Result<flowtable::Purge>>,
+        mut finished_work: mpsc::UnboundedReceiver<Done>,
         ha_inputs: Option<ha::node::Inputs>,
     ) -> Result<()> {
         let (tx, mut rx) = mpsc::channel::<Call>(16);
@@ -294,12 +294,17 @@ impl Agent {
                     break;
                 }
                 _ = hup.recv() => { let _ = self.reload(); }
-                Some((req, reply)) = rx.recv() => {
-                    let _ = reply.send(self.handle(req));
-                    self.sync_role();
-                }
+                Some((req, reply)) = rx.recv() => match req {
+                    Request::FlowsClear { vip, real, client, state } => {
+                        self.clear_flows(flowtable::Filter { vip, real, client, state }, reply);
+                    }
+                    req => {
+                        let _ = reply.send(self.handle(req));
+                        self.sync_role();
+                    }
+                },
                 Some(t) = transitions.recv() => self.on_transition(t),
-                Some(p) = purges.recv() => self.purged(p),
+                Some(d) = finished_work.recv() => self.finished(d),
                 Some(ev) = events.recv() => self.on_event(ev),
                 Some(reply) = metrics_rx.recv() => { let _ = reply.send(self.snapshot()); }
                 Some(d) = next_of(&mut ha_dgrams) => {
@@ -376,29 +381,8 @@ impl Agent {
             Request::Status => Response::ok(self.status()),
             Request::Vips => Response::ok(json!(self.vips())),
             Request::Stats => Response::ok(self.stats()),
-            Request::FlowsClear {
-                vip,
-                real,
-                client,
-                state,
-            } => {
-                let filter = flowtable::Filter {
-                    vip,
-                    real,
-                    client,
-                    state,
-                };
-                match flowtable::clear(&mut self.dp.maps.flows, &filter, datapath::now_ns()) {
-                    Ok(c) => {
-                        if let Err(e) = self.dp.maps.add_expired(&c.uncounted) {
-                            warn!("active flow counts: {e:#}");
-                        }
-                        info!("flows clear: removed {} flows", c.flows);
-                        Response::ok(json!({ "cleared": c.flows }))
-                    }
-                    Err(e) => Response::err(format!("{e:#}")),
-                }
-            }
+            // Served off the loop by `clear_flows`.
+            Request::FlowsClear { .. } => Response::err("flows clear: not served here"),
             Request::Ha { action } => match (self.ha.as_mut(), action.as_str()) {
                 (None, "status") => Response::ok(json!({
                     "role": "standalone",
@@ -506,12 +490,42 @@ impl Agent {
         // stopped forwarding them: this is the proactive resets and the
         // tidying).
         let pin_dir = self.cfg.bpf.pin_dir.clone();
-        let (resets, done) = (self.resets.clone(), self.purged.clone());
+        let (resets, done) = (self.resets.clone(), self.done.clone());
         tokio::task::spawn_blocking(move || {
             let purge = datapath::open_flows(&pin_dir)
                 .and_then(|mut flows| flowtable::purge_reals(&mut flows, &ids, resets.as_deref()));
-            let _ = done.send(purge);
+            let _ = done.send(Done::Purge(purge));
         });
+    }
+
+    /// `lb flows clear`, off the loop: with millions of flows it reads the
+    /// table for seconds. The operator's command waits for it; the loop
+    /// does not.
+    fn clear_flows(&mut self, filter: flowtable::Filter, reply: oneshot::Sender<Response>) {
+        let pin_dir = self.cfg.bpf.pin_dir.clone();
+        let done = self.done.clone();
+        tokio::task::spawn_blocking(move || {
+            let cleared = datapath::open_flows(&pin_dir)
+                .and_then(|mut flows| flowtable::clear(&mut flows, &filter, datapath::now_ns()));
+            let _ = done.send(Done::Clear(cleared, reply));
+        });
+    }
+
+    /// Applies what work done off the loop found.
+    fn finished(&mut self, done: Done) {
+        match done {
+            Done::Purge(p) => self.purged(p),
+            Done::Clear(Ok(c), reply) => {
+                if let Err(e) = self.dp.maps.add_expired(&c.uncounted) {
+                    warn!("active flow counts: {e:#}");
+                }
+                info!("flows clear: removed {} flows", c.flows);
+                let _ = reply.send(Response::ok(json!({ "cleared": c.flows })));
+            }
+            Done::Clear(Err(e), reply) => {
+                let _ = reply.send(Response::err(format!("{e:#}")));
+            }
+        }
     }
 
     /// A purge started by `fail_action` finished.
@@ -866,6 +880,14 @@ impl Agent {
         }
         result
     }
+}
+
+/// Work done off the agent's loop, for the loop to apply.
+enum Done {
+    /// A purge started by `fail_action`.
+    Purge(Result<flowtable::Purge>),
+    /// `lb flows clear`, and where its answer goes.
+    Clear(Result<flowtable::Cleared>, oneshot::Sender<Response>),
 }
 
 /// The result of a task running off the loop, if there is one (`select!`

@@ -427,12 +427,13 @@ fn watch(rig: &Rig, mut done: impl FnMut() -> bool) -> (Duration, Duration) {
 }
 
 /// The agent's table-wide work runs beside its loop, not on it: while a
-/// sweep expires 600k flows, or a purge removes 600k flows of a real set
-/// down (seconds each), the API answers at once, and so do the health
-/// checks that share the loop (a probe whose timeout ran out while the
-/// loop stood still would count against its real).
+/// sweep expires 600k flows, a purge removes 600k flows of a real set down,
+/// or `lb flows clear` removes 600k flows (seconds each), the API answers
+/// at once, and so do the health checks that share the loop (a probe whose
+/// timeout ran out while the loop stood still would count against its
+/// real).
 #[test]
-fn a_long_sweep_or_purge_does_not_stop_the_agent() {
+fn table_wide_work_does_not_stop_the_agent() {
     const N: u32 = 600_000;
     let rig = rig_sized(2 * N + 200_000);
     // One flow the datapath made: the model for the rest (its VIP and real
@@ -505,6 +506,38 @@ fn a_long_sweep_or_purge_does_not_stop_the_agent() {
         .and_then(|rest| rest.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no purge logged:\n{log}"));
     assert!(removed >= N, "purge removed {removed} flows");
+    // `lb flows clear` waits for its answer; the loop does not.
+    fill(&mut flows, &model, N, ST_ESTABLISHED, datapath::now_ns());
+    let (start, lb) = (Instant::now(), &rig.lb);
+    let (slowest, clear) = std::thread::scope(|s| {
+        let clear = s.spawn(|| {
+            let out = lb.cli(&["flows", "clear", "--vip", "www"]);
+            (out, start.elapsed())
+        });
+        let (slowest, _) = watch(&rig, || clear.is_finished());
+        (slowest, clear.join().expect("the clear"))
+    });
+    let (out, took) = clear;
+    let said = String::from_utf8_lossy(&out.stdout);
+    println!(
+        "`lb flows clear` of {N} flows: {took:?} ({}); the slowest `lb status` meanwhile {slowest:?}",
+        said.trim()
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains(&format!("cleared {N} flows")), "{said}");
+    assert!(
+        took > Duration::from_millis(300),
+        "the clear took {took:?}: too short to tell"
+    );
+    assert!(
+        slowest < took / 3,
+        "`lb status` took {slowest:?} while a {took:?} clear ran"
+    );
+
     // The probes kept answering: the other real is still up.
     let reals: Vec<serde_json::Value> =
         serde_json::from_slice(&rig.lb.cli(&["reals", "--json"]).stdout).unwrap();
