@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod data;
+pub mod filled;
 pub mod fixture_net;
 pub mod ha_pair;
 pub mod ha_topology;

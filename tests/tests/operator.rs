@@ -12,7 +12,7 @@ use std::{
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use lb_common::{DIR_REVERSE, Flow, FlowKey, PROTO_TCP, ST_CLOSED, ST_ESTABLISHED, v4_mapped};
+use lb_common::{Flow, FlowKey, PROTO_TCP, ST_CLOSED, ST_ESTABLISHED, v4_mapped};
 use lb_tests::{EchoConn, http_get, rig::Rig, topology::vip, wait_until};
 use lb_userspace::{datapath, flowtable};
 
@@ -382,21 +382,10 @@ fn fill(
             proto: PROTO_TCP,
             _pad: [0; 3],
         };
-        let fwd = Flow {
-            state,
-            flags: 0,
-            created_ns: last_ns,
-            last_ns,
-            ..*model
-        };
-        let rev = Flow {
-            nat_addr: key.dst_addr,
-            nat_port_be: key.dst_port_be,
-            dir: DIR_REVERSE,
-            ..fwd
-        };
-        keys.extend([key, flowtable::reverse_key(&key, &fwd)]);
-        values.extend([fwd, rev]);
+        for (k, v) in lb_tests::filled::entries(model, key, state, last_ns) {
+            keys.push(k);
+            values.push(v);
+        }
     }
     flowtable::insert_batch(flows, &keys, &values).expect("filling the table");
 }

@@ -39,7 +39,7 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
     programs::ProgramInfo,
 };
-use lb_common::{DIR_FORWARD, DIR_REVERSE, Flow, FlowKey, ST_ESTABLISHED, reason};
+use lb_common::{Flow, FlowKey, ST_ESTABLISHED, reason};
 use lb_tests::{
     ha_pair::{HaPair, VIP, flow_set, ha, role, tcp_gap_probe, vip},
     ha_topology::HaTopology,
@@ -47,8 +47,7 @@ use lb_tests::{
     wait_until,
 };
 use lb_userspace::{
-    datapath,
-    flowtable::{self, reverse_key},
+    datapath, flowtable,
     ha::{mirror::forward_key, wire::FlowTuple},
 };
 
@@ -534,30 +533,14 @@ fn bulk(p: &mut HaPair, a: usize, model: &Flow, n: u64, base: u64) {
     unfill(p.lbs[a].pin_dir(), model, n, base);
 }
 
-/// The forward and reverse entries of filled flow `i`, copied from a flow
-/// the datapath made (`model`): same VIP, real and ids, established, not in
-/// the active count.
+/// The entries of filled flow `i`: established, shaped like `model`.
 fn filled(model: &Flow, i: u64) -> [(FlowKey, Flow); 2] {
-    let key = forward_key(&tuple(i));
-    let now = datapath::now_ns();
-    let fwd = Flow {
-        state: ST_ESTABLISHED,
-        flags: 0,
-        created_ns: now,
-        last_ns: now,
-        packets: 10,
-        bytes: 1500,
-        seq_next: 1,
-        dir: DIR_FORWARD,
-        ..*model
-    };
-    let rev = Flow {
-        nat_addr: key.dst_addr,
-        nat_port_be: key.dst_port_be,
-        dir: DIR_REVERSE,
-        ..fwd
-    };
-    [(key, fwd), (reverse_key(&key, &fwd), rev)]
+    lb_tests::filled::entries(
+        model,
+        forward_key(&tuple(i)),
+        ST_ESTABLISHED,
+        datapath::now_ns(),
+    )
 }
 
 fn fill(pins: &Path, model: &Flow, n: u64, base: u64) {
