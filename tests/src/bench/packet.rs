@@ -18,6 +18,7 @@ use lb_userspace::{
 
 use super::{
     frame::{ACK, PSH, SYN, Tcp},
+    katran::{self, Katran},
     record::{Deadline, emit, progress},
     testrun::{
         Batches, CLIENT, CLIENT_MAC, LB_C_MAC, LB_S_MAC, REALS, XDP_PASS, XDP_REDIRECT, XDP_TX,
@@ -37,6 +38,8 @@ const ALGORITHMS: [(&str, &str, u8); 5] = [
     ("maglev", "mg", 14),
 ];
 const PURGE_VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+/// Katran's VIP (its own program and maps: tests/src/bench/katran.rs).
+const KATRAN_VIP: (Ipv4Addr, u16) = (Ipv4Addr::new(198, 51, 100, 30), 80);
 const PURGE_PORT: u16 = 7;
 
 /// The client end of the one established flow the section times.
@@ -392,6 +395,9 @@ impl Bench {
             &b,
         );
 
+        self.katran_cases()
+            .unwrap_or_else(|e| panic!("Katran's program: {e:#}"));
+
         // First SYN of a flow: distinct clients, so each SYN makes a flow.
         let syns = self.sizes.syn;
         for (k, (alg, _, octet)) in ALGORITHMS.into_iter().enumerate() {
@@ -455,5 +461,69 @@ impl Bench {
         });
         assert_eq!(self.counter(reason::PURGED) - purged_before, purges);
         self.emit_case("purged flow, RST", verdict_name(want.0, want.1), None, &b);
+    }
+
+    /// Katran's `balancer_ingress` on the same kind of packets: an
+    /// established flow's client segment (an LRU hit) and first SYNs (the
+    /// ring's pick and an LRU insert), each answered by encapsulating it
+    /// towards the real (IPIP) with XDP_TX, which is what Katran does with
+    /// every packet of a VIP.
+    fn katran_cases(&mut self) -> anyhow::Result<()> {
+        let real = REALS[0];
+        let gw = real_mac(real);
+        let katran = Katran::load(KATRAN_VIP, real, gw, self.sizes.table())?;
+        emit(SECTION, "setup", "katran_build", katran::build_command());
+        let prog = katran.prog();
+        let (c0, n) = (self.c0, self.sizes.single);
+
+        // The flow's first ACK misses the LRU, is placed by the ring and
+        // inserted; every timed packet after it must hit.
+        let est = from_client(EST_CLIENT, KATRAN_VIP, ACK, 101, 9001).build();
+        let (action, _, out) = run_once(prog, &est, c0);
+        anyhow::ensure!(
+            action == XDP_TX,
+            "the flow's first packet: verdict {action}"
+        );
+        katran::check_encap(&out, real, gw)?;
+        let misses = katran.counter(katran::LRU_MISS_CNTR);
+        let tx = katran.counter(katran::XDP_TX_CNTR)[0];
+        let b = self.single(Some(prog), n, c0, (XDP_TX, 0), |_| est.clone());
+        anyhow::ensure!(
+            katran.counter(katran::LRU_MISS_CNTR) == misses,
+            "an established packet missed Katran's LRU"
+        );
+        anyhow::ensure!(
+            katran.counter(katran::XDP_TX_CNTR)[0] - tx == n,
+            "Katran's own TX counter moved by the packets timed"
+        );
+        self.emit_case(
+            "Katran, established (LRU hit, IPIP encap)",
+            "XDP_TX".into(),
+            None,
+            &b,
+        );
+
+        // First SYNs from distinct clients: each one a miss and an insert.
+        let syns = self.sizes.syn;
+        let flows = katran.flows();
+        let new_before = katran.counter(katran::LRU_MISS_CNTR)[0];
+        let b = self.single(Some(prog), syns, c0, (XDP_TX, 0), |i| {
+            from_client(client(i), KATRAN_VIP, SYN, 1, 0).build()
+        });
+        anyhow::ensure!(
+            katran.counter(katran::LRU_MISS_CNTR)[0] - new_before == syns,
+            "every SYN counted by Katran as a new flow"
+        );
+        anyhow::ensure!(
+            katran.flows() - flows == syns,
+            "every SYN inserted its flow in Katran's LRU"
+        );
+        self.emit_case(
+            "Katran, first SYN (ring pick, LRU insert)",
+            "XDP_TX".into(),
+            None,
+            &b,
+        );
+        Ok(())
     }
 }

@@ -15,6 +15,8 @@ mod e2e;
 mod failover;
 #[path = "../bench/frame.rs"]
 mod frame;
+#[path = "../bench/katran.rs"]
+mod katran;
 #[path = "../bench/packet.rs"]
 mod packet;
 #[path = "../bench/record.rs"]

@@ -9,6 +9,9 @@ use super::{Results, machine::Machine};
 /// katran issue #235): 101–119 ns per packet.
 const KATRAN_NS: f64 = 101.0;
 
+/// The Katran commit vendored in third_party/katran (its README.md).
+const KATRAN_COMMIT: &str = "19f08fe";
+
 /// The e2e systems compared, in table order: (key in the results, label).
 pub const SYSTEMS: [(&str, &str); 4] = [
     ("plain", "plain routing (no balancer)"),
@@ -123,6 +126,25 @@ fn packet(w: &mut String, r: &Results) {
          of packets.",
     );
     wl(w, "");
+    wl(
+        w,
+        &format!(
+            "Beside them, in the same run: **Katran's own program** (`balancer_ingress`), built \
+             from its unmodified sources (third_party/katran, commit {KATRAN_COMMIT}) with the \
+             flags of its Makefile-bpf (`{}`), loaded with aya, and given one TCP VIP with one \
+             IPv4 real the way its control plane does (`vip_map`, the VIP's ring in `ch_rings`, \
+             `reals`, the router's MAC in `ctl_array`, a per-CPU LRU in `lru_mapping` as large \
+             as lb's flow table). Katran sends every packet of a VIP to its real encapsulated \
+             in IPv4-in-IPv4 with XDP_TX (direct server return: the replies bypass it). Its rows \
+             check every verdict, one output frame's encapsulation, Katran's own counters (no \
+             timed established packet missed its LRU; every SYN counted as a new flow) and that \
+             every SYN inserted its flow. The flood guard `MAX_CONN_RATE` is raised at build \
+             time: the bench's calls create flows faster than its default 125,000 per second, \
+             above which Katran skips the LRU insert of a new flow.",
+            setup("katran_build")
+        ),
+    );
+    wl(w, "");
     wl(w, "How it is timed, always by the kernel's clock:");
     wl(
         w,
@@ -193,6 +215,7 @@ fn packet(w: &mut String, r: &Results) {
             met(fwd <= 3.0 * floor_rep)
         ),
     );
+    let katran = net("Katran, established (LRU hit, IPIP encap)");
     wl(
         w,
         &format!(
@@ -202,6 +225,23 @@ fn packet(w: &mut String, r: &Results) {
              {floor_rep:.0} ns for the floor alone.",
             fwd / KATRAN_NS,
             met(fwd < KATRAN_NS)
+        ),
+    );
+    wl(
+        w,
+        &format!(
+            "- The same comparison on one machine: Katran's program on its established path \
+             costs {katran:.0} ns net here, so lb's forward is {:.2}× Katran's ({}) and its \
+             reverse {:.2}× (Katran has no reverse path: with direct server return the replies \
+             never reach it). Katran's own program takes {:.1}× its published figure on this VM.",
+            fwd / katran,
+            if fwd <= katran {
+                "at or below Katran's"
+            } else {
+                "above Katran's"
+            },
+            net("established, reverse") / katran,
+            katran / KATRAN_NS,
         ),
     );
     let fib = net("floor + FIB lookup") - floor_rep;
@@ -231,9 +271,13 @@ fn packet(w: &mut String, r: &Results) {
              counters. The FIB is not asked per packet: each flow direction caches its answer \
              (`lb_common::Hop`, refreshed when the agent sees a route, neighbour, address or \
              link change, after a second, or for a packet above the route's MTU). A first SYN \
-             pays the FIB, the VIP lookup, the real's pick and two LRU inserts.",
+             pays the FIB, the VIP lookup, the real's pick and two LRU inserts (the flow and its \
+             reverse, for the replies); Katran's first SYN, {:.0} ns net here, pays the VIP \
+             lookup, the ring's pick and one LRU insert, and sends to the one router MAC it is \
+             configured with, asking no FIB.",
             least / floor_rep,
             fwd - least - call,
+            net("Katran, first SYN (ring pick, LRU insert)"),
         ),
     );
     wl(w, "");
