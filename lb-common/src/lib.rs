@@ -185,7 +185,7 @@ pub struct Flow {
     pub vip_id: u32,
     pub flags: u32,
     /// CLOCK_MONOTONIC at creation and at the last packet, as the datapath
-    /// reads it (`bpf_ktime_get_coarse_ns`: the last timer tick).
+    /// reads it (`clock::now` in lb-ebpf: the last timer tick).
     pub created_ns: u64,
     pub last_ns: u64,
     pub packets: u64,
@@ -220,7 +220,7 @@ pub struct Hop {
     pub mtu: u16,
     pub _pad: u16,
     pub generation: u32,
-    /// The datapath clock (`flow::now`) `>> HOP_AGE_SHIFT` at the lookup (wraps).
+    /// The datapath clock (`clock::now`) `>> HOP_AGE_SHIFT` at the lookup (wraps).
     pub at: u32,
 }
 const _: () = assert!(size_of::<Hop>() == 32);
@@ -230,6 +230,34 @@ pub const HOP_AGE_SHIFT: u32 = 20;
 /// A cached hop older than this many `Hop::at` units (about 1.05 s) is looked
 /// up again, agent or not.
 pub const HOP_MAX_AGE: u32 = 1000;
+
+/// `CLOCK[0]`: how the datapath reads CLOCK_MONOTONIC cheaply. The kernel
+/// advances jiffies by one every `tick_ns` of CLOCK_MONOTONIC, so the time
+/// of the last tick is `jiffies * tick_ns + offset_ns` (wrapping). The
+/// verifier inlines `bpf_jiffies64` into one load, where
+/// `bpf_ktime_get_coarse_ns` is a helper call (about 18 ns on the bench VM);
+/// both give the time at the last tick. The agent measures both fields at
+/// load (`lb_clock`, [`ClockSample`]); `tick_ns` 0 means not measured, and
+/// the datapath then calls `bpf_ktime_get_coarse_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Clock {
+    pub tick_ns: u64,
+    pub offset_ns: u64,
+}
+const _: () = assert!(size_of::<Clock>() == 16);
+
+/// What the `lb_clock` program records in `CLOCK_SAMPLE[0]` when the agent
+/// runs it: the coarse clock, jiffies, and the coarse clock again (a tick
+/// between the reads shows as the two differing; the agent drops that one).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ClockSample {
+    pub coarse_before_ns: u64,
+    pub jiffies: u64,
+    pub coarse_after_ns: u64,
+}
+const _: () = assert!(size_of::<ClockSample>() == 24);
 
 /// Per-VIP and per-real counters (per-CPU arrays, summed by the agent).
 #[repr(C)]
@@ -421,4 +449,6 @@ mod pod {
     unsafe impl aya::Pod for SyncEvent {}
     unsafe impl aya::Pod for StickyKey {}
     unsafe impl aya::Pod for Sticky {}
+    unsafe impl aya::Pod for Clock {}
+    unsafe impl aya::Pod for ClockSample {}
 }

@@ -20,7 +20,7 @@ use lb_common::{
 use network_types::eth::EthHdr;
 
 use crate::{
-    flow, fwd,
+    clock, fwd,
     maps::REALS,
     nat,
     parse::{self, L3},
@@ -67,7 +67,7 @@ pub fn established(ctx: &XdpContext, f: &mut Flow) -> Option<(u32, u32)> {
     } else {
         ip.dst_addr
     };
-    let now = flow::now();
+    let now = clock::now();
     let (generation, at) = (fwd::generation(), fwd::age_stamp(now));
     if !fwd::usable(&f.hop, dst, ip.tot_len, generation, at) {
         return None;

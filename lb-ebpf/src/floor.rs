@@ -10,12 +10,14 @@
 //! packet cannot do without (a `FLOWS` hit, the clock, the devmap redirect,
 //! one BPF-to-BPF call), so the bench can say what the least such a packet
 //! costs on the machine at hand. The agent never loads any of these.
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext,
+};
 use lb_common::PROTO_TCP;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
 
 use crate::{
-    flow, fwd,
+    clock, flow, fwd,
     maps::{FLOWS, HOP_GEN, SCRATCH, TX_PORTS},
     parse::ptr_at,
 };
@@ -71,10 +73,21 @@ pub fn lb_floor_flow(ctx: XdpContext) -> u32 {
     }
 }
 
-/// The floor plus the datapath's clock (`flow::now`).
+/// The floor plus the datapath's clock (`clock::now`).
 #[xdp]
 pub fn lb_floor_clock(ctx: XdpContext) -> u32 {
-    if try_lb_floor(&ctx).is_err() || flow::now() == 0 {
+    if try_lb_floor(&ctx).is_err() || clock::now() == 0 {
+        return xdp_action::XDP_PASS;
+    }
+    xdp_action::XDP_TX
+}
+
+/// The floor plus the helper the datapath's clock replaces (and falls back
+/// to), `bpf_ktime_get_coarse_ns`: the same time at the same resolution.
+#[xdp]
+pub fn lb_floor_ktime(ctx: XdpContext) -> u32 {
+    // SAFETY: a helper without arguments.
+    if try_lb_floor(&ctx).is_err() || unsafe { bpf_ktime_get_coarse_ns() } == 0 {
         return xdp_action::XDP_PASS;
     }
     xdp_action::XDP_TX

@@ -1,5 +1,4 @@
 //! Flow entries: creation of both directions, per-packet state updates.
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use lb_common::{
@@ -11,16 +10,6 @@ use crate::{
     maps::{ACTIVE, FLOWS},
     parse::{Facts, TcpFlags},
 };
-
-/// The datapath's clock: CLOCK_MONOTONIC at the last timer tick (a few ms
-/// behind at most), the clock of every timestamp the program writes. Idle
-/// timeouts, stickiness and the next-hop age are seconds long; the coarse
-/// clock costs half of `bpf_ktime_get_ns`'s ~35 ns, once per packet.
-#[inline(always)]
-pub fn now() -> u64 {
-    // SAFETY: a helper without arguments.
-    unsafe { bpf_ktime_get_coarse_ns() }
-}
 
 /// A 16-byte address from an IPv4 one (see `lb_common::v4_mapped`).
 #[inline(always)]

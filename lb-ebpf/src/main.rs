@@ -13,6 +13,7 @@
 // 512-byte BPF stack.
 #![expect(clippy::needless_borrows_for_generic_args, reason = "see above")]
 
+mod clock;
 mod csum;
 mod fail;
 mod fast;
@@ -160,7 +161,7 @@ fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
     let s = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(reason::PASS_NOT_OURS)? };
     s.facts = l4.facts();
     let flags = s.facts.flags;
-    let now = flow::now();
+    let now = clock::now();
     let fresh_syn = flags.syn && !flags.ack;
     // Where the packet goes: an existing flow's real, unless its fail action
     // just removed the flow, or a new flow's.
@@ -288,7 +289,7 @@ fn from_real(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdic
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
     if ip.proto == PROTO_ICMP && ip.vihl & 0x0f == 5 && !is_fragment(ip) {
-        return Err(passive::icmp_from_real(ctx, l3, flow::now()));
+        return Err(passive::icmp_from_real(ctx, l3, clock::now()));
     }
     // Replies we translate are plain TCP/UDP; anything else is not ours.
     if ip.vihl & 0x0f != 5 || is_fragment(ip) || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP) {
@@ -304,7 +305,7 @@ fn from_real(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdic
     }
     let p = l4.facts();
     let flags = p.flags;
-    let now = flow::now();
+    let now = clock::now();
     // The real's first answer to a SYN tells passive health how it went.
     if l4.proto == PROTO_TCP && f.state == ST_SYN && f.packets == 0 {
         if flags.rst {

@@ -7,9 +7,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use lb_common::{
-    Counters, EVENTS_BYTES, FLOW_TABLE_DEFAULT, Farm, Flow, FlowKey, MAGLEV_SLOTS, MAX_FARMS,
-    MAX_IFACES, MAX_REALS, MAX_VIPS, Real, SCHED_SLOTS, STICKY_ENTRIES, SYNC_BYTES, Sticky,
-    StickyKey, VipInfo, VipKey, reason,
+    Clock, ClockSample, Counters, EVENTS_BYTES, FLOW_TABLE_DEFAULT, Farm, Flow, FlowKey,
+    MAGLEV_SLOTS, MAX_FARMS, MAX_IFACES, MAX_REALS, MAX_VIPS, Real, SCHED_SLOTS, STICKY_ENTRIES,
+    SYNC_BYTES, Sticky, StickyKey, VipInfo, VipKey, reason,
 };
 
 /// Virtual servers by (address, port, protocol).
@@ -113,6 +113,16 @@ pub static STANDBY: Array<u32> = Array::pinned(1, 0);
 /// cached next hop (`lb_common::Hop`).
 #[map]
 pub static HOP_GEN: Array<u32> = Array::pinned(1, 0);
+
+/// `[0]`: how the datapath's clock turns jiffies into CLOCK_MONOTONIC
+/// (`lb_common::Clock`), measured and written by the agent at load.
+#[map]
+pub static CLOCK: Array<Clock> = Array::pinned(1, 0);
+
+/// `[0]`: the `lb_clock` program's reading of both clocks, for the agent's
+/// measurement (never read by `lb_xdp`).
+#[map]
+pub static CLOCK_SAMPLE: Array<ClockSample> = Array::with_max_entries(1, 0);
 
 /// Per-CPU scratch space for the new-flow path: a key and a value built
 /// here instead of on the BPF stack, which is 512 bytes for the whole

@@ -19,7 +19,7 @@ use aya::{
 use lb_common::{Counters, Farm, Flow, FlowKey, Real, SCHED_SLOTS, VipInfo, VipKey};
 use log::{info, warn};
 
-use crate::{config::XdpMode, control::MapWriter};
+use crate::{clock::DatapathClock, config::XdpMode, control::MapWriter};
 
 /// The compiled XDP object, built by build.rs from lb-ebpf.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
@@ -28,7 +28,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const PROGRAM: &str = "lb_xdp";
 
 /// Every map the program pins, by name (see lb-ebpf/src/maps.rs).
-pub const MAP_NAMES: [&str; 20] = [
+pub const MAP_NAMES: [&str; 21] = [
     "VIPS",
     "VIP_ADDRS",
     "REALS",
@@ -49,6 +49,7 @@ pub const MAP_NAMES: [&str; 20] = [
     "SYNC_ON",
     "STANDBY",
     "HOP_GEN",
+    "CLOCK",
 ];
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -64,6 +65,7 @@ pub struct Datapath {
     events: Option<RingBuf<MapData>>,
     sync: Option<RingBuf<MapData>>,
     hop_gen: Option<Array<MapData, u32>>,
+    clock: DatapathClock,
 }
 
 /// Handles to the maps the control plane writes and the sweep reads.
@@ -156,6 +158,7 @@ impl Datapath {
         let events = Some(take(&mut ebpf, "EVENTS")?);
         let sync = Some(take(&mut ebpf, "SYNC")?);
         let hop_gen = Some(take(&mut ebpf, "HOP_GEN")?);
+        let clock = DatapathClock::start(&mut ebpf)?;
         Ok(Self {
             ebpf,
             links: Vec::new(),
@@ -166,7 +169,20 @@ impl Datapath {
             events,
             sync,
             hop_gen,
+            clock,
         })
+    }
+
+    /// What the datapath's clock is set to (`tick_ns` 0: the helper).
+    pub fn clock(&self) -> lb_common::Clock {
+        self.clock.current()
+    }
+
+    /// Checks the datapath's clock (the agent does at every sweep).
+    pub fn keep_clock(&mut self) {
+        if let Err(e) = self.clock.keep(&self.ebpf) {
+            warn!("datapath clock: {e:#}");
+        }
     }
 
     /// The next-hop generation, for the route watcher (once).

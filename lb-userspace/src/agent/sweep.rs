@@ -90,6 +90,8 @@ impl Agent {
 
     /// Starts a sweep on a blocking thread.
     pub(super) fn start_sweep(&mut self) -> Sweeping {
+        // The sweep judges idle time by the datapath's clock.
+        self.dp.keep_clock();
         let start = self.start();
         let vips = flowtable::vip_timeouts(&self.ctl);
         let pin_dir = self.cfg.bpf.pin_dir.clone();

@@ -47,9 +47,10 @@ const EST_CLIENT: (Ipv4Addr, u16) = (CLIENT, 40000);
 
 /// The floor's building blocks (lb-ebpf/src/floor.rs): row, program, and
 /// the verdict that shows it did its part.
-const BLOCKS: [(&str, &str, u32); 4] = [
+const BLOCKS: [(&str, &str, u32); 5] = [
     ("floor + FLOWS lookup (hit)", "lb_floor_flow", XDP_TX),
     ("floor + clock", "lb_floor_clock", XDP_TX),
+    ("floor + bpf_ktime_get_coarse_ns", "lb_floor_ktime", XDP_TX),
     ("floor + devmap redirect", "lb_floor_redirect", XDP_REDIRECT),
     ("floor + BPF-to-BPF call", "lb_floor_call", XDP_TX),
 ];
@@ -313,6 +314,8 @@ impl Bench {
         emit(SECTION, "setup", "repeat", s.repeat);
         emit(SECTION, "setup", "repeat_calls", s.repeat_calls);
         emit(SECTION, "setup", "table_entries", s.table());
+        let clock = self.dp.clock();
+        emit(SECTION, "setup", "clock_tick_ns", clock.tick_ns);
         let (c0, s0) = (self.c0, self.s0);
         let n = s.single;
 

@@ -23,7 +23,7 @@ use aya::{
 };
 use lb_common::{Flow, FlowKey};
 use lb_tests::Netns;
-use lb_userspace::datapath;
+use lb_userspace::{clock::DatapathClock, datapath};
 
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
@@ -67,11 +67,12 @@ pub fn pin_to_cpu0() {
 }
 
 /// The floor programs of lb-ebpf/src/floor.rs.
-pub const FLOORS: [&str; 6] = [
+pub const FLOORS: [&str; 7] = [
     "lb_floor",
     "lb_floor_fib",
     "lb_floor_flow",
     "lb_floor_clock",
+    "lb_floor_ktime",
     "lb_floor_redirect",
     "lb_floor_call",
 ];
@@ -111,6 +112,9 @@ pub fn load_floor(pin_dir: &Path) -> Result<Ebpf> {
         prog.load()
             .with_context(|| format!("the verifier refused {name}"))?;
     }
+    // The floor's clock block reads the datapath's clock, set up as the
+    // agent's load does (the object's own CLOCK).
+    DatapathClock::start(&mut ebpf)?;
     Ok(ebpf)
 }
 

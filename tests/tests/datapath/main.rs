@@ -912,6 +912,7 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
     ha_cases(fx);
     hop_cases(fx);
     fast_path_cases(fx);
+    clock_cases(fx);
 
     // --- Reload: removing a VIP stops its traffic. ---
     let mut no_dns = cfg.clone();
@@ -1478,6 +1479,45 @@ fn hop_cases(fx: &mut Fixture) {
 /// fast.rs), which must leave exactly what the full path would: the same
 /// bytes, counters, sequence tracking; and every packet it declines (TTL 1,
 /// a FIN) must still meet the full path's rules.
+/// The datapath's clock (lb-ebpf/src/clock.rs): jiffies scaled by what
+/// `Datapath::load` measured, read into every flow timestamp; it must agree
+/// with CLOCK_MONOTONIC, the agent's clock, to a few ticks.
+fn clock_cases(fx: &mut Fixture) {
+    let clock = fx.dp().clock();
+    assert!(
+        [1_000_000, 3_333_333, 4_000_000, 10_000_000].contains(&clock.tick_ns),
+        "the load measured the kernel's tick: {clock:?}"
+    );
+    let port = 40800;
+    let before = datapath::now_ns();
+    let syn = from_client(Pkt::tcp((CLIENT, port), (VIP, 80), SYN, 1, b""));
+    fx.case(
+        "clock: a new flow",
+        fx.c0,
+        &syn.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        None,
+    );
+    let after = datapath::now_ns();
+    let t = flowtable::read(&fx.dp().maps.flows).expect("read flows");
+    let f = t
+        .flows
+        .iter()
+        .find(|f| u16::from_be(f.fwd_key.src_port_be) == port)
+        .expect("the flow");
+    // The datapath's time is that of the last tick: up to a tick (and the
+    // tick the coarse clock may lead jiffies by) before the call.
+    let (created, slack) = (f.fwd.created_ns, 3 * clock.tick_ns);
+    assert!(
+        created + slack >= before && created <= after,
+        "created at {created}, called between {before} and {after} (tick {} ns)",
+        clock.tick_ns
+    );
+    fx.cases
+        .push("clock: a flow's timestamp is CLOCK_MONOTONIC to three ticks".into());
+}
+
 fn fast_path_cases(fx: &mut Fixture) {
     let (c0, s0) = (fx.c0, fx.s0);
     let port = 40700;
