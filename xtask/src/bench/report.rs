@@ -258,8 +258,9 @@ fn packet(w: &mut String, r: &Results) {
     let tick = r.num(S, "setup", "clock_tick_ns").unwrap_or(0.0);
     let clock_how = if tick > 0.0 {
         format!(
-            "jiffies times the tick the agent measured at load ({tick:.0} ns, HZ {:.0}): one \
+            "jiffies times the {} ns tick, HZ {:.0}, that the agent measured at load: one \
              inlined load",
+            int(tick),
             1e9 / tick
         )
     } else {
