@@ -9,7 +9,9 @@
 //! The `lb_floor_*` building blocks add one thing each that an established
 //! packet cannot do without (a `FLOWS` hit, the clock, the devmap redirect,
 //! one BPF-to-BPF call), so the bench can say what the least such a packet
-//! costs on the machine at hand. The agent never loads any of these.
+//! costs on the machine at hand; `lb_floor_ktime` adds the clock helper the
+//! datapath's clock replaces, for comparison. The agent never loads any of
+//! these.
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext,
 };

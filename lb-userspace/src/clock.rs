@@ -3,15 +3,18 @@
 //! start, so the program can read the time as `jiffies * tick_ns + offset_ns`
 //! with one inlined load instead of a helper call.
 //!
-//! The kernel keeps that relation exactly: it adds to jiffies only in whole
-//! ticks of CLOCK_MONOTONIC (`tick_do_update_jiffies64`), so the time of the
-//! last tick is `jiffies * TICK_NSEC` plus a constant fixed at boot. The
-//! coarse clock (`bpf_ktime_get_coarse_ns`) is the time of the timekeeping
-//! update that came with that tick, at most a tick later (a CPU waking from
-//! idle catches up jiffies late). So: read both together (`lb_clock`) for a
-//! few tens of ms, take HZ from their slopes, and the constant as the least
-//! `coarse - jiffies * tick`, which puts the datapath's time at or just
-//! before the coarse clock, never after.
+//! The kernel advances jiffies in whole ticks of CLOCK_MONOTONIC
+//! (`tick_do_update_jiffies64`), so `jiffies * TICK_NSEC` plus a constant
+//! fixed at boot is the time of the last tick. The coarse clock
+//! (`bpf_ktime_get_coarse_ns`) is the time of the last timekeeping update,
+//! which the tick also makes. Measured on the bench VM (HZ 250), the two
+//! agree to the ns, except that for part of each tick the coarse clock is
+//! already a tick ahead, and they drift apart by about 1 ns every 4 ticks
+//! (NTP's adjustment of CLOCK_MONOTONIC, 60 ppb there: a tick in about three
+//! days). So: read both together (`lb_clock`) over 16 ticks, take HZ from
+//! the slope and the constant as the least `coarse - jiffies * tick` (the
+//! datapath's time then never runs ahead of the coarse clock), and check at
+//! every sweep that they still agree to three ticks, measuring again if not.
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -22,6 +25,8 @@ use aya::{
 };
 use lb_common::{Clock, ClockSample};
 use log::{info, warn};
+
+use crate::datapath;
 
 /// The sampling program's name in the object.
 pub const PROGRAM: &str = "lb_clock";
@@ -57,13 +62,6 @@ fn program(ebpf: &Ebpf) -> Result<&Xdp> {
         .try_into()?)
 }
 
-fn take<V: aya::Pod>(ebpf: &mut Ebpf, name: &str) -> Result<Array<MapData, V>> {
-    Ok(ebpf
-        .take_map(name)
-        .ok_or_else(|| anyhow!("map {name} missing from the object"))?
-        .try_into()?)
-}
-
 impl DatapathClock {
     /// Loads `lb_clock` from `ebpf` (never attached), measures the clock
     /// and writes it to `CLOCK`. A kernel where the measurement fails keeps
@@ -77,8 +75,8 @@ impl DatapathClock {
         prog.load()
             .with_context(|| format!("the kernel verifier refused {PROGRAM}"))?;
         let mut c = DatapathClock {
-            clock: take(ebpf, "CLOCK")?,
-            samples: take(ebpf, "CLOCK_SAMPLE")?,
+            clock: datapath::take(ebpf, "CLOCK")?,
+            samples: datapath::take(ebpf, "CLOCK_SAMPLE")?,
             current: Clock::default(),
         };
         c.set(ebpf)?;
@@ -111,8 +109,8 @@ impl DatapathClock {
     }
 
     /// Checks the clock against the coarse clock, and measures it again
-    /// if they disagree (the relation is fixed at boot, so this should
-    /// never happen; if it does, the time stays right).
+    /// once they disagree by [`STRAY_TICKS`] (NTP's drift takes days to
+    /// move them a tick apart).
     pub fn keep(&mut self, ebpf: &Ebpf) -> Result<()> {
         if self.current.tick_ns == 0 {
             return Ok(());
@@ -131,7 +129,7 @@ fn tick_nsec(hz: u64) -> u64 {
 }
 
 /// The datapath's time for `jiffies` under `clock`.
-pub fn at(clock: &Clock, jiffies: u64) -> u64 {
+fn at(clock: &Clock, jiffies: u64) -> u64 {
     jiffies
         .wrapping_mul(clock.tick_ns)
         .wrapping_add(clock.offset_ns)
@@ -188,7 +186,7 @@ fn residual(s: &ClockSample, tick: u64, base: u64) -> i64 {
 
 /// The clock from samples in time order (each read without a tick
 /// between its reads).
-pub fn fit(samples: &[ClockSample]) -> Result<Clock> {
+fn fit(samples: &[ClockSample]) -> Result<Clock> {
     let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
         bail!("no samples");
     };

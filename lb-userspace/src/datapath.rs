@@ -88,7 +88,7 @@ pub struct KernelMaps {
     pub standby: Array<MapData, u32>,
 }
 
-fn take<T: TryFrom<Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T>
+pub(crate) fn take<T: TryFrom<Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T>
 where
     T::Error: std::error::Error + Send + Sync + 'static,
 {
