@@ -211,23 +211,23 @@ impl Fixture {
         .expect("sweep")
     }
 
-    fn flow_state(&mut self, client_port: u16) -> Option<u8> {
+    /// The flow, both directions, of the client's port.
+    fn flow(&mut self, client_port: u16) -> Option<flowtable::Joined> {
         let t = flowtable::read(&self.dp().maps.flows).expect("read flows");
         t.flows
-            .iter()
+            .into_iter()
             .find(|f| u16::from_be(f.fwd_key.src_port_be) == client_port)
-            .map(|f| f.state())
+    }
+
+    fn flow_state(&mut self, client_port: u16) -> Option<u8> {
+        self.flow(client_port).map(|f| f.state())
     }
 
     fn flow_real(&mut self, client_port: u16) -> Option<Ipv4Addr> {
-        let t = flowtable::read(&self.dp().maps.flows).expect("read flows");
-        t.flows
-            .iter()
-            .find(|f| u16::from_be(f.fwd_key.src_port_be) == client_port)
-            .map(|f| {
-                let a = f.fwd.nat_addr;
-                Ipv4Addr::new(a[12], a[13], a[14], a[15])
-            })
+        self.flow(client_port).map(|f| {
+            let a = f.fwd.nat_addr;
+            Ipv4Addr::new(a[12], a[13], a[14], a[15])
+        })
     }
 }
 
@@ -1452,12 +1452,7 @@ fn hop_cases(fx: &mut Fixture) {
         fx,
         "hop: a small packet caches the hop with the route's MTU",
     );
-    let t = flowtable::read(&fx.dp().maps.flows).expect("read flows");
-    let f = t
-        .flows
-        .iter()
-        .find(|f| u16::from_be(f.fwd_key.src_port_be) == port)
-        .expect("the flow");
+    let f = fx.flow(port).expect("the flow");
     assert_eq!(
         f.fwd.hop.mtu, 1000,
         "the helper's mtu_result: {:?}",
@@ -1500,12 +1495,7 @@ fn clock_cases(fx: &mut Fixture) {
         None,
     );
     let after = datapath::now_ns();
-    let t = flowtable::read(&fx.dp().maps.flows).expect("read flows");
-    let f = t
-        .flows
-        .iter()
-        .find(|f| u16::from_be(f.fwd_key.src_port_be) == port)
-        .expect("the flow");
+    let f = fx.flow(port).expect("the flow");
     // The datapath's time is that of the last tick: up to a tick (and the
     // tick the coarse clock may lead jiffies by) before the call.
     let (created, slack) = (f.fwd.created_ns, 3 * clock.tick_ns);
