@@ -25,6 +25,7 @@ use lb_common::{Flow, FlowKey};
 use lb_tests::Netns;
 use lb_userspace::{clock::DatapathClock, datapath};
 
+pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
