@@ -57,7 +57,8 @@ const INLINE_DECAP: &str = "-DINLINE_DECAP_IPIP";
 const CLANG: &str = "clang-22";
 const LLC: &str = "llc-22";
 
-/// The exact build command, for the report.
+/// The build command as the report shows it (the second include path and
+/// the warning flags of `build` left out).
 pub fn build_command() -> String {
     format!(
         "{CLANG} -O2 -g -emit-llvm -D__KERNEL__ {MAX_CONN_RATE} {INLINE_DECAP} -I. -c \
