@@ -487,7 +487,15 @@ fn table_wide_work_does_not_stop_the_agent() {
     );
     // `lb real disable` is answered beside the purge it starts, too.
     assert_answered_beside("purge", purge, disable.max(slowest));
-    // N, and the model flow if no sweep has expired it yet.
+    // N, and the model flow if no sweep has expired it yet. The purge logs
+    // when its result reaches the loop, which can be just after the last
+    // flow left the table.
+    let logged = Instant::now();
+    while !rig.lb.proc.log().contains("purge: removed ")
+        && logged.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let log = rig.lb.proc.log();
     let removed: u32 = log
         .split("purge: removed ")
