@@ -45,8 +45,9 @@ pub const ALG_MAGLEV: u32 = 4;
 /// (16 MiB): 64 rings of 65537, or fewer larger ones.
 pub const MAGLEV_SLOTS: u32 = 1 << 22;
 
-/// `Flow::flags` of a forward entry: the flow is counted in `ACTIVE` (set at
-/// creation, cleared when the client's FIN or RST takes it out).
+/// `Flow::flags` of a forward entry: the flow is counted in `ACTIVE` (set
+/// when it enters `FLOWS`, at creation or when a half-open flow is assured;
+/// cleared when the client's FIN or RST takes it out).
 pub const FLOW_COUNTED: u32 = 1;
 
 /// `VipInfo::flags`: new flows of the same client stick to one real.
@@ -347,7 +348,9 @@ pub mod reason {
     pub const DROP_BAD_L4: u32 = 6;
     /// To a VIP with IPv4 options: dropped (Katran's rule too).
     pub const DROP_IP_OPTIONS: u32 = 7;
-    /// To a VIP, a fragment: dropped (a fragment has no ports to balance by).
+    /// To a VIP, a fragment lb cannot track: the datagram's first fragment
+    /// is not plain TCP/UDP, or `FRAGS` refused its entry. Dropped: a
+    /// fragment forwarded untranslated would reach no one.
     pub const DROP_FRAGMENT: u32 = 8;
     /// To a VIP, or a reply, with TTL <= 1: passed so the kernel sends
     /// ICMP time exceeded.
@@ -356,7 +359,8 @@ pub mod reason {
     pub const DROP_NO_VIP_PORT: u32 = 10;
     /// ICMP echo request to a VIP address: answered with an echo reply (XDP_TX).
     pub const ICMP_ECHO_REPLY: u32 = 11;
-    /// Any other ICMP to a VIP address: dropped.
+    /// Any other ICMP to a VIP address that is not an error about a flow
+    /// (`DROP_ICMP_NO_FLOW`): dropped.
     pub const DROP_ICMP_VIP: u32 = 12;
     /// TCP RST to a VIP with no flow: dropped (a RST never creates a flow).
     pub const DROP_RST_NO_FLOW: u32 = 13;
@@ -378,9 +382,12 @@ pub mod reason {
     pub const PURGED: u32 = 19;
     /// A flow moved to a live real by `reassign` (counted in addition).
     pub const REASSIGNED: u32 = 20;
-    /// An ICMP error from a real (or its network) about a flow: reported to
-    /// passive health and passed.
-    pub const PASS_ICMP_FROM_REAL: u32 = 21;
+    /// An ICMP error from the server side (the real, or a router between lb
+    /// and the real) about a flow: its quoted packet rewritten from
+    /// client -> real to client -> VIP (and its source to the VIP when the
+    /// real sent it), then forwarded to the client. Destination unreachable
+    /// other than "fragmentation needed" is also reported to passive health.
+    pub const ICMP_ERROR_TO_CLIENT: u32 = 21;
     /// The node is the standby of an HA pair (`STANDBY`): every packet goes
     /// to the kernel untouched, so a frame a switch floods to both nodes is
     /// translated by the active one only.
@@ -394,7 +401,35 @@ pub mod reason {
     /// full path for is a state change, a fail action or a next hop asked
     /// again (lb-ebpf's fast.rs).
     pub const FAST_PATH: u32 = 24;
-    pub const COUNT: u32 = 25;
+    /// An ICMP error addressed to a VIP (a router in front of lb) about a
+    /// flow: its quoted packet rewritten from VIP -> client to real ->
+    /// client, its destination to the real, and forwarded to the real.
+    pub const ICMP_ERROR_TO_REAL: u32 = 25;
+    /// An ICMP error addressed to a VIP that quotes no known flow (or quotes
+    /// a packet lb cannot read: IPv4 options, a non-first fragment, not
+    /// TCP/UDP): dropped. No real could match it.
+    pub const DROP_ICMP_NO_FLOW: u32 = 26;
+    /// A packet with DF set too big for the next hop's MTU: lb answered with
+    /// ICMP "fragmentation needed" quoting the packet as its sender sent it
+    /// (XDP_TX), instead of the kernel's message, which would quote the
+    /// translated addresses.
+    pub const ICMP_FRAG_NEEDED: u32 = 27;
+    /// A later fragment (non-zero offset) of a datagram whose first fragment
+    /// was translated: given the same translation and forwarded.
+    pub const FRAGMENT: u32 = 28;
+    /// A later fragment to a VIP that arrived before its first fragment (or
+    /// after its `FRAGS` entry expired): dropped. Nothing is forwarded
+    /// untranslated; the sender's retransmission starts over.
+    pub const DROP_FRAGMENT_EARLY: u32 = 29;
+    /// A half-open flow (TCP before the client's handshake ACK, UDP before
+    /// the real's first answer) moved from `EMBRYOS` into `FLOWS` (counted
+    /// in addition).
+    pub const ASSURED: u32 = 30;
+    /// A client's SYN on a flow in `fin` or `closed` state: the old flow was
+    /// removed and the SYN started a new one with a fresh pick (counted in
+    /// addition to the new flow).
+    pub const TUPLE_REUSE: u32 = 31;
+    pub const COUNT: u32 = 32;
 
     /// Names for logs, metrics and `lb stats`, indexed by reason.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -419,12 +454,63 @@ pub mod reason {
         "purge_rst",
         "purged",
         "reassigned",
-        "pass_icmp_from_real",
+        "icmp_error_to_client",
         "pass_standby",
         "sync_lost",
         "fast_path",
+        "icmp_error_to_real",
+        "drop_icmp_no_flow",
+        "icmp_frag_needed",
+        "fragment",
+        "drop_fragment_early",
+        "assured",
+        "tuple_reuse",
     ];
 }
+
+/// Key of `FRAGS`: a fragmented datagram as each of its fragments names it
+/// on arrival (before translation). `id_be` is the IPv4 identification in
+/// its low 16 bits (32 bits leave room for IPv6's).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FragKey {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub id_be: u32,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<FragKey>() == 40);
+
+/// Value of `FRAGS`: the translation the datagram's first fragment got, for
+/// its later fragments (which carry no ports).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FragNat {
+    /// `DIR_FORWARD`: the real (new destination). `DIR_REVERSE`: the VIP
+    /// (new source).
+    pub nat_addr: [u8; 16],
+    pub dir: u8,
+    pub _pad: [u8; 3],
+    pub vip_id: u32,
+    pub real_id: u32,
+    pub _pad2: u32,
+    /// The datapath clock when the first fragment passed.
+    pub created_ns: u64,
+}
+const _: () = assert!(size_of::<FragNat>() == 40);
+
+/// Datagrams whose later fragments `FRAGS` can follow at once.
+pub const FRAG_ENTRIES: u32 = 8192;
+/// A `FRAGS` entry older than this is ignored: the kernel's own reassembly
+/// timeout (`ipfrag_time`), after which no host still waits for the rest.
+pub const FRAG_TIMEOUT_NS: u64 = 30_000_000_000;
+
+/// Default size of `EMBRYOS`, the table of half-open flows (entries, two per
+/// flow), when `bpf.syn_table_size` is not given: a quarter of the flow table.
+pub const EMBRYO_TABLE_DIVISOR: u32 = 4;
+/// The smallest `EMBRYOS` lb makes, whatever the flow table's size.
+pub const EMBRYO_TABLE_MIN: u32 = 1024;
 
 /// The 16-byte form of an IPv4 address (`::ffff:a.b.c.d`).
 pub const fn v4_mapped(v4: [u8; 4]) -> [u8; 16] {
@@ -451,4 +537,6 @@ mod pod {
     unsafe impl aya::Pod for Sticky {}
     unsafe impl aya::Pod for Clock {}
     unsafe impl aya::Pod for ClockSample {}
+    unsafe impl aya::Pod for FragKey {}
+    unsafe impl aya::Pod for FragNat {}
 }

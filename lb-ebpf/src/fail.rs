@@ -1,9 +1,13 @@
 //! Fail actions, applied to a flow at its next client packet from its real's
 //! state word: flipping one `REALS` entry re-points every flow of that real
 //! with no table scan (shared/design.md, "Fail actions").
-use lb_common::{FAIL_PURGE, FAIL_REASSIGN, Flow, FlowKey, REAL_DRAIN, REAL_UP, reason};
+use lb_common::{FAIL_PURGE, FAIL_REASSIGN, Flow, REAL_DRAIN, REAL_UP, reason};
 
-use crate::{flow, maps::REALS, select, stats};
+use crate::{
+    flow::{self, Scratch},
+    maps::REALS,
+    select, stats,
+};
 
 pub enum Outcome {
     /// Forward as usual (real up or draining, or fail action `none`).
@@ -15,24 +19,22 @@ pub enum Outcome {
     Reassigned,
 }
 
+/// Applied alike to assured and half-open flows (`s.embryo` says which
+/// table `f` is in); `s.key` is its forward key, `s.build` scratch space.
 /// Its own BPF function (see main.rs's to_vip on the stack limit).
 #[inline(never)]
-pub fn apply(
-    fwd_key: &FlowKey,
-    f: &mut Flow,
-    now: u64,
-    b: &mut flow::Build,
-) -> Result<Outcome, u32> {
+pub fn apply(s: &mut Scratch, f: &mut Flow, now: u64) -> Result<Outcome, u32> {
     let Some(real) = REALS.get(f.real_id) else {
         return Ok(Outcome::Keep);
     };
     if real.state == REAL_UP || real.state == REAL_DRAIN {
         return Ok(Outcome::Keep);
     }
+    let (fwd_key, embryo) = (&s.key, s.embryo);
     match real.failaction {
         FAIL_PURGE => {
             flow::uncount(f);
-            flow::remove(fwd_key, f);
+            flow::remove(fwd_key, f, embryo);
             stats::count(reason::PURGED);
             Ok(Outcome::Purged)
         }
@@ -40,8 +42,10 @@ pub fn apply(
             let new_id = select::pick(real.farm_id, fwd_key).ok_or(reason::DROP_NO_REAL)?;
             let new = REALS.get(new_id).ok_or(reason::DROP_NO_REAL)?;
             // The old real's replies are no longer ours to translate.
-            let _ =
-                crate::maps::FLOWS.remove(flow::reverse_key(fwd_key, f.nat_addr, f.nat_port_be));
+            flow::remove_key(
+                &flow::reverse_key(fwd_key, f.nat_addr, f.nat_port_be),
+                embryo,
+            );
             flow::uncount(f);
             f.nat_addr = new.addr;
             f.nat_port_be = new.port_be;
@@ -49,12 +53,16 @@ pub fn apply(
             f.last_ns = now;
             // The new reverse entry is built in scratch space: the map value
             // `f` keeps its counters.
+            let b = &mut s.build;
             b.flow = *f;
             b.flow.packets = 0;
             b.flow.bytes = 0;
             b.flow.seq_next = 0;
-            flow::insert_reverse(fwd_key, b).ok_or(reason::DROP_TABLE_FULL)?;
-            flow::count(f);
+            flow::insert_reverse(fwd_key, b, embryo).ok_or(reason::DROP_TABLE_FULL)?;
+            // A half-open flow is counted only once assured.
+            if !embryo {
+                flow::count(f);
+            }
             stats::count(reason::REASSIGNED);
             Ok(Outcome::Reassigned)
         }

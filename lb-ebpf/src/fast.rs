@@ -39,7 +39,8 @@ pub fn established(ctx: &XdpContext, f: &mut Flow) -> Option<(u32, u32)> {
     let l4 = &parse::l4(ctx, l3).ok()?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
-    if ip.ttl <= 1 {
+    // A first fragment must leave its translation in FRAGS (frag.rs).
+    if ip.ttl <= 1 || ip.frags[0] & 0x20 != 0 {
         return None;
     }
     let seq_next = if l4.proto == PROTO_TCP {

@@ -1,15 +1,45 @@
-//! Flow entries: creation of both directions, per-packet state updates.
+//! Flow entries: creation of both directions, per-packet state updates, and
+//! the two tables they live in. A new flow starts half-open in `EMBRYOS`
+//! (unless it was picked up mid-stream) and moves to `FLOWS` once assured:
+//! TCP at the client's handshake ACK, UDP at its real's first answer. A
+//! flood of new flows therefore recycles only `EMBRYOS`.
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
+use aya_ebpf::maps::LruHashMap;
 use lb_common::{
     DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, Hop, PROTO_TCP, ST_CLOSED,
-    ST_ESTABLISHED, ST_FIN, ST_SYN, ST_UDP,
+    ST_ESTABLISHED, ST_FIN, ST_SYN, ST_UDP, reason,
 };
 
 use crate::{
-    maps::{ACTIVE, FLOWS},
+    maps::{ACTIVE, EMBRYOS, FLOWS},
     parse::{Facts, TcpFlags},
+    stats,
 };
+
+/// The table a flow lives in: `FLOWS` (assured) or `EMBRYOS` (half-open).
+/// A `bool` picked per call, not a map pointer passed around: the verifier
+/// wants map pointers as constants at each helper call.
+#[inline(always)]
+fn table(embryo: bool) -> &'static LruHashMap<FlowKey, Flow> {
+    if embryo { &EMBRYOS } else { &FLOWS }
+}
+
+/// The entry keyed by `key` and whether it is half-open: `FLOWS` first
+/// (every established packet stops there), then `EMBRYOS`.
+#[inline(always)]
+pub fn find(key: &FlowKey) -> Option<(*mut Flow, bool)> {
+    if let Some(f) = FLOWS.get_ptr_mut(key) {
+        return Some((f, false));
+    }
+    EMBRYOS.get_ptr_mut(key).map(|f| (f, true))
+}
+
+/// The entry keyed by `key` in the given table.
+#[inline(always)]
+pub fn get(key: &FlowKey, embryo: bool) -> Option<*mut Flow> {
+    table(embryo).get_ptr_mut(key)
+}
 
 /// A 16-byte address from an IPv4 one (see `lb_common::v4_mapped`).
 #[inline(always)]
@@ -59,18 +89,22 @@ fn initial_state(proto: u8, flags: TcpFlags) -> u8 {
 }
 
 /// Inserts both directions of a new flow, the first packet already counted
-/// in the forward entry. `None` if the table refused. The entries are built
-/// in `b` (scratch map memory), not on the stack.
+/// in the forward entry: half-open in `EMBRYOS`, or in `FLOWS` when it was
+/// picked up mid-stream (then also counted active). `None` if the table
+/// refused. The entries are built in `b` (scratch map memory), not on the
+/// stack.
 #[inline(always)]
 pub fn create(fwd_key: &FlowKey, n: &NewFlow, p: &Facts, b: &mut Build) -> Option<()> {
+    let state = initial_state(p.proto, p.flags);
+    let embryo = state != ST_ESTABLISHED;
     b.flow = Flow {
         nat_addr: n.real_addr,
         nat_port_be: n.real_port_be,
         dir: DIR_FORWARD,
-        state: initial_state(p.proto, p.flags),
+        state,
         real_id: n.real_id,
         vip_id: n.vip_id,
-        flags: FLOW_COUNTED,
+        flags: if embryo { 0 } else { FLOW_COUNTED },
         created_ns: n.now,
         last_ns: n.now,
         packets: 0,
@@ -81,14 +115,59 @@ pub fn create(fwd_key: &FlowKey, n: &NewFlow, p: &Facts, b: &mut Build) -> Optio
     };
     // Reverse first: a forward entry without its reverse would send the
     // client's packets to a real whose replies we could not translate.
-    insert_reverse(fwd_key, b)?;
+    insert_reverse(fwd_key, b, embryo)?;
     account(&mut b.flow, p, n.now);
-    if FLOWS.insert(fwd_key, &b.flow, 0).is_err() {
-        let _ = FLOWS.remove(&b.key);
+    let t = table(embryo);
+    if t.insert(fwd_key, &b.flow, 0).is_err() {
+        let _ = t.remove(&b.key);
         return None;
     }
-    add_active(n.real_id, 1);
+    if !embryo {
+        add_active(n.real_id, 1);
+    }
     Some(())
+}
+
+/// Moves a half-open flow, both directions, from `EMBRYOS` to `FLOWS` and
+/// counts it active. `own` is the key of the packet's own direction; the
+/// result is its entry in `FLOWS`, since the `EMBRYOS` values are gone
+/// (their memory may already hold another CPU's new entry: callers must
+/// not touch them after this). `None` if `FLOWS` refused: the flow then
+/// stays half-open, unharmed. A BPF function of its own (to_vip's stack).
+#[inline(never)]
+pub fn assure(fwd_key: &FlowKey, rev_key: &FlowKey, own_is_fwd: bool) -> Option<*mut Flow> {
+    let fwd = EMBRYOS.get_ptr_mut(fwd_key)?;
+    let rev = EMBRYOS.get_ptr_mut(rev_key)?;
+    // SAFETY: map values, valid for the program run (removed only below).
+    unsafe {
+        // Reverse first, as in `create`.
+        FLOWS.insert(rev_key, &*rev, 0).ok()?;
+        (*fwd).flags |= FLOW_COUNTED;
+        if FLOWS.insert(fwd_key, &*fwd, 0).is_err() {
+            (*fwd).flags &= !FLOW_COUNTED;
+            let _ = FLOWS.remove(rev_key);
+            return None;
+        }
+        add_active((*fwd).real_id, 1);
+    }
+    let _ = EMBRYOS.remove(fwd_key);
+    let _ = EMBRYOS.remove(rev_key);
+    stats::count(reason::ASSURED);
+    FLOWS.get_ptr_mut(if own_is_fwd { fwd_key } else { rev_key })
+}
+
+/// Whether a forward entry's connection is over (`fin` or `closed` on
+/// either side), so a client's new SYN on the same 5-tuple (a port reused
+/// out of TIME_WAIT) is a new connection, not a retransmission.
+#[inline(always)]
+pub fn finished(fwd_key: &FlowKey, f: &Flow, embryo: bool) -> bool {
+    let over = |state: u8| state == ST_FIN || state == ST_CLOSED;
+    if over(f.state) {
+        return true;
+    }
+    let rev = reverse_key(fwd_key, f.nat_addr, f.nat_port_be);
+    // SAFETY: read-only use of the value.
+    unsafe { table(embryo).get(&rev) }.is_some_and(|r| over(r.state))
 }
 
 /// Scratch space for building a key and a flow value (see `SCRATCH`).
@@ -103,6 +182,13 @@ pub struct Build {
 /// going, and room to build entries.
 pub struct Scratch {
     pub key: FlowKey,
+    /// Whether `key`'s entry (found by `known_flow`) is half-open, in `EMBRYOS`.
+    pub embryo: bool,
+    /// A first fragment's `FRAGS` entry, built here.
+    pub frag_key: lb_common::FragKey,
+    pub frag: lb_common::FragNat,
+    /// A "fragmentation needed" to send (toobig.rs).
+    pub toobig: crate::toobig::TooBig,
     pub facts: Facts,
     pub n: NewFlow,
     pub build: Build,
@@ -120,10 +206,10 @@ pub struct NewFlow {
 }
 
 /// Inserts the reply direction of the forward entry in `b.flow` (whose nat
-/// address is the real), with fresh counters. Leaves `b.flow` as it was and
-/// the reverse key in `b.key`.
+/// address is the real), with fresh counters, in `EMBRYOS` or `FLOWS`.
+/// Leaves `b.flow` as it was and the reverse key in `b.key`.
 #[inline(always)]
-pub fn insert_reverse(fwd_key: &FlowKey, b: &mut Build) -> Option<()> {
+pub fn insert_reverse(fwd_key: &FlowKey, b: &mut Build, embryo: bool) -> Option<()> {
     let f = &mut b.flow;
     b.key = reverse_key(fwd_key, f.nat_addr, f.nat_port_be);
     let (real_addr, real_port, flags) = (f.nat_addr, f.nat_port_be, f.flags);
@@ -131,7 +217,7 @@ pub fn insert_reverse(fwd_key: &FlowKey, b: &mut Build) -> Option<()> {
     f.nat_port_be = fwd_key.dst_port_be;
     f.dir = DIR_REVERSE;
     f.flags = 0;
-    let ok = FLOWS.insert(&b.key, &*f, 0).is_ok();
+    let ok = table(embryo).insert(&b.key, &*f, 0).is_ok();
     f.nat_addr = real_addr;
     f.nat_port_be = real_port;
     f.dir = DIR_FORWARD;
@@ -139,11 +225,19 @@ pub fn insert_reverse(fwd_key: &FlowKey, b: &mut Build) -> Option<()> {
     ok.then_some(())
 }
 
-/// Removes both directions of a flow.
+/// Removes both directions of a flow from its table. The forward value
+/// `fwd` must not be used afterwards.
 #[inline(always)]
-pub fn remove(fwd_key: &FlowKey, fwd: &Flow) {
-    let _ = FLOWS.remove(reverse_key(fwd_key, fwd.nat_addr, fwd.nat_port_be));
-    let _ = FLOWS.remove(fwd_key);
+pub fn remove(fwd_key: &FlowKey, fwd: &Flow, embryo: bool) {
+    let t = table(embryo);
+    let _ = t.remove(reverse_key(fwd_key, fwd.nat_addr, fwd.nat_port_be));
+    let _ = t.remove(fwd_key);
+}
+
+/// Removes one entry from a table.
+#[inline(always)]
+pub fn remove_key(key: &FlowKey, embryo: bool) {
+    let _ = table(embryo).remove(key);
 }
 
 /// The flow stops counting as active on its real (the client's FIN or RST, or

@@ -25,8 +25,11 @@ use crate::{
 
 const AF_INET: u8 = 2;
 pub const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
+const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
 
-/// Returns the XDP action, or `Err(reason)` to hand the packet to the kernel.
+/// Returns the XDP action, or `Err(reason)` to hand the packet to the kernel;
+/// `Err(ICMP_FRAG_NEEDED)` when it has DF set and exceeds the route's MTU,
+/// which is then in `hop.mtu` (`hop.ifindex` 0: nothing cached).
 /// `hop` is the flow direction's cached next hop, used if valid and
 /// refreshed if not (a new flow's first packet passes a cleared one in
 /// scratch memory: the BPF stack has no room for it).
@@ -111,6 +114,14 @@ fn lookup(
     let mut p = fib_request(ip, ingress);
     let rc = fib_lookup(ctx, &mut p);
     let out = p.ifindex;
+    if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && ip.frags[0] & 0x40 != 0 {
+        // Too big for the route, DF set: the caller answers (toobig.rs)
+        // with the MTU the helper returned in the same field.
+        hop.ifindex = 0;
+        // SAFETY: a plain u16 in the union, written by the helper.
+        hop.mtu = unsafe { p.__bindgen_anon_1.mtu_result };
+        return Err(reason::ICMP_FRAG_NEEDED);
+    }
     if rc != BPF_FIB_LKUP_RET_SUCCESS || (out != ingress && TX_PORTS.get_ifindex(out).is_none()) {
         hop.ifindex = 0;
         return Err(reason::PASS_FIB);

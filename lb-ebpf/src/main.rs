@@ -19,6 +19,7 @@ mod fail;
 mod fast;
 mod floor;
 mod flow;
+mod frag;
 mod fwd;
 mod icmp;
 mod maps;
@@ -30,20 +31,22 @@ mod select;
 mod stats;
 mod sticky;
 mod sync;
+mod toobig;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
     DIR_FORWARD, DIR_REVERSE, EV_SYN_RETRANSMIT, EV_SYN_RST, Flow, Hop, PROTO_TCP, PROTO_UDP,
-    ST_SYN, SYNC_CREATE, SYNC_REMOVE, SYNC_UPDATE, StickyKey, VipKey, reason,
+    ST_ESTABLISHED, ST_SYN, SYNC_CREATE, SYNC_REMOVE, SYNC_UPDATE, StickyKey, VipKey, reason,
 };
 use network_types::eth::EthHdr;
 
 use crate::{
     fail::Outcome,
     flow::{NewFlow, Scratch, addr16},
-    maps::{FLOWS, REALS, SCRATCH, STANDBY, VIP_ADDRS, VIPS},
-    parse::{L3, PROTO_ICMP, is_fragment},
+    maps::{REALS, SCRATCH, STANDBY, VIP_ADDRS, VIPS},
+    parse::{L3, PROTO_ICMP},
     stats::Side,
+    toobig::TooBig,
 };
 
 /// (XDP action, reason counted) or the reason of a stated rule.
@@ -69,7 +72,6 @@ fn rule_action(why: u32) -> u32 {
         | reason::PASS_BAD_IPV4
         | reason::PASS_TTL
         | reason::PASS_FIB
-        | reason::PASS_ICMP_FROM_REAL
         | reason::PASS_STANDBY => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_DROP,
     }
@@ -86,42 +88,76 @@ fn try_lb_xdp(ctx: &XdpContext) -> Verdict {
     // A packet of a known flow, either direction, is found by its own
     // 5-tuple in one lookup, before any VIP lookup; most of them are sent
     // on from here (fast.rs).
-    let mut flow = known_flow(ctx, &l3);
+    // Half-open flows (in EMBRYOS) always take the full path: their next
+    // packet may assure them.
+    let (mut flow, embryo) = known_flow(ctx, &l3);
     if l3.off == EthHdr::LEN
+        && !embryo
         && let Some(f) = flow.as_deref_mut()
         && let Some(v) = fast::established(ctx, f)
     {
         return Ok(v);
     }
     match flow {
-        Some(f) if f.dir == DIR_FORWARD => to_vip(ctx, l3.off, Some(f)),
-        Some(f) => from_real(ctx, l3.off, Some(f)),
-        // SAFETY: the value is only tested for presence.
-        None if unsafe { VIP_ADDRS.get(addr16(ip.dst_addr)) }.is_some() => {
-            to_vip(ctx, l3.off, None)
+        Some(f) if f.dir == DIR_FORWARD => return to_vip(ctx, l3.off, Some(f)),
+        Some(f) => return from_real(ctx, l3.off, Some(f)),
+        None => {}
+    }
+    // SAFETY: the value is only tested for presence.
+    let for_vip = unsafe { VIP_ADDRS.get(addr16(ip.dst_addr)) }.is_some();
+    // Later fragments and ICMP are dispatched from here, not from to_vip
+    // and from_real: one BPF call less on their way to fwd::forward keeps
+    // the deepest call chain within the verifier's 512-byte stack.
+    if ip.vihl & 0x0f == 5 {
+        if frag::is_later(ip) {
+            return frag::later(ctx, l3.off, for_vip);
         }
-        None => from_real(ctx, l3.off, None),
+        if ip.proto == PROTO_ICMP && !frag::is_first(ip) {
+            return if for_vip {
+                icmp::to_vip(ctx, l3.off)
+            } else {
+                icmp::to_client(ctx, l3.off)
+            };
+        }
+    }
+    if for_vip {
+        to_vip(ctx, l3.off, None)
+    } else {
+        from_real(ctx, l3.off, None)
     }
 }
 
 /// The flow entry keyed by the packet's 5-tuple, if it is plain TCP or UDP
-/// (no IP options, not a fragment). The key stays in `SCRATCH` for to_vip
-/// and from_real, which return before using it for any packet that does
-/// not pass these same checks.
+/// (no IP options, not a later fragment), and whether it is half-open. The
+/// key and that flag stay in `SCRATCH` for to_vip and from_real, which
+/// return before using them for any packet that does not pass these same
+/// checks.
 #[inline(always)]
-fn known_flow(ctx: &XdpContext, l3: &L3) -> Option<&'static mut Flow> {
+fn known_flow(ctx: &XdpContext, l3: &L3) -> (Option<&'static mut Flow>, bool) {
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
-    if ip.vihl & 0x0f != 5 || is_fragment(ip) || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP) {
-        return None;
+    if ip.vihl & 0x0f != 5 || frag::is_later(ip) || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP)
+    {
+        return (None, false);
     }
-    let l4 = parse::l4(ctx, l3).ok()?;
+    let Ok(l4) = parse::l4(ctx, l3) else {
+        return (None, false);
+    };
     // SAFETY: this CPU's scratch slot; only this program run uses it.
-    let s = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
+    let Some(s) = SCRATCH.get_ptr_mut(0).map(|s| unsafe { &mut *s }) else {
+        return (None, false);
+    };
     s.key = flow::key(ip.src_addr, ip.dst_addr, l4.sport, l4.dport, l4.proto);
-    // SAFETY: map values stay valid for the program run; concurrent writers
-    // of the same flow only race on counters.
-    FLOWS.get_ptr_mut(&s.key).map(|f| unsafe { &mut *f })
+    s.embryo = false;
+    match flow::find(&s.key) {
+        // SAFETY: map values stay valid for the program run; concurrent
+        // writers of the same flow only race on counters.
+        Some((f, embryo)) => {
+            s.embryo = embryo;
+            (Some(unsafe { &mut *f }), embryo)
+        }
+        None => (None, false),
+    }
 }
 
 #[inline(always)]
@@ -141,11 +177,10 @@ fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
     if ip.vihl & 0x0f != 5 {
         return Err(reason::DROP_IP_OPTIONS);
     }
-    if is_fragment(ip) {
-        return Err(reason::DROP_FRAGMENT);
-    }
+    // Later fragments and whole ICMP messages never get here (lb_xdp); a
+    // fragmented ICMP message to a VIP is not one lb answers.
     if ip.proto == PROTO_ICMP {
-        return icmp::to_vip(ctx, l3).map(|action| (action, reason::ICMP_ECHO_REPLY));
+        return Err(reason::DROP_ICMP_VIP);
     }
     if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
         return Err(reason::DROP_NO_VIP_PORT);
@@ -175,8 +210,9 @@ fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
     // Where the flow's next hop is cached: its forward entry (set below), or
     // for a new flow a cleared scratch slot (its first packet asks the FIB).
     let mut hop: *mut Hop = core::ptr::null_mut();
+    let flow = flow.and_then(|f| (!starts_over(s, f, fresh_syn)).then_some(f));
     if let Some(f) = flow {
-        let outcome = fail::apply(&s.key, f, now, &mut s.build)?;
+        let outcome = fail::apply(s, f, now)?;
         if matches!(outcome, Outcome::Purged) && sync::wanted() {
             sync::emit(SYNC_REMOVE, &s.key, f.real_id, f.state);
         }
@@ -189,7 +225,7 @@ fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
             Outcome::Purged => {}
             Outcome::Keep | Outcome::Reassigned => {
                 if fresh_syn && f.state == ST_SYN && f.packets > 0 {
-                    syn_retransmitted(&s.key, f, now);
+                    syn_retransmitted(&s.key, f, s.embryo, now);
                 }
                 let state = f.state;
                 flow::account(f, &s.facts, now);
@@ -209,6 +245,15 @@ fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
                 (s.n.real_addr, s.n.real_port_be, s.n.vip_id, s.n.real_id) =
                     (f.nat_addr, f.nat_port_be, f.vip_id, f.real_id);
                 hop = &mut f.hop;
+                // The client's handshake ACK assures a half-open TCP flow.
+                if s.embryo && f.state == ST_ESTABLISHED {
+                    s.build.key = flow::reverse_key(&s.key, f.nat_addr, f.nat_port_be);
+                    // `f` is gone from EMBRYOS once this succeeds.
+                    if let Some(moved) = flow::assure(&s.key, &s.build.key, true) {
+                        // SAFETY: a FLOWS value, valid for the program run.
+                        hop = unsafe { &mut (*moved).hop };
+                    }
+                }
             }
         }
     }
@@ -220,7 +265,11 @@ fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
         s.hop = Hop::default();
         hop = &mut s.hop;
     }
+    if frag::is_first(ip) {
+        frag::remember(s, ip, s.n.real_addr, DIR_FORWARD, now);
+    }
     stats::count_flow(s.n.vip_id, s.n.real_id, Side::In, l4.ip_len as u64, is_new);
+    let vip = (ip.dst_addr, l4.dport);
     nat::dnat(
         l3.ip,
         &l4,
@@ -229,7 +278,43 @@ fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
     );
     // SAFETY: `hop` points into the flow's map value or this CPU's scratch
     // slot, both valid for the program run.
-    fwd::forward(ctx, l3_off, unsafe { &mut *hop }, now).map(|action| (action, reason::FORWARD))
+    let hop = unsafe { &mut *hop };
+    match fwd::forward(ctx, l3_off, hop, now) {
+        Err(reason::ICMP_FRAG_NEEDED) => {
+            s.toobig = TooBig {
+                orig_addr: vip.0,
+                orig_port: vip.1,
+                dst: true,
+                from: vip.0,
+                mtu: hop.mtu,
+            };
+            toobig::answer(ctx, l3_off, &s.toobig)
+        }
+        r => r.map(|action| (action, reason::FORWARD)),
+    }
+}
+
+/// Whether the client's packet on an existing flow starts a new one: a
+/// fresh SYN on a connection that is over (`fin` or `closed` either way).
+/// The client reused its port, say out of TIME_WAIT, and the new
+/// connection gets a fresh pick and fresh counters (`TUPLE_REUSE`); the old
+/// flow is removed (both entries, its active count) and its HA peer told.
+/// A SYN on an established flow keeps its real (a retransmission, or a
+/// client that lost state: the real answers it).
+/// A BPF function of its own: inlined, its locals would grow to_vip's
+/// frame past the 512-byte stack on the to_vip -> new_flow -> select chain.
+#[inline(never)]
+fn starts_over(s: &mut Scratch, f: &mut Flow, fresh_syn: bool) -> bool {
+    if !fresh_syn || !flow::finished(&s.key, f, s.embryo) {
+        return false;
+    }
+    stats::count(reason::TUPLE_REUSE);
+    flow::uncount(f);
+    if sync::wanted() {
+        sync::emit(SYNC_REMOVE, &s.key, f.real_id, f.state);
+    }
+    flow::remove(&s.key, f, s.embryo);
+    true
 }
 
 /// A new flow for the packet in `s`: its real (sticky, else the farm's
@@ -273,10 +358,10 @@ fn new_flow(s: &mut Scratch) -> Result<(), u32> {
 /// A client's SYN again, and the real has not answered at all: a failed
 /// connection attempt for passive health.
 #[inline(always)]
-fn syn_retransmitted(key: &lb_common::FlowKey, f: &lb_common::Flow, now: u64) {
+fn syn_retransmitted(key: &lb_common::FlowKey, f: &lb_common::Flow, embryo: bool, now: u64) {
     let rev = flow::reverse_key(key, f.nat_addr, f.nat_port_be);
     // SAFETY: read-only use of the value.
-    if unsafe { FLOWS.get(rev) }.is_some_and(|r| r.packets == 0) {
+    if flow::get(&rev, embryo).is_some_and(|r| unsafe { (*r).packets } == 0) {
         passive::conn_failed(EV_SYN_RETRANSMIT, f.real_id, now);
     }
 }
@@ -288,11 +373,10 @@ fn from_real(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdic
     let l3 = &L3::at(ctx, l3_off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
-    if ip.proto == PROTO_ICMP && ip.vihl & 0x0f == 5 && !is_fragment(ip) {
-        return Err(passive::icmp_from_real(ctx, l3, clock::now()));
-    }
-    // Replies we translate are plain TCP/UDP; anything else is not ours.
-    if ip.vihl & 0x0f != 5 || is_fragment(ip) || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP) {
+    // Replies we translate are plain TCP/UDP (later fragments and ICMP
+    // errors are dispatched by lb_xdp); anything else is not ours.
+    if ip.vihl & 0x0f != 5 || frag::is_later(ip) || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP)
+    {
         return Err(reason::PASS_NOT_OURS);
     }
     let l4 = parse::l4(ctx, l3).map_err(|_| reason::PASS_NOT_OURS)?;
@@ -316,8 +400,44 @@ fn from_real(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdic
     }
     flow::account(f, &p, now);
     stats::count_flow(f.vip_id, f.real_id, Side::Out, l4.ip_len as u64, false);
-    nat::snat(l3.ip, &l4, v4(&f.nat_addr), f.nat_port_be.to_ne_bytes());
-    fwd::forward(ctx, l3_off, &mut f.hop, now).map(|action| (action, reason::REVERSE))
+    // What the reply becomes (from VIP:port) and what it was (from the
+    // real), before `f` may move below.
+    let vip = (v4(&f.nat_addr), f.nat_port_be.to_ne_bytes());
+    let real = (ip.src_addr, p.sport);
+    let (vip_id, real_id) = (f.vip_id, f.real_id);
+    let mut hop: *mut Hop = &mut f.hop;
+    // SAFETY: this CPU's scratch slot; only this program run uses it.
+    let s = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(reason::PASS_NOT_OURS)? };
+    // The real's first answer assures a half-open UDP flow. Its forward
+    // key: client -> VIP.
+    if s.embryo && l4.proto == PROTO_UDP {
+        s.build.key = flow::key(ip.dst_addr, vip.0, p.dport, vip.1, PROTO_UDP);
+        // `f` is gone from EMBRYOS once this succeeds.
+        if let Some(moved) = flow::assure(&s.build.key, &s.key, false) {
+            // SAFETY: a FLOWS value, valid for the program run.
+            hop = unsafe { &mut (*moved).hop };
+        }
+    }
+    if frag::is_first(ip) {
+        (s.n.vip_id, s.n.real_id) = (vip_id, real_id);
+        frag::remember(s, ip, flow::addr16(vip.0), DIR_REVERSE, now);
+    }
+    nat::snat(l3.ip, &l4, vip.0, vip.1);
+    // SAFETY: `hop` points into the flow's map value, valid for the run.
+    let hop = unsafe { &mut *hop };
+    match fwd::forward(ctx, l3_off, hop, now) {
+        Err(reason::ICMP_FRAG_NEEDED) => {
+            s.toobig = TooBig {
+                orig_addr: real.0,
+                orig_port: real.1,
+                dst: false,
+                from: vip.0,
+                mtu: hop.mtu,
+            };
+            toobig::answer(ctx, l3_off, &s.toobig)
+        }
+        r => r.map(|action| (action, reason::REVERSE)),
+    }
 }
 
 #[cfg(not(test))]

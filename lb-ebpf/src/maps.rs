@@ -7,9 +7,10 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use lb_common::{
-    Clock, ClockSample, Counters, EVENTS_BYTES, FLOW_TABLE_DEFAULT, Farm, Flow, FlowKey,
-    MAGLEV_SLOTS, MAX_FARMS, MAX_IFACES, MAX_REALS, MAX_VIPS, Real, SCHED_SLOTS, STICKY_ENTRIES,
-    SYNC_BYTES, Sticky, StickyKey, VipInfo, VipKey, reason,
+    Clock, ClockSample, Counters, EMBRYO_TABLE_DIVISOR, EVENTS_BYTES, FLOW_TABLE_DEFAULT,
+    FRAG_ENTRIES, Farm, Flow, FlowKey, FragKey, FragNat, MAGLEV_SLOTS, MAX_FARMS, MAX_IFACES,
+    MAX_REALS, MAX_VIPS, Real, SCHED_SLOTS, STICKY_ENTRIES, SYNC_BYTES, Sticky, StickyKey, VipInfo,
+    VipKey, reason,
 };
 
 /// Virtual servers by (address, port, protocol).
@@ -48,6 +49,23 @@ pub static RR_CURSOR: PerCpuArray<u32> = PerCpuArray::pinned(MAX_FARMS, 0);
 /// restored table, an HA bulk copy) could fill only 1/ncpus of the table.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::pinned(FLOW_TABLE_DEFAULT, 0);
+
+/// Half-open flows: a TCP flow until the client's handshake ACK, a UDP flow
+/// until its real's first answer, both directions, same keys and values as
+/// `FLOWS`. They move to `FLOWS` once assured (`flow::assure`). Kept apart
+/// so that a flood of new flows (spoofed SYNs) evicts only other half-open
+/// flows, never an established one: conntrack's early drop, by table.
+/// The agent sizes it from `bpf.syn_table_size`.
+#[map]
+pub static EMBRYOS: LruHashMap<FlowKey, Flow> =
+    LruHashMap::pinned(FLOW_TABLE_DEFAULT / EMBRYO_TABLE_DIVISOR, 0);
+
+/// Fragmented datagrams in flight: a first fragment's translation, keyed by
+/// (source, destination, protocol, IP id) as its later fragments arrive, so
+/// that they (which carry no ports) follow it to the same real or client.
+/// LRU and aged by `FRAG_TIMEOUT_NS`: entries are short-lived by nature.
+#[map]
+pub static FRAGS: LruHashMap<FragKey, FragNat> = LruHashMap::pinned(FRAG_ENTRIES, 0);
 
 /// One counter per verdict and stated rule (`lb_common::reason`).
 #[map]

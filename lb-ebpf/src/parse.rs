@@ -115,7 +115,8 @@ impl L4 {
 }
 
 /// The TCP/UDP header after an option-less IPv4 header. Callers have already
-/// refused IPv4 options and fragments.
+/// refused IPv4 options and later fragments (a first fragment has its
+/// header).
 #[inline(always)]
 pub fn l4(ctx: &XdpContext, l3: &L3) -> Result<L4, ()> {
     // SAFETY: bounds checked by `l3`.
@@ -147,7 +148,10 @@ pub fn l4(ctx: &XdpContext, l3: &L3) -> Result<L4, ()> {
             // SAFETY: bounds checked by ptr_at.
             let u = unsafe { &*udp };
             let len = u16::from_be_bytes(u.len) as u32;
-            if len < UdpHdr::LEN as u32 || len > l4_len {
+            // A first fragment carries only part of the datagram its
+            // length counts.
+            let first_fragment = ip.frags[0] & 0x20 != 0;
+            if len < UdpHdr::LEN as u32 || (len > l4_len && !first_fragment) {
                 return Err(());
             }
             Ok(L4 {
@@ -237,10 +241,4 @@ impl L4 {
             seq_next,
         }
     }
-}
-
-/// True for any fragment: More Fragments set or a non-zero offset.
-#[inline(always)]
-pub fn is_fragment(ip: &Ipv4Hdr) -> bool {
-    (ip.frags[0] & 0x3f) != 0 || ip.frags[1] != 0
 }

@@ -28,7 +28,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const PROGRAM: &str = "lb_xdp";
 
 /// Every map the program pins, by name (see lb-ebpf/src/maps.rs).
-pub const MAP_NAMES: [&str; 21] = [
+pub const MAP_NAMES: [&str; 23] = [
     "VIPS",
     "VIP_ADDRS",
     "REALS",
@@ -36,6 +36,8 @@ pub const MAP_NAMES: [&str; 21] = [
     "SCHED",
     "RR_CURSOR",
     "FLOWS",
+    "EMBRYOS",
+    "FRAGS",
     "STATS",
     "VIP_STATS",
     "REAL_STATS",
@@ -76,6 +78,9 @@ pub struct KernelMaps {
     farms: Array<MapData, Farm>,
     sched: Array<MapData, u32>,
     pub flows: HashMap<MapData, FlowKey, Flow>,
+    /// Half-open flows (the datapath's `EMBRYOS`): same keys and values as
+    /// `flows`, moved there by the datapath once assured.
+    pub embryos: HashMap<MapData, FlowKey, Flow>,
     pub stats: PerCpuArray<MapData, u64>,
     pub vip_stats: PerCpuArray<MapData, Counters>,
     pub real_stats: PerCpuArray<MapData, Counters>,
@@ -86,6 +91,14 @@ pub struct KernelMaps {
     pub sync_on: Array<MapData, u32>,
     /// `[0]` non-zero: this node is not HA-active; the datapath passes all.
     pub standby: Array<MapData, u32>,
+}
+
+/// Entries of the half-open table for a flow table of `flow_table_size`
+/// entries: a quarter of it, at least `EMBRYO_TABLE_MIN`. Half-open flows
+/// only need to live for a handshake's round trip, so a flood must send
+/// this many SYNs within one round trip to push out a legitimate one.
+pub fn embryo_table_size(flow_table_size: u32) -> u32 {
+    (flow_table_size / lb_common::EMBRYO_TABLE_DIVISOR).max(lb_common::EMBRYO_TABLE_MIN)
 }
 
 pub(crate) fn take<T: TryFrom<Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -130,6 +143,7 @@ impl Datapath {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .map_max_entries("FLOWS", flow_table_size)
+            .map_max_entries("EMBRYOS", embryo_table_size(flow_table_size))
             .load(OBJECT)
             .context("loading the XDP object (is this kernel built with BPF and BTF?)")?;
         let prog: &mut Xdp = ebpf
@@ -145,6 +159,7 @@ impl Datapath {
             farms: take(&mut ebpf, "FARMS")?,
             sched: take(&mut ebpf, "SCHED")?,
             flows: take(&mut ebpf, "FLOWS")?,
+            embryos: take(&mut ebpf, "EMBRYOS")?,
             stats: take(&mut ebpf, "STATS")?,
             vip_stats: take(&mut ebpf, "VIP_STATS")?,
             real_stats: take(&mut ebpf, "REAL_STATS")?,

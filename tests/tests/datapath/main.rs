@@ -7,6 +7,7 @@
 //! towards reals, static neighbours) so `bpf_fib_lookup` resolves next hops
 //! as on a real lb host, and on one CPU so round-robin cursors are
 //! predictable.
+mod edges;
 mod packet;
 
 use std::net::Ipv4Addr;
@@ -211,9 +212,24 @@ impl Fixture {
         .expect("sweep")
     }
 
-    /// The flow, both directions, of the client's port.
+    /// The flow, both directions, of the client's port: assured (`FLOWS`)
+    /// or half-open (`EMBRYOS`).
     fn flow(&mut self, client_port: u16) -> Option<flowtable::Joined> {
-        let t = flowtable::read(&self.dp().maps.flows).expect("read flows");
+        self.flow_in(client_port, false)
+            .or_else(|| self.flow_in(client_port, true))
+    }
+
+    /// Entries in both flow tables.
+    fn entries(&mut self) -> usize {
+        let maps = &self.dp().maps;
+        maps.flows.keys().count() + maps.embryos.keys().count()
+    }
+
+    /// The flow of the client's port in one table.
+    fn flow_in(&mut self, client_port: u16, embryo: bool) -> Option<flowtable::Joined> {
+        let maps = &self.dp().maps;
+        let t =
+            flowtable::read(if embryo { &maps.embryos } else { &maps.flows }).expect("read flows");
         t.flows
             .into_iter()
             .find(|f| u16::from_be(f.fwd_key.src_port_be) == client_port)
@@ -516,24 +532,15 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
         None,
     );
 
-    let mut mf = from_client(Pkt::tcp((CLIENT, 41002), (VIP, 80), ACK, 1, b"data"));
-    mf.frag = (0x1, 0); // More Fragments
-    fx.case(
-        "first fragment to a VIP is dropped",
-        c0,
-        &mf.build(),
-        XDP_DROP,
-        reason::DROP_FRAGMENT,
-        None,
-    );
-    let mut later = mf.clone();
+    let mut later = from_client(Pkt::tcp((CLIENT, 41002), (VIP, 80), ACK, 1, b"data"));
     later.frag = (0, 185);
+    later.id = 0x7777;
     fx.case(
-        "later fragment to a VIP is dropped",
+        "a later fragment to a VIP before its first is dropped",
         c0,
         &later.build(),
         XDP_DROP,
-        reason::DROP_FRAGMENT,
+        reason::DROP_FRAGMENT_EARLY,
         None,
     );
 
@@ -624,9 +631,26 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
         },
     ));
     fx.case(
-        "other ICMP to a VIP is dropped",
+        "an ICMP error to a VIP quoting no flow is dropped",
         c0,
         &unreach.build(),
+        XDP_DROP,
+        reason::DROP_ICMP_NO_FLOW,
+        None,
+    );
+    let timestamp = from_client(Pkt::ip(
+        CLIENT,
+        VIP,
+        L4::Icmp {
+            kind: 13,
+            code: 0,
+            payload: vec![0; 12],
+        },
+    ));
+    fx.case(
+        "other ICMP to a VIP is dropped",
+        c0,
+        &timestamp.build(),
         XDP_DROP,
         reason::DROP_ICMP_VIP,
         None,
@@ -913,6 +937,7 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
     hop_cases(fx);
     fast_path_cases(fx);
     clock_cases(fx);
+    edges::edge_cases(fx);
 
     // --- Reload: removing a VIP stops its traffic. ---
     let mut no_dns = cfg.clone();
@@ -1201,6 +1226,24 @@ fn health_cases(fx: &mut Fixture) {
         reason::FORWARD,
         Some(&dnat(&syn, r1, 10)),
     );
+    // max_conns counts assured flows: the handshake's ACK moves it to
+    // FLOWS and counts it on r1.
+    let assured_before = fx.counter(reason::ASSURED);
+    let ack = from_client(Pkt::tcp((CLIENT, 42020), (CVIP, 10), ACK, 6, b""));
+    fx.case(
+        "capped farm: the handshake's ACK assures the flow",
+        c0,
+        &ack.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&ack, r1, 10)),
+    );
+    assert_eq!(fx.counter(reason::ASSURED), assured_before + 1);
+    assert!(fx.flow_in(42020, false).is_some(), "assured: in FLOWS");
+    assert!(
+        fx.flow_in(42020, true).is_none(),
+        "assured: gone from EMBRYOS"
+    );
     for port in [42021u16, 42022] {
         let syn = from_client(Pkt::tcp((CLIENT, port), (CVIP, 10), SYN, 5, b""));
         fx.case(
@@ -1307,14 +1350,27 @@ fn health_cases(fx: &mut Fixture) {
             payload: inner[14..14 + 28].to_vec(),
         },
     ));
-    let b = icmp.build();
+    // Translated for the client: quote client -> VIP, source the VIP.
+    let quote_vip = Pkt::tcp((CLIENT, p), (VIP, 80), SYN, 1, b"").build();
+    let mut want = Pkt::ip(
+        VIP,
+        CLIENT,
+        L4::Icmp {
+            kind: 3,
+            code: 3,
+            payload: quote_vip[14..14 + 28].to_vec(),
+        },
+    );
+    want.ttl -= 1;
+    want.src_mac = LB_C_MAC;
+    want.dst_mac = CLIENT_MAC;
     fx.case(
-        "ICMP unreachable from a real about its flow is reported and passed",
+        "ICMP unreachable from a real about its flow is reported and translated",
         s0,
-        &b,
-        XDP_PASS,
-        reason::PASS_ICMP_FROM_REAL,
-        Some(&b),
+        &icmp.build(),
+        XDP_REDIRECT,
+        reason::ICMP_ERROR_TO_CLIENT,
+        Some(&want.build()),
     );
     assert_eq!(fx.real_counters(web_r2).conn_fail, fail_before + 1);
 }
@@ -1333,7 +1389,7 @@ fn ha_cases(fx: &mut Fixture) {
         reason::PASS_STANDBY,
         Some(&syn),
     );
-    let flows_now = fx.dp().maps.flows.keys().count();
+    let flows_now = fx.entries();
     fx.dp().maps.standby.set(0, 0, 0).expect("STANDBY");
     fx.dp().maps.sync_on.set(0, 1, 0).expect("SYNC_ON");
     let mut ring = fx.dp().take_sync().expect("SYNC ring");
@@ -1347,7 +1403,7 @@ fn ha_cases(fx: &mut Fixture) {
         reason::PASS_FIB,
         None,
     );
-    assert_eq!(fx.dp().maps.flows.keys().count(), flows_now + 2);
+    assert_eq!(fx.entries(), flows_now + 2);
     let rec = ring.next().expect("a SYNC record for the new flow");
     // SAFETY: the datapath writes whole `SyncEvent`s.
     let ev: lb_common::SyncEvent = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
@@ -1458,10 +1514,29 @@ fn hop_cases(fx: &mut Fixture) {
         "the helper's mtu_result: {:?}",
         f.fwd.hop
     );
+    // DF set: lb answers itself, quoting the packet as the client sent it
+    // (the kernel's message would quote the real).
+    let big = from_client(Pkt::tcp(
+        (CLIENT, port),
+        (VIP, 80),
+        ACK | PSH,
+        2,
+        &[0u8; 1100],
+    ));
     fx.case(
-        "hop: a packet larger than the cached MTU goes to the kernel (fragmentation needed)",
+        "hop: a DF packet larger than the route's MTU is answered with frag needed",
         c0,
-        &pkt(ACK | PSH, &[0u8; 1100]),
+        &big.build(),
+        XDP_TX,
+        reason::ICMP_FRAG_NEEDED,
+        Some(&edges::frag_needed(&big, VIP, 1000)),
+    );
+    let mut may_fragment = big.clone();
+    may_fragment.frag = (0, 0);
+    fx.case(
+        "hop: a packet without DF larger than the MTU goes to the kernel to fragment",
+        c0,
+        &may_fragment.build(),
         XDP_PASS,
         reason::PASS_FIB,
         None,

@@ -1,0 +1,129 @@
+//! ICMP "fragmentation needed" from lb itself: a packet with DF set that
+//! does not fit its next hop's MTU. The kernel would send this too if lb
+//! passed the packet up, but after the rewrite, so its quote would name the
+//! real (to the client) or the VIP (to the real): addresses the sender never
+//! used, and its socket would never learn the MTU. Here the rewrite is
+//! undone first and the message quotes the packet as it arrived (Katran's
+//! `send_icmp4_too_big` is the model: trim, grow the head, XDP_TX).
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::generated::{bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
+use lb_common::reason;
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+
+use crate::{
+    nat,
+    parse::{self, L3, ptr_at},
+};
+
+/// Bytes of the offending packet quoted: its IPv4 header and 64 bytes past
+/// it (RFC 792 asks for 8; more lets the sender match any TCP/UDP header).
+const QUOTE: usize = Ipv4Hdr::LEN + 64;
+/// The ICMP message: 8 bytes of header and the quote (a multiple of 4, as
+/// bpf_csum_diff wants).
+const ICMP_LEN: usize = 8 + QUOTE;
+/// What lb puts in front of the quote.
+const HEAD: usize = Ipv4Hdr::LEN + 8;
+const TTL: u8 = 64;
+/// IPTOS_PREC_INTERNETCONTROL, as Linux sends ICMP errors.
+const TOS: u8 = 0xc0;
+
+/// What `answer` needs, left in scratch memory by the caller (a BPF
+/// function takes at most five arguments).
+pub struct TooBig {
+    /// The address and port the packet had before its translation: the
+    /// VIP's, as destination (`dst`, a client's packet) or as source (a
+    /// real's).
+    pub orig_addr: [u8; 4],
+    pub orig_port: [u8; 2],
+    pub dst: bool,
+    /// The message's source (the VIP) and the MTU to report.
+    pub from: [u8; 4],
+    pub mtu: u16,
+}
+
+/// Undoes the translation of the TCP/UDP packet at `l3_off` as `t` says and
+/// answers it with "fragmentation needed" back out the interface it came in
+/// by. Untagged frames only: tagged ones never reach the FIB (fwd.rs).
+#[inline(never)]
+pub fn answer(ctx: &XdpContext, l3_off: usize, t: &TooBig) -> Result<(u32, u32), u32> {
+    if l3_off != EthHdr::LEN {
+        return Err(reason::PASS_FIB);
+    }
+    {
+        let l3 = L3::at(ctx, l3_off)?;
+        let l4 = parse::l4(ctx, &l3).map_err(|_| reason::PASS_FIB)?;
+        if t.dst {
+            nat::dnat(l3.ip, &l4, t.orig_addr, t.orig_port);
+        } else {
+            nat::snat(l3.ip, &l4, t.orig_addr, t.orig_port);
+        }
+    }
+    let len = ctx.data_end() - ctx.data();
+    let keep = EthHdr::LEN + QUOTE;
+    if len < keep {
+        // Too short to be too big for any real MTU; let the kernel judge.
+        return Err(reason::PASS_FIB);
+    }
+    // SAFETY: shrinking by less than the frame's length, then growing the
+    // head into the headroom XDP guarantees (256 bytes).
+    unsafe {
+        if bpf_xdp_adjust_tail(ctx.ctx, -((len - keep) as i32)) != 0
+            || bpf_xdp_adjust_head(ctx.ctx, -(HEAD as i32)) != 0
+        {
+            return Err(reason::PASS_FIB);
+        }
+    }
+    // Both helpers invalidate every packet pointer: derive them again. The
+    // old Ethernet header now sits at HEAD, the quote right after it.
+    let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| reason::PASS_FIB)?;
+    let old_eth: *mut EthHdr = ptr_at(ctx, HEAD).map_err(|_| reason::PASS_FIB)?;
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| reason::PASS_FIB)?;
+    let icmp: *mut [u8; ICMP_LEN] =
+        ptr_at(ctx, EthHdr::LEN + Ipv4Hdr::LEN).map_err(|_| reason::PASS_FIB)?;
+    let quote: *mut Ipv4Hdr = ptr_at(ctx, HEAD + EthHdr::LEN).map_err(|_| reason::PASS_FIB)?;
+    // SAFETY: all bounds checked just above; `old_eth` overlaps the new
+    // IPv4/ICMP headers, so it is read before they are written.
+    unsafe {
+        let (src_mac, dst_mac) = ((*old_eth).src_addr, (*old_eth).dst_addr);
+        let sender = (*quote).src_addr;
+        (*eth).dst_addr = src_mac;
+        (*eth).src_addr = dst_mac;
+        (*eth).ether_type = u16::from_ne_bytes([0x08, 0x00]);
+        let ip = &mut *ip;
+        ip.vihl = 0x45;
+        ip.tos = TOS;
+        ip.tot_len = ((Ipv4Hdr::LEN + ICMP_LEN) as u16).to_be_bytes();
+        ip.id = [0, 0];
+        ip.frags = [0, 0];
+        ip.ttl = TTL;
+        ip.proto = crate::parse::PROTO_ICMP;
+        ip.check = [0, 0];
+        ip.src_addr = t.from;
+        ip.dst_addr = sender;
+        ip.check = checksum(ip as *mut Ipv4Hdr as *mut u32, Ipv4Hdr::LEN);
+        let m = &mut *icmp;
+        let mtu = t.mtu.to_be_bytes();
+        m[..8].copy_from_slice(&[3, 4, 0, 0, 0, 0, mtu[0], mtu[1]]);
+        let check = checksum(m.as_mut_ptr().cast(), ICMP_LEN);
+        m[2] = check[0];
+        m[3] = check[1];
+    }
+    Ok((xdp_action::XDP_TX, reason::ICMP_FRAG_NEEDED))
+}
+
+/// The Internet checksum of `len` bytes at `p` (a multiple of 4), as it is
+/// stored on the wire.
+#[inline(always)]
+unsafe fn checksum(p: *mut u32, len: usize) -> [u8; 2] {
+    // SAFETY: the caller checked `len` bytes at `p`.
+    let sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p, len as u32, 0) } as u64;
+    // The helper sums 16-bit words as they lie in memory; folded and
+    // inverted in the same order, the result is stored as it lies.
+    let mut s = (sum & 0xffff) + ((sum >> 16) & 0xffff) + (sum >> 32);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    (!(s as u16)).to_ne_bytes()
+}
