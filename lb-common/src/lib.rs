@@ -369,8 +369,9 @@ pub mod reason {
     /// New flow but the flow table refused the entry: dropped.
     pub const DROP_TABLE_FULL: u32 = 15;
     /// Rewritten, but the route has no resolved neighbour, leaves by an
-    /// interface lb does not own, or the frame came 802.1Q-tagged: handed to
-    /// the kernel to forward.
+    /// interface lb does not own, or a tagged frame's route leaves untagged
+    /// or by a VLAN device lb does not know (`VLANS`): handed to the kernel
+    /// to forward.
     pub const PASS_FIB: u32 = 16;
     /// New flows created (counted in addition to FORWARD).
     pub const NEW_FLOW: u32 = 17;
@@ -512,6 +513,22 @@ pub const EMBRYO_TABLE_DIVISOR: u32 = 4;
 /// The smallest `EMBRYOS` lb makes, whatever the flow table's size.
 pub const EMBRYO_TABLE_MIN: u32 = 1024;
 
+/// Value of `VLANS`, keyed by a VLAN device's ifindex: the interface lb
+/// owns that carries it, and its VLAN id. Lets the datapath send a tagged
+/// frame out of the VLAN the FIB chose by redirect, rewriting the tag.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VlanPort {
+    pub parent_ifindex: u32,
+    /// The 12-bit VLAN id, host order.
+    pub vid: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<VlanPort>() == 8);
+
+/// VLAN devices the datapath can send through (over all its interfaces).
+pub const MAX_VLANS: u32 = 1024;
+
 /// The 16-byte form of an IPv4 address (`::ffff:a.b.c.d`).
 pub const fn v4_mapped(v4: [u8; 4]) -> [u8; 16] {
     [
@@ -539,4 +556,5 @@ mod pod {
     unsafe impl aya::Pod for ClockSample {}
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for FragNat {}
+    unsafe impl aya::Pod for VlanPort {}
 }

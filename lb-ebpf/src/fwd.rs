@@ -2,8 +2,14 @@
 //! frame leaves by XDP_TX (same interface) or XDP_REDIRECT (devmap). When the
 //! FIB has no resolved neighbour, or the route leaves by an interface lb does
 //! not own, the rewritten packet goes to the kernel, which forwards it (and
-//! resolves ARP) itself. So does a frame that arrived 802.1Q-tagged: its
-//! way out is a VLAN device the kernel knows and the FIB does not tell us.
+//! resolves ARP) itself.
+//!
+//! A frame that arrived 802.1Q-tagged leaves tagged: the FIB names the VLAN
+//! device the route leaves by, `VLANS` the interface under it and its VLAN
+//! id, and the frame's tag gets that id (its priority bits kept). A tagged
+//! frame whose route leaves untagged, or by a VLAN lb does not know, goes to
+//! the kernel. Tagged frames ask the FIB at every packet (the cache holds
+//! untagged hops).
 //!
 //! A flow's packets reuse the answer its direction cached (`lb_common::Hop`,
 //! its validity rules there): `bpf_fib_lookup` is most of the cost of a
@@ -15,12 +21,12 @@ use aya_ebpf::{
 };
 use core::mem::{size_of, zeroed};
 use lb_common::{HOP_AGE_SHIFT, HOP_MAX_AGE, Hop, reason};
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, vlan::VlanHdr};
 
 use crate::{
     csum,
-    maps::{HOP_GEN, TX_PORTS},
-    parse::L3,
+    maps::{HOP_GEN, TX_PORTS, VLANS},
+    parse::{L3, ptr_at},
 };
 
 const AF_INET: u8 = 2;
@@ -36,7 +42,7 @@ const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
 #[inline(never)]
 pub fn forward(ctx: &XdpContext, l3_off: usize, hop: &mut Hop, now: u64) -> Result<u32, u32> {
     if l3_off != EthHdr::LEN {
-        return Err(reason::PASS_FIB);
+        return tagged(ctx, l3_off);
     }
     let l3 = L3::at(ctx, l3_off)?;
     // SAFETY: the IPv4 header was bounds checked by the parser.
@@ -94,6 +100,43 @@ pub fn send(ctx: &XdpContext, l3: &L3, hop: &Hop) -> u32 {
     TX_PORTS
         .redirect(hop.ifindex, xdp_action::XDP_PASS as u64)
         .unwrap_or(xdp_action::XDP_PASS)
+}
+
+/// Sends a tagged frame out of the VLAN the FIB routes it by (module doc).
+#[inline(always)]
+fn tagged(ctx: &XdpContext, l3_off: usize) -> Result<u32, u32> {
+    let l3 = L3::at(ctx, l3_off)?;
+    let ingress = ctx.ingress_ifindex() as u32;
+    // SAFETY: the IPv4 header was bounds checked by the parser.
+    let ip = unsafe { &mut *l3.ip };
+    let mut p = fib_request(ip, ingress);
+    if fib_lookup(ctx, &mut p) != BPF_FIB_LKUP_RET_SUCCESS {
+        return Err(reason::PASS_FIB);
+    }
+    // SAFETY: read-only use of the value.
+    let port = unsafe { VLANS.get(&p.ifindex) }.ok_or(reason::PASS_FIB)?;
+    let out = port.parent_ifindex;
+    if out != ingress && TX_PORTS.get_ifindex(out).is_none() {
+        return Err(reason::PASS_FIB);
+    }
+    let vlan: *mut VlanHdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| reason::PASS_FIB)?;
+    let vid = port.vid.to_be_bytes();
+    // SAFETY: bounds checked by ptr_at; the Ethernet header by the parser.
+    unsafe {
+        let tci = &mut (*vlan).tci;
+        *tci = [(tci[0] & 0xf0) | (vid[0] & 0x0f), vid[1]];
+        (*l3.eth).dst_addr = p.dmac;
+        (*l3.eth).src_addr = p.smac;
+    }
+    let old = [ip.ttl, ip.proto];
+    ip.ttl -= 1;
+    ip.check = csum::replace2(ip.check, old, [ip.ttl, ip.proto]);
+    if out == ingress {
+        return Ok(xdp_action::XDP_TX);
+    }
+    Ok(TX_PORTS
+        .redirect(out, xdp_action::XDP_PASS as u64)
+        .unwrap_or(xdp_action::XDP_PASS))
 }
 
 /// Asks the FIB for the packet's next hop and writes it to `hop` (cleared

@@ -9,8 +9,8 @@ use aya_ebpf::{
 use lb_common::{
     Clock, ClockSample, Counters, EMBRYO_TABLE_DIVISOR, EVENTS_BYTES, FLOW_TABLE_DEFAULT,
     FRAG_ENTRIES, Farm, Flow, FlowKey, FragKey, FragNat, MAGLEV_SLOTS, MAX_FARMS, MAX_IFACES,
-    MAX_REALS, MAX_VIPS, Real, SCHED_SLOTS, STICKY_ENTRIES, SYNC_BYTES, Sticky, StickyKey, VipInfo,
-    VipKey, reason,
+    MAX_REALS, MAX_VIPS, MAX_VLANS, Real, SCHED_SLOTS, STICKY_ENTRIES, SYNC_BYTES, Sticky,
+    StickyKey, VipInfo, VipKey, VlanPort, reason,
 };
 
 /// Virtual servers by (address, port, protocol).
@@ -83,6 +83,12 @@ pub static REAL_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_REALS, 0)
 /// the configured interfaces).
 #[map]
 pub static TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_IFACES, 0);
+
+/// VLAN devices over the interfaces in `TX_PORTS`, by their ifindex: where
+/// a tagged frame goes when the FIB routes it out of one. Kept by the agent
+/// from the kernel's VLAN list at attach and at every link change.
+#[map]
+pub static VLANS: HashMap<u32, VlanPort> = HashMap::pinned(MAX_VLANS, 0);
 
 /// Flows per real id counted in by the datapath: +1 at creation, -1 at the
 /// client's FIN or RST (atomic adds). A real's active flows are

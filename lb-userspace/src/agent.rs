@@ -130,7 +130,10 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         if let Some(hop_gen) = dp.take_hop_gen() {
-            crate::routewatch::spawn(hop_gen)?;
+            let vlans = dp
+                .take_vlans()
+                .map(|m| crate::vlans::Vlans::new(m, &cfg.interfaces));
+            crate::routewatch::spawn(hop_gen, vlans)?;
         }
         let (tx, transitions) = mpsc::unbounded_channel();
         let (ha, ha_inputs) = match &cfg.ha {

@@ -52,6 +52,7 @@ pub const MAP_NAMES: [&str; 23] = [
     "STANDBY",
     "HOP_GEN",
     "CLOCK",
+    "VLANS",
 ];
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -67,6 +68,7 @@ pub struct Datapath {
     events: Option<RingBuf<MapData>>,
     sync: Option<RingBuf<MapData>>,
     hop_gen: Option<Array<MapData, u32>>,
+    vlans: Option<HashMap<MapData, u32, lb_common::VlanPort>>,
     clock: DatapathClock,
 }
 
@@ -173,6 +175,7 @@ impl Datapath {
         let events = Some(take(&mut ebpf, "EVENTS")?);
         let sync = Some(take(&mut ebpf, "SYNC")?);
         let hop_gen = Some(take(&mut ebpf, "HOP_GEN")?);
+        let vlans = Some(take(&mut ebpf, "VLANS")?);
         let clock = DatapathClock::start(&mut ebpf)?;
         Ok(Self {
             ebpf,
@@ -184,6 +187,7 @@ impl Datapath {
             events,
             sync,
             hop_gen,
+            vlans,
             clock,
         })
     }
@@ -203,6 +207,11 @@ impl Datapath {
     /// The next-hop generation, for the route watcher (once).
     pub fn take_hop_gen(&mut self) -> Option<Array<MapData, u32>> {
         self.hop_gen.take()
+    }
+
+    /// The VLAN device map, for the route watcher (once).
+    pub fn take_vlans(&mut self) -> Option<HashMap<MapData, u32, lb_common::VlanPort>> {
+        self.vlans.take()
     }
 
     /// The HA flow-change ring, for the sync stream's reader (once).

@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod reset;
 pub mod routewatch;
 pub mod sched;
+pub mod vlans;

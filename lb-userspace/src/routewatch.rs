@@ -8,6 +8,8 @@
 //!
 //! Without a running agent the datapath still bounds a cached hop's age
 //! (`lb_common::HOP_MAX_AGE`, about a second).
+//!
+//! The same changes refresh the datapath's list of VLAN devices (vlans.rs).
 use std::{
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -17,6 +19,8 @@ use anyhow::{Context, Result};
 use aya::maps::{Array, MapData};
 use log::{debug, warn};
 use tokio::io::{Interest, unix::AsyncFd};
+
+use crate::vlans::Vlans;
 
 /// rtnetlink multicast groups, as the legacy `nl_groups` bitmask (bit
 /// `group - 1`).
@@ -32,8 +36,11 @@ const RTNLGRP_NEXTHOP: u32 = 32;
 /// Subscribes to the changes and bumps `HOP_GEN` once now (an agent that
 /// adopts a running datapath missed whatever changed while none watched),
 /// then at every burst of notifications, from a task on the agent's runtime.
-pub fn spawn(mut hop_gen: Array<MapData, u32>) -> Result<()> {
+pub fn spawn(mut hop_gen: Array<MapData, u32>, mut vlans: Option<Vlans>) -> Result<()> {
     let sock = subscribe().context("subscribing to rtnetlink route and neighbour changes")?;
+    if let Some(v) = vlans.as_mut() {
+        v.sync_or_warn();
+    }
     bump(&mut hop_gen);
     // SAFETY: the AsyncFd owns the socket, so its fd lives exactly as long
     // as the registration.
@@ -61,6 +68,9 @@ pub fn spawn(mut hop_gen: Array<MapData, u32>) -> Result<()> {
                 }
             }
             if changed {
+                if let Some(v) = vlans.as_mut() {
+                    v.sync_or_warn();
+                }
                 bump(&mut hop_gen);
             }
         }

@@ -146,6 +146,7 @@ pub fn edge_cases(fx: &mut Fixture) {
     fragment_cases(fx);
     reuse_cases(fx);
     flood_cases(fx);
+    vlan_cases(fx);
 }
 
 /// ICMP errors about a flow, both ways, every checksum checked.
@@ -396,4 +397,36 @@ fn flood_cases(fx: &mut Fixture) {
     }
     // And a legitimate new connection still completes.
     handshake(fx, 44300);
+}
+
+/// A tagged frame leaves tagged, by redirect, with the VLAN id of the
+/// device its route leaves by. This machine's kernel has no 8021q (no VLAN
+/// device can be made), so s0 stands in for one: the fixture programs
+/// `VLANS` as the agent would for a VLAN device with id 20 over s0.
+fn vlan_cases(fx: &mut Fixture) {
+    let (c0, s0) = (fx.c0, fx.s0);
+    let mut vlans = fx.dp().take_vlans().expect("VLANS");
+    let port = lb_common::VlanPort {
+        parent_ifindex: s0,
+        vid: 20,
+        _pad: 0,
+    };
+    vlans.insert(s0, port, 0).expect("VLANS");
+    let mut syn = from_client(Pkt::tcp((CLIENT, 44400), (VIP, 80), SYN, 1, b""));
+    syn.vlan = Some(10);
+    let out = fx.case(
+        "a tagged frame is forwarded by redirect, tagged with its VLAN's id",
+        c0,
+        &syn.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        None,
+    );
+    let real = fx.flow_real(44400).expect("the flow");
+    let mut want = toward_real(&syn, real);
+    want.dst = real;
+    want.vlan = Some(20);
+    set_dport(&mut want, 8080);
+    assert_eq!(hex(&out), hex(&want.build()), "the tagged frame as sent");
+    vlans.remove(&s0).expect("VLANS");
 }
