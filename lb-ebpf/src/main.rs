@@ -225,7 +225,7 @@ fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
             Outcome::Purged => {}
             Outcome::Keep | Outcome::Reassigned => {
                 if fresh_syn && f.state == ST_SYN && f.packets > 0 {
-                    syn_retransmitted(&s.key, f, s.embryo, now);
+                    syn_retransmitted(s, f, now);
                 }
                 let state = f.state;
                 flow::account(f, &s.facts, now);
@@ -355,14 +355,27 @@ fn new_flow(s: &mut Scratch) -> Result<(), u32> {
     Ok(())
 }
 
-/// A client's SYN again, and the real has not answered at all: a failed
-/// connection attempt for passive health.
-#[inline(always)]
-fn syn_retransmitted(key: &lb_common::FlowKey, f: &lb_common::Flow, embryo: bool, now: u64) {
-    let rev = flow::reverse_key(key, f.nat_addr, f.nat_port_be);
-    // SAFETY: read-only use of the value.
-    if flow::get(&rev, embryo).is_some_and(|r| unsafe { (*r).packets } == 0) {
-        passive::conn_failed(EV_SYN_RETRANSMIT, f.real_id, now);
+/// A client's SYN again. If the real has not answered at all, a failed
+/// connection attempt for passive health. If the flow's reverse entry is
+/// gone (a half-open flow's two entries age out of `EMBRYOS` one by one
+/// under a flood), it is put back: without it the real's SYN-ACK would not
+/// be translated, and every retransmission would meet the same fate.
+/// A BPF function of its own (to_vip's stack).
+#[inline(never)]
+fn syn_retransmitted(s: &mut Scratch, f: &Flow, now: u64) {
+    let rev = flow::reverse_key(&s.key, f.nat_addr, f.nat_port_be);
+    match flow::get(&rev, s.embryo) {
+        // SAFETY: read-only use of the value.
+        Some(r) if unsafe { (*r).packets } == 0 => {
+            passive::conn_failed(EV_SYN_RETRANSMIT, f.real_id, now);
+        }
+        Some(_) => {}
+        None => {
+            s.build.flow = *f;
+            s.build.flow.packets = 0;
+            s.build.flow.bytes = 0;
+            let _ = flow::insert_reverse(&s.key, &mut s.build, s.embryo);
+        }
     }
 }
 

@@ -146,6 +146,7 @@ pub fn edge_cases(fx: &mut Fixture) {
     fragment_cases(fx);
     reuse_cases(fx);
     flood_cases(fx);
+    half_open_cases(fx);
     vlan_cases(fx);
 }
 
@@ -429,4 +430,41 @@ fn vlan_cases(fx: &mut Fixture) {
     set_dport(&mut want, 8080);
     assert_eq!(hex(&out), hex(&want.build()), "the tagged frame as sent");
     vlans.remove(&s0).expect("VLANS");
+}
+
+/// A half-open flow whose reply entry aged out of `EMBRYOS` alone gets it
+/// back at the client's next SYN, so the handshake can still complete.
+fn half_open_cases(fx: &mut Fixture) {
+    let (c0, s0) = (fx.c0, fx.s0);
+    let port = 44500;
+    let syn = from_client(Pkt::tcp((CLIENT, port), (VIP, 80), SYN, 100, b""));
+    fx.run(c0, &syn.build());
+    let f = fx.flow_in(port, true).expect("half-open");
+    let real = fx.flow_real(port).expect("its real");
+    let rev = flowtable::reverse_key(&f.fwd_key, &f.fwd);
+    fx.dp()
+        .maps
+        .embryos
+        .remove(&rev)
+        .expect("drop the reply entry");
+    fx.case(
+        "a retransmitted SYN of a half-open flow keeps its real",
+        c0,
+        &syn.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat(&syn, real, 8080)),
+    );
+    let mut synack = from_real(Pkt::tcp((real, 8080), (CLIENT, port), SYN | ACK, 500, b""));
+    if let L4::Tcp { ack, .. } = &mut synack.l4 {
+        *ack = 101;
+    }
+    fx.case(
+        "... and puts its lost reply entry back: the SYN-ACK is translated",
+        s0,
+        &synack.build(),
+        XDP_REDIRECT,
+        reason::REVERSE,
+        Some(&snat(&synack, VIP, 80)),
+    );
 }
