@@ -4,12 +4,12 @@
 
 use std::{
     io::{self, Read, Write},
-    net::{Shutdown, SocketAddr, TcpStream, UdpSocket},
+    net::{Shutdown, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
     thread,
     time::{Duration, Instant},
 };
 
-use crate::data::{Fnv1a64, PatternGen};
+use crate::data::{Fnv1a64, PatternGen, SOURCE_SEED};
 
 /// Largest HTTP response we accept; the test server's are tiny.
 const MAX_RESPONSE: usize = 1 << 20;
@@ -31,10 +31,13 @@ fn connect(addr: SocketAddr, deadline: Instant) -> io::Result<TcpStream> {
     Ok(s)
 }
 
-/// A blocking connect from `local` (port chosen by the kernel); std cannot
-/// bind before connecting, so the socket is made with libc.
+/// A blocking connect from `local` (port 0: chosen by the kernel); std
+/// cannot bind before connecting, so the socket is made with libc.
+/// `reuse_addr` sets SO_REUSEADDR before the bind, so a fixed port can be
+/// bound again while an old connection on it is still in the tables.
 fn connect_bound(
-    local: std::net::Ipv4Addr,
+    local: SocketAddrV4,
+    reuse_addr: bool,
     addr: SocketAddr,
     timeout: Duration,
 ) -> io::Result<TcpStream> {
@@ -68,7 +71,20 @@ fn connect_bound(
             (&tv as *const libc::timeval).cast(),
             size_of::<libc::timeval>() as u32,
         );
-        let src = sin(local, 0);
+        if reuse_addr {
+            let one: libc::c_int = 1;
+            if libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&one as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as u32,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let src = sin(*local.ip(), local.port());
         if libc::bind(
             fd,
             (&src as *const libc::sockaddr_in).cast(),
@@ -195,6 +211,33 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(
     read_response(&mut s, &mut Vec::new(), deadline)
 }
 
+/// One HTTP/1.1 GET with `Connection: close` from a fixed local address
+/// and port (SO_REUSEADDR), for tests that open the same 4-tuple again.
+/// After the response it waits for the server's FIN before closing, so the
+/// server is the side that closed first and holds the TIME_WAIT: the
+/// client's end of the tuple is free again once its own FIN is acknowledged.
+pub fn http_get_from(
+    local: SocketAddrV4,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> io::Result<(u16, String)> {
+    let deadline = Instant::now() + timeout;
+    let mut s = connect_bound(local, true, addr, remaining(deadline)?)?;
+    s.set_write_timeout(Some(remaining(deadline)?))?;
+    s.write_all(request(addr, path, false).as_bytes())?;
+    let mut buf = Vec::new();
+    let resp = read_response(&mut s, &mut buf, deadline)?;
+    if read_until(&mut s, &mut buf, deadline, |_| None)?.is_none() && buf.is_empty() {
+        Ok(resp)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} bytes after the response", buf.len()),
+        ))
+    }
+}
+
 /// A persistent HTTP/1.1 connection (keep-alive), for tests where one TCP
 /// flow carries many requests (stickiness, failover of an open connection).
 pub struct HttpConn {
@@ -218,7 +261,7 @@ impl HttpConn {
     ) -> io::Result<Self> {
         let stream = match local {
             None => connect(addr, Instant::now() + timeout)?,
-            Some(ip) => connect_bound(ip, addr, timeout)?,
+            Some(ip) => connect_bound(SocketAddrV4::new(ip, 0), false, addr, timeout)?,
         };
         Ok(Self {
             addr,
@@ -345,6 +388,86 @@ pub fn bulk_send(addr: SocketAddr, total_bytes: u64, timeout: Duration) -> io::R
         server_count: count.parse().map_err(|_| bad())?,
         server_hash: u64::from_str_radix(hex, 16).map_err(|_| bad())?,
         local_hash: hash.finish(),
+        elapsed,
+    })
+}
+
+/// Outcome of [`bulk_receive`]. Intact iff every byte asked for arrived and
+/// they hash like the stream the server generated.
+#[derive(Clone, Copy, Debug)]
+pub struct DownloadResult {
+    pub requested: u64,
+    pub received: u64,
+    pub hash: u64,
+    pub want_hash: u64,
+    pub elapsed: Duration,
+}
+
+impl DownloadResult {
+    pub fn intact(&self) -> bool {
+        self.received == self.requested && self.hash == self.want_hash
+    }
+
+    /// Payload throughput in Mbit/s.
+    pub fn mbit_per_s(&self) -> f64 {
+        self.received as f64 * 8.0 / self.elapsed.as_secs_f64().max(1e-9) / 1e6
+    }
+}
+
+/// Asks a source service for `total_bytes` and reads them to EOF: a
+/// download of known content ([`SOURCE_SEED`]), the reverse of
+/// [`bulk_send`].
+pub fn bulk_receive(
+    addr: SocketAddr,
+    total_bytes: u64,
+    timeout: Duration,
+) -> io::Result<DownloadResult> {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut s = connect(addr, deadline)?;
+    s.set_write_timeout(Some(remaining(deadline)?))?;
+    s.write_all(format!("{total_bytes}\n").as_bytes())?;
+    let mut hash = Fnv1a64::new();
+    let mut received = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        s.set_read_timeout(Some(remaining(deadline)?))?;
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hash.update(&buf[..n]);
+                received += n as u64;
+                if received > total_bytes {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("more than the {total_bytes} bytes asked for"),
+                    ));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("after {received} of {total_bytes} bytes: {e}"),
+                ));
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    let mut want = Fnv1a64::new();
+    let mut pattern = PatternGen::new(SOURCE_SEED);
+    let mut left = total_bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        pattern.fill(&mut buf[..n]);
+        want.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(DownloadResult {
+        requested: total_bytes,
+        received,
+        hash: hash.finish(),
+        want_hash: want.finish(),
         elapsed,
     })
 }

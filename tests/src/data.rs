@@ -42,6 +42,10 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// Seed of the stream `lb-testsrv`'s source service sends; the client that
+/// downloads it generates the same stream to check what arrived.
+pub const SOURCE_SEED: u64 = 0x6c62_2d73_6f75_7263;
+
 /// Deterministic pseudo-random bytes (xorshift64*), fast enough that the
 /// generator is never the bottleneck of a bulk transfer. Random-looking data
 /// matters: a constant pattern would hide misordered segments.

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod data;
+pub mod edges_net;
 pub mod filled;
 pub mod fixture_net;
 pub mod ha_pair;
@@ -20,7 +21,10 @@ pub mod spawned;
 pub mod testsrv;
 pub mod topology;
 
-pub use client::{BulkResult, EchoConn, HttpConn, bulk_send, http_get, udp_request, wait_until};
+pub use client::{
+    BulkResult, DownloadResult, EchoConn, HttpConn, bulk_receive, bulk_send, http_get,
+    http_get_from, udp_request, wait_until,
+};
 pub use data::{Fnv1a64, PatternGen, fnv1a64};
 pub use ha_topology::HaTopology;
 pub use lbagent::{LbAgent, lb_bin};

@@ -48,6 +48,12 @@ impl TestServer {
         self.listen("sink", addr)
     }
 
+    /// TCP source: reads a decimal byte count and a newline, sends that many
+    /// bytes of the [`crate::data::SOURCE_SEED`] pattern stream, closes.
+    pub fn source(self, addr: SocketAddr) -> Self {
+        self.listen("source", addr)
+    }
+
     pub fn ready_timeout(mut self, t: Duration) -> Self {
         self.ready_timeout = t;
         self

@@ -3,6 +3,7 @@
 //! ```text
 //! lb-testsrv --name r1 [--http ADDR:PORT]... [--udp ADDR:PORT]...
 //!                      [--echo ADDR:PORT]... [--sink ADDR:PORT]...
+//!                      [--source ADDR:PORT]...
 //! ```
 //! - http: HTTP/1.1, body `<name>\n`, keep-alive unless `Connection: close`;
 //!   `/status/NNN` answers NNN (200-599), anything else (e.g. `/healthz`) 200.
@@ -11,6 +12,8 @@
 //! - udp: replies `<name>:<payload>` to each datagram.
 //! - echo: TCP echo.
 //! - sink: reads to EOF, answers `<count> <fnv1a64 hex>\n`, closes.
+//! - source: reads `<count>\n`, sends `count` bytes of the pattern stream
+//!   seeded with `data::SOURCE_SEED`, closes (a download of known content).
 //!
 //! Prints `listening <kind> <addr>` once per bound listener (tests wait for
 //! it) and `conn <kind> <peer>` per accepted TCP connection. Plain std
@@ -24,7 +27,7 @@ use std::{
     thread,
 };
 
-use lb_tests::Fnv1a64;
+use lb_tests::{Fnv1a64, PatternGen, data::SOURCE_SEED};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
@@ -32,6 +35,7 @@ enum Kind {
     Udp,
     Echo,
     Sink,
+    Source,
 }
 
 impl Kind {
@@ -41,12 +45,13 @@ impl Kind {
             Kind::Udp => "udp",
             Kind::Echo => "echo",
             Kind::Sink => "sink",
+            Kind::Source => "source",
         }
     }
 }
 
 const USAGE: &str = "usage: lb-testsrv --name NAME [--http ADDR:PORT]... [--udp ADDR:PORT]... \
-                     [--echo ADDR:PORT]... [--sink ADDR:PORT]...";
+                     [--echo ADDR:PORT]... [--sink ADDR:PORT]... [--source ADDR:PORT]...";
 
 fn usage(msg: &str) -> ! {
     eprintln!("lb-testsrv: {msg}\n{USAGE}");
@@ -67,6 +72,7 @@ fn parse_args() -> (String, Vec<(Kind, SocketAddr)>) {
             "--udp" => Kind::Udp,
             "--echo" => Kind::Echo,
             "--sink" => Kind::Sink,
+            "--source" => Kind::Source,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 exit(0)
@@ -142,6 +148,7 @@ fn accept_loop(kind: Kind, name: Arc<str>, listener: TcpListener) {
                     Kind::Http => serve_http(&name, stream, peer),
                     Kind::Echo => serve_echo(stream),
                     Kind::Sink => serve_sink(stream),
+                    Kind::Source => serve_source(stream),
                     Kind::Udp => unreachable!("udp has no accept loop"),
                 };
                 if let Err(e) = r {
@@ -198,6 +205,47 @@ fn serve_sink(mut s: TcpStream) -> io::Result<()> {
         count += n as u64;
     }
     s.write_all(format!("{count} {:016x}\n", hash.finish()).as_bytes())?;
+    s.shutdown(Shutdown::Write)
+}
+
+/// Largest download the source service agrees to send (the tests ask for
+/// a few MB).
+const MAX_SOURCE: u64 = 1 << 34;
+
+fn serve_source(mut s: TcpStream) -> io::Result<()> {
+    // The request is one short line; read it byte by byte so nothing after
+    // it is consumed.
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        if s.read(&mut b)? == 0 {
+            return Ok(());
+        }
+        if b[0] == b'\n' {
+            break;
+        }
+        if line.len() >= 24 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request line too long",
+            ));
+        }
+        line.push(b[0]);
+    }
+    let count: u64 = std::str::from_utf8(&line)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .filter(|&n| n <= MAX_SOURCE)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad byte count"))?;
+    let mut pattern = PatternGen::new(SOURCE_SEED);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        pattern.fill(&mut buf[..n]);
+        s.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
     s.shutdown(Shutdown::Write)
 }
 

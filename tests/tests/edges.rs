@@ -1,0 +1,506 @@
+//! End to end, the edges of L4 NAT that plain request/response traffic never
+//! reaches: ICMP errors about a flow crossing the balancer against it (path
+//! MTU discovery), IP fragments, a SYN flood against a small flow table, and
+//! a client reopening a 4-tuple whose last connection just closed.
+//!
+//! Topology (tests/src/edges_net.rs): client — r1 — lb — r3 — s1, s2, all
+//! routed, with 1280-byte route MTUs on the routers beyond the lb, so the
+//! kernels on the way make the ICMP errors and fragments.
+//!
+//! Every case runs twice: first with nftables DNAT (conntrack) in the lb
+//! namespace, the reference that proves the case itself; then with the real
+//! `lb` binary, XDP on the lb namespace's interfaces. Each run gets a fresh
+//! topology, so nothing one balancer left (learned path MTUs, conntrack
+//! entries, the servers' TIME_WAIT and SYN queues) can help or hurt the
+//! other. `EDGES_MODES=nft` (or `lb`) runs only that mode.
+use std::{
+    collections::BTreeMap,
+    io,
+    net::{SocketAddr, SocketAddrV4},
+    panic::{self, AssertUnwindSafe},
+    thread,
+    time::{Duration, Instant},
+};
+
+use lb_tests::{
+    EchoConn, bulk_receive, bulk_send,
+    edges_net::{
+        self, Balancer, CLIENT_ADDR, ECHO, EdgeNet, HTTP, Mode, NARROW_MTU, Proto, SINK, SOURCE,
+        Service, UDP, VIP, server_addr, server_name,
+    },
+    http_get_from, require_root, udp_request, wait_until,
+};
+
+/// Two servers: enough for a round-robin pick to be visible.
+const SERVERS: usize = 2;
+/// lb's flow table outside the flood case (entries; two per flow).
+const TABLE: u32 = 65536;
+const T: Duration = Duration::from_secs(3);
+
+fn vip(port: u16) -> SocketAddr {
+    SocketAddr::new(VIP.into(), port)
+}
+
+fn service(name: &'static str, proto: Proto, port: u16, real_port: u16, n: usize) -> Service {
+    Service {
+        name,
+        proto,
+        port,
+        real_port,
+        reals: (0..n).map(server_addr).collect(),
+    }
+}
+
+/// An I/O error as the test reports it: std reports a socket timeout
+/// (SO_RCVTIMEO) as EAGAIN, "Resource temporarily unavailable".
+fn why(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!("timed out ({e})"),
+        _ => e.to_string(),
+    }
+}
+
+/// Runs `case` once per selected mode, each on a fresh topology whose
+/// servers run every `lb-testsrv` service. A failure names the case and the
+/// mode; a failure of the nftables run means the case is wrong, not lb.
+fn run_case(case: &str, f: fn(&EdgeNet, Mode)) {
+    require_root();
+    for mode in Mode::selected() {
+        println!("=== {case} [{mode}]");
+        let start = Instant::now();
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut net = EdgeNet::new(SERVERS);
+            net.start_servers(env!("CARGO_BIN_EXE_lb-testsrv"));
+            // Nothing is learned yet in a fresh topology; flushing anyway
+            // keeps the run honest should the topology ever be shared.
+            net.flush_route_caches();
+            f(&net, mode);
+        }));
+        if let Err(payload) = outcome {
+            let msg = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("(a panic without a message)");
+            match mode {
+                Mode::Nft => panic!(
+                    "case {case}, mode nft (the nftables reference: the case itself is wrong): {msg}"
+                ),
+                Mode::Lb => panic!("case {case}, mode lb: {msg}"),
+            }
+        }
+        println!("=== {case} [{mode}] passed in {:.1?}", start.elapsed());
+    }
+}
+
+#[test]
+fn path_mtu_discovery_through_the_balancer_both_ways() {
+    run_case("pmtu", pmtu);
+}
+
+#[test]
+fn udp_datagrams_fragmented_both_ways() {
+    run_case("udp-fragments", udp_fragments);
+}
+
+#[test]
+fn a_syn_flood_leaves_established_connections_alone() {
+    run_case("syn-flood", syn_flood);
+}
+
+#[test]
+fn a_reused_tuple_after_close_gets_a_fresh_real() {
+    run_case("tuple-reuse", tuple_reuse);
+}
+
+/// Bytes of each bulk transfer: some 2000 full-sized segments, far beyond
+/// what could slip through before the first "fragmentation needed".
+const BULK: u64 = 3 << 20;
+/// A transfer whose path MTU is never learned stalls (Linux does no MTU
+/// probing by default) and ends here.
+const BULK_LIMIT: Duration = Duration::from_secs(20);
+
+/// Path MTU discovery across the NAT, both ways, with ICMP made by the
+/// routers' kernels:
+/// - download: the real's 1500-byte segments meet r1's 1280 route towards
+///   the clients. r1's "fragmentation needed" quotes VIP -> client and is
+///   addressed to the VIP; the balancer must deliver it to the real,
+///   quoting real -> client.
+/// - upload: the client's 1500-byte segments to the VIP meet r3's 1280 route
+///   towards the servers. r3's ICMP goes to the client and quotes client ->
+///   real; it crosses the balancer from the server side and must arrive
+///   quoting client -> VIP, or the client's socket (connected to the VIP)
+///   never hears of it.
+///
+/// Each transfer must finish intact, and each sender must have learned
+/// exactly the routers' 1280 for its peer.
+///
+/// Order matters: a host that learned a path MTU for a peer also advertises
+/// the smaller MSS to it, which would keep the other direction's segments
+/// below 1280. So the download comes first and from s1, and the upload goes
+/// to s2, which has learned nothing, from a client that has learned nothing
+/// about the VIP.
+fn pmtu(net: &EdgeNet, mode: Mode) {
+    let source = Service {
+        reals: vec![server_addr(0)],
+        ..service("source", Proto::Tcp, 9001, SOURCE, 1)
+    };
+    let sink = Service {
+        reals: vec![server_addr(1)],
+        ..service("sink", Proto::Tcp, 9000, SINK, 1)
+    };
+    let bal = Balancer::start(net, mode, &[source, sink], TABLE);
+    let (downloader, uploader) = (&net.servers[0], &net.servers[1]);
+    let want = format!("mtu {NARROW_MTU}");
+    for (ns, dst) in [
+        (&net.client, VIP),
+        (downloader, CLIENT_ADDR),
+        (uploader, CLIENT_ADDR),
+    ] {
+        let route = EdgeNet::route_get(ns, dst);
+        assert!(
+            !route.contains(" mtu "),
+            "{}: a path MTU for {dst} before any transfer: {route}",
+            ns.name()
+        );
+    }
+
+    let down = net
+        .client
+        .run(|| bulk_receive(vip(9001), BULK, BULK_LIMIT))
+        .unwrap_or_else(|e| {
+            panic!(
+                "download of {BULK} bytes through r1's {NARROW_MTU}-byte route: {}",
+                why(&e)
+            )
+        });
+    println!(
+        "[{mode}] download from {}: {} bytes in {:.2?} ({:.0} Mbit/s)",
+        server_name(0),
+        down.received,
+        down.elapsed,
+        down.mbit_per_s()
+    );
+    assert!(down.intact(), "download arrived intact: {down:?}");
+    let route = EdgeNet::route_get(downloader, CLIENT_ADDR);
+    println!(
+        "[{mode}] {}$ ip route get {CLIENT_ADDR}\n{}",
+        server_name(0),
+        route.trim_end()
+    );
+    assert!(
+        route.contains(&want),
+        "the real learned r1's {want} for the client (r1's ICMP to the VIP, delivered by the balancer): {route}"
+    );
+
+    let up = net
+        .client
+        .run(|| bulk_send(vip(9000), BULK, BULK_LIMIT))
+        .unwrap_or_else(|e| {
+            panic!(
+                "upload of {BULK} bytes through r3's {NARROW_MTU}-byte route: {}",
+                why(&e)
+            )
+        });
+    println!(
+        "[{mode}] upload to {}: {} bytes in {:.2?} ({:.0} Mbit/s)",
+        server_name(1),
+        up.sent,
+        up.elapsed,
+        up.mbit_per_s()
+    );
+    assert!(up.intact(), "upload arrived intact: {up:?}");
+    let route = EdgeNet::route_get(&net.client, VIP);
+    println!("[{mode}] client$ ip route get {VIP}\n{}", route.trim_end());
+    assert!(
+        route.contains(&want),
+        "the client learned r3's {want} for the VIP (r3's ICMP, translated by the balancer): {route}"
+    );
+    println!("[{mode}] {}", bal.stats(net));
+}
+
+/// Bytes of each UDP payload: two 1500-byte fragments and a tail on the
+/// sender's own link.
+const DATAGRAM: usize = 3000;
+
+/// A printable payload, different for every request, so a reply stitched
+/// from the wrong fragments cannot compare equal.
+fn payload(i: usize) -> String {
+    (0..DATAGRAM)
+        .map(|k| char::from(b'a' + ((k * 7 + i * 13 + k / 26) % 26) as u8))
+        .collect()
+}
+
+/// UDP datagrams bigger than every link, both ways: the client's kernel
+/// fragments the request, the real's kernel the answer (`<name>:` and the
+/// payload, 3003 bytes), and r3 and r1 split the fragments again at their
+/// 1280 routes. Only the first fragment carries the ports, so a balancer
+/// must translate the others by the flow they belong to (or reassemble).
+/// Each request is a new flow (a fresh socket); the reply must be
+/// byte-exact. The client's own counters prove both directions were
+/// fragmented.
+fn udp_fragments(net: &EdgeNet, mode: Mode) {
+    let dns = service("dns", Proto::Udp, 53, UDP, SERVERS);
+    let bal = Balancer::start(net, mode, &[dns], TABLE);
+    let counters = || {
+        (
+            edges_net::ip_counter(&net.client, "FragCreates"),
+            edges_net::ip_counter(&net.client, "ReasmOKs"),
+        )
+    };
+    let before = counters();
+    const REQUESTS: usize = 4;
+    let mut answered_by = BTreeMap::new();
+    for i in 0..REQUESTS {
+        let msg = payload(i);
+        let reply = net
+            .client
+            .run(|| udp_request(vip(53), msg.as_bytes(), T))
+            .unwrap_or_else(|e| panic!("datagram {i} ({DATAGRAM} bytes) to {VIP}:53: {}", why(&e)));
+        let (name, echoed) = reply
+            .split_once(':')
+            .unwrap_or_else(|| panic!("datagram {i}: reply without a name: {:.60?}", reply));
+        assert!(
+            echoed.len() == msg.len() && echoed == msg,
+            "datagram {i}: {} bytes came back from {name}, {} sent, or different bytes",
+            echoed.len(),
+            msg.len()
+        );
+        *answered_by.entry(name.to_string()).or_insert(0) += 1;
+    }
+    let after = counters();
+    let (frags, reasm) = (after.0 - before.0, after.1 - before.1);
+    println!(
+        "[{mode}] {REQUESTS} datagrams of {DATAGRAM} bytes answered by {answered_by:?}; \
+         the client made {frags} fragments and reassembled {reasm} answers"
+    );
+    assert!(
+        frags >= 3 * REQUESTS as u64,
+        "the client fragmented every request: {frags} fragments"
+    );
+    assert!(
+        reasm >= REQUESTS as u64,
+        "every answer arrived fragmented: {reasm} reassembled"
+    );
+    println!("[{mode}] {}", bal.stats(net));
+}
+
+/// lb's flow table in the flood case: 4096 entries, about 2048 flows.
+const FLOOD_TABLE: u32 = 4096;
+const ESTABLISHED: usize = 50;
+const SYNS: u32 = 20_000;
+const FLOOD_LIMIT: Duration = Duration::from_secs(10);
+
+/// 50 idle established connections, then 20,000 SYNs to the same VIP and
+/// port from spoofed sources (10 times what lb's table holds): every
+/// connection must still echo. A balancer whose half-open flows can evict
+/// established ones loses them: a connection whose flow is gone is picked
+/// up mid-stream and, under round-robin over two reals, half the time lands
+/// on a real that never saw it. The SYN-ACKs to the spoofed sources go back
+/// through r1 into the client namespace's blackhole.
+fn syn_flood(net: &EdgeNet, mode: Mode) {
+    let echo = service("echo", Proto::Tcp, 7, ECHO, SERVERS);
+    let bal = Balancer::start(net, mode, &[echo], FLOOD_TABLE);
+    let mut conns: Vec<EchoConn> = (0..ESTABLISHED)
+        .map(|i| {
+            let mut c = net
+                .client
+                .run(|| EchoConn::connect(vip(7), T))
+                .unwrap_or_else(|e| panic!("connection {i} to {VIP}:7: {}", why(&e)));
+            let msg = format!("hello {i}");
+            let got = net
+                .client
+                .run(|| c.roundtrip(msg.as_bytes()))
+                .unwrap_or_else(|e| panic!("connection {i}: first round trip: {}", why(&e)));
+            assert_eq!(got, msg.as_bytes(), "connection {i}: first round trip");
+            c
+        })
+        .collect();
+
+    let flood = net
+        .client
+        .run(|| edges_net::spoofed_syns(SocketAddrV4::new(VIP, 7), SYNS, FLOOD_LIMIT))
+        .unwrap_or_else(|e| panic!("raw socket for the flood: {e}"));
+    println!(
+        "[{mode}] {} spoofed SYNs sent in {:.2?} ({} failed)",
+        flood.sent, flood.elapsed, flood.failed
+    );
+    assert_eq!(
+        flood.sent, SYNS,
+        "the whole flood went out within {FLOOD_LIMIT:?}: {flood:?}"
+    );
+    println!("[{mode}] {}", bal.stats(net));
+
+    // All at once, so a broken connection costs its timeout only once.
+    let broken: Vec<String> = net.client.run(|| {
+        thread::scope(|s| {
+            let checks: Vec<_> = conns
+                .iter_mut()
+                .enumerate()
+                .map(|(i, c)| {
+                    s.spawn(move || {
+                        let local = c
+                            .local_addr()
+                            .map_or_else(|e| e.to_string(), |a| a.to_string());
+                        let msg = format!("after the flood {i}");
+                        match c.roundtrip(msg.as_bytes()) {
+                            Ok(got) if got == msg.as_bytes() => None,
+                            Ok(got) => Some(format!("connection {i} ({local}): echoed {got:?}")),
+                            Err(e) => Some(format!("connection {i} ({local}): {}", why(&e))),
+                        }
+                    })
+                })
+                .collect();
+            checks
+                .into_iter()
+                .filter_map(|h| h.join().expect("echo check thread"))
+                .collect()
+        })
+    });
+    println!(
+        "[{mode}] {} of {ESTABLISHED} established connections still echo",
+        ESTABLISHED - broken.len()
+    );
+    assert!(
+        broken.is_empty(),
+        "{} of {ESTABLISHED} established connections broke after {SYNS} spoofed SYNs:\n{}",
+        broken.len(),
+        broken.join("\n")
+    );
+}
+
+/// The client's fixed port for the tuple-reuse case (below the ephemeral
+/// range, so no other socket of the client takes it).
+const TUPLE_PORT: u16 = 24_680;
+
+/// `GET /` from `local` through the VIP, retried while the client's kernel
+/// still holds the previous connection on that port (its last ACK in
+/// flight). Returns the name of the real that answered.
+fn get_from(net: &EdgeNet, local: SocketAddrV4, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    for attempt in 0..100 {
+        match net.client.run(|| http_get_from(local, vip(80), "/", T)) {
+            Ok((200, body)) => return body.trim().to_string(),
+            Ok((status, body)) => panic!("{what} request from {local}: status {status}: {body}"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable
+                ) && Instant::now() < deadline =>
+            {
+                if attempt % 10 == 9 {
+                    println!("{what} request from {local}: {e}; retrying");
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{what} request from {local}: {}", why(&e)),
+        }
+    }
+    panic!("{what} request from {local}: the port stayed busy");
+}
+
+/// A client reopens the 4-tuple of a connection that just closed. The
+/// server closed first, so it holds TIME_WAIT and the client's end is free
+/// at once; Linux accepts exactly this reconnect. Between the two, the real
+/// that served the first connection is taken out (lb: `lb real disable`,
+/// fail action none, so the old flow stays on it; nftables: the rule no
+/// longer names it). The balancer still holds the old connection (lb: a
+/// flow in fin/closed; conntrack: TIME_WAIT), and the new SYN must not
+/// follow it: it is a new connection and gets a fresh pick, the live real.
+fn tuple_reuse(net: &EdgeNet, mode: Mode) {
+    let web = service("web", Proto::Tcp, 80, HTTP, SERVERS);
+    let mut bal = Balancer::start(net, mode, std::slice::from_ref(&web), TABLE);
+    let local = SocketAddrV4::new(CLIENT_ADDR, TUPLE_PORT);
+    let first = get_from(net, local, "first");
+    let old = (0..SERVERS)
+        .find(|&i| server_name(i) == first)
+        .unwrap_or_else(|| panic!("first request answered by {first:?}"));
+    let live = (old + 1) % SERVERS;
+    let (old_addr, live_name) = (server_addr(old), server_name(live));
+    println!("[{mode}] first connection from {local} served by {first}");
+
+    // The balancer still remembers the closed connection, or this case
+    // would test nothing.
+    match bal.agent() {
+        Some(agent) => {
+            let client = local.to_string();
+            let mut flows = Vec::new();
+            let closed = wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+                flows = agent.flows(&["--client", &client]);
+                flows.len() == 1
+                    && ["fin", "closed"].contains(&flows[0]["state"].as_str().unwrap_or(""))
+            });
+            assert!(
+                closed,
+                "lb holds the closed connection as one flow in fin/closed: {flows:?}"
+            );
+            assert_eq!(
+                flows[0]["real"],
+                format!("{old_addr}:{HTTP}").as_str(),
+                "{}",
+                flows[0]
+            );
+            println!("[{mode}] old flow: {}", flows[0]);
+        }
+        None => {
+            let entry = conntrack_entry(net, TUPLE_PORT);
+            if let Some(line) = &entry {
+                println!("[{mode}] old conntrack entry: {line}");
+                assert!(line.contains("TIME_WAIT"), "conntrack: {line}");
+            } else {
+                println!("[{mode}] (no /proc/net/nf_conntrack to show the old entry)");
+            }
+        }
+    }
+
+    bal.disable_real(net, &web, old_addr);
+    if let Some(agent) = bal.agent() {
+        let disabled = wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+            let out = agent.cli(&["reals", "--farm", "web", "--json"]);
+            let rows: Vec<serde_json::Value> =
+                serde_json::from_slice(&out.stdout).unwrap_or_default();
+            rows.iter()
+                .any(|r| r["address"] == old_addr.to_string().as_str() && r["state"] == "disabled")
+        });
+        assert!(disabled, "lb reals shows {old_addr} disabled");
+    }
+
+    let second = get_from(net, local, "second");
+    println!("[{mode}] second connection from the same {local} served by {second}");
+    assert_eq!(
+        second, live_name,
+        "the reconnect from {local} followed the closed connection to {first}, which was \
+         disabled; a new connection must get a fresh pick"
+    );
+    if let Some(agent) = bal.agent() {
+        println!(
+            "[{mode}] flows now: {:?}",
+            agent.flows(&["--client", &local.to_string()])
+        );
+    }
+}
+
+/// The lb namespace's conntrack line for the client's `port` to the VIP's
+/// port 80, once it reached TIME_WAIT (waits up to 2 s for the last ACK);
+/// `None` if the kernel has no /proc/net/nf_conntrack.
+fn conntrack_entry(net: &EdgeNet, port: u16) -> Option<String> {
+    let needle = format!("src={CLIENT_ADDR} dst={VIP} sport={port} dport=80 ");
+    let read = || -> Option<Option<String>> {
+        let text = net
+            .lb
+            .run(|| std::fs::read_to_string("/proc/thread-self/net/nf_conntrack"))
+            .ok()?;
+        Some(
+            text.lines()
+                .find(|l| l.contains(&needle))
+                .map(str::to_string),
+        )
+    };
+    read()?;
+    let mut line = None;
+    wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+        line = read().flatten();
+        line.as_deref().is_some_and(|l| l.contains("TIME_WAIT"))
+    });
+    Some(line.unwrap_or_else(|| panic!("conntrack has no entry with {needle:?}")))
+}
