@@ -5,7 +5,6 @@
 use std::net::Ipv4Addr;
 
 use pnet::packet::{
-    MutablePacket,
     icmp::{self, MutableIcmpPacket},
     ipv4::{self, MutableIpv4Packet},
 };
