@@ -21,6 +21,8 @@ use log::{info, warn};
 
 use crate::{clock::DatapathClock, config::XdpMode, control::MapWriter};
 
+pub mod attach_warnings;
+
 /// The compiled XDP object, built by build.rs from lb-ebpf.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
 
@@ -317,6 +319,8 @@ impl Datapath {
             );
             self.links.push((iface.clone(), id));
         }
+        // Once all are attached, so lb's own programs count for the peers.
+        attach_warnings::check_interfaces(interfaces);
         Ok(())
     }
 
@@ -519,6 +523,7 @@ fn check_bpffs(pin_dir: &Path) -> Result<()> {
                 .context(format!("mounting bpffs on {STD}"));
         }
         info!("mounted a bpf filesystem on {STD}");
+        attach_warnings::check_mounted_bpffs(Path::new(STD), pin_dir);
         if is_bpffs(pin_dir)? {
             return Ok(());
         }

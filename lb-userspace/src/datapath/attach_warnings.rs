@@ -1,0 +1,771 @@
+//! Warnings for setups that load and attach fine and then lose or corrupt
+//! traffic, each naming its fix:
+//! - a veth whose peer has no NAPI (GRO off and no XDP program on it): the
+//!   kernel drops every frame XDP sends out of the veth (XDP_TX and
+//!   XDP_REDIRECT in native mode);
+//! - a veth peer with tx checksum offload on: packets from sockets behind it
+//!   arrive CHECKSUM_PARTIAL, and once XDP rewrites them they arrive with bad
+//!   checksums;
+//! - a bpffs that lb mounted itself inside a private mount namespace (`ip
+//!   netns exec` makes one): its pins die with that namespace.
+//!
+//! Everything here only reads: rtnetlink (RTM_GETLINK), SIOCETHTOOL get
+//! commands, /proc/*/ns/mnt. Not /sys/class/net: sysfs shows the network
+//! namespace it was mounted in, not necessarily the agent's. Nothing here
+//! fails the agent; what cannot be read is logged at debug and skipped.
+use std::{
+    fs, io,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::fs::MetadataExt,
+    },
+    path::Path,
+};
+
+use log::{debug, info, warn};
+
+// ---------------------------------------------------------------------------
+// What to warn about (pure)
+
+/// What lb could read about a veth peer in its own network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeerFeatures {
+    /// GRO on (`ethtool -k`: generic-receive-offload); `None`: unreadable.
+    pub gro: Option<bool>,
+    /// Tx checksum offload on (`ethtool -k`: tx-checksumming); `None`:
+    /// unreadable.
+    pub tx_csum: Option<bool>,
+    /// An XDP program in driver (native) mode, which gives the peer NAPI.
+    pub native_xdp: bool,
+}
+
+/// One thing wrong with a veth's peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VethWarning {
+    /// No NAPI on the peer: frames XDP sends out of the veth are dropped.
+    PeerNoNapi,
+    /// The peer hands over partial checksums, which rewrites leave wrong.
+    PeerPartialChecksums,
+}
+
+/// What to warn about for a veth whose XDP program runs in native mode
+/// (`native`; in generic mode XDP_TX and XDP_REDIRECT go through the
+/// stack's transmit path, which needs no NAPI on the peer) and whose peer
+/// shows `peer`. Unreadable settings warn about nothing.
+pub fn veth_warnings(native: bool, peer: &PeerFeatures) -> Vec<VethWarning> {
+    let mut out = Vec::new();
+    if native && peer.gro == Some(false) && !peer.native_xdp {
+        out.push(VethWarning::PeerNoNapi);
+    }
+    if peer.tx_csum == Some(true) {
+        out.push(VethWarning::PeerPartialChecksums);
+    }
+    out
+}
+
+/// The log line for `w` on lb's interface `iface` with veth peer `peer`.
+pub fn veth_warning_text(w: VethWarning, iface: &str, peer: &str) -> String {
+    match w {
+        VethWarning::PeerNoNapi => format!(
+            "{iface}: its veth peer {peer} has GRO off and no XDP program, so it has no NAPI \
+             and the kernel drops every frame XDP sends out of {iface} (XDP_TX/XDP_REDIRECT); \
+             fix: `ethtool -K {peer} gro on` (or attach an XDP program to {peer})"
+        ),
+        VethWarning::PeerPartialChecksums => format!(
+            "{iface}: its veth peer {peer} has tx checksum offload on, so packets sent from \
+             sockets behind {peer} arrive with partial checksums (CHECKSUM_PARTIAL) and leave \
+             lb's rewrite with bad checksums; fix: `ethtool -K {peer} tx off`"
+        ),
+    }
+}
+
+/// A veth peer in another network namespace: lb cannot read its ethtool
+/// settings from its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePeer {
+    /// Its name, if rtnetlink could tell (IFLA_TARGET_NETNSID).
+    pub name: Option<String>,
+    pub ifindex: u32,
+    /// The peer namespace's id as seen from lb's (IFLA_LINK_NETNSID).
+    pub nsid: i32,
+    /// Whether it runs an XDP program in native mode, if known.
+    pub native_xdp: Option<bool>,
+}
+
+/// The info line for a peer that could not be checked, with what to check
+/// by hand. `native`: lb's program on `iface` runs in native mode.
+pub fn remote_peer_text(iface: &str, peer: &RemotePeer, native: bool) -> String {
+    let (what, name) = match &peer.name {
+        Some(n) => (format!("{n} (ifindex {})", peer.ifindex), n.as_str()),
+        None => (format!("ifindex {}", peer.ifindex), "<peer>"),
+    };
+    let napi = if native && peer.native_xdp != Some(true) {
+        format!(
+            "`ethtool -K {name} gro on` (or attach an XDP program to it), or the kernel drops \
+             every frame XDP sends out of {iface}; and "
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{iface}: its veth peer {what} is in another network namespace (nsid {}), so lb could \
+         not check its GRO and tx checksum settings; in that namespace run {napi}\
+         `ethtool -K {name} tx off`, or packets sent from sockets behind it leave lb's rewrite \
+         with bad checksums",
+        peer.nsid
+    )
+}
+
+/// A namespace as /proc shows it: the nsfs device and inode.
+pub type NsId = (u64, u64);
+
+/// How lb's mount namespace relates to the host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountNs {
+    /// The same as pid 1's.
+    Host,
+    /// Not the one of `reference` ("pid 1" or "the parent process").
+    Private { reference: &'static str },
+    /// Could not tell (pid 1's is unreadable and the parent shares ours, or
+    /// nothing was readable).
+    Unknown,
+}
+
+/// Judges lb's mount namespace `own` against pid 1's (`init`), or, when
+/// that is unreadable (some sandboxes hide it even from root), against the
+/// parent's: `ip netns exec` execs lb in a namespace its caller is not in.
+pub fn judge_mount_ns(own: Option<NsId>, init: Option<NsId>, parent: Option<NsId>) -> MountNs {
+    let Some(own) = own else {
+        return MountNs::Unknown;
+    };
+    match (init, parent) {
+        (Some(init), _) if init == own => MountNs::Host,
+        (Some(_), _) => MountNs::Private { reference: "pid 1" },
+        (None, Some(parent)) if parent != own => MountNs::Private {
+            reference: "the parent process",
+        },
+        _ => MountNs::Unknown,
+    }
+}
+
+/// The warning for a bpffs lb mounted on `mount_point` in a private mount
+/// namespace, with its pins under `pin_dir`.
+pub fn private_bpffs_text(mount_point: &Path, pin_dir: &Path, reference: &str) -> String {
+    format!(
+        "lb mounted the bpf filesystem on {mp} inside a private mount namespace (not the one \
+         of {reference}; `ip netns exec` makes one): the pins under {pd} die with this mount \
+         namespace, that is with this process, so SIGQUIT cannot leave the datapath \
+         forwarding, the next agent cannot adopt it (no hitless restart), and `lb flows` run \
+         on the host cannot read the flow table; fix: run lb in the host mount namespace, \
+         entering only the network namespace (`nsenter --net=/run/netns/NAME lb run -c FILE`), \
+         or mount a bpffs in the host namespace before starting lb (`mount -t bpf bpf \
+         /sys/fs/bpf`; `ip netns exec` remounts /sys and hides that one, so with it mount one \
+         outside /sys, `mkdir -p /run/lb-bpf && mount -t bpf bpf /run/lb-bpf`, and set \
+         `bpf.pin_dir: /run/lb-bpf/lb`)",
+        mp = mount_point.display(),
+        pd = pin_dir.display(),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Entry points
+
+/// Checks every veth among `interfaces` (after XDP is attached to all of
+/// them, so lb's own programs count) and logs what it finds.
+pub fn check_interfaces(interfaces: &[String]) {
+    let nl = match Netlink::open() {
+        Ok(nl) => nl,
+        Err(e) => {
+            debug!("veth checks skipped: rtnetlink: {e}");
+            return;
+        }
+    };
+    for iface in interfaces {
+        if let Err(e) = check_interface(&nl, iface) {
+            debug!("{iface}: veth checks skipped: {e}");
+        }
+    }
+}
+
+fn check_interface(nl: &Netlink, iface: &str) -> io::Result<()> {
+    let ifindex = super::ifindex(iface).map_err(io::Error::other)?;
+    let link = nl.get_link(ifindex, None)?;
+    if link.kind.as_deref() != Some("veth") {
+        return Ok(());
+    }
+    // Only generic mode needs no NAPI on the peer; anything else (native,
+    // or a state we cannot read) is judged as native.
+    let native = link.xdp_attached != XDP_ATTACHED_SKB;
+    let Some(peer_index) = link.link.filter(|&i| i != 0) else {
+        debug!("{iface}: veth without a visible peer");
+        return Ok(());
+    };
+    if let Some(nsid) = link.link_netnsid {
+        // Best effort: the name and XDP state through the peer's nsid.
+        let remote = nl.get_link(peer_index, Some(nsid)).ok();
+        let peer = RemotePeer {
+            name: remote.as_ref().map(|l| l.name.clone()),
+            ifindex: peer_index,
+            nsid,
+            native_xdp: remote.as_ref().map(LinkInfo::native_xdp),
+        };
+        info!("{}", remote_peer_text(iface, &peer, native));
+        return Ok(());
+    }
+    let peer = nl.get_link(peer_index, None)?;
+    let sock = ethtool_socket()?;
+    let read = |cmd, what| match ethtool_get(&sock, &peer.name, cmd) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            debug!(
+                "{iface}: reading {what} of its veth peer {}: {e}",
+                peer.name
+            );
+            None
+        }
+    };
+    let features = PeerFeatures {
+        gro: read(ETHTOOL_GGRO, "GRO"),
+        tx_csum: read(ETHTOOL_GTXCSUM, "tx checksumming"),
+        native_xdp: peer.native_xdp(),
+    };
+    debug!("{iface}: veth peer {}: {features:?}", peer.name);
+    for w in veth_warnings(native, &features) {
+        warn!("{}", veth_warning_text(w, iface, &peer.name));
+    }
+    Ok(())
+}
+
+/// Called right after lb mounted a bpffs on `mount_point` for `pin_dir`:
+/// warns if this mount namespace is a private one.
+pub fn check_mounted_bpffs(mount_point: &Path, pin_dir: &Path) {
+    let ns = |p: &str| match fs::metadata(p) {
+        Ok(m) => Some((m.dev(), m.ino())),
+        Err(e) => {
+            debug!("reading {p}: {e}");
+            None
+        }
+    };
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let ppid = unsafe { libc::getppid() };
+    let parent = if ppid > 1 {
+        ns(&format!("/proc/{ppid}/ns/mnt"))
+    } else {
+        None
+    };
+    match judge_mount_ns(ns("/proc/self/ns/mnt"), ns("/proc/1/ns/mnt"), parent) {
+        MountNs::Private { reference } => {
+            warn!("{}", private_bpffs_text(mount_point, pin_dir, reference))
+        }
+        MountNs::Host => {}
+        MountNs::Unknown => debug!(
+            "could not tell whether the bpffs on {} is in a private mount namespace",
+            mount_point.display()
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// rtnetlink: RTM_GETLINK for one interface
+
+const NLMSG_HDRLEN: usize = 16;
+const IFINFOMSG_LEN: usize = 16;
+const RTA_HDRLEN: usize = 4;
+const NL_RECV_BUF: usize = 32 * 1024;
+const NL_TIMEOUT_SECS: libc::time_t = 2;
+
+// include/uapi/linux/if_link.h
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINK: u16 = 5;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_LINK_NETNSID: u16 = 37;
+const IFLA_XDP: u16 = 43;
+const IFLA_TARGET_NETNSID: u16 = 46;
+const IFLA_XDP_ATTACHED: u16 = 2;
+const IFLA_XDP_DRV_PROG_ID: u16 = 5;
+const XDP_ATTACHED_DRV: u8 = 1;
+const XDP_ATTACHED_SKB: u8 = 2;
+const XDP_ATTACHED_MULTI: u8 = 4;
+
+/// What RTM_GETLINK tells about one interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct LinkInfo {
+    name: String,
+    /// IFLA_INFO_KIND: "veth", "bridge", ...
+    kind: Option<String>,
+    /// IFLA_LINK: for a veth, the peer's ifindex (in its namespace).
+    link: Option<u32>,
+    /// IFLA_LINK_NETNSID: set when the peer is in another namespace.
+    link_netnsid: Option<i32>,
+    /// IFLA_XDP_ATTACHED (XDP_ATTACHED_*; 0: none).
+    xdp_attached: u8,
+    /// IFLA_XDP_DRV_PROG_ID present: a native program (with MULTI).
+    xdp_drv_prog: bool,
+}
+
+impl LinkInfo {
+    /// An XDP program in driver mode: the veth has NAPI for it.
+    fn native_xdp(&self) -> bool {
+        self.xdp_attached == XDP_ATTACHED_DRV
+            || (self.xdp_attached == XDP_ATTACHED_MULTI && self.xdp_drv_prog)
+    }
+}
+
+fn bad_msg(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("malformed netlink reply: {what}"),
+    )
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+fn ne_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes([b[at], b[at + 1]])
+}
+
+fn ne_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// RTM_GETLINK for `ifindex`, in the namespace with id `nsid` if given.
+fn link_request(ifindex: u32, nsid: Option<i32>, seq: u32) -> Vec<u8> {
+    let mut m = Vec::with_capacity(40);
+    m.extend_from_slice(&0u32.to_ne_bytes()); // length, patched below
+    m.extend_from_slice(&libc::RTM_GETLINK.to_ne_bytes());
+    m.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel fills it in
+    // struct ifinfomsg
+    m.push(libc::AF_UNSPEC as u8);
+    m.push(0);
+    m.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
+    m.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes()); // ifi_flags
+    m.extend_from_slice(&0u32.to_ne_bytes()); // ifi_change
+    if let Some(nsid) = nsid {
+        m.extend_from_slice(&8u16.to_ne_bytes());
+        m.extend_from_slice(&IFLA_TARGET_NETNSID.to_ne_bytes());
+        m.extend_from_slice(&nsid.to_ne_bytes());
+    }
+    let len = m.len() as u32;
+    m[0..4].copy_from_slice(&len.to_ne_bytes());
+    m
+}
+
+/// Walks the attributes in `buf`, checking every length.
+fn attrs(mut buf: &[u8]) -> io::Result<Vec<(u16, &[u8])>> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        if buf.len() < RTA_HDRLEN {
+            return Err(bad_msg("truncated attribute header"));
+        }
+        let len = usize::from(ne_u16(buf, 0));
+        if len < RTA_HDRLEN || len > buf.len() {
+            return Err(bad_msg("attribute length out of bounds"));
+        }
+        // The top bits are NLA_F_NESTED / NLA_F_NET_BYTEORDER.
+        out.push((ne_u16(buf, 2) & 0x3fff, &buf[RTA_HDRLEN..len]));
+        buf = &buf[align4(len).min(buf.len())..];
+    }
+    Ok(out)
+}
+
+fn c_string(data: &[u8]) -> String {
+    let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+    String::from_utf8_lossy(&data[..end]).into_owned()
+}
+
+/// Parses an RTM_NEWLINK payload (ifinfomsg and attributes).
+fn parse_link(payload: &[u8]) -> io::Result<LinkInfo> {
+    if payload.len() < IFINFOMSG_LEN {
+        return Err(bad_msg("truncated ifinfomsg"));
+    }
+    let mut l = LinkInfo::default();
+    let u32_of = |d: &[u8]| (d.len() >= 4).then(|| ne_u32(d, 0));
+    for (ty, data) in attrs(&payload[IFINFOMSG_LEN..])? {
+        match ty {
+            IFLA_IFNAME => l.name = c_string(data),
+            IFLA_LINK => l.link = u32_of(data),
+            IFLA_LINK_NETNSID => l.link_netnsid = u32_of(data).map(|v| v as i32),
+            IFLA_LINKINFO => {
+                for (ty, data) in attrs(data)? {
+                    if ty == IFLA_INFO_KIND {
+                        l.kind = Some(c_string(data));
+                    }
+                }
+            }
+            IFLA_XDP => {
+                for (ty, data) in attrs(data)? {
+                    match ty {
+                        IFLA_XDP_ATTACHED => l.xdp_attached = data.first().copied().unwrap_or(0),
+                        IFLA_XDP_DRV_PROG_ID => l.xdp_drv_prog = true,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(l)
+}
+
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// A NETLINK_ROUTE socket, closed on drop.
+struct Netlink {
+    fd: OwnedFd,
+    seq: std::cell::Cell<u32>,
+}
+
+impl Netlink {
+    fn open() -> io::Result<Netlink> {
+        // SAFETY: plain socket(2); the fd is owned right below.
+        let raw = check(unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        })?;
+        // SAFETY: a fresh fd nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let tv = libc::timeval {
+            tv_sec: NL_TIMEOUT_SECS,
+            tv_usec: 0,
+        };
+        // SAFETY: `tv` is a live timeval of the size passed.
+        check(unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        })?;
+        Ok(Netlink {
+            fd,
+            seq: std::cell::Cell::new(1),
+        })
+    }
+
+    /// The link `ifindex` (in the namespace with id `nsid`, if given).
+    fn get_link(&self, ifindex: u32, nsid: Option<i32>) -> io::Result<LinkInfo> {
+        let seq = self.seq.get();
+        self.seq.set(seq.wrapping_add(1));
+        let msg = link_request(ifindex, nsid, seq);
+        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
+        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: the buffer and address are valid for the call's duration.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&raw const kernel).cast(),
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; NL_RECV_BUF];
+        // Bounded: every datagram is either ours (answered) or skipped, and
+        // a silent kernel ends in the receive timeout.
+        for _ in 0..64 {
+            // SAFETY: `buf` is valid for writes of its length. MSG_TRUNC
+            // makes the kernel return the datagram's real length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_TRUNC,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let n = n as usize;
+            if n > buf.len() {
+                return Err(bad_msg("datagram larger than the receive buffer"));
+            }
+            let mut rest = &buf[..n];
+            while rest.len() >= NLMSG_HDRLEN {
+                let len = ne_u32(rest, 0) as usize;
+                if len < NLMSG_HDRLEN || len > rest.len() {
+                    return Err(bad_msg("message length out of bounds"));
+                }
+                let (ty, msg_seq) = (ne_u16(rest, 4), ne_u32(rest, 8));
+                let payload = &rest[NLMSG_HDRLEN..len];
+                if msg_seq == seq {
+                    if ty == libc::NLMSG_ERROR as u16 {
+                        if payload.len() < 4 {
+                            return Err(bad_msg("truncated error message"));
+                        }
+                        let err =
+                            i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                        return Err(io::Error::from_raw_os_error(
+                            err.checked_neg().unwrap_or(i32::MAX),
+                        ));
+                    }
+                    if ty == libc::RTM_NEWLINK {
+                        return parse_link(payload);
+                    }
+                }
+                rest = &rest[align4(len).min(rest.len())..];
+            }
+        }
+        Err(io::Error::other("no RTM_NEWLINK answer"))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SIOCETHTOOL
+
+// include/uapi/linux/ethtool.h
+const ETHTOOL_GTXCSUM: u32 = 0x16;
+const ETHTOOL_GGRO: u32 = 0x2b;
+
+/// struct ethtool_value
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+fn ethtool_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned right below.
+    let raw =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: a fresh fd nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// A legacy ethtool get command (`ETHTOOL_G*` with a struct ethtool_value)
+/// on `name`: whether the feature is on.
+fn ethtool_get(sock: &OwnedFd, name: &str, cmd: u32) -> io::Result<bool> {
+    // SAFETY: ifreq is plain data (a name and a union); all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.is_empty() || name.len() >= ifr.ifr_name.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {name:?}"),
+        ));
+    }
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    let mut value = EthtoolValue { cmd, data: 0 };
+    ifr.ifr_ifru.ifru_data = (&raw mut value).cast();
+    // SAFETY: SIOCETHTOOL reads the name and the command from, and writes
+    // the value into, memory that lives for the call's duration.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &raw mut ifr) })?;
+    Ok(value.data != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFF: Option<bool> = Some(false);
+    const ON: Option<bool> = Some(true);
+
+    fn peer(gro: Option<bool>, tx_csum: Option<bool>, native_xdp: bool) -> PeerFeatures {
+        PeerFeatures {
+            gro,
+            tx_csum,
+            native_xdp,
+        }
+    }
+
+    #[test]
+    fn a_fresh_veth_peer_gets_both_warnings() {
+        // A new veth: GRO off, tx checksumming on, no XDP.
+        assert_eq!(
+            veth_warnings(true, &peer(OFF, ON, false)),
+            [VethWarning::PeerNoNapi, VethWarning::PeerPartialChecksums]
+        );
+    }
+
+    #[test]
+    fn the_fixed_peer_gets_none() {
+        assert_eq!(veth_warnings(true, &peer(ON, OFF, false)), []);
+    }
+
+    #[test]
+    fn gro_on_or_native_xdp_gives_the_peer_napi() {
+        assert_eq!(veth_warnings(true, &peer(ON, OFF, false)), []);
+        assert_eq!(veth_warnings(true, &peer(OFF, OFF, true)), []);
+        assert_eq!(
+            veth_warnings(true, &peer(OFF, OFF, false)),
+            [VethWarning::PeerNoNapi]
+        );
+    }
+
+    #[test]
+    fn generic_mode_needs_no_napi_but_still_suffers_partial_checksums() {
+        assert_eq!(
+            veth_warnings(false, &peer(OFF, ON, false)),
+            [VethWarning::PeerPartialChecksums]
+        );
+    }
+
+    #[test]
+    fn unreadable_settings_warn_about_nothing() {
+        assert_eq!(veth_warnings(true, &peer(None, None, false)), []);
+    }
+
+    #[test]
+    fn warnings_name_the_interface_and_the_exact_fix() {
+        let t = veth_warning_text(VethWarning::PeerNoNapi, "eth0", "eth0p");
+        assert!(
+            t.starts_with("eth0: its veth peer eth0p has GRO off"),
+            "{t}"
+        );
+        assert!(t.contains("fix: `ethtool -K eth0p gro on`"), "{t}");
+        let t = veth_warning_text(VethWarning::PeerPartialChecksums, "eth0", "eth0p");
+        assert!(
+            t.starts_with("eth0: its veth peer eth0p has tx checksum"),
+            "{t}"
+        );
+        assert!(t.ends_with("fix: `ethtool -K eth0p tx off`"), "{t}");
+    }
+
+    #[test]
+    fn a_remote_peer_is_named_with_what_to_check() {
+        let mut p = RemotePeer {
+            name: Some("to-lb".into()),
+            ifindex: 7,
+            nsid: 2,
+            native_xdp: Some(false),
+        };
+        let t = remote_peer_text("eth1", &p, true);
+        assert!(t.contains("peer to-lb (ifindex 7) is in another network namespace (nsid 2)"));
+        assert!(t.contains("`ethtool -K to-lb gro on`") && t.contains("`ethtool -K to-lb tx off`"));
+        // Native XDP on the peer, or generic mode here: GRO does not matter.
+        p.native_xdp = Some(true);
+        assert!(!remote_peer_text("eth1", &p, true).contains("gro on"));
+        p.native_xdp = None;
+        assert!(!remote_peer_text("eth1", &p, false).contains("gro on"));
+        p.name = None;
+        let t = remote_peer_text("eth1", &p, true);
+        assert!(t.contains("peer ifindex 7 is") && t.contains("`ethtool -K <peer> gro on`"));
+    }
+
+    #[test]
+    fn mount_namespace_judged_against_pid_1_then_the_parent() {
+        let (a, b) = (Some((4, 100)), Some((4, 200)));
+        assert_eq!(judge_mount_ns(a, a, b), MountNs::Host);
+        assert_eq!(
+            judge_mount_ns(a, b, a),
+            MountNs::Private { reference: "pid 1" }
+        );
+        // pid 1 unreadable: `ip netns exec` left its caller behind.
+        assert_eq!(
+            judge_mount_ns(a, None, b),
+            MountNs::Private {
+                reference: "the parent process"
+            }
+        );
+        assert_eq!(judge_mount_ns(a, None, a), MountNs::Unknown);
+        assert_eq!(judge_mount_ns(a, None, None), MountNs::Unknown);
+        assert_eq!(judge_mount_ns(None, a, b), MountNs::Unknown);
+    }
+
+    #[test]
+    fn private_bpffs_warning_names_the_fix() {
+        let t = private_bpffs_text(
+            Path::new("/sys/fs/bpf"),
+            Path::new("/sys/fs/bpf/lb"),
+            "pid 1",
+        );
+        assert!(t.contains("private mount namespace (not the one of pid 1"));
+        assert!(t.contains("pins under /sys/fs/bpf/lb die with this mount namespace"));
+        assert!(t.contains("`nsenter --net=/run/netns/NAME lb run -c FILE`"));
+        assert!(t.contains("`mount -t bpf bpf /sys/fs/bpf`"));
+    }
+
+    fn attr(ty: u16, data: &[u8]) -> Vec<u8> {
+        let mut a = Vec::new();
+        a.extend_from_slice(&((RTA_HDRLEN + data.len()) as u16).to_ne_bytes());
+        a.extend_from_slice(&ty.to_ne_bytes());
+        a.extend_from_slice(data);
+        a.resize(align4(a.len()), 0);
+        a
+    }
+
+    #[test]
+    fn link_request_bytes() {
+        let m = link_request(5, None, 9);
+        assert_eq!(m.len(), NLMSG_HDRLEN + IFINFOMSG_LEN);
+        assert_eq!(ne_u32(&m, 0), 32);
+        assert_eq!(ne_u16(&m, 4), 18); // RTM_GETLINK
+        assert_eq!(ne_u16(&m, 6), 1); // NLM_F_REQUEST
+        assert_eq!(ne_u32(&m, 8), 9);
+        assert_eq!(ne_u32(&m, 20), 5); // ifi_index
+        let m = link_request(5, Some(3), 9);
+        assert_eq!(ne_u32(&m, 0), 40);
+        assert_eq!(
+            &m[32..],
+            &attr(IFLA_TARGET_NETNSID, &3i32.to_ne_bytes())[..]
+        );
+    }
+
+    #[test]
+    fn parses_a_veth_link() {
+        let mut p = vec![0u8; IFINFOMSG_LEN];
+        p.extend(attr(IFLA_IFNAME, b"lbv0\0"));
+        p.extend(attr(IFLA_LINK, &9u32.to_ne_bytes()));
+        // NLA_F_NESTED set on the container, as the kernel does.
+        p.extend(attr(IFLA_LINKINFO | 0x8000, &attr(IFLA_INFO_KIND, b"veth")));
+        let mut xdp = attr(IFLA_XDP_ATTACHED, &[XDP_ATTACHED_MULTI]);
+        xdp.extend(attr(IFLA_XDP_DRV_PROG_ID, &42u32.to_ne_bytes()));
+        p.extend(attr(IFLA_XDP | 0x8000, &xdp));
+        let l = parse_link(&p).unwrap();
+        assert_eq!(l.name, "lbv0");
+        assert_eq!(l.kind.as_deref(), Some("veth"));
+        assert_eq!((l.link, l.link_netnsid), (Some(9), None));
+        assert!(l.native_xdp());
+
+        p.extend(attr(IFLA_LINK_NETNSID, &1i32.to_ne_bytes()));
+        assert_eq!(parse_link(&p).unwrap().link_netnsid, Some(1));
+    }
+
+    #[test]
+    fn xdp_modes() {
+        let l = |xdp_attached, xdp_drv_prog| LinkInfo {
+            xdp_attached,
+            xdp_drv_prog,
+            ..LinkInfo::default()
+        };
+        assert!(l(XDP_ATTACHED_DRV, true).native_xdp());
+        assert!(!l(XDP_ATTACHED_SKB, false).native_xdp());
+        assert!(!l(XDP_ATTACHED_MULTI, false).native_xdp());
+        assert!(!l(0, false).native_xdp());
+    }
+
+    #[test]
+    fn rejects_malformed_attributes() {
+        let mut p = vec![0u8; IFINFOMSG_LEN];
+        p.extend_from_slice(&[200, 0, 3, 0, b'x']);
+        assert!(parse_link(&p).is_err());
+        assert!(parse_link(&[0u8; 8]).is_err());
+    }
+}
