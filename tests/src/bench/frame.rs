@@ -1,13 +1,17 @@
-//! TCP/IPv4 Ethernet frames for BPF_PROG_TEST_RUN, checksums computed by
-//! pnet (the datapath's incremental updates must start from valid sums).
+//! IPv4 Ethernet frames for BPF_PROG_TEST_RUN, checksums computed by pnet
+//! (the datapath's incremental updates must start from valid sums): TCP
+//! segments, UDP datagrams and their fragments, and ICMP errors quoting a
+//! packet (the builders of tests/tests/datapath/edges.rs).
 use std::net::Ipv4Addr;
 
 use pnet::packet::{
     MutablePacket,
     ethernet::{EtherTypes, MutableEthernetPacket},
-    ip::IpNextHeaderProtocols,
+    icmp::{self, MutableIcmpPacket},
+    ip::{IpNextHeaderProtocol, IpNextHeaderProtocols},
     ipv4::{self, MutableIpv4Packet},
     tcp::{self, MutableTcpPacket},
+    udp::{self, MutableUdpPacket},
 };
 
 pub type Mac = [u8; 6];
@@ -15,6 +19,10 @@ pub type Mac = [u8; 6];
 pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
 pub const PSH: u8 = 0x08;
+
+/// IPv4's Don't Fragment and More Fragments flags.
+pub const DF: u8 = 0x2;
+pub const MF: u8 = 0x1;
 
 /// One TCP segment between two endpoints, with the MACs of the hop it
 /// arrives on.
@@ -33,27 +41,15 @@ impl Tcp {
     /// The frame: 14 + 20 + 20 bytes, no payload (the smallest segment, as
     /// in Katran's perf fixtures; payload size does not change XDP's work).
     pub fn build(&self) -> Vec<u8> {
-        let mut f = vec![0u8; 14 + 20 + 20];
+        self.build_with(&[], 64)
+    }
+
+    /// The frame with `payload` after the TCP header, sent with `ttl`.
+    pub fn build_with(&self, payload: &[u8], ttl: u8) -> Vec<u8> {
+        let mut seg = vec![0u8; 20 + payload.len()];
+        seg[20..].copy_from_slice(payload);
         {
-            let mut e = MutableEthernetPacket::new(&mut f).expect("frame size");
-            e.set_destination(self.dst_mac.into());
-            e.set_source(self.src_mac.into());
-            e.set_ethertype(EtherTypes::Ipv4);
-        }
-        {
-            let mut ip = MutableIpv4Packet::new(&mut f[14..]).expect("frame size");
-            ip.set_version(4);
-            ip.set_header_length(5);
-            ip.set_total_length(40);
-            ip.set_identification(1);
-            ip.set_flags(2); // DF
-            ip.set_ttl(64);
-            ip.set_next_level_protocol(IpNextHeaderProtocols::Tcp);
-            ip.set_source(self.src.0);
-            ip.set_destination(self.dst.0);
-            let c = ipv4::checksum(&ip.to_immutable());
-            ip.set_checksum(c);
-            let mut t = MutableTcpPacket::new(ip.payload_mut()).expect("frame size");
+            let mut t = MutableTcpPacket::new(&mut seg).expect("segment size");
             t.set_source(self.src.1);
             t.set_destination(self.dst.1);
             t.set_sequence(self.seq);
@@ -64,6 +60,153 @@ impl Tcp {
             let c = tcp::ipv4_checksum(&t.to_immutable(), &self.src.0, &self.dst.0);
             t.set_checksum(c);
         }
-        f
+        let ip = Ip {
+            ttl,
+            ..Ip::new(self.src.0, self.dst.0)
+        };
+        ipv4_frame(
+            self.src_mac,
+            self.dst_mac,
+            &ip,
+            IpNextHeaderProtocols::Tcp,
+            &seg,
+        )
     }
+}
+
+/// The IPv4 header fields the frames here vary.
+#[derive(Clone, Copy)]
+pub struct Ip {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub tos: u8,
+    pub id: u16,
+    /// `DF`, `MF` or none.
+    pub flags: u8,
+    pub ttl: u8,
+}
+
+impl Ip {
+    /// DF set, TTL 64, id 1: what the TCP frames above carry.
+    pub fn new(src: Ipv4Addr, dst: Ipv4Addr) -> Self {
+        Ip {
+            src,
+            dst,
+            tos: 0,
+            id: 1,
+            flags: DF,
+            ttl: 64,
+        }
+    }
+}
+
+/// An Ethernet frame carrying one IPv4 packet (a 20-byte header, then
+/// `l4`), the header checksum computed.
+pub fn ipv4_frame(
+    src_mac: Mac,
+    dst_mac: Mac,
+    h: &Ip,
+    proto: IpNextHeaderProtocol,
+    l4: &[u8],
+) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + l4.len()];
+    {
+        let mut e = MutableEthernetPacket::new(&mut f).expect("frame size");
+        e.set_destination(dst_mac.into());
+        e.set_source(src_mac.into());
+        e.set_ethertype(EtherTypes::Ipv4);
+    }
+    {
+        let mut ip = MutableIpv4Packet::new(&mut f[14..]).expect("frame size");
+        ip.set_version(4);
+        ip.set_header_length(5);
+        ip.set_dscp(h.tos >> 2);
+        ip.set_total_length((20 + l4.len()) as u16);
+        ip.set_identification(h.id);
+        ip.set_flags(h.flags);
+        ip.set_ttl(h.ttl);
+        ip.set_next_level_protocol(proto);
+        ip.set_source(h.src);
+        ip.set_destination(h.dst);
+        ip.payload_mut().copy_from_slice(l4);
+        let c = ipv4::checksum(&ip.to_immutable());
+        ip.set_checksum(c);
+    }
+    f
+}
+
+/// A UDP datagram's frame, its checksum computed over the whole payload.
+pub fn udp_frame(
+    src_mac: Mac,
+    dst_mac: Mac,
+    h: &Ip,
+    (sport, dport): (u16, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut d = vec![0u8; 8 + payload.len()];
+    {
+        let mut u = MutableUdpPacket::new(&mut d).expect("datagram size");
+        u.set_source(sport);
+        u.set_destination(dport);
+        u.set_length((8 + payload.len()) as u16);
+        u.set_payload(payload);
+        let c = udp::ipv4_checksum(&u.to_immutable(), &h.src, &h.dst);
+        u.set_checksum(if c == 0 { 0xffff } else { c });
+    }
+    ipv4_frame(src_mac, dst_mac, h, IpNextHeaderProtocols::Udp, &d)
+}
+
+/// An ICMP error `kind`/`code` (its four bytes after the checksum `rest`:
+/// unused, or the next-hop MTU) quoting the first `quote` bytes of the IPv4
+/// packet in `inner` (a frame), as the message's frame.
+pub fn icmp_error_frame(
+    src_mac: Mac,
+    dst_mac: Mac,
+    h: &Ip,
+    (kind, code, rest): (u8, u8, [u8; 4]),
+    inner: &[u8],
+    quote: usize,
+) -> Vec<u8> {
+    let mut m = vec![0u8; 8 + quote];
+    m[0] = kind;
+    m[1] = code;
+    m[4..8].copy_from_slice(&rest);
+    m[8..].copy_from_slice(&inner[14..14 + quote]);
+    {
+        let mut i = MutableIcmpPacket::new(&mut m).expect("message size");
+        let c = icmp::checksum(&i.to_immutable());
+        i.set_checksum(c);
+    }
+    ipv4_frame(src_mac, dst_mac, h, IpNextHeaderProtocols::Icmp, &m)
+}
+
+/// `frame`'s IPv4 datagram cut into fragments of at most `max` payload
+/// bytes (a multiple of 8), each with its own header and checksum.
+pub fn fragments(frame: &[u8], max: usize) -> Vec<Vec<u8>> {
+    let (eth, ip) = frame.split_at(14);
+    let (hdr, payload) = ip.split_at(20);
+    let chunks: Vec<&[u8]> = payload.chunks(max).collect();
+    let last = chunks.len() - 1;
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut f = [eth, hdr, chunk].concat();
+            let mut p = MutableIpv4Packet::new(&mut f[14..]).expect("fragment size");
+            p.set_total_length((20 + chunk.len()) as u16);
+            p.set_flags(if i < last { MF } else { 0 });
+            p.set_fragment_offset((i * max / 8) as u16);
+            let c = ipv4::checksum(&p.to_immutable());
+            p.set_checksum(c);
+            f
+        })
+        .collect()
+}
+
+/// Sets an IPv4 frame's identification, its header checksum recomputed.
+pub fn set_ip_id(frame: &mut [u8], id: u16) {
+    let mut p = MutableIpv4Packet::new(&mut frame[14..]).expect("an IPv4 frame");
+    p.set_identification(id);
+    let c = ipv4::checksum(&p.to_immutable());
+    p.set_checksum(c);
 }

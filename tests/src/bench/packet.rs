@@ -194,7 +194,13 @@ struct Bench {
 }
 
 /// A packet from the client side or from a real, with the hop's MACs.
-fn from_client(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, seq: u32, ack: u32) -> Tcp {
+pub fn from_client(
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    flags: u8,
+    seq: u32,
+    ack: u32,
+) -> Tcp {
     Tcp {
         src_mac: CLIENT_MAC,
         dst_mac: LB_C_MAC,
@@ -206,7 +212,7 @@ fn from_client(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, seq: u32, 
     }
 }
 
-fn from_real(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, seq: u32, ack: u32) -> Tcp {
+pub fn from_real(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, seq: u32, ack: u32) -> Tcp {
     Tcp {
         src_mac: real_mac(src.0),
         dst_mac: LB_S_MAC,
@@ -214,7 +220,7 @@ fn from_real(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, seq: u32, ac
     }
 }
 
-fn verdict_name(action: u32, why: u32) -> String {
+pub fn verdict_name(action: u32, why: u32) -> String {
     let a = match action {
         XDP_PASS => "XDP_PASS",
         XDP_TX => "XDP_TX",

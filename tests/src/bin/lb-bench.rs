@@ -3,7 +3,7 @@
 //! at the end, also when it fails; all traffic stays inside them.
 //!
 //! ```text
-//! lb-bench packet|e2e|scale|failover [--quick]
+//! lb-bench packet|e2e|scale|failover|edges [--quick]
 //! ```
 //! Prints `section<TAB>row<TAB>column<TAB>value` lines on stdout (see
 //! tests/src/bench/record.rs); `cargo xtask bench` turns them into
@@ -11,6 +11,8 @@
 
 #[path = "../bench/e2e.rs"]
 mod e2e;
+#[path = "../bench/edges.rs"]
+mod edges;
 #[path = "../bench/failover.rs"]
 mod failover;
 #[path = "../bench/frame.rs"]
@@ -26,7 +28,7 @@ mod scale;
 #[path = "../bench/testrun.rs"]
 mod testrun;
 
-const USAGE: &str = "usage: lb-bench packet|e2e|scale|failover [--quick]";
+const USAGE: &str = "usage: lb-bench packet|e2e|scale|failover|edges [--quick]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +44,7 @@ fn main() {
         Some("e2e") => e2e::run(quick),
         Some("scale") => scale::run(quick),
         Some("failover") => failover::run(quick),
+        Some("edges") => edges::run(quick),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
