@@ -348,9 +348,9 @@ pub mod reason {
     pub const DROP_BAD_L4: u32 = 6;
     /// To a VIP with IPv4 options: dropped (Katran's rule too).
     pub const DROP_IP_OPTIONS: u32 = 7;
-    /// To a VIP, a fragment lb cannot track: the datagram's first fragment
-    /// is not plain TCP/UDP, or `FRAGS` refused its entry. Dropped: a
-    /// fragment forwarded untranslated would reach no one.
+    /// Retired: fragments to a VIP were dropped before lb tracked them
+    /// (`FRAGMENT`, `DROP_FRAGMENT_EARLY`). No packet counts here now; the
+    /// index and name stay so dashboards and `lb stats` keep their rows.
     pub const DROP_FRAGMENT: u32 = 8;
     /// To a VIP, or a reply, with TTL <= 1: passed so the kernel sends
     /// ICMP time exceeded.
