@@ -507,8 +507,8 @@ pub const FRAG_ENTRIES: u32 = 8192;
 /// timeout (`ipfrag_time`), after which no host still waits for the rest.
 pub const FRAG_TIMEOUT_NS: u64 = 30_000_000_000;
 
-/// Default size of `EMBRYOS`, the table of half-open flows (entries, two per
-/// flow), when `bpf.syn_table_size` is not given: a quarter of the flow table.
+/// Size of `EMBRYOS`, the table of half-open flows (entries, two per flow):
+/// the flow table's size divided by this.
 pub const EMBRYO_TABLE_DIVISOR: u32 = 4;
 /// The smallest `EMBRYOS` lb makes, whatever the flow table's size.
 pub const EMBRYO_TABLE_MIN: u32 = 1024;

@@ -55,7 +55,8 @@ pub static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::pinned(FLOW_TABLE_DEFA
 /// `FLOWS`. They move to `FLOWS` once assured (`flow::assure`). Kept apart
 /// so that a flood of new flows (spoofed SYNs) evicts only other half-open
 /// flows, never an established one: conntrack's early drop, by table.
-/// The agent sizes it from `bpf.syn_table_size`.
+/// The agent sizes it at load from `bpf.flow_table_size`
+/// (`lb_userspace::datapath::embryo_table_size`).
 #[map]
 pub static EMBRYOS: LruHashMap<FlowKey, Flow> =
     LruHashMap::pinned(FLOW_TABLE_DEFAULT / EMBRYO_TABLE_DIVISOR, 0);

@@ -508,8 +508,8 @@ impl Agent {
         let pin_dir = self.cfg.bpf.pin_dir.clone();
         let done = self.done.clone();
         tokio::task::spawn_blocking(move || {
-            let cleared = datapath::open_flows(&pin_dir)
-                .and_then(|mut flows| flowtable::clear(&mut flows, &filter, datapath::now_ns()));
+            let cleared = flowtable::Tables::open(&pin_dir)
+                .and_then(|mut t| t.clear(&filter, datapath::now_ns()));
             let _ = done.send(Done::Clear(cleared, reply));
         });
     }
@@ -620,10 +620,43 @@ impl Agent {
         Ok(format!("{action}: {}", names.join(", ")))
     }
 
+    /// The sizes of `FLOWS` and `EMBRYOS`: as made, which for adopted
+    /// tables may differ from what the config says now.
+    fn table_sizes(&self) -> (u64, u64) {
+        let size = self.cfg.bpf.flow_table_size;
+        let maps = &self.dp.maps;
+        (
+            flowtable::max_entries(&maps.flows).unwrap_or(size).into(),
+            flowtable::max_entries(&maps.embryos)
+                .unwrap_or_else(|| datapath::embryo_table_size(size))
+                .into(),
+        )
+    }
+
+    /// A datapath counter (`lb_common::reason`), summed over CPUs.
+    fn reason_count(&self, reason: u32) -> u64 {
+        self.dp
+            .maps
+            .stats
+            .get(&reason, 0)
+            .map(|p| p.iter().sum())
+            .unwrap_or(0)
+    }
+
     /// `lb status`.
     fn status(&self) -> serde_json::Value {
-        let flows = self.last_sweep.as_ref().map_or(0, |s| s.flows);
-        let capacity = self.cfg.bpf.flow_table_size as u64;
+        use lb_common::reason;
+        let sw = self.last_sweep.as_ref();
+        let flows = sw.map_or(0, |s| s.flows);
+        let half_open = sw.map_or(0, |s| s.half_open);
+        let (capacity, half_open_capacity) = self.table_sizes();
+        let table = |entries: usize, capacity: u64| {
+            json!({
+                "entries": entries,
+                "capacity": capacity,
+                "used_pct": (1000.0 * entries as f64 / capacity.max(1) as f64).round() / 10.0,
+            })
+        };
         json!({
             "role": self.ha.as_ref().map_or("standalone", |h| h.role().as_str()),
             "ha": self.ha.as_ref().map(|h| {
@@ -648,10 +681,15 @@ impl Agent {
             "reals": self.ctl.programmed().reals.len(),
             "reals_up": self.ctl.programmed().reals.values().filter(|(_, r)| r.state == lb_common::REAL_UP).count(),
             "flows": flows,
-            "flow_table": {
-                "entries": 2 * flows as u64,
-                "capacity": capacity,
-                "used_pct": (2000.0 * flows as f64 / capacity.max(1) as f64).round() / 10.0,
+            "flow_table": table(sw.map_or(0, |s| s.entries), capacity),
+            "half_open": half_open,
+            "half_open_table": table(sw.map_or(0, |s| s.half_open_entries), half_open_capacity),
+            // What a flood of new flows moves: flows created, half-open
+            // flows assured into FLOWS, new flows a full table refused.
+            "new_flows": {
+                "created": self.reason_count(reason::NEW_FLOW),
+                "assured": self.reason_count(reason::ASSURED),
+                "refused": self.reason_count(reason::DROP_TABLE_FULL),
             },
             "last_sweep_ms": self.sweep_took.as_secs_f64() * 1000.0,
         })
@@ -701,6 +739,8 @@ impl Agent {
             "reasons": reasons,
             "flows": snap.flows,
             "flow_capacity": snap.flow_capacity,
+            "half_open": snap.half_open,
+            "half_open_capacity": snap.half_open_capacity,
             "packets_in": snap.vips.iter().map(|v| v.packets_in).sum::<u64>(),
             "packets_out": snap.vips.iter().map(|v| v.packets_out).sum::<u64>(),
             "new_flows": snap.vips.iter().map(|v| v.new_flows).sum::<u64>(),
@@ -768,19 +808,16 @@ impl Agent {
         }
         if let Some(sw) = &self.last_sweep {
             s.flows = sw.flows as u64;
-            // Two entries per flow.
-            s.flow_entries = 2 * sw.flows as u64;
+            s.flow_entries = sw.entries as u64;
+            s.half_open = sw.half_open as u64;
+            s.half_open_entries = sw.half_open_entries as u64;
         }
         s.sweep_seconds = self.sweep_took.as_secs_f64();
         for (i, name) in lb_common::reason::NAMES.iter().enumerate() {
-            let n: u64 = maps
-                .stats
-                .get(&(i as u32), 0)
-                .map(|p| p.iter().sum())
-                .unwrap_or(0);
-            s.reasons.push((name.to_string(), n));
+            s.reasons
+                .push((name.to_string(), self.reason_count(i as u32)));
         }
-        s.flow_capacity = self.cfg.bpf.flow_table_size as u64;
+        (s.flow_capacity, s.half_open_capacity) = self.table_sizes();
         if let Some(h) = &self.ha {
             let st = h.status();
             let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);

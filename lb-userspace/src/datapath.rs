@@ -30,7 +30,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const PROGRAM: &str = "lb_xdp";
 
 /// Every map the program pins, by name (see lb-ebpf/src/maps.rs).
-pub const MAP_NAMES: [&str; 23] = [
+pub const MAP_NAMES: [&str; 24] = [
     "VIPS",
     "VIP_ADDRS",
     "REALS",
@@ -482,6 +482,18 @@ pub fn open_flows(pin_dir: &Path) -> Result<HashMap<MapData, FlowKey, Flow>> {
         )
     })?;
     Ok(HashMap::try_from(Map::LruHashMap(data))?)
+}
+
+/// Opens the pinned half-open table (`EMBRYOS`) read-write, as
+/// `open_flows`. `None` when the datapath has none: one pinned by an lb
+/// from before the half-open table (a running agent always has one).
+pub fn open_embryos(pin_dir: &Path) -> Result<Option<HashMap<MapData, FlowKey, Flow>>> {
+    let path = pin_dir.join("EMBRYOS");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(Some(HashMap::try_from(Map::LruHashMap(data))?))
 }
 
 pub fn ifindex(iface: &str) -> Result<u32> {

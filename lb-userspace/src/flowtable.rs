@@ -1,25 +1,29 @@
 //! Reading the flow table: joining each flow's two entries, expiring idle
 //! flows by state, repairing a flow whose other half the LRU evicted, and
 //! `lb flows`: counting, listing and clearing with filters (`query`), over
-//! batched walks of the table (`batch`).
+//! batched walks of the table (`batch`). The datapath keeps flows in two
+//! tables of the same layout, `FLOWS` (assured) and `EMBRYOS` (half-open,
+//! see [`Kind`]); the sweep and `lb flows` cover both ([`sweep_tables`],
+//! [`Tables`]).
 mod batch;
 mod query;
 
 use std::{
     collections::{HashMap as StdMap, HashSet, hash_map::Entry},
     net::{Ipv4Addr, SocketAddrV4},
+    path::Path,
     time::Duration,
 };
 
 use anyhow::Result;
-use aya::maps::{HashMap, MapData};
+use aya::maps::{HashMap, IterableMap, MapData};
 use lb_common::{
     DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, PROTO_TCP, ST_CLOSED, ST_ESTABLISHED,
     ST_FIN, ST_SYN, ST_UDP,
 };
 use serde::Serialize;
 
-use self::query::{Source, Tuning};
+use self::query::{Sink, Source, Store, Tuning};
 pub use self::{
     batch::{LOOKUP_BATCH, for_each, insert_batch, remove_batch, remove_batch_with},
     query::{AddrMatch, Cleared, Compiled, KEEP_MIN, LOOKUP_RATIO, parse_state},
@@ -209,6 +213,129 @@ pub fn clear(
     query::clear_in(map, &q, &Tuning::default())
 }
 
+/// The datapath's two flow tables, opened by their pins: what `lb flows`,
+/// `lb flows clear` and the agent's work off its loop read.
+pub struct Tables {
+    /// `FLOWS`: assured flows.
+    pub flows: HashMap<MapData, FlowKey, Flow>,
+    /// `EMBRYOS`: half-open flows. `None` for a datapath pinned by an lb
+    /// from before the half-open table, which has none.
+    pub embryos: Option<HashMap<MapData, FlowKey, Flow>>,
+}
+
+impl Tables {
+    /// Opens the pinned tables under `pin_dir`.
+    pub fn open(pin_dir: &Path) -> Result<Tables> {
+        Ok(Tables {
+            flows: crate::datapath::open_flows(pin_dir)?,
+            embryos: crate::datapath::open_embryos(pin_dir)?,
+        })
+    }
+
+    /// [`count`] over both tables: flows matching `filter`, assured or
+    /// half-open. A flow that moves from `EMBRYOS` to `FLOWS` while the
+    /// tables are read (`EMBRYOS` first) may be counted in both.
+    pub fn count(&self, filter: &Filter, _now: u64) -> Result<usize> {
+        count_both(
+            &self.flows,
+            self.embryos.as_ref(),
+            &filter.compile()?,
+            &Tuning::default(),
+        )
+    }
+
+    /// [`list`] over both tables, merged in the same order, half-open flows
+    /// marked as such; a flow read in both (it moved meanwhile) is listed
+    /// once, as assured.
+    pub fn list(&self, filter: &Filter, limit: Option<usize>, now: u64) -> Result<Vec<FlowRow>> {
+        list_both(
+            &self.flows,
+            self.embryos.as_ref(),
+            &filter.compile()?,
+            limit,
+            now,
+            &Tuning::default(),
+        )
+    }
+
+    /// [`clear`] over both tables, `EMBRYOS` first, so that a flow moving
+    /// to `FLOWS` meanwhile is found there. Only `FLOWS` flows are counted
+    /// out of `ACTIVE` (`uncounted`): half-open flows never counted.
+    pub fn clear(&mut self, filter: &Filter, _now: u64) -> Result<Cleared> {
+        clear_both(
+            &mut self.flows,
+            self.embryos.as_mut(),
+            &filter.compile()?,
+            &Tuning::default(),
+        )
+    }
+}
+
+/// The number of entries `map` was made with (an adopted table keeps the
+/// size it was made with, whatever the config says now).
+pub fn max_entries(map: &HashMap<MapData, FlowKey, Flow>) -> Option<u32> {
+    IterableMap::map(map).info().ok().map(|i| i.max_entries())
+}
+
+pub(crate) fn count_both<S: Source>(
+    flows: &S,
+    embryos: Option<&S>,
+    q: &Compiled,
+    t: &Tuning,
+) -> Result<usize> {
+    let half_open = match embryos {
+        Some(e) => query::count_in(e, q, t)?,
+        None => 0,
+    };
+    Ok(half_open + query::count_in(flows, q, t)?)
+}
+
+pub(crate) fn list_both<S: Source>(
+    flows: &S,
+    embryos: Option<&S>,
+    q: &Compiled,
+    limit: Option<usize>,
+    now: u64,
+    t: &Tuning,
+) -> Result<Vec<FlowRow>> {
+    let mut half_open = match embryos {
+        Some(e) => query::list_in(e, q, limit, now, t)?,
+        None => Vec::new(),
+    };
+    let mut rows = query::list_in(flows, q, limit, now, t)?;
+    if half_open.is_empty() {
+        return Ok(rows);
+    }
+    for r in &mut half_open {
+        r.half_open = true;
+    }
+    // Assured rows first: the stable sort keeps them ahead of a half-open
+    // row of the same flow, and `dedup_by` keeps the first.
+    rows.append(&mut half_open);
+    let addr = |s: &str| s.parse::<SocketAddrV4>().ok();
+    rows.sort_by_cached_key(|r| (addr(&r.vip), addr(&r.real), addr(&r.client), r.protocol));
+    rows.dedup_by(|b, a| {
+        a.client == b.client && a.vip == b.vip && a.real == b.real && a.protocol == b.protocol
+    });
+    rows.truncate(limit.unwrap_or(usize::MAX));
+    Ok(rows)
+}
+
+pub(crate) fn clear_both<S: Sink>(
+    flows: &mut S,
+    embryos: Option<&mut S>,
+    q: &Compiled,
+    t: &Tuning,
+) -> Result<Cleared> {
+    let half_open = match embryos {
+        Some(e) => query::clear_in(e, q, t)?.flows,
+        None => 0,
+    };
+    let mut c = query::clear_in(flows, q, t)?;
+    c.flows += half_open;
+    Ok(c)
+}
+
 impl Joined {
     /// The later of the two directions' states (they only move forward).
     pub fn state(&self) -> u8 {
@@ -265,21 +392,76 @@ pub fn state_name(state: u8) -> &'static str {
     }
 }
 
+/// Which of the datapath's two flow tables a flow lives in (lb-ebpf's
+/// flow.rs): a new flow starts half-open in `EMBRYOS` and moves to `FLOWS`
+/// once assured (TCP: the client's handshake ACK; UDP: the real's first
+/// answer), so that a flood of new flows recycles only `EMBRYOS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `FLOWS`: assured flows, and flows picked up mid-stream. Counted in
+    /// `ACTIVE` (`FLOW_COUNTED`).
+    Assured,
+    /// `EMBRYOS`: half-open flows. Never counted in `ACTIVE`: a forward
+    /// entry there carries `FLOW_COUNTED` only for the instant the datapath
+    /// copies it into `FLOWS`, and that copy holds the count.
+    HalfOpen,
+}
+
+/// A half-open flow missing one of its entries is removed only once it is
+/// this old (by its creation time, which both entries carry). A younger one
+/// may be a flow the datapath was creating while the sweep walked the table
+/// (its reverse entry goes in first, its forward one just after), and the
+/// datapath's clock may lag the agent's by a few ticks.
+pub const HALF_OPEN_GRACE_NS: u64 = 1_000_000_000;
+
 /// What one sweep did.
 #[derive(Debug, Default)]
 pub struct Sweep {
+    /// Flows in `FLOWS` (both directions joined).
     pub flows: usize,
+    /// Entries read in `FLOWS`: two per whole flow, one per lone half.
+    pub entries: usize,
+    /// Half-open flows in `EMBRYOS`.
+    pub half_open: usize,
+    /// Entries read in `EMBRYOS`.
+    pub half_open_entries: usize,
+    /// Flows expired, from both tables.
     pub expired: usize,
+    /// Flows of removed VIPs removed, from both tables.
     pub removed_vip: usize,
+    /// Missing halves of flows in `FLOWS` rebuilt.
     pub repaired: usize,
+    /// Half-open flows missing a half, removed rather than rebuilt (see
+    /// [`sweep_observed`]).
+    pub broken: usize,
+    /// The VIP and real ids the flows of both tables name.
     pub vips_in_use: HashSet<u32>,
     pub reals_in_use: HashSet<u32>,
     /// Counted flows (see `FLOW_COUNTED`) this sweep removed, per real id:
-    /// the agent adds them to `EXPIRED`.
+    /// the agent adds them to `EXPIRED`. Only ever flows of `FLOWS`.
     pub uncounted: std::collections::HashMap<u32, u64>,
-    /// `Unknown::Report`: flows of VIP ids the sweep had no timeouts for and
-    /// did not know as retired, left in place for the caller to judge.
+    /// `Unknown::Report`: flows of `FLOWS` of VIP ids the sweep had no
+    /// timeouts for and did not know as retired, left in place for the
+    /// caller to judge.
     pub unknown: Vec<Joined>,
+    /// The same for `EMBRYOS`.
+    pub unknown_half_open: Vec<Joined>,
+}
+
+impl Sweep {
+    /// Adds what a sweep of `EMBRYOS` alone found (its `flows`, `entries`
+    /// and `unknown` are the half-open table's).
+    fn add_half_open(&mut self, h: Sweep) {
+        self.half_open += h.flows;
+        self.half_open_entries += h.entries;
+        self.expired += h.expired;
+        self.removed_vip += h.removed_vip;
+        self.broken += h.broken;
+        self.vips_in_use.extend(h.vips_in_use);
+        self.reals_in_use.extend(h.reals_in_use);
+        self.unknown_half_open.extend(h.unknown);
+        debug_assert!(h.uncounted.is_empty() && h.repaired == 0);
+    }
 }
 
 /// Each programmed VIP id's flow timeouts: what a sweep judges flows by.
@@ -307,11 +489,13 @@ pub enum Unknown<'a> {
     Report { retired: &'a HashSet<u32> },
 }
 
-/// Expires idle flows by their VIP's per-state timeouts, removes the flows
-/// of removed VIPs, and rebuilds a missing half of a live flow.
+/// Expires idle flows of `FLOWS` by their VIP's per-state timeouts, removes
+/// the flows of removed VIPs, and rebuilds a missing half of a live flow.
+/// (`FLOWS` alone; the agent sweeps both tables with [`sweep_tables`].)
 pub fn sweep(map: &mut HashMap<MapData, FlowKey, Flow>, ctl: &Control, now: u64) -> Result<Sweep> {
     sweep_observed(
         map,
+        Kind::Assured,
         &vip_timeouts(ctl),
         Unknown::Remove,
         now,
@@ -319,21 +503,68 @@ pub fn sweep(map: &mut HashMap<MapData, FlowKey, Flow>, ctl: &Control, now: u64)
     )
 }
 
-/// `sweep` by `vips`, telling `seen` about every flow: `(flow, true)` for
-/// one it removed, `(flow, false)` for one that stays (HA sync streams
-/// both). A flow reported under `Unknown::Report` is not seen.
-pub fn sweep_observed(
-    map: &mut HashMap<MapData, FlowKey, Flow>,
+/// [`sweep_observed`] over both tables, `EMBRYOS` (when there is one) first,
+/// into one tally. That order matters for the ids in use: a flow only ever
+/// moves from `EMBRYOS` to `FLOWS`, so one that moves while the sweep reads
+/// is still in `EMBRYOS` when that walk reaches it, or already in `FLOWS`
+/// when that walk starts. Either way the sweep sees it, and no retired id a
+/// live flow names is released.
+pub(crate) fn sweep_tables<S: Store>(
+    flows: &mut S,
+    embryos: Option<&mut S>,
     vips: &VipTimeouts,
     unknown: Unknown<'_>,
     now: u64,
     seen: &mut dyn FnMut(&Joined, bool),
 ) -> Result<Sweep> {
-    let table = read(map)?;
+    let half_open = match embryos {
+        Some(e) => Some(sweep_observed(e, Kind::HalfOpen, vips, unknown, now, seen)?),
+        None => None,
+    };
+    let mut s = sweep_observed(flows, Kind::Assured, vips, unknown, now, seen)?;
+    if let Some(h) = half_open {
+        s.add_half_open(h);
+    }
+    Ok(s)
+}
+
+/// Sweeps one table (its flows and entries counted in `flows`, `entries`,
+/// its unknown flows in `unknown`) by `vips`, telling `seen` about every
+/// flow: `(flow, true)` for one it removed, `(flow, false)` for one that
+/// stays (HA sync streams both). A flow reported under `Unknown::Report` is
+/// not seen.
+///
+/// Idle flows of both tables expire by their merged state's timeout: a
+/// half-open TCP flow is in `syn` (or `closed`, if reset), a half-open UDP
+/// flow in `udp`. A flow missing a half is where the tables differ:
+/// - `FLOWS`: the half is rebuilt, if the flow is live.
+/// - `EMBRYOS`: the flow is removed once it is [`HALF_OPEN_GRACE_NS`] old,
+///   and the client's next SYN (or datagram) starts it over. The table only
+///   loses halves when it is full, that is under a flood, where rebuilding
+///   one would evict another half-open flow's entry and keep a dead flood
+///   flow alive at the expense of a live one.
+///
+/// Only `FLOWS` entries are counted out of `ACTIVE` (see [`Kind::HalfOpen`]).
+pub(crate) fn sweep_observed(
+    map: &mut impl Store,
+    kind: Kind,
+    vips: &VipTimeouts,
+    unknown: Unknown<'_>,
+    now: u64,
+    seen: &mut dyn FnMut(&Joined, bool),
+) -> Result<Sweep> {
+    let table = read_from(map)?;
     let mut s = Sweep {
         flows: table.flows.len(),
+        entries: table
+            .flows
+            .iter()
+            .map(|f| 1 + usize::from(f.rev.is_some()))
+            .sum::<usize>()
+            + table.lone_reverse.len(),
         ..Sweep::default()
     };
+    let old = |created_ns: u64| now.saturating_sub(created_ns) > HALF_OPEN_GRACE_NS;
     for f in &table.flows {
         let Some(timeouts) = vips.get(&f.fwd.vip_id) else {
             match unknown {
@@ -341,7 +572,7 @@ pub fn sweep_observed(
                     s.unknown.push(f.clone());
                 }
                 _ => {
-                    remove_flow(map, f, &mut s);
+                    remove_flow(map, kind, f, &mut s);
                     seen(f, true);
                 }
             }
@@ -351,26 +582,38 @@ pub fn sweep_observed(
         if idle > timeout_for(timeouts, f.state()).as_nanos() as u64 {
             if delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0)) {
                 s.expired += 1;
-                uncount(&mut s.uncounted, &f.fwd);
+                if kind == Kind::Assured {
+                    uncount(&mut s.uncounted, &f.fwd);
+                }
             }
             seen(f, true);
             continue;
         }
-        seen(f, false);
         if f.rev.is_none() {
-            let rev = Flow {
-                nat_addr: f.fwd_key.dst_addr,
-                nat_port_be: f.fwd_key.dst_port_be,
-                dir: DIR_REVERSE,
-                packets: 0,
-                bytes: 0,
-                seq_next: 0,
-                ..f.fwd
-            };
-            if map.insert(f.rev_key(), rev, BPF_NOEXIST).is_ok() {
-                s.repaired += 1;
+            if kind == Kind::HalfOpen {
+                if old(f.fwd.created_ns) {
+                    if map.remove_key(&f.fwd_key) {
+                        s.broken += 1;
+                    }
+                    seen(f, true);
+                    continue;
+                }
+            } else {
+                let rev = Flow {
+                    nat_addr: f.fwd_key.dst_addr,
+                    nat_port_be: f.fwd_key.dst_port_be,
+                    dir: DIR_REVERSE,
+                    packets: 0,
+                    bytes: 0,
+                    seq_next: 0,
+                    ..f.fwd
+                };
+                if map.insert_new(&f.rev_key(), &rev) {
+                    s.repaired += 1;
+                }
             }
         }
+        seen(f, false);
         s.vips_in_use.insert(f.fwd.vip_id);
         s.reals_in_use.insert(f.fwd.real_id);
     }
@@ -386,29 +629,38 @@ pub fn sweep_observed(
             now.saturating_sub(r.last_ns) <= timeout_for(t, r.state).as_nanos() as u64
         });
         if !live {
-            let _ = map.remove(k);
+            let _ = map.remove_key(k);
             s.expired += 1;
             continue;
         }
-        let fwd_key = FlowKey {
-            src_addr: k.dst_addr,
-            dst_addr: r.nat_addr,
-            src_port_be: k.dst_port_be,
-            dst_port_be: r.nat_port_be,
-            proto: k.proto,
-            _pad: [0; 3],
-        };
-        let fwd = Flow {
-            nat_addr: k.src_addr,
-            nat_port_be: k.src_port_be,
-            dir: DIR_FORWARD,
-            packets: 0,
-            bytes: 0,
-            seq_next: 0,
-            ..*r
-        };
-        if map.insert(fwd_key, fwd, BPF_NOEXIST).is_ok() {
-            s.repaired += 1;
+        if kind == Kind::HalfOpen {
+            if old(r.created_ns) {
+                if map.remove_key(k) {
+                    s.broken += 1;
+                }
+                continue;
+            }
+        } else {
+            let fwd_key = FlowKey {
+                src_addr: k.dst_addr,
+                dst_addr: r.nat_addr,
+                src_port_be: k.dst_port_be,
+                dst_port_be: r.nat_port_be,
+                proto: k.proto,
+                _pad: [0; 3],
+            };
+            let fwd = Flow {
+                nat_addr: k.src_addr,
+                nat_port_be: k.src_port_be,
+                dir: DIR_FORWARD,
+                packets: 0,
+                bytes: 0,
+                seq_next: 0,
+                ..*r
+            };
+            if map.insert_new(&fwd_key, &fwd) {
+                s.repaired += 1;
+            }
         }
         s.vips_in_use.insert(r.vip_id);
         s.reals_in_use.insert(r.real_id);
@@ -416,11 +668,14 @@ pub fn sweep_observed(
     Ok(s)
 }
 
-/// Removes both halves of a flow whose VIP is gone, as `s` counts it.
-pub fn remove_flow(map: &mut HashMap<MapData, FlowKey, Flow>, f: &Joined, s: &mut Sweep) {
+/// Removes both halves of a flow of `kind`'s table whose VIP is gone, as
+/// `s` counts it.
+pub(crate) fn remove_flow(map: &mut impl Store, kind: Kind, f: &Joined, s: &mut Sweep) {
     if delete(map, &f.fwd_key, f.rev.as_ref().map(|r| &r.0)) {
         s.removed_vip += 1;
-        uncount(&mut s.uncounted, &f.fwd);
+        if kind == Kind::Assured {
+            uncount(&mut s.uncounted, &f.fwd);
+        }
     }
 }
 
@@ -487,11 +742,11 @@ pub fn purge_reals(
 /// True if this call removed the forward entry: whoever did counts the
 /// flow out, once, when a sweep off the agent's loop, a purge or a clear on
 /// it, the LRU or the datapath race for the same flow.
-fn delete(map: &mut HashMap<MapData, FlowKey, Flow>, fwd: &FlowKey, rev: Option<&FlowKey>) -> bool {
+fn delete(map: &mut impl Store, fwd: &FlowKey, rev: Option<&FlowKey>) -> bool {
     if let Some(rev) = rev {
-        let _ = map.remove(rev);
+        let _ = map.remove_key(rev);
     }
-    map.remove(fwd).is_ok()
+    map.remove_key(fwd)
 }
 
 /// A flow as `lb flows --json` prints it (field names are the contract in
@@ -509,6 +764,10 @@ pub struct FlowRow {
     pub bytes_in: u64,
     pub packets_out: u64,
     pub bytes_out: u64,
+    /// The flow is half-open (`EMBRYOS`): a TCP handshake not yet
+    /// completed by the client's ACK, or a UDP flow its real has not
+    /// answered yet.
+    pub half_open: bool,
 }
 
 pub fn sock(addr: &[u8; 16], port_be: u16) -> SocketAddrV4 {
@@ -537,6 +796,7 @@ impl FlowRow {
             bytes_in: f.fwd.bytes,
             packets_out,
             bytes_out,
+            half_open: false,
         }
     }
 }
@@ -638,6 +898,7 @@ mod tests {
             bytes_in: 0,
             packets_out: 0,
             bytes_out: 0,
+            half_open: false,
         }
     }
 
@@ -1248,5 +1509,417 @@ mod tests {
             Join
         );
         assert_eq!(q(Some(ST_ESTABLISHED)).by_forward(PROTO_TCP, ST_SYN), Join);
+    }
+
+    // Both tables: the sweep and `lb flows` over `FLOWS` and `EMBRYOS`.
+
+    const SEC: u64 = 1_000_000_000;
+    const NOW: u64 = 1000 * SEC;
+
+    /// A flow from 10.7.0.1:`port` to www:80 (TCP) or dns:53 (UDP), both
+    /// entries in `state`, on real id `real`.
+    fn flow(port: u16, proto: u8, state: u8, real: u32) -> F {
+        F {
+            client: ([10, 7, 0, 1], port),
+            vip: if proto == PROTO_UDP { VIPS[2] } else { VIPS[0] },
+            real: real_of(u64::from(real)),
+            proto,
+            fwd_state: state,
+            rev_state: Some(state),
+            counted: false,
+            real_id: real,
+            seed: u64::from(port),
+        }
+    }
+
+    /// Adds `f`'s entries to `m` as VIP id `vip`'s, created `age` ago and
+    /// last seen `idle` ago.
+    fn put(m: &mut Mem, f: &F, vip: u32, age: u64, idle: u64) {
+        f.add(m);
+        for k in [f.fwd_key(), f.rev_key()] {
+            if let Some(v) = m.map.get_mut(&k) {
+                v.vip_id = vip;
+                v.created_ns = NOW - age;
+                v.last_ns = NOW - idle;
+            }
+        }
+    }
+
+    fn vips(ids: &[u32]) -> VipTimeouts {
+        ids.iter().map(|&id| (id, Timeouts::default())).collect()
+    }
+
+    /// `sweep_tables` over the two tables; the flows it reported removed.
+    fn sweep_both(
+        flows: &mut Mem,
+        embryos: &mut Mem,
+        vips: &VipTimeouts,
+        unknown: Unknown<'_>,
+    ) -> (Sweep, Vec<FlowKey>) {
+        let mut removed = Vec::new();
+        let s = sweep_tables(flows, Some(embryos), vips, unknown, NOW, &mut |f, gone| {
+            if gone {
+                removed.push(f.fwd_key);
+            }
+        })
+        .unwrap();
+        (s, removed)
+    }
+
+    #[test]
+    fn half_open_flows_expire_by_their_vips_syn_and_udp_timeouts() {
+        // Default timeouts: syn 10 s, udp 60 s.
+        let (mut flows, mut embryos) = (Mem::default(), Mem::default());
+        let syn_stale = flow(1001, PROTO_TCP, ST_SYN, 1);
+        let syn_live = flow(1002, PROTO_TCP, ST_SYN, 2);
+        let udp_stale = flow(1003, PROTO_UDP, ST_UDP, 3);
+        let udp_live = flow(1004, PROTO_UDP, ST_UDP, 4);
+        // Caught the instant its copy went to FLOWS (which holds the count).
+        let moving = F {
+            counted: true,
+            ..flow(1005, PROTO_TCP, ST_SYN, 5)
+        };
+        put(&mut embryos, &syn_stale, 1, 20 * SEC, 11 * SEC);
+        put(&mut embryos, &syn_live, 1, 20 * SEC, 9 * SEC);
+        put(&mut embryos, &udp_stale, 1, 90 * SEC, 61 * SEC);
+        put(&mut embryos, &udp_live, 1, 90 * SEC, 59 * SEC);
+        put(&mut embryos, &moving, 1, 20 * SEC, 11 * SEC);
+        // FLOWS: an established flow idle as long as the stale SYNs stays;
+        // a counted one in syn (picked up, then reset to syn) expires.
+        let est = F {
+            counted: true,
+            ..flow(2001, PROTO_TCP, ST_ESTABLISHED, 6)
+        };
+        let syn_assured = F {
+            counted: true,
+            ..flow(2002, PROTO_TCP, ST_SYN, 7)
+        };
+        put(&mut flows, &est, 1, 20 * SEC, 11 * SEC);
+        put(&mut flows, &syn_assured, 1, 20 * SEC, 11 * SEC);
+
+        let (s, removed) = sweep_both(&mut flows, &mut embryos, &vips(&[1]), Unknown::Remove);
+        assert_eq!((s.flows, s.entries), (2, 4));
+        assert_eq!((s.half_open, s.half_open_entries), (5, 10));
+        assert_eq!(s.expired, 4, "{s:?}");
+        assert_eq!((s.repaired, s.broken, s.removed_vip), (0, 0, 0));
+        // Only the FLOWS flow leaves ACTIVE: half-open flows never counted.
+        assert_eq!(s.uncounted, std::collections::HashMap::from([(7, 1)]));
+        let left: HashSet<FlowKey> = embryos.map.keys().copied().collect();
+        let want: HashSet<FlowKey> = [&syn_live, &udp_live]
+            .iter()
+            .flat_map(|f| [f.fwd_key(), f.rev_key()])
+            .collect();
+        assert_eq!(left, want);
+        assert_eq!(flows.map.len(), 2);
+        assert!(flows.map.contains_key(&est.fwd_key()));
+        // The HA peer hears of every removal, half-open ones included.
+        let removed: HashSet<FlowKey> = removed.into_iter().collect();
+        let want: HashSet<FlowKey> = [&syn_stale, &udp_stale, &moving, &syn_assured]
+            .iter()
+            .map(|f| f.fwd_key())
+            .collect();
+        assert_eq!(removed, want);
+        assert_eq!(s.reals_in_use, HashSet::from([2, 4, 6]));
+    }
+
+    #[test]
+    fn half_open_flows_keep_retired_ids_in_use() {
+        let (mut flows, mut embryos) = (Mem::default(), Mem::default());
+        put(
+            &mut flows,
+            &flow(3001, PROTO_TCP, ST_ESTABLISHED, 5),
+            1,
+            SEC,
+            0,
+        );
+        // A half-open flow is all that still names real 7 (retired by a
+        // reload, say): the id stays in use.
+        put(&mut embryos, &flow(3002, PROTO_TCP, ST_SYN, 7), 1, SEC, 0);
+        // Of a retired VIP: removed.
+        put(&mut embryos, &flow(3003, PROTO_TCP, ST_SYN, 8), 2, SEC, 0);
+        // Of a VIP the sweep's snapshot does not know: left for the loop.
+        let newer = flow(3004, PROTO_UDP, ST_UDP, 9);
+        put(&mut embryos, &newer, 3, SEC, 0);
+        let retired = HashSet::from([2]);
+        let (mut s, removed) = sweep_both(
+            &mut flows,
+            &mut embryos,
+            &vips(&[1]),
+            Unknown::Report { retired: &retired },
+        );
+        assert_eq!(s.reals_in_use, HashSet::from([5, 7]));
+        assert_eq!(s.vips_in_use, HashSet::from([1]));
+        assert_eq!(s.removed_vip, 1);
+        assert_eq!(removed, [flow(3003, PROTO_TCP, ST_SYN, 8).fwd_key()]);
+        assert!(s.unknown.is_empty());
+        assert_eq!(s.unknown_half_open.len(), 1);
+        assert_eq!(s.unknown_half_open[0].fwd_key, newer.fwd_key());
+        assert_eq!(embryos.map.len(), 4);
+        // The loop removes it from EMBRYOS when the VIP is not live.
+        let f = s.unknown_half_open.pop().unwrap();
+        remove_flow(&mut embryos, Kind::HalfOpen, &f, &mut s);
+        assert_eq!(s.removed_vip, 2);
+        assert_eq!(embryos.map.len(), 2);
+        assert!(s.uncounted.is_empty());
+    }
+
+    #[test]
+    fn a_half_open_flow_missing_a_half_is_removed_not_rebuilt() {
+        let (mut flows, mut embryos) = (Mem::default(), Mem::default());
+        let old = SEC + HALF_OPEN_GRACE_NS;
+        let young = HALF_OPEN_GRACE_NS / 2;
+        // Forward entries alone: an old one goes, a young one (its reverse
+        // may be going in right now) stays.
+        let fwd_old = F {
+            rev_state: None,
+            ..flow(4001, PROTO_TCP, ST_SYN, 1)
+        };
+        let fwd_young = F {
+            rev_state: None,
+            ..flow(4002, PROTO_TCP, ST_SYN, 2)
+        };
+        put(&mut embryos, &fwd_old, 1, old, 0);
+        put(&mut embryos, &fwd_young, 1, young, 0);
+        // Reverse entries alone: the same.
+        let rev_old = flow(4003, PROTO_UDP, ST_UDP, 3);
+        let rev_young = flow(4004, PROTO_UDP, ST_UDP, 4);
+        put(&mut embryos, &rev_old, 1, old, 0);
+        put(&mut embryos, &rev_young, 1, young, 0);
+        embryos.map.remove(&rev_old.fwd_key());
+        embryos.map.remove(&rev_young.fwd_key());
+        // In FLOWS the missing half is rebuilt.
+        let assured = F {
+            rev_state: None,
+            ..flow(4005, PROTO_TCP, ST_ESTABLISHED, 5)
+        };
+        put(&mut flows, &assured, 1, old, 0);
+
+        let (s, removed) = sweep_both(&mut flows, &mut embryos, &vips(&[1]), Unknown::Remove);
+        assert_eq!((s.broken, s.repaired, s.expired), (2, 1, 0), "{s:?}");
+        let left: HashSet<FlowKey> = embryos.map.keys().copied().collect();
+        assert_eq!(
+            left,
+            HashSet::from([fwd_young.fwd_key(), rev_young.rev_key()])
+        );
+        assert_eq!(removed, [fwd_old.fwd_key()]);
+        assert!(flows.map.contains_key(&assured.rev_key()));
+        assert_eq!(s.reals_in_use, HashSet::from([2, 4, 5]));
+    }
+
+    /// Both tables behind one cell, with flows the "datapath" assures (moves
+    /// to `FLOWS`) the moment the walk of `EMBRYOS` starts.
+    #[derive(Default)]
+    struct Both {
+        flows: Mem,
+        embryos: Mem,
+        assure: Vec<FlowKey>,
+    }
+
+    struct Side<'a> {
+        both: &'a std::cell::RefCell<Both>,
+        embryo: bool,
+    }
+
+    impl Side<'_> {
+        fn with<T>(&self, f: impl FnOnce(&mut Mem) -> T) -> T {
+            let mut b = self.both.borrow_mut();
+            f(if self.embryo {
+                &mut b.embryos
+            } else {
+                &mut b.flows
+            })
+        }
+    }
+
+    impl Source for Side<'_> {
+        fn scan(&self, f: &mut dyn FnMut(&FlowKey, &Flow)) -> Result<()> {
+            if self.embryo {
+                let mut b = self.both.borrow_mut();
+                for k in std::mem::take(&mut b.assure) {
+                    if let Some(v) = b.embryos.map.remove(&k) {
+                        b.flows.map.insert(k, v);
+                    }
+                }
+            }
+            let entries: Vec<(FlowKey, Flow)> =
+                self.with(|m| m.map.iter().map(|(k, v)| (*k, *v)).collect());
+            entries.iter().for_each(|(k, v)| f(k, v));
+            Ok(())
+        }
+
+        fn get(&self, key: &FlowKey) -> Result<Option<Flow>> {
+            Ok(self.with(|m| m.map.get(key).copied()))
+        }
+    }
+
+    impl Store for Side<'_> {
+        fn remove_key(&mut self, key: &FlowKey) -> bool {
+            self.with(|m| m.remove_key(key))
+        }
+
+        fn insert_new(&mut self, key: &FlowKey, value: &Flow) -> bool {
+            self.with(|m| m.insert_new(key, value))
+        }
+    }
+
+    #[test]
+    fn a_flow_assured_during_the_sweep_still_holds_its_ids() {
+        let both = std::cell::RefCell::new(Both::default());
+        let f = flow(5001, PROTO_TCP, ST_SYN, 7);
+        {
+            let mut b = both.borrow_mut();
+            put(&mut b.embryos, &f, 1, SEC, 0);
+            b.assure = vec![f.fwd_key(), f.rev_key()];
+        }
+        let mut flows = Side {
+            both: &both,
+            embryo: false,
+        };
+        let mut embryos = Side {
+            both: &both,
+            embryo: true,
+        };
+        let s = sweep_tables(
+            &mut flows,
+            Some(&mut embryos),
+            &vips(&[1]),
+            Unknown::Remove,
+            NOW,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        // Read FLOWS first, the flow would have been in neither walk.
+        assert_eq!((s.flows, s.half_open), (1, 0));
+        assert!(s.reals_in_use.contains(&7), "{s:?}");
+    }
+
+    /// `lb flows` over both tables as the rows of each, merged.
+    fn merged(flows: &Mem, embryos: &Mem, filter: &Filter, limit: Option<usize>) -> Vec<FlowRow> {
+        let mut rows = reference(flows, filter, None, NOW);
+        for mut r in reference(embryos, filter, None, NOW) {
+            r.half_open = true;
+            rows.push(r);
+        }
+        let addr = |s: &str| s.parse::<SocketAddrV4>().ok();
+        rows.sort_by_cached_key(|r| (addr(&r.vip), addr(&r.real), addr(&r.client), r.protocol));
+        rows.truncate(limit.unwrap_or(usize::MAX));
+        rows
+    }
+
+    /// A table of half-open flows beside `table(..)`'s: clients 10.2.0.x
+    /// (some of which `--client 10.2.0.3` filters on), ports its flows do
+    /// not use.
+    fn half_open_table(n: u16) -> Mem {
+        let mut m = Mem::default();
+        for i in 0..n {
+            let proto = if i % 3 == 0 { PROTO_UDP } else { PROTO_TCP };
+            let f = F {
+                client: ([10, 2, 0, (i % 5) as u8], 60_000 + i),
+                ..flow(
+                    0,
+                    proto,
+                    if proto == PROTO_UDP { ST_UDP } else { ST_SYN },
+                    u32::from(i % 4),
+                )
+            };
+            put(&mut m, &f, 1, SEC, 0);
+        }
+        m
+    }
+
+    #[test]
+    fn lb_flows_lists_and_counts_both_tables() {
+        let (flows, _) = table(1500, 31);
+        let embryos = half_open_table(200);
+        let t = Tuning::default();
+        for filter in filters() {
+            let q = filter.compile().unwrap();
+            let want = merged(&flows, &embryos, &filter, None);
+            assert_eq!(
+                count_both(&flows, Some(&embryos), &q, &t).unwrap(),
+                want.len(),
+                "count {filter:?}"
+            );
+            for limit in [None, Some(0), Some(1), Some(50), Some(5000)] {
+                assert_eq!(
+                    list_both(&flows, Some(&embryos), &q, limit, NOW, &t).unwrap(),
+                    merged(&flows, &embryos, &filter, limit),
+                    "list {filter:?} limit {limit:?}"
+                );
+            }
+            // A datapath without EMBRYOS (pinned by an older lb).
+            assert_eq!(
+                list_both(&flows, None, &q, None, NOW, &t).unwrap(),
+                reference(&flows, &filter, None, NOW)
+            );
+        }
+        let half_open = list_both(&flows, Some(&embryos), &Default::default(), None, NOW, &t)
+            .unwrap()
+            .iter()
+            .filter(|r| r.half_open)
+            .count();
+        assert_eq!(half_open, 200);
+    }
+
+    #[test]
+    fn a_flow_read_in_both_tables_is_listed_once_as_assured() {
+        let f = flow(6001, PROTO_TCP, ST_ESTABLISHED, 1);
+        let (mut flows, mut embryos) = (Mem::default(), Mem::default());
+        put(&mut flows, &f, 1, SEC, 0);
+        put(&mut embryos, &f, 1, SEC, 0);
+        put(&mut embryos, &flow(6002, PROTO_TCP, ST_SYN, 1), 1, SEC, 0);
+        let q = Filter::default().compile().unwrap();
+        let rows = list_both(&flows, Some(&embryos), &q, None, NOW, &Tuning::default()).unwrap();
+        let flags: Vec<(&str, bool)> = rows
+            .iter()
+            .map(|r| (r.client.as_str(), r.half_open))
+            .collect();
+        assert_eq!(flags, [("10.7.0.1:6001", false), ("10.7.0.1:6002", true)]);
+    }
+
+    #[test]
+    fn clear_removes_from_both_tables_and_counts_out_assured_flows_only() {
+        let (mut flows, _) = table(400, 41);
+        let mut embryos = half_open_table(60);
+        // The instant of an assure: a counted forward entry in EMBRYOS too.
+        put(
+            &mut embryos,
+            &F {
+                counted: true,
+                ..flow(7001, PROTO_TCP, ST_ESTABLISHED, 2)
+            },
+            1,
+            SEC,
+            0,
+        );
+        let t = Tuning::default();
+        for filter in filters() {
+            let (mut fl, mut em) = (Mem::default(), Mem::default());
+            fl.map = flows.map.clone();
+            em.map = embryos.map.clone();
+            let q = filter.compile().unwrap();
+            let want = count_both(&fl, Some(&em), &q, &t).unwrap();
+            let only_flows = clear_in(&mut flows_copy(&fl), &q, &t).unwrap();
+            let c = clear_both(&mut fl, Some(&mut em), &q, &t).unwrap();
+            assert_eq!(c.flows, want, "{filter:?}");
+            assert_eq!(c.uncounted, only_flows.uncounted, "{filter:?}");
+            assert_eq!(count_both(&fl, Some(&em), &q, &t).unwrap(), 0, "{filter:?}");
+        }
+        let c = clear_both(
+            &mut flows,
+            Some(&mut embryos),
+            &Filter::default().compile().unwrap(),
+            &t,
+        )
+        .unwrap();
+        assert_eq!(c.flows, 402 + 61);
+        assert!(flows.map.is_empty() && embryos.map.is_empty());
+    }
+
+    fn flows_copy(m: &Mem) -> Mem {
+        Mem {
+            map: m.map.clone(),
+            ..Mem::default()
+        }
     }
 }

@@ -90,7 +90,8 @@ enum Cmd {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// List the flow table (read from the pinned maps; works while the agent is down).
+    /// List the flow table, half-open flows included (read from the pinned
+    /// maps; works while the agent is down).
     Flows {
         /// `clear`: remove the matching flows (through the agent).
         #[arg(value_parser = ["clear"])]
@@ -278,17 +279,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 client,
                 state,
             };
-            // Read from the pinned maps: works while the agent is down, and
-            // even when the config file is broken.
+            // Read from the pinned maps, the flow table and the half-open
+            // one: works while the agent is down, and even when the config
+            // file is broken.
             let pin_dir = pin_dir.unwrap_or_else(|| Config::paths(&config).1);
-            let map = datapath::open_flows(&pin_dir)?;
+            let tables = flowtable::Tables::open(&pin_dir)?;
             let now = datapath::now_ns();
             if count {
-                let n = flowtable::count(&map, &filter, now)?;
+                let n = tables.count(&filter, now)?;
                 let data = serde_json::json!({ "count": n });
                 return print_or_json(cli.json, &data, |_| format!("{n}\n"));
             }
-            let rows = flowtable::list(&map, &filter, limit, now)?;
+            let rows = tables.list(&filter, limit, now)?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -397,8 +399,10 @@ fn render_ha(d: &serde_json::Value) -> String {
 
 fn render_status(d: &serde_json::Value) -> String {
     let t = &d["flow_table"];
+    let h = &d["half_open_table"];
+    let n = &d["new_flows"];
     format!(
-        "role:        {}\nconfig:      {}\ninterfaces:  {} ({})\npin_dir:     {}{}\nuptime:      {}s\nvips:        {}\nreals:       {} ({} up)\nflows:       {} ({} of {} entries, {}%)\nlast sweep:  {:.1}ms\n",
+        "role:        {}\nconfig:      {}\ninterfaces:  {} ({})\npin_dir:     {}{}\nuptime:      {}s\nvips:        {}\nreals:       {} ({} up)\nflows:       {} ({} of {} entries, {}%)\nhalf-open:   {} ({} of {} entries, {}%)\nnew flows:   {} created, {} assured, {} refused (table full)\nlast sweep:  {:.1}ms\n",
         d["role"].as_str().unwrap_or("-"),
         d["config"].as_str().unwrap_or("-"),
         d["interfaces"]
@@ -424,6 +428,13 @@ fn render_status(d: &serde_json::Value) -> String {
         t["entries"],
         t["capacity"],
         t["used_pct"],
+        cell(&d["half_open"]),
+        cell(&h["entries"]),
+        cell(&h["capacity"]),
+        cell(&h["used_pct"]),
+        cell(&n["created"]),
+        cell(&n["assured"]),
+        cell(&n["refused"]),
         d["last_sweep_ms"].as_f64().unwrap_or(0.0),
     )
 }
@@ -468,8 +479,14 @@ fn render_stats(d: &serde_json::Value) -> String {
         }
     }
     out.push_str(&format!(
-        "\nflows {} of capacity {} entries; packets in {}, out {}; new flows {}\n",
-        d["flows"], d["flow_capacity"], d["packets_in"], d["packets_out"], d["new_flows"]
+        "\nflows {} of capacity {} entries; half-open {} of capacity {} entries; packets in {}, out {}; new flows {}\n",
+        d["flows"],
+        d["flow_capacity"],
+        cell(&d["half_open"]),
+        cell(&d["half_open_capacity"]),
+        d["packets_in"],
+        d["packets_out"],
+        d["new_flows"]
     ));
     out
 }

@@ -40,6 +40,7 @@
 //! | `lb_real_probe_latency_seconds` | gauge | `farm`, `real` (only reals with a measurement) |
 //! | `lb_datapath_packets` | counter | `reason` |
 //! | `lb_flow_table_entries`, `lb_flow_table_capacity`, `lb_flows`, `lb_flow_sweep_seconds` | gauge | |
+//! | `lb_half_open_table_entries`, `lb_half_open_table_capacity`, `lb_half_open_flows` | gauge | |
 //! | `lb_ha_role` | gauge | `role` (only with HA) |
 //! | `lb_ha_sync_lag_seconds`, `lb_ha_sync_unacked_events` | gauge | (only with HA) |
 //! | `lb_ha_messages` | counter | `result`: `accepted` or the reject reason (only with HA) |
@@ -93,6 +94,13 @@ pub struct Snapshot {
     pub flow_capacity: u64,
     /// Flows (both directions joined).
     pub flows: u64,
+    /// Entries in the half-open table (`EMBRYOS`, two per flow).
+    pub half_open_entries: u64,
+    /// The half-open table's max entries.
+    pub half_open_capacity: u64,
+    /// Half-open flows: TCP before the client's handshake ACK, UDP before
+    /// the real's first answer.
+    pub half_open: u64,
     /// Duration of the last flow sweep.
     pub sweep_seconds: f64,
     /// `"active"` / `"standby"`; `None` without HA, and then neither HA
@@ -329,6 +337,27 @@ impl Collector for SnapshotCollector {
             None,
             "Flows in the flow table",
             gauge(s.flows),
+        )?;
+        single(
+            enc,
+            "lb_half_open_table_entries",
+            None,
+            "Entries in the half-open flow table, two per flow (one per direction)",
+            gauge(s.half_open_entries),
+        )?;
+        single(
+            enc,
+            "lb_half_open_table_capacity",
+            None,
+            "The half-open flow table's maximum number of entries",
+            gauge(s.half_open_capacity),
+        )?;
+        single(
+            enc,
+            "lb_half_open_flows",
+            None,
+            "Half-open flows: TCP before the client's handshake ACK, UDP before the real's first answer",
+            gauge(s.half_open),
         )?;
         single(
             enc,

@@ -1,5 +1,6 @@
-//! The flow sweep (idle expiry, flows of removed VIPs, repairs), run off the
-//! agent's loop. Reading a table of millions of flows takes seconds, and
+//! The flow sweep (idle expiry, flows of removed VIPs, repairs) of both
+//! flow tables, `FLOWS` and the half-open `EMBRYOS`, run off the agent's
+//! loop. Reading a table of millions of flows takes seconds, and
 //! the loop meanwhile answers health probes, the API and the HA peer: a
 //! probe whose timeout ran out while the loop stood still would count as a
 //! failure of its real.
@@ -18,7 +19,7 @@ use tokio::task::{JoinError, JoinHandle};
 use super::Agent;
 use crate::{
     datapath,
-    flowtable::{self, Joined, Sweep, Unknown, VipTimeouts},
+    flowtable::{self, Joined, Kind, Sweep, Unknown, VipTimeouts},
     ha::node,
 };
 
@@ -53,16 +54,23 @@ enum Release {
     No,
 }
 
-/// One pass over `map` by `vips`.
+/// A flow table as the sweep opens it.
+type Map = aya::maps::HashMap<aya::maps::MapData, lb_common::FlowKey, lb_common::Flow>;
+
+/// One pass over both tables, `embryos` (the half-open flows) first, by
+/// `vips`. Half-open flows the sweep removes are sent to the HA peer like
+/// any other (its copies of them, from the datapath's creation records,
+/// live in its `FLOWS`).
 fn sweep_job(
-    map: &mut aya::maps::HashMap<aya::maps::MapData, lb_common::FlowKey, lb_common::Flow>,
+    flows: &mut Map,
+    embryos: Option<&mut Map>,
     vips: &VipTimeouts,
     unknown: Unknown<'_>,
     now_ns: u64,
     window: Option<u64>,
 ) -> Result<Found> {
     let mut peer = Vec::new();
-    let s = flowtable::sweep_observed(map, vips, unknown, now_ns, &mut |f, removed| {
+    let s = flowtable::sweep_tables(flows, embryos, vips, unknown, now_ns, &mut |f, removed| {
         if let Some(w) = window
             && (removed || node::refresh_due(f, w, now_ns))
         {
@@ -98,9 +106,16 @@ impl Agent {
         let (now_ns, window) = (start.now_ns, start.window);
         let retired = start.retired.0.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let mut map = datapath::open_flows(&pin_dir)?;
+            let mut t = flowtable::Tables::open(&pin_dir)?;
             let unknown = Unknown::Report { retired: &retired };
-            sweep_job(&mut map, &vips, unknown, now_ns, window)
+            sweep_job(
+                &mut t.flows,
+                t.embryos.as_mut(),
+                &vips,
+                unknown,
+                now_ns,
+                window,
+            )
         });
         Sweeping { task, start }
     }
@@ -110,8 +125,10 @@ impl Agent {
     pub(super) fn sweep_now(&mut self) {
         let start = self.start();
         let vips = flowtable::vip_timeouts(&self.ctl);
+        let maps = &mut self.dp.maps;
         let found = sweep_job(
-            &mut self.dp.maps.flows,
+            &mut maps.flows,
+            Some(&mut maps.embryos),
             &vips,
             Unknown::Remove,
             start.now_ns,
@@ -150,13 +167,25 @@ impl Agent {
         // VIP programmed since keeps them (the next sweep judges them); the
         // rest name no VIP.
         let live: HashSet<u32> = self.ctl.programmed().vips.values().map(|v| v.id).collect();
-        for f in std::mem::take(&mut s.unknown) {
+        let unknown = std::mem::take(&mut s.unknown)
+            .into_iter()
+            .map(|f| (f, Kind::Assured))
+            .chain(
+                std::mem::take(&mut s.unknown_half_open)
+                    .into_iter()
+                    .map(|f| (f, Kind::HalfOpen)),
+            );
+        for (f, kind) in unknown {
             if live.contains(&f.fwd.vip_id) {
                 s.vips_in_use.insert(f.fwd.vip_id);
                 s.reals_in_use.insert(f.fwd.real_id);
                 continue;
             }
-            flowtable::remove_flow(&mut self.dp.maps.flows, &f, &mut s);
+            let map = match kind {
+                Kind::Assured => &mut self.dp.maps.flows,
+                Kind::HalfOpen => &mut self.dp.maps.embryos,
+            };
+            flowtable::remove_flow(map, kind, &f, &mut s);
             if start.window.is_some() {
                 peer.push((f, true));
             }
@@ -170,10 +199,10 @@ impl Agent {
             h.flush(Instant::now());
             h.set_flows(s.flows as u64);
         }
-        if s.expired + s.removed_vip + s.repaired > 0 {
+        if s.expired + s.removed_vip + s.repaired + s.broken > 0 {
             info!(
-                "sweep: {} flows, {} expired, {} of removed vips, {} repaired",
-                s.flows, s.expired, s.removed_vip, s.repaired
+                "sweep: {} flows, {} half-open, {} expired, {} of removed vips, {} repaired, {} half-open missing a half removed",
+                s.flows, s.half_open, s.expired, s.removed_vip, s.repaired, s.broken
             );
         }
         if release == Release::Retired {

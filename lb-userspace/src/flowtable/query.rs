@@ -85,6 +85,25 @@ pub(crate) trait Sink: Source {
     fn remove_keys(&mut self, keys: &[FlowKey], missing: &mut dyn FnMut(usize)) -> Result<usize>;
 }
 
+/// A table the sweep reads and writes entry by entry.
+pub(crate) trait Store: Source {
+    /// Removes `key`; whether it was there.
+    fn remove_key(&mut self, key: &FlowKey) -> bool;
+    /// Inserts `key` unless it is there (`BPF_NOEXIST`: never over an entry
+    /// the datapath just made); whether it did.
+    fn insert_new(&mut self, key: &FlowKey, value: &Flow) -> bool;
+}
+
+impl Store for HashMap<MapData, FlowKey, Flow> {
+    fn remove_key(&mut self, key: &FlowKey) -> bool {
+        HashMap::remove(self, key).is_ok()
+    }
+
+    fn insert_new(&mut self, key: &FlowKey, value: &Flow) -> bool {
+        HashMap::insert(self, key, value, super::BPF_NOEXIST).is_ok()
+    }
+}
+
 impl Source for HashMap<MapData, FlowKey, Flow> {
     fn scan(&self, f: &mut dyn FnMut(&FlowKey, &Flow)) -> Result<()> {
         batch::for_each(self, f)
@@ -424,6 +443,7 @@ impl Cand<Stats> {
             bytes_in: s.bytes_in,
             packets_out: s.packets_out,
             bytes_out: s.bytes_out,
+            half_open: false,
         }
     }
 }
@@ -745,7 +765,7 @@ pub(crate) mod mem {
     use anyhow::Result;
     use lb_common::{Flow, FlowKey};
 
-    use super::{Sink, Source};
+    use super::{Sink, Source, Store};
 
     #[derive(Default)]
     pub struct Mem {
@@ -764,6 +784,20 @@ pub(crate) mod mem {
         fn get(&self, key: &FlowKey) -> Result<Option<Flow>> {
             self.gets.set(self.gets.get() + 1);
             Ok(self.map.get(key).copied())
+        }
+    }
+
+    impl Store for Mem {
+        fn remove_key(&mut self, key: &FlowKey) -> bool {
+            self.map.remove(key).is_some()
+        }
+
+        fn insert_new(&mut self, key: &FlowKey, value: &Flow) -> bool {
+            if self.map.contains_key(key) {
+                return false;
+            }
+            self.map.insert(*key, *value);
+            true
         }
     }
 

@@ -76,6 +76,9 @@ fn sample() -> Snapshot {
         flow_entries: 84,
         flow_capacity: 1_048_576,
         flows: 42,
+        half_open_entries: 10,
+        half_open_capacity: 262_144,
+        half_open: 5,
         sweep_seconds: 0.0042,
         ha_role: Some("active".into()),
         ha_sync_lag_seconds: Some(0.05),
@@ -132,6 +135,10 @@ fn render_shows_exact_lines() {
             "lb_flow_table_entries 84",
             "lb_flow_table_capacity 1048576",
             "lb_flows 42",
+            "# TYPE lb_half_open_table_entries gauge",
+            "lb_half_open_table_entries 10",
+            "lb_half_open_table_capacity 262144",
+            "lb_half_open_flows 5",
             "lb_flow_sweep_seconds 0.0042",
             r#"lb_ha_role{role="active"} 1"#,
             "lb_ha_sync_lag_seconds 0.05",
@@ -184,7 +191,7 @@ fn render_parses_strictly() {
 }
 
 #[test]
-fn empty_snapshot_shows_only_the_flow_table() {
+fn empty_snapshot_shows_only_the_flow_tables() {
     let text = render(&Snapshot::default());
     let names: Vec<String> = parse(&text).into_iter().map(|s| s.name).collect();
     assert_eq!(
@@ -193,6 +200,9 @@ fn empty_snapshot_shows_only_the_flow_table() {
             "lb_flow_table_entries",
             "lb_flow_table_capacity",
             "lb_flows",
+            "lb_half_open_table_entries",
+            "lb_half_open_table_capacity",
+            "lb_half_open_flows",
             "lb_flow_sweep_seconds"
         ],
         "{text}"
