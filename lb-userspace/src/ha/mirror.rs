@@ -2,6 +2,10 @@
 //! the datapath's `SYNC` records become wire events; on the standby, events
 //! become entries in its own `FLOWS`, both directions, exactly as its
 //! datapath would have made them, so they forward the moment it takes over.
+//! A flow the active node reports half-open (`syn`) goes to the standby's
+//! `EMBRYOS`, as its own datapath would keep it: a SYN flood streamed from
+//! the active node then recycles only the standby's half-open copies, never
+//! its copies of established flows.
 //!
 //! Reals are matched by address within the VIP's serverfarm, never by id:
 //! the two agents number their reals independently (design.md).
@@ -11,8 +15,8 @@ use std::net::SocketAddrV4;
 
 use anyhow::{Context, Result};
 use lb_common::{
-    DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, SYNC_CREATE, SYNC_REMOVE, SYNC_UPDATE,
-    SyncEvent, v4_mapped,
+    DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, ST_SYN, SYNC_CREATE, SYNC_REMOVE,
+    SYNC_UPDATE, SyncEvent, v4_mapped,
 };
 
 use super::wire::{FlowEvent, FlowTuple};
@@ -252,6 +256,14 @@ impl Applier {
                 };
                 let created = now_ns.saturating_sub(created_age_ms.saturating_mul(1_000_000));
                 let last = now_ns.saturating_sub(idle_ms.saturating_mul(1_000_000));
+                let fk = forward_key(key);
+                if *state == ST_SYN {
+                    half_open(maps, &fk, *real, vip_id, real_id, created, last)?;
+                    self.counters.upserts += 1;
+                    return Ok(Applied::Flow);
+                }
+                // Assured on the active node: its half-open copy goes.
+                remove_half_open(maps, &fk);
                 self.staged.upsert(
                     maps,
                     self.present.as_ref(),
@@ -366,8 +378,55 @@ impl Staged {
     }
 }
 
-/// Removes both directions of a flow, if present.
+/// Writes a half-open flow's two entries into `EMBRYOS`, uncounted, as
+/// the datapath's `flow::create` does.
+fn half_open(
+    maps: &mut KernelMaps,
+    fk: &FlowKey,
+    real: SocketAddrV4,
+    vip_id: u32,
+    real_id: u32,
+    created: u64,
+    last: u64,
+) -> Result<()> {
+    let fwd = Flow {
+        nat_addr: v4_mapped(real.ip().octets()),
+        nat_port_be: real.port().to_be(),
+        dir: DIR_FORWARD,
+        state: ST_SYN,
+        real_id,
+        vip_id,
+        flags: 0,
+        created_ns: created,
+        last_ns: last,
+        ..Flow::default()
+    };
+    let rev = Flow {
+        nat_addr: fk.dst_addr,
+        nat_port_be: fk.dst_port_be,
+        dir: DIR_REVERSE,
+        ..fwd
+    };
+    maps.embryos
+        .insert(reverse_key(fk, &fwd), rev, 0)
+        .context("writing a synced half-open flow (reply side)")?;
+    maps.embryos
+        .insert(fk, fwd, 0)
+        .context("writing a synced half-open flow")?;
+    Ok(())
+}
+
+/// Removes a flow's half-open copy, if any.
+fn remove_half_open(maps: &mut KernelMaps, fk: &FlowKey) {
+    if let Ok(f) = maps.embryos.get(fk, 0) {
+        let _ = maps.embryos.remove(&reverse_key(fk, &f));
+        let _ = maps.embryos.remove(fk);
+    }
+}
+
+/// Removes both directions of a flow, if present, from either table.
 fn remove(maps: &mut KernelMaps, fk: &FlowKey) -> Result<()> {
+    remove_half_open(maps, fk);
     let Ok(f) = maps.flows.get(fk, 0) else {
         return Ok(());
     };
