@@ -111,16 +111,20 @@ fn quoted(ctx: &XdpContext, l3: &L3) -> Option<*mut IcmpError> {
         .then_some(e)
 }
 
-/// An ICMP error from a router in front of lb about a packet lb sent as the
-/// VIP: delivered to the flow's real, rewritten as if the real's own packet
-/// had met it. No flow, no delivery (`DROP_ICMP_NO_FLOW`).
+/// The flow entry the quote names, of direction `dir`: the quote is the
+/// packet as lb sent it, so its reversed 5-tuple is the key of the
+/// direction that answers it (a quoted VIP -> client names the forward
+/// entry client -> VIP; a quoted client -> real, the reverse entry real ->
+/// client). Left in `s.key`. `Err(miss)` when there is none; `PASS_TTL`
+/// when the error itself cannot be forwarded.
 #[inline(always)]
-fn to_real(ctx: &XdpContext, l3: &L3) -> Result<(u32, u32), u32> {
-    let e = quoted(ctx, l3).ok_or(reason::DROP_ICMP_NO_FLOW)?;
-    // SAFETY: bounds checked by `quoted`.
-    let e = unsafe { &mut *e };
-    // The quote is VIP -> client: the flow's forward key is client -> VIP.
-    let s = scratch()?;
+fn quoted_flow(
+    s: &mut flow::Scratch,
+    e: &IcmpError,
+    ip: &Ipv4Hdr,
+    dir: u8,
+    miss: u32,
+) -> Result<&'static Flow, u32> {
     s.key = flow::key(
         e.inner.dst_addr,
         e.inner.src_addr,
@@ -128,17 +132,28 @@ fn to_real(ctx: &XdpContext, l3: &L3) -> Result<(u32, u32), u32> {
         e.sport,
         e.inner.proto,
     );
-    let (f, _) = flow::find(&s.key).ok_or(reason::DROP_ICMP_NO_FLOW)?;
+    let (f, _) = flow::find(&s.key).ok_or(miss)?;
     // SAFETY: a map value, valid for the program run.
     let f: &Flow = unsafe { &*f };
-    if f.dir != DIR_FORWARD {
-        return Err(reason::DROP_ICMP_NO_FLOW);
+    if f.dir != dir {
+        return Err(miss);
     }
-    // SAFETY: bounds checked by the parser.
-    let ip = unsafe { &mut *l3.ip };
     if ip.ttl <= 1 {
         return Err(reason::PASS_TTL);
     }
+    Ok(f)
+}
+
+/// An ICMP error from a router in front of lb about a packet lb sent as the
+/// VIP: delivered to the flow's real, rewritten as if the real's own packet
+/// had met it. No flow, no delivery (`DROP_ICMP_NO_FLOW`).
+#[inline(always)]
+fn to_real(ctx: &XdpContext, l3: &L3) -> Result<(u32, u32), u32> {
+    let e = quoted(ctx, l3).ok_or(reason::DROP_ICMP_NO_FLOW)?;
+    // SAFETY: bounds checked by `quoted` and the parser.
+    let (e, ip) = unsafe { (&mut *e, &mut *l3.ip) };
+    let s = scratch()?;
+    let f = quoted_flow(s, e, ip, DIR_FORWARD, reason::DROP_ICMP_NO_FLOW)?;
     let real = v4(&f.nat_addr);
     let real_port = f.nat_port_be.to_ne_bytes();
     let old_dst = ip.dst_addr;
@@ -160,31 +175,13 @@ fn to_real(ctx: &XdpContext, l3: &L3) -> Result<(u32, u32), u32> {
 pub fn to_client(ctx: &XdpContext, l3_off: usize) -> Result<(u32, u32), u32> {
     let l3 = L3::at(ctx, l3_off)?;
     let e = quoted(ctx, &l3).ok_or(reason::PASS_NOT_OURS)?;
-    // SAFETY: bounds checked by `quoted`.
-    let e = unsafe { &mut *e };
+    // SAFETY: bounds checked by `quoted` and the parser.
+    let (e, ip) = unsafe { (&mut *e, &mut *l3.ip) };
     if !is_error(e.kind) {
         return Err(reason::PASS_NOT_OURS);
     }
-    // The quote is client -> real: the flow's reverse key is real -> client.
     let s = scratch()?;
-    s.key = flow::key(
-        e.inner.dst_addr,
-        e.inner.src_addr,
-        e.dport,
-        e.sport,
-        e.inner.proto,
-    );
-    let (f, _) = flow::find(&s.key).ok_or(reason::PASS_NOT_OURS)?;
-    // SAFETY: a map value, valid for the program run.
-    let f: &Flow = unsafe { &*f };
-    if f.dir != DIR_REVERSE {
-        return Err(reason::PASS_NOT_OURS);
-    }
-    // SAFETY: bounds checked by the parser.
-    let ip = unsafe { &mut *l3.ip };
-    if ip.ttl <= 1 {
-        return Err(reason::PASS_TTL);
-    }
+    let f = quoted_flow(s, e, ip, DIR_REVERSE, reason::PASS_NOT_OURS)?;
     let now = clock::now();
     if e.kind == DEST_UNREACH && e.code != FRAG_NEEDED {
         passive::conn_failed(EV_ICMP_UNREACH, f.real_id, now);

@@ -10,6 +10,7 @@ pub mod ha;
 pub mod health;
 pub mod maglev;
 pub mod metrics;
+mod netlink;
 pub mod reset;
 pub mod routewatch;
 pub mod sched;

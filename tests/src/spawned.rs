@@ -81,6 +81,36 @@ impl Spawned {
         unsafe { libc::kill(self.pid as libc::pid_t, sig) == 0 }
     }
 
+    /// SIGSTOP, and wait (up to 2 s) until every thread of the process is
+    /// stopped: kill(2) returns before the group stop completes, and a
+    /// thread still running may answer one more request (seen once as "a
+    /// stopped server answered"). Returns false if it did not stop.
+    pub fn freeze(&self) -> bool {
+        if !self.signal(libc::SIGSTOP) {
+            return false;
+        }
+        let stopped = || {
+            let Ok(tasks) = fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+                return false;
+            };
+            tasks.filter_map(Result::ok).all(|t| {
+                // The state follows the parenthesised command name.
+                fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
+                    st.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+                })
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if stopped() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
     /// SIGKILL and reap now (fault injection: "the real died").
     pub fn kill(&self) {
         reap(&self.child);

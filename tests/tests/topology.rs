@@ -161,7 +161,7 @@ fn topology_routes_traffic_without_lb() {
         // background while the test acts.
         let r3 = sa(topo.real_addrs[2], UDP);
         let short = Duration::from_millis(300);
-        assert!(servers[2].signal(libc::SIGSTOP));
+        assert!(servers[2].freeze(), "r3 did not stop");
         let frozen = topo.client.thread(move || udp_request(r3, b"a", short));
         assert!(frozen.join().unwrap().is_err(), "a stopped server answered");
         assert!(servers[2].signal(libc::SIGCONT));

@@ -20,9 +20,12 @@ use std::{
         unix::fs::MetadataExt,
     },
     path::Path,
+    time::Duration,
 };
 
 use log::{debug, info, warn};
+
+use crate::netlink::{self, bad_msg, check, finish, ne_u32, put_attr, put_nlmsghdr};
 
 // ---------------------------------------------------------------------------
 // What to warn about (pure)
@@ -173,7 +176,7 @@ pub fn private_bpffs_text(mount_point: &Path, pin_dir: &Path, reference: &str) -
 /// Checks every veth among `interfaces` (after XDP is attached to all of
 /// them, so lb's own programs count) and logs what it finds.
 pub fn check_interfaces(interfaces: &[String]) {
-    let nl = match Netlink::open() {
+    let nl = match netlink::Socket::open(NL_TIMEOUT) {
         Ok(nl) => nl,
         Err(e) => {
             debug!("veth checks skipped: rtnetlink: {e}");
@@ -187,9 +190,9 @@ pub fn check_interfaces(interfaces: &[String]) {
     }
 }
 
-fn check_interface(nl: &Netlink, iface: &str) -> io::Result<()> {
+fn check_interface(nl: &netlink::Socket, iface: &str) -> io::Result<()> {
     let ifindex = super::ifindex(iface).map_err(io::Error::other)?;
-    let link = nl.get_link(ifindex, None)?;
+    let link = get_link(nl, ifindex, None)?;
     if link.kind.as_deref() != Some("veth") {
         return Ok(());
     }
@@ -202,7 +205,7 @@ fn check_interface(nl: &Netlink, iface: &str) -> io::Result<()> {
     };
     if let Some(nsid) = link.link_netnsid {
         // Best effort: the name and XDP state through the peer's nsid.
-        let remote = nl.get_link(peer_index, Some(nsid)).ok();
+        let remote = get_link(nl, peer_index, Some(nsid)).ok();
         let peer = RemotePeer {
             name: remote.as_ref().map(|l| l.name.clone()),
             ifindex: peer_index,
@@ -212,7 +215,7 @@ fn check_interface(nl: &Netlink, iface: &str) -> io::Result<()> {
         info!("{}", remote_peer_text(iface, &peer, native));
         return Ok(());
     }
-    let peer = nl.get_link(peer_index, None)?;
+    let peer = get_link(nl, peer_index, None)?;
     let sock = ethtool_socket()?;
     let read = |cmd, what| match ethtool_get(&sock, &peer.name, cmd) {
         Ok(v) => Some(v),
@@ -268,11 +271,10 @@ pub fn check_mounted_bpffs(mount_point: &Path, pin_dir: &Path) {
 // ---------------------------------------------------------------------------
 // rtnetlink: RTM_GETLINK for one interface
 
-const NLMSG_HDRLEN: usize = 16;
+/// `sizeof(struct ifinfomsg)`.
 const IFINFOMSG_LEN: usize = 16;
-const RTA_HDRLEN: usize = 4;
-const NL_RECV_BUF: usize = 32 * 1024;
-const NL_TIMEOUT_SECS: libc::time_t = 2;
+/// How long to wait for the kernel's answer to RTM_GETLINK.
+const NL_TIMEOUT: Duration = Duration::from_secs(2);
 
 // include/uapi/linux/if_link.h
 const IFLA_IFNAME: u16 = 3;
@@ -312,33 +314,10 @@ impl LinkInfo {
     }
 }
 
-fn bad_msg(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("malformed netlink reply: {what}"),
-    )
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-fn ne_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_ne_bytes([b[at], b[at + 1]])
-}
-
-fn ne_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
 /// RTM_GETLINK for `ifindex`, in the namespace with id `nsid` if given.
 fn link_request(ifindex: u32, nsid: Option<i32>, seq: u32) -> Vec<u8> {
     let mut m = Vec::with_capacity(40);
-    m.extend_from_slice(&0u32.to_ne_bytes()); // length, patched below
-    m.extend_from_slice(&libc::RTM_GETLINK.to_ne_bytes());
-    m.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel fills it in
+    put_nlmsghdr(&mut m, libc::RTM_GETLINK, libc::NLM_F_REQUEST as u16, seq);
     // struct ifinfomsg
     m.push(libc::AF_UNSPEC as u8);
     m.push(0);
@@ -347,31 +326,9 @@ fn link_request(ifindex: u32, nsid: Option<i32>, seq: u32) -> Vec<u8> {
     m.extend_from_slice(&0u32.to_ne_bytes()); // ifi_flags
     m.extend_from_slice(&0u32.to_ne_bytes()); // ifi_change
     if let Some(nsid) = nsid {
-        m.extend_from_slice(&8u16.to_ne_bytes());
-        m.extend_from_slice(&IFLA_TARGET_NETNSID.to_ne_bytes());
-        m.extend_from_slice(&nsid.to_ne_bytes());
+        put_attr(&mut m, IFLA_TARGET_NETNSID, &nsid.to_ne_bytes());
     }
-    let len = m.len() as u32;
-    m[0..4].copy_from_slice(&len.to_ne_bytes());
-    m
-}
-
-/// Walks the attributes in `buf`, checking every length.
-fn attrs(mut buf: &[u8]) -> io::Result<Vec<(u16, &[u8])>> {
-    let mut out = Vec::new();
-    while !buf.is_empty() {
-        if buf.len() < RTA_HDRLEN {
-            return Err(bad_msg("truncated attribute header"));
-        }
-        let len = usize::from(ne_u16(buf, 0));
-        if len < RTA_HDRLEN || len > buf.len() {
-            return Err(bad_msg("attribute length out of bounds"));
-        }
-        // The top bits are NLA_F_NESTED / NLA_F_NET_BYTEORDER.
-        out.push((ne_u16(buf, 2) & 0x3fff, &buf[RTA_HDRLEN..len]));
-        buf = &buf[align4(len).min(buf.len())..];
-    }
-    Ok(out)
+    finish(m)
 }
 
 fn c_string(data: &[u8]) -> String {
@@ -386,20 +343,20 @@ fn parse_link(payload: &[u8]) -> io::Result<LinkInfo> {
     }
     let mut l = LinkInfo::default();
     let u32_of = |d: &[u8]| (d.len() >= 4).then(|| ne_u32(d, 0));
-    for (ty, data) in attrs(&payload[IFINFOMSG_LEN..])? {
+    for (ty, data) in netlink::attrs(&payload[IFINFOMSG_LEN..])? {
         match ty {
             IFLA_IFNAME => l.name = c_string(data),
             IFLA_LINK => l.link = u32_of(data),
             IFLA_LINK_NETNSID => l.link_netnsid = u32_of(data).map(|v| v as i32),
             IFLA_LINKINFO => {
-                for (ty, data) in attrs(data)? {
+                for (ty, data) in netlink::attrs(data)? {
                     if ty == IFLA_INFO_KIND {
                         l.kind = Some(c_string(data));
                     }
                 }
             }
             IFLA_XDP => {
-                for (ty, data) in attrs(data)? {
+                for (ty, data) in netlink::attrs(data)? {
                     match ty {
                         IFLA_XDP_ATTACHED => l.xdp_attached = data.first().copied().unwrap_or(0),
                         IFLA_XDP_DRV_PROG_ID => l.xdp_drv_prog = true,
@@ -413,127 +370,11 @@ fn parse_link(payload: &[u8]) -> io::Result<LinkInfo> {
     Ok(l)
 }
 
-fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-/// A NETLINK_ROUTE socket, closed on drop.
-struct Netlink {
-    fd: OwnedFd,
-    seq: std::cell::Cell<u32>,
-}
-
-impl Netlink {
-    fn open() -> io::Result<Netlink> {
-        // SAFETY: plain socket(2); the fd is owned right below.
-        let raw = check(unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        })?;
-        // SAFETY: a fresh fd nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let tv = libc::timeval {
-            tv_sec: NL_TIMEOUT_SECS,
-            tv_usec: 0,
-        };
-        // SAFETY: `tv` is a live timeval of the size passed.
-        check(unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        })?;
-        Ok(Netlink {
-            fd,
-            seq: std::cell::Cell::new(1),
-        })
-    }
-
-    /// The link `ifindex` (in the namespace with id `nsid`, if given).
-    fn get_link(&self, ifindex: u32, nsid: Option<i32>) -> io::Result<LinkInfo> {
-        let seq = self.seq.get();
-        self.seq.set(seq.wrapping_add(1));
-        let msg = link_request(ifindex, nsid, seq);
-        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
-        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: the buffer and address are valid for the call's duration.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                (&raw const kernel).cast(),
-                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut buf = vec![0u8; NL_RECV_BUF];
-        // Bounded: every datagram is either ours (answered) or skipped, and
-        // a silent kernel ends in the receive timeout.
-        for _ in 0..64 {
-            // SAFETY: `buf` is valid for writes of its length. MSG_TRUNC
-            // makes the kernel return the datagram's real length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_TRUNC,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            let n = n as usize;
-            if n > buf.len() {
-                return Err(bad_msg("datagram larger than the receive buffer"));
-            }
-            let mut rest = &buf[..n];
-            while rest.len() >= NLMSG_HDRLEN {
-                let len = ne_u32(rest, 0) as usize;
-                if len < NLMSG_HDRLEN || len > rest.len() {
-                    return Err(bad_msg("message length out of bounds"));
-                }
-                let (ty, msg_seq) = (ne_u16(rest, 4), ne_u32(rest, 8));
-                let payload = &rest[NLMSG_HDRLEN..len];
-                if msg_seq == seq {
-                    if ty == libc::NLMSG_ERROR as u16 {
-                        if payload.len() < 4 {
-                            return Err(bad_msg("truncated error message"));
-                        }
-                        let err =
-                            i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
-                        return Err(io::Error::from_raw_os_error(
-                            err.checked_neg().unwrap_or(i32::MAX),
-                        ));
-                    }
-                    if ty == libc::RTM_NEWLINK {
-                        return parse_link(payload);
-                    }
-                }
-                rest = &rest[align4(len).min(rest.len())..];
-            }
-        }
-        Err(io::Error::other("no RTM_NEWLINK answer"))
-    }
+/// The link `ifindex` (in the namespace with id `nsid`, if given).
+fn get_link(nl: &netlink::Socket, ifindex: u32, nsid: Option<i32>) -> io::Result<LinkInfo> {
+    let seq = netlink::next_seq();
+    nl.send(&link_request(ifindex, nsid, seq))?;
+    nl.wait_reply(seq, libc::RTM_NEWLINK, parse_link)
 }
 
 // ---------------------------------------------------------------------------
@@ -583,6 +424,7 @@ fn ethtool_get(sock: &OwnedFd, name: &str, cmd: u32) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::{NLMSG_HDRLEN, ne_u16};
 
     const OFF: Option<bool> = Some(false);
     const ON: Option<bool> = Some(true);
@@ -704,10 +546,7 @@ mod tests {
 
     fn attr(ty: u16, data: &[u8]) -> Vec<u8> {
         let mut a = Vec::new();
-        a.extend_from_slice(&((RTA_HDRLEN + data.len()) as u16).to_ne_bytes());
-        a.extend_from_slice(&ty.to_ne_bytes());
-        a.extend_from_slice(data);
-        a.resize(align4(a.len()), 0);
+        put_attr(&mut a, ty, data);
         a
     }
 
@@ -722,10 +561,9 @@ mod tests {
         assert_eq!(ne_u32(&m, 20), 5); // ifi_index
         let m = link_request(5, Some(3), 9);
         assert_eq!(ne_u32(&m, 0), 40);
-        assert_eq!(
-            &m[32..],
-            &attr(IFLA_TARGET_NETNSID, &3i32.to_ne_bytes())[..]
-        );
+        assert_eq!(ne_u16(&m, 32), 8); // rta_len
+        assert_eq!(ne_u16(&m, 34), IFLA_TARGET_NETNSID);
+        assert_eq!(m[36..], 3i32.to_ne_bytes());
     }
 
     #[test]

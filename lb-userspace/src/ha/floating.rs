@@ -17,26 +17,20 @@ use std::{
     io,
     net::Ipv4Addr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::{FloatingIp, Ipv4Cidr};
+use crate::{
+    config::{FloatingIp, Ipv4Cidr},
+    netlink::{self, NLMSG_HDRLEN, bad_msg, check, finish, ne_u32, put_attr, put_nlmsghdr},
+};
 
-/// `sizeof(struct nlmsghdr)`.
-const NLMSG_HDRLEN: usize = 16;
 /// `sizeof(struct ifaddrmsg)`.
 const IFADDRMSG_LEN: usize = 8;
-/// `sizeof(struct rtattr)`.
-const RTA_HDRLEN: usize = 4;
-/// Receive buffer for one netlink datagram. The kernel sizes dump datagrams
-/// to the reader's buffer but never above 32 KiB; anything larger is
-/// reported as truncated rather than silently cut.
-const NL_RECV_BUF: usize = 32 * 1024;
-/// How long to wait for the kernel's answer. It answers synchronously, so
-/// this only bounds a wedged kernel or a lost reply, never a normal call.
-const NL_TIMEOUT_SECS: libc::time_t = 5;
+/// How long to wait for the kernel's answer to a netlink request.
+const NL_TIMEOUT: Duration = Duration::from_secs(5);
 /// An address dump marked NLM_F_DUMP_INTR (addresses changed while it ran)
 /// is retried this many times before giving up.
 const DUMP_ATTEMPTS: usize = 3;
@@ -48,10 +42,6 @@ const ARP_REPLY: u16 = 2;
 /// Minimum Ethernet frame without FCS: shorter frames get padded by the NIC
 /// or, on some drivers, dropped, so pad ourselves.
 const ETH_MIN_FRAME: usize = 60;
-
-/// Sequence numbers for our netlink requests, so a reply is matched to the
-/// request that caused it. Process-wide so two calls never share one.
-static NL_SEQ: AtomicU32 = AtomicU32::new(1);
 
 /// Adds `ip` to its interface. `Ok(true)` if it was added, `Ok(false)` if
 /// the interface already held that address with that prefix length.
@@ -171,18 +161,6 @@ fn try_ifindex(name: &str) -> Result<Option<u32>> {
     }
 }
 
-fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn next_seq() -> u32 {
-    NL_SEQ.fetch_add(1, Ordering::Relaxed)
-}
-
 // ---------------------------------------------------------------------------
 // rtnetlink
 
@@ -201,40 +179,12 @@ fn broadcast(cidr: Ipv4Cidr) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(cidr.addr) | host_bits)
 }
 
-fn put_nlmsghdr(m: &mut Vec<u8>, ty: u16, flags: u16, seq: u32) {
-    // Length patched by `finish` once the attributes are in.
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&ty.to_ne_bytes());
-    m.extend_from_slice(&flags.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    // nlmsg_pid 0: the kernel fills in our port id.
-    m.extend_from_slice(&0u32.to_ne_bytes());
-}
-
 fn put_ifaddrmsg(m: &mut Vec<u8>, prefix_len: u8, ifindex: u32) {
     m.push(libc::AF_INET as u8);
     m.push(prefix_len);
     m.push(0); // ifa_flags
     m.push(libc::RT_SCOPE_UNIVERSE);
     m.extend_from_slice(&ifindex.to_ne_bytes());
-}
-
-fn put_attr(m: &mut Vec<u8>, ty: u16, data: &[u8]) {
-    let len = RTA_HDRLEN + data.len();
-    m.extend_from_slice(&(len as u16).to_ne_bytes());
-    m.extend_from_slice(&ty.to_ne_bytes());
-    m.extend_from_slice(data);
-    m.resize(align4(m.len()), 0);
-}
-
-fn finish(mut m: Vec<u8>) -> Vec<u8> {
-    let len = m.len() as u32;
-    m[0..4].copy_from_slice(&len.to_ne_bytes());
-    m
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
 }
 
 /// The RTM_NEWADDR / RTM_DELADDR request `ip addr add|del CIDR dev IF`
@@ -282,64 +232,6 @@ fn dump_request(ifindex: u32, seq: u32) -> Vec<u8> {
     finish(m)
 }
 
-/// One netlink message of a received datagram.
-#[derive(Debug)]
-struct NlMsg<'a> {
-    ty: u16,
-    flags: u16,
-    seq: u32,
-    payload: &'a [u8],
-}
-
-fn bad_msg(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("malformed netlink reply: {what}"),
-    )
-}
-
-fn ne_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_ne_bytes([b[at], b[at + 1]])
-}
-
-fn ne_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-/// Splits a datagram into its messages, checking every length against what
-/// is left of the buffer.
-fn parse_messages(mut buf: &[u8]) -> io::Result<Vec<NlMsg<'_>>> {
-    let mut out = Vec::new();
-    while !buf.is_empty() {
-        if buf.len() < NLMSG_HDRLEN {
-            return Err(bad_msg("truncated header"));
-        }
-        let len = ne_u32(buf, 0) as usize;
-        if len < NLMSG_HDRLEN || len > buf.len() {
-            return Err(bad_msg("message length out of bounds"));
-        }
-        out.push(NlMsg {
-            ty: ne_u16(buf, 4),
-            flags: ne_u16(buf, 6),
-            seq: ne_u32(buf, 8),
-            payload: &buf[NLMSG_HDRLEN..len],
-        });
-        // The last message may omit its alignment padding.
-        buf = &buf[align4(len).min(buf.len())..];
-    }
-    Ok(out)
-}
-
-/// The errno of an NLMSG_ERROR payload (`struct nlmsgerr`): 0 for an ack,
-/// otherwise positive.
-fn ack_errno(payload: &[u8]) -> io::Result<i32> {
-    if payload.len() < 4 {
-        return Err(bad_msg("truncated error message"));
-    }
-    let err = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
-    Ok(err.checked_neg().unwrap_or(i32::MAX))
-}
-
 /// Whether an RTM_NEWADDR payload describes `addr` on `ifindex`.
 fn ifaddr_matches(payload: &[u8], ifindex: u32, addr: Ipv4Addr) -> io::Result<bool> {
     if payload.len() < IFADDRMSG_LEN {
@@ -348,188 +240,41 @@ fn ifaddr_matches(payload: &[u8], ifindex: u32, addr: Ipv4Addr) -> io::Result<bo
     if payload[0] != libc::AF_INET as u8 || ne_u32(payload, 4) != ifindex {
         return Ok(false);
     }
-    let mut attrs = &payload[IFADDRMSG_LEN..];
-    let mut found = false;
-    while !attrs.is_empty() {
-        if attrs.len() < RTA_HDRLEN {
-            return Err(bad_msg("truncated attribute header"));
-        }
-        let len = usize::from(ne_u16(attrs, 0));
-        if len < RTA_HDRLEN || len > attrs.len() {
-            return Err(bad_msg("attribute length out of bounds"));
-        }
-        // The top bits are NLA_F_NESTED / NLA_F_NET_BYTEORDER, not the type.
-        let ty = ne_u16(attrs, 2) & 0x3fff;
-        let data = &attrs[RTA_HDRLEN..len];
-        if (ty == libc::IFA_LOCAL || ty == libc::IFA_ADDRESS) && data == addr.octets() {
-            // Keep walking, so a malformed tail is still reported.
-            found = true;
-        }
-        attrs = &attrs[align4(len).min(attrs.len())..];
-    }
-    Ok(found)
+    // All attributes are read first, so a malformed tail is still reported.
+    let attrs = netlink::attrs(&payload[IFADDRMSG_LEN..])?;
+    Ok(attrs.iter().any(|&(ty, data)| {
+        (ty == libc::IFA_LOCAL || ty == libc::IFA_ADDRESS) && data == addr.octets()
+    }))
 }
 
-/// A NETLINK_ROUTE socket, closed on drop.
-struct Netlink {
-    fd: OwnedFd,
-}
-
-impl Netlink {
-    fn open() -> io::Result<Netlink> {
-        // SAFETY: plain socket(2); the fd is owned right below.
-        let raw = check(unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        })?;
-        // SAFETY: a fresh fd nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let tv = libc::timeval {
-            tv_sec: NL_TIMEOUT_SECS,
-            tv_usec: 0,
-        };
-        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
-        // Best effort: only saves the kernel dumping other interfaces'
-        // addresses (Linux >= 4.20); we filter by index either way.
-        let _ = setsockopt(&fd, libc::SOL_NETLINK, libc::NETLINK_GET_STRICT_CHK, &1i32);
-        Ok(Netlink { fd })
-    }
-
-    fn send(&self, msg: &[u8]) -> io::Result<()> {
-        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
-        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: the buffer and address are valid for the call's duration.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                (&raw const kernel).cast(),
-                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if n as usize != msg.len() {
-            return Err(io::Error::other("short netlink send"));
-        }
-        Ok(())
-    }
-
-    /// One datagram into `buf`; an error if it did not fit.
-    fn recv<'b>(&self, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
-        loop {
-            // SAFETY: `buf` is valid for writes of its length. MSG_TRUNC
-            // makes the kernel return the datagram's real length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_TRUNC,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "no answer from the kernel (netlink)",
-                        ));
-                    }
-                    _ => return Err(e),
-                }
-            }
-            let n = n as usize;
-            if n > buf.len() {
-                return Err(bad_msg("datagram larger than the receive buffer"));
-            }
-            return Ok(&buf[..n]);
-        }
-    }
-
-    /// Reads until the NLMSG_ERROR answering `seq`: `Ok` for an ack, the
-    /// kernel's errno otherwise.
-    fn wait_ack(&self, seq: u32) -> io::Result<()> {
-        let mut buf = vec![0u8; NL_RECV_BUF];
-        loop {
-            let datagram = self.recv(&mut buf)?;
-            for m in parse_messages(datagram)? {
-                if m.seq != seq || m.ty != libc::NLMSG_ERROR as u16 {
-                    continue;
-                }
-                return match ack_errno(m.payload)? {
-                    0 => Ok(()),
-                    errno => Err(io::Error::from_raw_os_error(errno)),
-                };
-            }
-        }
-    }
-}
-
-fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
-    // SAFETY: `val` points to a live `T` of the size passed.
-    check(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (val as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
+/// A socket for one request, with strict checking where the kernel has it.
+fn open_netlink() -> io::Result<netlink::Socket> {
+    let nl = netlink::Socket::open(NL_TIMEOUT)?;
+    // Best effort: only saves the kernel dumping other interfaces'
+    // addresses (Linux >= 4.20); we filter by index either way.
+    let _ = nl.strict_checking();
+    Ok(nl)
 }
 
 fn addr_change(op: AddrOp, ifindex: u32, cidr: Ipv4Cidr) -> io::Result<()> {
-    let nl = Netlink::open()?;
-    let seq = next_seq();
+    let nl = open_netlink()?;
+    let seq = netlink::next_seq();
     nl.send(&addr_request(op, ifindex, cidr, seq))?;
     nl.wait_ack(seq)
 }
 
 fn holds_addr(ifindex: u32, addr: Ipv4Addr) -> io::Result<bool> {
-    let mut buf = vec![0u8; NL_RECV_BUF];
     for _ in 0..DUMP_ATTEMPTS {
-        let nl = Netlink::open()?;
-        let seq = next_seq();
+        let nl = open_netlink()?;
+        let seq = netlink::next_seq();
         nl.send(&dump_request(ifindex, seq))?;
-        let (mut found, mut interrupted) = (false, false);
-        'dump: loop {
-            let datagram = nl.recv(&mut buf)?;
-            for m in parse_messages(datagram)? {
-                if m.seq != seq {
-                    continue;
-                }
-                interrupted |= m.flags & libc::NLM_F_DUMP_INTR as u16 != 0;
-                match m.ty {
-                    t if t == libc::NLMSG_DONE as u16 => {
-                        // NLMSG_DONE carries the dump's own error, if any.
-                        if m.payload.len() >= 4 {
-                            match ack_errno(m.payload)? {
-                                0 => {}
-                                errno => return Err(io::Error::from_raw_os_error(errno)),
-                            }
-                        }
-                        break 'dump;
-                    }
-                    t if t == libc::NLMSG_ERROR as u16 => match ack_errno(m.payload)? {
-                        0 => {}
-                        errno => return Err(io::Error::from_raw_os_error(errno)),
-                    },
-                    libc::RTM_NEWADDR => found |= ifaddr_matches(m.payload, ifindex, addr)?,
-                    _ => {}
-                }
+        let mut found = false;
+        let interrupted = nl.read_dump(seq, |m| {
+            if m.ty == libc::RTM_NEWADDR {
+                found |= ifaddr_matches(m.payload, ifindex, addr)?;
             }
-        }
+            Ok(())
+        })?;
         // An interrupted dump may have missed or doubled entries: ask again.
         if !interrupted {
             return Ok(found);
@@ -650,6 +395,7 @@ fn send_frame(sock: &OwnedFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::parse_messages;
 
     fn cidr(s: &str) -> Ipv4Cidr {
         s.parse().expect("test CIDR")
@@ -767,20 +513,10 @@ mod tests {
         assert!(ifaddr_matches(msgs[1].payload, 4, a).unwrap());
         // Right address, wrong interface.
         assert!(!ifaddr_matches(msgs[1].payload, 2, a).unwrap());
-        assert_eq!(ack_errno(msgs[2].payload).unwrap(), 0);
     }
 
     #[test]
     fn rejects_bad_lengths() {
-        let good = newaddr(1, 1, [10, 0, 0, 1], &[]);
-        // Shorter than a header.
-        assert!(parse_messages(&good[..10]).is_err());
-        // Length field beyond the datagram.
-        assert!(parse_messages(&good[..good.len() - 1]).is_err());
-        // Length field below the header size.
-        let mut tiny = good.clone();
-        tiny[0..4].copy_from_slice(&8u32.to_ne_bytes());
-        assert!(parse_messages(&tiny).is_err());
         // Attribute longer than what is left of the message.
         let mut bad_attr = newaddr(1, 1, [10, 0, 0, 1], &[40, 0, 8, 0]);
         let msgs = parse_messages(&bad_attr).expect("outer lengths fine");
@@ -793,16 +529,6 @@ mod tests {
         assert!(ifaddr_matches(msgs[0].payload, 1, Ipv4Addr::new(10, 0, 0, 1)).is_err());
         // ifaddrmsg cut short.
         assert!(ifaddr_matches(&[2, 24, 0], 1, Ipv4Addr::LOCALHOST).is_err());
-        assert!(ack_errno(&[0, 0]).is_err());
-    }
-
-    #[test]
-    fn ack_errno_is_positive() {
-        assert_eq!(
-            ack_errno(&(-libc::EEXIST).to_ne_bytes()).unwrap(),
-            libc::EEXIST
-        );
-        assert_eq!(ack_errno(&0i32.to_ne_bytes()).unwrap(), 0);
     }
 
     #[test]

@@ -416,26 +416,29 @@ fn half_open(
     Ok(())
 }
 
+/// Removes both entries of the flow whose forward key is `fk` from `table`;
+/// its forward entry, if it was there.
+fn remove_pair(
+    table: &mut aya::maps::HashMap<aya::maps::MapData, FlowKey, Flow>,
+    fk: &FlowKey,
+) -> Option<Flow> {
+    let f = table.get(fk, 0).ok().filter(|f| f.dir == DIR_FORWARD)?;
+    let _ = table.remove(&reverse_key(fk, &f));
+    let _ = table.remove(fk);
+    Some(f)
+}
+
 /// Removes a flow's half-open copy, if any.
 fn remove_half_open(maps: &mut KernelMaps, fk: &FlowKey) {
-    if let Ok(f) = maps.embryos.get(fk, 0) {
-        let _ = maps.embryos.remove(&reverse_key(fk, &f));
-        let _ = maps.embryos.remove(fk);
-    }
+    remove_pair(&mut maps.embryos, fk);
 }
 
 /// Removes both directions of a flow, if present, from either table.
 fn remove(maps: &mut KernelMaps, fk: &FlowKey) -> Result<()> {
     remove_half_open(maps, fk);
-    let Ok(f) = maps.flows.get(fk, 0) else {
-        return Ok(());
-    };
-    if f.dir != DIR_FORWARD {
-        return Ok(());
-    }
-    let _ = maps.flows.remove(&reverse_key(fk, &f));
-    let _ = maps.flows.remove(fk);
-    if f.flags & FLOW_COUNTED != 0 {
+    if let Some(f) = remove_pair(&mut maps.flows, fk)
+        && f.flags & FLOW_COUNTED != 0
+    {
         maps.count_out(f.real_id, 1)?;
     }
     Ok(())
