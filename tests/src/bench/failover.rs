@@ -120,8 +120,10 @@ pub fn run(quick: bool) {
     });
     // Filled flows are shaped like the burst's first, as the datapath made
     // it (VIP, real, their ids), read now: it expires after the SYN timeout.
-    let model = datapath::open_flows(p.lbs[a].pin_dir())
-        .expect("active FLOWS")
+    // A SYN's flow is half-open: it is in the active node's EMBRYOS.
+    let model = datapath::open_embryos(p.lbs[a].pin_dir())
+        .expect("active EMBRYOS")
+        .expect("active EMBRYOS pinned")
         .get(&forward_key(&tuple(BURST_BASE)), 0)
         .expect("the burst's first flow on the active node");
     drop(inj);
@@ -281,10 +283,12 @@ impl UdpProbe {
 }
 
 /// SYNs into the active node's attached XDP program, and lookups in the
-/// standby's pinned flow table.
+/// standby's pinned flow tables: an injected SYN is a half-open flow, which
+/// the standby keeps in its half-open table (`EMBRYOS`).
 struct Injector {
     prog: aya::programs::ProgramFd,
     standby_flows: BpfHashMap<MapData, FlowKey, Flow>,
+    standby_embryos: BpfHashMap<MapData, FlowKey, Flow>,
     active_pins: std::path::PathBuf,
 }
 
@@ -316,6 +320,9 @@ impl Injector {
         Injector {
             prog,
             standby_flows: datapath::open_flows(standby_pins).expect("standby FLOWS"),
+            standby_embryos: datapath::open_embryos(standby_pins)
+                .expect("standby EMBRYOS")
+                .expect("standby EMBRYOS pinned"),
             active_pins: ns.bpf_pin_dir(),
         }
     }
@@ -339,7 +346,7 @@ impl Injector {
 
     fn on_standby(&self, i: u64) -> bool {
         let key = forward_key(&tuple(i));
-        self.standby_flows.get(&key, 0).is_ok()
+        self.standby_flows.get(&key, 0).is_ok() || self.standby_embryos.get(&key, 0).is_ok()
     }
 
     /// Polls the standby for flow `i` every 50 µs, up to `limit`: when it
