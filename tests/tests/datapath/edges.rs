@@ -146,6 +146,7 @@ pub fn edge_cases(fx: &mut Fixture) {
     reuse_cases(fx);
     flood_cases(fx);
     half_open_cases(fx);
+    too_big_reply_cases(fx);
     vlan_cases(fx);
 }
 
@@ -466,4 +467,38 @@ fn half_open_cases(fx: &mut Fixture) {
         reason::REVERSE,
         Some(&snat(&synack, VIP, 80)),
     );
+}
+
+/// A real's DF reply too big for the link toward the client: lb answers
+/// the real itself, quoting the reply as the real sent it (from real:port;
+/// the kernel would quote it from the VIP, which the real's socket never
+/// used).
+fn too_big_reply_cases(fx: &mut Fixture) {
+    let s0 = fx.s0;
+    // The FIB's MTU check reads the device's MTU (a route's `mtu` metric
+    // binds the kernel's forwarding only), so the client side's link is
+    // narrowed.
+    ip(&["link", "set", "c0", "mtu", "1000"]);
+    let port = 44600;
+    // The handshake caches the reply direction's hop with the route's MTU.
+    let real = handshake(fx, port);
+    let mut big = from_real(Pkt::tcp(
+        (real, 8080),
+        (CLIENT, port),
+        ACK | PSH,
+        501,
+        &[5u8; 1100],
+    ));
+    if let L4::Tcp { ack, .. } = &mut big.l4 {
+        *ack = 101;
+    }
+    fx.case(
+        "a real's DF reply too big for the client's link is answered with frag needed",
+        s0,
+        &big.build(),
+        XDP_TX,
+        reason::ICMP_FRAG_NEEDED,
+        Some(&frag_needed(&big, VIP, 1000)),
+    );
+    ip(&["link", "set", "c0", "mtu", "1500"]);
 }
