@@ -692,6 +692,10 @@ impl Agent {
                 "refused": self.reason_count(reason::DROP_TABLE_FULL),
             },
             "last_sweep_ms": self.sweep_took.as_secs_f64() * 1000.0,
+            // The table counts above come from the last sweep: false until
+            // the first one, so a fresh agent's zeros are not read as empty
+            // tables.
+            "swept": sw.is_some(),
         })
     }
 

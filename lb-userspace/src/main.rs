@@ -401,8 +401,14 @@ fn render_status(d: &serde_json::Value) -> String {
     let t = &d["flow_table"];
     let h = &d["half_open_table"];
     let n = &d["new_flows"];
+    // Table counts come from the agent's sweep; before its first, say so.
+    let unswept = if d["swept"] == false {
+        "\n             (tables not counted yet: the agent's first sweep has not run)"
+    } else {
+        ""
+    };
     format!(
-        "role:        {}\nconfig:      {}\ninterfaces:  {} ({})\npin_dir:     {}{}\nuptime:      {}s\nvips:        {}\nreals:       {} ({} up)\nflows:       {} ({} of {} entries, {}%)\nhalf-open:   {} ({} of {} entries, {}%)\nnew flows:   {} created, {} assured, {} refused (table full)\nlast sweep:  {:.1}ms\n",
+        "role:        {}\nconfig:      {}\ninterfaces:  {} ({})\npin_dir:     {}{}\nuptime:      {}s\nvips:        {}\nreals:       {} ({} up)\nflows:       {} ({} of {} entries, {}%)\nhalf-open:   {} ({} of {} entries, {}%){}\nnew flows:   {} created, {} assured, {} refused (table full)\nlast sweep:  {:.1}ms\n",
         d["role"].as_str().unwrap_or("-"),
         d["config"].as_str().unwrap_or("-"),
         d["interfaces"]
@@ -432,6 +438,7 @@ fn render_status(d: &serde_json::Value) -> String {
         cell(&h["entries"]),
         cell(&h["capacity"]),
         cell(&h["used_pct"]),
+        unswept,
         cell(&n["created"]),
         cell(&n["assured"]),
         cell(&n["refused"]),
