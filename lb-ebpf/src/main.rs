@@ -210,7 +210,9 @@ fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
     // Where the flow's next hop is cached: its forward entry (set below), or
     // for a new flow a cleared scratch slot (its first packet asks the FIB).
     let mut hop: *mut Hop = core::ptr::null_mut();
-    let flow = flow.and_then(|f| (!starts_over(s, f, fresh_syn)).then_some(f));
+    // Only a fresh SYN can reuse a finished flow's 5-tuple: every other
+    // packet skips the call.
+    let flow = flow.and_then(|f| (!(fresh_syn && starts_over(s, f))).then_some(f));
     if let Some(f) = flow {
         let outcome = fail::apply(s, f, now)?;
         if matches!(outcome, Outcome::Purged) && sync::wanted() {
@@ -294,8 +296,8 @@ fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
     }
 }
 
-/// Whether the client's packet on an existing flow starts a new one: a
-/// fresh SYN on a connection that is over (`fin` or `closed` either way).
+/// Whether the client's fresh SYN on an existing flow starts a new one: the
+/// connection is over (`fin` or `closed` either way).
 /// The client reused its port, say out of TIME_WAIT, and the new
 /// connection gets a fresh pick and fresh counters (`TUPLE_REUSE`); the old
 /// flow is removed (both entries, its active count) and its HA peer told.
@@ -304,8 +306,8 @@ fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
 /// A BPF function of its own: inlined, its locals would grow to_vip's
 /// frame past the 512-byte stack on the to_vip -> new_flow -> select chain.
 #[inline(never)]
-fn starts_over(s: &mut Scratch, f: &mut Flow, fresh_syn: bool) -> bool {
-    if !fresh_syn || !flow::finished(&s.key, f, s.embryo) {
+fn starts_over(s: &mut Scratch, f: &mut Flow) -> bool {
+    if !flow::finished(&s.key, f, s.embryo) {
         return false;
     }
     stats::count(reason::TUPLE_REUSE);

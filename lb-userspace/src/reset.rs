@@ -32,7 +32,12 @@ impl ResetSender {
     /// the next sequence number the client expects from the server (so the
     /// client accepts it, RFC 5961), `ack` the next it will send.
     pub fn send(&self, from: SocketAddrV4, to: SocketAddrV4, seq: u32, ack: u32) -> io::Result<()> {
-        let pkt = rst_packet(from, to, seq, ack);
+        self.send_raw(&rst_packet(from, to, seq, ack), to)
+    }
+
+    /// Sends `pkt`, a whole IPv4 packet (header included), toward `to`'s
+    /// address. The tests' flood of spoofed SYNs goes out this way too.
+    pub fn send_raw(&self, pkt: &[u8], to: SocketAddrV4) -> io::Result<()> {
         let dst = libc::sockaddr_in {
             sin_family: libc::AF_INET as u16,
             sin_port: 0,
@@ -54,6 +59,8 @@ impl ResetSender {
         };
         if n < 0 {
             Err(io::Error::last_os_error())
+        } else if n as usize != pkt.len() {
+            Err(io::Error::other(format!("sent {n} of {} bytes", pkt.len())))
         } else {
             Ok(())
         }
@@ -73,8 +80,26 @@ fn words(b: &[u8]) -> impl Iterator<Item = u16> + '_ {
         .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
 }
 
+/// TCP flags of [`tcp_segment`].
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const ACK: u8 = 0x10;
+
 /// IPv4 + TCP RST|ACK, 40 bytes, checksums filled.
 pub fn rst_packet(from: SocketAddrV4, to: SocketAddrV4, seq: u32, ack: u32) -> [u8; 40] {
+    tcp_segment(from, to, RST | ACK, seq, ack, 0)
+}
+
+/// IPv4 (DF, TTL 64) + a TCP header without options or payload, 40 bytes,
+/// checksums filled.
+pub fn tcp_segment(
+    from: SocketAddrV4,
+    to: SocketAddrV4,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    window: u16,
+) -> [u8; 40] {
     let mut p = [0u8; 40];
     p[0] = 0x45;
     p[2..4].copy_from_slice(&40u16.to_be_bytes());
@@ -91,7 +116,8 @@ pub fn rst_packet(from: SocketAddrV4, to: SocketAddrV4, seq: u32, ack: u32) -> [
     t[4..8].copy_from_slice(&seq.to_be_bytes());
     t[8..12].copy_from_slice(&ack.to_be_bytes());
     t[12] = 5 << 4;
-    t[13] = 0x04 | 0x10; // RST|ACK
+    t[13] = flags;
+    t[14..16].copy_from_slice(&window.to_be_bytes());
     let mut pseudo = Vec::with_capacity(32);
     pseudo.extend_from_slice(&from.ip().octets());
     pseudo.extend_from_slice(&to.ip().octets());
@@ -106,6 +132,16 @@ pub fn rst_packet(from: SocketAddrV4, to: SocketAddrV4, seq: u32, ack: u32) -> [
 mod tests {
     use super::*;
 
+    /// A correct one's-complement sum over a header including its checksum
+    /// is 0.
+    fn checksums_verify(p: &[u8; 40]) {
+        assert_eq!(sum(words(&p[..20])), 0, "IPv4 header");
+        let mut pseudo = p[12..20].to_vec();
+        pseudo.extend_from_slice(&[0, 6, 0, 20]);
+        pseudo.extend_from_slice(&p[20..]);
+        assert_eq!(sum(words(&pseudo)), 0, "TCP segment");
+    }
+
     #[test]
     fn rst_packet_checksums_verify() {
         let p = rst_packet(
@@ -114,13 +150,29 @@ mod tests {
             7,
             9,
         );
-        // A correct one's-complement sum over a header including its checksum is 0.
-        assert_eq!(sum(words(&p[..20])), 0);
-        let mut pseudo = p[12..20].to_vec();
-        pseudo.extend_from_slice(&[0, 6, 0, 20]);
-        pseudo.extend_from_slice(&p[20..]);
-        assert_eq!(sum(words(&pseudo)), 0);
+        checksums_verify(&p);
         assert_eq!(&p[24..28], &7u32.to_be_bytes());
         assert_eq!(p[33], 0x14);
+        assert_eq!(&p[34..36], &[0, 0], "window 0");
+    }
+
+    #[test]
+    fn syn_segment_checksums_verify() {
+        let p = tcp_segment(
+            "198.18.0.1:1024".parse().unwrap(),
+            "198.51.100.10:7".parse().unwrap(),
+            SYN,
+            0x1234_5678,
+            0,
+            64240,
+        );
+        checksums_verify(&p);
+        assert_eq!(p[33], SYN);
+        assert_eq!(&p[34..36], &64240u16.to_be_bytes());
+        // RFC 1071's example: 0001 f203 f4f5 f6f7 sums to ddf2.
+        assert_eq!(
+            sum(words(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7])),
+            !0xddf2
+        );
     }
 }

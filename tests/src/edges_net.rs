@@ -37,11 +37,12 @@
 use std::{
     fmt, fs, io,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::Path,
     thread,
     time::{Duration, Instant},
 };
+
+use lb_userspace::reset::{ResetSender, SYN, tcp_segment};
 
 use crate::{
     LbAgent, Spawned, TestServer,
@@ -591,27 +592,8 @@ pub struct FloodReport {
 pub fn spoofed_syns(dst: SocketAddrV4, count: u32, within: Duration) -> io::Result<FloodReport> {
     let hosts = (1u32 << (32 - SPOOF_PREFIX)) - 2;
     assert!(count <= hosts, "{count} SYNs, {hosts} spoofed sources");
-    // SAFETY: socket(2); the fd is owned at once.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_RAW,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let to = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(dst.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    };
+    // The agent's own raw IPv4 sender (lb_userspace::reset).
+    let sock = ResetSender::new()?;
     let start = Instant::now();
     let (mut sent, mut failed) = (0u32, 0u32);
     for i in 0..count {
@@ -620,26 +602,11 @@ pub fn spoofed_syns(dst: SocketAddrV4, count: u32, within: Duration) -> io::Resu
         }
         let src = Ipv4Addr::from(u32::from(SPOOF_NET) + 1 + i);
         let sport = 1024 + (i % 60_000) as u16;
-        let pkt = syn_packet(
-            SocketAddrV4::new(src, sport),
-            dst,
-            0x5eed_0000 ^ i.wrapping_mul(2_654_435_761),
-        );
-        // SAFETY: sendto(2) with a live fd, a buffer and address we own.
-        let n = unsafe {
-            libc::sendto(
-                sock.as_raw_fd(),
-                pkt.as_ptr().cast(),
-                pkt.len(),
-                0,
-                (&to as *const libc::sockaddr_in).cast(),
-                size_of::<libc::sockaddr_in>() as u32,
-            )
-        };
-        if n == pkt.len() as isize {
-            sent += 1;
-        } else {
-            failed += 1;
+        let seq = 0x5eed_0000 ^ i.wrapping_mul(2_654_435_761);
+        let pkt = tcp_segment(SocketAddrV4::new(src, sport), dst, SYN, seq, 0, 64240);
+        match sock.send_raw(&pkt, dst) {
+            Ok(()) => sent += 1,
+            Err(_) => failed += 1,
         }
         if i % 100 == 99 {
             thread::sleep(Duration::from_millis(1));
@@ -650,76 +617,4 @@ pub fn spoofed_syns(dst: SocketAddrV4, count: u32, within: Duration) -> io::Resu
         failed,
         elapsed: start.elapsed(),
     })
-}
-
-/// An IPv4 + TCP SYN (no options), both checksums filled in.
-pub fn syn_packet(src: SocketAddrV4, dst: SocketAddrV4, seq: u32) -> [u8; 40] {
-    let mut p = [0u8; 40];
-    // IPv4: version 4, IHL 5, total length 40, DF, TTL 64, TCP.
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&40u16.to_be_bytes());
-    p[4..6].copy_from_slice(&(seq as u16).to_be_bytes());
-    p[6] = 0x40;
-    p[8] = 64;
-    p[9] = libc::IPPROTO_TCP as u8;
-    p[12..16].copy_from_slice(&src.ip().octets());
-    p[16..20].copy_from_slice(&dst.ip().octets());
-    let ip_sum = checksum(&[&p[..20]]);
-    p[10..12].copy_from_slice(&ip_sum.to_be_bytes());
-    // TCP: ports, sequence, data offset 5, SYN, window 64240.
-    p[20..22].copy_from_slice(&src.port().to_be_bytes());
-    p[22..24].copy_from_slice(&dst.port().to_be_bytes());
-    p[24..28].copy_from_slice(&seq.to_be_bytes());
-    p[32] = 5 << 4;
-    p[33] = 0x02;
-    p[34..36].copy_from_slice(&64240u16.to_be_bytes());
-    let mut pseudo = [0u8; 12];
-    pseudo[0..4].copy_from_slice(&src.ip().octets());
-    pseudo[4..8].copy_from_slice(&dst.ip().octets());
-    pseudo[9] = libc::IPPROTO_TCP as u8;
-    pseudo[10..12].copy_from_slice(&20u16.to_be_bytes());
-    let tcp_sum = checksum(&[&pseudo, &p[20..]]);
-    p[36..38].copy_from_slice(&tcp_sum.to_be_bytes());
-    p
-}
-
-/// The Internet checksum (RFC 1071) over the concatenation of `parts`, each
-/// of even length.
-fn checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum = 0u32;
-    for part in parts {
-        debug_assert!(part.len() % 2 == 0, "odd-length checksum part");
-        for w in part.chunks_exact(2) {
-            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-        }
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A packet with a correct checksum sums to zero over its own bytes.
-    #[test]
-    fn syn_checksums_verify() {
-        let src = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 1024);
-        let dst = SocketAddrV4::new(VIP, 7);
-        let p = syn_packet(src, dst, 0x1234_5678);
-        assert_eq!(checksum(&[&p[..20]]), 0, "IPv4 header");
-        let mut pseudo = [0u8; 12];
-        pseudo[0..4].copy_from_slice(&[198, 18, 0, 1]);
-        pseudo[4..8].copy_from_slice(&VIP.octets());
-        pseudo[9] = 6;
-        pseudo[11] = 20;
-        assert_eq!(checksum(&[&pseudo, &p[20..]]), 0, "TCP segment");
-        // RFC 1071's example: 0001 f203 f4f5 f6f7 sums to ddf2, so 220d.
-        assert_eq!(
-            checksum(&[&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]]),
-            !0xddf2
-        );
-    }
 }

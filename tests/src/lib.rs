@@ -12,6 +12,7 @@ pub mod data;
 pub mod edges_net;
 pub mod filled;
 pub mod fixture_net;
+pub mod frames;
 pub mod ha_pair;
 pub mod ha_topology;
 pub mod lbagent;

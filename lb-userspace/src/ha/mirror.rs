@@ -310,7 +310,6 @@ impl Staged {
     ) -> Result<()> {
         let fk = forward_key(t);
         let real_addr = v4_mapped(real.ip().octets());
-        let real_port_be = real.port().to_be();
         let may_exist = |k: &FlowKey| present.is_none_or(|p| p.contains(k));
         let old = may_exist(&fk)
             .then(|| maps.flows.get(&fk, 0).ok())
@@ -329,18 +328,7 @@ impl Staged {
                         *self.counted.entry(o.real_id).or_default() -= 1;
                     }
                 }
-                Flow {
-                    nat_addr: real_addr,
-                    nat_port_be: real_port_be,
-                    dir: DIR_FORWARD,
-                    state,
-                    real_id,
-                    vip_id,
-                    flags: 0,
-                    created_ns: created,
-                    last_ns: last,
-                    ..Flow::default()
-                }
+                new_forward(real, vip_id, real_id, state, created, last)
             }
         };
         if fwd.flags & FLOW_COUNTED == 0 {
@@ -358,16 +346,7 @@ impl Staged {
                 last_ns: r.last_ns.max(last),
                 ..r
             },
-            None => Flow {
-                nat_addr: fk.dst_addr,
-                nat_port_be: fk.dst_port_be,
-                dir: DIR_REVERSE,
-                flags: 0,
-                packets: 0,
-                bytes: 0,
-                seq_next: 0,
-                ..fwd
-            },
+            None => new_reverse(&fk, &fwd),
         };
         self.rev.0.push(rk);
         self.rev.1.push(rev);
@@ -375,6 +354,45 @@ impl Staged {
         self.fwd.1.push(fwd);
         self.fwd_keys.insert(fk);
         Ok(())
+    }
+}
+
+/// A new flow's forward entry, as the datapath's `flow::create` makes it
+/// (not counted active).
+fn new_forward(
+    real: SocketAddrV4,
+    vip_id: u32,
+    real_id: u32,
+    state: u8,
+    created: u64,
+    last: u64,
+) -> Flow {
+    Flow {
+        nat_addr: v4_mapped(real.ip().octets()),
+        nat_port_be: real.port().to_be(),
+        dir: DIR_FORWARD,
+        state,
+        real_id,
+        vip_id,
+        flags: 0,
+        created_ns: created,
+        last_ns: last,
+        ..Flow::default()
+    }
+}
+
+/// The reply entry of the forward entry `fwd` keyed `fk`: back to the VIP,
+/// counters fresh.
+fn new_reverse(fk: &FlowKey, fwd: &Flow) -> Flow {
+    Flow {
+        nat_addr: fk.dst_addr,
+        nat_port_be: fk.dst_port_be,
+        dir: DIR_REVERSE,
+        flags: 0,
+        packets: 0,
+        bytes: 0,
+        seq_next: 0,
+        ..*fwd
     }
 }
 
@@ -389,26 +407,9 @@ fn half_open(
     created: u64,
     last: u64,
 ) -> Result<()> {
-    let fwd = Flow {
-        nat_addr: v4_mapped(real.ip().octets()),
-        nat_port_be: real.port().to_be(),
-        dir: DIR_FORWARD,
-        state: ST_SYN,
-        real_id,
-        vip_id,
-        flags: 0,
-        created_ns: created,
-        last_ns: last,
-        ..Flow::default()
-    };
-    let rev = Flow {
-        nat_addr: fk.dst_addr,
-        nat_port_be: fk.dst_port_be,
-        dir: DIR_REVERSE,
-        ..fwd
-    };
+    let fwd = new_forward(real, vip_id, real_id, ST_SYN, created, last);
     maps.embryos
-        .insert(reverse_key(fk, &fwd), rev, 0)
+        .insert(reverse_key(fk, &fwd), new_reverse(fk, &fwd), 0)
         .context("writing a synced half-open flow (reply side)")?;
     maps.embryos
         .insert(fk, fwd, 0)

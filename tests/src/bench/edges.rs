@@ -16,7 +16,7 @@
 use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use lb_common::{FlowKey, PROTO_TCP, PROTO_UDP, reason, v4_mapped};
-use lb_tests::Netns;
+use lb_tests::{Netns, frames::fragments};
 use lb_userspace::{
     config::Config,
     control::Control,
@@ -24,7 +24,7 @@ use lb_userspace::{
 };
 
 use super::{
-    frame::{ACK, Ip, PSH, SYN, fragments, icmp_error_frame, set_ip_id, udp_frame},
+    frame::{ACK, Ip, PSH, SYN, icmp_error_frame, set_ip_id, udp_frame},
     packet::{from_client, from_real, verdict_name},
     record::{Deadline, emit, progress},
     testrun::{
@@ -350,7 +350,7 @@ impl Bench {
     /// router's kernel sends it: TOS 0xc0, quoting the IPv4 header and 40
     /// bytes of the TCP segment that was too big (1400 bytes of payload).
     fn icmp_cases(&mut self, real: Ipv4Addr) {
-        let (c0, s0, n) = (self.c0, self.s0, self.sizes.single);
+        let (c0, s0) = (self.c0, self.s0);
         let mtu = MTU.to_be_bytes();
         let frag_needed = (3, 4, [0, 0, mtu[0], mtu[1]]);
         let router = |src, dst| Ip {
@@ -372,23 +372,13 @@ impl Bench {
             &big,
             20 + 40,
         );
-        // One untimed run: the quote now names the VIP (its destination).
-        let before = self.counters();
-        let (action, out) = self.run(&e, s0);
-        assert_eq!(action, XDP_REDIRECT, "ICMP error to the client");
-        assert_eq!(ip_dst(&out), CLIENT, "the error goes to the client");
-        assert_eq!(&out[58..62], &VIP.octets(), "its quote names the VIP");
-        self.check_moved(
-            &before,
-            &[(reason::ICMP_ERROR_TO_CLIENT, 1)],
-            "ICMP error to the client",
-        );
-        let want = (XDP_REDIRECT, reason::ICMP_ERROR_TO_CLIENT);
-        let b = self.single(n, s0, want, &[], |_, _| e.clone());
-        self.emit_case(
+        // The quote now names the VIP (its destination, at 58).
+        self.icmp_row(
             "ICMP error to the client (frag needed)",
-            verdict_name(want.0, want.1),
-            &b,
+            &e,
+            s0,
+            reason::ICMP_ERROR_TO_CLIENT,
+            (CLIENT, 58, VIP),
         );
 
         // From a router in front of lb to the VIP, about VIP -> client (the
@@ -403,23 +393,37 @@ impl Bench {
             &reply,
             20 + 40,
         );
-        let before = self.counters();
-        let (action, out) = self.run(&e, c0);
-        assert_eq!(action, XDP_REDIRECT, "ICMP error to the real");
-        assert_eq!(ip_dst(&out), real, "the error goes to the real");
-        assert_eq!(&out[54..58], &real.octets(), "its quote names the real");
-        self.check_moved(
-            &before,
-            &[(reason::ICMP_ERROR_TO_REAL, 1)],
-            "ICMP error to the real",
-        );
-        let want = (XDP_REDIRECT, reason::ICMP_ERROR_TO_REAL);
-        let b = self.single(n, c0, want, &[], |_, _| e.clone());
-        self.emit_case(
+        // The quote now names the real (its source, at 54).
+        self.icmp_row(
             "ICMP error to the real (frag needed to the VIP)",
-            verdict_name(want.0, want.1),
-            &b,
+            &e,
+            c0,
+            reason::ICMP_ERROR_TO_REAL,
+            (real, 54, real),
         );
+    }
+
+    /// One ICMP error row: `e` into `ingress` once untimed, checked to be
+    /// forwarded to `to` with `names` at offset `at` of its output (the
+    /// rewritten quote) and counted once as `why`; then timed.
+    fn icmp_row(
+        &mut self,
+        row: &str,
+        e: &[u8],
+        ingress: u32,
+        why: u32,
+        (to, at, names): (Ipv4Addr, usize, Ipv4Addr),
+    ) {
+        let before = self.counters();
+        let (action, out) = self.run(e, ingress);
+        assert_eq!(action, XDP_REDIRECT, "{row}");
+        assert_eq!(ip_dst(&out), to, "{row}: where the error goes");
+        assert_eq!(&out[at..at + 4], &names.octets(), "{row}: its quote");
+        self.check_moved(&before, &[(why, 1)], row);
+        let want = (XDP_REDIRECT, why);
+        let n = self.sizes.single;
+        let b = self.single(n, ingress, want, &[], |_, _| e.to_vec());
+        self.emit_case(row, verdict_name(want.0, want.1), &b);
     }
 
     /// A 3000-byte UDP datagram to the VIP in three fragments: per datagram

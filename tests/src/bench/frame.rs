@@ -20,9 +20,8 @@ pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
 pub const PSH: u8 = 0x08;
 
-/// IPv4's Don't Fragment and More Fragments flags.
+/// IPv4's Don't Fragment flag (fragments: lb_tests::frames).
 pub const DF: u8 = 0x2;
-pub const MF: u8 = 0x1;
 
 /// One TCP segment between two endpoints, with the MACs of the hop it
 /// arrives on.
@@ -81,7 +80,7 @@ pub struct Ip {
     pub dst: Ipv4Addr,
     pub tos: u8,
     pub id: u16,
-    /// `DF`, `MF` or none.
+    /// `DF` or none.
     pub flags: u8,
     pub ttl: u8,
 }
@@ -178,29 +177,6 @@ pub fn icmp_error_frame(
         i.set_checksum(c);
     }
     ipv4_frame(src_mac, dst_mac, h, IpNextHeaderProtocols::Icmp, &m)
-}
-
-/// `frame`'s IPv4 datagram cut into fragments of at most `max` payload
-/// bytes (a multiple of 8), each with its own header and checksum.
-pub fn fragments(frame: &[u8], max: usize) -> Vec<Vec<u8>> {
-    let (eth, ip) = frame.split_at(14);
-    let (hdr, payload) = ip.split_at(20);
-    let chunks: Vec<&[u8]> = payload.chunks(max).collect();
-    let last = chunks.len() - 1;
-    chunks
-        .iter()
-        .enumerate()
-        .map(|(i, chunk)| {
-            let mut f = [eth, hdr, chunk].concat();
-            let mut p = MutableIpv4Packet::new(&mut f[14..]).expect("fragment size");
-            p.set_total_length((20 + chunk.len()) as u16);
-            p.set_flags(if i < last { MF } else { 0 });
-            p.set_fragment_offset((i * max / 8) as u16);
-            let c = ipv4::checksum(&p.to_immutable());
-            p.set_checksum(c);
-            f
-        })
-        .collect()
 }
 
 /// Sets an IPv4 frame's identification, its header checksum recomputed.

@@ -9,6 +9,8 @@ use pnet::packet::{
     ipv4::{self, MutableIpv4Packet},
 };
 
+use lb_tests::frames::fragments;
+
 use super::*;
 
 /// A router between lb and the reals, and one in front of lb.
@@ -61,29 +63,6 @@ pub fn frag_needed(orig: &Pkt, from: Ipv4Addr, mtu: u16) -> Vec<u8> {
     let c = ipv4::checksum(&ip.to_immutable());
     ip.set_checksum(c);
     f
-}
-
-/// `frame`'s IPv4 datagram cut into fragments of at most `max` payload
-/// bytes (a multiple of 8), each with its own header and checksum.
-fn fragments(frame: &[u8], max: usize) -> Vec<Vec<u8>> {
-    let (eth, ip) = frame.split_at(14);
-    let (hdr, payload) = ip.split_at(20);
-    let chunks: Vec<&[u8]> = payload.chunks(max).collect();
-    let last = chunks.len() - 1;
-    chunks
-        .iter()
-        .enumerate()
-        .map(|(i, chunk)| {
-            let mut f = [eth, hdr, chunk].concat();
-            let mut p = MutableIpv4Packet::new(&mut f[14..]).unwrap();
-            p.set_total_length((20 + chunk.len()) as u16);
-            p.set_flags(if i < last { 0x1 } else { 0 });
-            p.set_fragment_offset((i * max / 8) as u16);
-            let c = ipv4::checksum(&p.to_immutable());
-            p.set_checksum(c);
-            f
-        })
-        .collect()
 }
 
 /// A frame's TCP/UDP source port set to `port` (checksums recomputed).
