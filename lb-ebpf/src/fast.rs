@@ -13,14 +13,15 @@
 //! that is still usable. Every test is made before anything is written:
 //! a packet that fails one goes the full way unchanged, which applies every
 //! rule (`lb_xdp` in main.rs).
-use aya_ebpf::programs::XdpContext;
 use lb_common::{
     DIR_FORWARD, Flow, PROTO_TCP, REAL_DRAIN, REAL_UP, ST_ESTABLISHED, ST_UDP, reason,
 };
 use network_types::eth::EthHdr;
 
 use crate::{
-    clock, fwd,
+    clock,
+    ctx::Pkt,
+    fwd,
     maps::REALS,
     nat,
     parse::{self, L3},
@@ -34,7 +35,7 @@ use crate::{
 /// headers' pointers spilled around two helper calls) must not sit under
 /// the full path's deepest call chain, within the verifier's 512 bytes.
 #[inline(never)]
-pub fn established(ctx: &XdpContext, f: &mut Flow) -> Option<(u32, u32)> {
+pub fn established<C: Pkt>(ctx: &C, f: &mut Flow) -> Option<(u32, u32)> {
     let l3 = &L3::at(ctx, EthHdr::LEN).ok()?;
     let l4 = &parse::l4(ctx, l3).ok()?;
     // SAFETY: bounds checked by the parser.
@@ -70,7 +71,7 @@ pub fn established(ctx: &XdpContext, f: &mut Flow) -> Option<(u32, u32)> {
     };
     let now = clock::now();
     let (generation, at) = (fwd::generation(), fwd::age_stamp(now));
-    if !fwd::usable(&f.hop, dst, ip.tot_len, generation, at) {
+    if !fwd::usable(&f.hop, dst, ctx.mtu_len(ip.tot_len), generation, at) {
         return None;
     }
     // Past this point the packet is ours, as the full path would count it.
@@ -81,13 +82,18 @@ pub fn established(ctx: &XdpContext, f: &mut Flow) -> Option<(u32, u32)> {
         f.seq_next = seq_next;
     }
     let (side, why) = if forward {
-        nat::dnat(l3.ip, l4, dst, f.nat_port_be.to_ne_bytes());
+        nat::dnat(ctx, l3.ip, l4, dst, f.nat_port_be.to_ne_bytes());
         (Side::In, reason::FORWARD)
     } else {
-        nat::snat(l3.ip, l4, v4(&f.nat_addr), f.nat_port_be.to_ne_bytes());
+        nat::snat(ctx, l3.ip, l4, v4(&f.nat_addr), f.nat_port_be.to_ne_bytes());
         (Side::Out, reason::REVERSE)
     };
     stats::count_flow(f.vip_id, f.real_id, side, l4.ip_len as u64, false);
     stats::count(reason::FAST_PATH);
-    Some((fwd::send(ctx, l3, &f.hop), why))
+    // NAT invalidated the packet pointers (ctx.rs); the frame is as long as
+    // it was, so this finds the headers again.
+    let Ok(l3) = L3::at(ctx, EthHdr::LEN) else {
+        return Some((C::PASS, why));
+    };
+    Some((fwd::send(ctx, &l3, &f.hop), why))
 }

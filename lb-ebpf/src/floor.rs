@@ -45,7 +45,11 @@ pub fn lb_floor_fib(ctx: XdpContext) -> u32 {
     };
     // SAFETY: bounds checked by ptr_at.
     let ip = unsafe { &*ip };
-    let mut p = fwd::fib_request(ip, ctx.ingress_ifindex() as u32);
+    let mut p = fwd::fib_request(
+        ip,
+        u16::from_be_bytes(ip.tot_len),
+        ctx.ingress_ifindex() as u32,
+    );
     if fwd::fib_lookup(&ctx, &mut p) == fwd::BPF_FIB_LKUP_RET_SUCCESS {
         xdp_action::XDP_TX
     } else {

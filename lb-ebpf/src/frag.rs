@@ -9,12 +9,12 @@
 //! (`DROP_FRAGMENT_EARLY`), since forwarded untranslated it would reach no
 //! one; from the server side, passed (`PASS_NOT_OURS`), since lb cannot tell
 //! it from any routed host's fragment.
-use aya_ebpf::programs::XdpContext;
 use lb_common::{DIR_FORWARD, FRAG_TIMEOUT_NS, FragKey, FragNat, Hop, reason};
 use network_types::ip::Ipv4Hdr;
 
 use crate::{
     clock, csum,
+    ctx::Pkt,
     flow::{Scratch, addr16},
     fwd,
     maps::{FRAGS, SCRATCH},
@@ -67,7 +67,7 @@ pub fn remember(s: &mut Scratch, ip: &Ipv4Hdr, nat_addr: [u8; 16], dir: u8, now:
 /// A later fragment: translated as its first fragment was and forwarded,
 /// or the stated rule (module doc) for one lb has no entry for.
 #[inline(never)]
-pub fn later(ctx: &XdpContext, l3_off: usize, to_vip: bool) -> Result<(u32, u32), u32> {
+pub fn later<C: Pkt>(ctx: &C, l3_off: usize, to_vip: bool) -> Result<(u32, u32), u32> {
     let no_entry = if to_vip {
         reason::DROP_FRAGMENT_EARLY
     } else {

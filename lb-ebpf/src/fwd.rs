@@ -14,17 +14,14 @@
 //! A flow's packets reuse the answer its direction cached (`lb_common::Hop`,
 //! its validity rules there): `bpf_fib_lookup` is most of the cost of a
 //! forwarded packet, and a flow's next hop rarely changes.
-use aya_ebpf::{
-    bindings::{bpf_fib_lookup as FibParams, xdp_action},
-    helpers::generated::bpf_fib_lookup,
-    programs::XdpContext,
-};
+use aya_ebpf::{bindings::bpf_fib_lookup as FibParams, helpers::generated::bpf_fib_lookup};
 use core::mem::{size_of, zeroed};
 use lb_common::{HOP_AGE_SHIFT, HOP_MAX_AGE, Hop, reason};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, vlan::VlanHdr};
 
 use crate::{
     csum,
+    ctx::Pkt,
     maps::{HOP_GEN, TX_PORTS, VLANS},
     parse::{L3, ptr_at},
 };
@@ -40,7 +37,7 @@ const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
 /// refreshed if not (a new flow's first packet passes a cleared one in
 /// scratch memory: the BPF stack has no room for it).
 #[inline(never)]
-pub fn forward(ctx: &XdpContext, l3_off: usize, hop: &mut Hop, now: u64) -> Result<u32, u32> {
+pub fn forward<C: Pkt>(ctx: &C, l3_off: usize, hop: &mut Hop, now: u64) -> Result<u32, u32> {
     if l3_off != EthHdr::LEN {
         return tagged(ctx, l3_off);
     }
@@ -48,7 +45,7 @@ pub fn forward(ctx: &XdpContext, l3_off: usize, hop: &mut Hop, now: u64) -> Resu
     // SAFETY: the IPv4 header was bounds checked by the parser.
     let ip = unsafe { &mut *l3.ip };
     let (generation, at) = (generation(), age_stamp(now));
-    if !usable(hop, ip.dst_addr, ip.tot_len, generation, at) {
+    if !usable(hop, ip.dst_addr, ctx.mtu_len(ip.tot_len), generation, at) {
         lookup(ctx, l3_off, hop, generation, at)?;
     }
     Ok(send(ctx, &l3, hop))
@@ -66,21 +63,21 @@ pub fn age_stamp(now: u64) -> u32 {
     (now >> HOP_AGE_SHIFT) as u32
 }
 
-/// Whether `hop` may carry a packet to `dst` of IPv4 length `tot_len`
-/// (big-endian, as in the header): the rules in `lb_common::Hop`.
+/// Whether `hop` may carry a packet to `dst` of IPv4 length `len`
+/// (`Pkt::mtu_len`): the rules in `lb_common::Hop`.
 #[inline(always)]
-pub fn usable(hop: &Hop, dst: [u8; 4], tot_len: [u8; 2], generation: u32, at: u32) -> bool {
+pub fn usable(hop: &Hop, dst: [u8; 4], len: u16, generation: u32, at: u32) -> bool {
     hop.ifindex != 0
         && hop.dst == dst
         && hop.generation == generation
         && at.wrapping_sub(hop.at) < HOP_MAX_AGE
-        && u16::from_be_bytes(tot_len) <= hop.mtu
+        && len <= hop.mtu
 }
 
 /// Sends the rewritten packet by a usable `hop`, untagged frames only:
-/// TTL − 1, the hop's MACs, then XDP_TX or a devmap redirect.
+/// TTL − 1, the hop's MACs, then out (`Pkt::tx`, `Pkt::redirect`).
 #[inline(always)]
-pub fn send(ctx: &XdpContext, l3: &L3, hop: &Hop) -> u32 {
+pub fn send<C: Pkt>(ctx: &C, l3: &L3, hop: &Hop) -> u32 {
     // SAFETY: the IPv4 header was bounds checked by the parser.
     let ip = unsafe { &mut *l3.ip };
     // We route, so we decrement the TTL (callers refused TTL <= 1).
@@ -92,24 +89,22 @@ pub fn send(ctx: &XdpContext, l3: &L3, hop: &Hop) -> u32 {
         (*l3.eth).dst_addr = hop.dmac;
         (*l3.eth).src_addr = hop.smac;
     }
-    if hop.ifindex == ctx.ingress_ifindex() as u32 {
-        return xdp_action::XDP_TX;
+    if hop.ifindex == ctx.ifindex() {
+        return ctx.tx();
     }
-    // The entry was checked at the lookup; should it vanish meanwhile, the
+    // The port was checked at the lookup; should it vanish meanwhile, the
     // kernel forwards.
-    TX_PORTS
-        .redirect(hop.ifindex, xdp_action::XDP_PASS as u64)
-        .unwrap_or(xdp_action::XDP_PASS)
+    ctx.redirect(hop.ifindex)
 }
 
 /// Sends a tagged frame out of the VLAN the FIB routes it by (module doc).
 #[inline(always)]
-fn tagged(ctx: &XdpContext, l3_off: usize) -> Result<u32, u32> {
+fn tagged<C: Pkt>(ctx: &C, l3_off: usize) -> Result<u32, u32> {
     let l3 = L3::at(ctx, l3_off)?;
-    let ingress = ctx.ingress_ifindex() as u32;
+    let ingress = ctx.ifindex();
     // SAFETY: the IPv4 header was bounds checked by the parser.
     let ip = unsafe { &mut *l3.ip };
-    let mut p = fib_request(ip, ingress);
+    let mut p = fib_request(ip, ctx.mtu_len(ip.tot_len), ingress);
     if fib_lookup(ctx, &mut p) != BPF_FIB_LKUP_RET_SUCCESS {
         return Err(reason::PASS_FIB);
     }
@@ -132,29 +127,27 @@ fn tagged(ctx: &XdpContext, l3_off: usize) -> Result<u32, u32> {
     ip.ttl -= 1;
     ip.check = csum::replace2(ip.check, old, [ip.ttl, ip.proto]);
     if out == ingress {
-        return Ok(xdp_action::XDP_TX);
+        return Ok(ctx.tx());
     }
-    Ok(TX_PORTS
-        .redirect(out, xdp_action::XDP_PASS as u64)
-        .unwrap_or(xdp_action::XDP_PASS))
+    Ok(ctx.redirect(out))
 }
 
 /// Asks the FIB for the packet's next hop and writes it to `hop` (cleared
 /// when there is none we can use). Inlined: as a BPF function of its own its
 /// frame would sit on top of `forward`'s, past the 512-byte stack.
 #[inline(always)]
-fn lookup(
-    ctx: &XdpContext,
+fn lookup<C: Pkt>(
+    ctx: &C,
     l3_off: usize,
     hop: &mut Hop,
     generation: u32,
     at: u32,
 ) -> Result<(), u32> {
     let l3 = L3::at(ctx, l3_off)?;
-    let ingress = ctx.ingress_ifindex() as u32;
+    let ingress = ctx.ifindex();
     // SAFETY: the IPv4 header was bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
-    let mut p = fib_request(ip, ingress);
+    let mut p = fib_request(ip, ctx.mtu_len(ip.tot_len), ingress);
     let rc = fib_lookup(ctx, &mut p);
     let out = p.ifindex;
     if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && ip.frags[0] & 0x40 != 0 {
@@ -183,15 +176,17 @@ fn lookup(
     Ok(())
 }
 
-/// The FIB request for an IPv4 packet arriving on `ingress`.
+/// The FIB request for an IPv4 packet arriving on `ingress`; `len` the
+/// length its MTU is checked with (`Pkt::mtu_len`; zero lets the kernel
+/// check the skb itself).
 #[inline(always)]
-pub fn fib_request(ip: &Ipv4Hdr, ingress: u32) -> FibParams {
+pub fn fib_request(ip: &Ipv4Hdr, len: u16, ingress: u32) -> FibParams {
     // SAFETY: all-zero is a valid bpf_fib_lookup.
     let mut p: FibParams = unsafe { zeroed() };
     p.family = AF_INET;
     p.l4_protocol = ip.proto;
     // The helper wants the length in host order (it checks the MTU with it).
-    p.__bindgen_anon_1.tot_len = u16::from_be_bytes(ip.tot_len);
+    p.__bindgen_anon_1.tot_len = len;
     p.__bindgen_anon_2.tos = ip.tos;
     p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src_addr);
     p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(ip.dst_addr);
@@ -201,7 +196,7 @@ pub fn fib_request(ip: &Ipv4Hdr, ingress: u32) -> FibParams {
 
 /// `bpf_fib_lookup` on `p`: the helper's return code.
 #[inline(always)]
-pub fn fib_lookup(ctx: &XdpContext, p: &mut FibParams) -> i64 {
+pub fn fib_lookup(ctx: &impl Pkt, p: &mut FibParams) -> i64 {
     // SAFETY: p is a valid, writable bpf_fib_lookup of the size passed.
-    unsafe { bpf_fib_lookup(ctx.ctx as *mut _, p, size_of::<FibParams>() as i32, 0) }
+    unsafe { bpf_fib_lookup(ctx.raw(), p, size_of::<FibParams>() as i32, 0) }
 }

@@ -16,14 +16,15 @@
 //! and the ICMP checksum, which covers the quote. All quoted fields sit at
 //! even offsets of the ICMP message, so each change folds in as a 16-bit
 //! word change (RFC 1624).
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     DIR_FORWARD, DIR_REVERSE, EV_ICMP_UNREACH, Flow, Hop, PROTO_TCP, PROTO_UDP, reason,
 };
 use network_types::ip::Ipv4Hdr;
 
 use crate::{
-    clock, csum, flow, fwd,
+    clock, csum,
+    ctx::Pkt,
+    flow, fwd,
     maps::SCRATCH,
     parse::{L3, ptr_at},
     passive, v4,
@@ -73,7 +74,7 @@ fn is_error(kind: u8) -> bool {
 /// ICMP addressed to a VIP address: an echo request is answered, an error
 /// about a flow goes to its real, anything else is dropped.
 #[inline(never)]
-pub fn to_vip(ctx: &XdpContext, l3_off: usize) -> Result<(u32, u32), u32> {
+pub fn to_vip<C: Pkt>(ctx: &C, l3_off: usize) -> Result<(u32, u32), u32> {
     let l3 = L3::at(ctx, l3_off)?;
     let icmp: *mut IcmpHdr =
         ptr_at(ctx, l3.off + Ipv4Hdr::LEN).map_err(|_| reason::DROP_ICMP_VIP)?;
@@ -96,13 +97,13 @@ pub fn to_vip(ctx: &XdpContext, l3_off: usize) -> Result<(u32, u32), u32> {
     ip.ttl = REPLY_TTL;
     ip.check = csum::replace2(ip.check, old, [ip.ttl, ip.proto]);
     core::mem::swap(&mut eth.src_addr, &mut eth.dst_addr);
-    Ok((xdp_action::XDP_TX, reason::ICMP_ECHO_REPLY))
+    Ok((ctx.tx(), reason::ICMP_ECHO_REPLY))
 }
 
 /// The error's first bytes, if it quotes a plain TCP/UDP packet lb could
 /// have sent or received (no IPv4 options, first fragment or whole).
 #[inline(always)]
-fn quoted(ctx: &XdpContext, l3: &L3) -> Option<*mut IcmpError> {
+fn quoted<C: Pkt>(ctx: &C, l3: &L3) -> Option<*mut IcmpError> {
     let e: *mut IcmpError = ptr_at(ctx, l3.off + Ipv4Hdr::LEN).ok()?;
     // SAFETY: bounds checked by ptr_at.
     let i = unsafe { &(*e).inner };
@@ -148,7 +149,7 @@ fn quoted_flow(
 /// VIP: delivered to the flow's real, rewritten as if the real's own packet
 /// had met it. No flow, no delivery (`DROP_ICMP_NO_FLOW`).
 #[inline(always)]
-fn to_real(ctx: &XdpContext, l3: &L3) -> Result<(u32, u32), u32> {
+fn to_real<C: Pkt>(ctx: &C, l3: &L3) -> Result<(u32, u32), u32> {
     let e = quoted(ctx, l3).ok_or(reason::DROP_ICMP_NO_FLOW)?;
     // SAFETY: bounds checked by `quoted` and the parser.
     let (e, ip) = unsafe { (&mut *e, &mut *l3.ip) };
@@ -172,7 +173,7 @@ fn to_real(ctx: &XdpContext, l3: &L3) -> Result<(u32, u32), u32> {
 /// discovery, not a failure) also counts against the real for passive
 /// health.
 #[inline(never)]
-pub fn to_client(ctx: &XdpContext, l3_off: usize) -> Result<(u32, u32), u32> {
+pub fn to_client<C: Pkt>(ctx: &C, l3_off: usize) -> Result<(u32, u32), u32> {
     let l3 = L3::at(ctx, l3_off)?;
     let e = quoted(ctx, &l3).ok_or(reason::PASS_NOT_OURS)?;
     // SAFETY: bounds checked by `quoted` and the parser.
@@ -202,8 +203,8 @@ pub fn to_client(ctx: &XdpContext, l3_off: usize) -> Result<(u32, u32), u32> {
 /// Rewrites the quoted packet's source (`src`, toward the real) or
 /// destination address and port, and every checksum that covers them.
 #[inline(always)]
-fn rewrite_quote(
-    ctx: &XdpContext,
+fn rewrite_quote<C: Pkt>(
+    ctx: &C,
     l3: &L3,
     e: &mut IcmpError,
     addr: [u8; 4],

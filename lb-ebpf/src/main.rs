@@ -1,4 +1,6 @@
-//! lb's XDP program: VIP-to-real NAT with a per-flow state table.
+//! lb's datapath: VIP-to-real NAT with a per-flow state table, one program
+//! for each hook (`lb_xdp`, `lb_tc`: tc clsact ingress) from the same code
+//! (ctx.rs says what differs).
 //!
 //! Every packet ends in exactly one verdict reason (`lb_common::reason`),
 //! counted per CPU (a new flow also counts `NEW_FLOW`); the entry point maps a
@@ -15,6 +17,7 @@
 
 mod clock;
 mod csum;
+mod ctx;
 mod fail;
 mod fast;
 mod floor;
@@ -33,7 +36,10 @@ mod sticky;
 mod sync;
 mod toobig;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use lb_common::{
     DIR_FORWARD, DIR_REVERSE, EV_SYN_RETRANSMIT, EV_SYN_RST, Flow, Hop, PROTO_TCP, PROTO_UDP,
     ST_ESTABLISHED, ST_SYN, SYNC_CREATE, SYNC_REMOVE, SYNC_UPDATE, StickyKey, VipKey, reason,
@@ -41,6 +47,7 @@ use lb_common::{
 use network_types::eth::EthHdr;
 
 use crate::{
+    ctx::Pkt,
     fail::Outcome,
     flow::{NewFlow, Scratch, addr16},
     maps::{REALS, SCRATCH, STANDBY, VIP_ADDRS, VIPS},
@@ -49,14 +56,24 @@ use crate::{
     toobig::TooBig,
 };
 
-/// (XDP action, reason counted) or the reason of a stated rule.
+/// (the hook's verdict, reason counted) or the reason of a stated rule.
 type Verdict = Result<(u32, u32), u32>;
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    let (action, why) = match try_lb_xdp(&ctx) {
+    run(&ctx)
+}
+
+#[classifier]
+pub fn lb_tc(ctx: TcContext) -> i32 {
+    run(&ctx) as i32
+}
+
+#[inline(always)]
+fn run<C: Pkt>(ctx: &C) -> u32 {
+    let (action, why) = match try_run(ctx) {
         Ok(v) => v,
-        Err(why) => (rule_action(why), why),
+        Err(why) => (rule_action::<C>(why), why),
     };
     stats::count(why);
     action
@@ -64,7 +81,7 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 
 /// The action each stated rule takes.
 #[inline(always)]
-fn rule_action(why: u32) -> u32 {
+fn rule_action<C: Pkt>(why: u32) -> u32 {
     match why {
         reason::PASS_NOT_IPV4
         | reason::PASS_NOT_OURS
@@ -72,13 +89,13 @@ fn rule_action(why: u32) -> u32 {
         | reason::PASS_BAD_IPV4
         | reason::PASS_TTL
         | reason::PASS_FIB
-        | reason::PASS_STANDBY => xdp_action::XDP_PASS,
-        _ => xdp_action::XDP_DROP,
+        | reason::PASS_STANDBY => C::PASS,
+        _ => C::DROP,
     }
 }
 
 #[inline(always)]
-fn try_lb_xdp(ctx: &XdpContext) -> Verdict {
+fn try_run<C: Pkt>(ctx: &C) -> Verdict {
     if STANDBY.get(0).is_some_and(|s| *s != 0) {
         return Err(reason::PASS_STANDBY);
     }
@@ -133,7 +150,7 @@ fn try_lb_xdp(ctx: &XdpContext) -> Verdict {
 /// return before using them for any packet that does not pass these same
 /// checks.
 #[inline(always)]
-fn known_flow(ctx: &XdpContext, l3: &L3) -> (Option<&'static mut Flow>, bool) {
+fn known_flow<C: Pkt>(ctx: &C, l3: &L3) -> (Option<&'static mut Flow>, bool) {
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
     if ip.vihl & 0x0f != 5 || frag::is_later(ip) || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP)
@@ -170,7 +187,7 @@ pub fn v4(addr: &[u8; 16]) -> [u8; 4] {
 /// own (not inlined): each gets a stack frame, and only one of them is live
 /// at a time, which keeps the program under the verifier's 512-byte stack.
 #[inline(never)]
-fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
+fn to_vip<C: Pkt>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
     let l3 = &L3::at(ctx, l3_off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
@@ -273,6 +290,7 @@ fn to_vip(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
     stats::count_flow(s.n.vip_id, s.n.real_id, Side::In, l4.ip_len as u64, is_new);
     let vip = (ip.dst_addr, l4.dport);
     nat::dnat(
+        ctx,
         l3.ip,
         &l4,
         v4(&s.n.real_addr),
@@ -384,7 +402,7 @@ fn syn_retransmitted(s: &mut Scratch, f: &Flow, now: u64) {
 /// Anything else: a real's reply to translate back (`flow`, its reverse
 /// entry), or not ours.
 #[inline(never)]
-fn from_real(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
+fn from_real<C: Pkt>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
     let l3 = &L3::at(ctx, l3_off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
@@ -437,7 +455,7 @@ fn from_real(ctx: &XdpContext, l3_off: usize, flow: Option<&mut Flow>) -> Verdic
         (s.n.vip_id, s.n.real_id) = (vip_id, real_id);
         frag::remember(s, ip, flow::addr16(vip.0), DIR_REVERSE, now);
     }
-    nat::snat(l3.ip, &l4, vip.0, vip.1);
+    nat::snat(ctx, l3.ip, &l4, vip.0, vip.1);
     // SAFETY: `hop` points into the flow's map value, valid for the run.
     let hop = unsafe { &mut *hop };
     match fwd::forward(ctx, l3_off, hop, now) {

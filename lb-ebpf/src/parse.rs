@@ -1,8 +1,9 @@
 //! Header parsing. One bounds-check helper (`ptr_at`), one check per header.
-use aya_ebpf::programs::XdpContext;
 use core::mem::size_of;
 use lb_common::{PROTO_TCP, PROTO_UDP, reason};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
+
+use crate::ctx::Pkt;
 
 const ETH_P_IP: [u8; 2] = [0x08, 0x00];
 const ETH_P_8021Q: [u8; 2] = [0x81, 0x00];
@@ -11,7 +12,7 @@ pub const PROTO_ICMP: u8 = 1;
 
 /// A pointer to a `T` at `offset` into the packet, if the packet holds it.
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
+pub fn ptr_at<T>(ctx: &impl Pkt, offset: usize) -> Result<*mut T, ()> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
@@ -33,7 +34,7 @@ impl L3 {
     /// own: packet pointers are not passed across BPF calls (the verifier
     /// loses their type once they sit in a caller's stack frame), offsets are.
     #[inline(always)]
-    pub fn at(ctx: &XdpContext, off: usize) -> Result<L3, u32> {
+    pub fn at<C: Pkt>(ctx: &C, off: usize) -> Result<L3, u32> {
         let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| reason::PASS_BAD_L2)?;
         let ip: *mut Ipv4Hdr = ptr_at(ctx, off).map_err(|_| reason::PASS_BAD_IPV4)?;
         Ok(L3 { eth, off, ip })
@@ -41,7 +42,7 @@ impl L3 {
 }
 
 #[inline(always)]
-pub fn l3(ctx: &XdpContext) -> Result<L3, u32> {
+pub fn l3<C: Pkt>(ctx: &C) -> Result<L3, u32> {
     let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| reason::PASS_BAD_L2)?;
     // SAFETY: bounds checked by ptr_at.
     let mut ether_type = unsafe { (*eth).ether_type }.to_ne_bytes();
@@ -78,6 +79,8 @@ pub fn l3(ctx: &XdpContext) -> Result<L3, u32> {
 /// The parts of a TCP or UDP packet the balancer reads and rewrites.
 pub struct L4 {
     pub proto: u8,
+    /// Where the TCP/UDP header starts in the frame.
+    pub off: usize,
     pub tcp: *mut TcpHdr,
     pub udp: *mut UdpHdr,
     pub sport: [u8; 2],
@@ -101,6 +104,12 @@ impl L4 {
         }
     }
 
+    /// Where the checksum field sits in the frame.
+    #[inline(always)]
+    pub fn check_off(&self) -> usize {
+        self.off + if self.proto == PROTO_TCP { 16 } else { 6 }
+    }
+
     #[inline(always)]
     pub fn set_check(&self, check: [u8; 2]) {
         // SAFETY: as in `check`.
@@ -118,7 +127,7 @@ impl L4 {
 /// refused IPv4 options and later fragments (a first fragment has its
 /// header).
 #[inline(always)]
-pub fn l4(ctx: &XdpContext, l3: &L3) -> Result<L4, ()> {
+pub fn l4<C: Pkt>(ctx: &C, l3: &L3) -> Result<L4, ()> {
     // SAFETY: bounds checked by `l3`.
     let ip = unsafe { &*l3.ip };
     let ip_len = u16::from_be_bytes(ip.tot_len);
@@ -135,6 +144,7 @@ pub fn l4(ctx: &XdpContext, l3: &L3) -> Result<L4, ()> {
             }
             Ok(L4 {
                 proto: PROTO_TCP,
+                off,
                 tcp,
                 udp: core::ptr::null_mut(),
                 sport: t.source,
@@ -156,6 +166,7 @@ pub fn l4(ctx: &XdpContext, l3: &L3) -> Result<L4, ()> {
             }
             Ok(L4 {
                 proto: PROTO_UDP,
+                off,
                 tcp: core::ptr::null_mut(),
                 udp,
                 sport: u.src,

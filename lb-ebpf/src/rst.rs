@@ -1,13 +1,13 @@
 //! A TCP RST for the client, made in place from the client's own packet and
-//! sent back the way it came (XDP_TX). Used when `purge` has removed the
+//! sent back the way it came (`Pkt::tx`). Used when `purge` has removed the
 //! flow: the client learns at its next packet instead of timing out.
-use aya_ebpf::{
-    bindings::xdp_action, helpers::generated::bpf_xdp_adjust_tail, programs::XdpContext,
-};
 use lb_common::{FlowKey, PROTO_TCP, reason};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
 
-use crate::parse::{Facts, ptr_at};
+use crate::{
+    ctx::Pkt,
+    parse::{Facts, ptr_at},
+};
 
 const RST_TTL: u8 = 64;
 const TCP_RST: u16 = 0x04;
@@ -37,10 +37,10 @@ fn lo(v: u32) -> u16 {
 
 /// Rewrites the client's packet into the RST a server would send (RFC 793:
 /// if the segment has an ACK, seq = SEG.ACK and no ACK flag; otherwise seq 0,
-/// ACK = SEG.SEQ + SEG.LEN) and returns XDP_TX.
+/// ACK = SEG.SEQ + SEG.LEN) and returns the verdict that sends it back.
 /// Its own BPF function (see main.rs's to_vip on the stack limit).
 #[inline(never)]
-pub fn to_client(ctx: &XdpContext, l3_off: usize, key: &FlowKey, p: &Facts) -> Result<u32, u32> {
+pub fn to_client<C: Pkt>(ctx: &C, l3_off: usize, key: &FlowKey, p: &Facts) -> Result<u32, u32> {
     let client: [u8; 4] = [
         key.src_addr[12],
         key.src_addr[13],
@@ -64,13 +64,10 @@ pub fn to_client(ctx: &XdpContext, l3_off: usize, key: &FlowKey, p: &Facts) -> R
     // Cut the frame to its headers: Ethernet (+tag), IPv4, 20 bytes of TCP.
     let want = l3_off + Ipv4Hdr::LEN + TcpHdr::LEN;
     let have = ctx.data_end() - ctx.data();
-    if have > want {
-        // SAFETY: shrinking by less than the frame's length.
-        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -((have - want) as i32)) } != 0 {
-            return Err(reason::DROP_BAD_L4);
-        }
+    if have > want && !ctx.resize(want, 0) {
+        return Err(reason::DROP_BAD_L4);
     }
-    // adjust_tail invalidates every packet pointer: derive them again.
+    // Resizing invalidates every packet pointer: derive them again.
     let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| reason::DROP_BAD_L4)?;
     let ip: *mut Ipv4Hdr = ptr_at(ctx, l3_off).map_err(|_| reason::DROP_BAD_L4)?;
     let tcp: *mut TcpHdr = ptr_at(ctx, l3_off + Ipv4Hdr::LEN).map_err(|_| reason::DROP_BAD_L4)?;
@@ -138,5 +135,5 @@ pub fn to_client(ctx: &XdpContext, l3_off: usize, key: &FlowKey, p: &Facts) -> R
         t.urg_ptr = [0, 0];
         t.check = checksum(&tcp_words);
     }
-    Ok(xdp_action::XDP_TX)
+    Ok(ctx.tx())
 }

@@ -4,16 +4,13 @@
 //! real (to the client) or the VIP (to the real): addresses the sender never
 //! used, and its socket would never learn the MTU. Here the rewrite is
 //! undone first and the message quotes the packet as it arrived (Katran's
-//! `send_icmp4_too_big` is the model: trim, grow the head, XDP_TX).
-use aya_ebpf::{
-    bindings::xdp_action,
-    helpers::generated::{bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
-    programs::XdpContext,
-};
+//! `send_icmp4_too_big` is the model: trim, grow the head, send it back).
+use aya_ebpf::helpers::generated::bpf_csum_diff;
 use lb_common::reason;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
+    ctx::Pkt,
     nat,
     parse::{self, L3, ptr_at},
 };
@@ -48,7 +45,7 @@ pub struct TooBig {
 /// answers it with "fragmentation needed" back out the interface it came in
 /// by. Untagged frames only: tagged ones never reach the FIB (fwd.rs).
 #[inline(never)]
-pub fn answer(ctx: &XdpContext, l3_off: usize, t: &TooBig) -> Result<(u32, u32), u32> {
+pub fn answer<C: Pkt>(ctx: &C, l3_off: usize, t: &TooBig) -> Result<(u32, u32), u32> {
     if l3_off != EthHdr::LEN {
         return Err(reason::PASS_FIB);
     }
@@ -56,9 +53,9 @@ pub fn answer(ctx: &XdpContext, l3_off: usize, t: &TooBig) -> Result<(u32, u32),
         let l3 = L3::at(ctx, l3_off)?;
         let l4 = parse::l4(ctx, &l3).map_err(|_| reason::PASS_FIB)?;
         if t.dst {
-            nat::dnat(l3.ip, &l4, t.orig_addr, t.orig_port);
+            nat::dnat(ctx, l3.ip, &l4, t.orig_addr, t.orig_port);
         } else {
-            nat::snat(l3.ip, &l4, t.orig_addr, t.orig_port);
+            nat::snat(ctx, l3.ip, &l4, t.orig_addr, t.orig_port);
         }
     }
     let len = ctx.data_end() - ctx.data();
@@ -67,16 +64,10 @@ pub fn answer(ctx: &XdpContext, l3_off: usize, t: &TooBig) -> Result<(u32, u32),
         // Too short to be too big for any real MTU; let the kernel judge.
         return Err(reason::PASS_FIB);
     }
-    // SAFETY: shrinking by less than the frame's length, then growing the
-    // head into the headroom XDP guarantees (256 bytes).
-    unsafe {
-        if bpf_xdp_adjust_tail(ctx.ctx, -((len - keep) as i32)) != 0
-            || bpf_xdp_adjust_head(ctx.ctx, -(HEAD as i32)) != 0
-        {
-            return Err(reason::PASS_FIB);
-        }
+    if !ctx.resize(keep, HEAD) {
+        return Err(reason::PASS_FIB);
     }
-    // Both helpers invalidate every packet pointer: derive them again. The
+    // Resizing invalidates every packet pointer: derive them again. The
     // old Ethernet header now sits at HEAD, the quote right after it.
     let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| reason::PASS_FIB)?;
     let old_eth: *mut EthHdr = ptr_at(ctx, HEAD).map_err(|_| reason::PASS_FIB)?;
@@ -111,7 +102,7 @@ pub fn answer(ctx: &XdpContext, l3_off: usize, t: &TooBig) -> Result<(u32, u32),
         m[2] = check[0];
         m[3] = check[1];
     }
-    Ok((xdp_action::XDP_TX, reason::ICMP_FRAG_NEEDED))
+    Ok((ctx.tx(), reason::ICMP_FRAG_NEEDED))
 }
 
 /// The Internet checksum of `len` bytes at `p` (a multiple of 4), as it is

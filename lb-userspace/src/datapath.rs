@@ -11,7 +11,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, xdp::DevMapHash},
     programs::{
-        Xdp, XdpMode as AyaXdpMode,
+        SchedClassifier, Xdp, XdpMode as AyaXdpMode,
         links::{FdLink, PinnedLink},
         xdp::{XdpLink, XdpLinkId},
     },
@@ -26,8 +26,10 @@ pub mod attach_warnings;
 /// The compiled XDP object, built by build.rs from lb-ebpf.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
 
-/// The program's name in the object.
+/// The program's name in the object, for the XDP hook.
 pub const PROGRAM: &str = "lb_xdp";
+/// The same datapath for the tc (clsact ingress) hook.
+pub const TC_PROGRAM: &str = "lb_tc";
 
 /// Every map the program pins, by name (see lb-ebpf/src/maps.rs).
 pub const MAP_NAMES: [&str; 24] = [
@@ -156,6 +158,12 @@ impl Datapath {
             .try_into()?;
         prog.load()
             .context("the kernel verifier refused the XDP program")?;
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(TC_PROGRAM)
+            .ok_or_else(|| anyhow!("program {TC_PROGRAM} missing from the object"))?
+            .try_into()?;
+        tc.load()
+            .context("the kernel verifier refused the tc program")?;
         let maps = KernelMaps {
             vips: take(&mut ebpf, "VIPS")?,
             vip_addrs: take(&mut ebpf, "VIP_ADDRS")?,
@@ -226,10 +234,19 @@ impl Datapath {
         self.events.take()
     }
 
-    /// The loaded program, for BPF_PROG_TEST_RUN.
+    /// The loaded XDP program, for BPF_PROG_TEST_RUN.
     pub fn program(&mut self) -> &mut Xdp {
         self.ebpf
             .program_mut(PROGRAM)
+            .expect("checked at load")
+            .try_into()
+            .expect("checked at load")
+    }
+
+    /// The loaded tc program, for BPF_PROG_TEST_RUN.
+    pub fn tc_program(&mut self) -> &mut SchedClassifier {
+        self.ebpf
+            .program_mut(TC_PROGRAM)
             .expect("checked at load")
             .try_into()
             .expect("checked at load")

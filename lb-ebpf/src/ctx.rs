@@ -1,0 +1,229 @@
+//! The packet context the datapath runs on: an XDP frame (`lb_xdp`) or a tc
+//! skb (`lb_tc`, clsact ingress). Every module takes a `C: Pkt` and is
+//! compiled once per hook; what differs between the hooks lives here and
+//! nowhere else:
+//! - the verdicts, and how a packet is sent back out or on (XDP_TX and a
+//!   devmap redirect; `bpf_redirect` at tc);
+//! - resizing a packet for the answers lb builds itself (RST, frag needed);
+//! - the L4 checksum after NAT. A tc skb from a local stack (a veth peer with
+//!   checksum offload) may be CHECKSUM_PARTIAL: its checksum field holds the
+//!   uncomplemented pseudo-header sum, which only the kernel's
+//!   `bpf_l4_csum_replace` updates correctly. That helper, like every helper
+//!   that may move skb data, invalidates all packet pointers: callers derive
+//!   them again after `fix_l4_check` (the verifier refuses any that do not);
+//! - the length an MTU is checked with: a GSO skb is cut to the route's MTU
+//!   by the kernel when it leaves, so it is never "too big".
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    cty::c_void,
+    helpers::generated::{
+        bpf_l4_csum_replace, bpf_redirect, bpf_skb_change_head, bpf_skb_change_tail,
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+    },
+    programs::{TcContext, XdpContext},
+};
+use lb_common::{PROTO_TCP, PROTO_UDP};
+
+use crate::{csum, maps::TX_PORTS, parse::L4};
+
+pub trait Pkt {
+    /// The hook's verdict for "to the kernel" and for "drop".
+    const PASS: u32;
+    const DROP: u32;
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    /// The interface the packet arrived by.
+    fn ifindex(&self) -> u32;
+    /// The context pointer helpers such as `bpf_fib_lookup` take.
+    fn raw(&self) -> *mut c_void;
+    /// The verdict that sends the packet back out the interface it came by.
+    fn tx(&self) -> u32;
+    /// The verdict that sends the packet out of `ifindex`, one of lb's
+    /// interfaces (`TX_PORTS`); `PASS` if that fails.
+    fn redirect(&self, ifindex: u32) -> u32;
+    /// Cuts the packet to its first `len` bytes, then grows `head` bytes in
+    /// front of it. Invalidates packet pointers.
+    fn resize(&self, len: usize, head: usize) -> bool;
+    /// The IPv4 total length (as in the header) an MTU is checked with:
+    /// zero for a GSO skb (see the module doc).
+    fn mtu_len(&self, tot_len: [u8; 2]) -> u16;
+    /// Updates the TCP/UDP checksum after NAT changed a pseudo-header
+    /// address and a port, the fields already rewritten. Invalidates packet
+    /// pointers (tc).
+    fn fix_l4_check(
+        &self,
+        l4: &L4,
+        old_addr: [u8; 4],
+        addr: [u8; 4],
+        old_port: [u8; 2],
+        port: [u8; 2],
+    );
+}
+
+impl Pkt for XdpContext {
+    const PASS: u32 = xdp_action::XDP_PASS;
+    const DROP: u32 = xdp_action::XDP_DROP;
+
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        self.ingress_ifindex() as u32
+    }
+
+    #[inline(always)]
+    fn raw(&self) -> *mut c_void {
+        self.as_ptr()
+    }
+
+    #[inline(always)]
+    fn tx(&self) -> u32 {
+        xdp_action::XDP_TX
+    }
+
+    #[inline(always)]
+    fn redirect(&self, ifindex: u32) -> u32 {
+        TX_PORTS
+            .redirect(ifindex, xdp_action::XDP_PASS as u64)
+            .unwrap_or(xdp_action::XDP_PASS)
+    }
+
+    #[inline(always)]
+    fn resize(&self, len: usize, head: usize) -> bool {
+        let have = self.data_end() - self.data();
+        // SAFETY: shrinking by less than the frame's length, then growing
+        // the head into the headroom XDP guarantees (256 bytes).
+        unsafe {
+            (len == have || bpf_xdp_adjust_tail(self.ctx, -((have - len) as i32)) == 0)
+                && (head == 0 || bpf_xdp_adjust_head(self.ctx, -(head as i32)) == 0)
+        }
+    }
+
+    #[inline(always)]
+    fn mtu_len(&self, tot_len: [u8; 2]) -> u16 {
+        u16::from_be_bytes(tot_len)
+    }
+
+    #[inline(always)]
+    fn fix_l4_check(
+        &self,
+        l4: &L4,
+        old_addr: [u8; 4],
+        addr: [u8; 4],
+        old_port: [u8; 2],
+        port: [u8; 2],
+    ) {
+        let check = l4.check();
+        // A UDP checksum of zero means "none": it stays zero.
+        if l4.proto == PROTO_UDP && check == [0, 0] {
+            return;
+        }
+        let mut new = csum::replace_addr_port(check, old_addr, addr, old_port, port);
+        // In UDP a computed zero is sent as all ones (RFC 768).
+        if l4.proto == PROTO_UDP && new == [0, 0] {
+            new = [0xff, 0xff];
+        }
+        l4.set_check(new);
+    }
+}
+
+impl Pkt for TcContext {
+    const PASS: u32 = TC_ACT_OK as u32;
+    const DROP: u32 = TC_ACT_SHOT as u32;
+
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        // SAFETY: the context pointer the program was called with.
+        unsafe { (*self.skb.skb).ifindex }
+    }
+
+    #[inline(always)]
+    fn raw(&self) -> *mut c_void {
+        self.as_ptr()
+    }
+
+    #[inline(always)]
+    fn tx(&self) -> u32 {
+        self.redirect(self.ifindex())
+    }
+
+    #[inline(always)]
+    fn redirect(&self, ifindex: u32) -> u32 {
+        // SAFETY: a plain helper call; flags 0 is egress.
+        unsafe { bpf_redirect(ifindex, 0) as u32 }
+    }
+
+    #[inline(always)]
+    fn resize(&self, len: usize, head: usize) -> bool {
+        // SAFETY: the context pointer the program was called with.
+        unsafe {
+            bpf_skb_change_tail(self.skb.skb, len as u32, 0) == 0
+                && (head == 0 || bpf_skb_change_head(self.skb.skb, head as u32, 0) == 0)
+        }
+    }
+
+    #[inline(always)]
+    fn mtu_len(&self, tot_len: [u8; 2]) -> u16 {
+        // SAFETY: the context pointer the program was called with.
+        if unsafe { (*self.skb.skb).gso_size } != 0 {
+            return 0;
+        }
+        u16::from_be_bytes(tot_len)
+    }
+
+    #[inline(always)]
+    fn fix_l4_check(
+        &self,
+        l4: &L4,
+        old_addr: [u8; 4],
+        addr: [u8; 4],
+        old_port: [u8; 2],
+        port: [u8; 2],
+    ) {
+        let off = l4.check_off() as u32;
+        // MARK_MANGLED_0: a UDP checksum of zero (none) stays zero, a
+        // computed zero is written as all ones (RFC 768).
+        let udp = if l4.proto == PROTO_TCP {
+            0
+        } else {
+            BPF_F_MARK_MANGLED_0 as u64
+        };
+        // SAFETY: the context pointer the program was called with; the
+        // helper checks the offset against the packet.
+        unsafe {
+            bpf_l4_csum_replace(
+                self.skb.skb,
+                off,
+                u32::from_ne_bytes(old_addr) as u64,
+                u32::from_ne_bytes(addr) as u64,
+                BPF_F_PSEUDO_HDR as u64 | udp | 4,
+            );
+            bpf_l4_csum_replace(
+                self.skb.skb,
+                off,
+                u16::from_ne_bytes(old_port) as u64,
+                u16::from_ne_bytes(port) as u64,
+                udp | 2,
+            );
+        }
+    }
+}
