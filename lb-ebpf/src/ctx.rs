@@ -11,6 +11,10 @@
 //!   `bpf_l4_csum_replace` updates correctly. That helper, like every helper
 //!   that may move skb data, invalidates all packet pointers: callers derive
 //!   them again after `fix_l4_check` (the verifier refuses any that do not);
+//! - where the packet's bytes are: an skb may hold only its first bytes in
+//!   the linear area packet pointers reach (TCP payload sits in page
+//!   fragments), so `lb_tc` pulls the headers in first (`pull_headers`) and
+//!   lengths are checked against the whole packet (`len`);
 //! - the length an MTU is checked with: a GSO skb is cut to the route's MTU
 //!   by the kernel when it leaves, so it is never "too big".
 use aya_ebpf::{
@@ -19,7 +23,7 @@ use aya_ebpf::{
     cty::c_void,
     helpers::generated::{
         bpf_l4_csum_replace, bpf_redirect, bpf_skb_change_head, bpf_skb_change_tail,
-        bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_skb_pull_data, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     programs::{TcContext, XdpContext},
 };
@@ -27,12 +31,23 @@ use lb_common::{PROTO_TCP, PROTO_UDP};
 
 use crate::{csum, maps::TX_PORTS, parse::L4};
 
+/// Bytes from the frame's start every header lb reads or writes lies in:
+/// Ethernet with one tag, an IPv4 header with options, and what follows it
+/// up to the quote of an ICMP error (outer ICMP, inner IPv4 with options,
+/// the inner TCP header's checksum), rounded up.
+const HEADERS: u32 = 192;
+
 pub trait Pkt {
     /// The hook's verdict for "to the kernel" and for "drop".
     const PASS: u32;
     const DROP: u32;
     fn data(&self) -> usize;
     fn data_end(&self) -> usize;
+    /// The whole packet's length, linear or not.
+    fn len(&self) -> usize;
+    /// Makes the first `HEADERS` bytes (or all, if fewer) reachable by
+    /// packet pointers. Called first thing, before any pointer exists.
+    fn pull_headers(&self);
     /// The interface the packet arrived by.
     fn ifindex(&self) -> u32;
     /// The context pointer helpers such as `bpf_fib_lookup` take.
@@ -74,6 +89,14 @@ impl Pkt for XdpContext {
     fn data_end(&self) -> usize {
         XdpContext::data_end(self)
     }
+
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.data_end() - self.data()
+    }
+
+    #[inline(always)]
+    fn pull_headers(&self) {}
 
     #[inline(always)]
     fn ifindex(&self) -> u32 {
@@ -148,6 +171,21 @@ impl Pkt for TcContext {
     #[inline(always)]
     fn data_end(&self) -> usize {
         TcContext::data_end(self)
+    }
+
+    #[inline(always)]
+    fn len(&self) -> usize {
+        TcContext::len(self) as usize
+    }
+
+    #[inline(always)]
+    fn pull_headers(&self) {
+        let want = TcContext::len(self).min(HEADERS);
+        if (self.data_end() - self.data()) < want as usize {
+            // SAFETY: the context pointer the program was called with. On
+            // failure the parser finds the headers short and passes.
+            unsafe { bpf_skb_pull_data(self.skb.skb, want) };
+        }
     }
 
     #[inline(always)]

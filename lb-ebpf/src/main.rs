@@ -71,6 +71,7 @@ pub fn lb_tc(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn run<C: Pkt>(ctx: &C) -> u32 {
+    ctx.pull_headers();
     let (action, why) = match try_run(ctx) {
         Ok(v) => v,
         Err(why) => (rule_action::<C>(why), why),

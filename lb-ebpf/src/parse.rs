@@ -66,11 +66,7 @@ pub fn l3<C: Pkt>(ctx: &C) -> Result<L3, u32> {
     let tot_len = u16::from_be_bytes(hdr.tot_len) as usize;
     // Ethernet may pad short frames, so the frame may be longer than tot_len,
     // never shorter.
-    if hdr.vihl >> 4 != 4
-        || ihl < Ipv4Hdr::LEN
-        || tot_len < ihl
-        || ctx.data() + off + tot_len > ctx.data_end()
-    {
+    if hdr.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || tot_len < ihl || off + tot_len > ctx.len() {
         return Err(reason::PASS_BAD_IPV4);
     }
     Ok(L3 { eth, off, ip })

@@ -63,7 +63,7 @@ pub fn to_client<C: Pkt>(ctx: &C, l3_off: usize, key: &FlowKey, p: &Facts) -> Re
 
     // Cut the frame to its headers: Ethernet (+tag), IPv4, 20 bytes of TCP.
     let want = l3_off + Ipv4Hdr::LEN + TcpHdr::LEN;
-    let have = ctx.data_end() - ctx.data();
+    let have = ctx.len();
     if have > want && !ctx.resize(want, 0) {
         return Err(reason::DROP_BAD_L4);
     }

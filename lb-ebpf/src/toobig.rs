@@ -58,7 +58,7 @@ pub fn answer<C: Pkt>(ctx: &C, l3_off: usize, t: &TooBig) -> Result<(u32, u32), 
             nat::snat(ctx, l3.ip, &l4, t.orig_addr, t.orig_port);
         }
     }
-    let len = ctx.data_end() - ctx.data();
+    let len = ctx.len();
     let keep = EthHdr::LEN + QUOTE;
     if len < keep {
         // Too short to be too big for any real MTU; let the kernel judge.

@@ -132,7 +132,7 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
         if let Some(hop_gen) = dp.take_hop_gen() {
             let vlans = dp
                 .take_vlans()
-                .map(|m| crate::vlans::Vlans::new(m, &cfg.interfaces));
+                .map(|m| crate::vlans::Vlans::new(m, &cfg.interface_names()));
             crate::routewatch::spawn(hop_gen, vlans)?;
         }
         let (tx, transitions) = mpsc::unbounded_channel();
@@ -285,7 +285,7 @@ impl Agent {
         let mut bulk_reading = None;
         info!(
             "lb running on {:?}; api {}",
-            self.cfg.interfaces,
+            self.cfg.interface_names(),
             socket.display()
         );
         loop {
@@ -672,7 +672,7 @@ impl Agent {
                 })
             }),
             "config": self.path.display().to_string(),
-            "interfaces": self.cfg.interfaces,
+            "interfaces": self.cfg.interface_names(),
             "xdp_mode": format!("{:?}", self.cfg.xdp_mode).to_lowercase(),
             "pin_dir": self.cfg.bpf.pin_dir.display().to_string(),
             "adopted": self.dp.adopted(),

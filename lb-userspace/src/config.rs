@@ -36,9 +36,9 @@ use index::PosIndex;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Interfaces XDP attaches to.
+    /// Interfaces the datapath attaches to, each by its hook.
     #[serde(default)]
-    pub interfaces: Vec<String>,
+    pub interfaces: Vec<Interface>,
     #[serde(default)]
     pub xdp_mode: XdpMode,
     #[serde(default)]
@@ -55,6 +55,86 @@ pub struct Config {
     pub metrics: Metrics,
     #[serde(default)]
     pub bpf: Bpf,
+}
+
+/// An interface lb serves: `eth0` (hook `auto`), or
+/// `{ name: eth0, hook: xdp | tc | auto }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub hook: Hook,
+}
+
+/// Where the datapath runs on an interface (`hook:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    /// Native XDP where the driver has it and the device is not a veth; tc
+    /// otherwise. An `xdp_mode` other than `auto` asks for XDP.
+    #[default]
+    Auto,
+    Xdp,
+    /// tc clsact ingress (sched_cls): the skb layer, where veth and
+    /// container hosts are better served than by XDP.
+    Tc,
+}
+
+impl Serialize for Interface {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Full<'a> {
+            name: &'a str,
+            hook: Hook,
+        }
+        match self.hook {
+            Hook::Auto => s.serialize_str(&self.name),
+            hook => Full {
+                name: &self.name,
+                hook,
+            }
+            .serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Interface {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            name: String,
+            #[serde(default)]
+            hook: Hook,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Interface;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an interface name, or `{ name: IFACE, hook: xdp | tc | auto }`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Interface, E> {
+                Ok(Interface {
+                    name: v.to_string(),
+                    hook: Hook::Auto,
+                })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, m: A) -> Result<Interface, A::Error> {
+                let f = Full::deserialize(de::value::MapAccessDeserializer::new(m))?;
+                Ok(Interface {
+                    name: f.name,
+                    hook: f.hook,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Config {
+    /// The names of `interfaces`, in order.
+    pub fn interface_names(&self) -> Vec<String> {
+        self.interfaces.iter().map(|i| i.name.clone()).collect()
+    }
 }
 
 /// How XDP is attached (`xdp_mode:`).

@@ -11,15 +11,20 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, xdp::DevMapHash},
     programs::{
-        SchedClassifier, Xdp, XdpMode as AyaXdpMode,
+        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode,
         links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, SchedClassifierLinkId, TcAttachOptions},
         xdp::{XdpLink, XdpLinkId},
     },
 };
 use lb_common::{Counters, Farm, Flow, FlowKey, Real, SCHED_SLOTS, VipInfo, VipKey};
 use log::{info, warn};
 
-use crate::{clock::DatapathClock, config::XdpMode, control::MapWriter};
+use crate::{
+    clock::DatapathClock,
+    config::{Hook, Interface, XdpMode},
+    control::MapWriter,
+};
 
 pub mod attach_warnings;
 
@@ -61,10 +66,25 @@ pub const MAP_NAMES: [&str; 24] = [
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
+/// A program attached to an interface by this agent.
+enum Attached {
+    Xdp(XdpLinkId),
+    Tc(SchedClassifierLinkId),
+}
+
+/// Where an interface's link is pinned for `hook` (`Hook::Xdp` or
+/// `Hook::Tc`): beside the maps, so the datapath outlives the agent.
+fn link_pin(pin_dir: &Path, hook: Hook, iface: &str) -> PathBuf {
+    match hook {
+        Hook::Tc => pin_dir.join(format!("tclink_{iface}")),
+        _ => pin_dir.join(format!("link_{iface}")),
+    }
+}
+
 /// The program loaded, its maps taken out for the agent.
 pub struct Datapath {
     ebpf: Ebpf,
-    links: Vec<(String, XdpLinkId)>,
+    links: Vec<(String, Attached)>,
     adopted: bool,
     pin_dir: PathBuf,
     pub maps: KernelMaps,
@@ -266,89 +286,198 @@ impl Datapath {
         self.adopted
     }
 
-    /// Attaches to every interface. `auto` tries native (driver) mode and
-    /// falls back to generic with a warning. Each attachment is a bpf_link
-    /// pinned as `link_<iface>` beside the maps, so the datapath keeps
-    /// forwarding if the agent dies; an agent that finds a pinned link swaps
-    /// its program in atomically instead (no packet sees no program).
-    pub fn attach(&mut self, interfaces: &[String], mode: XdpMode) -> Result<()> {
+    /// Attaches to every interface by its hook (`config::Hook`). Each
+    /// attachment is a bpf_link pinned beside the maps (`link_<iface>` for
+    /// XDP, `tclink_<iface>` for tc), so the datapath keeps forwarding if the
+    /// agent dies; an agent that finds a pinned link swaps its program in
+    /// atomically instead (no packet sees no program). A link of the other
+    /// hook, left by an agent configured otherwise, is removed once the new
+    /// one is in place (XDP runs before tc, so either order leaves no gap).
+    pub fn attach(&mut self, interfaces: &[Interface], mode: XdpMode) -> Result<()> {
+        let mut xdp = Vec::new();
         for iface in interfaces {
-            let ifindex = ifindex(iface)?;
+            let name = &iface.name;
+            let ifindex = ifindex(name)?;
             self.allow_redirect(ifindex)?;
-            let pin = self.pin_dir.join(format!("link_{iface}"));
-            if pin.exists() {
-                let link: FdLink = PinnedLink::from_pin(&pin)
-                    .with_context(|| format!("opening {}", pin.display()))?
-                    .into();
-                let link = XdpLink::try_from(link).context("the pinned link is not an XDP link")?;
-                let id = self
-                    .program()
-                    .attach_to_link(link)
-                    .with_context(|| format!("replacing the program on {iface}"))?;
-                info!(
-                    "took over {iface} (ifindex {ifindex}) from the previous agent's pinned link"
-                );
-                self.links.push((iface.clone(), id));
-                continue;
+            let hook = self.choose_hook(iface, mode);
+            let attached = match hook {
+                Hook::Tc => self.attach_tc(name)?,
+                _ => self.attach_xdp(name, mode)?,
+            };
+            let other = if hook == Hook::Tc {
+                Hook::Xdp
+            } else {
+                Hook::Tc
+            };
+            let stale = link_pin(&self.pin_dir, other, name);
+            if stale.exists() {
+                fs::remove_file(&stale).with_context(|| format!("removing {}", stale.display()))?;
+                info!("{name}: removed the previous agent's {other:?} link");
             }
-            let prog = self.program();
-            let (link, used) = match mode {
-                XdpMode::Native => (
-                    prog.attach(iface, AyaXdpMode::Driver).with_context(|| {
-                        format!("attach to {iface} failed in native mode; try `xdp_mode: generic`")
-                    })?,
-                    "native",
-                ),
-                XdpMode::Generic => (
-                    prog.attach(iface, AyaXdpMode::Skb)
-                        .with_context(|| format!("attach to {iface} failed in generic mode"))?,
-                    "generic",
-                ),
-                XdpMode::Auto => match prog.attach(iface, AyaXdpMode::Driver) {
-                    Ok(link) => (link, "native"),
-                    Err(e) => {
-                        warn!("{iface}: native XDP failed ({e}); falling back to generic (slower)");
-                        (
-                            prog.attach(iface, AyaXdpMode::Skb).with_context(|| {
-                                format!("attach to {iface} failed in native and generic mode")
-                            })?,
-                            "generic",
-                        )
-                    }
-                },
-            };
-            // Pin it: take the link out, pin, and hand it back to the program.
-            let id = match prog.take_link(link).map(FdLink::try_from) {
-                Ok(Ok(fd_link)) => {
-                    let pinned = fd_link
-                        .pin(&pin)
-                        .with_context(|| format!("pinning {}", pin.display()))?;
-                    let link = XdpLink::try_from(FdLink::from(pinned))?;
-                    prog.attach_to_link(link)?
-                }
-                _ => bail!(
-                    "{iface}: the kernel attached XDP without a bpf_link; lb needs Linux 5.9 or newer"
-                ),
-            };
-            info!(
-                "attached to {iface} (ifindex {ifindex}) in {used} mode, link pinned at {}",
-                pin.display()
-            );
-            self.links.push((iface.clone(), id));
+            if hook != Hook::Tc {
+                xdp.push(name.clone());
+            }
+            self.links.push((name.clone(), attached));
         }
         // Once all are attached, so lb's own programs count for the peers.
-        attach_warnings::check_interfaces(interfaces);
+        attach_warnings::check_interfaces(&xdp);
         Ok(())
+    }
+
+    /// The hook `iface` gets: as configured; for `auto`, XDP when `xdp_mode`
+    /// asks for a mode, else tc on a veth, native XDP if the driver takes it
+    /// and tc if not.
+    fn choose_hook(&mut self, iface: &Interface, mode: XdpMode) -> Hook {
+        if iface.hook != Hook::Auto {
+            return iface.hook;
+        }
+        let name = &iface.name;
+        if link_pin(&self.pin_dir, Hook::Xdp, name).exists() {
+            // An adopted XDP link stays XDP: its mode was judged at its attach.
+            return Hook::Xdp;
+        }
+        if mode != XdpMode::Auto {
+            return Hook::Xdp;
+        }
+        match attach_warnings::is_veth(name) {
+            Ok(true) => return Hook::Tc,
+            Ok(false) => {}
+            Err(e) => warn!("{name}: cannot tell whether it is a veth ({e}); judging by XDP"),
+        }
+        // Probe native XDP with the real program, then detach: attach_xdp
+        // attaches it again, pinned.
+        let prog = self.program();
+        match prog.attach(name, AyaXdpMode::Driver) {
+            Ok(link) => {
+                let _ = prog.detach(link);
+                Hook::Xdp
+            }
+            Err(e) => {
+                info!("{name}: no native XDP ({e}); using the tc hook");
+                Hook::Tc
+            }
+        }
+    }
+
+    /// Attaches the XDP program to `iface` (see `attach`). `auto` mode
+    /// tries native (driver) mode and falls back to generic with a warning.
+    fn attach_xdp(&mut self, iface: &str, mode: XdpMode) -> Result<Attached> {
+        let ifindex = ifindex(iface)?;
+        let pin = link_pin(&self.pin_dir, Hook::Xdp, iface);
+        if pin.exists() {
+            let link: FdLink = PinnedLink::from_pin(&pin)
+                .with_context(|| format!("opening {}", pin.display()))?
+                .into();
+            let link = XdpLink::try_from(link).context("the pinned link is not an XDP link")?;
+            let id = self
+                .program()
+                .attach_to_link(link)
+                .with_context(|| format!("replacing the program on {iface}"))?;
+            info!("took over {iface} (ifindex {ifindex}) from the previous agent's pinned link");
+            return Ok(Attached::Xdp(id));
+        }
+        let prog = self.program();
+        let (link, used) = match mode {
+            XdpMode::Native => (
+                prog.attach(iface, AyaXdpMode::Driver).with_context(|| {
+                    format!("attach to {iface} failed in native mode; try `xdp_mode: generic`")
+                })?,
+                "native",
+            ),
+            XdpMode::Generic => (
+                prog.attach(iface, AyaXdpMode::Skb)
+                    .with_context(|| format!("attach to {iface} failed in generic mode"))?,
+                "generic",
+            ),
+            XdpMode::Auto => match prog.attach(iface, AyaXdpMode::Driver) {
+                Ok(link) => (link, "native"),
+                Err(e) => {
+                    warn!("{iface}: native XDP failed ({e}); falling back to generic (slower)");
+                    (
+                        prog.attach(iface, AyaXdpMode::Skb).with_context(|| {
+                            format!("attach to {iface} failed in native and generic mode")
+                        })?,
+                        "generic",
+                    )
+                }
+            },
+        };
+        // Pin it: take the link out, pin, and hand it back to the program.
+        let id = match prog.take_link(link).map(FdLink::try_from) {
+            Ok(Ok(fd_link)) => {
+                let pinned = fd_link
+                    .pin(&pin)
+                    .with_context(|| format!("pinning {}", pin.display()))?;
+                let link = XdpLink::try_from(FdLink::from(pinned))?;
+                prog.attach_to_link(link)?
+            }
+            _ => bail!(
+                "{iface}: the kernel attached XDP without a bpf_link; lb needs Linux 5.9 or newer"
+            ),
+        };
+        info!(
+            "attached to {iface} (ifindex {ifindex}) by XDP in {used} mode, link pinned at {}",
+            pin.display()
+        );
+        Ok(Attached::Xdp(id))
+    }
+
+    /// Attaches the tc program to `iface`'s ingress as a tcx link (Linux
+    /// 6.6; no qdisc needed), pinned like an XDP link.
+    fn attach_tc(&mut self, iface: &str) -> Result<Attached> {
+        let ifindex = ifindex(iface)?;
+        let pin = link_pin(&self.pin_dir, Hook::Tc, iface);
+        let prog = self.tc_program();
+        if pin.exists() {
+            let link: FdLink = PinnedLink::from_pin(&pin)
+                .with_context(|| format!("opening {}", pin.display()))?
+                .into();
+            let link =
+                SchedClassifierLink::try_from(link).context("the pinned link is not a tc link")?;
+            let id = prog
+                .attach_to_link(link)
+                .with_context(|| format!("replacing the tc program on {iface}"))?;
+            info!("took over {iface} (ifindex {ifindex}) from the previous agent's pinned tc link");
+            return Ok(Attached::Tc(id));
+        }
+        let link = prog
+            .attach_with_options(
+                iface,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .with_context(|| {
+                format!("attaching tc (tcx ingress) to {iface}; lb needs Linux 6.6")
+            })?;
+        let fd_link: FdLink = prog
+            .take_link(link)?
+            .try_into()
+            .with_context(|| format!("{iface}: the tc attachment is not a bpf_link"))?;
+        let pinned = fd_link
+            .pin(&pin)
+            .with_context(|| format!("pinning {}", pin.display()))?;
+        let id = prog.attach_to_link(SchedClassifierLink::try_from(FdLink::from(pinned))?)?;
+        info!(
+            "attached to {iface} (ifindex {ifindex}) by tc, link pinned at {}",
+            pin.display()
+        );
+        Ok(Attached::Tc(id))
     }
 
     /// Detaches from every interface and removes the pins: a clean stop.
     pub fn shutdown(mut self) -> Result<()> {
         // A pinned link stays attached while its pin exists: unpin first.
         for (iface, _) in &self.links {
-            let _ = fs::remove_file(self.pin_dir.join(format!("link_{iface}")));
+            for hook in [Hook::Xdp, Hook::Tc] {
+                let _ = fs::remove_file(link_pin(&self.pin_dir, hook, iface));
+            }
         }
         for (iface, link) in std::mem::take(&mut self.links) {
-            if let Err(e) = self.program().detach(link) {
+            let r = match link {
+                Attached::Xdp(id) => self.program().detach(id),
+                Attached::Tc(id) => self.tc_program().detach(id),
+            };
+            if let Err(e) = r {
                 warn!("detaching from {iface}: {e}");
             }
         }

@@ -95,7 +95,7 @@ const MINIMAL: &str = "interfaces: [eth0]\n";
 #[test]
 fn design_example_parses_with_its_values() {
     let c = parse_ok(EXAMPLE);
-    assert_eq!(c.interfaces, ["eth0", "eth1"]);
+    assert_eq!(c.interface_names(), ["eth0", "eth1"]);
     assert_eq!(c.xdp_mode, XdpMode::Auto);
 
     let p = &c.probes["web-http"];

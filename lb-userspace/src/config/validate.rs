@@ -31,7 +31,7 @@ pub(super) fn check(config: &Config, index: &PosIndex, file: &str) -> Vec<Config
             ),
         );
     }
-    c.interfaces(&config.interfaces);
+    c.interfaces(&config.interface_names());
     for (name, probe) in &config.probes {
         c.probe(name, probe);
     }
@@ -146,7 +146,7 @@ impl Checker<'_> {
         if interfaces.is_empty() {
             self.value(
                 "interfaces",
-                "list at least one interface for XDP to attach to, e.g. `interfaces: [eth0, eth1]`",
+                "list at least one interface for the datapath to attach to, e.g. `interfaces: [eth0, eth1]`",
             );
         }
         if interfaces.len() > MAX_IFACES as usize {

@@ -190,6 +190,13 @@ pub fn check_interfaces(interfaces: &[String]) {
     }
 }
 
+/// Whether `iface` is a veth (`hook: auto` runs tc there).
+pub fn is_veth(iface: &str) -> io::Result<bool> {
+    let nl = netlink::Socket::open(NL_TIMEOUT)?;
+    let ifindex = super::ifindex(iface).map_err(io::Error::other)?;
+    Ok(get_link(&nl, ifindex, None)?.kind.as_deref() == Some("veth"))
+}
+
 fn check_interface(nl: &netlink::Socket, iface: &str) -> io::Result<()> {
     let ifindex = super::ifindex(iface).map_err(io::Error::other)?;
     let link = get_link(nl, ifindex, None)?;
