@@ -9,6 +9,9 @@
 //! and no dependency on iproute2 being installed. The requests take the
 //! address as an `IpAddr`, so IPv6 addresses differ only in family.
 //!
+//! The announcements are pnet's Ethernet and ARP packets, sent whole on an
+//! AF_PACKET socket that takes the protocol from the frame's ethertype.
+//!
 //! Every function acts in the calling thread's network namespace (the agent
 //! runs inside the one it serves) and opens and closes its own socket: these
 //! are rare events (a role change, a periodic check), not a hot path.
@@ -27,6 +30,12 @@ use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     address::{AddressAttribute, AddressMessage, AddressScope},
 };
+use pnet_base::MacAddr;
+use pnet_packet::{
+    MutablePacket,
+    arp::{ArpHardwareTypes, ArpOperation, ArpOperations, MutableArpPacket},
+    ethernet::{EtherTypes, EthernetPacket, MutableEthernetPacket},
+};
 
 use crate::{
     config::{FloatingIp, Ipv4Cidr},
@@ -39,10 +48,6 @@ const NL_TIMEOUT: Duration = Duration::from_secs(5);
 /// is retried this many times before giving up.
 const DUMP_ATTEMPTS: usize = 3;
 
-/// ARP opcode of a request (RFC 826).
-const ARP_REQUEST: u16 = 1;
-/// ARP opcode of a reply.
-const ARP_REPLY: u16 = 2;
 /// Minimum Ethernet frame without FCS: shorter frames get padded by the NIC
 /// or, on some drivers, dropped, so pad ourselves.
 const ETH_MIN_FRAME: usize = 60;
@@ -113,7 +118,7 @@ pub fn send_garp(ip: &FloatingIp) -> Result<()> {
         .map_err(with_hint)
         .with_context(ctx)?;
     let mac = hw_addr(&sock, &ip.interface).with_context(ctx)?;
-    for op in [ARP_REQUEST, ARP_REPLY] {
+    for op in [ArpOperations::Request, ArpOperations::Reply] {
         send_frame(&sock, ifindex, &garp_frame(mac, ip.address.addr, op))
             .map_err(with_hint)
             .with_context(ctx)?;
@@ -287,20 +292,24 @@ fn holds_addr(ifindex: u32, addr: IpAddr) -> io::Result<bool> {
 /// A gratuitous ARP frame (RFC 5227's announcement layout): broadcast
 /// Ethernet destination, sender and target protocol address both `addr`,
 /// target hardware address zero, padded with zeros to the 60-byte minimum.
-fn garp_frame(mac: [u8; 6], addr: Ipv4Addr, op: u16) -> [u8; ETH_MIN_FRAME] {
+/// An IPv6 address would be announced by an unsolicited neighbour
+/// advertisement instead (pnet's `icmpv6::ndp`), sent the same way.
+fn garp_frame(mac: MacAddr, addr: Ipv4Addr, op: ArpOperation) -> [u8; ETH_MIN_FRAME] {
     let mut f = [0u8; ETH_MIN_FRAME];
-    f[0..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&(libc::ETH_P_ARP as u16).to_be_bytes());
-    f[14..16].copy_from_slice(&libc::ARPHRD_ETHER.to_be_bytes());
-    f[16..18].copy_from_slice(&(libc::ETH_P_IP as u16).to_be_bytes());
-    f[18] = 6; // hardware address length
-    f[19] = 4; // protocol address length
-    f[20..22].copy_from_slice(&op.to_be_bytes());
-    f[22..28].copy_from_slice(&mac);
-    f[28..32].copy_from_slice(&addr.octets());
-    // f[32..38]: target MAC, zero.
-    f[38..42].copy_from_slice(&addr.octets());
+    let mut eth = MutableEthernetPacket::new(&mut f).expect("60 bytes hold an Ethernet header");
+    eth.set_destination(MacAddr::broadcast());
+    eth.set_source(mac);
+    eth.set_ethertype(EtherTypes::Arp);
+    let mut arp = MutableArpPacket::new(eth.payload_mut()).expect("46 bytes hold an ARP packet");
+    arp.set_hardware_type(ArpHardwareTypes::Ethernet);
+    arp.set_protocol_type(EtherTypes::Ipv4);
+    arp.set_hw_addr_len(6);
+    arp.set_proto_addr_len(4);
+    arp.set_operation(op);
+    arp.set_sender_hw_addr(mac);
+    arp.set_sender_proto_addr(addr);
+    arp.set_target_hw_addr(MacAddr::zero());
+    arp.set_target_proto_addr(addr);
     f
 }
 
@@ -335,7 +344,7 @@ fn sockaddr_ll(ifindex: u32, protocol: u16) -> libc::sockaddr_ll {
 
 /// The interface's Ethernet address (SIOCGIFHWADDR). Not /sys/class/net:
 /// sysfs shows the namespace it was mounted in, not necessarily ours.
-fn hw_addr(sock: &OwnedFd, name: &str) -> Result<[u8; 6]> {
+fn hw_addr(sock: &OwnedFd, name: &str) -> Result<MacAddr> {
     // SAFETY: ifreq is plain data (a name and a union); all-zero is valid.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     if name.len() >= ifr.ifr_name.len() {
@@ -357,17 +366,19 @@ fn hw_addr(sock: &OwnedFd, name: &str) -> Result<[u8; 6]> {
             hw.sa_family
         );
     }
-    let mut mac = [0u8; 6];
-    for (dst, src) in mac.iter_mut().zip(hw.sa_data) {
-        *dst = src as u8;
-    }
-    Ok(mac)
+    let b = hw.sa_data.map(|c| c as u8);
+    Ok(MacAddr::new(b[0], b[1], b[2], b[3], b[4], b[5]))
 }
 
+/// Sends `frame`, a whole Ethernet frame, out of `ifindex`.
 fn send_frame(sock: &OwnedFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
-    // The protocol here sets the skb's protocol; the frame carries its own
-    // Ethernet header, so no destination address is needed (SOCK_RAW).
-    let sll = sockaddr_ll(ifindex, libc::ETH_P_ARP as u16);
+    // The protocol here sets the skb's protocol: the frame's ethertype. The
+    // frame carries its own Ethernet header, so no destination address is
+    // needed (SOCK_RAW).
+    let ethertype = EthernetPacket::new(frame)
+        .ok_or_else(|| io::Error::other("frame shorter than an Ethernet header"))?
+        .get_ethertype();
+    let sll = sockaddr_ll(ifindex, ethertype.0);
     // SAFETY: the frame and address are valid for the call's duration.
     let n = unsafe {
         libc::sendto(
@@ -383,7 +394,7 @@ fn send_frame(sock: &OwnedFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     if n as usize != frame.len() {
-        return Err(io::Error::other("short send of the ARP frame"));
+        return Err(io::Error::other("short send of the frame"));
     }
     Ok(())
 }
@@ -541,8 +552,8 @@ mod tests {
     fn garp_frame_layout() {
         let mac = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
         let addr = Ipv4Addr::new(192, 0, 2, 10);
-        for op in [ARP_REQUEST, ARP_REPLY] {
-            let f = garp_frame(mac, addr, op);
+        for (op, code) in [(ArpOperations::Request, 1), (ArpOperations::Reply, 2)] {
+            let f = garp_frame(MacAddr::new(2, 0x11, 0x22, 0x33, 0x44, 0x55), addr, op);
             assert_eq!(f.len(), 60);
             assert_eq!(f[0..6], [0xff; 6], "broadcast destination");
             assert_eq!(f[6..12], mac, "source MAC");
@@ -550,7 +561,7 @@ mod tests {
             assert_eq!(f[14..16], [0, 1], "htype Ethernet");
             assert_eq!(f[16..18], [0x08, 0x00], "ptype IPv4");
             assert_eq!(f[18..20], [6, 4], "address lengths");
-            assert_eq!(f[20..22], op.to_be_bytes(), "opcode");
+            assert_eq!(f[20..22], [0, code], "opcode");
             assert_eq!(f[22..28], mac, "sender MAC");
             assert_eq!(f[28..32], [192, 0, 2, 10], "sender IP");
             assert_eq!(f[32..38], [0; 6], "target MAC");
