@@ -1,27 +1,39 @@
-//! The rtnetlink plumbing the agent's one-shot requests share (floating IPs
-//! in ha/floating.rs, the veth checks in datapath/attach_warnings.rs): a
-//! NETLINK_ROUTE socket with a receive timeout, request encoding, and the
-//! readers for an ack, a single answer and a dump, every length checked.
+//! The glue the agent's one-shot rtnetlink requests share (floating IPs in
+//! ha/floating.rs, the veth checks in datapath/attach_warnings.rs): a
+//! request/reply exchange on a netlink-sys socket, with the messages
+//! encoded and decoded by netlink-packet-route.
 //!
-//! Raw netlink rather than `ip` or a netlink crate: the kernel's errno comes
-//! back as is (callers tell EEXIST or EADDRNOTAVAIL from real failures), there
-//! is no output to parse and no dependency on iproute2. A socket acts in the
-//! network namespace of the thread that opened it. Callers open one per task
-//! (a role change, a check at attach time): nothing here is a hot path. The
-//! change notifications routewatch.rs listens to need a non-blocking,
-//! subscribed socket instead, and it keeps its own.
+//! What is left here is what those crates leave to their caller: matching a
+//! reply to its request by sequence number, reading to the end of a dump,
+//! a receive timeout, and the kernel's errno handed back as an
+//! `io::Error`, so callers tell EEXIST or EADDRNOTAVAIL from real failures.
+//!
+//! Synchronous on purpose, not the async `rtnetlink` crate: the callers run
+//! inside the HA event loop and in plain threads, and its requests need a
+//! connection task on a runtime. A socket acts in the network namespace of
+//! the thread that opened it; callers open one per task (a role change, a
+//! check at attach time), so which namespace they act in is plain to see.
+//! Nothing here is a hot path. The change notifications routewatch.rs
+//! listens to need a non-blocking, subscribed socket instead, and it keeps
+//! its own.
 
 use std::{
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::AsRawFd,
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
-/// `sizeof(struct nlmsghdr)`.
-pub(crate) const NLMSG_HDRLEN: usize = 16;
-/// `sizeof(struct rtattr)`.
-pub(crate) const RTA_HDRLEN: usize = 4;
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_ALIGNTO, NetlinkBuffer,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{SocketAddr, protocols::NETLINK_ROUTE};
+
+/// One rtnetlink message, header and all.
+pub(crate) type Message = NetlinkMessage<RouteNetlinkMessage>;
+
 /// Receive buffer for one netlink datagram. The kernel sizes dump datagrams
 /// to the reader's buffer but never above 32 KiB; anything larger is
 /// reported as truncated rather than silently cut.
@@ -30,11 +42,6 @@ const RECV_BUF: usize = 32 * 1024;
 /// Sequence numbers for our requests, so a reply is matched to the request
 /// that caused it. Process-wide so two requests never share one.
 static SEQ: AtomicU32 = AtomicU32::new(1);
-
-/// The sequence number for the next request.
-pub(crate) fn next_seq() -> u32 {
-    SEQ.fetch_add(1, Ordering::Relaxed)
-}
 
 /// `Err` with errno for a negative libc return value.
 pub(crate) fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
@@ -45,131 +52,60 @@ pub(crate) fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Encoding
-
-/// Starts a request: a `struct nlmsghdr` whose length [`finish`] fills in.
-pub(crate) fn put_nlmsghdr(m: &mut Vec<u8>, ty: u16, flags: u16, seq: u32) {
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&ty.to_ne_bytes());
-    m.extend_from_slice(&flags.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    // nlmsg_pid 0: the kernel fills in our port id.
-    m.extend_from_slice(&0u32.to_ne_bytes());
-}
-
-/// Appends one attribute, padded to 4 bytes.
-pub(crate) fn put_attr(m: &mut Vec<u8>, ty: u16, data: &[u8]) {
-    let len = RTA_HDRLEN + data.len();
-    m.extend_from_slice(&(len as u16).to_ne_bytes());
-    m.extend_from_slice(&ty.to_ne_bytes());
-    m.extend_from_slice(data);
-    m.resize(align4(m.len()), 0);
-}
-
-/// Patches the message length into the header [`put_nlmsghdr`] wrote.
-pub(crate) fn finish(mut m: Vec<u8>) -> Vec<u8> {
-    let len = m.len() as u32;
-    m[0..4].copy_from_slice(&len.to_ne_bytes());
-    m
-}
-
-// ---------------------------------------------------------------------------
-// Parsing
-
-pub(crate) fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-pub(crate) fn ne_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_ne_bytes([b[at], b[at + 1]])
-}
-
-pub(crate) fn ne_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-pub(crate) fn bad_msg(what: &str) -> io::Error {
+fn bad_msg(what: impl std::fmt::Display) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
         format!("malformed netlink reply: {what}"),
     )
 }
 
-/// One netlink message of a received datagram.
-#[derive(Debug)]
-pub(crate) struct Msg<'a> {
-    pub(crate) ty: u16,
-    pub(crate) flags: u16,
-    pub(crate) seq: u32,
-    pub(crate) payload: &'a [u8],
+/// `msg` as a request with `flags` and sequence number `seq`, ready to send.
+pub(crate) fn encode(msg: RouteNetlinkMessage, flags: u16, seq: u32) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    header.sequence_number = seq;
+    let mut m = Message::new(header, NetlinkPayload::InnerMessage(msg));
+    m.finalize();
+    let mut buf = vec![0; m.buffer_len()];
+    m.serialize(&mut buf);
+    buf
 }
 
-/// Splits a datagram into its messages, checking every length against what
-/// is left of the buffer.
-pub(crate) fn parse_messages(mut buf: &[u8]) -> io::Result<Vec<Msg<'_>>> {
+/// The messages of one datagram, each cut to its header's length (checked
+/// against what is left of the datagram).
+pub(crate) fn split(mut datagram: &[u8]) -> io::Result<Vec<NetlinkBuffer<&[u8]>>> {
     let mut out = Vec::new();
-    while !buf.is_empty() {
-        if buf.len() < NLMSG_HDRLEN {
-            return Err(bad_msg("truncated header"));
-        }
-        let len = ne_u32(buf, 0) as usize;
-        if len < NLMSG_HDRLEN || len > buf.len() {
-            return Err(bad_msg("message length out of bounds"));
-        }
-        out.push(Msg {
-            ty: ne_u16(buf, 4),
-            flags: ne_u16(buf, 6),
-            seq: ne_u32(buf, 8),
-            payload: &buf[NLMSG_HDRLEN..len],
-        });
+    while !datagram.is_empty() {
+        let len = NetlinkBuffer::new_checked(datagram)
+            .map_err(bad_msg)?
+            .length() as usize;
+        out.push(NetlinkBuffer::new(&datagram[..len]));
         // The last message may omit its alignment padding.
-        buf = &buf[align4(len).min(buf.len())..];
+        let next = len.next_multiple_of(usize::from(NLMSG_ALIGNTO));
+        datagram = &datagram[next.min(datagram.len())..];
     }
     Ok(out)
 }
 
-/// The attributes in `buf` as (type, data), checking every length. The type
-/// has NLA_F_NESTED / NLA_F_NET_BYTEORDER (the top two bits) cleared.
-pub(crate) fn attrs(mut buf: &[u8]) -> io::Result<Vec<(u16, &[u8])>> {
-    let mut out = Vec::new();
-    while !buf.is_empty() {
-        if buf.len() < RTA_HDRLEN {
-            return Err(bad_msg("truncated attribute header"));
-        }
-        let len = usize::from(ne_u16(buf, 0));
-        if len < RTA_HDRLEN || len > buf.len() {
-            return Err(bad_msg("attribute length out of bounds"));
-        }
-        out.push((ne_u16(buf, 2) & 0x3fff, &buf[RTA_HDRLEN..len]));
-        buf = &buf[align4(len).min(buf.len())..];
-    }
-    Ok(out)
+/// Decodes one message that [`split`] cut out.
+pub(crate) fn decode(m: &NetlinkBuffer<&[u8]>) -> io::Result<Message> {
+    Message::deserialize(m.buffer).map_err(bad_msg)
 }
 
-/// The errno of an NLMSG_ERROR or NLMSG_DONE payload (`struct nlmsgerr`,
-/// or the dump's `int` status): 0 for success, otherwise positive.
-fn ack_errno(payload: &[u8]) -> io::Result<i32> {
-    if payload.len() < 4 {
-        return Err(bad_msg("truncated error message"));
-    }
-    let err = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
-    Ok(err.checked_neg().unwrap_or(i32::MAX))
-}
-
-fn errno_result(errno: i32) -> io::Result<()> {
-    match errno {
+/// `Ok` for 0, the errno otherwise: an NLMSG_ERROR's or NLMSG_DONE's code
+/// is a negative errno.
+fn errno_result(code: i32) -> io::Result<()> {
+    match code {
         0 => Ok(()),
-        errno => Err(io::Error::from_raw_os_error(errno)),
+        code => Err(io::Error::from_raw_os_error(
+            code.checked_neg().unwrap_or(i32::MAX),
+        )),
     }
 }
-
-// ---------------------------------------------------------------------------
-// The socket
 
 /// A NETLINK_ROUTE socket, closed on drop.
 pub(crate) struct Socket {
-    fd: OwnedFd,
+    sock: netlink_sys::Socket,
 }
 
 impl Socket {
@@ -177,268 +113,218 @@ impl Socket {
     /// synchronously, so the timeout only bounds a wedged kernel or a lost
     /// reply, never a normal call.
     pub(crate) fn open(timeout: Duration) -> io::Result<Socket> {
-        // SAFETY: plain socket(2); the fd is owned right below.
-        let raw = check(unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        })?;
-        // SAFETY: a fresh fd nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let sock = Socket { fd };
+        let sock = netlink_sys::Socket::new(NETLINK_ROUTE)?;
+        // netlink-sys has no setter for SO_RCVTIMEO.
         let tv = libc::timeval {
             tv_sec: timeout.as_secs() as libc::time_t,
             tv_usec: timeout.subsec_micros() as libc::suseconds_t,
         };
-        sock.setsockopt(libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
-        Ok(sock)
+        // SAFETY: `tv` is a live timeval of the size passed.
+        check(unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        })?;
+        Ok(Socket { sock })
     }
 
     /// Asks for NETLINK_GET_STRICT_CHK (Linux >= 4.20): dumps honour the
     /// request's filters, and requests with fields the kernel ignores are
     /// rejected instead.
     pub(crate) fn strict_checking(&self) -> io::Result<()> {
-        self.setsockopt(libc::SOL_NETLINK, libc::NETLINK_GET_STRICT_CHK, &1i32)
+        self.sock.set_netlink_get_strict_chk(true)
     }
 
-    fn setsockopt<T>(&self, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
-        // SAFETY: `val` points to a live `T` of the size passed.
-        check(unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                level,
-                name,
-                (val as *const T).cast(),
-                size_of::<T>() as libc::socklen_t,
-            )
-        })
-        .map(drop)
-    }
-
-    /// Sends one request to the kernel.
-    pub(crate) fn send(&self, msg: &[u8]) -> io::Result<()> {
-        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
-        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: the buffer and address are valid for the call's duration.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                (&raw const kernel).cast(),
-                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if n as usize != msg.len() {
+    /// Sends `msg` with `flags` (NLM_F_REQUEST is added); returns the
+    /// sequence number its answers will carry.
+    fn send(&self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<u32> {
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let buf = encode(msg, NLM_F_REQUEST | flags, seq);
+        let n = self.sock.send_to(&buf, &SocketAddr::new(0, 0), 0)?;
+        if n != buf.len() {
             return Err(io::Error::other("short netlink send"));
         }
-        Ok(())
+        Ok(seq)
     }
 
     /// One datagram into `buf`; an error if it did not fit.
     fn recv<'b>(&self, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
         loop {
-            // SAFETY: `buf` is valid for writes of its length. MSG_TRUNC
-            // makes the kernel return the datagram's real length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_TRUNC,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "no answer from the kernel (netlink)",
-                        ));
-                    }
-                    _ => return Err(e),
+            // MSG_TRUNC makes the kernel return the datagram's real length.
+            match self.sock.recv(&mut &mut buf[..], libc::MSG_TRUNC) {
+                Ok(n) if n > buf.len() => {
+                    return Err(bad_msg("datagram larger than the receive buffer"));
                 }
+                Ok(n) => return Ok(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no answer from the kernel (netlink)",
+                    ));
+                }
+                Err(e) => return Err(e),
             }
-            let n = n as usize;
-            if n > buf.len() {
-                return Err(bad_msg("datagram larger than the receive buffer"));
-            }
-            return Ok(&buf[..n]);
         }
     }
 
     /// Hands every message answering `seq` to `each` until it returns a
-    /// value; messages for other (earlier, abandoned) requests are skipped.
+    /// value; messages for other (earlier, abandoned) requests are skipped
+    /// without being decoded.
     fn replies<T>(
         &self,
         seq: u32,
-        mut each: impl FnMut(&Msg<'_>) -> io::Result<Option<T>>,
+        mut each: impl FnMut(Message) -> io::Result<Option<T>>,
     ) -> io::Result<T> {
         let mut buf = vec![0u8; RECV_BUF];
         loop {
             let datagram = self.recv(&mut buf)?;
-            for m in parse_messages(datagram)? {
-                if m.seq != seq {
+            for m in split(datagram)? {
+                if m.sequence_number() != seq {
                     continue;
                 }
-                if let Some(v) = each(&m)? {
+                if let Some(v) = each(decode(&m)?)? {
                     return Ok(v);
                 }
             }
         }
     }
 
-    /// Reads until the NLMSG_ERROR answering `seq` (a request sent with
-    /// NLM_F_ACK): `Ok` for an ack, the kernel's errno otherwise.
-    pub(crate) fn wait_ack(&self, seq: u32) -> io::Result<()> {
-        self.replies(seq, |m| {
-            if m.ty != libc::NLMSG_ERROR as u16 {
-                return Ok(None);
-            }
-            errno_result(ack_errno(m.payload)?).map(Some)
+    /// Sends `msg` with NLM_F_ACK and `flags` and waits for the kernel's
+    /// answer: `Ok` for an ack, the kernel's errno otherwise.
+    pub(crate) fn ack(&self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        let seq = self.send(msg, NLM_F_ACK | flags)?;
+        self.replies(seq, |m| match m.payload {
+            NetlinkPayload::Error(e) => errno_result(e.raw_code()).map(Some),
+            _ => Ok(None),
         })
     }
 
-    /// Reads until the message of type `ty` answering `seq` and parses its
-    /// payload, or returns the errno of an NLMSG_ERROR in its place.
-    pub(crate) fn wait_reply<T>(
-        &self,
-        seq: u32,
-        ty: u16,
-        parse: impl Fn(&[u8]) -> io::Result<T>,
-    ) -> io::Result<T> {
-        self.replies(seq, |m| {
-            if m.ty == libc::NLMSG_ERROR as u16 {
-                return Err(io::Error::from_raw_os_error(ack_errno(m.payload)?));
+    /// Sends the get request `msg` and returns its single answer, or the
+    /// kernel's errno.
+    pub(crate) fn get(&self, msg: RouteNetlinkMessage) -> io::Result<RouteNetlinkMessage> {
+        let seq = self.send(msg, 0)?;
+        self.replies(seq, |m| match m.payload {
+            NetlinkPayload::InnerMessage(inner) => Ok(Some(inner)),
+            NetlinkPayload::Error(e) => {
+                errno_result(e.raw_code())?;
+                Err(bad_msg("an ack where an answer was expected"))
             }
-            if m.ty == ty {
-                return parse(m.payload).map(Some);
-            }
-            Ok(None)
+            _ => Ok(None),
         })
     }
 
-    /// Reads the dump answering `seq` (a request sent with NLM_F_DUMP),
-    /// handing each entry to `each`, until NLMSG_DONE. An errno in
-    /// NLMSG_DONE or NLMSG_ERROR ends it with that error. `Ok(true)` if the
-    /// kernel marked it NLM_F_DUMP_INTR: the dumped objects changed while it
-    /// ran, so entries may be missing or doubled and the caller should ask
-    /// again.
-    pub(crate) fn read_dump(
+    /// Sends the dump request `msg` and hands each entry to `each` until
+    /// NLMSG_DONE. An errno in NLMSG_DONE or NLMSG_ERROR ends it with that
+    /// error. `Ok(true)` if the kernel marked it NLM_F_DUMP_INTR: the dumped
+    /// objects changed while it ran, so entries may be missing or doubled
+    /// and the caller should ask again.
+    pub(crate) fn dump(
         &self,
-        seq: u32,
-        mut each: impl FnMut(&Msg<'_>) -> io::Result<()>,
+        msg: RouteNetlinkMessage,
+        mut each: impl FnMut(RouteNetlinkMessage),
     ) -> io::Result<bool> {
+        let seq = self.send(msg, NLM_F_DUMP)?;
         let mut interrupted = false;
         self.replies(seq, |m| {
-            interrupted |= m.flags & libc::NLM_F_DUMP_INTR as u16 != 0;
-            match m.ty {
-                t if t == libc::NLMSG_DONE as u16 => {
-                    // NLMSG_DONE carries the dump's own error, if any.
-                    if m.payload.len() >= 4 {
-                        errno_result(ack_errno(m.payload)?)?;
-                    }
-                    Ok(Some(()))
-                }
-                t if t == libc::NLMSG_ERROR as u16 => {
-                    errno_result(ack_errno(m.payload)?)?;
+            interrupted |= m.header.flags & NLM_F_DUMP_INTR != 0;
+            match m.payload {
+                NetlinkPayload::Done(done) => errno_result(done.code).map(Some),
+                NetlinkPayload::Error(e) => errno_result(e.raw_code()).map(|()| None),
+                NetlinkPayload::InnerMessage(inner) => {
+                    each(inner);
                     Ok(None)
                 }
-                _ => each(m).map(|()| None),
+                _ => Ok(None),
             }
         })?;
         Ok(interrupted)
     }
 }
 
+/// Raw messages as the kernel sends them, for the tests of the modules that
+/// decode them.
+#[cfg(test)]
+pub(crate) mod kernel {
+    /// A netlink message of type `ty` with `payload`.
+    pub(crate) fn msg(ty: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&(16 + payload.len() as u32).to_ne_bytes());
+        m.extend_from_slice(&ty.to_ne_bytes());
+        m.extend_from_slice(&flags.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(payload);
+        m
+    }
+
+    /// An attribute, padded to 4 bytes.
+    pub(crate) fn attr(ty: u16, data: &[u8]) -> Vec<u8> {
+        let mut a = Vec::new();
+        a.extend_from_slice(&(4 + data.len() as u16).to_ne_bytes());
+        a.extend_from_slice(&ty.to_ne_bytes());
+        a.extend_from_slice(data);
+        a.resize(a.len().next_multiple_of(4), 0);
+        a
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use netlink_packet_core::NLMSG_DONE;
 
-    /// A message of type `ty` with `payload`, as the kernel sends it.
-    fn msg(ty: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
-        let mut m = Vec::new();
-        put_nlmsghdr(&mut m, ty, 0, seq);
-        m.extend_from_slice(payload);
-        finish(m)
-    }
-
-    #[test]
-    fn request_encoding() {
-        let mut m = Vec::new();
-        put_nlmsghdr(&mut m, 20, 0x405, 42);
-        put_attr(&mut m, 2, &[192, 0, 2, 10]);
-        put_attr(&mut m, 3, b"lo\0");
-        let m = finish(m);
-        let mut want = Vec::new();
-        want.extend_from_slice(&32u32.to_ne_bytes());
-        want.extend_from_slice(&20u16.to_ne_bytes());
-        want.extend_from_slice(&0x405u16.to_ne_bytes());
-        want.extend_from_slice(&42u32.to_ne_bytes());
-        want.extend_from_slice(&0u32.to_ne_bytes());
-        want.extend_from_slice(&8u16.to_ne_bytes());
-        want.extend_from_slice(&2u16.to_ne_bytes());
-        want.extend_from_slice(&[192, 0, 2, 10]);
-        want.extend_from_slice(&7u16.to_ne_bytes());
-        want.extend_from_slice(&3u16.to_ne_bytes());
-        want.extend_from_slice(b"lo\0\0");
-        assert_eq!(m, want);
-    }
+    use super::{kernel::msg, *};
 
     #[test]
     fn splits_a_multipart_datagram() {
-        let mut d = msg(20, 3, &[1, 2, 3, 4, 5]);
-        d.resize(align4(d.len()), 0);
-        d.extend(msg(3, 3, &0i32.to_ne_bytes()));
-        let msgs = parse_messages(&d).expect("well-formed");
+        let mut d = msg(20, 2, 3, &[1, 2, 3, 4, 5]);
+        d.resize(d.len().next_multiple_of(4), 0);
+        d.extend(msg(NLMSG_DONE, 2, 3, &0i32.to_ne_bytes()));
+        let msgs = split(&d).expect("well-formed");
         assert_eq!(msgs.len(), 2);
-        assert_eq!((msgs[0].ty, msgs[0].payload), (20, &[1, 2, 3, 4, 5][..]));
-        assert_eq!(msgs[1].ty, 3);
-        assert!(msgs.iter().all(|m| m.seq == 3));
+        assert_eq!(
+            (msgs[0].message_type(), msgs[0].payload()),
+            (20, &[1, 2, 3, 4, 5][..])
+        );
+        assert_eq!(msgs[1].message_type(), NLMSG_DONE);
+        assert!(msgs.iter().all(|m| m.sequence_number() == 3));
+        assert!(matches!(
+            decode(&msgs[1]).expect("a done message").payload,
+            NetlinkPayload::Done(_)
+        ));
     }
 
     #[test]
     fn rejects_bad_message_lengths() {
-        let good = msg(20, 1, &[0; 8]);
+        let good = msg(20, 0, 1, &[0; 8]);
         // Shorter than a header.
-        assert!(parse_messages(&good[..10]).is_err());
+        assert!(split(&good[..10]).is_err());
         // Length field beyond the datagram.
-        assert!(parse_messages(&good[..good.len() - 1]).is_err());
+        assert!(split(&good[..good.len() - 1]).is_err());
         // Length field below the header size.
         let mut tiny = good.clone();
         tiny[0..4].copy_from_slice(&8u32.to_ne_bytes());
-        assert!(parse_messages(&tiny).is_err());
+        assert!(split(&tiny).is_err());
     }
 
     #[test]
-    fn walks_attributes_and_rejects_bad_lengths() {
-        let mut a = Vec::new();
-        put_attr(&mut a, 3 | 0x8000, b"x\0");
-        put_attr(&mut a, 5, &9u32.to_ne_bytes());
-        let got = attrs(&a).expect("well-formed");
-        assert_eq!(got, [(3, &b"x\0"[..]), (5, &9u32.to_ne_bytes()[..])]);
-        // Longer than what is left.
-        assert!(attrs(&[40, 0, 8, 0]).is_err());
-        // Header cut short.
-        assert!(attrs(&[8, 0]).is_err());
-    }
-
-    #[test]
-    fn ack_errno_is_positive() {
-        assert_eq!(
-            ack_errno(&(-libc::EEXIST).to_ne_bytes()).unwrap(),
-            libc::EEXIST
-        );
-        assert_eq!(ack_errno(&0i32.to_ne_bytes()).unwrap(), 0);
-        assert!(ack_errno(&[0, 0]).is_err());
+    fn errors_carry_the_positive_errno() {
+        let e = errno_result(-libc::EEXIST).expect_err("an error");
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        assert!(errno_result(0).is_ok());
+        // A kernel's NLMSG_ERROR: the errno, then the request's header.
+        let mut payload = (-libc::EADDRNOTAVAIL).to_ne_bytes().to_vec();
+        payload.extend(msg(21, 5, 9, &[]));
+        let d = msg(2, 0, 9, &payload);
+        let m = decode(&split(&d).unwrap()[0]).unwrap();
+        let NetlinkPayload::Error(e) = m.payload else {
+            panic!("not an error: {m:?}");
+        };
+        let e = errno_result(e.raw_code()).expect_err("an error");
+        assert_eq!(e.raw_os_error(), Some(libc::EADDRNOTAVAIL));
     }
 }

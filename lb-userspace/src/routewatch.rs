@@ -10,26 +10,30 @@
 //! (`lb_common::HOP_MAX_AGE`, about a second).
 //!
 //! The same changes refresh the datapath's list of VLAN devices (vlans.rs).
-use std::{
-    io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-};
+//!
+//! The socket is netlink-sys's. The notifications are not decoded: any
+//! message is a change, and a change the decoder did not know (a newer
+//! kernel's attribute) must still bump.
+use std::io;
 
 use anyhow::{Context, Result};
 use aya::maps::{Array, MapData};
 use log::{debug, warn};
+use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::vlans::Vlans;
 
-/// rtnetlink multicast groups, as the legacy `nl_groups` bitmask (bit
-/// `group - 1`).
-const GROUPS: u32 = (1 << (libc::RTNLGRP_LINK - 1))
-    | (1 << (libc::RTNLGRP_NEIGH - 1))
-    | (1 << (libc::RTNLGRP_IPV4_IFADDR - 1))
-    | (1 << (libc::RTNLGRP_IPV4_ROUTE - 1))
-    | (1 << (libc::RTNLGRP_IPV4_RULE - 1))
-    | (1 << (RTNLGRP_NEXTHOP - 1));
+/// The rtnetlink multicast groups whose changes can move a next hop. IPv6
+/// adds its own address, route and rule groups here.
+const GROUPS: [u32; 6] = [
+    libc::RTNLGRP_LINK,
+    libc::RTNLGRP_NEIGH,
+    libc::RTNLGRP_IPV4_IFADDR,
+    libc::RTNLGRP_IPV4_ROUTE,
+    libc::RTNLGRP_IPV4_RULE,
+    RTNLGRP_NEXTHOP,
+];
 /// `RTNLGRP_NEXTHOP` (linux/rtnetlink.h; not in the libc crate).
 const RTNLGRP_NEXTHOP: u32 = 32;
 
@@ -86,44 +90,16 @@ fn bump(hop_gen: &mut Array<MapData, u32>) {
     }
 }
 
-fn subscribe() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is owned right after.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd nothing else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: all-zero is a valid sockaddr_nl; the fields are set below.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as u16;
-    addr.nl_groups = GROUPS;
-    // SAFETY: addr is a valid sockaddr_nl of the size passed.
-    let rc = unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            (&addr as *const libc::sockaddr_nl).cast(),
-            size_of::<libc::sockaddr_nl>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
+fn subscribe() -> io::Result<Socket> {
+    let mut sock = Socket::new(NETLINK_ROUTE)?;
+    sock.set_non_blocking(true)?;
+    sock.bind_auto()?;
+    for group in GROUPS {
+        sock.add_membership(group)?;
     }
     Ok(sock)
 }
 
-fn recv(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: buf is writable for its length.
-    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+fn recv(sock: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+    sock.recv(&mut &mut buf[..], 0)
 }

@@ -24,8 +24,12 @@ use std::{
 };
 
 use log::{debug, info, warn};
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    link::{self, InfoKind, LinkAttribute, LinkMessage, LinkXdp, XdpAttached},
+};
 
-use crate::netlink::{self, bad_msg, check, finish, ne_u32, put_attr, put_nlmsghdr};
+use crate::netlink::{self, check};
 
 // ---------------------------------------------------------------------------
 // What to warn about (pure)
@@ -200,12 +204,12 @@ pub fn is_veth(iface: &str) -> io::Result<bool> {
 fn check_interface(nl: &netlink::Socket, iface: &str) -> io::Result<()> {
     let ifindex = super::ifindex(iface).map_err(io::Error::other)?;
     let link = get_link(nl, ifindex, None)?;
-    if link.kind.as_deref() != Some("veth") {
+    if link.kind != Some(InfoKind::Veth) {
         return Ok(());
     }
     // Only generic mode needs no NAPI on the peer; anything else (native,
     // or a state we cannot read) is judged as native.
-    let native = link.xdp_attached != XDP_ATTACHED_SKB;
+    let native = link.xdp_attached != Some(XdpAttached::SocketBuffer);
     let Some(peer_index) = link.link.filter(|&i| i != 0) else {
         debug!("{iface}: veth without a visible peer");
         return Ok(());
@@ -278,37 +282,21 @@ pub fn check_mounted_bpffs(mount_point: &Path, pin_dir: &Path) {
 // ---------------------------------------------------------------------------
 // rtnetlink: RTM_GETLINK for one interface
 
-/// `sizeof(struct ifinfomsg)`.
-const IFINFOMSG_LEN: usize = 16;
 /// How long to wait for the kernel's answer to RTM_GETLINK.
 const NL_TIMEOUT: Duration = Duration::from_secs(2);
-
-// include/uapi/linux/if_link.h
-const IFLA_IFNAME: u16 = 3;
-const IFLA_LINK: u16 = 5;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_INFO_KIND: u16 = 1;
-const IFLA_LINK_NETNSID: u16 = 37;
-const IFLA_XDP: u16 = 43;
-const IFLA_TARGET_NETNSID: u16 = 46;
-const IFLA_XDP_ATTACHED: u16 = 2;
-const IFLA_XDP_DRV_PROG_ID: u16 = 5;
-const XDP_ATTACHED_DRV: u8 = 1;
-const XDP_ATTACHED_SKB: u8 = 2;
-const XDP_ATTACHED_MULTI: u8 = 4;
 
 /// What RTM_GETLINK tells about one interface.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct LinkInfo {
     name: String,
-    /// IFLA_INFO_KIND: "veth", "bridge", ...
-    kind: Option<String>,
+    /// IFLA_INFO_KIND: veth, bridge, ...
+    kind: Option<InfoKind>,
     /// IFLA_LINK: for a veth, the peer's ifindex (in its namespace).
     link: Option<u32>,
     /// IFLA_LINK_NETNSID: set when the peer is in another namespace.
     link_netnsid: Option<i32>,
-    /// IFLA_XDP_ATTACHED (XDP_ATTACHED_*; 0: none).
-    xdp_attached: u8,
+    /// IFLA_XDP_ATTACHED; `None`: no XDP attribute at all.
+    xdp_attached: Option<XdpAttached>,
     /// IFLA_XDP_DRV_PROG_ID present: a native program (with MULTI).
     xdp_drv_prog: bool,
 }
@@ -316,57 +304,43 @@ struct LinkInfo {
 impl LinkInfo {
     /// An XDP program in driver mode: the veth has NAPI for it.
     fn native_xdp(&self) -> bool {
-        self.xdp_attached == XDP_ATTACHED_DRV
-            || (self.xdp_attached == XDP_ATTACHED_MULTI && self.xdp_drv_prog)
+        match self.xdp_attached {
+            Some(XdpAttached::Driver) => true,
+            Some(XdpAttached::Multiple) => self.xdp_drv_prog,
+            _ => false,
+        }
     }
 }
 
-/// RTM_GETLINK for `ifindex`, in the namespace with id `nsid` if given.
-fn link_request(ifindex: u32, nsid: Option<i32>, seq: u32) -> Vec<u8> {
-    let mut m = Vec::with_capacity(40);
-    put_nlmsghdr(&mut m, libc::RTM_GETLINK, libc::NLM_F_REQUEST as u16, seq);
-    // struct ifinfomsg
-    m.push(libc::AF_UNSPEC as u8);
-    m.push(0);
-    m.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
-    m.extend_from_slice(&(ifindex as i32).to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes()); // ifi_flags
-    m.extend_from_slice(&0u32.to_ne_bytes()); // ifi_change
-    if let Some(nsid) = nsid {
-        put_attr(&mut m, IFLA_TARGET_NETNSID, &nsid.to_ne_bytes());
-    }
-    finish(m)
+/// RTM_GETLINK for `ifindex`, in the namespace with id `nsid` if given
+/// (IFLA_TARGET_NETNSID, which netlink-packet-route calls IfNetnsId).
+fn link_request(ifindex: u32, nsid: Option<i32>) -> RouteNetlinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = ifindex;
+    m.attributes.extend(nsid.map(LinkAttribute::IfNetnsId));
+    RouteNetlinkMessage::GetLink(m)
 }
 
-fn c_string(data: &[u8]) -> String {
-    let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
-    String::from_utf8_lossy(&data[..end]).into_owned()
-}
-
-/// Parses an RTM_NEWLINK payload (ifinfomsg and attributes).
-fn parse_link(payload: &[u8]) -> io::Result<LinkInfo> {
-    if payload.len() < IFINFOMSG_LEN {
-        return Err(bad_msg("truncated ifinfomsg"));
-    }
+/// What lb needs of an RTM_NEWLINK answer.
+fn link_info(m: &LinkMessage) -> LinkInfo {
     let mut l = LinkInfo::default();
-    let u32_of = |d: &[u8]| (d.len() >= 4).then(|| ne_u32(d, 0));
-    for (ty, data) in netlink::attrs(&payload[IFINFOMSG_LEN..])? {
-        match ty {
-            IFLA_IFNAME => l.name = c_string(data),
-            IFLA_LINK => l.link = u32_of(data),
-            IFLA_LINK_NETNSID => l.link_netnsid = u32_of(data).map(|v| v as i32),
-            IFLA_LINKINFO => {
-                for (ty, data) in netlink::attrs(data)? {
-                    if ty == IFLA_INFO_KIND {
-                        l.kind = Some(c_string(data));
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name.clone_from(n),
+            LinkAttribute::Link(i) => l.link = Some(*i),
+            LinkAttribute::LinkNetNsId(id) => l.link_netnsid = Some(*id),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let link::LinkInfo::Kind(k) = i {
+                        l.kind = Some(k.clone());
                     }
                 }
             }
-            IFLA_XDP => {
-                for (ty, data) in netlink::attrs(data)? {
-                    match ty {
-                        IFLA_XDP_ATTACHED => l.xdp_attached = data.first().copied().unwrap_or(0),
-                        IFLA_XDP_DRV_PROG_ID => l.xdp_drv_prog = true,
+            LinkAttribute::Xdp(xdp) => {
+                for x in xdp {
+                    match x {
+                        LinkXdp::Attached(a) => l.xdp_attached = Some(*a),
+                        LinkXdp::DrvProgId(_) => l.xdp_drv_prog = true,
                         _ => {}
                     }
                 }
@@ -374,14 +348,18 @@ fn parse_link(payload: &[u8]) -> io::Result<LinkInfo> {
             _ => {}
         }
     }
-    Ok(l)
+    l
 }
 
 /// The link `ifindex` (in the namespace with id `nsid`, if given).
 fn get_link(nl: &netlink::Socket, ifindex: u32, nsid: Option<i32>) -> io::Result<LinkInfo> {
-    let seq = netlink::next_seq();
-    nl.send(&link_request(ifindex, nsid, seq))?;
-    nl.wait_reply(seq, libc::RTM_NEWLINK, parse_link)
+    match nl.get(link_request(ifindex, nsid))? {
+        RouteNetlinkMessage::NewLink(m) => Ok(link_info(&m)),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("RTM_GETLINK answered with {other:?}"),
+        )),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -430,8 +408,10 @@ fn ethtool_get(sock: &OwnedFd, name: &str, cmd: u32) -> io::Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::NetlinkPayload;
+
     use super::*;
-    use crate::netlink::{NLMSG_HDRLEN, ne_u16};
+    use crate::netlink::{decode, encode, kernel, split};
 
     const OFF: Option<bool> = Some(false);
     const ON: Option<bool> = Some(true);
@@ -551,22 +531,51 @@ mod tests {
         assert!(t.contains("`mount -t bpf bpf /sys/fs/bpf`"));
     }
 
-    fn attr(ty: u16, data: &[u8]) -> Vec<u8> {
-        let mut a = Vec::new();
-        put_attr(&mut a, ty, data);
-        a
+    // include/uapi/linux/if_link.h, for messages as the kernel sends them.
+    const IFINFOMSG_LEN: usize = 16;
+    const IFLA_IFNAME: u16 = 3;
+    const IFLA_LINK: u16 = 5;
+    const IFLA_LINKINFO: u16 = 18;
+    const IFLA_INFO_KIND: u16 = 1;
+    const IFLA_LINK_NETNSID: u16 = 37;
+    const IFLA_XDP: u16 = 43;
+    const IFLA_TARGET_NETNSID: u16 = 46;
+    const IFLA_XDP_ATTACHED: u16 = 2;
+    const IFLA_XDP_DRV_PROG_ID: u16 = 5;
+    const XDP_ATTACHED_MULTI: u8 = 4;
+    const RTM_NEWLINK: u16 = 16;
+
+    use kernel::attr;
+
+    fn ne_u16(b: &[u8], at: usize) -> u16 {
+        u16::from_ne_bytes([b[at], b[at + 1]])
+    }
+
+    fn ne_u32(b: &[u8], at: usize) -> u32 {
+        u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    }
+
+    /// The RTM_NEWLINK answer with `payload` (ifinfomsg and attributes),
+    /// decoded as the socket decodes it.
+    fn parse_link(payload: &[u8]) -> io::Result<LinkInfo> {
+        let d = kernel::msg(RTM_NEWLINK, 0, 1, payload);
+        match decode(&split(&d)?[0])?.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => Ok(link_info(&m)),
+            other => panic!("not RTM_NEWLINK: {other:?}"),
+        }
     }
 
     #[test]
     fn link_request_bytes() {
-        let m = link_request(5, None, 9);
-        assert_eq!(m.len(), NLMSG_HDRLEN + IFINFOMSG_LEN);
+        // As the socket sends it: NLM_F_REQUEST.
+        let m = encode(link_request(5, None), 1, 9);
+        assert_eq!(m.len(), 16 + IFINFOMSG_LEN);
         assert_eq!(ne_u32(&m, 0), 32);
         assert_eq!(ne_u16(&m, 4), 18); // RTM_GETLINK
         assert_eq!(ne_u16(&m, 6), 1); // NLM_F_REQUEST
         assert_eq!(ne_u32(&m, 8), 9);
-        assert_eq!(ne_u32(&m, 20), 5); // ifi_index
-        let m = link_request(5, Some(3), 9);
+        assert_eq!(m[16..32], [0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let m = encode(link_request(5, Some(3)), 1, 9);
         assert_eq!(ne_u32(&m, 0), 40);
         assert_eq!(ne_u16(&m, 32), 8); // rta_len
         assert_eq!(ne_u16(&m, 34), IFLA_TARGET_NETNSID);
@@ -585,7 +594,7 @@ mod tests {
         p.extend(attr(IFLA_XDP | 0x8000, &xdp));
         let l = parse_link(&p).unwrap();
         assert_eq!(l.name, "lbv0");
-        assert_eq!(l.kind.as_deref(), Some("veth"));
+        assert_eq!(l.kind, Some(InfoKind::Veth));
         assert_eq!((l.link, l.link_netnsid), (Some(9), None));
         assert!(l.native_xdp());
 
@@ -600,10 +609,11 @@ mod tests {
             xdp_drv_prog,
             ..LinkInfo::default()
         };
-        assert!(l(XDP_ATTACHED_DRV, true).native_xdp());
-        assert!(!l(XDP_ATTACHED_SKB, false).native_xdp());
-        assert!(!l(XDP_ATTACHED_MULTI, false).native_xdp());
-        assert!(!l(0, false).native_xdp());
+        assert!(l(Some(XdpAttached::Driver), true).native_xdp());
+        assert!(!l(Some(XdpAttached::SocketBuffer), false).native_xdp());
+        assert!(!l(Some(XdpAttached::Multiple), false).native_xdp());
+        assert!(!l(Some(XdpAttached::None), false).native_xdp());
+        assert!(!l(None, false).native_xdp());
     }
 
     #[test]
