@@ -675,9 +675,10 @@ fn vip_addr_counts(p: &Programmed) -> BTreeMap<[u8; 16], u32> {
 
 /// A real's identity on the hashing ring: `203.0.113.11:8080`,
 /// `[2001:db8::11]:8080`. Every node must build the same ring from the same
-/// config, so this is the address as written canonically (RFC 5952 for
-/// IPv6, whatever spelling the file used), never an id; changing it moves
-/// most flows of every hashing farm (see `maglev`).
+/// config, so this is the address's canonical text (RFC 5952 for IPv6,
+/// whatever spelling the file used), never an id; IPv4 keys are what they
+/// were before IPv6, and changing this moves most flows of every hashing
+/// farm (see `maglev`).
 fn ring_key(k: &RealKey) -> String {
     k.endpoint().to_string()
 }
