@@ -5,10 +5,14 @@
 //! arrays only, explicit `_pad`, a size assertion per type. Byte order is in
 //! the field name: `_be` is network order, everything else is host order.
 //! Addresses are 16 bytes so IPv6 can follow without a layout change; an IPv4
-//! address is stored IPv4-mapped (`::ffff:a.b.c.d`), see [`v4_mapped`].
-#![no_std]
+//! address is stored IPv4-mapped (`::ffff:a.b.c.d`), see [`v4_mapped`], an
+//! IPv6 address as its 16 bytes in network order; [`to_map_addr`] and
+//! [`from_map_addr`] convert between `IpAddr` and that form.
+// Unit tests need std's test harness; the crate itself is no_std for the datapath.
+#![cfg_attr(not(test), no_std)]
 
 use core::mem::size_of;
+use core::net::{IpAddr, Ipv6Addr};
 
 /// Virtual servers (VIP:port:protocol). A CSM holds a few hundred.
 pub const MAX_VIPS: u32 = 512;
@@ -536,6 +540,57 @@ pub const fn v4_mapped(v4: [u8; 4]) -> [u8; 16] {
     ]
 }
 
+/// An address as the maps store it: IPv6 as its octets (network order),
+/// IPv4 mapped (`::ffff:a.b.c.d`), exactly the bytes the datapath copies
+/// from a packet's header into a [`FlowKey`]. The one conversion the agent
+/// uses for every key and value it writes.
+#[inline]
+pub const fn to_map_addr(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4_mapped(v4.octets()),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The address a map holds: an IPv4-mapped one is the IPv4 address it
+/// maps, anything else IPv6. The inverse of [`to_map_addr`] (configs refuse
+/// IPv4-mapped IPv6 addresses, so no IPv6 address of lb's reads back as IPv4).
+#[inline]
+pub const fn from_map_addr(addr: &[u8; 16]) -> IpAddr {
+    Ipv6Addr::from_octets(*addr).to_canonical()
+}
+
+/// `addr` with every bit past the first `prefix_len` cleared: the client
+/// address a sticky entry is keyed by when clients of one prefix share a
+/// real (`sticky.ipv6_prefix`). 128 or more keeps the address whole, 0
+/// clears it. Two 64-bit halves, no loop and no 128-bit shift, so the
+/// datapath can call it as is.
+#[inline(always)]
+pub const fn masked(addr: &[u8; 16], prefix_len: u8) -> [u8; 16] {
+    // All ones over the first `bits` bits of a 64-bit half (bits 0..=64).
+    const fn keep(bits: u32) -> u64 {
+        if bits >= 64 {
+            u64::MAX
+        } else if bits == 0 {
+            0
+        } else {
+            u64::MAX << (64 - bits)
+        }
+    }
+    let len = prefix_len as u32;
+    let hi = u64::from_be_bytes([
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+    ]) & keep(if len > 64 { 64 } else { len });
+    let lo = u64::from_be_bytes([
+        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
+    ]) & keep(len.saturating_sub(64));
+    let (h, l) = (hi.to_be_bytes(), lo.to_be_bytes());
+    [
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
+        l[7],
+    ]
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -557,4 +612,54 @@ mod pod {
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for FragNat {}
     unsafe impl aya::Pod for VlanPort {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::{Ipv4Addr, Ipv6Addr};
+
+    fn v6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn map_addresses_round_trip_in_the_datapaths_byte_order() {
+        let v4 = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10));
+        assert_eq!(to_map_addr(v4), v4_mapped([198, 51, 100, 10]));
+        assert_eq!(from_map_addr(&to_map_addr(v4)), v4);
+        let six = IpAddr::V6(v6("2001:db8::10"));
+        let bytes = to_map_addr(six);
+        // Network order: the bytes as they stand in the IPv6 header.
+        assert_eq!(bytes[..4], [0x20, 0x01, 0x0d, 0xb8]);
+        assert_eq!(bytes[15], 0x10);
+        assert_eq!(from_map_addr(&bytes), six);
+        // The IPv4-mapped form reads back as IPv4: one address, one form.
+        assert_eq!(
+            from_map_addr(&v6("::ffff:192.0.2.1").octets()),
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))
+        );
+        assert_eq!(from_map_addr(&[0; 16]), IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    }
+
+    #[test]
+    fn masked_keeps_the_prefix_bits_only() {
+        let a = v6("2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff").octets();
+        let m = |len| Ipv6Addr::from(masked(&a, len));
+        assert_eq!(m(64), v6("2001:db8:aaaa:bbbb::"));
+        assert_eq!(m(48), v6("2001:db8:aaaa::"));
+        assert_eq!(m(56), v6("2001:db8:aaaa:bb00::"));
+        assert_eq!(m(1), v6("::"), "0x2001's top bit is 0");
+        assert_eq!(m(3), v6("2000::"));
+        assert_eq!(m(65), v6("2001:db8:aaaa:bbbb:8000::"));
+        assert_eq!(m(127), v6("2001:db8:aaaa:bbbb:cccc:dddd:eeee:fffe"));
+        assert_eq!(m(128), Ipv6Addr::from(a));
+        assert_eq!(m(200), Ipv6Addr::from(a), "past 128: the whole address");
+        assert_eq!(m(0), Ipv6Addr::UNSPECIFIED);
+        // Two clients of one /64 share the masked key; another /64 does not.
+        let b = v6("2001:db8:aaaa:bbbb::1").octets();
+        let c = v6("2001:db8:aaaa:bbbc::1").octets();
+        assert_eq!(masked(&a, 64), masked(&b, 64));
+        assert_ne!(masked(&a, 64), masked(&c, 64));
+    }
 }

@@ -429,7 +429,7 @@ impl Agent {
             out.push(Target {
                 id: *id,
                 name: real_name(key),
-                addr: key.addr.into(),
+                addr: key.addr,
                 port: key.port,
                 probes: farm
                     .probes
@@ -605,9 +605,10 @@ impl Agent {
             "drain" => AdminState::Drain,
             other => bail!("unknown action {other}: enable, disable or drain"),
         };
-        let (addr, port) = match real.rsplit_once(':') {
-            Some((a, p)) => (a.parse()?, Some(p.parse()?)),
-            None => (real.parse()?, None),
+        let Some((addr, port)) = crate::endpoint::parse(real) else {
+            bail!(
+                "{real}: not a real's address (ADDR or ADDR:PORT, IPv6 with a port as [ADDR]:PORT)"
+            );
         };
         let keys = self
             .ctl
@@ -792,7 +793,7 @@ impl Agent {
             let c = maps.real_counters(*id).unwrap_or_default();
             s.reals.push(metrics::RealSample {
                 farm: key.farm.clone(),
-                address: format!("{}:{}", key.addr, key.port),
+                address: key.endpoint().to_string(),
                 state: state_name(r.state).into(),
                 weight: r.weight,
                 packets_in: c.packets_in,
@@ -856,10 +857,9 @@ impl Agent {
                 continue;
             }
             let cfg = self.cfg.serverfarms.get(&key.farm).and_then(|f| {
-                f.reals.iter().find(|c| {
-                    c.address == std::net::IpAddr::V4(key.addr)
-                        && c.port.unwrap_or(key.port) == key.port
-                })
+                f.reals
+                    .iter()
+                    .find(|c| c.address == key.addr && c.port.unwrap_or(key.port) == key.port)
             });
             let status = self.checker.status(*id);
             rows.push(json!({
@@ -946,7 +946,7 @@ async fn finished<T>(
 }
 
 fn real_name(key: &RealKey) -> String {
-    format!("{}/{}:{}", key.farm, key.addr, key.port)
+    format!("{}/{}", key.farm, key.endpoint())
 }
 
 pub fn state_name(state: u32) -> &'static str {

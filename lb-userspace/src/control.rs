@@ -11,7 +11,7 @@
 //! flow using it.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    net::{IpAddr, Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -20,7 +20,7 @@ use lb_common::{
     ALG_LEAST_CONN, ALG_MAGLEV, ALG_ROUND_ROBIN, ALG_SOURCE_HASH, ALG_WEIGHTED_ROUND_ROBIN,
     FAIL_NONE, FAIL_PURGE, FAIL_REASSIGN, Farm, MAGLEV_SLOTS, MAX_FARMS, MAX_REALS, MAX_VIPS,
     PROTO_TCP, PROTO_UDP, REAL_DISABLED, REAL_DOWN, REAL_DRAIN, REAL_UP, Real, VIP_STICKY, VipInfo,
-    VipKey, v4_mapped,
+    VipKey, from_map_addr, to_map_addr,
 };
 
 use crate::{
@@ -46,8 +46,15 @@ pub trait MapWriter {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RealKey {
     pub farm: String,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
+}
+
+impl RealKey {
+    /// `addr:port`, `[addr]:port` for IPv6: how lb names the real.
+    pub fn endpoint(&self) -> SocketAddr {
+        SocketAddr::new(self.addr, self.port)
+    }
 }
 
 /// A VIP as programmed.
@@ -55,19 +62,23 @@ pub struct RealKey {
 pub struct VipEntry {
     pub name: String,
     pub id: u32,
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     pub proto: u8,
     pub farm: String,
     pub farm_id: u32,
     pub timeouts: Timeouts,
     /// Source-IP persistence timeout, when the VIP is sticky.
     pub sticky_secs: Option<u32>,
+    /// `sticky.ipv6_prefix`: the client-address bits a sticky entry keys
+    /// on. Not in the maps: `VipInfo` has no room for it (see
+    /// `not_yet_applied`), so the datapath keys on the whole address.
+    pub sticky_prefix: Option<u8>,
 }
 
 impl VipEntry {
     pub fn key(&self) -> VipKey {
         VipKey {
-            addr: v4_mapped(self.addr.ip().octets()),
+            addr: to_map_addr(self.addr.ip()),
             port_be: self.addr.port().to_be(),
             proto: self.proto,
             _pad: 0,
@@ -287,10 +298,7 @@ impl Control {
                 } else {
                     PROTO_TCP
                 };
-                let IpAddr::V4(addr) = v.address else {
-                    return false;
-                };
-                v4_mapped(addr.octets()) == key.addr
+                to_map_addr(v.address) == key.addr
                     && v.port.to_be() == key.port_be
                     && proto == key.proto
             });
@@ -302,16 +310,14 @@ impl Control {
                 ),
             };
             farm_names.entry(info.farm_id).or_insert(farm.clone());
-            let addr = SocketAddrV4::new(
-                Ipv4Addr::new(key.addr[12], key.addr[13], key.addr[14], key.addr[15]),
-                u16::from_be(key.port_be),
-            );
-            let timeouts = cfg
-                .vips
-                .get(&name)
-                .map(|v| v.timeouts.clone())
-                .unwrap_or_default();
+            let addr = SocketAddr::new(from_map_addr(&key.addr), u16::from_be(key.port_be));
+            let configured = cfg.vips.get(&name);
+            let timeouts = configured.map(|v| v.timeouts.clone()).unwrap_or_default();
             let sticky_secs = (info.flags & VIP_STICKY != 0).then_some(info.sticky_secs);
+            // Only the config knows it (see `VipEntry::sticky_prefix`).
+            let sticky_prefix = configured
+                .and_then(|v| v.sticky.as_ref())
+                .and_then(|s| s.ipv6_prefix);
             c.current.vips.insert(
                 name.clone(),
                 VipEntry {
@@ -323,6 +329,7 @@ impl Control {
                     farm_id: info.farm_id,
                     timeouts,
                     sticky_secs,
+                    sticky_prefix,
                 },
             );
         }
@@ -346,7 +353,7 @@ impl Control {
                 .get(&real.farm_id)
                 .cloned()
                 .unwrap_or_else(|| format!("adopted-farm-{}", real.farm_id));
-            let addr = Ipv4Addr::new(real.addr[12], real.addr[13], real.addr[14], real.addr[15]);
+            let addr = from_map_addr(&real.addr);
             let key = RealKey {
                 farm: farm.clone(),
                 addr,
@@ -360,7 +367,7 @@ impl Control {
             let configured = cfg.serverfarms.get(&farm).and_then(|f| {
                 f.reals
                     .iter()
-                    .find(|r| r.address == IpAddr::V4(addr) && r.port.is_none_or(|p| p == key.port))
+                    .find(|r| r.address == addr && r.port.is_none_or(|p| p == key.port))
             });
             let running = match real.state {
                 REAL_DRAIN => Some(AdminState::Drain),
@@ -420,7 +427,7 @@ impl Control {
     /// state word, its farm's schedule). Returns the real's id.
     pub fn set_health(&mut self, key: &RealKey, up: bool, w: &mut dyn MapWriter) -> Result<u32> {
         let Some(&(id, _)) = self.current.reals.get(key) else {
-            bail!("no real {}:{} in farm {}", key.addr, key.port, key.farm);
+            bail!("no real {} in farm {}", key.endpoint(), key.farm);
         };
         let was = self.overlay.health.insert(key.clone(), up);
         if up && was != Some(true) {
@@ -434,11 +441,12 @@ impl Control {
     pub fn set_admin(
         &mut self,
         farm: &str,
-        addr: Ipv4Addr,
+        addr: impl Into<IpAddr>,
         port: Option<u16>,
         state: AdminState,
         w: &mut dyn MapWriter,
     ) -> Result<Vec<RealKey>> {
+        let addr = addr.into();
         let keys: Vec<RealKey> = self
             .current
             .reals
@@ -447,8 +455,8 @@ impl Control {
             .cloned()
             .collect();
         if keys.is_empty() {
-            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
-            bail!("no real {addr}{port} in serverfarm {farm}");
+            let real = port.map_or(addr.to_string(), |p| SocketAddr::new(addr, p).to_string());
+            bail!("no real {real} in serverfarm {farm}");
         }
         for k in &keys {
             self.overlay.admin.insert(k.clone(), state);
@@ -665,11 +673,14 @@ fn vip_addr_counts(p: &Programmed) -> BTreeMap<[u8; 16], u32> {
     m
 }
 
-fn v4(addr: IpAddr, path: &str) -> Result<Ipv4Addr> {
-    match addr {
-        IpAddr::V4(a) => Ok(a),
-        IpAddr::V6(_) => bail!("{path}: IPv6 is not supported yet"),
-    }
+/// A real's identity on the hashing ring: `203.0.113.11:8080`,
+/// `[2001:db8::11]:8080`. Every node must build the same ring from the same
+/// config, so this is the address's canonical text (RFC 5952 for IPv6,
+/// whatever spelling the file used), never an id; IPv4 keys are what they
+/// were before IPv6, and changing this moves most flows of every hashing
+/// farm (see `maglev`).
+fn ring_key(k: &RealKey) -> String {
+    k.endpoint().to_string()
 }
 
 /// The datapath contents for `cfg`, reusing the ids of `cur`.
@@ -716,11 +727,10 @@ fn plan(
                 FailAction::Reassign => FAIL_REASSIGN,
             };
             let mut members = Vec::new();
-            for (i, r) in farm.reals.iter().enumerate() {
-                let path = format!("serverfarms.{farm_name}.reals[{i}]");
+            for r in &farm.reals {
                 let key = RealKey {
                     farm: farm_name.to_string(),
-                    addr: v4(r.address, &path)?,
+                    addr: r.address,
                     port: r.port.unwrap_or(vip.port),
                 };
                 let id = match cur.reals.get(&key) {
@@ -751,7 +761,7 @@ fn plan(
                     _ => r.weight,
                 };
                 let real = Real {
-                    addr: v4_mapped(key.addr.octets()),
+                    addr: to_map_addr(key.addr),
                     port_be: key.port.to_be(),
                     weight,
                     state,
@@ -791,11 +801,7 @@ fn plan(
                                 .iter()
                                 .find(|(_, (rid, _))| *rid == id)
                                 .map(|(k, _)| k);
-                            (
-                                id,
-                                k.map_or_else(String::new, |k| format!("{}:{}", k.addr, k.port)),
-                                w,
-                            )
+                            (id, k.map_or_else(String::new, ring_key), w)
                         })
                         .collect();
                     let members: Vec<maglev::Member> = keys
@@ -845,7 +851,8 @@ fn plan(
             Protocol::Tcp => PROTO_TCP,
             Protocol::Udp => PROTO_UDP,
         };
-        let addr = SocketAddrV4::new(v4(vip.address, &format!("vips.{name}.address"))?, vip.port);
+        let addr = SocketAddr::new(vip.address, vip.port);
+        let sticky = vip.sticky.as_ref();
         next.vips.insert(
             name.clone(),
             VipEntry {
@@ -856,10 +863,8 @@ fn plan(
                 farm: farm_name.to_string(),
                 farm_id,
                 timeouts: vip.timeouts.clone(),
-                sticky_secs: vip
-                    .sticky
-                    .as_ref()
-                    .map(|s| s.timeout.as_secs().clamp(1, u32::MAX as u64) as u32),
+                sticky_secs: sticky.map(|s| s.timeout.as_secs().clamp(1, u32::MAX as u64) as u32),
+                sticky_prefix: sticky.and_then(|s| s.ipv6_prefix),
             },
         );
     }
@@ -869,9 +874,17 @@ fn plan(
 /// Settings this build parses and validates but does not act on yet, as
 /// "key path: what" lines. The agent logs them and `lb check` prints them,
 /// so nobody mistakes an accepted key for a working feature.
-pub fn not_yet_applied(_cfg: &Config) -> Vec<String> {
-    // Every key this build accepts is acted on (`ha:` since issue 6).
-    Vec::new()
+pub fn not_yet_applied(cfg: &Config) -> Vec<String> {
+    // Every other key this build accepts is acted on (`ha:` since issue 6).
+    cfg.vips
+        .iter()
+        .filter_map(|(name, v)| {
+            let prefix = v.sticky.as_ref()?.ipv6_prefix.filter(|&p| p < 128)?;
+            Some(format!(
+                "vips.{name}.sticky.ipv6_prefix: accepted, but the datapath keys sticky entries by the whole client address, so clients of one /{prefix} do not share a real yet"
+            ))
+        })
+        .collect()
 }
 
 /// A writer that writes nowhere: `lb check` plans a config without a kernel.
@@ -907,7 +920,9 @@ impl MapWriter for NullWriter {
 #[cfg(test)]
 pub mod tests {
     use super::*;
+    use lb_common::v4_mapped;
     use std::collections::HashMap;
+    use std::net::Ipv4Addr;
 
     /// The datapath's maps in memory, with a log of writes.
     #[derive(Default, Debug)]
@@ -1073,7 +1088,7 @@ vips:
         c.apply(&cfg(&src), &mut m).unwrap();
         let key = RealKey {
             farm: "web".into(),
-            addr: Ipv4Addr::new(203, 0, 113, 13),
+            addr: Ipv4Addr::new(203, 0, 113, 13).into(),
             port: 8080,
         };
         let id = c.set_health(&key, false, &mut m).unwrap();
@@ -1196,7 +1211,7 @@ vips:
         c.apply(&cfg(BASE), &mut m).unwrap();
         let key = RealKey {
             farm: "web".into(),
-            addr: Ipv4Addr::new(203, 0, 113, 13),
+            addr: Ipv4Addr::new(203, 0, 113, 13).into(),
             port: 8080,
         };
         let id = c.programmed().reals[&key].0;
@@ -1223,7 +1238,7 @@ vips:
         c.apply(&cfg(&c2), &mut m).unwrap();
         let new_key = RealKey {
             farm: "web".into(),
-            addr: Ipv4Addr::new(203, 0, 113, 99),
+            addr: Ipv4Addr::new(203, 0, 113, 99).into(),
             port: 8080,
         };
         assert_eq!(c.programmed().reals[&new_key].0, id);
@@ -1264,7 +1279,7 @@ vips:
         let web = &c.programmed().farms["web"];
         let backup = c.programmed().reals[&RealKey {
             farm: "web".into(),
-            addr: Ipv4Addr::new(203, 0, 113, 20),
+            addr: Ipv4Addr::new(203, 0, 113, 20).into(),
             port: 8080,
         }]
             .0;
@@ -1306,7 +1321,7 @@ vips:
         c.apply(&cfg(&src), &mut m).unwrap();
         let down = RealKey {
             farm: "web".into(),
-            addr: Ipv4Addr::new(203, 0, 113, 12),
+            addr: Ipv4Addr::new(203, 0, 113, 12).into(),
             port: 8080,
         };
         c.set_health(&down, false, &mut m).unwrap();
@@ -1366,7 +1381,7 @@ vips:
             .reals
             .iter()
             .filter(|(k, _)| k.farm == "web")
-            .map(|(k, (id, _))| (k.addr.octets()[3], *id))
+            .map(|(k, (id, _))| (to_map_addr(k.addr)[15], *id))
             .collect();
         let id_of = |last: u8| ids[&last];
         assert!(
@@ -1377,7 +1392,7 @@ vips:
         // A real goes down: a new ring in other space, the old space freed.
         let key = RealKey {
             farm: "web".into(),
-            addr: Ipv4Addr::new(203, 0, 113, 12),
+            addr: Ipv4Addr::new(203, 0, 113, 12).into(),
             port: 8080,
         };
         m.log.clear();
@@ -1420,8 +1435,8 @@ vips:
         b.apply(&cfg(&other), &mut mb).unwrap();
         a.apply(&cfg(&maglev), &mut ma).unwrap();
         b.apply(&cfg(&maglev), &mut mb).unwrap();
-        let owners = |c: &Control| -> Vec<Ipv4Addr> {
-            let by_id: HashMap<u32, Ipv4Addr> = c
+        let owners = |c: &Control| -> Vec<IpAddr> {
+            let by_id: HashMap<u32, IpAddr> = c
                 .programmed()
                 .reals
                 .iter()
@@ -1464,5 +1479,219 @@ vips:
             err.contains("serverfarms.dns") && err.contains("give those reals a port"),
             "{err}"
         );
+    }
+
+    /// BASE beside a dual-stack twin, past the IPv6 gate
+    /// (`datapath::SERVES_IPV6`): an IPv6 VIP on a farm of IPv6 reals.
+    fn dual(algorithm: &str) -> Config {
+        let farm = format!(
+            "serverfarms:
+  web6:
+    algorithm: {algorithm}
+    reals:
+      - {{ address: 2001:db8:2::11, port: 8080 }}
+      - {{ address: 2001:db8:2::12, port: 8080, weight: 2 }}
+      - {{ address: 2001:db8:2::13, port: 8080 }}
+"
+        );
+        let vip = "vips:
+  www6: { address: 2001:db8::10, port: 80, serverfarm: web6, sticky: { mode: source-ip, timeout: 10m, ipv6_prefix: 64 } }
+";
+        let src = BASE
+            .replacen("serverfarms:\n", &farm, 1)
+            .replacen("vips:\n", vip, 1);
+        Config::parse_for(&src, "test.yaml", true).unwrap_or_else(|e| panic!("{e}\n{src}"))
+    }
+
+    fn v6(s: &str) -> std::net::Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_vips_and_reals_are_programmed_in_network_order_beside_ipv4() {
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        c.apply(&dual("round-robin"), &mut m).unwrap();
+        assert_eq!(m.vips.len(), 3, "two IPv4 VIPs and one IPv6 VIP");
+        let www6 = &c.programmed().vips["www6"];
+        assert_eq!(www6.addr, "[2001:db8::10]:80".parse().unwrap());
+        let key = www6.key();
+        // The bytes of the IPv6 header's destination, as the datapath reads them.
+        assert_eq!(key.addr, v6("2001:db8::10").octets());
+        assert_eq!((key.port_be, key.proto), (80u16.to_be(), PROTO_TCP));
+        assert!(m.vips.contains_key(&key));
+        assert_eq!(m.vip_addrs.get(&v6("2001:db8::10").octets()), Some(&1));
+        assert_eq!(m.vip_addrs.get(&v4_mapped([198, 51, 100, 10])), Some(&2));
+        let real_key = RealKey {
+            farm: "web6".into(),
+            addr: v6("2001:db8:2::12").into(),
+            port: 8080,
+        };
+        assert_eq!(real_key.endpoint().to_string(), "[2001:db8:2::12]:8080");
+        let (id, real) = c.programmed().reals[&real_key];
+        assert_eq!(m.reals[&id], real);
+        assert_eq!(real.addr, v6("2001:db8:2::12").octets());
+        assert_eq!((u16::from_be(real.port_be), real.weight), (8080, 2));
+        // Health and admin state by IPv6 address, with or without the port.
+        c.set_health(&real_key, false, &mut m).unwrap();
+        assert_eq!(m.reals[&id].state, REAL_DOWN);
+        let drained = c
+            .set_admin(
+                "web6",
+                v6("2001:db8:2::11"),
+                Some(8080),
+                AdminState::Drain,
+                &mut m,
+            )
+            .unwrap();
+        assert_eq!(drained[0].endpoint().to_string(), "[2001:db8:2::11]:8080");
+        let err = c
+            .set_admin(
+                "web6",
+                v6("2001:db8:2::99"),
+                Some(8080),
+                AdminState::Drain,
+                &mut m,
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no real [2001:db8:2::99]:8080 in serverfarm web6"
+        );
+    }
+
+    #[test]
+    fn sticky_ipv6_prefix_is_kept_and_reported_as_not_applied_yet() {
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        let cfg = dual("round-robin");
+        c.apply(&cfg, &mut m).unwrap();
+        let www6 = &c.programmed().vips["www6"];
+        assert_eq!(
+            (www6.sticky_secs, www6.sticky_prefix),
+            (Some(600), Some(64))
+        );
+        let info = m.vips[&www6.key()];
+        assert_eq!((info.flags, info.sticky_secs), (VIP_STICKY, 600));
+        assert_eq!(c.programmed().vips["www"].sticky_prefix, None);
+        assert_eq!(
+            not_yet_applied(&cfg),
+            [
+                "vips.www6.sticky.ipv6_prefix: accepted, but the datapath keys sticky entries by the whole client address, so clients of one /64 do not share a real yet"
+            ]
+        );
+        // The key the datapath should look up for two clients of one /64.
+        let a = v6("2001:db8:77:1::a").octets();
+        let b = v6("2001:db8:77:1:ffff::b").octets();
+        let prefix = www6.sticky_prefix.unwrap();
+        assert_eq!(lb_common::masked(&a, prefix), lb_common::masked(&b, prefix));
+        assert_eq!(
+            lb_common::masked(&a, prefix),
+            v6("2001:db8:77:1::").octets()
+        );
+    }
+
+    /// Which real owns each slot of `farm`'s ring, by address.
+    fn ring_owners(c: &Control, farm: &str) -> Vec<SocketAddr> {
+        let by_id: HashMap<u32, SocketAddr> = c
+            .programmed()
+            .reals
+            .iter()
+            .map(|(k, (id, _))| (*id, k.endpoint()))
+            .collect();
+        c.programmed().farms[farm]
+            .ring
+            .iter()
+            .map(|id| by_id[id])
+            .collect()
+    }
+
+    #[test]
+    fn ipv6_rings_are_the_same_on_every_node() {
+        for algorithm in ["maglev", "source-hash"] {
+            let mut a = Control::new();
+            let mut b = Control::new();
+            let (mut ma, mut mb) = (MemMaps::default(), MemMaps::default());
+            // Node B numbers its reals otherwise, lists them in another
+            // order and spells one address another way.
+            b.apply(&cfg(BASE), &mut mb).unwrap();
+            a.apply(&dual(algorithm), &mut ma).unwrap();
+            let reordered = dual(algorithm);
+            let mut src = serde_yaml::to_string(&reordered).unwrap();
+            src = src.replace("2001:db8:2::13", "2001:0db8:0002:0000:0000:0000:0000:0013");
+            assert!(src.contains(":0013"), "{src}");
+            let mut other = Config::parse_for(&src, "b.yaml", true).unwrap();
+            other.serverfarms.get_mut("web6").unwrap().reals.reverse();
+            b.apply(&other, &mut mb).unwrap();
+            let ids = |c: &Control| -> Vec<u32> {
+                c.programmed()
+                    .reals
+                    .iter()
+                    .filter(|(k, _)| k.farm == "web6")
+                    .map(|(_, (id, _))| *id)
+                    .collect()
+            };
+            assert_ne!(ids(&a), ids(&b), "{algorithm}: different ids");
+            let owners = ring_owners(&a, "web6");
+            assert_eq!(owners.len(), 65_537);
+            assert_eq!(
+                owners,
+                ring_owners(&b, "web6"),
+                "{algorithm}: same real owns every slot"
+            );
+            // Weighted 1:2:1 over IPv6 members, by their `[addr]:port` identity.
+            let share = |r: &str| {
+                let r: SocketAddr = r.parse().unwrap();
+                owners.iter().filter(|&&o| o == r).count() as f64 / owners.len() as f64
+            };
+            assert!(
+                (share("[2001:db8:2::12]:8080") - 0.5).abs() < 0.01,
+                "{algorithm}"
+            );
+            assert!(
+                (share("[2001:db8:2::11]:8080") - 0.25).abs() < 0.01,
+                "{algorithm}"
+            );
+        }
+    }
+
+    #[test]
+    fn ring_keys_are_endpoints_ipv4_as_before() {
+        let key = |addr: IpAddr| RealKey {
+            farm: "web".into(),
+            addr,
+            port: 8080,
+        };
+        // IPv4 unchanged (running clusters keep their rings), IPv6 bracketed
+        // and canonical whatever the config's spelling.
+        assert_eq!(
+            ring_key(&key(Ipv4Addr::new(203, 0, 113, 11).into())),
+            "203.0.113.11:8080"
+        );
+        assert_eq!(
+            ring_key(&key("2001:0db8:0:0::11".parse().unwrap())),
+            "[2001:db8::11]:8080"
+        );
+    }
+
+    #[test]
+    fn an_adopting_agent_reads_ipv6_entries_back() {
+        let cfg = dual("maglev");
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        c.apply(&cfg, &mut m).unwrap();
+        let before = c.programmed().clone();
+        let mut n = Control::adopt(&cfg, &read_back(&m));
+        m.log.clear();
+        n.apply(&cfg, &mut m).unwrap();
+        assert!(
+            m.log
+                .iter()
+                .all(|l| l.starts_with("sched") || l.starts_with("farm")),
+            "no VIP, real or ring is rewritten: {:?}",
+            m.log
+        );
+        assert_eq!(n.programmed().vips, before.vips);
+        assert_eq!(n.programmed().reals, before.reals);
     }
 }

@@ -36,6 +36,17 @@ pub const PROGRAM: &str = "lb_xdp";
 /// The same datapath for the tc (clsact ingress) hook.
 pub const TC_PROGRAM: &str = "lb_tc";
 
+/// Whether this build's XDP program translates IPv6 (NAT66). The one gate
+/// for IPv6: until it does, config validation refuses IPv6 VIPs, with
+/// [`NO_IPV6_DATAPATH`], in `lb check` and at every load and reload. The
+/// rest of the agent (maps, rings, flow table, CLI, metrics) takes IPv6
+/// already; set this to `true` when lb-ebpf serves IPv6 VIPs.
+pub const SERVES_IPV6: bool = false;
+
+/// Why an IPv6 VIP is refused while [`SERVES_IPV6`] is false.
+pub const NO_IPV6_DATAPATH: &str =
+    "IPv6 VIPs need the IPv6 datapath, which this build does not have yet";
+
 /// Every map the program pins, by name (see lb-ebpf/src/maps.rs).
 pub const MAP_NAMES: [&str; 24] = [
     "VIPS",

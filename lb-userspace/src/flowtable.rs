@@ -10,7 +10,7 @@ mod query;
 
 use std::{
     collections::{HashMap as StdMap, HashSet, hash_map::Entry},
-    net::{Ipv4Addr, SocketAddrV4},
+    net::SocketAddr,
     path::Path,
     time::Duration,
 };
@@ -19,7 +19,7 @@ use anyhow::Result;
 use aya::maps::{HashMap, IterableMap, MapData};
 use lb_common::{
     DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, PROTO_TCP, ST_CLOSED, ST_ESTABLISHED,
-    ST_FIN, ST_SYN, ST_UDP,
+    ST_FIN, ST_SYN, ST_UDP, from_map_addr,
 };
 use serde::Serialize;
 
@@ -312,8 +312,7 @@ pub(crate) fn list_both<S: Source>(
     // Assured rows first: the stable sort keeps them ahead of a half-open
     // row of the same flow, and `dedup_by` keeps the first.
     rows.append(&mut half_open);
-    let addr = |s: &str| s.parse::<SocketAddrV4>().ok();
-    rows.sort_by_cached_key(|r| (addr(&r.vip), addr(&r.real), addr(&r.client), r.protocol));
+    rows.sort_by_cached_key(FlowRow::sort_key);
     rows.dedup_by(|b, a| {
         a.client == b.client && a.vip == b.vip && a.real == b.real && a.protocol == b.protocol
     });
@@ -711,12 +710,16 @@ pub fn purge_reals(
         .iter()
         .filter(|f| reals.contains(&f.fwd.real_id))
     {
+        // `reset` builds IPv4 segments only: an IPv6 client learns of the
+        // purge at its next packet, from the datapath.
         if f.fwd_key.proto == PROTO_TCP
             && !matches!(f.state(), ST_CLOSED)
             && let (Some(tx), Some((_, rev))) = (resets, f.rev.as_ref())
+            && let (SocketAddr::V4(vip), SocketAddr::V4(client)) = (
+                sock(&f.fwd_key.dst_addr, f.fwd_key.dst_port_be),
+                sock(&f.fwd_key.src_addr, f.fwd_key.src_port_be),
+            )
         {
-            let vip = sock(&f.fwd_key.dst_addr, f.fwd_key.dst_port_be);
-            let client = sock(&f.fwd_key.src_addr, f.fwd_key.src_port_be);
             match tx.send(vip, client, rev.seq_next, f.fwd.seq_next) {
                 Ok(()) => p.resets += 1,
                 Err(e) => log::warn!("reset to {client}: {e}"),
@@ -750,7 +753,8 @@ fn delete(map: &mut impl Store, fwd: &FlowKey, rev: Option<&FlowKey>) -> bool {
 }
 
 /// A flow as `lb flows --json` prints it (field names are the contract in
-/// shared/design.md).
+/// shared/design.md). Endpoints print as `SocketAddr` does:
+/// `198.51.100.10:80`, `[2001:db8::10]:80`.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct FlowRow {
     pub client: String,
@@ -770,14 +774,31 @@ pub struct FlowRow {
     pub half_open: bool,
 }
 
-pub fn sock(addr: &[u8; 16], port_be: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(
-        Ipv4Addr::new(addr[12], addr[13], addr[14], addr[15]),
-        u16::from_be(port_be),
-    )
+/// The endpoint a map's (address, port) pair names.
+pub fn sock(addr: &[u8; 16], port_be: u16) -> SocketAddr {
+    SocketAddr::new(from_map_addr(addr), u16::from_be(port_be))
 }
 
 impl FlowRow {
+    /// `lb flows`' order: VIP, real, client as addresses (IPv4 before
+    /// IPv6), then protocol.
+    fn sort_key(
+        &self,
+    ) -> (
+        Option<SocketAddr>,
+        Option<SocketAddr>,
+        Option<SocketAddr>,
+        &'static str,
+    ) {
+        let addr = |s: &str| s.parse::<SocketAddr>().ok();
+        (
+            addr(&self.vip),
+            addr(&self.real),
+            addr(&self.client),
+            self.protocol,
+        )
+    }
+
     pub fn new(f: &Joined, now: u64) -> Self {
         let (packets_out, bytes_out) = f.rev.as_ref().map_or((0, 0), |(_, r)| (r.packets, r.bytes));
         Self {
@@ -812,11 +833,13 @@ pub struct Filter {
     pub state: Option<String>,
 }
 
+/// `want` (a filter: `ADDR[:PORT]`, `[V6]:PORT`) against `have` (a row's
+/// endpoint), both parsed: `2001:db8::1` matches `[2001:db8::1]:443`.
 fn addr_matches(want: &str, have: &str) -> bool {
-    if want.contains(':') {
-        want == have
-    } else {
-        have.split(':').next() == Some(want)
+    let have = have.parse::<SocketAddr>().ok();
+    match (AddrMatch::parse(want), have) {
+        (Some(m), Some(h)) => m.matches(&lb_common::to_map_addr(h.ip()), h.port().to_be()),
+        _ => false,
     }
 }
 
@@ -839,8 +862,13 @@ impl Filter {
 
 /// Aligned human table.
 pub fn render(rows: &[FlowRow]) -> String {
+    let (wc, wv, wr) = (
+        endpoint_width(rows.iter().map(|r| r.client.as_str())),
+        endpoint_width(rows.iter().map(|r| r.vip.as_str())),
+        endpoint_width(rows.iter().map(|r| r.real.as_str())),
+    );
     let mut out = format!(
-        "{:<21} {:<21} {:<21} {:<5} {:<11} {:>9} {:>9} {:>8} {:>10} {:>8} {:>10}\n",
+        "{:<wc$} {:<wv$} {:<wr$} {:<5} {:<11} {:>9} {:>9} {:>8} {:>10} {:>8} {:>10}\n",
         "CLIENT",
         "VIP",
         "REAL",
@@ -855,7 +883,7 @@ pub fn render(rows: &[FlowRow]) -> String {
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<21} {:<21} {:<21} {:<5} {:<11} {:>9} {:>9} {:>8} {:>10} {:>8} {:>10}\n",
+            "{:<wc$} {:<wv$} {:<wr$} {:<5} {:<11} {:>9} {:>9} {:>8} {:>10} {:>8} {:>10}\n",
             r.client,
             r.vip,
             r.real,
@@ -870,6 +898,13 @@ pub fn render(rows: &[FlowRow]) -> String {
         ));
     }
     out
+}
+
+/// The width of a table's endpoint column: an IPv4 endpoint's
+/// (`255.255.255.255:65535`), or the longest cell's (IPv6 endpoints run to
+/// 47), so columns stay aligned and IPv4-only tables look as they did.
+pub fn endpoint_width<'a>(cells: impl IntoIterator<Item = &'a str>) -> usize {
+    cells.into_iter().map(str::len).fold(21, usize::max)
 }
 
 fn human_ms(ms: u64) -> String {
@@ -1203,7 +1238,7 @@ mod tests {
             .map(|f| FlowRow::new(f, now))
             .filter(|r| filter.matches(r))
             .collect();
-        let addr = |s: &str| s.parse::<SocketAddrV4>().ok();
+        let addr = |s: &str| s.parse::<SocketAddr>().ok();
         rows.sort_by_cached_key(|r| (addr(&r.vip), addr(&r.real), addr(&r.client), r.protocol));
         rows.truncate(limit.unwrap_or(usize::MAX));
         rows
@@ -1800,7 +1835,7 @@ mod tests {
             r.half_open = true;
             rows.push(r);
         }
-        let addr = |s: &str| s.parse::<SocketAddrV4>().ok();
+        let addr = |s: &str| s.parse::<SocketAddr>().ok();
         rows.sort_by_cached_key(|r| (addr(&r.vip), addr(&r.real), addr(&r.client), r.protocol));
         rows.truncate(limit.unwrap_or(usize::MAX));
         rows
@@ -1921,5 +1956,176 @@ mod tests {
             map: m.map.clone(),
             ..Mem::default()
         }
+    }
+
+    /// The map form of an endpoint written `ADDR:PORT` / `[V6]:PORT`.
+    fn ep(s: &str) -> ([u8; 16], u16) {
+        let a: SocketAddr = s.parse().unwrap();
+        (lb_common::to_map_addr(a.ip()), a.port().to_be())
+    }
+
+    /// Both entries of a TCP flow between endpoints of any family (`F`
+    /// builds IPv4 ones).
+    fn add_any(m: &mut Mem, client: &str, vip: &str, real: &str, state: u8, seed: u64) {
+        let (c, v, r) = (ep(client), ep(vip), ep(real));
+        let key = |a: ([u8; 16], u16), b: ([u8; 16], u16)| FlowKey {
+            src_addr: a.0,
+            dst_addr: b.0,
+            src_port_be: a.1,
+            dst_port_be: b.1,
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        };
+        let fwd = Flow {
+            nat_addr: r.0,
+            nat_port_be: r.1,
+            dir: DIR_FORWARD,
+            state,
+            vip_id: 7,
+            created_ns: 1_000_000 * seed,
+            last_ns: 2_000_000_000 + seed,
+            packets: seed,
+            ..Flow::default()
+        };
+        let rev = Flow {
+            nat_addr: v.0,
+            nat_port_be: v.1,
+            dir: DIR_REVERSE,
+            packets: seed + 1,
+            ..fwd
+        };
+        m.map.insert(key(c, v), fwd);
+        m.map.insert(key(r, c), rev);
+    }
+
+    /// `table(..)`'s IPv4 flows and IPv6 ones of two VIP ports, clients
+    /// in two /64s.
+    fn dual_stack_table() -> Mem {
+        let (mut m, _) = table(300, 17);
+        for i in 0..40u16 {
+            let client = format!("[2001:db8:c:{}::{:x}]:{}", i % 2, 1 + i, 40_000 + i);
+            let (vip, state) = if i % 3 == 0 {
+                ("[2001:db8::10]:443", ST_FIN)
+            } else {
+                ("[2001:db8::10]:80", ST_ESTABLISHED)
+            };
+            let real = format!("[2001:db8:2::{}]:8080", 11 + i % 3);
+            add_any(&mut m, &client, vip, &real, state, u64::from(i));
+        }
+        m
+    }
+
+    #[test]
+    fn ipv6_flows_list_as_bracketed_endpoints_after_ipv4_ones() {
+        let m = dual_stack_table();
+        let q = Filter::default().compile().unwrap();
+        let rows = list_in(&m, &q, None, 9_000_000_000, &Tuning::default()).unwrap();
+        let first_v6 = rows.iter().position(|r| r.vip.starts_with('[')).unwrap();
+        assert!(rows[..first_v6].iter().all(|r| !r.client.starts_with('[')));
+        assert_eq!(
+            rows.len() - first_v6,
+            40,
+            "every IPv6 flow, after the IPv4 ones"
+        );
+        let r = &rows[first_v6];
+        assert_eq!(
+            (r.vip.as_str(), r.real.as_str()),
+            ("[2001:db8::10]:80", "[2001:db8:2::12]:8080")
+        );
+        assert!(r.client.starts_with("[2001:db8:c:"), "{}", r.client);
+        let json = serde_json::to_value(r).unwrap();
+        assert_eq!(json["vip"], "[2001:db8::10]:80");
+        assert_eq!(json["real"], "[2001:db8:2::12]:8080");
+        // The endpoint columns widen to the longest; the rows stay aligned.
+        let table = render(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        let state_at = lines[0].find("STATE").unwrap();
+        let v6_line = lines[1 + first_v6];
+        assert_eq!(&v6_line[state_at..state_at + 11], "established", "{table}");
+        assert!(lines[1].starts_with("10."), "IPv4 rows as before: {table}");
+        // An IPv4-only table keeps its 21-character columns.
+        let v4_rows = &rows[..first_v6];
+        assert_eq!(
+            render(v4_rows).lines().next().unwrap().find("VIP"),
+            Some(22)
+        );
+    }
+
+    #[test]
+    fn ipv6_filters_match_with_or_without_port() {
+        let m = dual_stack_table();
+        let f =
+            |vip: Option<&str>, real: Option<&str>, client: Option<&str>, state: Option<&str>| {
+                Filter {
+                    vip: vip.map(Into::into),
+                    real: real.map(Into::into),
+                    client: client.map(Into::into),
+                    state: state.map(Into::into),
+                }
+            };
+        let now = 9_000_000_000;
+        for (filter, want) in [
+            (f(Some("2001:db8::10"), None, None, None), 40),
+            (f(Some("[2001:db8::10]"), None, None, None), 40),
+            (f(Some("[2001:db8::10]:443"), None, None, None), 14),
+            (
+                f(Some("[2001:db8::10]:80"), None, None, Some("established")),
+                26,
+            ),
+            (f(Some("[2001:db8::10]:80"), None, None, Some("fin")), 0),
+            (f(None, Some("2001:db8:2::12"), None, None), 13),
+            (f(None, Some("[2001:db8:2::12]:8081"), None, None), 0),
+            (f(None, None, Some("2001:db8:c:1::2"), None), 1),
+            (f(None, None, Some("[2001:db8:c:1::2]:40001"), None), 1),
+            (f(None, None, Some("[2001:db8:c:1::2]:40002"), None), 0),
+            // The IPv4-mapped spelling of an IPv4 client is that client.
+            (f(None, None, Some("::ffff:10.9.9.9"), None), 2),
+        ] {
+            let q = filter.compile().unwrap();
+            let rows = reference(&m, &filter, None, now);
+            assert_eq!(rows.len(), want, "{filter:?}");
+            for (how, t) in tunings() {
+                assert_eq!(count_in(&m, &q, &t).unwrap(), want, "{how}: {filter:?}");
+                assert_eq!(
+                    list_in(&m, &q, None, now, &t).unwrap(),
+                    rows,
+                    "{how}: {filter:?}"
+                );
+            }
+        }
+        // An unbracketed address with a port reads as a longer address.
+        let e = f(Some("2001:db8::10:80x"), None, None, None)
+            .compile()
+            .unwrap_err();
+        assert!(e.to_string().contains("[ADDR]:PORT"), "{e}");
+        let mut m = m;
+        let c = clear_in(
+            &mut m,
+            &f(Some("[2001:db8::10]:443"), None, None, None)
+                .compile()
+                .unwrap(),
+            &Tuning::default(),
+        )
+        .unwrap();
+        assert_eq!(c.flows, 14);
+        assert_eq!(
+            count_in(
+                &m,
+                &f(Some("2001:db8::10"), None, None, None).compile().unwrap(),
+                &Tuning::default()
+            )
+            .unwrap(),
+            26
+        );
+    }
+
+    #[test]
+    fn sock_reads_either_family_from_the_map_form() {
+        assert_eq!(
+            sock(&lb_common::v4_mapped([198, 51, 100, 10]), 80u16.to_be()).to_string(),
+            "198.51.100.10:80"
+        );
+        let (a, p) = ep("[2001:db8::10]:443");
+        assert_eq!(sock(&a, p).to_string(), "[2001:db8::10]:443");
     }
 }

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod datapath;
+pub mod endpoint;
 pub mod flowtable;
 pub mod ha;
 pub mod health;

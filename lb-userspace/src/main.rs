@@ -1,5 +1,6 @@
 //! `lb`: the agent (`lb run`) and its command line.
 use std::{
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
@@ -11,7 +12,7 @@ use lb_userspace::{
     agent, api,
     config::Config,
     control::{self, Control, NullWriter},
-    datapath, flowtable,
+    datapath, endpoint, flowtable,
 };
 
 const DEFAULT_CONFIG: &str = "/etc/lb/lb.yaml";
@@ -101,13 +102,13 @@ enum Cmd {
         /// Read this pin directory instead of the config's bpf.pin_dir.
         #[arg(long)]
         pin_dir: Option<PathBuf>,
-        /// VIP name (from the config) or ADDR[:PORT].
+        /// VIP name (from the config) or ADDR[:PORT] ([IPV6]:PORT).
         #[arg(long)]
         vip: Option<String>,
-        /// ADDR[:PORT]
+        /// ADDR[:PORT] ([IPV6]:PORT)
         #[arg(long)]
         real: Option<String>,
-        /// ADDR[:PORT]
+        /// ADDR[:PORT] ([IPV6]:PORT)
         #[arg(long)]
         client: Option<String>,
         /// syn | established | fin | closed | udp
@@ -249,14 +250,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             limit,
             count,
         } => {
-            // A VIP name resolves to its ADDR:PORT.
+            // A VIP name resolves to its ADDR:PORT. Names never parse as
+            // addresses (they cannot hold `:`; a dotted quad is taken as
+            // the address it reads as).
             let vip = match vip {
-                Some(v) if !v.contains('.') => {
+                Some(v) if endpoint::parse(&v).is_none() => {
                     let cfg = load(&config)?;
                     let Some(entry) = cfg.vips.get(&v) else {
                         bail!("no VIP named {v} in {}", config.display());
                     };
-                    Some(format!("{}:{}", entry.address, entry.port))
+                    Some(SocketAddr::new(entry.address, entry.port).to_string())
                 }
                 v => v,
             };
@@ -447,8 +450,11 @@ fn render_status(d: &serde_json::Value) -> String {
 }
 
 fn render_vips(d: &serde_json::Value) -> String {
+    let rows = d.as_array().map_or(&[][..], Vec::as_slice);
+    let vips: Vec<String> = rows.iter().map(endpoint_cell).collect();
+    let w = flowtable::endpoint_width(vips.iter().map(String::as_str));
     let mut out = format!(
-        "{:<12} {:<21} {:<5} {:<12} {:<20} {:>7} {:>8} {:>9} {:>10} {:>10}\n",
+        "{:<12} {:<w$} {:<5} {:<12} {:<20} {:>7} {:>8} {:>9} {:>10} {:>10}\n",
         "NAME",
         "VIP",
         "PROTO",
@@ -460,11 +466,11 @@ fn render_vips(d: &serde_json::Value) -> String {
         "PKTS_IN",
         "PKTS_OUT"
     );
-    for v in d.as_array().map_or(&[][..], Vec::as_slice) {
+    for (v, vip) in rows.iter().zip(&vips) {
         out.push_str(&format!(
-            "{:<12} {:<21} {:<5} {:<12} {:<20} {:>7} {:>8} {:>9} {:>10} {:>10}\n",
+            "{:<12} {:<w$} {:<5} {:<12} {:<20} {:>7} {:>8} {:>9} {:>10} {:>10}\n",
             v["name"].as_str().unwrap_or("-"),
-            format!("{}:{}", v["address"].as_str().unwrap_or("-"), v["port"]),
+            vip,
             v["protocol"].as_str().unwrap_or("-"),
             v["serverfarm"].as_str().unwrap_or("-"),
             v["algorithm"].as_str().unwrap_or("-"),
@@ -508,20 +514,22 @@ fn agent_call(socket: &Path, req: &api::Request) -> Result<serde_json::Value> {
 }
 
 fn render_reals(rows: &[serde_json::Value]) -> String {
+    let reals: Vec<String> = rows.iter().map(endpoint_cell).collect();
+    let w = flowtable::endpoint_width(reals.iter().map(String::as_str));
     let mut out = format!(
-        "{:<12} {:<21} {:<9} {:>6} {:>6} {:>6}  {}\n",
+        "{:<12} {:<w$} {:<9} {:>6} {:>6} {:>6}  {}\n",
         "FARM", "REAL", "STATE", "WEIGHT", "ACTIVE", "BACKUP", "LAST CHECK"
     );
-    for r in rows {
+    for (r, real) in rows.iter().zip(&reals) {
         let weight = match (r["weight"].as_u64(), r["effective_weight"].as_u64()) {
             (Some(w), Some(e)) if w != e => format!("{e}/{w}"),
             (Some(w), _) => w.to_string(),
             _ => "-".into(),
         };
         out.push_str(&format!(
-            "{:<12} {:<21} {:<9} {:>6} {:>6} {:>6}  {}\n",
+            "{:<12} {:<w$} {:<9} {:>6} {:>6} {:>6}  {}\n",
             r["farm"].as_str().unwrap_or("-"),
-            format!("{}:{}", r["address"].as_str().unwrap_or("-"), r["port"]),
+            real,
             r["state"].as_str().unwrap_or("-"),
             weight,
             cell(&r["active_flows"]),
@@ -554,6 +562,18 @@ fn init_logging() {
     }
 }
 
+/// A row's `address` and `port` as one endpoint cell, `[addr]:port` for
+/// IPv6 (the JSON keeps the plain address, as design.md has it).
+fn endpoint_cell(row: &serde_json::Value) -> String {
+    let address = row["address"].as_str().unwrap_or("-");
+    match (address.parse::<IpAddr>(), row["port"].as_u64()) {
+        (Ok(ip), Some(port)) if port <= u64::from(u16::MAX) => {
+            SocketAddr::new(ip, port as u16).to_string()
+        }
+        _ => format!("{address}:{}", cell(&row["port"])),
+    }
+}
+
 /// A JSON value as a table cell: numbers and strings plain, so `{:>N}`
 /// pads them (serde_json's Display ignores width).
 fn cell(v: &serde_json::Value) -> String {
@@ -561,5 +581,53 @@ fn cell(v: &serde_json::Value) -> String {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => "-".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn vips_and_reals_tables_show_ipv6_endpoints_bracketed_and_aligned() {
+        let vips = json!([
+            { "name": "www", "address": "198.51.100.10", "port": 80, "protocol": "tcp",
+              "serverfarm": "web", "algorithm": "maglev", "reals_up": 2, "reals": 2 },
+            { "name": "www6", "address": "2001:db8:ffff:ffff:ffff:ffff:ffff:10", "port": 443,
+              "protocol": "tcp", "serverfarm": "web6", "algorithm": "maglev", "reals_up": 1, "reals": 2 },
+        ]);
+        let table = render_vips(&vips);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[1].contains(" 198.51.100.10:80 "), "{table}");
+        assert!(
+            lines[2].contains(" [2001:db8:ffff:ffff:ffff:ffff:ffff:10]:443 "),
+            "{table}"
+        );
+        let proto = lines[0].find("PROTO").unwrap();
+        assert!(
+            lines.iter().skip(1).all(|l| &l[proto..proto + 3] == "tcp"),
+            "{table}"
+        );
+
+        let reals = [
+            json!({ "farm": "web6", "address": "2001:db8:2::11", "port": 8080, "state": "up",
+                    "weight": 1, "effective_weight": 1 }),
+            json!({ "farm": "web", "address": "203.0.113.11", "port": 8080, "state": "down",
+                    "weight": 1, "effective_weight": 1 }),
+        ];
+        let table = render_reals(&reals);
+        assert!(
+            table.contains("web6         [2001:db8:2::11]:8080 up "),
+            "{table}"
+        );
+        assert!(
+            table.contains("web          203.0.113.11:8080     down "),
+            "{table}"
+        );
+        // IPv4 alone: the columns as they were.
+        let table = render_reals(&reals[1..]);
+        assert_eq!(table.lines().next().unwrap().find("STATE"), Some(13 + 22));
     }
 }

@@ -148,7 +148,8 @@ fn design_example_parses_with_its_values() {
         v.sticky,
         Some(Sticky {
             mode: StickyMode::SourceIp,
-            timeout: Duration::from_secs(600)
+            timeout: Duration::from_secs(600),
+            ipv6_prefix: None,
         })
     );
     assert_eq!(
@@ -571,25 +572,280 @@ fn ports_must_be_1_to_65535() {
     assert_one(&issues, 2, 33, "probes.p.port", "port must be 1..=65535");
 }
 
+/// The example as a dual-stack setup: `www` and its farm IPv6 (lines 22-27).
+fn example_v6() -> String {
+    example_with("address: 192.0.2.10", "address: 2001:db8::10")
+        .replacen("10.0.2.11", "2001:db8:2::11", 1)
+        .replacen("10.0.2.12", "2001:db8:2::12", 1)
+        .replacen("10.0.2.20", "2001:db8:2::20", 1)
+}
+
+/// Parses as if the datapath served IPv6 (see `datapath::SERVES_IPV6`).
+fn parse_v6_ok(src: &str) -> Config {
+    Config::parse_for(src, "lb.yaml", true).unwrap_or_else(|e| panic!("config should parse:\n{e}"))
+}
+
+fn parse_v6_err(src: &str) -> Vec<ConfigIssue> {
+    match Config::parse_for(src, "lb.yaml", true) {
+        Ok(c) => panic!("config should be refused, got {c:#?}"),
+        Err(e) => e.errors,
+    }
+}
+
 #[test]
-fn ipv6_is_refused_for_vips_and_reals() {
-    let src = example_with("address: 192.0.2.10", "address: 2001:db8::10").replacen(
-        "10.0.2.12",
-        "2001:db8::12",
-        1,
+fn ipv6_vips_wait_for_the_ipv6_datapath() {
+    // The one gate: the VIP is refused at its address, its IPv6 reals are not.
+    let gated = match Config::parse_for(&example_v6(), "lb.yaml", false) {
+        Ok(c) => panic!("an IPv6 VIP passed the gate: {c:#?}"),
+        Err(e) => e.errors,
+    };
+    assert_one(
+        &gated,
+        27,
+        14,
+        "vips.www.address",
+        "IPv6 VIPs need the IPv6 datapath, which this build does not have yet",
     );
-    let issues = parse_err(&src);
+    parse_v6_ok(&example_v6());
+    // `parse` (`lb check`, the agent) asks the build's datapath.
     assert_eq!(
-        locs(&issues),
+        Config::parse(&example_v6(), "lb.yaml").is_ok(),
+        crate::datapath::SERVES_IPV6
+    );
+}
+
+#[test]
+fn ipv6_addresses_parse_wherever_an_address_goes() {
+    let src = example_v6()
+        .replacen("timeout: 10m }", "timeout: 10m, ipv6_prefix: 64 }", 1)
+        .replacen(
+            "listen: 10.0.9.1:7400",
+            "listen: \"[2001:db8:9::1]:7400\"",
+            1,
+        )
+        .replacen("peer: 10.0.9.2:7400", "peer: '[2001:db8:9::2]:7400'", 1)
+        .replacen("listen: 127.0.0.1:9100", "listen: \"[::1]:9100\"", 1);
+    let c = parse_v6_ok(&src);
+    let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(c.vips["www"].address, v6("2001:db8::10"));
+    let reals: Vec<IpAddr> = c.serverfarms["web"]
+        .reals
+        .iter()
+        .map(|r| r.address)
+        .collect();
+    assert_eq!(
+        reals,
         [
-            (Some(23), Some(20), "serverfarms.web.reals[1].address"),
-            (Some(27), Some(14), "vips.www.address")
+            v6("2001:db8:2::11"),
+            v6("2001:db8:2::12"),
+            v6("2001:db8:2::20")
         ]
     );
-    assert!(
-        issues
-            .iter()
-            .all(|i| i.message.starts_with("IPv6 is not supported yet"))
+    assert_eq!(c.vips["www"].sticky.as_ref().unwrap().ipv6_prefix, Some(64));
+    let ha = c.ha.as_ref().unwrap();
+    assert_eq!(
+        ha.listen,
+        "[2001:db8:9::1]:7400".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(
+        ha.peer,
+        "[2001:db8:9::2]:7400".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(
+        c.metrics.listen,
+        "[::1]:9100".parse::<SocketAddr>().unwrap()
+    );
+    // Any spelling of an address is the address (`lb` prints RFC 5952's).
+    let long = parse_v6_ok(&src.replacen("2001:db8:2::11", "2001:0DB8:2:0:0:0:0:11", 1));
+    assert_eq!(
+        long.serverfarms["web"].reals[0].address,
+        v6("2001:db8:2::11")
+    );
+    // The sync link is no datapath matter: IPv6 there needs no gate.
+    let ha_only = example_with("listen: 10.0.9.1:7400", "listen: \"[2001:db8:9::1]:7400\"")
+        .replacen("peer: 10.0.9.2:7400", "peer: \"[2001:db8:9::2]:7400\"", 1);
+    assert!(parse_ok(&ha_only).ha.unwrap().listen.is_ipv6());
+    // JSON and YAML carry IPv6 as written; YAML reads back to the same config.
+    let json = serde_json::to_value(&c).unwrap();
+    assert_eq!(json["vips"]["www"]["address"], "2001:db8::10");
+    assert_eq!(json["vips"]["www"]["sticky"]["ipv6_prefix"], 64);
+    assert_eq!(json["ha"]["listen"], "[2001:db8:9::1]:7400");
+    assert_eq!(parse_v6_ok(&serde_yaml::to_string(&c).unwrap()), c);
+}
+
+#[test]
+fn yaml_that_cannot_hold_an_ipv6_address_says_to_quote_it() {
+    // YAML reads `[` as a list: `[addr]:port` must be quoted.
+    let issues = parse_err(&example_with(
+        "listen: 10.0.9.1:7400",
+        "listen: [2001:db8:9::1]:7400",
+    ));
+    assert_one(
+        &issues,
+        36,
+        11,
+        "ha.listen",
+        "quote an IPv6 address with a port, e.g. \"[2001:db8::1]:7400\"",
+    );
+    // Inside `{ }`, a plain value cannot start or end with `:`.
+    for (addr, column) in [("::1", 20), ("2001:db8::", 29)] {
+        let issues = parse_err(&example_with("10.0.2.11", addr));
+        assert_eq!(issues.len(), 1, "{issues:#?}");
+        assert_eq!((issues[0].line, issues[0].column), (Some(22), Some(column)));
+        assert!(
+            issues[0].message.contains("quote such an IPv6 address"),
+            "{}",
+            issues[0]
+        );
+    }
+    // Quoted, or in a block mapping, they read as addresses.
+    let quoted = parse_v6_ok(&example_v6().replacen("2001:db8:2::11", "\"2001:db8:2::\"", 1));
+    assert_eq!(
+        quoted.serverfarms["web"].reals[0].address,
+        "2001:db8:2::".parse::<IpAddr>().unwrap()
+    );
+    let block = parse_v6_ok(&example_v6().replacen("address: 2001:db8::10", "address: ::10", 1));
+    assert_eq!(block.vips["www"].address, "::10".parse::<IpAddr>().unwrap());
+}
+
+#[test]
+fn a_vip_and_its_reals_are_one_family() {
+    // www is IPv4, one of its reals IPv6: refused at the real, naming both.
+    let issues = parse_err(&example_with("10.0.2.12", "2001:db8:2::12"));
+    assert_one(
+        &issues,
+        23,
+        20,
+        "serverfarms.web.reals[1].address",
+        "real 2001:db8:2::12 is IPv6 but vip `www` (192.0.2.10) is IPv4; a VIP and its serverfarm's reals must be one family (NAT44 or NAT66)",
+    );
+    // The other way round, with the gate out of the way.
+    let issues = parse_v6_err(&example_v6().replacen("2001:db8:2::20", "10.0.2.20", 1));
+    assert_one(
+        &issues,
+        24,
+        20,
+        "serverfarms.web.reals[2].address",
+        "real 10.0.2.20 is IPv4 but vip `www` (2001:db8::10) is IPv6",
+    );
+    // A farm serving VIPs of both families: the later VIP is the odd one.
+    let src = format!(
+        "{}  www6: {{ address: 2001:db8::10, port: 80, serverfarm: web }}\n",
+        MINIMAL_FARM
+    );
+    let issues = parse_v6_err(&src);
+    assert_one(
+        &issues,
+        7,
+        20,
+        "vips.www6.address",
+        "2001:db8::10 is IPv6 but serverfarm `web` also serves vip `www` (192.0.2.10), which is IPv4",
+    );
+    // A farm no VIP uses is judged by its first real.
+    let src = "interfaces: [eth0]\nserverfarms:\n  spare:\n    reals:\n      - { address: 10.0.2.11 }\n      - { address: 2001:db8::11 }\n";
+    assert_one(
+        &parse_err(src),
+        6,
+        20,
+        "serverfarms.spare.reals[1].address",
+        "real 2001:db8::11 is IPv6 but reals[0] (10.0.2.11) is IPv4",
+    );
+}
+
+/// A farm and one IPv4 VIP on it (lines 1-6); tests add VIPs after it.
+const MINIMAL_FARM: &str = "interfaces: [eth0]
+serverfarms:
+  web:
+    reals: [{ address: 10.0.2.11 }]
+vips:
+  www: { address: 192.0.2.10, port: 80, serverfarm: web }
+";
+
+#[test]
+fn ipv6_addresses_must_be_unicast_and_not_ipv4_mapped() {
+    // Quoted: inside `{ }` YAML cannot read a value starting with `:`.
+    for (addr, needle) in [
+        ("\"::\"", ":: is not a unicast address"),
+        ("ff02::1", "ff02::1 is not a unicast address"),
+        (
+            "\"::ffff:10.0.2.11\"",
+            "::ffff:10.0.2.11 is an IPv4-mapped IPv6 address; write the IPv4 address 10.0.2.11",
+        ),
+    ] {
+        let issues = parse_v6_err(&example_v6().replacen("2001:db8:2::12", addr, 1));
+        assert!(
+            issues
+                .iter()
+                .any(|i| i.path == "serverfarms.web.reals[1].address" && i.message.contains(needle)),
+            "{addr}: {issues:#?}"
+        );
+    }
+}
+
+#[test]
+fn sticky_ipv6_prefix_is_1_to_128_bits_on_ipv6_vips() {
+    // Line 31: `    sticky: { mode: source-ip, timeout: 10m, ipv6_prefix: N }`.
+    let with = |n: &str| {
+        example_v6().replacen(
+            "timeout: 10m }",
+            &format!("timeout: 10m, ipv6_prefix: {n} }}"),
+            1,
+        )
+    };
+    for n in [1, 48, 64, 128] {
+        let c = parse_v6_ok(&with(&n.to_string()));
+        assert_eq!(c.vips["www"].sticky.as_ref().unwrap().ipv6_prefix, Some(n));
+    }
+    assert_one(
+        &parse_v6_err(&with("0")),
+        31,
+        59,
+        "vips.www.sticky.ipv6_prefix",
+        "ipv6_prefix must be 1..=128",
+    );
+    assert_one(
+        &parse_v6_err(&with("129")),
+        31,
+        59,
+        "vips.www.sticky.ipv6_prefix",
+        "ipv6_prefix must be 1..=128",
+    );
+    // On an IPv4 VIP the key would do nothing: refused at the key.
+    let v4 = example_with("timeout: 10m }", "timeout: 10m, ipv6_prefix: 64 }");
+    assert_one(
+        &parse_err(&v4),
+        31,
+        46,
+        "vips.www.sticky.ipv6_prefix",
+        "`ipv6_prefix` applies to IPv6 VIPs only, and vip `www` is IPv4 (192.0.2.10); remove it",
+    );
+}
+
+#[test]
+fn ha_listen_and_peer_are_one_family() {
+    let issues = parse_err(&example_with(
+        "peer: 10.0.9.2:7400",
+        "peer: \"[2001:db8:9::2]:7400\"",
+    ));
+    assert_one(
+        &issues,
+        37,
+        9,
+        "ha.peer",
+        "peer [2001:db8:9::2]:7400 is IPv6 but listen 10.0.9.1:7400 is IPv4",
+    );
+}
+
+#[test]
+fn ipv6_floating_ips_are_refused_with_their_location() {
+    // Line 41: `    - { address: 192.0.2.10/24, interface: eth0 }`.
+    let issues = parse_err(&example_with("192.0.2.10/24", "2001:db8::1/64"));
+    assert_one(
+        &issues,
+        41,
+        18,
+        "ha.floating_ips[0].address",
+        "IPv6 floating IPs are not supported yet",
     );
 }
 

@@ -2,23 +2,32 @@
 //! the result is sorted into file order.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use lb_common::{MAX_FARMS, MAX_IFACES, MAX_REALS, MAX_VIPS};
 
 use super::index::{PosIndex, join};
 use super::{Config, ConfigIssue, Farm, Ha, Probe, ProbeKind, Vip, format_duration};
+use crate::datapath::NO_IPV6_DATAPATH;
 
 const MAX_WEIGHT: u32 = 10_000;
 const FLOW_TABLE_MIN: u32 = 1024;
 const FLOW_TABLE_MAX: u32 = 64 * 1024 * 1024;
 const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
 
-pub(super) fn check(config: &Config, index: &PosIndex, file: &str) -> Vec<ConfigIssue> {
+/// `ipv6_datapath`: the datapath serves IPv6 VIPs (see
+/// `datapath::SERVES_IPV6`); without it they are refused.
+pub(super) fn check(
+    config: &Config,
+    index: &PosIndex,
+    file: &str,
+    ipv6_datapath: bool,
+) -> Vec<ConfigIssue> {
     let mut c = Checker {
         file,
         index,
+        ipv6_datapath,
         issues: Vec::new(),
     };
     for dup in &index.duplicates {
@@ -38,7 +47,9 @@ pub(super) fn check(config: &Config, index: &PosIndex, file: &str) -> Vec<Config
     for (name, farm) in &config.serverfarms {
         c.farm(name, farm, &config.probes);
     }
-    c.vips(config);
+    let vips = c.vips_in_file_order(config);
+    c.vips(config, &vips);
+    c.families(config, &vips);
     c.limits(config);
     if !(FLOW_TABLE_MIN..=FLOW_TABLE_MAX).contains(&config.bpf.flow_table_size) {
         c.value(
@@ -65,6 +76,7 @@ pub(super) fn check(config: &Config, index: &PosIndex, file: &str) -> Vec<Config
 struct Checker<'a> {
     file: &'a str,
     index: &'a PosIndex,
+    ipv6_datapath: bool,
     issues: Vec<ConfigIssue>,
 }
 
@@ -122,17 +134,25 @@ impl Checker<'_> {
         }
     }
 
-    /// VIPs and reals: IPv4 unicast only, for now.
+    /// VIPs and reals: unicast, IPv4 or IPv6.
     fn address(&mut self, path: String, addr: IpAddr) {
         match addr {
-            IpAddr::V6(_) => self.value(
-                path,
-                "IPv6 is not supported yet (the datapath handles IPv4 only); use an IPv4 address",
-            ),
             IpAddr::V4(v4) if v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() => {
                 self.value(path, format!("{v4} is not a unicast address"))
             }
-            IpAddr::V4(_) => {}
+            IpAddr::V6(v6) if v6.is_unspecified() || v6.is_multicast() => {
+                self.value(path, format!("{v6} is not a unicast address"))
+            }
+            // The maps store IPv4 in exactly this form (lb_common::v4_mapped),
+            // so it would be the IPv4 address under another name.
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => self.value(
+                path,
+                format!(
+                    "{v6} is an IPv4-mapped IPv6 address; write the IPv4 address {}",
+                    v6.to_canonical()
+                ),
+            ),
+            IpAddr::V4(_) | IpAddr::V6(_) => {}
         }
     }
 
@@ -286,7 +306,7 @@ impl Checker<'_> {
                 // Keep pointing at the first for a third copy.
                 seen.insert((real.address, real.port), first);
                 let real_name = match real.port {
-                    Some(port) => format!("{}:{port}", real.address),
+                    Some(port) => SocketAddr::new(real.address, port).to_string(),
                     None => format!("{} (the VIP's port)", real.address),
                 };
                 self.value(
@@ -299,8 +319,8 @@ impl Checker<'_> {
         }
     }
 
-    fn vips(&mut self, config: &Config) {
-        // In file order, so "already used by" names the earlier one.
+    /// The VIPs in file order, so that "already used by" names the earlier one.
+    fn vips_in_file_order<'c>(&self, config: &'c Config) -> Vec<(&'c String, &'c Vip)> {
         let mut vips: Vec<(&String, &Vip)> = config.vips.iter().collect();
         vips.sort_by_key(|(name, _)| {
             self.index
@@ -308,11 +328,18 @@ impl Checker<'_> {
                 .and_then(|n| n.key)
                 .map(|p| (p.line, p.column))
         });
+        vips
+    }
+
+    fn vips(&mut self, config: &Config, vips: &[(&String, &Vip)]) {
         let mut seen = HashMap::new();
-        for (name, vip) in vips {
+        for &(name, vip) in vips {
             let base = join("vips", name);
             self.name(&base, name);
             self.address(format!("{base}.address"), vip.address);
+            if vip.address.is_ipv6() && !self.ipv6_datapath {
+                self.value(format!("{base}.address"), NO_IPV6_DATAPATH);
+            }
             self.port(format!("{base}.port"), Some(vip.port));
             if !config.serverfarms.contains_key(&vip.serverfarm) {
                 self.value(
@@ -322,6 +349,7 @@ impl Checker<'_> {
             }
             if let Some(sticky) = &vip.sticky {
                 self.positive(format!("{base}.sticky.timeout"), sticky.timeout);
+                self.ipv6_prefix(name, vip, sticky.ipv6_prefix);
             }
             let t = &vip.timeouts;
             for (key, d) in [
@@ -340,8 +368,88 @@ impl Checker<'_> {
                 self.key(
                     base,
                     format!(
-                        "{}:{}/{proto} is already the address of vip `{first}`; change the address, port or protocol",
-                        vip.address, vip.port
+                        "{}/{proto} is already the address of vip `{first}`; change the address, port or protocol",
+                        SocketAddr::new(vip.address, vip.port)
+                    ),
+                );
+            }
+        }
+    }
+
+    /// `sticky.ipv6_prefix`: 1..=128 (above 128 is refused while parsing),
+    /// and on IPv6 VIPs only. An IPv4 client's address is its whole
+    /// identity, so on an IPv4 VIP the key would silently do nothing.
+    fn ipv6_prefix(&mut self, name: &str, vip: &Vip, prefix: Option<u8>) {
+        let path = format!("vips.{name}.sticky.ipv6_prefix");
+        match prefix {
+            None => {}
+            Some(_) if vip.address.is_ipv4() => self.key(
+                path,
+                format!(
+                    "`ipv6_prefix` applies to IPv6 VIPs only, and vip `{name}` is IPv4 ({}); remove it",
+                    vip.address
+                ),
+            ),
+            Some(0) => self.value(
+                path,
+                "ipv6_prefix must be 1..=128 (bits of the client address)",
+            ),
+            Some(_) => {}
+        }
+    }
+
+    /// A VIP and its serverfarm's reals are one family: lb translates IPv4
+    /// to IPv4 (NAT44) and IPv6 to IPv6 (NAT66), never one into the other.
+    /// Each farm is judged against the first VIP (in file order) that uses
+    /// it, or its first real when no VIP does, so that each mismatch is
+    /// reported once, where it is written, naming both addresses.
+    fn families(&mut self, config: &Config, vips: &[(&String, &Vip)]) {
+        for (farm_name, farm) in &config.serverfarms {
+            let mut users = vips.iter().filter(|(_, v)| v.serverfarm == *farm_name);
+            let (reference, ipv6, skip_first_real) = match users.next() {
+                Some((name, v)) => (
+                    format!("vip `{name}` ({})", v.address),
+                    v.address.is_ipv6(),
+                    false,
+                ),
+                None => match farm.reals.first() {
+                    Some(r) => (
+                        format!("reals[0] ({})", r.address),
+                        r.address.is_ipv6(),
+                        true,
+                    ),
+                    None => continue,
+                },
+            };
+            let base = join("serverfarms", farm_name);
+            for (i, real) in farm
+                .reals
+                .iter()
+                .enumerate()
+                .skip(usize::from(skip_first_real))
+            {
+                if real.address.is_ipv6() != ipv6 {
+                    self.value(
+                        format!("{base}.reals[{i}].address"),
+                        format!(
+                            "real {} is {} but {reference} is {}; {ONE_FAMILY}: give the {} reals a serverfarm of their own",
+                            real.address,
+                            family(!ipv6),
+                            family(ipv6),
+                            family(!ipv6),
+                        ),
+                    );
+                }
+            }
+            for (name, v) in users.filter(|(_, v)| v.address.is_ipv6() != ipv6) {
+                self.value(
+                    format!("vips.{name}.address"),
+                    format!(
+                        "{} is {} but serverfarm `{farm_name}` also serves {reference}, which is {}; {ONE_FAMILY}: give this VIP a serverfarm of {} reals",
+                        v.address,
+                        family(!ipv6),
+                        family(ipv6),
+                        family(!ipv6),
                     ),
                 );
             }
@@ -388,6 +496,19 @@ impl Checker<'_> {
                 "peer must be the other node's address, not `listen`",
             );
         }
+        // One socket, bound to `listen`, sends to `peer`.
+        if ha.listen.is_ipv6() != ha.peer.is_ipv6() {
+            self.value(
+                "ha.peer",
+                format!(
+                    "peer {} is {} but listen {} is {}; the sync socket bound to `listen` can only reach a peer of its own family",
+                    ha.peer,
+                    family(ha.peer.is_ipv6()),
+                    ha.listen,
+                    family(ha.listen.is_ipv6()),
+                ),
+            );
+        }
         if ha.key_file.as_os_str().is_empty() {
             self.value(
                 "ha.key_file",
@@ -403,6 +524,13 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// The rule [`Checker::families`] enforces, as its messages state it.
+const ONE_FAMILY: &str = "a VIP and its serverfarm's reals must be one family (NAT44 or NAT66)";
+
+fn family(ipv6: bool) -> &'static str {
+    if ipv6 { "IPv6" } else { "IPv4" }
 }
 
 /// "serverfarm `webb` is not defined; defined serverfarms: web, api"

@@ -30,14 +30,14 @@ use std::{
     cmp::Ordering,
     collections::{BinaryHeap, HashMap as StdMap, hash_map::Entry},
     hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
-    net::{IpAddr, SocketAddr, SocketAddrV4},
+    net::SocketAddr,
 };
 
 use anyhow::{Result, bail};
 use aya::maps::{HashMap, MapData, MapError};
 use lb_common::{
     DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, PROTO_TCP, ST_CLOSED, ST_ESTABLISHED,
-    ST_FIN, ST_SYN, ST_UDP, v4_mapped,
+    ST_FIN, ST_SYN, ST_UDP, to_map_addr,
 };
 
 use super::{Filter, FlowRow, batch, sock, state_name};
@@ -124,29 +124,21 @@ impl Sink for HashMap<MapData, FlowKey, Flow> {
     }
 }
 
-/// An address filter: `ADDR` or `ADDR:PORT` (`[V6]:PORT`), parsed once.
+/// An address filter: `ADDR` or `ADDR:PORT`, IPv6 as `2001:db8::1` or
+/// `[2001:db8::1]:443` (see [`crate::endpoint::parse`]), parsed once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AddrMatch {
-    /// IPv4 as `::ffff:a.b.c.d`, as the maps store it.
+    /// As the maps store it (`lb_common::to_map_addr`).
     pub addr: [u8; 16],
     pub port_be: Option<u16>,
 }
 
 impl AddrMatch {
     pub fn parse(s: &str) -> Option<Self> {
-        let bytes = |ip: IpAddr| match ip {
-            IpAddr::V4(a) => v4_mapped(a.octets()),
-            IpAddr::V6(a) => a.octets(),
-        };
-        if let Ok(sa) = s.parse::<SocketAddr>() {
-            return Some(Self {
-                addr: bytes(sa.ip()),
-                port_be: Some(sa.port().to_be()),
-            });
-        }
-        s.parse::<IpAddr>().ok().map(|ip| Self {
-            addr: bytes(ip),
-            port_be: None,
+        let (ip, port) = crate::endpoint::parse(s)?;
+        Some(Self {
+            addr: to_map_addr(ip),
+            port_be: port.map(u16::to_be),
         })
     }
 
@@ -189,7 +181,9 @@ impl Filter {
                 None => Ok(None),
                 Some(s) => match AddrMatch::parse(s) {
                     Some(m) => Ok(Some(m)),
-                    None => bail!("--{what} {s}: not an address (ADDR or ADDR:PORT)"),
+                    None => bail!(
+                        "--{what} {s}: not an address (ADDR or ADDR:PORT, IPv6 with a port as [ADDR]:PORT)"
+                    ),
                 },
             }
         };
@@ -414,7 +408,7 @@ impl<T: Extra> Cand<T> {
     }
 
     /// (vip, real, client): the order `lb flows` prints, protocol last.
-    fn sort_key(&self) -> (SocketAddrV4, SocketAddrV4, SocketAddrV4, u8) {
+    fn sort_key(&self) -> (SocketAddr, SocketAddr, SocketAddr, u8) {
         (
             sock(&self.fwd_key.dst_addr, self.fwd_key.dst_port_be),
             sock(&self.real_addr, self.real_port_be),

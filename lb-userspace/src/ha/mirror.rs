@@ -9,9 +9,13 @@
 //!
 //! Reals are matched by address within the VIP's serverfarm, never by id:
 //! the two agents number their reals independently (design.md).
+//!
+//! The wire's version 1 carries IPv4 flows only (`FlowTuple`, wire.rs): an
+//! IPv6 flow is not streamed, so a standby that takes over picks its real
+//! afresh at its next packet (the same one, for a maglev farm).
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 
 use anyhow::{Context, Result};
 use lb_common::{
@@ -28,11 +32,11 @@ use crate::flowtable::{self, Joined, reverse_key, sock};
 #[derive(Debug, Default)]
 pub struct Index {
     /// (VIP address, protocol) -> (vip id, farm).
-    vips: HashMap<(SocketAddrV4, u8), (u32, String)>,
+    vips: HashMap<(SocketAddr, u8), (u32, String)>,
     /// (farm, real address) -> real id.
-    reals: HashMap<(String, SocketAddrV4), u32>,
+    reals: HashMap<(String, SocketAddr), u32>,
     /// real id -> real address.
-    real_addrs: HashMap<u32, SocketAddrV4>,
+    real_addrs: HashMap<u32, SocketAddr>,
 }
 
 impl Index {
@@ -42,18 +46,26 @@ impl Index {
             idx.vips.insert((v.addr, v.proto), (v.id, v.farm.clone()));
         }
         for (k, (id, _)) in &p.reals {
-            let addr = SocketAddrV4::new(k.addr, k.port);
-            idx.reals.insert((k.farm.clone(), addr), *id);
-            idx.real_addrs.insert(*id, addr);
+            idx.reals.insert((k.farm.clone(), k.endpoint()), *id);
+            idx.real_addrs.insert(*id, k.endpoint());
         }
         idx
     }
 
     /// The local (vip id, real id) for a flow of `vip` served by `real`.
     fn resolve(&self, vip: SocketAddrV4, proto: u8, real: SocketAddrV4) -> Option<(u32, u32)> {
-        let (vip_id, farm) = self.vips.get(&(vip, proto))?;
-        let real_id = self.reals.get(&(farm.clone(), real))?;
+        let (vip_id, farm) = self.vips.get(&(vip.into(), proto))?;
+        let real_id = self.reals.get(&(farm.clone(), real.into()))?;
         Some((*vip_id, *real_id))
+    }
+}
+
+/// The IPv4 endpoint the wire can carry; `None` for IPv6 (see the module
+/// comment).
+fn wire_addr(a: SocketAddr) -> Option<SocketAddrV4> {
+    match a {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(_) => None,
     }
 }
 
@@ -69,23 +81,25 @@ pub fn forward_key(t: &FlowTuple) -> FlowKey {
     }
 }
 
-/// The flow a forward key names.
-pub fn tuple_of(k: &FlowKey) -> FlowTuple {
-    FlowTuple {
-        client: sock(&k.src_addr, k.src_port_be),
-        vip: sock(&k.dst_addr, k.dst_port_be),
+/// The flow a forward key names; `None` for an IPv6 flow, which the wire
+/// cannot carry.
+pub fn tuple_of(k: &FlowKey) -> Option<FlowTuple> {
+    Some(FlowTuple {
+        client: wire_addr(sock(&k.src_addr, k.src_port_be))?,
+        vip: wire_addr(sock(&k.dst_addr, k.dst_port_be))?,
         proto: k.proto,
-    }
+    })
 }
 
 /// A datapath record as a wire event. `None` for a real this agent does
-/// not know (retired by a reload while the record was in the ring).
+/// not know (retired by a reload while the record was in the ring), and
+/// for an IPv6 flow.
 pub fn from_record(rec: &SyncEvent, idx: &Index) -> Option<FlowEvent> {
-    let key = tuple_of(&rec.key);
+    let key = tuple_of(&rec.key)?;
     match rec.kind {
         SYNC_CREATE | SYNC_UPDATE => Some(FlowEvent::Upsert {
             key,
-            real: *idx.real_addrs.get(&rec.real_id)?,
+            real: wire_addr(*idx.real_addrs.get(&rec.real_id)?)?,
             state: rec.state,
             created_age_ms: 0,
             idle_ms: 0,
@@ -96,15 +110,15 @@ pub fn from_record(rec: &SyncEvent, idx: &Index) -> Option<FlowEvent> {
 }
 
 /// A flow of the table as an upsert with its exact ages (bulk copies and
-/// refreshes).
-pub fn upsert_of(f: &Joined, now_ns: u64) -> FlowEvent {
-    FlowEvent::Upsert {
-        key: tuple_of(&f.fwd_key),
-        real: sock(&f.fwd.nat_addr, f.fwd.nat_port_be),
+/// refreshes); `None` for an IPv6 flow.
+pub fn upsert_of(f: &Joined, now_ns: u64) -> Option<FlowEvent> {
+    Some(FlowEvent::Upsert {
+        key: tuple_of(&f.fwd_key)?,
+        real: wire_addr(sock(&f.fwd.nat_addr, f.fwd.nat_port_be))?,
         state: f.state(),
         created_age_ms: now_ns.saturating_sub(f.fwd.created_ns) / 1_000_000,
         idle_ms: now_ns.saturating_sub(f.last_ns()) / 1_000_000,
-    }
+    })
 }
 
 /// Every flow of the table, as the events of a bulk copy.
@@ -113,7 +127,11 @@ pub fn snapshot(
     now_ns: u64,
 ) -> Result<Vec<FlowEvent>> {
     let table = flowtable::read(flows)?;
-    Ok(table.flows.iter().map(|f| upsert_of(f, now_ns)).collect())
+    Ok(table
+        .flows
+        .iter()
+        .filter_map(|f| upsert_of(f, now_ns))
+        .collect())
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -445,12 +463,13 @@ fn remove(maps: &mut KernelMaps, fk: &FlowKey) -> Result<()> {
     Ok(())
 }
 
-/// Removes every flow not in `named`: what the peer no longer has.
+/// Removes every flow not in `named`: what the peer no longer has (an
+/// IPv6 flow, which no copy names, included).
 fn remove_unnamed(maps: &mut KernelMaps, named: &HashSet<FlowTuple>) -> Result<u64> {
     let table = flowtable::read(&maps.flows)?;
     let mut n = 0;
     for f in &table.flows {
-        if !named.contains(&tuple_of(&f.fwd_key)) {
+        if tuple_of(&f.fwd_key).is_none_or(|t| !named.contains(&t)) {
             remove(maps, &f.fwd_key)?;
             n += 1;
         }
@@ -459,4 +478,46 @@ fn remove_unnamed(maps: &mut KernelMaps, named: &HashSet<FlowTuple>) -> Result<u
         let _ = maps.flows.remove(k);
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use lb_common::{PROTO_TCP, to_map_addr};
+
+    use super::*;
+
+    fn key(client: std::net::IpAddr, vip: std::net::IpAddr) -> FlowKey {
+        FlowKey {
+            src_addr: to_map_addr(client),
+            dst_addr: to_map_addr(vip),
+            src_port_be: 40_000u16.to_be(),
+            dst_port_be: 80u16.to_be(),
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        }
+    }
+
+    #[test]
+    fn ipv4_flows_go_on_the_wire_and_ipv6_flows_stay_off_it() {
+        let (c4, v4) = (Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(198, 51, 100, 10));
+        let k = key(c4.into(), v4.into());
+        let t = tuple_of(&k).expect("an IPv4 flow has a tuple");
+        assert_eq!(
+            (t.client, t.vip),
+            (SocketAddrV4::new(c4, 40_000), SocketAddrV4::new(v4, 80))
+        );
+        assert_eq!(forward_key(&t), k, "the tuple names the same entry");
+        let v6: Ipv6Addr = "2001:db8::10".parse().unwrap();
+        let c6: Ipv6Addr = "2001:db8:c::2".parse().unwrap();
+        assert_eq!(tuple_of(&key(c6.into(), v6.into())), None);
+        let rec = SyncEvent {
+            key: key(c6.into(), v6.into()),
+            real_id: 0,
+            kind: SYNC_CREATE,
+            ..SyncEvent::default()
+        };
+        assert_eq!(from_record(&rec, &Index::default()), None);
+    }
 }

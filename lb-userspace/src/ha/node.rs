@@ -372,15 +372,15 @@ impl Node {
     /// than it (so not just sent as a create) is a refresh.
     pub fn on_swept(&mut self, f: &Joined, removed: bool, window: u64, now_ns: u64) {
         let now = Instant::now();
+        // IPv6 flows have no tuple and no upsert: the wire carries IPv4 only.
         if removed {
-            self.outbox.push(
-                FlowEvent::Remove {
-                    key: mirror::tuple_of(&f.fwd_key),
-                },
-                now,
-            );
-        } else if refresh_due(f, window, now_ns) {
-            self.outbox.push(mirror::upsert_of(f, now_ns), now);
+            if let Some(key) = mirror::tuple_of(&f.fwd_key) {
+                self.outbox.push(FlowEvent::Remove { key }, now);
+            }
+        } else if refresh_due(f, window, now_ns)
+            && let Some(ev) = mirror::upsert_of(f, now_ns)
+        {
+            self.outbox.push(ev, now);
             self.counters.refreshed += 1;
         }
     }

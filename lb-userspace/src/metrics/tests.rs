@@ -686,3 +686,26 @@ fn serve_outside_a_runtime_is_an_error() {
     let err = serve_on(listener, tx).expect_err("no runtime");
     assert!(format!("{err:#}").contains("tokio runtime"), "{err:#}");
 }
+
+#[test]
+fn ipv6_endpoints_label_their_series_as_lb_prints_them() {
+    // The agent labels with `VipEntry::addr` and `RealKey::endpoint`, which
+    // print IPv6 bracketed (control's tests); the scrape carries them as is.
+    let mut s = sample();
+    s.vips[0].address = "[2001:db8::10]:80".into();
+    s.reals[0].address = "[2001:db8:2::11]:8080".into();
+    let text = render(&s);
+    assert!(
+        text.contains(
+            r#"lb_vip_active_flows{vip="www",address="[2001:db8::10]:80",protocol="tcp"} 12"#
+        ),
+        "{text}"
+    );
+    let series = parse(&text);
+    assert!(
+        series
+            .iter()
+            .any(|x| x.name == "lb_real_up" && x.label("real") == "[2001:db8:2::11]:8080"),
+        "{text}"
+    );
+}

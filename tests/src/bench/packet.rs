@@ -457,7 +457,7 @@ impl Bench {
         }
         let key = RealKey {
             farm: "purge".into(),
-            addr: REALS[0],
+            addr: REALS[0].into(),
             port: PURGE_PORT,
         };
         self.ctl
