@@ -477,7 +477,7 @@ fn interfaces_must_be_listed_once_each() {
     assert_eq!(issues.len(), 1);
     assert_eq!(
         issues[0].to_string(),
-        "lb.yaml: interfaces: list at least one interface for XDP to attach to, e.g. `interfaces: [eth0, eth1]`"
+        "lb.yaml: interfaces: list at least one interface for the datapath to attach to, e.g. `interfaces: [eth0, eth1]`"
     );
     let issues = parse_err("interfaces: []\n");
     assert_one(&issues, 1, 13, "interfaces", "list at least one interface");
@@ -1235,4 +1235,40 @@ fn init_state_parses_and_defaults_to_down() {
         "serverfarms.web.init_state",
         "unknown variant `maybe`, expected `down` or `up`",
     );
+}
+
+#[test]
+fn interfaces_take_a_hook_each() {
+    let c = parse_ok(
+        "interfaces: [eth0, { name: eth1, hook: tc }, { name: eth2, hook: xdp }, { name: eth3 }]\n",
+    );
+    let hooks: Vec<(&str, Hook)> = c
+        .interfaces
+        .iter()
+        .map(|i| (i.name.as_str(), i.hook))
+        .collect();
+    assert_eq!(
+        hooks,
+        [
+            ("eth0", Hook::Auto),
+            ("eth1", Hook::Tc),
+            ("eth2", Hook::Xdp),
+            ("eth3", Hook::Auto)
+        ]
+    );
+    // Written back as it was read: a bare name for auto.
+    let yaml = serde_yaml::to_string(&c.interfaces).unwrap();
+    assert_eq!(
+        yaml,
+        "- eth0\n- name: eth1\n  hook: tc\n- name: eth2\n  hook: xdp\n- eth3\n"
+    );
+}
+
+#[test]
+fn an_unknown_hook_is_refused_at_its_position() {
+    let issues = parse_err("interfaces: [{ name: eth0, hook: dpdk }]\n");
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    let text = issues[0].to_string();
+    assert!(text.starts_with("lb.yaml:1:"), "{text}");
+    assert!(text.contains("dpdk"), "{text}");
 }

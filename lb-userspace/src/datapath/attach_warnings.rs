@@ -198,7 +198,7 @@ pub fn check_interfaces(interfaces: &[String]) {
 pub fn is_veth(iface: &str) -> io::Result<bool> {
     let nl = netlink::Socket::open(NL_TIMEOUT)?;
     let ifindex = super::ifindex(iface).map_err(io::Error::other)?;
-    Ok(get_link(&nl, ifindex, None)?.kind.as_deref() == Some("veth"))
+    Ok(get_link(&nl, ifindex, None)?.kind == Some(InfoKind::Veth))
 }
 
 fn check_interface(nl: &netlink::Socket, iface: &str) -> io::Result<()> {

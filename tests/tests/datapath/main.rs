@@ -422,7 +422,10 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
             p.reals
                 .iter()
                 .find(|(_, (rid, _))| *rid == id)
-                .map(|(k, _)| k.addr)
+                .map(|(k, _)| match k.addr {
+                    std::net::IpAddr::V4(a) => a,
+                    std::net::IpAddr::V6(a) => panic!("IPv6 real {a} in an IPv4 farm"),
+                })
                 .expect("real")
         };
         p.farms["web"].sched.iter().map(|&id| by_id(id)).collect()
@@ -1018,7 +1021,7 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
 fn key(farm: &str, addr: Ipv4Addr, port: u16) -> RealKey {
     RealKey {
         farm: farm.into(),
-        addr,
+        addr: addr.into(),
         port,
     }
 }
