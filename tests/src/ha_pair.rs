@@ -22,7 +22,7 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    EchoConn, LbAgent, Spawned, TestServer,
+    EchoConn, LbAgent, Spawned, TestHook, TestServer,
     ha_topology::{FLOAT_CLIENT, FLOAT_CLIENT_CIDR, FLOAT_SERVER, FLOAT_SERVER_CIDR, HaTopology},
     ha_topology::{link_mac, neigh_lladdr},
     require_root,
@@ -130,8 +130,18 @@ impl HaPair {
 
     /// [`HaPair::new`] with flow tables of `flow_table_size` entries.
     pub fn sized(preempt: bool, testsrv: &Path, flow_table_size: u32) -> HaPair {
+        Self::with_hook(preempt, testsrv, flow_table_size, TestHook::Xdp)
+    }
+
+    /// [`HaPair::sized`] with both lbs attached by `hook`.
+    pub fn with_hook(
+        preempt: bool,
+        testsrv: &Path,
+        flow_table_size: u32,
+        hook: TestHook,
+    ) -> HaPair {
         require_root();
-        let topo = HaTopology::new(3);
+        let topo = HaTopology::for_hook(3, hook);
         topo.wait_ready();
         let exe = PathBuf::from(testsrv);
         let servers = (0..3)
@@ -150,7 +160,11 @@ impl HaPair {
             std::fs::create_dir_all(topo.lbs[i].log_dir()).expect("log dir");
             std::fs::write(&key, KEY).expect("key");
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-            let lb = LbAgent::start_sized(&topo.lbs[i], &config(i, &key, preempt), flow_table_size);
+            let lb = LbAgent::start_sized(
+                &topo.lbs[i],
+                &hook.apply(&config(i, &key, preempt)),
+                flow_table_size,
+            );
             if i == 0 {
                 assert!(
                     wait_until(Duration::from_secs(5), Duration::from_millis(50), || role(

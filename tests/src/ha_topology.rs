@@ -30,6 +30,7 @@
 
 use std::{net::Ipv4Addr, time::Duration};
 
+use crate::TestHook;
 use crate::{
     netns::{Netns, veth},
     topology::{MAX_REALS, probe, quiet_sysctls, real_addr, real_name, wait_probes},
@@ -121,6 +122,11 @@ impl HaTopology {
     /// Builds the topology with `n_reals` reals. Panics with context on any
     /// failure; whatever was built so far is removed by the unwinding drops.
     pub fn new(n_reals: usize) -> HaTopology {
+        Self::for_hook(n_reals, TestHook::Xdp)
+    }
+
+    /// [`HaTopology::new`] for lbs attached by `hook` (offloads: hook.rs).
+    pub fn for_hook(n_reals: usize, hook: TestHook) -> HaTopology {
         assert!((1..=MAX_REALS).contains(&n_reals), "1..={MAX_REALS} reals");
         let client = Netns::new("client");
         let lbs = [Netns::new(&lb_name(0)), Netns::new(&lb_name(1))];
@@ -203,23 +209,25 @@ impl HaTopology {
             ns.sysctl("net.ipv4.conf.eth0.arp_accept", "1");
         }
 
-        // Socket senders on veth hand out CHECKSUM_PARTIAL packets; once the
-        // XDP program rewrites them the receiver would see bad checksums.
-        // Real NICs deliver full checksums, so make the endpoints do the same.
-        for ns in hosts() {
-            ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
-        }
-        // A frame XDP_TX/XDP_REDIRECTed out of a veth is only received if
-        // the peer has NAPI; GRO on the peer enables it (no XDP needed
-        // there). The lbs' eth0/eth1 peers are the switch ports. The client's
-        // eth0 as in `Topology` (harmless here: the bridge forwards to it).
-        // The sync link carries only the agents' own socket traffic.
-        for i in 0..2 {
-            for p in [sw_client_port(i), sw_server_port(i)] {
-                sw.exec(&["ethtool", "-K", &p, "gro", "on"]);
+        if hook.xdp_workarounds() {
+            // Socket senders on veth hand out CHECKSUM_PARTIAL packets; once the
+            // XDP program rewrites them the receiver would see bad checksums.
+            // Real NICs deliver full checksums, so make the endpoints do the same.
+            for ns in hosts() {
+                ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
             }
+            // A frame XDP_TX/XDP_REDIRECTed out of a veth is only received if
+            // the peer has NAPI; GRO on the peer enables it (no XDP needed
+            // there). The lbs' eth0/eth1 peers are the switch ports. The client's
+            // eth0 as in `Topology` (harmless here: the bridge forwards to it).
+            // The sync link carries only the agents' own socket traffic.
+            for i in 0..2 {
+                for p in [sw_client_port(i), sw_server_port(i)] {
+                    sw.exec(&["ethtool", "-K", &p, "gro", "on"]);
+                }
+            }
+            client.exec(&["ethtool", "-K", "eth0", "gro", "on"]);
         }
-        client.exec(&["ethtool", "-K", "eth0", "gro", "on"]);
 
         HaTopology {
             client,

@@ -15,6 +15,7 @@ pub mod fixture_net;
 pub mod frames;
 pub mod ha_pair;
 pub mod ha_topology;
+pub mod hook;
 pub mod lbagent;
 pub mod netns;
 pub mod rig;
@@ -28,6 +29,7 @@ pub use client::{
 };
 pub use data::{Fnv1a64, PatternGen, fnv1a64};
 pub use ha_topology::HaTopology;
+pub use hook::TestHook;
 pub use lbagent::{LbAgent, lb_bin};
 pub use netns::{Netns, veth};
 pub use spawned::Spawned;

@@ -2,7 +2,9 @@
 //! `lb-testsrv` on the standard ports, and `lb` with a given config.
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use crate::{LbAgent, Spawned, TestServer, Topology, http_get, require_root, topology::real_name};
+use crate::{
+    LbAgent, Spawned, TestHook, TestServer, Topology, http_get, require_root, topology::real_name,
+};
 
 pub const HTTP: u16 = 8080;
 pub const UDP: u16 = 5353;
@@ -24,8 +26,15 @@ impl Rig {
 
     /// [`Rig::new`] with a flow table of `flow_table_size` entries.
     pub fn sized(config: &str, testsrv: &str, flow_table_size: u32) -> Rig {
+        Self::with_hook(config, testsrv, flow_table_size, TestHook::Xdp)
+    }
+
+    /// [`Rig::sized`] with lb attached by `hook` (the config's interfaces
+    /// rewritten by `TestHook::apply`).
+    pub fn with_hook(config: &str, testsrv: &str, flow_table_size: u32, hook: TestHook) -> Rig {
         require_root();
-        let topo = Topology::new(3);
+        let config = &hook.apply(config);
+        let topo = Topology::for_hook(3, hook);
         topo.wait_ready();
         let testsrv = PathBuf::from(testsrv);
         let servers = (0..topo.reals.len())

@@ -22,6 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::TestHook;
 use crate::netns::{Netns, veth};
 
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -73,6 +74,11 @@ impl Topology {
     /// Builds the topology with `n_reals` reals. Panics with context on any
     /// failure; whatever was built so far is removed by the unwinding drops.
     pub fn new(n_reals: usize) -> Topology {
+        Self::for_hook(n_reals, TestHook::Xdp)
+    }
+
+    /// [`Topology::new`] for an lb attached by `hook` (offloads: hook.rs).
+    pub fn for_hook(n_reals: usize, hook: TestHook) -> Topology {
         assert!((1..=MAX_REALS).contains(&n_reals), "1..={MAX_REALS} reals");
         let client = Netns::new("client");
         let lb = Netns::new("lb");
@@ -131,17 +137,19 @@ impl Topology {
             real.sysctl("net.ipv4.conf.eth0.rp_filter", "0");
         }
 
-        // Socket senders on veth hand out CHECKSUM_PARTIAL packets; once the
-        // XDP program rewrites them the receiver would see bad checksums.
-        // Real NICs deliver full checksums, so make the endpoints do the same.
-        client.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
-        for real in &reals {
-            real.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
+        if hook.xdp_workarounds() {
+            // Socket senders on veth hand out CHECKSUM_PARTIAL packets; once the
+            // XDP program rewrites them the receiver would see bad checksums.
+            // Real NICs deliver full checksums, so make the endpoints do the same.
+            client.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
+            for real in &reals {
+                real.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
+            }
+            // A frame XDP_TX/XDP_REDIRECTed out of a veth is only received if
+            // the peer has NAPI; GRO on the peer enables it (no XDP needed there).
+            client.exec(&["ethtool", "-K", "eth0", "gro", "on"]);
+            sw.exec(&["ethtool", "-K", SW_LB_PORT, "gro", "on"]);
         }
-        // A frame XDP_TX/XDP_REDIRECTed out of a veth is only received if
-        // the peer has NAPI; GRO on the peer enables it (no XDP needed there).
-        client.exec(&["ethtool", "-K", "eth0", "gro", "on"]);
-        sw.exec(&["ethtool", "-K", SW_LB_PORT, "gro", "on"]);
 
         Topology {
             client,

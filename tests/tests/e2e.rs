@@ -8,7 +8,7 @@ use std::{
 };
 
 use lb_tests::{
-    EchoConn, HttpConn, bulk_send, http_get,
+    EchoConn, HttpConn, TestHook, bulk_send, http_get,
     rig::{ECHO, HTTP, Rig, SINK, UDP},
     topology::vip,
     udp_request, wait_until,
@@ -156,6 +156,57 @@ fn long_tcp_transfer_arrives_intact() {
     // Full speed for this topology is several Gbit/s; far below that means
     // packets are taking a slow path (generic XDP, the kernel, drops).
     assert!(r.mbit_per_s() > 500.0, "{:.0} Mbit/s", r.mbit_per_s());
+    let flows = rig.lb.flows(&["--vip", "198.51.100.10:9000"]);
+    assert_eq!(flows.len(), 1);
+    assert!(
+        flows[0]["bytes_in"].as_u64().unwrap() > BYTES,
+        "{}",
+        flows[0]
+    );
+}
+
+/// The smoke cases on the tc hook, on a topology with the kernel's default
+/// offloads (checksum offload on: the skbs lb rewrites are CHECKSUM_PARTIAL;
+/// TCP segments arrive as GSO skbs with their payload in page fragments).
+#[test]
+fn tc_hook_serves_http_udp_and_a_long_transfer_with_default_offloads() {
+    let rig = Rig::with_hook(
+        &config("weighted-round-robin", &[1, 2, 3]),
+        env!("CARGO_BIN_EXE_lb-testsrv"),
+        65536,
+        TestHook::Tc,
+    );
+    assert!(rig.lb.proc.log().contains("by tc"), "{}", rig.lb.proc.log());
+    let bodies: Vec<String> = (0..60)
+        .map(|i| {
+            rig.get(vip_addr(80))
+                .unwrap_or_else(|e| panic!("request {i}: {e}\n{}", rig.lb.proc.report()))
+        })
+        .collect();
+    let t = tally(&bodies);
+    println!("tc: 60 requests over weights 1:2:3: {t:?}");
+    assert_eq!(t.len(), 3, "{t:?}");
+    assert!(t["r3"] > t["r1"], "{t:?}");
+    for i in 0..9 {
+        let reply = rig
+            .topo
+            .client
+            .run(|| udp_request(vip_addr(53), format!("q{i}").as_bytes(), T))
+            .unwrap_or_else(|e| panic!("udp {i}: {e}\n{}", rig.lb.proc.report()));
+        assert!(reply.ends_with(&format!(":q{i}")), "{reply}");
+    }
+    const BYTES: u64 = 256 << 20;
+    let r = rig
+        .topo
+        .client
+        .run(|| bulk_send(vip_addr(SINK), BYTES, Duration::from_secs(120)))
+        .unwrap_or_else(|e| panic!("bulk transfer: {e}\n{}", rig.lb.proc.report()));
+    println!(
+        "tc: 256 MiB through the VIP: {:.0} Mbit/s in {:?}",
+        r.mbit_per_s(),
+        r.elapsed
+    );
+    assert!(r.intact(), "byte count and hash match: {r:?}");
     let flows = rig.lb.flows(&["--vip", "198.51.100.10:9000"]);
     assert_eq!(flows.len(), 1);
     assert!(

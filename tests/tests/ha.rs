@@ -16,7 +16,7 @@ use std::{
 };
 
 use lb_tests::{
-    EchoConn, Fnv1a64, PatternGen,
+    EchoConn, Fnv1a64, PatternGen, TestHook,
     ha_pair::{HaPair, KEY, SYNC_PORT, VIP, flow_set, ha, role, tcp_gap_probe, vip},
     ha_topology::HaTopology,
     rig::{ECHO, SINK},
@@ -84,7 +84,21 @@ fn paced_transfer(topo: &HaTopology, chunks: usize) -> JoinHandle<Result<(u64, D
 
 #[test]
 fn failover_keeps_connections_and_the_old_node_returns_without_preempting() {
-    let mut p = pair(false);
+    failover_keeps_connections(TestHook::Xdp);
+}
+
+#[test]
+fn failover_keeps_connections_on_the_tc_hook() {
+    failover_keeps_connections(TestHook::Tc);
+}
+
+fn failover_keeps_connections(hook: TestHook) {
+    let mut p = HaPair::with_hook(
+        false,
+        Path::new(env!("CARGO_BIN_EXE_lb-testsrv")),
+        65536,
+        hook,
+    );
     let mut idle = p.idle_conns(200);
     let transfer = paced_transfer(&p.topo, 250); // 16 MB over ~5 s
     let stop = Arc::new(AtomicBool::new(false));

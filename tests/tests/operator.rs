@@ -13,7 +13,7 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use lb_common::{Flow, FlowKey, PROTO_TCP, ST_CLOSED, ST_ESTABLISHED, v4_mapped};
-use lb_tests::{EchoConn, http_get, rig::Rig, topology::vip, wait_until};
+use lb_tests::{EchoConn, TestHook, http_get, rig::Rig, topology::vip, wait_until};
 use lb_userspace::{datapath, flowtable};
 
 const T: Duration = Duration::from_secs(3);
@@ -29,7 +29,16 @@ fn rig() -> Rig {
 }
 
 fn rig_sized(flow_table_size: u32) -> Rig {
-    let rig = Rig::sized(CONFIG, env!("CARGO_BIN_EXE_lb-testsrv"), flow_table_size);
+    rig_with(flow_table_size, TestHook::Xdp)
+}
+
+fn rig_with(flow_table_size: u32, hook: TestHook) -> Rig {
+    let rig = Rig::with_hook(
+        CONFIG,
+        env!("CARGO_BIN_EXE_lb-testsrv"),
+        flow_table_size,
+        hook,
+    );
     for r in ["203.0.113.11:8080", "203.0.113.12:8080"] {
         assert!(
             wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
@@ -49,7 +58,16 @@ fn rig_sized(flow_table_size: u32) -> Rig {
 
 #[test]
 fn the_agent_restarts_without_dropping_a_request_or_a_connection() {
-    let mut rig = rig();
+    restart_drops_nothing(TestHook::Xdp);
+}
+
+#[test]
+fn the_agent_restarts_without_dropping_anything_on_the_tc_hook() {
+    restart_drops_nothing(TestHook::Tc);
+}
+
+fn restart_drops_nothing(hook: TestHook) {
+    let mut rig = rig_with(65536, hook);
     let mut echo = rig
         .topo
         .client
