@@ -674,6 +674,7 @@ impl Agent {
             }),
             "config": self.path.display().to_string(),
             "interfaces": self.cfg.interface_names(),
+            "hooks": self.dp.hooks().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
             "xdp_mode": format!("{:?}", self.cfg.xdp_mode).to_lowercase(),
             "pin_dir": self.cfg.bpf.pin_dir.display().to_string(),
             "adopted": self.dp.adopted(),

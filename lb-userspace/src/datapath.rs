@@ -292,6 +292,21 @@ impl Datapath {
         Ok(())
     }
 
+    /// The hook each interface's program runs at (`xdp` or `tc`), as
+    /// attached.
+    pub fn hooks(&self) -> Vec<(String, &'static str)> {
+        self.links
+            .iter()
+            .map(|(iface, a)| {
+                let hook = match a {
+                    Attached::Xdp(_) => "xdp",
+                    Attached::Tc(_) => "tc",
+                };
+                (iface.clone(), hook)
+            })
+            .collect()
+    }
+
     /// True if the maps came from a previous agent's pins.
     pub fn adopted(&self) -> bool {
         self.adopted

@@ -411,7 +411,7 @@ fn render_status(d: &serde_json::Value) -> String {
         ""
     };
     format!(
-        "role:        {}\nconfig:      {}\ninterfaces:  {} ({})\npin_dir:     {}{}\nuptime:      {}s\nvips:        {}\nreals:       {} ({} up)\nflows:       {} ({} of {} entries, {}%)\nhalf-open:   {} ({} of {} entries, {}%){}\nnew flows:   {} created, {} assured, {} refused (table full)\nlast sweep:  {:.1}ms\n",
+        "role:        {}\nconfig:      {}\ninterfaces:  {} (xdp_mode {})\npin_dir:     {}{}\nuptime:      {}s\nvips:        {}\nreals:       {} ({} up)\nflows:       {} ({} of {} entries, {}%)\nhalf-open:   {} ({} of {} entries, {}%){}\nnew flows:   {} created, {} assured, {} refused (table full)\nlast sweep:  {:.1}ms\n",
         d["role"].as_str().unwrap_or("-"),
         d["config"].as_str().unwrap_or("-"),
         d["interfaces"]
@@ -419,6 +419,10 @@ fn render_status(d: &serde_json::Value) -> String {
             .map(|a| a
                 .iter()
                 .filter_map(|i| i.as_str())
+                .map(|i| match d["hooks"][i].as_str() {
+                    Some(hook) => format!("{i} by {hook}"),
+                    None => i.to_string(),
+                })
                 .collect::<Vec<_>>()
                 .join(", "))
             .unwrap_or_default(),

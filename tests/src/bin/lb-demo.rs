@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use lb_tests::{
-    LbAgent, TestServer, Topology, http_get, require_root,
+    LbAgent, TestHook, TestServer, Topology, http_get, require_root,
     topology::{real_name, vip},
     udp_request,
 };
@@ -26,7 +26,9 @@ fn testsrv_bin() -> PathBuf {
 fn main() {
     require_root();
     println!("== building the demo topology (namespaces are removed at the end)");
-    let topo = Topology::new(3);
+    // `hook: auto` puts lb on tc on these veths: the topology keeps the
+    // kernel's default offloads, as a container host has them.
+    let topo = Topology::for_hook(3, TestHook::Tc);
     topo.wait_ready();
     for (ns, addr) in topo.reals.iter().zip(&topo.real_addrs) {
         println!("   real {} {addr}  (http :8080, udp :5353)", ns.name());
@@ -88,7 +90,7 @@ fn main() {
     show(&["flows", "--vip", "dns", "--json", "--limit", "1"]);
     show(&["stats"]);
 
-    println!("\n== stopping lb (SIGTERM): XDP detached, pins removed");
+    println!("\n== stopping lb (SIGTERM): datapath detached, pins removed");
     lb.proc.signal(libc::SIGTERM);
     let stopped = lb_tests::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
         !lb.proc.is_running()
