@@ -30,7 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_tests::{Netns, Spawned, Topology, topology::vip};
+use lb_tests::{Netns, Spawned, TestHook, Topology, topology::vip};
 
 use super::{
     record::{Deadline, emit, progress},
@@ -50,18 +50,31 @@ enum System {
     Nft,
     Haproxy,
     Lb,
+    /// lb on the tc hook.
+    LbTc,
     /// Plain routing with lb's XDP attached and no VIP (a diagnostic).
     PlainUnderXdp,
 }
 
 impl System {
-    const ALL: [System; 5] = [
+    const ALL: [System; 6] = [
         System::Plain,
         System::Nft,
         System::Haproxy,
         System::Lb,
+        System::LbTc,
         System::PlainUnderXdp,
     ];
+
+    /// The hook the topology is built for: only lb's XDP rows need the
+    /// offloads changed (hook.rs); every other system runs with the
+    /// kernel's defaults.
+    fn hook(self) -> TestHook {
+        match self {
+            System::Lb | System::PlainUnderXdp => TestHook::Xdp,
+            _ => TestHook::Tc,
+        }
+    }
 
     fn key(self) -> &'static str {
         match self {
@@ -69,6 +82,7 @@ impl System {
             System::Nft => "nftables",
             System::Haproxy => "haproxy",
             System::Lb => "lb",
+            System::LbTc => "lb-tc",
             System::PlainUnderXdp => "plain-under-xdp",
         }
     }
@@ -189,7 +203,7 @@ pub fn run(quick: bool) {
 /// Everything is torn down when this returns or unwinds (the guards drop in
 /// reverse order: balancer, servers, namespaces).
 fn measure(sys: System, p: &Params, deadline: Deadline) -> Sample {
-    let topo = Topology::new(3);
+    let topo = Topology::for_hook(3, sys.hook());
     tune(&topo);
     topo.wait_ready();
     let _servers = start_servers(&topo);
@@ -340,9 +354,11 @@ impl Balancer {
                 b.proc = Some(haproxy(&topo.lb, &cfg));
                 wait_listening(&topo.lb, SocketAddrV4::new(vip, VIP_HTTP_PORT));
             }
-            System::Lb | System::PlainUnderXdp => {
-                let mut cfg = String::from("interfaces: [eth0, eth1]\nxdp_mode: native\n");
-                if sys == System::Lb {
+            System::Lb | System::LbTc | System::PlainUnderXdp => {
+                let mut cfg = sys
+                    .hook()
+                    .apply("interfaces: [eth0, eth1]\nxdp_mode: native\n");
+                if sys != System::PlainUnderXdp {
                     cfg += "serverfarms:\n  web:\n    algorithm: round-robin\n    reals:\n";
                     for a in reals {
                         writeln!(cfg, "      - {{ address: {a}, port: {HTTP_PORT} }}").unwrap();
@@ -398,9 +414,9 @@ impl Balancer {
             return format!("lb stats failed: {}", String::from_utf8_lossy(&out.stderr));
         };
         let n = |k: &str| v["reasons"][k].as_u64().unwrap_or(0);
-        if self.sys == System::Lb {
+        if self.sys != System::PlainUnderXdp {
             format!(
-                "XDP forwarded {} packets ({} to reals, {} replies); handed to the kernel after NAT: {}",
+                "the datapath forwarded {} packets ({} to reals, {} replies); handed to the kernel after NAT: {}",
                 n("forward") + n("reverse"),
                 n("forward"),
                 n("reverse"),
