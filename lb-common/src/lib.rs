@@ -334,9 +334,10 @@ pub const SYNC_BYTES: u32 = 4 * 1024 * 1024;
 /// increments exactly one verdict reason; `NEW_FLOW`, `PURGED` and `REASSIGNED`
 /// count events in addition.
 pub mod reason {
-    /// Not IPv4 (ARP, IPv6 until it lands, ...): passed unchanged.
+    /// Neither IPv4 nor IPv6 (ARP, LLDP, ...): passed unchanged.
     pub const PASS_NOT_IPV4: u32 = 0;
-    /// IPv4 not addressed to a VIP and not a known reply: passed unchanged.
+    /// IP not addressed to a VIP and not a known reply, or ICMPv6 (neighbour
+    /// discovery, router advertisements, MLD, echo): passed unchanged.
     pub const PASS_NOT_OURS: u32 = 1;
     /// Client packet of a flow, rewritten and forwarded.
     pub const FORWARD: u32 = 2;
@@ -434,7 +435,19 @@ pub mod reason {
     /// removed and the SYN started a new one with a fresh pick (counted in
     /// addition to the new flow).
     pub const TUPLE_REUSE: u32 = 31;
-    pub const COUNT: u32 = 32;
+    /// A truncated or malformed IPv6 header (version, payload length past
+    /// the frame): passed for the kernel to drop.
+    pub const PASS_BAD_IPV6: u32 = 32;
+    /// To an IPv6 VIP with an extension header (hop-by-hop options,
+    /// routing, fragment, destination options, ...): dropped. lb translates
+    /// IPv6 whose next header is TCP or UDP, as it translates IPv4 without
+    /// options (`DROP_IP_OPTIONS`).
+    pub const DROP_IPV6_EXT: u32 = 33;
+    /// An IPv6 packet to or from a VIP too big for the next hop's MTU:
+    /// dropped (IPv6 routers never fragment). lb does not answer with
+    /// Packet Too Big yet; the sender's path MTU discovery times out.
+    pub const DROP_TOO_BIG: u32 = 34;
+    pub const COUNT: u32 = 35;
 
     /// Names for logs, metrics and `lb stats`, indexed by reason.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -470,6 +483,9 @@ pub mod reason {
         "drop_fragment_early",
         "assured",
         "tuple_reuse",
+        "pass_bad_ipv6",
+        "drop_ipv6_ext",
+        "drop_too_big",
     ];
 }
 

@@ -29,7 +29,15 @@ use aya_ebpf::{
 };
 use lb_common::{PROTO_TCP, PROTO_UDP};
 
-use crate::{csum, maps::TX_PORTS, parse::L4};
+use crate::{
+    csum,
+    family::Family,
+    maps::{JUMP_TC, JUMP_XDP, TX_PORTS},
+    parse::L4,
+};
+
+/// `bpf_l4_csum_replace`'s flag for an IPv6 packet (linux/bpf.h, 6.16).
+const BPF_F_IPV6: u64 = 1 << 7;
 
 /// Bytes from the frame's start every header lb reads or writes lies in:
 /// Ethernet with one tag, an IPv4 header with options, and what follows it
@@ -60,20 +68,16 @@ pub trait Pkt {
     /// Cuts the packet to its first `len` bytes, then grows `head` bytes in
     /// front of it. Invalidates packet pointers.
     fn resize(&self, len: usize, head: usize) -> bool;
-    /// The IPv4 total length (as in the header) an MTU is checked with:
-    /// zero for a GSO skb (see the module doc).
+    /// The IP length (as in the header, `Family::tot_len`) an MTU is
+    /// checked with: zero for a GSO skb (see the module doc).
     fn mtu_len(&self, tot_len: [u8; 2]) -> u16;
+    /// Hands the packet to the hook's IPv6 program (`maps::JUMP_XDP`);
+    /// returns only if that program is not in place.
+    fn tail_v6(&self);
     /// Updates the TCP/UDP checksum after NAT changed a pseudo-header
-    /// address and a port, the fields already rewritten. Invalidates packet
-    /// pointers (tc).
-    fn fix_l4_check(
-        &self,
-        l4: &L4,
-        old_addr: [u8; 4],
-        addr: [u8; 4],
-        old_port: [u8; 2],
-        port: [u8; 2],
-    );
+    /// address (by `addr_change`, `csum::change`) and a port, the fields
+    /// already rewritten. Invalidates packet pointers (tc).
+    fn fix_l4_check<F: Family>(&self, l4: &L4, addr_change: u32, old_port: [u8; 2], port: [u8; 2]);
 }
 
 impl Pkt for XdpContext {
@@ -137,20 +141,19 @@ impl Pkt for XdpContext {
     }
 
     #[inline(always)]
-    fn fix_l4_check(
-        &self,
-        l4: &L4,
-        old_addr: [u8; 4],
-        addr: [u8; 4],
-        old_port: [u8; 2],
-        port: [u8; 2],
-    ) {
+    fn tail_v6(&self) {
+        // SAFETY: the program was called with this context.
+        unsafe { JUMP_XDP.tail_call(self, 0) }
+    }
+
+    #[inline(always)]
+    fn fix_l4_check<F: Family>(&self, l4: &L4, addr_change: u32, old_port: [u8; 2], port: [u8; 2]) {
         let check = l4.check();
         // A UDP checksum of zero means "none": it stays zero.
         if l4.proto == PROTO_UDP && check == [0, 0] {
             return;
         }
-        let mut new = csum::replace_addr_port(check, old_addr, addr, old_port, port);
+        let mut new = csum::replace2(csum::apply(check, addr_change), old_port, port);
         // In UDP a computed zero is sent as all ones (RFC 768).
         if l4.proto == PROTO_UDP && new == [0, 0] {
             new = [0xff, 0xff];
@@ -229,14 +232,13 @@ impl Pkt for TcContext {
     }
 
     #[inline(always)]
-    fn fix_l4_check(
-        &self,
-        l4: &L4,
-        old_addr: [u8; 4],
-        addr: [u8; 4],
-        old_port: [u8; 2],
-        port: [u8; 2],
-    ) {
+    fn tail_v6(&self) {
+        // SAFETY: the program was called with this context.
+        unsafe { JUMP_TC.tail_call(self, 0) }
+    }
+
+    #[inline(always)]
+    fn fix_l4_check<F: Family>(&self, l4: &L4, addr_change: u32, old_port: [u8; 2], port: [u8; 2]) {
         let off = l4.check_off() as u32;
         // MARK_MANGLED_0: a UDP checksum of zero (none) stays zero, a
         // computed zero is written as all ones (RFC 768).
@@ -248,13 +250,16 @@ impl Pkt for TcContext {
         // SAFETY: the context pointer the program was called with; the
         // helper checks the offset against the packet.
         unsafe {
-            bpf_l4_csum_replace(
-                self.skb.skb,
-                off,
-                u32::from_ne_bytes(old_addr) as u64,
-                u32::from_ne_bytes(addr) as u64,
-                BPF_F_PSEUDO_HDR as u64 | udp | 4,
-            );
+            // The address change "by diff" (size 0). BPF_F_IPV6: an IPv6
+            // pseudo-header is not in a CHECKSUM_COMPLETE skb's csum, so
+            // the helper must leave that alone; a kernel before 6.16 does
+            // not know the flag and refuses the call, and is asked again
+            // without it.
+            let flags = BPF_F_PSEUDO_HDR as u64 | udp;
+            let diff = csum::wsum(addr_change) as u64;
+            if !F::V6 || bpf_l4_csum_replace(self.skb.skb, off, 0, diff, flags | BPF_F_IPV6) < 0 {
+                bpf_l4_csum_replace(self.skb.skb, off, 0, diff, flags);
+            }
             bpf_l4_csum_replace(
                 self.skb.skb,
                 off,

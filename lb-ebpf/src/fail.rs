@@ -51,6 +51,11 @@ pub fn apply(s: &mut Scratch, f: &mut Flow, now: u64) -> Result<Outcome, u32> {
             f.nat_port_be = new.port_be;
             f.real_id = new_id;
             f.last_ns = now;
+            // The cached next hop led to the old real; an IPv6 hop is
+            // checked against a fold of its destination only
+            // (`Family::hop_tag`), so it is dropped here, not left to that
+            // check.
+            f.hop.ifindex = 0;
             // The new reverse entry is built in scratch space: the map value
             // `f` keeps its counters.
             let b = &mut s.build;

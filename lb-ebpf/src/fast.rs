@@ -21,12 +21,12 @@ use network_types::eth::EthHdr;
 use crate::{
     clock,
     ctx::Pkt,
+    family::Family,
     fwd,
     maps::REALS,
     nat,
     parse::{self, L3},
     stats::{self, Side},
-    v4,
 };
 
 /// `Some((action, reason))` when the packet was forwarded here; `None` to
@@ -35,13 +35,13 @@ use crate::{
 /// headers' pointers spilled around two helper calls) must not sit under
 /// the full path's deepest call chain, within the verifier's 512 bytes.
 #[inline(never)]
-pub fn established<C: Pkt>(ctx: &C, f: &mut Flow) -> Option<(u32, u32)> {
-    let l3 = &L3::at(ctx, EthHdr::LEN).ok()?;
+pub fn established<C: Pkt, F: Family>(ctx: &C, f: &mut Flow) -> Option<(u32, u32)> {
+    let l3 = &L3::<F>::at(ctx, EthHdr::LEN).ok()?;
     let l4 = &parse::l4(ctx, l3).ok()?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
     // A first fragment must leave its translation in FRAGS (frag.rs).
-    if ip.ttl <= 1 || ip.frags[0] & 0x20 != 0 {
+    if F::ttl(ip) <= 1 || F::first_fragment(ip) {
         return None;
     }
     let seq_next = if l4.proto == PROTO_TCP {
@@ -65,13 +65,14 @@ pub fn established<C: Pkt>(ctx: &C, f: &mut Flow) -> Option<(u32, u32)> {
         if real.state != REAL_UP && real.state != REAL_DRAIN {
             return None;
         }
-        v4(&f.nat_addr)
+        F::tag(&f.nat_addr)
     } else {
-        ip.dst_addr
+        F::dst_tag(ip)
     };
     let now = clock::now();
     let (generation, at) = (fwd::generation(), fwd::age_stamp(now));
-    if !fwd::usable(&f.hop, dst, ctx.mtu_len(ip.tot_len), generation, at) {
+    let len = ctx.mtu_len(F::tot_len(ip));
+    if !fwd::usable(&f.hop, dst, len, generation, at) {
         return None;
     }
     // Past this point the packet is ours, as the full path would count it.
@@ -82,17 +83,17 @@ pub fn established<C: Pkt>(ctx: &C, f: &mut Flow) -> Option<(u32, u32)> {
         f.seq_next = seq_next;
     }
     let (side, why) = if forward {
-        nat::dnat(ctx, l3.ip, l4, dst, f.nat_port_be.to_ne_bytes());
+        nat::dnat::<C, F>(ctx, l3.ip, l4, &f.nat_addr, f.nat_port_be.to_ne_bytes());
         (Side::In, reason::FORWARD)
     } else {
-        nat::snat(ctx, l3.ip, l4, v4(&f.nat_addr), f.nat_port_be.to_ne_bytes());
+        nat::snat::<C, F>(ctx, l3.ip, l4, &f.nat_addr, f.nat_port_be.to_ne_bytes());
         (Side::Out, reason::REVERSE)
     };
     stats::count_flow(f.vip_id, f.real_id, side, l4.ip_len as u64, false);
     stats::count(reason::FAST_PATH);
     // NAT invalidated the packet pointers (ctx.rs); the frame is as long as
     // it was, so this finds the headers again.
-    let Ok(l3) = L3::at(ctx, EthHdr::LEN) else {
+    let Ok(l3) = L3::<F>::at(ctx, EthHdr::LEN) else {
         return Some((C::PASS, why));
     };
     Some((fwd::send(ctx, &l3, &f.hop), why))

@@ -15,11 +15,13 @@
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext,
 };
-use lb_common::PROTO_TCP;
+use lb_common::{PROTO_TCP, v4_mapped};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
 
 use crate::{
-    clock, flow, fwd,
+    clock,
+    family::{Family, V4},
+    flow, fwd,
     maps::{FLOWS, HOP_GEN, SCRATCH, TX_PORTS},
     parse::ptr_at,
 };
@@ -45,7 +47,7 @@ pub fn lb_floor_fib(ctx: XdpContext) -> u32 {
     };
     // SAFETY: bounds checked by ptr_at.
     let ip = unsafe { &*ip };
-    let mut p = fwd::fib_request(
+    let mut p = V4::fib_request(
         ip,
         u16::from_be_bytes(ip.tot_len),
         ctx.ingress_ifindex() as u32,
@@ -71,7 +73,13 @@ pub fn lb_floor_flow(ctx: XdpContext) -> u32 {
     // SAFETY: bounds checked by try_lb_floor; this CPU's scratch slot.
     unsafe {
         let (ip, tcp, s) = (&*ip, &*tcp, &mut *s);
-        s.key = flow::key(ip.src_addr, ip.dst_addr, tcp.source, tcp.dest, PROTO_TCP);
+        s.key = flow::key(
+            v4_mapped(ip.src_addr),
+            v4_mapped(ip.dst_addr),
+            tcp.source,
+            tcp.dest,
+            PROTO_TCP,
+        );
         match FLOWS.get(&s.key) {
             Some(_) => xdp_action::XDP_TX,
             None => xdp_action::XDP_PASS,

@@ -41,17 +41,12 @@ pub fn get(key: &FlowKey, embryo: bool) -> Option<*mut Flow> {
     table(embryo).get_ptr_mut(key)
 }
 
-/// A 16-byte address from an IPv4 one (see `lb_common::v4_mapped`).
+/// A flow's key from its map-form addresses (`Family::addr16`).
 #[inline(always)]
-pub fn addr16(v4: [u8; 4]) -> [u8; 16] {
-    lb_common::v4_mapped(v4)
-}
-
-#[inline(always)]
-pub fn key(src: [u8; 4], dst: [u8; 4], sport: [u8; 2], dport: [u8; 2], proto: u8) -> FlowKey {
+pub fn key(src: [u8; 16], dst: [u8; 16], sport: [u8; 2], dport: [u8; 2], proto: u8) -> FlowKey {
     FlowKey {
-        src_addr: addr16(src),
-        dst_addr: addr16(dst),
+        src_addr: src,
+        dst_addr: dst,
         src_port_be: u16::from_ne_bytes(sport),
         dst_port_be: u16::from_ne_bytes(dport),
         proto,
@@ -184,6 +179,8 @@ pub struct Scratch {
     pub key: FlowKey,
     /// Whether `key`'s entry (found by `known_flow`) is half-open, in `EMBRYOS`.
     pub embryo: bool,
+    /// A reply's VIP address, kept while its flow may move (`from_real`).
+    pub addr: [u8; 16],
     /// A first fragment's `FRAGS` entry, built here.
     pub frag_key: lb_common::FragKey,
     pub frag: lb_common::FragNat,

@@ -9,37 +9,25 @@
 //! (`DROP_FRAGMENT_EARLY`), since forwarded untranslated it would reach no
 //! one; from the server side, passed (`PASS_NOT_OURS`), since lb cannot tell
 //! it from any routed host's fragment.
-use lb_common::{DIR_FORWARD, FRAG_TIMEOUT_NS, FragKey, FragNat, Hop, reason};
+use lb_common::{DIR_FORWARD, FRAG_TIMEOUT_NS, FragKey, FragNat, Hop, reason, v4_mapped};
 use network_types::ip::Ipv4Hdr;
 
 use crate::{
-    clock, csum,
+    clock,
     ctx::Pkt,
-    flow::{Scratch, addr16},
+    family::{Family, V4},
+    flow::Scratch,
     fwd,
     maps::{FRAGS, SCRATCH},
     parse::L3,
     stats::{self, Side},
-    v4,
 };
-
-/// True for a first fragment: More Fragments set, offset 0.
-#[inline(always)]
-pub fn is_first(ip: &Ipv4Hdr) -> bool {
-    ip.frags[0] & 0x20 != 0 && !is_later(ip)
-}
-
-/// True for a later fragment: a non-zero offset.
-#[inline(always)]
-pub fn is_later(ip: &Ipv4Hdr) -> bool {
-    (ip.frags[0] & 0x1f) != 0 || ip.frags[1] != 0
-}
 
 #[inline(always)]
 fn key_of(ip: &Ipv4Hdr) -> FragKey {
     FragKey {
-        src_addr: addr16(ip.src_addr),
-        dst_addr: addr16(ip.dst_addr),
+        src_addr: v4_mapped(ip.src_addr),
+        dst_addr: v4_mapped(ip.dst_addr),
         id_be: u16::from_ne_bytes(ip.id) as u32,
         proto: ip.proto,
         _pad: [0; 3],
@@ -73,7 +61,7 @@ pub fn later<C: Pkt>(ctx: &C, l3_off: usize, to_vip: bool) -> Result<(u32, u32),
     } else {
         reason::PASS_NOT_OURS
     };
-    let l3 = L3::at(ctx, l3_off)?;
+    let l3: L3 = L3::at(ctx, l3_off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &mut *l3.ip };
     // SAFETY: this CPU's scratch slot; only this program run uses it.
@@ -89,20 +77,16 @@ pub fn later<C: Pkt>(ctx: &C, l3_off: usize, to_vip: bool) -> Result<(u32, u32),
     if ip.ttl <= 1 {
         return Err(reason::PASS_TTL);
     }
-    let addr = v4(&nat.nat_addr);
+    // The IPv4 header's checksum is all a later fragment has to fix.
     let side = if to_vip {
-        let old = ip.dst_addr;
-        ip.dst_addr = addr;
-        ip.check = csum::replace4(ip.check, old, addr);
+        V4::set_dst(ip, &nat.nat_addr);
         Side::In
     } else {
-        let old = ip.src_addr;
-        ip.src_addr = addr;
-        ip.check = csum::replace4(ip.check, old, addr);
+        V4::set_src(ip, &nat.nat_addr);
         Side::Out
     };
     let len = u16::from_be_bytes(ip.tot_len) as u64;
     stats::count_flow(nat.vip_id, nat.real_id, side, len, false);
     s.hop = Hop::default();
-    fwd::forward(ctx, l3_off, &mut s.hop, now).map(|a| (a, reason::FRAGMENT))
+    fwd::forward::<C, V4>(ctx, l3_off, &mut s.hop, now).map(|a| (a, reason::FRAGMENT))
 }

@@ -15,18 +15,17 @@
 //! its validity rules there): `bpf_fib_lookup` is most of the cost of a
 //! forwarded packet, and a flow's next hop rarely changes.
 use aya_ebpf::{bindings::bpf_fib_lookup as FibParams, helpers::generated::bpf_fib_lookup};
-use core::mem::{size_of, zeroed};
+use core::mem::size_of;
 use lb_common::{HOP_AGE_SHIFT, HOP_MAX_AGE, Hop, reason};
-use network_types::{eth::EthHdr, ip::Ipv4Hdr, vlan::VlanHdr};
+use network_types::{eth::EthHdr, vlan::VlanHdr};
 
 use crate::{
-    csum,
     ctx::Pkt,
+    family::Family,
     maps::{HOP_GEN, TX_PORTS, VLANS},
     parse::{L3, ptr_at},
 };
 
-const AF_INET: u8 = 2;
 pub const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
 
@@ -37,16 +36,22 @@ const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
 /// refreshed if not (a new flow's first packet passes a cleared one in
 /// scratch memory: the BPF stack has no room for it).
 #[inline(never)]
-pub fn forward<C: Pkt>(ctx: &C, l3_off: usize, hop: &mut Hop, now: u64) -> Result<u32, u32> {
+pub fn forward<C: Pkt, F: Family>(
+    ctx: &C,
+    l3_off: usize,
+    hop: &mut Hop,
+    now: u64,
+) -> Result<u32, u32> {
     if l3_off != EthHdr::LEN {
-        return tagged(ctx, l3_off);
+        return tagged::<C, F>(ctx, l3_off);
     }
-    let l3 = L3::at(ctx, l3_off)?;
-    // SAFETY: the IPv4 header was bounds checked by the parser.
+    let l3 = L3::<F>::at(ctx, l3_off)?;
+    // SAFETY: the IP header was bounds checked by the parser.
     let ip = unsafe { &mut *l3.ip };
     let (generation, at) = (generation(), age_stamp(now));
-    if !usable(hop, ip.dst_addr, ctx.mtu_len(ip.tot_len), generation, at) {
-        lookup(ctx, l3_off, hop, generation, at)?;
+    let len = ctx.mtu_len(F::tot_len(ip));
+    if !usable(hop, F::dst_tag(ip), len, generation, at) {
+        lookup::<C, F>(ctx, l3_off, hop, generation, at)?;
     }
     Ok(send(ctx, &l3, hop))
 }
@@ -63,8 +68,8 @@ pub fn age_stamp(now: u64) -> u32 {
     (now >> HOP_AGE_SHIFT) as u32
 }
 
-/// Whether `hop` may carry a packet to `dst` of IPv4 length `len`
-/// (`Pkt::mtu_len`): the rules in `lb_common::Hop`.
+/// Whether `hop` may carry a packet to `dst` (`Family::tag`) of IP
+/// length `len` (`Pkt::mtu_len`): the rules in `lb_common::Hop`.
 #[inline(always)]
 pub fn usable(hop: &Hop, dst: [u8; 4], len: u16, generation: u32, at: u32) -> bool {
     hop.ifindex != 0
@@ -75,15 +80,14 @@ pub fn usable(hop: &Hop, dst: [u8; 4], len: u16, generation: u32, at: u32) -> bo
 }
 
 /// Sends the rewritten packet by a usable `hop`, untagged frames only:
-/// TTL − 1, the hop's MACs, then out (`Pkt::tx`, `Pkt::redirect`).
+/// TTL (hop limit) − 1, the hop's MACs, then out (`Pkt::tx`,
+/// `Pkt::redirect`).
 #[inline(always)]
-pub fn send<C: Pkt>(ctx: &C, l3: &L3, hop: &Hop) -> u32 {
-    // SAFETY: the IPv4 header was bounds checked by the parser.
+pub fn send<C: Pkt, F: Family>(ctx: &C, l3: &L3<F>, hop: &Hop) -> u32 {
+    // SAFETY: the IP header was bounds checked by the parser.
     let ip = unsafe { &mut *l3.ip };
     // We route, so we decrement the TTL (callers refused TTL <= 1).
-    let old = [ip.ttl, ip.proto];
-    ip.ttl -= 1;
-    ip.check = csum::replace2(ip.check, old, [ip.ttl, ip.proto]);
+    F::dec_ttl(ip);
     // SAFETY: the Ethernet header was bounds checked by the parser.
     unsafe {
         (*l3.eth).dst_addr = hop.dmac;
@@ -99,12 +103,12 @@ pub fn send<C: Pkt>(ctx: &C, l3: &L3, hop: &Hop) -> u32 {
 
 /// Sends a tagged frame out of the VLAN the FIB routes it by (module doc).
 #[inline(always)]
-fn tagged<C: Pkt>(ctx: &C, l3_off: usize) -> Result<u32, u32> {
-    let l3 = L3::at(ctx, l3_off)?;
+fn tagged<C: Pkt, F: Family>(ctx: &C, l3_off: usize) -> Result<u32, u32> {
+    let l3 = L3::<F>::at(ctx, l3_off)?;
     let ingress = ctx.ifindex();
-    // SAFETY: the IPv4 header was bounds checked by the parser.
+    // SAFETY: the IP header was bounds checked by the parser.
     let ip = unsafe { &mut *l3.ip };
-    let mut p = fib_request(ip, ctx.mtu_len(ip.tot_len), ingress);
+    let mut p = F::fib_request(ip, ctx.mtu_len(F::tot_len(ip)), ingress);
     if fib_lookup(ctx, &mut p) != BPF_FIB_LKUP_RET_SUCCESS {
         return Err(reason::PASS_FIB);
     }
@@ -123,9 +127,7 @@ fn tagged<C: Pkt>(ctx: &C, l3_off: usize) -> Result<u32, u32> {
         (*l3.eth).dst_addr = p.dmac;
         (*l3.eth).src_addr = p.smac;
     }
-    let old = [ip.ttl, ip.proto];
-    ip.ttl -= 1;
-    ip.check = csum::replace2(ip.check, old, [ip.ttl, ip.proto]);
+    F::dec_ttl(ip);
     if out == ingress {
         return Ok(ctx.tx());
     }
@@ -136,23 +138,23 @@ fn tagged<C: Pkt>(ctx: &C, l3_off: usize) -> Result<u32, u32> {
 /// when there is none we can use). Inlined: as a BPF function of its own its
 /// frame would sit on top of `forward`'s, past the 512-byte stack.
 #[inline(always)]
-fn lookup<C: Pkt>(
+fn lookup<C: Pkt, F: Family>(
     ctx: &C,
     l3_off: usize,
     hop: &mut Hop,
     generation: u32,
     at: u32,
 ) -> Result<(), u32> {
-    let l3 = L3::at(ctx, l3_off)?;
+    let l3 = L3::<F>::at(ctx, l3_off)?;
     let ingress = ctx.ifindex();
-    // SAFETY: the IPv4 header was bounds checked by the parser.
+    // SAFETY: the IP header was bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
-    let mut p = fib_request(ip, ctx.mtu_len(ip.tot_len), ingress);
+    let mut p = F::fib_request(ip, ctx.mtu_len(F::tot_len(ip)), ingress);
     let rc = fib_lookup(ctx, &mut p);
     let out = p.ifindex;
-    if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && ip.frags[0] & 0x40 != 0 {
-        // Too big for the route, DF set: the caller answers (toobig.rs)
-        // with the MTU the helper returned in the same field.
+    if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && F::dont_fragment(ip) {
+        // Too big for the route, not to be fragmented: the caller answers
+        // (toobig.rs) with the MTU the helper returned in the same field.
         hop.ifindex = 0;
         // SAFETY: a plain u16 in the union, written by the helper.
         hop.mtu = unsafe { p.__bindgen_anon_1.mtu_result };
@@ -163,7 +165,7 @@ fn lookup<C: Pkt>(
         return Err(reason::PASS_FIB);
     }
     hop.ifindex = out;
-    hop.dst = ip.dst_addr;
+    hop.dst = F::dst_tag(ip);
     hop.dmac = p.dmac;
     hop.smac = p.smac;
     // On success the helper returns the route's MTU in the same field
@@ -174,24 +176,6 @@ fn lookup<C: Pkt>(
     hop.generation = generation;
     hop.at = at;
     Ok(())
-}
-
-/// The FIB request for an IPv4 packet arriving on `ingress`; `len` the
-/// length its MTU is checked with (`Pkt::mtu_len`; zero lets the kernel
-/// check the skb itself).
-#[inline(always)]
-pub fn fib_request(ip: &Ipv4Hdr, len: u16, ingress: u32) -> FibParams {
-    // SAFETY: all-zero is a valid bpf_fib_lookup.
-    let mut p: FibParams = unsafe { zeroed() };
-    p.family = AF_INET;
-    p.l4_protocol = ip.proto;
-    // The helper wants the length in host order (it checks the MTU with it).
-    p.__bindgen_anon_1.tot_len = len;
-    p.__bindgen_anon_2.tos = ip.tos;
-    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src_addr);
-    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(ip.dst_addr);
-    p.ifindex = ingress;
-    p
 }
 
 /// `bpf_fib_lookup` on `p`: the helper's return code.

@@ -17,17 +17,18 @@
 //! even offsets of the ICMP message, so each change folds in as a 16-bit
 //! word change (RFC 1624).
 use lb_common::{
-    DIR_FORWARD, DIR_REVERSE, EV_ICMP_UNREACH, Flow, Hop, PROTO_TCP, PROTO_UDP, reason,
+    DIR_FORWARD, DIR_REVERSE, EV_ICMP_UNREACH, Flow, Hop, PROTO_TCP, PROTO_UDP, reason, v4_mapped,
 };
 use network_types::ip::Ipv4Hdr;
 
 use crate::{
     clock, csum,
     ctx::Pkt,
+    family::{V4, v4},
     flow, fwd,
     maps::SCRATCH,
     parse::{L3, ptr_at},
-    passive, v4,
+    passive,
 };
 
 const ECHO_REQUEST: u8 = 8;
@@ -75,7 +76,7 @@ fn is_error(kind: u8) -> bool {
 /// about a flow goes to its real, anything else is dropped.
 #[inline(never)]
 pub fn to_vip<C: Pkt>(ctx: &C, l3_off: usize) -> Result<(u32, u32), u32> {
-    let l3 = L3::at(ctx, l3_off)?;
+    let l3: L3 = L3::at(ctx, l3_off)?;
     let icmp: *mut IcmpHdr =
         ptr_at(ctx, l3.off + Ipv4Hdr::LEN).map_err(|_| reason::DROP_ICMP_VIP)?;
     // SAFETY: bounds checked by ptr_at.
@@ -127,8 +128,8 @@ fn quoted_flow(
     miss: u32,
 ) -> Result<&'static Flow, u32> {
     s.key = flow::key(
-        e.inner.dst_addr,
-        e.inner.src_addr,
+        v4_mapped(e.inner.dst_addr),
+        v4_mapped(e.inner.src_addr),
         e.dport,
         e.sport,
         e.inner.proto,
@@ -163,7 +164,7 @@ fn to_real<C: Pkt>(ctx: &C, l3: &L3) -> Result<(u32, u32), u32> {
     rewrite_quote(ctx, l3, e, real, real_port, true);
     s.hop = Hop::default();
     let now = clock::now();
-    fwd::forward(ctx, l3.off, &mut s.hop, now).map(|a| (a, reason::ICMP_ERROR_TO_REAL))
+    fwd::forward::<C, V4>(ctx, l3.off, &mut s.hop, now).map(|a| (a, reason::ICMP_ERROR_TO_REAL))
 }
 
 /// An ICMP error from the server side about a flow, addressed to its
@@ -174,7 +175,7 @@ fn to_real<C: Pkt>(ctx: &C, l3: &L3) -> Result<(u32, u32), u32> {
 /// health.
 #[inline(never)]
 pub fn to_client<C: Pkt>(ctx: &C, l3_off: usize) -> Result<(u32, u32), u32> {
-    let l3 = L3::at(ctx, l3_off)?;
+    let l3: L3 = L3::at(ctx, l3_off)?;
     let e = quoted(ctx, &l3).ok_or(reason::PASS_NOT_OURS)?;
     // SAFETY: bounds checked by `quoted` and the parser.
     let (e, ip) = unsafe { (&mut *e, &mut *l3.ip) };
@@ -197,7 +198,7 @@ pub fn to_client<C: Pkt>(ctx: &C, l3_off: usize) -> Result<(u32, u32), u32> {
     }
     rewrite_quote(ctx, &l3, e, vip, vip_port, false);
     s.hop = Hop::default();
-    fwd::forward(ctx, l3.off, &mut s.hop, now).map(|a| (a, reason::ICMP_ERROR_TO_CLIENT))
+    fwd::forward::<C, V4>(ctx, l3.off, &mut s.hop, now).map(|a| (a, reason::ICMP_ERROR_TO_CLIENT))
 }
 
 /// Rewrites the quoted packet's source (`src`, toward the real) or

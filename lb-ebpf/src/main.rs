@@ -1,6 +1,7 @@
 //! lb's datapath: VIP-to-real NAT with a per-flow state table, one program
 //! for each hook (`lb_xdp`, `lb_tc`: tc clsact ingress) from the same code
-//! (ctx.rs says what differs).
+//! (ctx.rs says what differs), and for each IP family (family.rs): IPv6 is
+//! handed by tail call to `lb_xdp6` or `lb_tc6` (maps::JUMP_XDP says why).
 //!
 //! Every packet ends in exactly one verdict reason (`lb_common::reason`),
 //! counted per CPU (a new flow also counts `NEW_FLOW`); the entry point maps a
@@ -19,6 +20,7 @@ mod clock;
 mod csum;
 mod ctx;
 mod fail;
+mod family;
 mod fast;
 mod floor;
 mod flow;
@@ -49,9 +51,10 @@ use network_types::eth::EthHdr;
 use crate::{
     ctx::Pkt,
     fail::Outcome,
-    flow::{NewFlow, Scratch, addr16},
+    family::{Family, V4, V6},
+    flow::{NewFlow, Scratch},
     maps::{REALS, SCRATCH, STANDBY, VIP_ADDRS, VIPS},
-    parse::{L3, PROTO_ICMP},
+    parse::{Ip, L3},
     stats::Side,
     toobig::TooBig,
 };
@@ -64,15 +67,31 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     run(&ctx)
 }
 
+#[xdp]
+pub fn lb_xdp6(ctx: XdpContext) -> u32 {
+    verdict::<XdpContext>(try_run6(&ctx))
+}
+
 #[classifier]
 pub fn lb_tc(ctx: TcContext) -> i32 {
     run(&ctx) as i32
 }
 
+#[classifier]
+pub fn lb_tc6(ctx: TcContext) -> i32 {
+    verdict::<TcContext>(try_run6(&ctx)) as i32
+}
+
 #[inline(always)]
 fn run<C: Pkt>(ctx: &C) -> u32 {
     ctx.pull_headers();
-    let (action, why) = match try_run(ctx) {
+    verdict::<C>(try_run(ctx))
+}
+
+/// The hook's action for a result, its reason counted.
+#[inline(always)]
+fn verdict<C: Pkt>(v: Verdict) -> u32 {
+    let (action, why) = match v {
         Ok(v) => v,
         Err(why) => (rule_action::<C>(why), why),
     };
@@ -88,6 +107,7 @@ fn rule_action<C: Pkt>(why: u32) -> u32 {
         | reason::PASS_NOT_OURS
         | reason::PASS_BAD_L2
         | reason::PASS_BAD_IPV4
+        | reason::PASS_BAD_IPV6
         | reason::PASS_TTL
         | reason::PASS_FIB
         | reason::PASS_STANDBY => C::PASS,
@@ -100,37 +120,70 @@ fn try_run<C: Pkt>(ctx: &C) -> Verdict {
     if STANDBY.get(0).is_some_and(|s| *s != 0) {
         return Err(reason::PASS_STANDBY);
     }
-    let l3 = parse::l3(ctx)?;
+    match parse::l2(ctx)? {
+        Ip::V4(off) => serve::<C, V4>(ctx, off),
+        Ip::V6(_) => {
+            ctx.tail_v6();
+            // The IPv6 program is not in place (the agent sets it at load).
+            Err(reason::PASS_NOT_OURS)
+        }
+    }
+}
+
+/// An IPv6 packet, handed over by `try_run` (its headers pulled in, the
+/// standby check made).
+#[inline(always)]
+fn try_run6<C: Pkt>(ctx: &C) -> Verdict {
+    match parse::l2(ctx)? {
+        Ip::V6(off) => serve::<C, V6>(ctx, off),
+        Ip::V4(_) => Err(reason::PASS_NOT_OURS),
+    }
+}
+
+/// A packet of either family, its header at `off`.
+#[inline(always)]
+fn serve<C: Pkt, F: Family>(ctx: &C, off: usize) -> Verdict {
+    let l3 = L3::<F>::checked(ctx, off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
+    // SAFETY: this CPU's scratch slot; only this program run uses it.
+    let s = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(reason::PASS_NOT_OURS)? };
+    // The packet's addresses in map form, where the flow key and the VIP
+    // lookup read them (see `Family` on addresses and the stack).
+    F::addrs(ip, &mut s.key.src_addr, &mut s.key.dst_addr);
     // A packet of a known flow, either direction, is found by its own
     // 5-tuple in one lookup, before any VIP lookup; most of them are sent
     // on from here (fast.rs).
     // Half-open flows (in EMBRYOS) always take the full path: their next
     // packet may assure them.
-    let (mut flow, embryo) = known_flow(ctx, &l3);
+    let (mut flow, embryo) = known_flow(ctx, &l3, s);
     if l3.off == EthHdr::LEN
         && !embryo
         && let Some(f) = flow.as_deref_mut()
-        && let Some(v) = fast::established(ctx, f)
+        && let Some(v) = fast::established::<C, F>(ctx, f)
     {
         return Ok(v);
     }
     match flow {
-        Some(f) if f.dir == DIR_FORWARD => return to_vip(ctx, l3.off, Some(f)),
-        Some(f) => return from_real(ctx, l3.off, Some(f)),
+        Some(f) if f.dir == DIR_FORWARD => return to_vip::<C, F>(ctx, l3.off, Some(f)),
+        Some(f) => return from_real::<C, F>(ctx, l3.off, Some(f)),
         None => {}
     }
     // SAFETY: the value is only tested for presence.
-    let for_vip = unsafe { VIP_ADDRS.get(addr16(ip.dst_addr)) }.is_some();
+    let for_vip = unsafe { VIP_ADDRS.get(&s.key.dst_addr) }.is_some();
     // Later fragments and ICMP are dispatched from here, not from to_vip
     // and from_real: one BPF call less on their way to fwd::forward keeps
     // the deepest call chain within the verifier's 512-byte stack.
-    if ip.vihl & 0x0f == 5 {
-        if frag::is_later(ip) {
+    if F::V6 && F::proto(ip) == F::ICMP {
+        // Neighbour discovery (a router's unicast probe of a VIP address
+        // too), echo and the rest of ICMPv6: the kernel's.
+        return Err(reason::PASS_NOT_OURS);
+    }
+    if !F::V6 && F::plain(ip) {
+        if F::later_fragment(ip) {
             return frag::later(ctx, l3.off, for_vip);
         }
-        if ip.proto == PROTO_ICMP && !frag::is_first(ip) {
+        if F::proto(ip) == F::ICMP && !F::first_fragment(ip) {
             return if for_vip {
                 icmp::to_vip(ctx, l3.off)
             } else {
@@ -139,34 +192,36 @@ fn try_run<C: Pkt>(ctx: &C) -> Verdict {
         }
     }
     if for_vip {
-        to_vip(ctx, l3.off, None)
+        to_vip::<C, F>(ctx, l3.off, None)
     } else {
-        from_real(ctx, l3.off, None)
+        from_real::<C, F>(ctx, l3.off, None)
     }
 }
 
 /// The flow entry keyed by the packet's 5-tuple, if it is plain TCP or UDP
-/// (no IP options, not a later fragment), and whether it is half-open. The
-/// key and that flag stay in `SCRATCH` for to_vip and from_real, which
-/// return before using them for any packet that does not pass these same
-/// checks.
+/// (`Family::plain`, not a later fragment), and whether it is half-open.
+/// The key (its addresses already in `s.key`) and that flag stay in
+/// `SCRATCH` for to_vip and from_real, which return before using them for
+/// any packet that does not pass these same checks.
 #[inline(always)]
-fn known_flow<C: Pkt>(ctx: &C, l3: &L3) -> (Option<&'static mut Flow>, bool) {
+fn known_flow<C: Pkt, F: Family>(
+    ctx: &C,
+    l3: &L3<F>,
+    s: &mut Scratch,
+) -> (Option<&'static mut Flow>, bool) {
+    s.embryo = false;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
-    if ip.vihl & 0x0f != 5 || frag::is_later(ip) || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP)
-    {
+    if !transport::<F>(ip) {
         return (None, false);
     }
     let Ok(l4) = parse::l4(ctx, l3) else {
         return (None, false);
     };
-    // SAFETY: this CPU's scratch slot; only this program run uses it.
-    let Some(s) = SCRATCH.get_ptr_mut(0).map(|s| unsafe { &mut *s }) else {
-        return (None, false);
-    };
-    s.key = flow::key(ip.src_addr, ip.dst_addr, l4.sport, l4.dport, l4.proto);
-    s.embryo = false;
+    s.key.src_port_be = u16::from_ne_bytes(l4.sport);
+    s.key.dst_port_be = u16::from_ne_bytes(l4.dport);
+    s.key.proto = l4.proto;
+    s.key._pad = [0; 3];
     match flow::find(&s.key) {
         // SAFETY: map values stay valid for the program run; concurrent
         // writers of the same flow only race on counters.
@@ -178,9 +233,13 @@ fn known_flow<C: Pkt>(ctx: &C, l3: &L3) -> (Option<&'static mut Flow>, bool) {
     }
 }
 
+/// A plain TCP or UDP packet with its header (`Family::plain`, not a
+/// later fragment): the only kind lb translates.
 #[inline(always)]
-pub fn v4(addr: &[u8; 16]) -> [u8; 4] {
-    [addr[12], addr[13], addr[14], addr[15]]
+fn transport<F: Family>(ip: &F::Hdr) -> bool {
+    F::plain(ip)
+        && !F::later_fragment(ip)
+        && (F::proto(ip) == PROTO_TCP || F::proto(ip) == PROTO_UDP)
 }
 
 /// A packet to a VIP address: a flow's next packet (`flow`, its forward
@@ -188,23 +247,23 @@ pub fn v4(addr: &[u8; 16]) -> [u8; 4] {
 /// own (not inlined): each gets a stack frame, and only one of them is live
 /// at a time, which keeps the program under the verifier's 512-byte stack.
 #[inline(never)]
-fn to_vip<C: Pkt>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
-    let l3 = &L3::at(ctx, l3_off)?;
+fn to_vip<C: Pkt, F: Family>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
+    let l3 = &L3::<F>::at(ctx, l3_off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
-    if ip.vihl & 0x0f != 5 {
-        return Err(reason::DROP_IP_OPTIONS);
+    if !F::plain(ip) {
+        return Err(F::NOT_PLAIN);
     }
-    // Later fragments and whole ICMP messages never get here (lb_xdp); a
+    // Later fragments and whole ICMP messages never get here (serve); a
     // fragmented ICMP message to a VIP is not one lb answers.
-    if ip.proto == PROTO_ICMP {
+    if F::proto(ip) == F::ICMP {
         return Err(reason::DROP_ICMP_VIP);
     }
-    if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
+    if F::proto(ip) != PROTO_TCP && F::proto(ip) != PROTO_UDP {
         return Err(reason::DROP_NO_VIP_PORT);
     }
     let l4 = parse::l4(ctx, l3).map_err(|_| reason::DROP_BAD_L4)?;
-    if ip.ttl <= 1 {
+    if F::ttl(ip) <= 1 {
         return Err(reason::PASS_TTL);
     }
     // The packet's key (written by known_flow), facts and destination live
@@ -238,7 +297,7 @@ fn to_vip<C: Pkt>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
         }
         match outcome {
             Outcome::Purged if l4.proto == PROTO_TCP && !fresh_syn => {
-                return rst::to_client(ctx, l3_off, &s.key, &s.facts)
+                return rst::to_client::<C, F>(ctx, l3_off, &s.key, &s.facts)
                     .map(|a| (a, reason::PURGE_RST));
             }
             // A UDP datagram, or a fresh SYN, of a purged flow starts anew.
@@ -285,28 +344,30 @@ fn to_vip<C: Pkt>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
         s.hop = Hop::default();
         hop = &mut s.hop;
     }
-    if frag::is_first(ip) {
-        frag::remember(s, ip, s.n.real_addr, DIR_FORWARD, now);
+    if F::first_fragment(ip) {
+        // SAFETY: only IPv4 has fragments here (`Family::first_fragment`).
+        let ip4 = unsafe { &*(l3.ip as *const _) };
+        frag::remember(s, ip4, s.n.real_addr, DIR_FORWARD, now);
     }
     stats::count_flow(s.n.vip_id, s.n.real_id, Side::In, l4.ip_len as u64, is_new);
-    let vip = (ip.dst_addr, l4.dport);
-    nat::dnat(
+    nat::dnat::<C, F>(
         ctx,
         l3.ip,
         &l4,
-        v4(&s.n.real_addr),
+        &s.n.real_addr,
         s.n.real_port_be.to_ne_bytes(),
     );
     // SAFETY: `hop` points into the flow's map value or this CPU's scratch
     // slot, both valid for the program run.
     let hop = unsafe { &mut *hop };
-    match fwd::forward(ctx, l3_off, hop, now) {
+    match fwd::forward::<C, F>(ctx, l3_off, hop, now) {
+        Err(reason::ICMP_FRAG_NEEDED) if F::V6 => Err(reason::DROP_TOO_BIG),
         Err(reason::ICMP_FRAG_NEEDED) => {
             s.toobig = TooBig {
-                orig_addr: vip.0,
-                orig_port: vip.1,
+                orig_addr: s.key.dst_addr,
+                orig_port: l4.dport,
                 dst: true,
-                from: vip.0,
+                from: s.key.dst_addr,
                 mtu: hop.mtu,
             };
             toobig::answer(ctx, l3_off, &s.toobig)
@@ -403,14 +464,13 @@ fn syn_retransmitted(s: &mut Scratch, f: &Flow, now: u64) {
 /// Anything else: a real's reply to translate back (`flow`, its reverse
 /// entry), or not ours.
 #[inline(never)]
-fn from_real<C: Pkt>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
-    let l3 = &L3::at(ctx, l3_off)?;
+fn from_real<C: Pkt, F: Family>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
+    let l3 = &L3::<F>::at(ctx, l3_off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
     // Replies we translate are plain TCP/UDP (later fragments and ICMP
-    // errors are dispatched by lb_xdp); anything else is not ours.
-    if ip.vihl & 0x0f != 5 || frag::is_later(ip) || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP)
-    {
+    // errors are dispatched by serve); anything else is not ours.
+    if !transport::<F>(ip) {
         return Err(reason::PASS_NOT_OURS);
     }
     let l4 = parse::l4(ctx, l3).map_err(|_| reason::PASS_NOT_OURS)?;
@@ -418,7 +478,7 @@ fn from_real<C: Pkt>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) -> Verdict
     if f.dir != DIR_REVERSE {
         return Err(reason::PASS_NOT_OURS);
     }
-    if ip.ttl <= 1 {
+    if F::ttl(ip) <= 1 {
         return Err(reason::PASS_TTL);
     }
     let p = l4.facts();
@@ -434,38 +494,48 @@ fn from_real<C: Pkt>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) -> Verdict
     }
     flow::account(f, &p, now);
     stats::count_flow(f.vip_id, f.real_id, Side::Out, l4.ip_len as u64, false);
-    // What the reply becomes (from VIP:port) and what it was (from the
-    // real), before `f` may move below.
-    let vip = (v4(&f.nat_addr), f.nat_port_be.to_ne_bytes());
-    let real = (ip.src_addr, p.sport);
-    let (vip_id, real_id) = (f.vip_id, f.real_id);
-    let mut hop: *mut Hop = &mut f.hop;
     // SAFETY: this CPU's scratch slot; only this program run uses it.
     let s = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(reason::PASS_NOT_OURS)? };
+    // What the reply becomes (from VIP:port), before `f` may move below;
+    // what it was (from the real) is the packet's own key, `s.key`.
+    s.addr = f.nat_addr;
+    let vip_port = f.nat_port_be.to_ne_bytes();
+    let (vip_id, real_id) = (f.vip_id, f.real_id);
+    let mut hop: *mut Hop = &mut f.hop;
     // The real's first answer assures a half-open UDP flow. Its forward
     // key: client -> VIP.
     if s.embryo && l4.proto == PROTO_UDP {
-        s.build.key = flow::key(ip.dst_addr, vip.0, p.dport, vip.1, PROTO_UDP);
+        let k = &mut s.build.key;
+        k.src_addr = s.key.dst_addr;
+        k.dst_addr = s.addr;
+        k.src_port_be = u16::from_ne_bytes(p.dport);
+        k.dst_port_be = u16::from_ne_bytes(vip_port);
+        k.proto = PROTO_UDP;
+        k._pad = [0; 3];
         // `f` is gone from EMBRYOS once this succeeds.
         if let Some(moved) = flow::assure(&s.build.key, &s.key, false) {
             // SAFETY: a FLOWS value, valid for the program run.
             hop = unsafe { &mut (*moved).hop };
         }
     }
-    if frag::is_first(ip) {
+    if F::first_fragment(ip) {
         (s.n.vip_id, s.n.real_id) = (vip_id, real_id);
-        frag::remember(s, ip, flow::addr16(vip.0), DIR_REVERSE, now);
+        // SAFETY: only IPv4 has fragments here (`Family::first_fragment`).
+        let ip4 = unsafe { &*(l3.ip as *const _) };
+        let vip = s.addr;
+        frag::remember(s, ip4, vip, DIR_REVERSE, now);
     }
-    nat::snat(ctx, l3.ip, &l4, vip.0, vip.1);
+    nat::snat::<C, F>(ctx, l3.ip, &l4, &s.addr, vip_port);
     // SAFETY: `hop` points into the flow's map value, valid for the run.
     let hop = unsafe { &mut *hop };
-    match fwd::forward(ctx, l3_off, hop, now) {
+    match fwd::forward::<C, F>(ctx, l3_off, hop, now) {
+        Err(reason::ICMP_FRAG_NEEDED) if F::V6 => Err(reason::DROP_TOO_BIG),
         Err(reason::ICMP_FRAG_NEEDED) => {
             s.toobig = TooBig {
-                orig_addr: real.0,
-                orig_port: real.1,
+                orig_addr: s.key.src_addr,
+                orig_port: p.sport,
                 dst: false,
-                from: vip.0,
+                from: s.addr,
                 mtu: hop.mtu,
             };
             toobig::answer(ctx, l3_off, &s.toobig)

@@ -4,7 +4,7 @@
 //! `FLOWS` at load time from `bpf.flow_table_size`.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use lb_common::{
     Clock, ClockSample, Counters, EMBRYO_TABLE_DIVISOR, EVENTS_BYTES, FLOW_TABLE_DEFAULT,
@@ -148,6 +148,20 @@ pub static CLOCK: Array<Clock> = Array::pinned(1, 0);
 /// measurement (never read by `lb_xdp`).
 #[map]
 pub static CLOCK_SAMPLE: Array<ClockSample> = Array::with_max_entries(1, 0);
+
+/// `[0]`: `lb_xdp6`, which `lb_xdp` hands IPv6 packets to by tail call
+/// (set by the agent at load). IPv6 runs as a program of its own because
+/// the verifier walks every path of a program within one budget (a million
+/// instructions), and the two families' paths together exceed it. Pinned:
+/// an array's entries are cleared once no process or pin holds it, and
+/// IPv6 must keep flowing while a restarting agent is away.
+#[map]
+pub static JUMP_XDP: ProgramArray = ProgramArray::pinned(1, 0);
+
+/// `[0]`: `lb_tc6`, as `JUMP_XDP` for the tc hook (an array holds programs
+/// of one type).
+#[map]
+pub static JUMP_TC: ProgramArray = ProgramArray::pinned(1, 0);
 
 /// Per-CPU scratch space for the new-flow path: a key and a value built
 /// here instead of on the BPF stack, which is 512 bytes for the whole

@@ -1,38 +1,27 @@
 //! The address/port rewrite and its checksum updates.
-use network_types::ip::Ipv4Hdr;
+use crate::{ctx::Pkt, family::Family, parse::L4};
 
-use crate::{csum, ctx::Pkt, parse::L4};
-
-/// Client -> VIP becomes client -> real: destination address and port.
+/// Client -> VIP becomes client -> real: destination address (map form,
+/// `Family`) and port.
 /// Invalidates packet pointers (ctx.rs): callers derive them again.
 #[inline(always)]
-pub fn dnat<C: Pkt>(ctx: &C, ip: *mut Ipv4Hdr, l4: &L4, addr: [u8; 4], port: [u8; 2]) {
-    // SAFETY: both headers were bounds checked by the parser.
-    let old_addr = unsafe {
-        let old_addr = (*ip).dst_addr;
-        (*ip).dst_addr = addr;
-        (*ip).check = csum::replace4((*ip).check, old_addr, addr);
-        old_addr
-    };
+pub fn dnat<C: Pkt, F: Family>(ctx: &C, ip: *mut F::Hdr, l4: &L4, addr: &[u8; 16], port: [u8; 2]) {
+    // SAFETY: the header was bounds checked by the parser.
+    let change = F::set_dst(unsafe { &mut *ip }, addr);
     let old_port = l4.dport;
     set_port(l4, port, true);
-    ctx.fix_l4_check(l4, old_addr, addr, old_port, port);
+    ctx.fix_l4_check::<F>(l4, change, old_port, port);
 }
 
 /// Real -> client becomes VIP -> client: source address and port.
 /// Invalidates packet pointers, as dnat.
 #[inline(always)]
-pub fn snat<C: Pkt>(ctx: &C, ip: *mut Ipv4Hdr, l4: &L4, addr: [u8; 4], port: [u8; 2]) {
+pub fn snat<C: Pkt, F: Family>(ctx: &C, ip: *mut F::Hdr, l4: &L4, addr: &[u8; 16], port: [u8; 2]) {
     // SAFETY: as in dnat.
-    let old_addr = unsafe {
-        let old_addr = (*ip).src_addr;
-        (*ip).src_addr = addr;
-        (*ip).check = csum::replace4((*ip).check, old_addr, addr);
-        old_addr
-    };
+    let change = F::set_src(unsafe { &mut *ip }, addr);
     let old_port = l4.sport;
     set_port(l4, port, false);
-    ctx.fix_l4_check(l4, old_addr, addr, old_port, port);
+    ctx.fix_l4_check::<F>(l4, change, old_port, port);
 }
 
 #[inline(always)]

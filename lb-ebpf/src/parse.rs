@@ -1,14 +1,17 @@
 //! Header parsing. One bounds-check helper (`ptr_at`), one check per header.
 use core::mem::size_of;
 use lb_common::{PROTO_TCP, PROTO_UDP, reason};
-use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
+use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
 
-use crate::ctx::Pkt;
+use crate::{
+    ctx::Pkt,
+    family::{Family, V4},
+};
 
 const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
 const ETH_P_8021Q: [u8; 2] = [0x81, 0x00];
 const ETH_P_8021AD: [u8; 2] = [0x88, 0xa8];
-pub const PROTO_ICMP: u8 = 1;
 
 /// A pointer to a `T` at `offset` into the packet, if the packet holds it.
 #[inline(always)]
@@ -21,28 +24,46 @@ pub fn ptr_at<T>(ctx: &impl Pkt, offset: usize) -> Result<*mut T, ()> {
     Ok((start + offset) as *mut T)
 }
 
-/// The IPv4 header of a frame and where it starts. At most one 802.1Q/802.1ad
-/// tag is understood; the tag stays in place and goes out with the frame.
-pub struct L3 {
+/// The IP header of a frame (IPv4 unless named) and where it starts.
+pub struct L3<F: Family = V4> {
     pub eth: *mut EthHdr,
     pub off: usize,
-    pub ip: *mut Ipv4Hdr,
+    pub ip: *mut F::Hdr,
 }
 
-impl L3 {
+impl<F: Family> L3<F> {
     /// The headers again at a known offset, inside a BPF function of its
     /// own: packet pointers are not passed across BPF calls (the verifier
     /// loses their type once they sit in a caller's stack frame), offsets are.
     #[inline(always)]
-    pub fn at<C: Pkt>(ctx: &C, off: usize) -> Result<L3, u32> {
+    pub fn at<C: Pkt>(ctx: &C, off: usize) -> Result<Self, u32> {
         let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| reason::PASS_BAD_L2)?;
-        let ip: *mut Ipv4Hdr = ptr_at(ctx, off).map_err(|_| reason::PASS_BAD_IPV4)?;
+        let ip: *mut F::Hdr = ptr_at(ctx, off).map_err(|_| F::BAD)?;
         Ok(L3 { eth, off, ip })
+    }
+
+    /// The header, checked well formed (`Family::valid`).
+    #[inline(always)]
+    pub fn checked<C: Pkt>(ctx: &C, off: usize) -> Result<Self, u32> {
+        let l3 = Self::at(ctx, off)?;
+        // SAFETY: bounds checked by ptr_at.
+        if !F::valid(unsafe { &*l3.ip }, off, ctx.len()) {
+            return Err(F::BAD);
+        }
+        Ok(l3)
     }
 }
 
+/// The frame's IP family and where its header starts. At most one
+/// 802.1Q/802.1ad tag is understood; the tag stays in place and goes out
+/// with the frame.
+pub enum Ip {
+    V4(usize),
+    V6(usize),
+}
+
 #[inline(always)]
-pub fn l3<C: Pkt>(ctx: &C) -> Result<L3, u32> {
+pub fn l2<C: Pkt>(ctx: &C) -> Result<Ip, u32> {
     let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| reason::PASS_BAD_L2)?;
     // SAFETY: bounds checked by ptr_at.
     let mut ether_type = unsafe { (*eth).ether_type }.to_ne_bytes();
@@ -56,20 +77,11 @@ pub fn l3<C: Pkt>(ctx: &C) -> Result<L3, u32> {
             return Err(reason::PASS_BAD_L2);
         }
     }
-    if ether_type != ETH_P_IP {
-        return Err(reason::PASS_NOT_IPV4);
+    match ether_type {
+        ETH_P_IP => Ok(Ip::V4(off)),
+        ETH_P_IPV6 => Ok(Ip::V6(off)),
+        _ => Err(reason::PASS_NOT_IPV4),
     }
-    let ip: *mut Ipv4Hdr = ptr_at(ctx, off).map_err(|_| reason::PASS_BAD_IPV4)?;
-    // SAFETY: bounds checked by ptr_at.
-    let hdr = unsafe { &*ip };
-    let ihl = (hdr.vihl & 0x0f) as usize * 4;
-    let tot_len = u16::from_be_bytes(hdr.tot_len) as usize;
-    // Ethernet may pad short frames, so the frame may be longer than tot_len,
-    // never shorter.
-    if hdr.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || tot_len < ihl || off + tot_len > ctx.len() {
-        return Err(reason::PASS_BAD_IPV4);
-    }
-    Ok(L3 { eth, off, ip })
 }
 
 /// The parts of a TCP or UDP packet the balancer reads and rewrites.
@@ -81,7 +93,7 @@ pub struct L4 {
     pub udp: *mut UdpHdr,
     pub sport: [u8; 2],
     pub dport: [u8; 2],
-    /// IPv4 total length, for byte counters.
+    /// The IP packet's length, for byte counters.
     pub ip_len: u16,
     /// TCP only: payload length (for sequence tracking).
     pub payload_len: u32,
@@ -119,17 +131,16 @@ impl L4 {
     }
 }
 
-/// The TCP/UDP header after an option-less IPv4 header. Callers have already
-/// refused IPv4 options and later fragments (a first fragment has its
-/// header).
+/// The TCP/UDP header after a plain IP header (`Family::plain`). Callers
+/// have already refused later fragments (a first fragment has its header).
 #[inline(always)]
-pub fn l4<C: Pkt>(ctx: &C, l3: &L3) -> Result<L4, ()> {
+pub fn l4<C: Pkt, F: Family>(ctx: &C, l3: &L3<F>) -> Result<L4, ()> {
     // SAFETY: bounds checked by `l3`.
     let ip = unsafe { &*l3.ip };
-    let ip_len = u16::from_be_bytes(ip.tot_len);
-    let l4_len = ip_len as u32 - Ipv4Hdr::LEN as u32;
-    let off = l3.off + Ipv4Hdr::LEN;
-    match ip.proto {
+    let ip_len = F::ip_len(ip);
+    let l4_len = (ip_len as u32).checked_sub(F::HDR_LEN as u32).ok_or(())?;
+    let off = l3.off + F::HDR_LEN;
+    match F::proto(ip) {
         PROTO_TCP => {
             let tcp: *mut TcpHdr = ptr_at(ctx, off)?;
             // SAFETY: bounds checked by ptr_at.
@@ -156,7 +167,7 @@ pub fn l4<C: Pkt>(ctx: &C, l3: &L3) -> Result<L4, ()> {
             let len = u16::from_be_bytes(u.len) as u32;
             // A first fragment carries only part of the datagram its
             // length counts.
-            let first_fragment = ip.frags[0] & 0x20 != 0;
+            let first_fragment = F::first_fragment(ip);
             if len < UdpHdr::LEN as u32 || (len > l4_len && !first_fragment) {
                 return Err(());
             }

@@ -11,6 +11,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     ctx::Pkt,
+    family::{V4, v4},
     nat,
     parse::{self, L3, ptr_at},
 };
@@ -33,11 +34,11 @@ pub struct TooBig {
     /// The address and port the packet had before its translation: the
     /// VIP's, as destination (`dst`, a client's packet) or as source (a
     /// real's).
-    pub orig_addr: [u8; 4],
+    pub orig_addr: [u8; 16],
     pub orig_port: [u8; 2],
     pub dst: bool,
     /// The message's source (the VIP) and the MTU to report.
-    pub from: [u8; 4],
+    pub from: [u8; 16],
     pub mtu: u16,
 }
 
@@ -50,12 +51,12 @@ pub fn answer<C: Pkt>(ctx: &C, l3_off: usize, t: &TooBig) -> Result<(u32, u32), 
         return Err(reason::PASS_FIB);
     }
     {
-        let l3 = L3::at(ctx, l3_off)?;
+        let l3: L3 = L3::at(ctx, l3_off)?;
         let l4 = parse::l4(ctx, &l3).map_err(|_| reason::PASS_FIB)?;
         if t.dst {
-            nat::dnat(ctx, l3.ip, &l4, t.orig_addr, t.orig_port);
+            nat::dnat::<C, V4>(ctx, l3.ip, &l4, &t.orig_addr, t.orig_port);
         } else {
-            nat::snat(ctx, l3.ip, &l4, t.orig_addr, t.orig_port);
+            nat::snat::<C, V4>(ctx, l3.ip, &l4, &t.orig_addr, t.orig_port);
         }
     }
     let len = ctx.len();
@@ -90,9 +91,9 @@ pub fn answer<C: Pkt>(ctx: &C, l3_off: usize, t: &TooBig) -> Result<(u32, u32), 
         ip.id = [0, 0];
         ip.frags = [0, 0];
         ip.ttl = TTL;
-        ip.proto = crate::parse::PROTO_ICMP;
+        ip.proto = crate::family::PROTO_ICMP;
         ip.check = [0, 0];
-        ip.src_addr = t.from;
+        ip.src_addr = v4(&t.from);
         ip.dst_addr = sender;
         ip.check = checksum(ip as *mut Ipv4Hdr as *mut u32, Ipv4Hdr::LEN);
         let m = &mut *icmp;

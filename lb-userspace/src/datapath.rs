@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, xdp::DevMapHash},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, ProgramArray, RingBuf, xdp::DevMapHash},
     programs::{
         LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode,
         links::{FdLink, PinnedLink},
@@ -35,6 +35,9 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const PROGRAM: &str = "lb_xdp";
 /// The same datapath for the tc (clsact ingress) hook.
 pub const TC_PROGRAM: &str = "lb_tc";
+/// Each hook's IPv6 program, which the one above hands IPv6 to by tail
+/// call through the array named beside it (lb-ebpf's maps.rs says why).
+const V6_PROGRAMS: [(&str, &str); 2] = [("lb_xdp6", "JUMP_XDP"), ("lb_tc6", "JUMP_TC")];
 
 /// Whether this build's XDP program translates IPv6 (NAT66). The one gate
 /// for IPv6: until it does, config validation refuses IPv6 VIPs, with
@@ -48,7 +51,7 @@ pub const NO_IPV6_DATAPATH: &str =
     "IPv6 VIPs need the IPv6 datapath, which this build does not have yet";
 
 /// Every map the program pins, by name (see lb-ebpf/src/maps.rs).
-pub const MAP_NAMES: [&str; 24] = [
+pub const MAP_NAMES: [&str; 26] = [
     "VIPS",
     "VIP_ADDRS",
     "REALS",
@@ -73,9 +76,44 @@ pub const MAP_NAMES: [&str; 24] = [
     "HOP_GEN",
     "CLOCK",
     "VLANS",
+    "JUMP_XDP",
+    "JUMP_TC",
 ];
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Loads the IPv6 programs and puts each in its hook's tail-call array
+/// (pinned: adopted arrays get this agent's programs in place of the last
+/// one's, entry by entry, atomically).
+fn load_v6(ebpf: &mut Ebpf) -> Result<()> {
+    for (name, array) in V6_PROGRAMS {
+        let fd = {
+            let prog = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the object"))?;
+            match prog {
+                aya::programs::Program::Xdp(p) => {
+                    p.load()
+                        .with_context(|| format!("the kernel verifier refused {name}"))?;
+                    p.fd()?.try_clone()?
+                }
+                aya::programs::Program::SchedClassifier(p) => {
+                    p.load()
+                        .with_context(|| format!("the kernel verifier refused {name}"))?;
+                    p.fd()?.try_clone()?
+                }
+                _ => bail!("program {name} is of an unexpected type"),
+            }
+        };
+        let mut jump: ProgramArray<_> = ebpf
+            .map_mut(array)
+            .ok_or_else(|| anyhow!("map {array} missing from the object"))?
+            .try_into()?;
+        jump.set(0, &fd, 0)
+            .with_context(|| format!("setting {array}[0] to {name}"))?;
+    }
+    Ok(())
+}
 
 /// A program attached to an interface by this agent.
 enum Attached {
@@ -195,6 +233,7 @@ impl Datapath {
             .try_into()?;
         tc.load()
             .context("the kernel verifier refused the tc program")?;
+        load_v6(&mut ebpf)?;
         let maps = KernelMaps {
             vips: take(&mut ebpf, "VIPS")?,
             vip_addrs: take(&mut ebpf, "VIP_ADDRS")?,

@@ -140,29 +140,35 @@ fn http_requests_spread_by_weight_and_flows_are_listed() {
 #[test]
 fn long_tcp_transfer_arrives_intact() {
     let rig = rig(&config("round-robin", &[1, 1, 1]));
-    const BYTES: u64 = 1 << 30;
+    let r = transfer_intact(&rig, 1 << 30, "1 GiB");
+    // Full speed for this topology is several Gbit/s; far below that means
+    // packets are taking a slow path (generic XDP, the kernel, drops).
+    assert!(r.mbit_per_s() > 500.0, "{:.0} Mbit/s", r.mbit_per_s());
+}
+
+/// Sends `bytes` to the bulk VIP; asserts they arrived intact and that the
+/// flow table counted them.
+fn transfer_intact(rig: &Rig, bytes: u64, what: &str) -> lb_tests::BulkResult {
     let r = rig
         .topo
         .client
-        .run(|| bulk_send(vip_addr(SINK), BYTES, Duration::from_secs(120)))
+        .run(|| bulk_send(vip_addr(SINK), bytes, Duration::from_secs(120)))
         .unwrap_or_else(|e| panic!("bulk transfer: {e}\n{}", rig.lb.proc.report()));
     println!(
-        "1 GiB through the VIP: {:.0} Mbit/s in {:?}",
+        "{what} through the VIP: {:.0} Mbit/s in {:?}",
         r.mbit_per_s(),
         r.elapsed
     );
     assert!(r.intact(), "byte count and hash match: {r:?}");
-    assert_eq!(r.server_count, BYTES);
-    // Full speed for this topology is several Gbit/s; far below that means
-    // packets are taking a slow path (generic XDP, the kernel, drops).
-    assert!(r.mbit_per_s() > 500.0, "{:.0} Mbit/s", r.mbit_per_s());
+    assert_eq!(r.server_count, bytes);
     let flows = rig.lb.flows(&["--vip", "198.51.100.10:9000"]);
     assert_eq!(flows.len(), 1);
     assert!(
-        flows[0]["bytes_in"].as_u64().unwrap() > BYTES,
+        flows[0]["bytes_in"].as_u64().unwrap() > bytes,
         "{}",
         flows[0]
     );
+    r
 }
 
 /// The smoke cases on the tc hook, on a topology with the kernel's default
@@ -176,7 +182,14 @@ fn tc_hook_serves_http_udp_and_a_long_transfer_with_default_offloads() {
         65536,
         TestHook::Tc,
     );
-    assert!(rig.lb.proc.log().contains("by tc"), "{}", rig.lb.proc.log());
+    let status: serde_json::Value =
+        serde_json::from_slice(&rig.lb.cli(&["status", "--json"]).stdout).expect("status");
+    assert_eq!(
+        status["hooks"],
+        serde_json::json!({ "eth0": "tc", "eth1": "tc" }),
+        "{}",
+        rig.lb.proc.log()
+    );
     let bodies: Vec<String> = (0..60)
         .map(|i| {
             rig.get(vip_addr(80))
@@ -195,25 +208,7 @@ fn tc_hook_serves_http_udp_and_a_long_transfer_with_default_offloads() {
             .unwrap_or_else(|e| panic!("udp {i}: {e}\n{}", rig.lb.proc.report()));
         assert!(reply.ends_with(&format!(":q{i}")), "{reply}");
     }
-    const BYTES: u64 = 256 << 20;
-    let r = rig
-        .topo
-        .client
-        .run(|| bulk_send(vip_addr(SINK), BYTES, Duration::from_secs(120)))
-        .unwrap_or_else(|e| panic!("bulk transfer: {e}\n{}", rig.lb.proc.report()));
-    println!(
-        "tc: 256 MiB through the VIP: {:.0} Mbit/s in {:?}",
-        r.mbit_per_s(),
-        r.elapsed
-    );
-    assert!(r.intact(), "byte count and hash match: {r:?}");
-    let flows = rig.lb.flows(&["--vip", "198.51.100.10:9000"]);
-    assert_eq!(flows.len(), 1);
-    assert!(
-        flows[0]["bytes_in"].as_u64().unwrap() > BYTES,
-        "{}",
-        flows[0]
-    );
+    transfer_intact(&rig, 256 << 20, "tc: 256 MiB");
 }
 
 #[test]

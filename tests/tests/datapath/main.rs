@@ -380,7 +380,9 @@ fn fixtures(hook: Hook) {
         pin_to_cpu0();
         let cfg =
             Config::parse(&config(&pin_dir), "fixtures.yaml").unwrap_or_else(|e| panic!("{e}"));
-        let mut dp = Datapath::load(&cfg.bpf.pin_dir, cfg.bpf.flow_table_size).expect("load");
+        // {e:#} carries the verifier's log when it refused the program.
+        let mut dp = Datapath::load(&cfg.bpf.pin_dir, cfg.bpf.flow_table_size)
+            .unwrap_or_else(|e| panic!("load: {e:#}"));
         let mut ctl = Control::new();
         ctl.apply(&cfg, &mut dp.maps).expect("program maps");
         let c0 = datapath::ifindex("c0").unwrap();
@@ -446,15 +448,24 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
         Some(&arp),
     );
 
-    let mut v6 = arp.clone();
-    v6[12..14].copy_from_slice(&[0x86, 0xdd]);
+    let mut v6 = arp[..12].to_vec();
+    v6.extend_from_slice(&[0x86, 0xdd]);
     v6.extend_from_slice(&[0u8; 40]);
     fx.case(
-        "ipv6 is passed unchanged",
+        "an ipv6 header of version 0 is passed unchanged",
         c0,
         &v6,
         XDP_PASS,
-        reason::PASS_NOT_IPV4,
+        reason::PASS_BAD_IPV6,
+        Some(&v6),
+    );
+    v6[14] = 0x60;
+    fx.case(
+        "ipv6 to no VIP is passed unchanged",
+        c0,
+        &v6,
+        XDP_PASS,
+        reason::PASS_NOT_OURS,
         Some(&v6),
     );
 
