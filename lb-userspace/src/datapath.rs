@@ -44,7 +44,7 @@ const V6_PROGRAMS: [(&str, &str); 2] = [("lb_xdp6", "JUMP_XDP"), ("lb_tc6", "JUM
 /// [`NO_IPV6_DATAPATH`], in `lb check` and at every load and reload. The
 /// rest of the agent (maps, rings, flow table, CLI, metrics) takes IPv6
 /// already; set this to `true` when lb-ebpf serves IPv6 VIPs.
-pub const SERVES_IPV6: bool = false;
+pub const SERVES_IPV6: bool = true;
 
 /// Why an IPv6 VIP is refused while [`SERVES_IPV6`] is false.
 pub const NO_IPV6_DATAPATH: &str =

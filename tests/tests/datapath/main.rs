@@ -11,6 +11,8 @@
 //! predictable.
 mod edges;
 mod packet;
+mod packet6;
+mod v6;
 
 use std::net::Ipv4Addr;
 
@@ -73,6 +75,7 @@ serverfarms:
     reals: [{{ address: 203.0.113.11, port: 10, max_conns: 1 }}, {{ address: 203.0.113.12, port: 10 }}]
   empty:
     reals: [{{ address: 203.0.113.11, port: 9, state: disabled }}]
+{farms6}
 vips:
   www: {{ address: 198.51.100.10, port: 80, serverfarm: web }}
   dns: {{ address: 198.51.100.10, port: 53, protocol: udp, serverfarm: dns }}
@@ -85,8 +88,11 @@ vips:
   rudp: {{ address: 198.51.100.21, port: 9, protocol: udp, serverfarm: reassign }}
   keep: {{ address: 198.51.100.22, port: 11, serverfarm: keep }}
   capped: {{ address: 198.51.100.23, port: 10, serverfarm: capped }}
+{vips6}
 bpf: {{ pin_dir: {pin_dir}, flow_table_size: 4096 }}
-"#
+"#,
+        farms6 = v6::CONFIG.trim_matches('\n'),
+        vips6 = v6::VIPS.trim_matches('\n'),
     )
 }
 
@@ -212,7 +218,12 @@ impl Fixture {
         }
         // Every frame the program rewrote must carry valid checksums.
         if action != XDP_DROP && out != input {
-            assert!(checksums_valid(&out), "{name}: checksums");
+            let valid = if out[12..14] == [0x86, 0xdd] {
+                packet6::checksums_valid6(&out)
+            } else {
+                checksums_valid(&out)
+            };
+            assert!(valid, "{name}: checksums");
         }
         self.cases.push(name.to_string());
         out
@@ -397,8 +408,10 @@ fn fixtures(hook: Hook) {
             s0,
             cases: Vec::new(),
         };
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cases(&mut fx, &cfg)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cases(&mut fx, &cfg);
+            v6::cases(&mut fx);
+        }));
         let names = std::mem::take(&mut fx.cases);
         fx.dp.take().expect("loaded").shutdown().expect("unpin");
         if let Err(e) = result {

@@ -1,0 +1,201 @@
+//! IPv6 frames for the fixtures, as packet.rs builds IPv4 ones: checksums
+//! computed from scratch by pnet (the pseudo-header included), never by
+//! lb's code.
+use std::net::Ipv6Addr;
+
+use pnet::packet::{
+    icmpv6::{self, Icmpv6Packet},
+    ipv6::{Ipv6Packet, MutableIpv6Packet},
+    tcp::{self, MutableTcpPacket, TcpPacket},
+    udp::{self, MutableUdpPacket, UdpPacket},
+};
+
+use super::packet::{L4, Mac};
+
+/// ICMPv6 neighbour solicitation.
+pub const NEIGHBOR_SOLICIT: u8 = 135;
+
+#[derive(Clone, Debug)]
+pub struct Pkt6 {
+    pub src_mac: Mac,
+    pub dst_mac: Mac,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub hop_limit: u8,
+    /// An extension header (its next-header number and its 8 bytes) between
+    /// the IPv6 header and the transport's.
+    pub ext: Option<u8>,
+    /// `L4::Icmp` is ICMPv6 here.
+    pub l4: L4,
+}
+
+impl Pkt6 {
+    pub fn tcp(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16), flags: u8, seq: u32, ack: u32) -> Self {
+        Self::ip(
+            src.0,
+            dst.0,
+            L4::Tcp {
+                sport: src.1,
+                dport: dst.1,
+                seq,
+                ack,
+                flags,
+                doff: 5,
+                payload: Vec::new(),
+            },
+        )
+    }
+
+    pub fn udp(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16), payload: &[u8]) -> Self {
+        Self::ip(
+            src.0,
+            dst.0,
+            L4::Udp {
+                sport: src.1,
+                dport: dst.1,
+                payload: payload.to_vec(),
+                zero_csum: false,
+            },
+        )
+    }
+
+    pub fn ip(src: Ipv6Addr, dst: Ipv6Addr, l4: L4) -> Self {
+        Self {
+            src_mac: [2, 0, 0, 0, 0, 0x99],
+            dst_mac: [2, 0, 0, 0, 0, 0x01],
+            src,
+            dst,
+            hop_limit: 64,
+            ext: None,
+            l4,
+        }
+    }
+
+    pub fn with_payload(mut self, data: &[u8]) -> Self {
+        if let L4::Tcp { payload, .. } | L4::Udp { payload, .. } = &mut self.l4 {
+            *payload = data.to_vec();
+        }
+        self
+    }
+
+    fn proto(&self) -> u8 {
+        match self.l4 {
+            L4::Tcp { .. } => 6,
+            L4::Udp { .. } => 17,
+            L4::Icmp { .. } => 58,
+        }
+    }
+
+    fn l4_bytes(&self) -> Vec<u8> {
+        match &self.l4 {
+            L4::Tcp {
+                sport,
+                dport,
+                seq,
+                ack,
+                flags,
+                doff,
+                payload,
+            } => {
+                let hdr = (*doff).max(5) as usize * 4;
+                let mut b = vec![0u8; hdr + payload.len()];
+                let mut t = MutableTcpPacket::new(&mut b).unwrap();
+                t.set_source(*sport);
+                t.set_destination(*dport);
+                t.set_sequence(*seq);
+                t.set_acknowledgement(*ack);
+                t.set_data_offset(*doff);
+                t.set_flags(*flags);
+                t.set_window(64240);
+                b[hdr..].copy_from_slice(payload);
+                let mut t = MutableTcpPacket::new(&mut b).unwrap();
+                let c = tcp::ipv6_checksum(&t.to_immutable(), &self.src, &self.dst);
+                t.set_checksum(c);
+                b
+            }
+            L4::Udp {
+                sport,
+                dport,
+                payload,
+                ..
+            } => {
+                let mut b = vec![0u8; 8 + payload.len()];
+                let mut u = MutableUdpPacket::new(&mut b).unwrap();
+                u.set_source(*sport);
+                u.set_destination(*dport);
+                u.set_length((8 + payload.len()) as u16);
+                u.set_payload(payload);
+                let c = udp::ipv6_checksum(&u.to_immutable(), &self.src, &self.dst);
+                u.set_checksum(if c == 0 { 0xffff } else { c });
+                b
+            }
+            L4::Icmp {
+                kind,
+                code,
+                payload,
+            } => {
+                let mut b = vec![0u8; 8 + payload.len()];
+                b[0] = *kind;
+                b[1] = *code;
+                b[8..].copy_from_slice(payload);
+                let c = icmpv6::checksum(&Icmpv6Packet::new(&b).unwrap(), &self.src, &self.dst);
+                b[2..4].copy_from_slice(&c.to_be_bytes());
+                b
+            }
+        }
+    }
+
+    /// The frame, with every checksum computed from scratch.
+    pub fn build(&self) -> Vec<u8> {
+        let l4 = self.l4_bytes();
+        let ext: Vec<u8> = match self.ext {
+            // Next header, length 0 (8 bytes), PadN over the rest.
+            Some(_) => vec![self.proto(), 0, 1, 4, 0, 0, 0, 0],
+            None => Vec::new(),
+        };
+        let mut f = vec![0u8; 14 + 40 + ext.len() + l4.len()];
+        f[..6].copy_from_slice(&self.dst_mac);
+        f[6..12].copy_from_slice(&self.src_mac);
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        {
+            let mut ip = MutableIpv6Packet::new(&mut f[14..]).unwrap();
+            ip.set_version(6);
+            ip.set_payload_length((ext.len() + l4.len()) as u16);
+            ip.set_next_header(pnet::packet::ip::IpNextHeaderProtocol(
+                self.ext.unwrap_or(self.proto()),
+            ));
+            ip.set_hop_limit(self.hop_limit);
+            ip.set_source(self.src);
+            ip.set_destination(self.dst);
+        }
+        f[54..54 + ext.len()].copy_from_slice(&ext);
+        f[54 + ext.len()..].copy_from_slice(&l4);
+        f
+    }
+}
+
+/// Independent check that the transport checksum of an IPv6 frame (no
+/// extension header) verifies.
+pub fn checksums_valid6(frame: &[u8]) -> bool {
+    let Some(ip) = Ipv6Packet::new(&frame[14..]) else {
+        return false;
+    };
+    let l4 = &frame[54..54 + ip.get_payload_length() as usize];
+    let (src, dst) = (ip.get_source(), ip.get_destination());
+    match ip.get_next_header().0 {
+        6 => {
+            let t = TcpPacket::new(l4).unwrap();
+            tcp::ipv6_checksum(&t, &src, &dst) == t.get_checksum()
+        }
+        17 => {
+            let u = UdpPacket::new(l4).unwrap();
+            udp::ipv6_checksum(&u, &src, &dst) == u.get_checksum()
+                || (u.get_checksum() == 0xffff && udp::ipv6_checksum(&u, &src, &dst) == 0)
+        }
+        58 => {
+            let i = Icmpv6Packet::new(l4).unwrap();
+            icmpv6::checksum(&i, &src, &dst) == i.get_checksum()
+        }
+        _ => true,
+    }
+}

@@ -1,0 +1,335 @@
+//! IPv6 fixtures: NAT66 both ways for TCP and UDP (the first packets by the
+//! full path, the established ones by the fast path), the flow table, the
+//! stated rules for what lb does not translate (hop limit 1, extension
+//! headers, ICMPv6, a port no VIP serves) and purge's RST built in IPv6.
+//! Every expected frame is built from scratch by pnet.
+use std::net::Ipv6Addr;
+
+use lb_tests::fixture_net::{CLIENT6, REALS6, real6_mac};
+
+use super::packet6::{NEIGHBOR_SOLICIT, Pkt6, checksums_valid6};
+use super::*;
+
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
+const PVIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x20);
+
+/// The farms and VIPs of these cases, for the fixture config.
+pub const CONFIG: &str = r#"
+  web6:
+    algorithm: round-robin
+    reals:
+      - { address: 2001:db8:5::11, port: 8080 }
+      - { address: 2001:db8:5::12, port: 8080 }
+      - { address: 2001:db8:5::13, port: 8080 }
+  dns6:
+    reals: [{ address: 2001:db8:5::11, port: 5353 }]
+  purge6:
+    failaction: purge
+    reals: [{ address: 2001:db8:5::11, port: 7 }]
+"#;
+pub const VIPS: &str = r#"
+  www6: { address: 2001:db8:100::10, port: 80, serverfarm: web6 }
+  dns6: { address: 2001:db8:100::10, port: 53, protocol: udp, serverfarm: dns6 }
+  ptcp6: { address: 2001:db8:100::20, port: 7, serverfarm: purge6 }
+"#;
+
+/// From the client, as it arrives on c0.
+fn client(mut p: Pkt6) -> Pkt6 {
+    p.src_mac = CLIENT_MAC;
+    p.dst_mac = LB_C_MAC;
+    p
+}
+
+/// From a real, as it arrives on s0.
+fn real(mut p: Pkt6) -> Pkt6 {
+    p.src_mac = real6_mac(p.src);
+    p.dst_mac = LB_S_MAC;
+    p
+}
+
+/// What lb sends on for `p` to `to:port`: the destination rewritten, one hop
+/// less, out of s0 to the real's MAC.
+fn dnat6(p: &Pkt6, to: Ipv6Addr, port: u16) -> Vec<u8> {
+    let mut q = p.clone();
+    q.dst = to;
+    set_port(&mut q.l4, port, true);
+    q.hop_limit -= 1;
+    q.src_mac = LB_S_MAC;
+    q.dst_mac = real6_mac(to);
+    q.build()
+}
+
+/// What lb sends on for a real's reply `p`: from `vip:port`, one hop less,
+/// out of c0 to the client.
+fn snat6(p: &Pkt6, vip: Ipv6Addr, port: u16) -> Vec<u8> {
+    let mut q = p.clone();
+    q.src = vip;
+    set_port(&mut q.l4, port, false);
+    q.hop_limit -= 1;
+    q.src_mac = LB_C_MAC;
+    q.dst_mac = CLIENT_MAC;
+    q.build()
+}
+
+fn set_port(l4: &mut L4, port: u16, dst: bool) {
+    match l4 {
+        L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport, .. } => {
+            *(if dst { dport } else { sport }) = port
+        }
+        L4::Icmp { .. } => {}
+    }
+}
+
+/// The IPv6 destination of a frame lb sent on.
+fn dst6(frame: &[u8]) -> Ipv6Addr {
+    let b: [u8; 16] = frame[14 + 24..14 + 40].try_into().unwrap();
+    Ipv6Addr::from(b)
+}
+
+/// The IPv6 client's flow from `port`, assured or half-open (the IPv4
+/// cases use the same ports).
+fn flow6(fx: &mut Fixture, port: u16) -> Option<flowtable::Joined> {
+    let maps = &fx.dp().maps;
+    [&maps.flows, &maps.embryos].into_iter().find_map(|t| {
+        flowtable::read(t)
+            .expect("read flows")
+            .flows
+            .into_iter()
+            .find(|f| {
+                u16::from_be(f.fwd_key.src_port_be) == port
+                    && Ipv6Addr::from(f.fwd_key.src_addr) == CLIENT6
+            })
+    })
+}
+
+pub fn cases(fx: &mut Fixture) {
+    let (c0, s0) = (fx.c0, fx.s0);
+    // The IPv4 cases narrowed s0 below IPv6's minimum MTU, which took its
+    // IPv6 addresses; give them back.
+    for args in lb_tests::fixture_net::ipv6_setup() {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ip(&args);
+    }
+
+    // --- TCP through the full path: each SYN to the next real. ---
+    let mut picked = Vec::new();
+    for port in 40001..=40003 {
+        let syn = client(Pkt6::tcp((CLIENT6, port), (VIP6, 80), SYN, 100, 0));
+        let before: Vec<u64> = (0..reason::COUNT).map(|w| fx.counter(w)).collect();
+        let (verdict, out) = fx.run(c0, &syn.build());
+        let moved: Vec<&str> = (0..reason::COUNT)
+            .filter(|&w| fx.counter(w) != before[w as usize])
+            .map(|w| reason::NAMES[w as usize])
+            .collect();
+        assert_eq!(
+            verdict, XDP_REDIRECT,
+            "SYN {port}: verdict, reasons {moved:?}"
+        );
+        let to = dst6(&out);
+        assert!(REALS6.contains(&to), "SYN {port} went to {to}");
+        // The run above took the packet; run it again as a case on a fresh
+        // port of the same real would change the pick, so judge this one.
+        assert_eq!(out, dnat6(&syn, to, 8080), "SYN {port}: bytes");
+        assert!(checksums_valid6(&out), "SYN {port}: checksums");
+        picked.push(to);
+    }
+    let mut all = picked.clone();
+    all.sort();
+    assert_eq!(all, REALS6.to_vec(), "round-robin over the three reals");
+    fx.cases
+        .push("ipv6: three SYNs to a VIP, one to each real, translated".into());
+
+    let r = picked[0];
+    let synack = real(Pkt6::tcp((r, 8080), (CLIENT6, 40001), SYN | ACK, 9000, 101));
+    fx.case(
+        "ipv6: the real's SYN-ACK is translated back from the VIP",
+        s0,
+        &synack.build(),
+        XDP_REDIRECT,
+        reason::REVERSE,
+        Some(&snat6(&synack, VIP6, 80)),
+    );
+    let ack = client(Pkt6::tcp((CLIENT6, 40001), (VIP6, 80), ACK, 101, 9001));
+    fx.case(
+        "ipv6: the client's ACK assures the flow",
+        c0,
+        &ack.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat6(&ack, r, 8080)),
+    );
+    let f = flow6(fx, 40001).expect("the IPv6 flow is listed");
+    assert_eq!(f.state(), ST_ESTABLISHED);
+    assert_eq!(Ipv6Addr::from(f.fwd.nat_addr), r, "the flow's real");
+
+    // --- Established: the fast path, both ways. ---
+    let fast = fx.counter(reason::FAST_PATH);
+    let data = client(Pkt6::tcp(
+        (CLIENT6, 40001),
+        (VIP6, 80),
+        ACK | PSH,
+        101,
+        9001,
+    ))
+    .with_payload(b"GET / HTTP/1.1\r\n\r\n");
+    fx.case(
+        "ipv6: established data from the client",
+        c0,
+        &data.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat6(&data, r, 8080)),
+    );
+    let reply = real(Pkt6::tcp((r, 8080), (CLIENT6, 40001), ACK | PSH, 9001, 119))
+        .with_payload(b"HTTP/1.1 200 OK\r\n\r\n");
+    // The real's first data segment moves its entry from syn to
+    // established (the full path); its next goes the fast way.
+    for (name, by_fast) in [("", 1), (" again", 2)] {
+        fx.case(
+            &format!("ipv6: established data from the real{name}"),
+            s0,
+            &reply.build(),
+            XDP_REDIRECT,
+            reason::REVERSE,
+            Some(&snat6(&reply, VIP6, 80)),
+        );
+        assert_eq!(
+            fx.counter(reason::FAST_PATH),
+            fast + by_fast,
+            "by the fast path"
+        );
+    }
+
+    // --- UDP both ways. ---
+    let dns = ("2001:db8:5::11".parse::<Ipv6Addr>().unwrap(), 5353);
+    let q = client(Pkt6::udp((CLIENT6, 53001), (VIP6, 53), b"query"));
+    fx.case(
+        "ipv6: a UDP datagram to a VIP",
+        c0,
+        &q.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat6(&q, dns.0, dns.1)),
+    );
+    let a = real(Pkt6::udp(dns, (CLIENT6, 53001), b"answer"));
+    fx.case(
+        "ipv6: the real's UDP answer",
+        s0,
+        &a.build(),
+        XDP_REDIRECT,
+        reason::REVERSE,
+        Some(&snat6(&a, VIP6, 53)),
+    );
+
+    // --- What lb does not translate. ---
+    let mut last_hop = client(Pkt6::tcp((CLIENT6, 40010), (VIP6, 80), SYN, 1, 0));
+    last_hop.hop_limit = 1;
+    let b = last_hop.build();
+    fx.case(
+        "ipv6: hop limit 1 to a VIP goes to the kernel (time exceeded)",
+        c0,
+        &b,
+        XDP_PASS,
+        reason::PASS_TTL,
+        Some(&b),
+    );
+    let mut ext = client(Pkt6::tcp((CLIENT6, 40011), (VIP6, 80), SYN, 1, 0));
+    ext.ext = Some(0);
+    fx.case(
+        "ipv6: an extension header to a VIP is dropped",
+        c0,
+        &ext.build(),
+        XDP_DROP,
+        reason::DROP_IPV6_EXT,
+        None,
+    );
+    let ns = client(Pkt6::ip(
+        CLIENT6,
+        VIP6,
+        L4::Icmp {
+            kind: NEIGHBOR_SOLICIT,
+            code: 0,
+            payload: [&[0u8; 4][..], &VIP6.octets()].concat(),
+        },
+    ));
+    let b = ns.build();
+    fx.case(
+        "ipv6: neighbour solicitation of a VIP address goes to the kernel unchanged",
+        c0,
+        &b,
+        XDP_PASS,
+        reason::PASS_NOT_OURS,
+        Some(&b),
+    );
+    let other = client(Pkt6::tcp((CLIENT6, 40012), (VIP6, 81), SYN, 1, 0));
+    fx.case(
+        "ipv6: a port no VIP serves is dropped",
+        c0,
+        &other.build(),
+        XDP_DROP,
+        reason::DROP_NO_VIP_PORT,
+        None,
+    );
+    let past = client(Pkt6::tcp((CLIENT6, 40013), (REALS6[0], 22), SYN, 1, 0));
+    let b = past.build();
+    fx.case(
+        "ipv6: not to a VIP is passed unchanged",
+        c0,
+        &b,
+        XDP_PASS,
+        reason::PASS_NOT_OURS,
+        Some(&b),
+    );
+
+    // --- purge: the RST is built in IPv6. ---
+    let pr = REALS6[0];
+    let syn = client(Pkt6::tcp((CLIENT6, 42000), (PVIP6, 7), SYN, 100, 0));
+    fx.case(
+        "ipv6 purge farm: SYN",
+        c0,
+        &syn.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat6(&syn, pr, 7)),
+    );
+    {
+        let Fixture { dp, ctl, .. } = fx;
+        let k = RealKey {
+            farm: "purge6".into(),
+            addr: pr.into(),
+            port: 7,
+        };
+        ctl.set_health(&k, false, &mut dp.as_mut().unwrap().maps)
+            .expect("set_health");
+    }
+    let data = client(Pkt6::tcp(
+        (CLIENT6, 42000),
+        (PVIP6, 7),
+        ACK | PSH,
+        101,
+        9001,
+    ))
+    .with_payload(b"hello after the real died");
+    // RFC 793: the segment has an ACK, so the RST takes seq = SEG.ACK, no
+    // ACK flag; window 0.
+    let mut rst = Pkt6::tcp((PVIP6, 7), (CLIENT6, 42000), RST, 9001, 0);
+    rst.src_mac = LB_C_MAC;
+    rst.dst_mac = CLIENT_MAC;
+    let mut want = rst.build();
+    want[54 + 14..54 + 16].copy_from_slice(&[0, 0]);
+    want[54 + 16..54 + 18].copy_from_slice(&[0, 0]);
+    let c = {
+        let t = pnet::packet::tcp::TcpPacket::new(&want[54..]).unwrap();
+        pnet::packet::tcp::ipv6_checksum(&t, &PVIP6, &CLIENT6)
+    };
+    want[54 + 16..54 + 18].copy_from_slice(&c.to_be_bytes());
+    fx.case(
+        "ipv6 purge: a client packet to a dead real is answered with an IPv6 RST",
+        c0,
+        &data.build(),
+        XDP_TX,
+        reason::PURGE_RST,
+        Some(&want),
+    );
+    assert!(flow6(fx, 42000).is_none(), "the purged flow is gone");
+}
