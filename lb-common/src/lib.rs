@@ -56,6 +56,17 @@ pub const FLOW_COUNTED: u32 = 1;
 
 /// `VipInfo::flags`: new flows of the same client stick to one real.
 pub const VIP_STICKY: u32 = 1;
+/// `VipInfo::flags`, bits 8..16: with `VIP_STICKY` on an IPv6 VIP, the
+/// client-address bits a sticky entry keys on (`sticky.ipv6_prefix`,
+/// 1..=127; 0 keys on the whole address), so that one client's rotating
+/// privacy addresses share a real.
+pub const VIP_STICKY_PREFIX_SHIFT: u32 = 8;
+
+/// The sticky prefix length in `VipInfo::flags` (0: the whole address).
+#[inline(always)]
+pub const fn sticky_prefix(flags: u32) -> u8 {
+    (flags >> VIP_STICKY_PREFIX_SHIFT) as u8
+}
 
 /// `Farm::failaction`.
 pub const FAIL_NONE: u32 = 0;
@@ -362,9 +373,10 @@ pub mod reason {
     pub const PASS_TTL: u32 = 9;
     /// To a VIP address on a port/protocol that is not configured: dropped.
     pub const DROP_NO_VIP_PORT: u32 = 10;
-    /// ICMP echo request to a VIP address: answered with an echo reply (XDP_TX).
+    /// ICMP or ICMPv6 echo request to a VIP address: answered with an echo
+    /// reply (XDP_TX).
     pub const ICMP_ECHO_REPLY: u32 = 11;
-    /// Any other ICMP to a VIP address that is not an error about a flow
+    /// Any other ICMP to an IPv4 VIP address that is not an error about a flow
     /// (`DROP_ICMP_NO_FLOW`): dropped.
     pub const DROP_ICMP_VIP: u32 = 12;
     /// TCP RST to a VIP with no flow: dropped (a RST never creates a flow).
@@ -388,7 +400,7 @@ pub mod reason {
     pub const PURGED: u32 = 19;
     /// A flow moved to a live real by `reassign` (counted in addition).
     pub const REASSIGNED: u32 = 20;
-    /// An ICMP error from the server side (the real, or a router between lb
+    /// An ICMP or ICMPv6 error from the server side (the real, or a router between lb
     /// and the real) about a flow: its quoted packet rewritten from
     /// client -> real to client -> VIP (and its source to the VIP when the
     /// real sent it), then forwarded to the client. Destination unreachable
@@ -407,7 +419,7 @@ pub mod reason {
     /// full path for is a state change, a fail action or a next hop asked
     /// again (lb-ebpf's fast.rs).
     pub const FAST_PATH: u32 = 24;
-    /// An ICMP error addressed to a VIP (a router in front of lb) about a
+    /// An ICMP or ICMPv6 error addressed to a VIP (a router in front of lb) about a
     /// flow: its quoted packet rewritten from VIP -> client to real ->
     /// client, its destination to the real, and forwarded to the real.
     pub const ICMP_ERROR_TO_REAL: u32 = 25;
@@ -415,10 +427,10 @@ pub mod reason {
     /// a packet lb cannot read: IPv4 options, a non-first fragment, not
     /// TCP/UDP): dropped. No real could match it.
     pub const DROP_ICMP_NO_FLOW: u32 = 26;
-    /// A packet with DF set too big for the next hop's MTU: lb answered with
-    /// ICMP "fragmentation needed" quoting the packet as its sender sent it
-    /// (XDP_TX), instead of the kernel's message, which would quote the
-    /// translated addresses.
+    /// A packet with DF set (every IPv6 packet) too big for the next hop's
+    /// MTU: lb answered with ICMP "fragmentation needed" or ICMPv6 "packet
+    /// too big" quoting the packet as its sender sent it (XDP_TX), instead
+    /// of the kernel's message, which would quote the translated addresses.
     pub const ICMP_FRAG_NEEDED: u32 = 27;
     /// A later fragment (non-zero offset) of a datagram whose first fragment
     /// was translated: given the same translation and forwarded.
@@ -443,11 +455,7 @@ pub mod reason {
     /// IPv6 whose next header is TCP or UDP, as it translates IPv4 without
     /// options (`DROP_IP_OPTIONS`).
     pub const DROP_IPV6_EXT: u32 = 33;
-    /// An IPv6 packet to or from a VIP too big for the next hop's MTU:
-    /// dropped (IPv6 routers never fragment). lb does not answer with
-    /// Packet Too Big yet; the sender's path MTU discovery times out.
-    pub const DROP_TOO_BIG: u32 = 34;
-    pub const COUNT: u32 = 35;
+    pub const COUNT: u32 = 34;
 
     /// Names for logs, metrics and `lb stats`, indexed by reason.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -485,7 +493,6 @@ pub mod reason {
         "tuple_reuse",
         "pass_bad_ipv6",
         "drop_ipv6_ext",
-        "drop_too_big",
     ];
 }
 
@@ -576,37 +583,6 @@ pub const fn from_map_addr(addr: &[u8; 16]) -> IpAddr {
     Ipv6Addr::from_octets(*addr).to_canonical()
 }
 
-/// `addr` with every bit past the first `prefix_len` cleared: the client
-/// address a sticky entry is keyed by when clients of one prefix share a
-/// real (`sticky.ipv6_prefix`). 128 or more keeps the address whole, 0
-/// clears it. Two 64-bit halves, no loop and no 128-bit shift, so the
-/// datapath can call it as is.
-#[inline(always)]
-pub const fn masked(addr: &[u8; 16], prefix_len: u8) -> [u8; 16] {
-    // All ones over the first `bits` bits of a 64-bit half (bits 0..=64).
-    const fn keep(bits: u32) -> u64 {
-        if bits >= 64 {
-            u64::MAX
-        } else if bits == 0 {
-            0
-        } else {
-            u64::MAX << (64 - bits)
-        }
-    }
-    let len = prefix_len as u32;
-    let hi = u64::from_be_bytes([
-        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
-    ]) & keep(if len > 64 { 64 } else { len });
-    let lo = u64::from_be_bytes([
-        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
-    ]) & keep(len.saturating_sub(64));
-    let (h, l) = (hi.to_be_bytes(), lo.to_be_bytes());
-    [
-        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
-        l[7],
-    ]
-}
-
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -656,26 +632,5 @@ mod tests {
             IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))
         );
         assert_eq!(from_map_addr(&[0; 16]), IpAddr::V6(Ipv6Addr::UNSPECIFIED));
-    }
-
-    #[test]
-    fn masked_keeps_the_prefix_bits_only() {
-        let a = v6("2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff").octets();
-        let m = |len| Ipv6Addr::from(masked(&a, len));
-        assert_eq!(m(64), v6("2001:db8:aaaa:bbbb::"));
-        assert_eq!(m(48), v6("2001:db8:aaaa::"));
-        assert_eq!(m(56), v6("2001:db8:aaaa:bb00::"));
-        assert_eq!(m(1), v6("::"), "0x2001's top bit is 0");
-        assert_eq!(m(3), v6("2000::"));
-        assert_eq!(m(65), v6("2001:db8:aaaa:bbbb:8000::"));
-        assert_eq!(m(127), v6("2001:db8:aaaa:bbbb:cccc:dddd:eeee:fffe"));
-        assert_eq!(m(128), Ipv6Addr::from(a));
-        assert_eq!(m(200), Ipv6Addr::from(a), "past 128: the whole address");
-        assert_eq!(m(0), Ipv6Addr::UNSPECIFIED);
-        // Two clients of one /64 share the masked key; another /64 does not.
-        let b = v6("2001:db8:aaaa:bbbb::1").octets();
-        let c = v6("2001:db8:aaaa:bbbc::1").octets();
-        assert_eq!(masked(&a, 64), masked(&b, 64));
-        assert_ne!(masked(&a, 64), masked(&c, 64));
     }
 }

@@ -29,7 +29,13 @@ pub fn apply(check: [u8; 2], sum_of_changes: u32) -> [u8; 2] {
 /// The checksum after one 16-bit field changed from `old` to `new`.
 #[inline(always)]
 pub fn replace2(check: [u8; 2], old: [u8; 2], new: [u8; 2]) -> [u8; 2] {
-    apply(check, (!word(old) & 0xffff) + word(new))
+    apply(check, change2(old, new))
+}
+
+/// `change` for a 16-bit field.
+#[inline(always)]
+pub fn change2(old: [u8; 2], new: [u8; 2]) -> u32 {
+    (!word(old) & 0xffff) + word(new)
 }
 
 /// The checksum after one 32-bit field (an IPv4 address) changed.
@@ -94,6 +100,17 @@ pub fn change16(old: &[u8; 16], new: &[u8; 16]) -> u32 {
             0,
         )
     })
+}
+
+/// The sum of `len` bytes at `p` (a multiple of 4), words read big-endian,
+/// folded.
+///
+/// # Safety
+/// `p` must point at `len` readable bytes the verifier knows the bounds of.
+#[inline(always)]
+pub unsafe fn sum_wsum(p: *mut u32, len: usize) -> u32 {
+    // SAFETY: as the caller promised.
+    from_wsum(unsafe { bpf_csum_diff(null_mut(), 0, p, len as u32, 0) })
 }
 
 /// A kernel `__wsum` (sums of 16-bit words as they lie in memory) as a

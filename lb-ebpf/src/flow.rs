@@ -12,7 +12,7 @@ use lb_common::{
 };
 
 use crate::{
-    maps::{ACTIVE, EMBRYOS, FLOWS},
+    maps::{ACTIVE, EMBRYOS, FLOWS, SCRATCH},
     parse::{Facts, TcpFlags},
     stats,
 };
@@ -163,6 +163,13 @@ pub fn finished(fwd_key: &FlowKey, f: &Flow, embryo: bool) -> bool {
     let rev = reverse_key(fwd_key, f.nat_addr, f.nat_port_be);
     // SAFETY: read-only use of the value.
     unsafe { table(embryo).get(&rev) }.is_some_and(|r| over(r.state))
+}
+
+/// This CPU's scratch slot (`maps::SCRATCH`).
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut Scratch> {
+    // SAFETY: per-CPU; only this program run uses it.
+    SCRATCH.get_ptr_mut(0).map(|s| unsafe { &mut *s })
 }
 
 /// Scratch space for building a key and a flow value (see `SCRATCH`).

@@ -16,9 +16,10 @@ use crate::{
     clock,
     ctx::Pkt,
     family::{Family, V4},
+    flow,
     flow::Scratch,
     fwd,
-    maps::{FRAGS, SCRATCH},
+    maps::FRAGS,
     parse::L3,
     stats::{self, Side},
 };
@@ -64,8 +65,7 @@ pub fn later<C: Pkt>(ctx: &C, l3_off: usize, to_vip: bool) -> Result<(u32, u32),
     let l3: L3 = L3::at(ctx, l3_off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &mut *l3.ip };
-    // SAFETY: this CPU's scratch slot; only this program run uses it.
-    let s = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(no_entry)? };
+    let s = flow::scratch().ok_or(no_entry)?;
     s.frag_key = key_of(ip);
     // SAFETY: read-only use of the value.
     let nat = unsafe { FRAGS.get(&s.frag_key) }.ok_or(no_entry)?;

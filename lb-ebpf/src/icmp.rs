@@ -26,7 +26,6 @@ use crate::{
     ctx::Pkt,
     family::{V4, v4},
     flow, fwd,
-    maps::SCRATCH,
     parse::{L3, ptr_at},
     passive,
 };
@@ -154,7 +153,7 @@ fn to_real<C: Pkt>(ctx: &C, l3: &L3) -> Result<(u32, u32), u32> {
     let e = quoted(ctx, l3).ok_or(reason::DROP_ICMP_NO_FLOW)?;
     // SAFETY: bounds checked by `quoted` and the parser.
     let (e, ip) = unsafe { (&mut *e, &mut *l3.ip) };
-    let s = scratch()?;
+    let s = flow::scratch().ok_or(reason::PASS_NOT_OURS)?;
     let f = quoted_flow(s, e, ip, DIR_FORWARD, reason::DROP_ICMP_NO_FLOW)?;
     let real = v4(&f.nat_addr);
     let real_port = f.nat_port_be.to_ne_bytes();
@@ -182,7 +181,7 @@ pub fn to_client<C: Pkt>(ctx: &C, l3_off: usize) -> Result<(u32, u32), u32> {
     if !is_error(e.kind) {
         return Err(reason::PASS_NOT_OURS);
     }
-    let s = scratch()?;
+    let s = flow::scratch().ok_or(reason::PASS_NOT_OURS)?;
     let f = quoted_flow(s, e, ip, DIR_REVERSE, reason::PASS_NOT_OURS)?;
     let now = clock::now();
     if e.kind == DEST_UNREACH && e.code != FRAG_NEEDED {
@@ -250,13 +249,4 @@ fn rewrite_quote<C: Pkt>(
         }
     }
     e.check = check;
-}
-
-#[inline(always)]
-fn scratch() -> Result<&'static mut flow::Scratch, u32> {
-    // SAFETY: this CPU's scratch slot; only this program run uses it.
-    SCRATCH
-        .get_ptr_mut(0)
-        .map(|s| unsafe { &mut *s })
-        .ok_or(reason::PASS_NOT_OURS)
 }

@@ -27,6 +27,7 @@ mod flow;
 mod frag;
 mod fwd;
 mod icmp;
+mod icmp6;
 mod maps;
 mod nat;
 mod parse;
@@ -53,7 +54,7 @@ use crate::{
     fail::Outcome,
     family::{Family, V4, V6},
     flow::{NewFlow, Scratch},
-    maps::{REALS, SCRATCH, STANDBY, VIP_ADDRS, VIPS},
+    maps::{REALS, STANDBY, VIP_ADDRS, VIPS},
     parse::{Ip, L3},
     stats::Side,
     toobig::TooBig,
@@ -146,8 +147,7 @@ fn serve<C: Pkt, F: Family>(ctx: &C, off: usize) -> Verdict {
     let l3 = L3::<F>::checked(ctx, off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
-    // SAFETY: this CPU's scratch slot; only this program run uses it.
-    let s = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(reason::PASS_NOT_OURS)? };
+    let s = flow::scratch().ok_or(reason::PASS_NOT_OURS)?;
     // The packet's addresses in map form, where the flow key and the VIP
     // lookup read them (see `Family` on addresses and the stack).
     F::addrs(ip, &mut s.key.src_addr, &mut s.key.dst_addr);
@@ -175,9 +175,7 @@ fn serve<C: Pkt, F: Family>(ctx: &C, off: usize) -> Verdict {
     // and from_real: one BPF call less on their way to fwd::forward keeps
     // the deepest call chain within the verifier's 512-byte stack.
     if F::V6 && F::proto(ip) == F::ICMP {
-        // Neighbour discovery (a router's unicast probe of a VIP address
-        // too), echo and the rest of ICMPv6: the kernel's.
-        return Err(reason::PASS_NOT_OURS);
+        return icmp6::serve(ctx, l3.off, for_vip);
     }
     if !F::V6 && F::plain(ip) {
         if F::later_fragment(ip) {
@@ -269,8 +267,7 @@ fn to_vip<C: Pkt, F: Family>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) ->
     // The packet's key (written by known_flow), facts and destination live
     // in per-CPU scratch map memory, not on the 512-byte stack (see
     // maps::SCRATCH).
-    // SAFETY: this CPU's scratch slot; only this program run uses it.
-    let s = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(reason::PASS_NOT_OURS)? };
+    let s = flow::scratch().ok_or(reason::PASS_NOT_OURS)?;
     s.facts = l4.facts();
     let flags = s.facts.flags;
     let now = clock::now();
@@ -361,7 +358,6 @@ fn to_vip<C: Pkt, F: Family>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) ->
     // slot, both valid for the program run.
     let hop = unsafe { &mut *hop };
     match fwd::forward::<C, F>(ctx, l3_off, hop, now) {
-        Err(reason::ICMP_FRAG_NEEDED) if F::V6 => Err(reason::DROP_TOO_BIG),
         Err(reason::ICMP_FRAG_NEEDED) => {
             s.toobig = TooBig {
                 orig_addr: s.key.dst_addr,
@@ -370,7 +366,7 @@ fn to_vip<C: Pkt, F: Family>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) ->
                 from: s.key.dst_addr,
                 mtu: hop.mtu,
             };
-            toobig::answer(ctx, l3_off, &s.toobig)
+            toobig::answer::<C, F>(ctx, l3_off, &s.toobig)
         }
         r => r.map(|action| (action, reason::FORWARD)),
     }
@@ -420,7 +416,7 @@ fn new_flow(s: &mut Scratch) -> Result<(), u32> {
         vip_id: vip.vip_id,
         addr: key.src_addr,
     };
-    let real_id = sticky::lookup(vip, &s.build.sticky_key, now)
+    let real_id = sticky::lookup(vip, &mut s.build.sticky_key, now)
         .or_else(|| select::pick(vip.farm_id, key))
         .ok_or(reason::DROP_NO_REAL)?;
     let real = REALS.get(real_id).ok_or(reason::DROP_NO_REAL)?;
@@ -494,8 +490,7 @@ fn from_real<C: Pkt, F: Family>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>)
     }
     flow::account(f, &p, now);
     stats::count_flow(f.vip_id, f.real_id, Side::Out, l4.ip_len as u64, false);
-    // SAFETY: this CPU's scratch slot; only this program run uses it.
-    let s = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(reason::PASS_NOT_OURS)? };
+    let s = flow::scratch().ok_or(reason::PASS_NOT_OURS)?;
     // What the reply becomes (from VIP:port), before `f` may move below;
     // what it was (from the real) is the packet's own key, `s.key`.
     s.addr = f.nat_addr;
@@ -529,7 +524,6 @@ fn from_real<C: Pkt, F: Family>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>)
     // SAFETY: `hop` points into the flow's map value, valid for the run.
     let hop = unsafe { &mut *hop };
     match fwd::forward::<C, F>(ctx, l3_off, hop, now) {
-        Err(reason::ICMP_FRAG_NEEDED) if F::V6 => Err(reason::DROP_TOO_BIG),
         Err(reason::ICMP_FRAG_NEEDED) => {
             s.toobig = TooBig {
                 orig_addr: s.key.src_addr,
@@ -538,7 +532,7 @@ fn from_real<C: Pkt, F: Family>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>)
                 from: s.addr,
                 mtu: hop.mtu,
             };
-            toobig::answer(ctx, l3_off, &s.toobig)
+            toobig::answer::<C, F>(ctx, l3_off, &s.toobig)
         }
         r => r.map(|action| (action, reason::REVERSE)),
     }

@@ -1,17 +1,21 @@
-//! ICMP "fragmentation needed" from lb itself: a packet with DF set that
-//! does not fit its next hop's MTU. The kernel would send this too if lb
+//! ICMP "fragmentation needed" (IPv4) or ICMPv6 "packet too big" from lb
+//! itself: a packet with DF set (any IPv6 packet) that does not fit its
+//! next hop's MTU. The kernel would send this too if lb
 //! passed the packet up, but after the rewrite, so its quote would name the
 //! real (to the client) or the VIP (to the real): addresses the sender never
 //! used, and its socket would never learn the MTU. Here the rewrite is
 //! undone first and the message quotes the packet as it arrived (Katran's
 //! `send_icmp4_too_big` is the model: trim, grow the head, send it back).
-use aya_ebpf::helpers::generated::bpf_csum_diff;
 use lb_common::reason;
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
 
 use crate::{
+    csum,
     ctx::Pkt,
-    family::{V4, v4},
+    family::{Family, PROTO_ICMPV6, V6, v4},
     nat,
     parse::{self, L3, ptr_at},
 };
@@ -43,22 +47,34 @@ pub struct TooBig {
 }
 
 /// Undoes the translation of the TCP/UDP packet at `l3_off` as `t` says and
-/// answers it with "fragmentation needed" back out the interface it came in
-/// by. Untagged frames only: tagged ones never reach the FIB (fwd.rs).
+/// answers it with "fragmentation needed" (IPv4) or "packet too big"
+/// (IPv6) back out the interface it came in by. Untagged frames only:
+/// tagged ones never reach the FIB (fwd.rs).
 #[inline(never)]
-pub fn answer<C: Pkt>(ctx: &C, l3_off: usize, t: &TooBig) -> Result<(u32, u32), u32> {
+pub fn answer<C: Pkt, F: Family>(ctx: &C, l3_off: usize, t: &TooBig) -> Result<(u32, u32), u32> {
     if l3_off != EthHdr::LEN {
         return Err(reason::PASS_FIB);
     }
     {
-        let l3: L3 = L3::at(ctx, l3_off)?;
+        let l3 = L3::<F>::at(ctx, l3_off)?;
         let l4 = parse::l4(ctx, &l3).map_err(|_| reason::PASS_FIB)?;
         if t.dst {
-            nat::dnat::<C, V4>(ctx, l3.ip, &l4, &t.orig_addr, t.orig_port);
+            nat::dnat::<C, F>(ctx, l3.ip, &l4, &t.orig_addr, t.orig_port);
         } else {
-            nat::snat::<C, V4>(ctx, l3.ip, &l4, &t.orig_addr, t.orig_port);
+            nat::snat::<C, F>(ctx, l3.ip, &l4, &t.orig_addr, t.orig_port);
         }
     }
+    if F::V6 {
+        too_big6(ctx, t)
+    } else {
+        frag_needed4(ctx, t)
+    }
+}
+
+/// The IPv4 message: the packet trimmed to its quote, then the new headers
+/// grown in front.
+#[inline(always)]
+fn frag_needed4<C: Pkt>(ctx: &C, t: &TooBig) -> Result<(u32, u32), u32> {
     let len = ctx.len();
     let keep = EthHdr::LEN + QUOTE;
     if len < keep {
@@ -95,27 +111,70 @@ pub fn answer<C: Pkt>(ctx: &C, l3_off: usize, t: &TooBig) -> Result<(u32, u32), 
         ip.check = [0, 0];
         ip.src_addr = v4(&t.from);
         ip.dst_addr = sender;
-        ip.check = checksum(ip as *mut Ipv4Hdr as *mut u32, Ipv4Hdr::LEN);
+        ip.check =
+            csum::fold_inverted(csum::sum_wsum(ip as *mut Ipv4Hdr as *mut u32, Ipv4Hdr::LEN));
         let m = &mut *icmp;
         let mtu = t.mtu.to_be_bytes();
         m[..8].copy_from_slice(&[3, 4, 0, 0, 0, 0, mtu[0], mtu[1]]);
-        let check = checksum(m.as_mut_ptr().cast(), ICMP_LEN);
+        let check = csum::fold_inverted(csum::sum_wsum(m.as_mut_ptr().cast(), ICMP_LEN));
         m[2] = check[0];
         m[3] = check[1];
     }
     Ok((ctx.tx(), reason::ICMP_FRAG_NEEDED))
 }
 
-/// The Internet checksum of `len` bytes at `p` (a multiple of 4), as it is
-/// stored on the wire.
+/// Bytes of an IPv6 packet quoted: its header and 64 bytes past it (RFC
+/// 4443 allows up to the minimum MTU; this is what a TCP/UDP socket needs
+/// to match it).
+const QUOTE6: usize = Ipv6Hdr::LEN + 64;
+/// The ICMPv6 message (a multiple of 4, as bpf_csum_diff wants).
+const ICMP6_LEN: usize = 8 + QUOTE6;
+const HEAD6: usize = Ipv6Hdr::LEN + 8;
+/// ICMPv6 "packet too big".
+const PACKET_TOO_BIG: u8 = 2;
+
+/// The IPv6 message, built as the IPv4 one. IPv6 routers never fragment,
+/// so every IPv6 packet too big for its next hop gets one.
 #[inline(always)]
-unsafe fn checksum(p: *mut u32, len: usize) -> [u8; 2] {
-    // SAFETY: the caller checked `len` bytes at `p`.
-    let sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p, len as u32, 0) } as u64;
-    // The helper sums 16-bit words as they lie in memory; folded and
-    // inverted in the same order, the result is stored as it lies.
-    let mut s = (sum & 0xffff) + ((sum >> 16) & 0xffff) + (sum >> 32);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    (!(s as u16)).to_ne_bytes()
+fn too_big6<C: Pkt>(ctx: &C, t: &TooBig) -> Result<(u32, u32), u32> {
+    let keep = EthHdr::LEN + QUOTE6;
+    if ctx.len() < keep {
+        return Err(reason::PASS_FIB);
+    }
+    if !ctx.resize(keep, HEAD6) {
+        return Err(reason::PASS_FIB);
+    }
+    let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| reason::PASS_FIB)?;
+    let old_eth: *mut EthHdr = ptr_at(ctx, HEAD6).map_err(|_| reason::PASS_FIB)?;
+    let ip: *mut Ipv6Hdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| reason::PASS_FIB)?;
+    let icmp: *mut [u8; ICMP6_LEN] =
+        ptr_at(ctx, EthHdr::LEN + Ipv6Hdr::LEN).map_err(|_| reason::PASS_FIB)?;
+    let quote: *mut Ipv6Hdr = ptr_at(ctx, HEAD6 + EthHdr::LEN).map_err(|_| reason::PASS_FIB)?;
+    // SAFETY: all bounds checked just above; `old_eth` overlaps the new
+    // IPv6 header, so it is read before that is written. The quote lies
+    // past every byte written here but the ICMPv6 header's.
+    unsafe {
+        let (src_mac, dst_mac) = ((*old_eth).src_addr, (*old_eth).dst_addr);
+        (*eth).dst_addr = src_mac;
+        (*eth).src_addr = dst_mac;
+        (*eth).ether_type = u16::from_ne_bytes([0x86, 0xdd]);
+        let sender = &(*quote).src_addr;
+        V6::write_header(
+            &mut *ip,
+            &t.from,
+            sender,
+            PROTO_ICMPV6,
+            ICMP6_LEN as u16,
+            TTL,
+        );
+        let pseudo = V6::pseudo_sum(&t.from, sender, PROTO_ICMPV6, ICMP6_LEN as u16);
+        let m = &mut *icmp;
+        let mtu = (t.mtu as u32).to_be_bytes();
+        m[..8].copy_from_slice(&[PACKET_TOO_BIG, 0, 0, 0, mtu[0], mtu[1], mtu[2], mtu[3]]);
+        let body = csum::sum_wsum(m.as_mut_ptr().cast(), ICMP6_LEN);
+        let check = csum::fold_inverted(pseudo + body);
+        m[2] = check[0];
+        m[3] = check[1];
+    }
+    Ok((ctx.tx(), reason::ICMP_FRAG_NEEDED))
 }

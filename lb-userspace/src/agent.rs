@@ -30,7 +30,7 @@ mod sweep;
 use crate::{
     api::{self, Call, Request, Response},
     config::{AdminState, Config, InitState},
-    control::{self, Control, RealKey},
+    control::{Control, RealKey},
     datapath::{self, Datapath},
     flowtable,
     ha::{self, node::Node},
@@ -97,9 +97,6 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
     let ch = ctl
         .apply(&cfg, &mut dp.maps)
         .context("programming the datapath")?;
-    for w in control::not_yet_applied(&cfg) {
-        warn!("{w}");
-    }
     info!(
         "programmed {} vips, {} reals",
         ch.vips_added.len(),
@@ -896,9 +893,6 @@ impl Agent {
                 }
             }
             let ch = self.ctl.apply(&cfg, &mut self.dp.maps)?;
-            for w in control::not_yet_applied(&cfg) {
-                warn!("{w}");
-            }
             if cfg.ha != self.cfg.ha {
                 warn!("reload: `ha` changed; it takes effect at the next restart");
             }

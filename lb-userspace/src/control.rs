@@ -19,8 +19,8 @@ use anyhow::{Result, bail};
 use lb_common::{
     ALG_LEAST_CONN, ALG_MAGLEV, ALG_ROUND_ROBIN, ALG_SOURCE_HASH, ALG_WEIGHTED_ROUND_ROBIN,
     FAIL_NONE, FAIL_PURGE, FAIL_REASSIGN, Farm, MAGLEV_SLOTS, MAX_FARMS, MAX_REALS, MAX_VIPS,
-    PROTO_TCP, PROTO_UDP, REAL_DISABLED, REAL_DOWN, REAL_DRAIN, REAL_UP, Real, VIP_STICKY, VipInfo,
-    VipKey, from_map_addr, to_map_addr,
+    PROTO_TCP, PROTO_UDP, REAL_DISABLED, REAL_DOWN, REAL_DRAIN, REAL_UP, Real, VIP_STICKY,
+    VIP_STICKY_PREFIX_SHIFT, VipInfo, VipKey, from_map_addr, to_map_addr,
 };
 
 use crate::{
@@ -70,8 +70,7 @@ pub struct VipEntry {
     /// Source-IP persistence timeout, when the VIP is sticky.
     pub sticky_secs: Option<u32>,
     /// `sticky.ipv6_prefix`: the client-address bits a sticky entry keys
-    /// on. Not in the maps: `VipInfo` has no room for it (see
-    /// `not_yet_applied`), so the datapath keys on the whole address.
+    /// on (`VipInfo::flags`, `lb_common::VIP_STICKY_PREFIX_SHIFT`).
     pub sticky_prefix: Option<u8>,
 }
 
@@ -89,10 +88,11 @@ impl VipEntry {
         VipInfo {
             vip_id: self.id,
             farm_id: self.farm_id,
-            flags: if self.sticky_secs.is_some() {
-                VIP_STICKY
-            } else {
-                0
+            flags: match (self.sticky_secs, self.sticky_prefix) {
+                // 128 is the whole address, which 0 stands for.
+                (Some(_), Some(p)) if p < 128 => VIP_STICKY | (p as u32) << VIP_STICKY_PREFIX_SHIFT,
+                (Some(_), _) => VIP_STICKY,
+                (None, _) => 0,
             },
             sticky_secs: self.sticky_secs.unwrap_or(0),
         }
@@ -314,10 +314,10 @@ impl Control {
             let configured = cfg.vips.get(&name);
             let timeouts = configured.map(|v| v.timeouts.clone()).unwrap_or_default();
             let sticky_secs = (info.flags & VIP_STICKY != 0).then_some(info.sticky_secs);
-            // Only the config knows it (see `VipEntry::sticky_prefix`).
             let sticky_prefix = configured
                 .and_then(|v| v.sticky.as_ref())
-                .and_then(|s| s.ipv6_prefix);
+                .and_then(|s| s.ipv6_prefix)
+                .or(Some(lb_common::sticky_prefix(info.flags)).filter(|&p| p != 0));
             c.current.vips.insert(
                 name.clone(),
                 VipEntry {
@@ -869,22 +869,6 @@ fn plan(
         );
     }
     Ok(next)
-}
-
-/// Settings this build parses and validates but does not act on yet, as
-/// "key path: what" lines. The agent logs them and `lb check` prints them,
-/// so nobody mistakes an accepted key for a working feature.
-pub fn not_yet_applied(cfg: &Config) -> Vec<String> {
-    // Every other key this build accepts is acted on (`ha:` since issue 6).
-    cfg.vips
-        .iter()
-        .filter_map(|(name, v)| {
-            let prefix = v.sticky.as_ref()?.ipv6_prefix.filter(|&p| p < 128)?;
-            Some(format!(
-                "vips.{name}.sticky.ipv6_prefix: accepted, but the datapath keys sticky entries by the whole client address, so clients of one /{prefix} do not share a real yet"
-            ))
-        })
-        .collect()
 }
 
 /// A writer that writes nowhere: `lb check` plans a config without a kernel.
@@ -1561,7 +1545,7 @@ vips:
     }
 
     #[test]
-    fn sticky_ipv6_prefix_is_kept_and_reported_as_not_applied_yet() {
+    fn sticky_ipv6_prefix_goes_to_the_datapath_in_the_vip_flags() {
         let mut c = Control::new();
         let mut m = MemMaps::default();
         let cfg = dual("round-robin");
@@ -1572,23 +1556,14 @@ vips:
             (Some(600), Some(64))
         );
         let info = m.vips[&www6.key()];
-        assert_eq!((info.flags, info.sticky_secs), (VIP_STICKY, 600));
+        assert_eq!(
+            (info.flags, info.sticky_secs),
+            (VIP_STICKY | 64 << VIP_STICKY_PREFIX_SHIFT, 600)
+        );
+        assert_eq!(lb_common::sticky_prefix(info.flags), 64);
         assert_eq!(c.programmed().vips["www"].sticky_prefix, None);
-        assert_eq!(
-            not_yet_applied(&cfg),
-            [
-                "vips.www6.sticky.ipv6_prefix: accepted, but the datapath keys sticky entries by the whole client address, so clients of one /64 do not share a real yet"
-            ]
-        );
-        // The key the datapath should look up for two clients of one /64.
-        let a = v6("2001:db8:77:1::a").octets();
-        let b = v6("2001:db8:77:1:ffff::b").octets();
-        let prefix = www6.sticky_prefix.unwrap();
-        assert_eq!(lb_common::masked(&a, prefix), lb_common::masked(&b, prefix));
-        assert_eq!(
-            lb_common::masked(&a, prefix),
-            v6("2001:db8:77:1::").octets()
-        );
+        let v4 = m.vips[&c.programmed().vips["www"].key()];
+        assert_eq!(lb_common::sticky_prefix(v4.flags), 0, "the whole address");
     }
 
     /// Which real owns each slot of `farm`'s ring, by address.

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use lb_userspace::{
     agent, api,
     config::Config,
-    control::{self, Control, NullWriter},
+    control::{Control, NullWriter},
     datapath, endpoint, flowtable,
 };
 
@@ -153,9 +153,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Err(e) = Control::new().apply(&cfg, &mut NullWriter) {
                 eprintln!("{}: {e:#}", config.display());
                 return Ok(ExitCode::FAILURE);
-            }
-            for w in control::not_yet_applied(&cfg) {
-                eprintln!("warning: {w}");
             }
             let reals: usize = cfg.serverfarms.values().map(|f| f.reals.len()).sum();
             println!(

@@ -12,6 +12,49 @@ use super::*;
 
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
 const PVIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x20);
+const BIG_VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x30);
+/// Routers in front of lb (on c0's side) and behind it (s0's).
+const ROUTER_FRONT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 0xfe);
+const ROUTER_BEHIND6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, 0xfe);
+const PACKET_TOO_BIG: u8 = 2;
+const DEST_UNREACH: u8 = 1;
+
+/// An ICMPv6 message frame: `kind`, `code`, the four bytes after the
+/// checksum (`rest`: unused, or the MTU) and `body`, the checksum computed
+/// by pnet.
+#[allow(clippy::too_many_arguments)]
+fn icmp6_frame(
+    macs: (Mac, Mac),
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    kind: u8,
+    code: u8,
+    rest: [u8; 4],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut p = Pkt6::ip(
+        src,
+        dst,
+        L4::Icmp {
+            kind,
+            code,
+            payload: body.to_vec(),
+        },
+    );
+    (p.src_mac, p.dst_mac) = macs;
+    p.hop_limit = hop_limit;
+    let mut f = p.build();
+    f[54 + 4..54 + 8].copy_from_slice(&rest);
+    f[54 + 2..54 + 4].copy_from_slice(&[0, 0]);
+    let c = pnet::packet::icmpv6::checksum(
+        &pnet::packet::icmpv6::Icmpv6Packet::new(&f[54..]).unwrap(),
+        &src,
+        &dst,
+    );
+    f[54 + 2..54 + 4].copy_from_slice(&c.to_be_bytes());
+    f
+}
 
 /// The farms and VIPs of these cases, for the fixture config.
 pub const CONFIG: &str = r#"
@@ -26,11 +69,20 @@ pub const CONFIG: &str = r#"
   purge6:
     failaction: purge
     reals: [{ address: 2001:db8:5::11, port: 7 }]
+  big6:
+    reals: [{ address: 2001:db8:5::13, port: 9000 }]
+  sticky6:
+    algorithm: round-robin
+    reals:
+      - { address: 2001:db8:5::11, port: 8443 }
+      - { address: 2001:db8:5::12, port: 8443 }
 "#;
 pub const VIPS: &str = r#"
   www6: { address: 2001:db8:100::10, port: 80, serverfarm: web6 }
   dns6: { address: 2001:db8:100::10, port: 53, protocol: udp, serverfarm: dns6 }
   ptcp6: { address: 2001:db8:100::20, port: 7, serverfarm: purge6 }
+  big6: { address: 2001:db8:100::30, port: 9000, serverfarm: big6 }
+  sticky6: { address: 2001:db8:100::40, port: 443, serverfarm: sticky6, sticky: { mode: source-ip, timeout: 10m, ipv6_prefix: 64 } }
 "#;
 
 /// From the client, as it arrives on c0.
@@ -279,6 +331,173 @@ pub fn cases(fx: &mut Fixture) {
         XDP_PASS,
         reason::PASS_NOT_OURS,
         Some(&b),
+    );
+
+    // --- ICMPv6. ---
+    let ping = icmp6_frame(
+        (CLIENT_MAC, LB_C_MAC),
+        CLIENT6,
+        VIP6,
+        64,
+        128,
+        0,
+        [0x42, 0x42, 0, 1],
+        b"ping",
+    );
+    let pong = icmp6_frame(
+        (LB_C_MAC, CLIENT_MAC),
+        VIP6,
+        CLIENT6,
+        64,
+        129,
+        0,
+        [0x42, 0x42, 0, 1],
+        b"ping",
+    );
+    fx.case(
+        "ipv6: a VIP answers an echo request",
+        c0,
+        &ping,
+        XDP_TX,
+        reason::ICMP_ECHO_REPLY,
+        Some(&pong),
+    );
+    // A router behind lb tells the client its packet to the real (as lb
+    // sent it: one hop less) was too big: the quote becomes client -> VIP.
+    let mut sent = data.clone();
+    sent.hop_limit -= 1;
+    let as_sent = dnat6(&data, r, 8080);
+    let as_client_sent = sent.build();
+    let mtu = 1280u32.to_be_bytes();
+    let ptb = icmp6_frame(
+        (real6_mac(r), LB_S_MAC),
+        ROUTER_BEHIND6,
+        CLIENT6,
+        64,
+        PACKET_TOO_BIG,
+        0,
+        mtu,
+        &as_sent[14..],
+    );
+    let want = icmp6_frame(
+        (LB_C_MAC, CLIENT_MAC),
+        ROUTER_BEHIND6,
+        CLIENT6,
+        63,
+        PACKET_TOO_BIG,
+        0,
+        mtu,
+        &as_client_sent[14..],
+    );
+    fx.case(
+        "ipv6: packet too big from behind lb reaches the client about its own packet",
+        s0,
+        &ptb,
+        XDP_REDIRECT,
+        reason::ICMP_ERROR_TO_CLIENT,
+        Some(&want),
+    );
+    // A router in front of lb cannot reach the client of lb's reply: the
+    // error goes to the real, about the real's own packet.
+    let mut from_real_sent = reply.clone();
+    from_real_sent.hop_limit -= 1;
+    let as_lb_sent = snat6(&reply, VIP6, 80);
+    let unreach = icmp6_frame(
+        (CLIENT_MAC, LB_C_MAC),
+        ROUTER_FRONT6,
+        VIP6,
+        64,
+        DEST_UNREACH,
+        3,
+        [0; 4],
+        &as_lb_sent[14..],
+    );
+    // The quote keeps the hop limit lb sent it with.
+    let want = icmp6_frame(
+        (LB_S_MAC, real6_mac(r)),
+        ROUTER_FRONT6,
+        r,
+        63,
+        DEST_UNREACH,
+        3,
+        [0; 4],
+        &from_real_sent.build()[14..],
+    );
+    fx.case(
+        "ipv6: an unreachable for a VIP's reply goes to the real about its own packet",
+        c0,
+        &unreach,
+        XDP_REDIRECT,
+        reason::ICMP_ERROR_TO_REAL,
+        Some(&want),
+    );
+    // lb's own packet too big: the flow's next hop has a 1280-byte route.
+    // Locked: the IPv6 FIB helper reports a route's MTU only when it is
+    // (ip6_mtu_from_fib6), else the device's or a learned path MTU.
+    #[rustfmt::skip]
+    ip(&["-6", "route", "replace", "2001:db8:5::13/128", "dev", "s0", "mtu", "lock", "1280"]);
+    let syn = client(Pkt6::tcp((CLIENT6, 43000), (BIG_VIP6, 9000), SYN, 100, 0));
+    fx.case(
+        "ipv6: a SYN on a narrow route",
+        c0,
+        &syn.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat6(&syn, REALS6[2], 9000)),
+    );
+    let big = client(Pkt6::tcp(
+        (CLIENT6, 43000),
+        (BIG_VIP6, 9000),
+        ACK | PSH,
+        101,
+        1,
+    ))
+    .with_payload(&[0x5a; 1400]);
+    let b = big.build();
+    let want = icmp6_frame(
+        (LB_C_MAC, CLIENT_MAC),
+        BIG_VIP6,
+        CLIENT6,
+        64,
+        PACKET_TOO_BIG,
+        0,
+        mtu,
+        &b[14..14 + 40 + 64],
+    );
+    fx.case(
+        "ipv6: lb answers a packet too big for its next hop with packet too big",
+        c0,
+        &b,
+        XDP_TX,
+        reason::ICMP_FRAG_NEEDED,
+        Some(&want),
+    );
+    ip(&["-6", "route", "del", "2001:db8:5::13/128", "dev", "s0"]);
+
+    // --- sticky by /64: one client's privacy addresses share a real. ---
+    let sticky_vip: Ipv6Addr = "2001:db8:100::40".parse().unwrap();
+    let sticky_real = |fx: &mut Fixture, from: &str| {
+        let c: Ipv6Addr = from.parse().unwrap();
+        let syn = client(Pkt6::tcp((c, 44000), (sticky_vip, 443), SYN, 1, 0));
+        let out = fx.case(
+            &format!("ipv6 sticky /64: a SYN from {c}"),
+            c0,
+            &syn.build(),
+            XDP_REDIRECT,
+            reason::FORWARD,
+            None,
+        );
+        dst6(&out)
+    };
+    let first = sticky_real(fx, "2001:db8:c::2");
+    assert_eq!(sticky_real(fx, "2001:db8:c::abcd"), first, "same /64");
+    assert_eq!(sticky_real(fx, "2001:db8:c:0:ffff::1"), first, "same /64");
+    let other = sticky_real(fx, "2001:db8:d::2");
+    assert_ne!(other, first, "another /64 is the next round-robin pick");
+    assert_eq!(
+        sticky_real(fx, "2001:db8:d::99"),
+        other,
+        "its /64 sticks too"
     );
 
     // --- purge: the RST is built in IPv6. ---
