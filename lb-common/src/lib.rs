@@ -450,10 +450,12 @@ pub mod reason {
     /// A truncated or malformed IPv6 header (version, payload length past
     /// the frame): passed for the kernel to drop.
     pub const PASS_BAD_IPV6: u32 = 32;
-    /// To an IPv6 VIP with an extension header (hop-by-hop options,
-    /// routing, fragment, destination options, ...): dropped. lb translates
-    /// IPv6 whose next header is TCP or UDP, as it translates IPv4 without
-    /// options (`DROP_IP_OPTIONS`).
+    /// To an IPv6 VIP with extension headers lb does not walk: a routing
+    /// header with segments left (the packet is not at its destination),
+    /// a header other than hop-by-hop, destination options, routing and
+    /// fragment, a chain of more than five, or one reaching past the
+    /// headers lb reads: dropped. Walked chains are translated (lb-ebpf's
+    /// family.rs, `V6::walk`).
     pub const DROP_IPV6_EXT: u32 = 33;
     pub const COUNT: u32 = 34;
 

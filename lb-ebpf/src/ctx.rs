@@ -27,7 +27,6 @@ use aya_ebpf::{
     },
     programs::{TcContext, XdpContext},
 };
-use lb_common::{PROTO_TCP, PROTO_UDP};
 
 use crate::{
     csum,
@@ -150,12 +149,12 @@ impl Pkt for XdpContext {
     fn fix_l4_check<F: Family>(&self, l4: &L4, addr_change: u32, old_port: [u8; 2], port: [u8; 2]) {
         let check = l4.check();
         // A UDP checksum of zero means "none": it stays zero.
-        if l4.proto == PROTO_UDP && check == [0, 0] {
+        if !l4.is_tcp() && check == [0, 0] {
             return;
         }
         let mut new = csum::replace2(csum::apply(check, addr_change), old_port, port);
         // In UDP a computed zero is sent as all ones (RFC 768).
-        if l4.proto == PROTO_UDP && new == [0, 0] {
+        if !l4.is_tcp() && new == [0, 0] {
             new = [0xff, 0xff];
         }
         l4.set_check(new);
@@ -239,10 +238,10 @@ impl Pkt for TcContext {
 
     #[inline(always)]
     fn fix_l4_check<F: Family>(&self, l4: &L4, addr_change: u32, old_port: [u8; 2], port: [u8; 2]) {
-        let off = l4.check_off() as u32;
+        let off = l4.check_off as u32;
         // MARK_MANGLED_0: a UDP checksum of zero (none) stays zero, a
         // computed zero is written as all ones (RFC 768).
-        let udp = if l4.proto == PROTO_TCP {
+        let udp = if l4.is_tcp() {
             0
         } else {
             BPF_F_MARK_MANGLED_0 as u64

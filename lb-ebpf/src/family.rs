@@ -6,7 +6,8 @@
 //! - the header: its checksum (IPv4 only), TTL or hop limit, total length
 //!   or payload length;
 //! - which packets lb translates: plain IPv4 (no options) and IPv6 whose
-//!   next header is TCP or UDP, the stated rule for the rest in `plain`;
+//!   extension headers lb walks (`V6::walk`, the stated rule for the rest),
+//!   and where their transport header is (`Transport`);
 //! - the address width, and the FIB request.
 //!
 //! Flow keys, sticky keys and `REALS` hold 16-byte addresses for both
@@ -16,12 +17,65 @@ use core::mem::zeroed;
 use lb_common::{PROTO_TCP, PROTO_UDP, reason};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
-use crate::csum;
+use crate::{csum, ctx::Pkt, parse::ptr_at};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_ICMPV6: u8 = 58;
+
+/// IPv6 extension headers `V6::walk` passes over.
+const EXT_HOP_BY_HOP: u8 = 0;
+const EXT_ROUTING: u8 = 43;
+const EXT_FRAGMENT: u8 = 44;
+const EXT_DEST_OPTS: u8 = 60;
+/// Extension headers walked at most: hop-by-hop, destination options,
+/// routing, destination options again and a fragment header is the longest
+/// order RFC 8200 (4.1) recommends.
+const MAX_EXT: usize = 5;
+
+pub const FRAG_NONE: u8 = 0;
+/// More fragments follow, offset 0: it carries the transport header.
+pub const FRAG_FIRST: u8 = 1;
+/// Offset past 0: no transport header.
+pub const FRAG_LATER: u8 = 2;
+
+/// Where a packet's transport header is and what it is, past any IPv6
+/// extension headers: found once per packet (`Family::walk`) and handed
+/// down, eight bytes in one register across BPF calls.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Transport {
+    /// Bytes of extension headers between the IP header and the transport's.
+    pub ext_len: u8,
+    pub proto: u8,
+    /// `FRAG_NONE`, `FRAG_FIRST` or `FRAG_LATER`.
+    pub frag: u8,
+    /// Whether lb translates the packet: IPv4 without options; IPv6 whose
+    /// extension headers `V6::walk` passed.
+    pub plain: bool,
+    /// A fragment's identification, as `lb_common::FragKey::id_be` keeps it.
+    pub frag_id: u32,
+}
+
+impl Transport {
+    #[inline(always)]
+    pub fn first_fragment(&self) -> bool {
+        self.frag == FRAG_FIRST
+    }
+
+    #[inline(always)]
+    pub fn later_fragment(&self) -> bool {
+        self.frag == FRAG_LATER
+    }
+
+    /// A plain TCP or UDP packet with its header (not a later fragment):
+    /// the only kind lb translates.
+    #[inline(always)]
+    pub fn translated(&self) -> bool {
+        self.plain && !self.later_fragment() && (self.proto == PROTO_TCP || self.proto == PROTO_UDP)
+    }
+}
 
 pub trait Family {
     type Hdr;
@@ -38,10 +92,9 @@ pub trait Family {
     /// Whether the header at `off` is well formed, the whole packet
     /// (`len` bytes) holding the length it states.
     fn valid(h: &Self::Hdr, off: usize, len: usize) -> bool;
-    /// Whether lb translates the packet: IPv4 without options; IPv6 with
-    /// no extension header (its next header is the transport's).
-    fn plain(h: &Self::Hdr) -> bool;
-    fn proto(h: &Self::Hdr) -> u8;
+    /// The packet's `Transport`: where its transport header is, what it
+    /// is, whether it is a fragment, and whether lb translates it.
+    fn walk<C: Pkt>(ctx: &C, off: usize, h: &Self::Hdr) -> Transport;
     fn ttl(h: &Self::Hdr) -> u8;
     /// The whole IP packet's length, header included.
     fn ip_len(h: &Self::Hdr) -> u16;
@@ -52,10 +105,6 @@ pub trait Family {
     fn tot_len(h: &Self::Hdr) -> [u8; 2] {
         Self::ip_len(h).to_be_bytes()
     }
-    /// First and later fragments. IPv6 fragments carry a fragment header,
-    /// which `plain` refuses.
-    fn first_fragment(h: &Self::Hdr) -> bool;
-    fn later_fragment(h: &Self::Hdr) -> bool;
     /// Too big for a route: whether the packet may not be fragmented on
     /// the way (IPv4's DF; every IPv6 packet).
     fn dont_fragment(h: &Self::Hdr) -> bool;
@@ -134,16 +183,6 @@ impl Family for V4 {
     }
 
     #[inline(always)]
-    fn plain(h: &Ipv4Hdr) -> bool {
-        h.vihl & 0x0f == 5
-    }
-
-    #[inline(always)]
-    fn proto(h: &Ipv4Hdr) -> u8 {
-        h.proto
-    }
-
-    #[inline(always)]
     fn ttl(h: &Ipv4Hdr) -> u8 {
         h.ttl
     }
@@ -159,13 +198,23 @@ impl Family for V4 {
     }
 
     #[inline(always)]
-    fn first_fragment(h: &Ipv4Hdr) -> bool {
-        h.frags[0] & 0x20 != 0 && !Self::later_fragment(h)
-    }
-
-    #[inline(always)]
-    fn later_fragment(h: &Ipv4Hdr) -> bool {
-        (h.frags[0] & 0x1f) != 0 || h.frags[1] != 0
+    fn walk<C: Pkt>(_ctx: &C, _off: usize, h: &Ipv4Hdr) -> Transport {
+        let later = (h.frags[0] & 0x1f) != 0 || h.frags[1] != 0;
+        let more = h.frags[0] & 0x20 != 0;
+        Transport {
+            ext_len: 0,
+            proto: h.proto,
+            frag: if later {
+                FRAG_LATER
+            } else if more {
+                FRAG_FIRST
+            } else {
+                FRAG_NONE
+            },
+            // Options: not translated (`DROP_IP_OPTIONS`).
+            plain: h.vihl & 0x0f == 5,
+            frag_id: u16::from_ne_bytes(h.id) as u32,
+        }
     }
 
     #[inline(always)]
@@ -281,16 +330,6 @@ impl Family for V6 {
     }
 
     #[inline(always)]
-    fn plain(h: &Ipv6Hdr) -> bool {
-        h.next_hdr == PROTO_TCP || h.next_hdr == PROTO_UDP || h.next_hdr == PROTO_ICMPV6
-    }
-
-    #[inline(always)]
-    fn proto(h: &Ipv6Hdr) -> u8 {
-        h.next_hdr
-    }
-
-    #[inline(always)]
     fn ttl(h: &Ipv6Hdr) -> u8 {
         h.hop_limit
     }
@@ -300,14 +339,67 @@ impl Family for V6 {
         u16::from_be_bytes(h.payload_len).saturating_add(Ipv6Hdr::LEN as u16)
     }
 
+    /// Walks at most `MAX_EXT` extension headers: hop-by-hop and
+    /// destination options, a routing header with no segments left (the
+    /// packet is at its final destination), and a fragment header. Not
+    /// plain, so not translated (`DROP_IPV6_EXT` to a VIP, passed from the
+    /// server side): a routing header with segments left, any other
+    /// extension header, a longer chain, or one past the first
+    /// `ctx::HEADERS` bytes or 255 bytes of extensions.
     #[inline(always)]
-    fn first_fragment(_h: &Ipv6Hdr) -> bool {
-        false
-    }
-
-    #[inline(always)]
-    fn later_fragment(_h: &Ipv6Hdr) -> bool {
-        false
+    fn walk<C: Pkt>(ctx: &C, off: usize, h: &Ipv6Hdr) -> Transport {
+        let mut t = Transport {
+            ext_len: 0,
+            proto: h.next_hdr,
+            frag: FRAG_NONE,
+            plain: false,
+            frag_id: 0,
+        };
+        let start = off + Ipv6Hdr::LEN;
+        let mut at = start;
+        for _ in 0..MAX_EXT {
+            match t.proto {
+                EXT_HOP_BY_HOP | EXT_DEST_OPTS | EXT_ROUTING => {
+                    let Ok(e) = ptr_at::<[u8; 4]>(ctx, at) else {
+                        return t;
+                    };
+                    // SAFETY: bounds checked by ptr_at.
+                    let e = unsafe { &*e };
+                    if t.proto == EXT_ROUTING && e[3] != 0 {
+                        return t;
+                    }
+                    t.proto = e[0];
+                    at += (e[1] as usize + 1) * 8;
+                }
+                EXT_FRAGMENT => {
+                    let Ok(e) = ptr_at::<[u8; 8]>(ctx, at) else {
+                        return t;
+                    };
+                    // SAFETY: bounds checked by ptr_at.
+                    let e = unsafe { &*e };
+                    t.proto = e[0];
+                    let offset = u16::from_be_bytes([e[2], e[3]]) >> 3;
+                    t.frag = if offset != 0 {
+                        FRAG_LATER
+                    } else if e[3] & 1 != 0 {
+                        FRAG_FIRST
+                    } else {
+                        // An atomic fragment (RFC 6946): a whole packet.
+                        FRAG_NONE
+                    };
+                    t.frag_id = u32::from_ne_bytes([e[4], e[5], e[6], e[7]]);
+                    at += 8;
+                }
+                _ => break,
+            }
+        }
+        let len = at - start;
+        if len > u8::MAX as usize {
+            return t;
+        }
+        t.ext_len = len as u8;
+        t.plain = t.proto == PROTO_TCP || t.proto == PROTO_UDP || t.proto == PROTO_ICMPV6;
+        t
     }
 
     #[inline(always)]

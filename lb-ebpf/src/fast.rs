@@ -13,15 +13,13 @@
 //! that is still usable. Every test is made before anything is written:
 //! a packet that fails one goes the full way unchanged, which applies every
 //! rule (`lb_xdp` in main.rs).
-use lb_common::{
-    DIR_FORWARD, Flow, PROTO_TCP, REAL_DRAIN, REAL_UP, ST_ESTABLISHED, ST_UDP, reason,
-};
+use lb_common::{DIR_FORWARD, Flow, REAL_DRAIN, REAL_UP, ST_ESTABLISHED, ST_UDP, reason};
 use network_types::eth::EthHdr;
 
 use crate::{
     clock,
     ctx::Pkt,
-    family::Family,
+    family::{Family, Transport},
     fwd,
     maps::REALS,
     nat,
@@ -35,22 +33,21 @@ use crate::{
 /// headers' pointers spilled around two helper calls) must not sit under
 /// the full path's deepest call chain, within the verifier's 512 bytes.
 #[inline(never)]
-pub fn established<C: Pkt, F: Family>(ctx: &C, f: &mut Flow) -> Option<(u32, u32)> {
+pub fn established<C: Pkt, F: Family>(ctx: &C, f: &mut Flow, t: Transport) -> Option<(u32, u32)> {
     let l3 = &L3::<F>::at(ctx, EthHdr::LEN).ok()?;
-    let l4 = &parse::l4(ctx, l3).ok()?;
+    let l4 = &parse::l4(ctx, l3, &t).ok()?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
     // A first fragment must leave its translation in FRAGS (frag.rs).
-    if F::ttl(ip) <= 1 || F::first_fragment(ip) {
+    if F::ttl(ip) <= 1 || t.first_fragment() {
         return None;
     }
-    let seq_next = if l4.proto == PROTO_TCP {
-        // SAFETY: the TCP header was bounds checked in `parse::l4`.
-        let t = unsafe { &*l4.tcp };
-        if f.state != ST_ESTABLISHED || t.syn() != 0 || t.fin() != 0 || t.rst() != 0 {
+    let seq_next = if l4.is_tcp() {
+        let fl = l4.flags;
+        if f.state != ST_ESTABLISHED || fl.syn || fl.fin || fl.rst {
             return None;
         }
-        u32::from_be_bytes(t.seq).wrapping_add(l4.payload_len)
+        l4.seq.wrapping_add(l4.payload_len)
     } else {
         if f.state != ST_UDP {
             return None;
@@ -79,7 +76,7 @@ pub fn established<C: Pkt, F: Family>(ctx: &C, f: &mut Flow) -> Option<(u32, u32
     f.last_ns = now;
     f.packets += 1;
     f.bytes += l4.ip_len as u64;
-    if l4.proto == PROTO_TCP {
+    if l4.is_tcp() {
         f.seq_next = seq_next;
     }
     let (side, why) = if forward {

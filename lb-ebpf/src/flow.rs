@@ -188,6 +188,8 @@ pub struct Scratch {
     pub embryo: bool,
     /// A reply's VIP address, kept while its flow may move (`from_real`).
     pub addr: [u8; 16],
+    /// The packet's `Transport`, for to_vip's later steps.
+    pub t: crate::family::Transport,
     /// A first fragment's `FRAGS` entry, built here.
     pub frag_key: lb_common::FragKey,
     pub frag: lb_common::FragNat,

@@ -1,21 +1,21 @@
-//! IPv4 fragments. A first fragment (More Fragments set, offset 0) carries
-//! the TCP/UDP header and takes the normal path; `remember` then records its
+//! IP fragments, IPv4's and IPv6's (its fragment header, found by
+//! `V6::walk`). A first fragment (more to follow, offset 0) carries the
+//! TCP/UDP header and takes the normal path; `remember` then records its
 //! translation in `FRAGS`, keyed as its later fragments will arrive
-//! (source, destination, protocol, IP id). Later fragments carry no ports:
-//! `later` gives them the recorded translation.
+//! (source, destination, protocol, identification). Later fragments carry
+//! no ports: `later` gives them the recorded translation.
 //!
 //! The stated rule for a later fragment with no entry (it overtook its first
 //! fragment, or its entry aged out): to a VIP, dropped
 //! (`DROP_FRAGMENT_EARLY`), since forwarded untranslated it would reach no
 //! one; from the server side, passed (`PASS_NOT_OURS`), since lb cannot tell
 //! it from any routed host's fragment.
-use lb_common::{DIR_FORWARD, FRAG_TIMEOUT_NS, FragKey, FragNat, Hop, reason, v4_mapped};
-use network_types::ip::Ipv4Hdr;
+use lb_common::{DIR_FORWARD, FRAG_TIMEOUT_NS, FragNat, Hop, reason};
 
 use crate::{
     clock,
     ctx::Pkt,
-    family::{Family, V4},
+    family::{Family, Transport},
     flow,
     flow::Scratch,
     fwd,
@@ -24,23 +24,24 @@ use crate::{
     stats::{self, Side},
 };
 
+/// The `FRAGS` key of the packet whose key (its addresses) is in `s.key`:
+/// the same for every fragment of one datagram.
 #[inline(always)]
-fn key_of(ip: &Ipv4Hdr) -> FragKey {
-    FragKey {
-        src_addr: v4_mapped(ip.src_addr),
-        dst_addr: v4_mapped(ip.dst_addr),
-        id_be: u16::from_ne_bytes(ip.id) as u32,
-        proto: ip.proto,
-        _pad: [0; 3],
-    }
+fn key_of(s: &mut Scratch, t: &Transport) {
+    let k = &mut s.frag_key;
+    k.src_addr = s.key.src_addr;
+    k.dst_addr = s.key.dst_addr;
+    k.id_be = t.frag_id;
+    k.proto = t.proto;
+    k._pad = [0; 3];
 }
 
 /// Records a first fragment's translation (before it is rewritten): its
 /// later fragments get `nat_addr` as destination (`DIR_FORWARD`) or source.
 /// A refused entry only costs the later fragments (`DROP_FRAGMENT_EARLY`).
 #[inline(always)]
-pub fn remember(s: &mut Scratch, ip: &Ipv4Hdr, nat_addr: [u8; 16], dir: u8, now: u64) {
-    s.frag_key = key_of(ip);
+pub fn remember(s: &mut Scratch, t: &Transport, nat_addr: [u8; 16], dir: u8, now: u64) {
+    key_of(s, t);
     s.frag = FragNat {
         nat_addr,
         dir,
@@ -56,17 +57,22 @@ pub fn remember(s: &mut Scratch, ip: &Ipv4Hdr, nat_addr: [u8; 16], dir: u8, now:
 /// A later fragment: translated as its first fragment was and forwarded,
 /// or the stated rule (module doc) for one lb has no entry for.
 #[inline(never)]
-pub fn later<C: Pkt>(ctx: &C, l3_off: usize, to_vip: bool) -> Result<(u32, u32), u32> {
+pub fn later<C: Pkt, F: Family>(
+    ctx: &C,
+    l3_off: usize,
+    to_vip: bool,
+    t: Transport,
+) -> Result<(u32, u32), u32> {
     let no_entry = if to_vip {
         reason::DROP_FRAGMENT_EARLY
     } else {
         reason::PASS_NOT_OURS
     };
-    let l3: L3 = L3::at(ctx, l3_off)?;
+    let l3 = L3::<F>::at(ctx, l3_off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &mut *l3.ip };
     let s = flow::scratch().ok_or(no_entry)?;
-    s.frag_key = key_of(ip);
+    key_of(s, &t);
     // SAFETY: read-only use of the value.
     let nat = unsafe { FRAGS.get(&s.frag_key) }.ok_or(no_entry)?;
     let now = clock::now();
@@ -74,19 +80,19 @@ pub fn later<C: Pkt>(ctx: &C, l3_off: usize, to_vip: bool) -> Result<(u32, u32),
     if (nat.dir == DIR_FORWARD) != to_vip || now.wrapping_sub(nat.created_ns) > FRAG_TIMEOUT_NS {
         return Err(no_entry);
     }
-    if ip.ttl <= 1 {
+    if F::ttl(ip) <= 1 {
         return Err(reason::PASS_TTL);
     }
-    // The IPv4 header's checksum is all a later fragment has to fix.
+    // An IPv4 header's checksum is all a later fragment has to fix: the
+    // transport checksum, which covers the addresses, sits in the first.
     let side = if to_vip {
-        V4::set_dst(ip, &nat.nat_addr);
+        F::set_dst(ip, &nat.nat_addr);
         Side::In
     } else {
-        V4::set_src(ip, &nat.nat_addr);
+        F::set_src(ip, &nat.nat_addr);
         Side::Out
     };
-    let len = u16::from_be_bytes(ip.tot_len) as u64;
-    stats::count_flow(nat.vip_id, nat.real_id, side, len, false);
+    stats::count_flow(nat.vip_id, nat.real_id, side, F::ip_len(ip) as u64, false);
     s.hop = Hop::default();
-    fwd::forward::<C, V4>(ctx, l3_off, &mut s.hop, now).map(|a| (a, reason::FRAGMENT))
+    fwd::forward::<C, F>(ctx, l3_off, &mut s.hop, now).map(|a| (a, reason::FRAGMENT))
 }

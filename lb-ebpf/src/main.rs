@@ -52,7 +52,7 @@ use network_types::eth::EthHdr;
 use crate::{
     ctx::Pkt,
     fail::Outcome,
-    family::{Family, V4, V6},
+    family::{Family, Transport, V4, V6},
     flow::{NewFlow, Scratch},
     maps::{REALS, STANDBY, VIP_ADDRS, VIPS},
     parse::{Ip, L3},
@@ -151,22 +151,23 @@ fn serve<C: Pkt, F: Family>(ctx: &C, off: usize) -> Verdict {
     // The packet's addresses in map form, where the flow key and the VIP
     // lookup read them (see `Family` on addresses and the stack).
     F::addrs(ip, &mut s.key.src_addr, &mut s.key.dst_addr);
+    let t = F::walk(ctx, l3.off, ip);
     // A packet of a known flow, either direction, is found by its own
     // 5-tuple in one lookup, before any VIP lookup; most of them are sent
     // on from here (fast.rs).
     // Half-open flows (in EMBRYOS) always take the full path: their next
     // packet may assure them.
-    let (mut flow, embryo) = known_flow(ctx, &l3, s);
+    let (mut flow, embryo) = known_flow(ctx, &l3, &t, s);
     if l3.off == EthHdr::LEN
         && !embryo
         && let Some(f) = flow.as_deref_mut()
-        && let Some(v) = fast::established::<C, F>(ctx, f)
+        && let Some(v) = fast::established::<C, F>(ctx, f, t)
     {
         return Ok(v);
     }
     match flow {
-        Some(f) if f.dir == DIR_FORWARD => return to_vip::<C, F>(ctx, l3.off, Some(f)),
-        Some(f) => return from_real::<C, F>(ctx, l3.off, Some(f)),
+        Some(f) if f.dir == DIR_FORWARD => return to_vip::<C, F>(ctx, l3.off, Some(f), t),
+        Some(f) => return from_real::<C, F>(ctx, l3.off, Some(f), t),
         None => {}
     }
     // SAFETY: the value is only tested for presence.
@@ -174,30 +175,32 @@ fn serve<C: Pkt, F: Family>(ctx: &C, off: usize) -> Verdict {
     // Later fragments and ICMP are dispatched from here, not from to_vip
     // and from_real: one BPF call less on their way to fwd::forward keeps
     // the deepest call chain within the verifier's 512-byte stack.
-    if F::V6 && F::proto(ip) == F::ICMP {
-        return icmp6::serve(ctx, l3.off, for_vip);
+    if t.plain && t.later_fragment() {
+        return frag::later::<C, F>(ctx, l3.off, for_vip, t);
     }
-    if !F::V6 && F::plain(ip) {
-        if F::later_fragment(ip) {
-            return frag::later(ctx, l3.off, for_vip);
-        }
-        if F::proto(ip) == F::ICMP && !F::first_fragment(ip) {
-            return if for_vip {
-                icmp::to_vip(ctx, l3.off)
-            } else {
-                icmp::to_client(ctx, l3.off)
-            };
-        }
+    if t.plain && t.proto == F::ICMP && !t.first_fragment() {
+        return if F::V6 {
+            // Behind an extension header (MLD's hop-by-hop router alert,
+            // say), ICMPv6 is never about a flow: the kernel's.
+            if t.ext_len != 0 {
+                return Err(reason::PASS_NOT_OURS);
+            }
+            icmp6::serve(ctx, l3.off, for_vip)
+        } else if for_vip {
+            icmp::to_vip(ctx, l3.off)
+        } else {
+            icmp::to_client(ctx, l3.off)
+        };
     }
     if for_vip {
-        to_vip::<C, F>(ctx, l3.off, None)
+        to_vip::<C, F>(ctx, l3.off, None, t)
     } else {
-        from_real::<C, F>(ctx, l3.off, None)
+        from_real::<C, F>(ctx, l3.off, None, t)
     }
 }
 
-/// The flow entry keyed by the packet's 5-tuple, if it is plain TCP or UDP
-/// (`Family::plain`, not a later fragment), and whether it is half-open.
+/// The flow entry keyed by the packet's 5-tuple, if lb translates it
+/// (`Transport::translated`), and whether it is half-open.
 /// The key (its addresses already in `s.key`) and that flag stay in
 /// `SCRATCH` for to_vip and from_real, which return before using them for
 /// any packet that does not pass these same checks.
@@ -205,15 +208,14 @@ fn serve<C: Pkt, F: Family>(ctx: &C, off: usize) -> Verdict {
 fn known_flow<C: Pkt, F: Family>(
     ctx: &C,
     l3: &L3<F>,
+    t: &Transport,
     s: &mut Scratch,
 ) -> (Option<&'static mut Flow>, bool) {
     s.embryo = false;
-    // SAFETY: bounds checked by the parser.
-    let ip = unsafe { &*l3.ip };
-    if !transport::<F>(ip) {
+    if !t.translated() {
         return (None, false);
     }
-    let Ok(l4) = parse::l4(ctx, l3) else {
+    let Ok(l4) = parse::l4(ctx, l3, t) else {
         return (None, false);
     };
     s.key.src_port_be = u16::from_ne_bytes(l4.sport);
@@ -231,36 +233,31 @@ fn known_flow<C: Pkt, F: Family>(
     }
 }
 
-/// A plain TCP or UDP packet with its header (`Family::plain`, not a
-/// later fragment): the only kind lb translates.
-#[inline(always)]
-fn transport<F: Family>(ip: &F::Hdr) -> bool {
-    F::plain(ip)
-        && !F::later_fragment(ip)
-        && (F::proto(ip) == PROTO_TCP || F::proto(ip) == PROTO_UDP)
-}
-
 /// A packet to a VIP address: a flow's next packet (`flow`, its forward
 /// entry), or a new flow. This and `from_real` are BPF functions of their
 /// own (not inlined): each gets a stack frame, and only one of them is live
 /// at a time, which keeps the program under the verifier's 512-byte stack.
 #[inline(never)]
-fn to_vip<C: Pkt, F: Family>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
+fn to_vip<C: Pkt, F: Family>(
+    ctx: &C,
+    l3_off: usize,
+    flow: Option<&mut Flow>,
+    t: Transport,
+) -> Verdict {
     let l3 = &L3::<F>::at(ctx, l3_off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
-    if !F::plain(ip) {
+    if !t.plain {
         return Err(F::NOT_PLAIN);
     }
     // Later fragments and whole ICMP messages never get here (serve); a
     // fragmented ICMP message to a VIP is not one lb answers.
-    if F::proto(ip) == F::ICMP {
+    if t.proto == F::ICMP {
         return Err(reason::DROP_ICMP_VIP);
     }
-    if F::proto(ip) != PROTO_TCP && F::proto(ip) != PROTO_UDP {
+    if t.proto != PROTO_TCP && t.proto != PROTO_UDP {
         return Err(reason::DROP_NO_VIP_PORT);
     }
-    let l4 = parse::l4(ctx, l3).map_err(|_| reason::DROP_BAD_L4)?;
     if F::ttl(ip) <= 1 {
         return Err(reason::PASS_TTL);
     }
@@ -268,7 +265,13 @@ fn to_vip<C: Pkt, F: Family>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) ->
     // in per-CPU scratch map memory, not on the 512-byte stack (see
     // maps::SCRATCH).
     let s = flow::scratch().ok_or(reason::PASS_NOT_OURS)?;
-    s.facts = l4.facts();
+    // Read back from here on, and the headers parsed again for the
+    // rewrite: kept across the calls below, `t` and `L4` would take stack
+    // under the deepest call chain.
+    s.t = t;
+    s.facts = parse::l4(ctx, l3, &t)
+        .map_err(|_| reason::DROP_BAD_L4)?
+        .facts();
     let flags = s.facts.flags;
     let now = clock::now();
     let fresh_syn = flags.syn && !flags.ack;
@@ -293,7 +296,7 @@ fn to_vip<C: Pkt, F: Family>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) ->
             sync::emit(SYNC_REMOVE, &s.key, f.real_id, f.state);
         }
         match outcome {
-            Outcome::Purged if l4.proto == PROTO_TCP && !fresh_syn => {
+            Outcome::Purged if s.facts.proto == PROTO_TCP && !fresh_syn => {
                 return rst::to_client::<C, F>(ctx, l3_off, &s.key, &s.facts)
                     .map(|a| (a, reason::PURGE_RST));
             }
@@ -341,12 +344,19 @@ fn to_vip<C: Pkt, F: Family>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) ->
         s.hop = Hop::default();
         hop = &mut s.hop;
     }
-    if F::first_fragment(ip) {
-        // SAFETY: only IPv4 has fragments here (`Family::first_fragment`).
-        let ip4 = unsafe { &*(l3.ip as *const _) };
-        frag::remember(s, ip4, s.n.real_addr, DIR_FORWARD, now);
+    if s.t.first_fragment() {
+        let (real, t) = (s.n.real_addr, s.t);
+        frag::remember(s, &t, real, DIR_FORWARD, now);
     }
-    stats::count_flow(s.n.vip_id, s.n.real_id, Side::In, l4.ip_len as u64, is_new);
+    stats::count_flow(
+        s.n.vip_id,
+        s.n.real_id,
+        Side::In,
+        s.facts.ip_len as u64,
+        is_new,
+    );
+    let l3 = &L3::<F>::at(ctx, l3_off)?;
+    let l4 = parse::l4(ctx, l3, &s.t).map_err(|_| reason::DROP_BAD_L4)?;
     nat::dnat::<C, F>(
         ctx,
         l3.ip,
@@ -361,12 +371,12 @@ fn to_vip<C: Pkt, F: Family>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) ->
         Err(reason::ICMP_FRAG_NEEDED) => {
             s.toobig = TooBig {
                 orig_addr: s.key.dst_addr,
-                orig_port: l4.dport,
+                orig_port: s.facts.dport,
                 dst: true,
                 from: s.key.dst_addr,
                 mtu: hop.mtu,
             };
-            toobig::answer::<C, F>(ctx, l3_off, &s.toobig)
+            toobig::answer::<C, F>(ctx, l3_off, &s.toobig, s.t)
         }
         r => r.map(|action| (action, reason::FORWARD)),
     }
@@ -460,16 +470,21 @@ fn syn_retransmitted(s: &mut Scratch, f: &Flow, now: u64) {
 /// Anything else: a real's reply to translate back (`flow`, its reverse
 /// entry), or not ours.
 #[inline(never)]
-fn from_real<C: Pkt, F: Family>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>) -> Verdict {
+fn from_real<C: Pkt, F: Family>(
+    ctx: &C,
+    l3_off: usize,
+    flow: Option<&mut Flow>,
+    t: Transport,
+) -> Verdict {
     let l3 = &L3::<F>::at(ctx, l3_off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
     // Replies we translate are plain TCP/UDP (later fragments and ICMP
     // errors are dispatched by serve); anything else is not ours.
-    if !transport::<F>(ip) {
+    if !t.translated() {
         return Err(reason::PASS_NOT_OURS);
     }
-    let l4 = parse::l4(ctx, l3).map_err(|_| reason::PASS_NOT_OURS)?;
+    let l4 = parse::l4(ctx, l3, &t).map_err(|_| reason::PASS_NOT_OURS)?;
     let f = flow.ok_or(reason::PASS_NOT_OURS)?;
     if f.dir != DIR_REVERSE {
         return Err(reason::PASS_NOT_OURS);
@@ -513,12 +528,10 @@ fn from_real<C: Pkt, F: Family>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>)
             hop = unsafe { &mut (*moved).hop };
         }
     }
-    if F::first_fragment(ip) {
+    if t.first_fragment() {
         (s.n.vip_id, s.n.real_id) = (vip_id, real_id);
-        // SAFETY: only IPv4 has fragments here (`Family::first_fragment`).
-        let ip4 = unsafe { &*(l3.ip as *const _) };
         let vip = s.addr;
-        frag::remember(s, ip4, vip, DIR_REVERSE, now);
+        frag::remember(s, &t, vip, DIR_REVERSE, now);
     }
     nat::snat::<C, F>(ctx, l3.ip, &l4, &s.addr, vip_port);
     // SAFETY: `hop` points into the flow's map value, valid for the run.
@@ -532,7 +545,7 @@ fn from_real<C: Pkt, F: Family>(ctx: &C, l3_off: usize, flow: Option<&mut Flow>)
                 from: s.addr,
                 mtu: hop.mtu,
             };
-            toobig::answer::<C, F>(ctx, l3_off, &s.toobig)
+            toobig::answer::<C, F>(ctx, l3_off, &s.toobig, t)
         }
         r => r.map(|action| (action, reason::REVERSE)),
     }

@@ -9,7 +9,7 @@ pub fn dnat<C: Pkt, F: Family>(ctx: &C, ip: *mut F::Hdr, l4: &L4, addr: &[u8; 16
     // SAFETY: the header was bounds checked by the parser.
     let change = F::set_dst(unsafe { &mut *ip }, addr);
     let old_port = l4.dport;
-    set_port(l4, port, true);
+    l4.set_port(port, true);
     ctx.fix_l4_check::<F>(l4, change, old_port, port);
 }
 
@@ -20,24 +20,6 @@ pub fn snat<C: Pkt, F: Family>(ctx: &C, ip: *mut F::Hdr, l4: &L4, addr: &[u8; 16
     // SAFETY: as in dnat.
     let change = F::set_src(unsafe { &mut *ip }, addr);
     let old_port = l4.sport;
-    set_port(l4, port, false);
+    l4.set_port(port, false);
     ctx.fix_l4_check::<F>(l4, change, old_port, port);
-}
-
-#[inline(always)]
-fn set_port(l4: &L4, port: [u8; 2], dst: bool) {
-    // SAFETY: the header matching l4.proto was bounds checked by the parser.
-    unsafe {
-        if l4.proto == lb_common::PROTO_TCP {
-            if dst {
-                (*l4.tcp).dest = port;
-            } else {
-                (*l4.tcp).source = port;
-            }
-        } else if dst {
-            (*l4.udp).dst = port;
-        } else {
-            (*l4.udp).src = port;
-        }
-    }
 }

@@ -5,7 +5,7 @@ use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
 
 use crate::{
     ctx::Pkt,
-    family::{Family, V4},
+    family::{Family, Transport, V4},
 };
 
 const ETH_P_IP: [u8; 2] = [0x08, 0x00];
@@ -84,101 +84,118 @@ pub fn l2<C: Pkt>(ctx: &C) -> Result<Ip, u32> {
     }
 }
 
-/// The parts of a TCP or UDP packet the balancer reads and rewrites.
+/// The parts of a TCP or UDP packet the balancer reads and rewrites. The
+/// TCP fields are read once, by `l4`; what is written later goes through
+/// pointers valid whatever the protocol (the ports lie at the same offsets
+/// in both headers, `check` is each one's checksum field), because the
+/// verifier cannot always tell `proto` on a path (it may reach a function
+/// as a byte of a wider register) and must find every access safe.
 pub struct L4 {
     pub proto: u8,
-    /// Where the TCP/UDP header starts in the frame.
-    pub off: usize,
-    pub tcp: *mut TcpHdr,
-    pub udp: *mut UdpHdr,
+    /// The header's first 8 bytes (UDP's whole header): the ports.
+    ports: *mut [[u8; 2]; 4],
+    /// The checksum field, and where it sits in the frame.
+    check: *mut [u8; 2],
+    pub check_off: usize,
     pub sport: [u8; 2],
     pub dport: [u8; 2],
     /// The IP packet's length, for byte counters.
     pub ip_len: u16,
-    /// TCP only: payload length (for sequence tracking).
+    /// TCP only: flags, sequence and acknowledgement numbers, payload
+    /// length (for sequence tracking).
+    pub flags: TcpFlags,
+    pub seq: u32,
+    pub ack: u32,
     pub payload_len: u32,
 }
 
 impl L4 {
     #[inline(always)]
-    pub fn check(&self) -> [u8; 2] {
-        // SAFETY: the pointer matching `proto` was bounds checked in `l4`.
-        unsafe {
-            if self.proto == PROTO_TCP {
-                (*self.tcp).check
-            } else {
-                (*self.udp).check
-            }
-        }
+    pub fn is_tcp(&self) -> bool {
+        self.proto == PROTO_TCP
     }
 
-    /// Where the checksum field sits in the frame.
     #[inline(always)]
-    pub fn check_off(&self) -> usize {
-        self.off + if self.proto == PROTO_TCP { 16 } else { 6 }
+    pub fn check(&self) -> [u8; 2] {
+        // SAFETY: bounds checked in `l4`.
+        unsafe { *self.check }
     }
 
     #[inline(always)]
     pub fn set_check(&self, check: [u8; 2]) {
-        // SAFETY: as in `check`.
-        unsafe {
-            if self.proto == PROTO_TCP {
-                (*self.tcp).check = check;
-            } else {
-                (*self.udp).check = check;
-            }
-        }
+        // SAFETY: bounds checked in `l4`.
+        unsafe { *self.check = check }
+    }
+
+    /// Writes the destination (`dst`) or source port.
+    #[inline(always)]
+    pub fn set_port(&self, port: [u8; 2], dst: bool) {
+        // SAFETY: bounds checked in `l4`.
+        unsafe { (*self.ports)[dst as usize] = port }
     }
 }
 
-/// The TCP/UDP header after a plain IP header (`Family::plain`). Callers
-/// have already refused later fragments (a first fragment has its header).
+/// The TCP/UDP header of a plain packet, where `t` (`Family::walk`) says.
+/// Callers have already refused later fragments (a first fragment has its
+/// header).
 #[inline(always)]
-pub fn l4<C: Pkt, F: Family>(ctx: &C, l3: &L3<F>) -> Result<L4, ()> {
+pub fn l4<C: Pkt, F: Family>(ctx: &C, l3: &L3<F>, t: &Transport) -> Result<L4, ()> {
     // SAFETY: bounds checked by `l3`.
     let ip = unsafe { &*l3.ip };
     let ip_len = F::ip_len(ip);
-    let l4_len = (ip_len as u32).checked_sub(F::HDR_LEN as u32).ok_or(())?;
-    let off = l3.off + F::HDR_LEN;
-    match F::proto(ip) {
+    let hdrs = F::HDR_LEN as u32 + t.ext_len as u32;
+    let l4_len = (ip_len as u32).checked_sub(hdrs).ok_or(())?;
+    let off = l3.off + F::HDR_LEN + t.ext_len as usize;
+    match t.proto {
         PROTO_TCP => {
             let tcp: *mut TcpHdr = ptr_at(ctx, off)?;
             // SAFETY: bounds checked by ptr_at.
-            let t = unsafe { &*tcp };
-            let doff = t.doff() as u32 * 4;
+            let h = unsafe { &mut *tcp };
+            let doff = h.doff() as u32 * 4;
             if doff < TcpHdr::LEN as u32 || doff > l4_len {
                 return Err(());
             }
             Ok(L4 {
                 proto: PROTO_TCP,
-                off,
-                tcp,
-                udp: core::ptr::null_mut(),
-                sport: t.source,
-                dport: t.dest,
+                ports: tcp.cast(),
+                check: &mut h.check,
+                check_off: off + 16,
+                sport: h.source,
+                dport: h.dest,
                 ip_len,
+                flags: TcpFlags {
+                    syn: h.syn() != 0,
+                    ack: h.ack() != 0,
+                    fin: h.fin() != 0,
+                    rst: h.rst() != 0,
+                },
+                seq: u32::from_be_bytes(h.seq),
+                ack: u32::from_be_bytes(h.ack_seq),
                 payload_len: l4_len - doff,
             })
         }
         PROTO_UDP => {
             let udp: *mut UdpHdr = ptr_at(ctx, off)?;
             // SAFETY: bounds checked by ptr_at.
-            let u = unsafe { &*udp };
+            let u = unsafe { &mut *udp };
             let len = u16::from_be_bytes(u.len) as u32;
             // A first fragment carries only part of the datagram its
             // length counts.
-            let first_fragment = F::first_fragment(ip);
+            let first_fragment = t.first_fragment();
             if len < UdpHdr::LEN as u32 || (len > l4_len && !first_fragment) {
                 return Err(());
             }
             Ok(L4 {
                 proto: PROTO_UDP,
-                off,
-                tcp: core::ptr::null_mut(),
-                udp,
+                ports: udp.cast(),
+                check: &mut u.check,
+                check_off: off + 6,
                 sport: u.src,
                 dport: u.dst,
                 ip_len,
+                flags: TcpFlags::default(),
+                seq: 0,
+                ack: 0,
                 payload_len: 0,
             })
         }
@@ -187,32 +204,12 @@ pub fn l4<C: Pkt, F: Family>(ctx: &C, l3: &L3<F>) -> Result<L4, ()> {
 }
 
 /// TCP flags the state machine looks at.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct TcpFlags {
     pub syn: bool,
     pub ack: bool,
     pub fin: bool,
     pub rst: bool,
-}
-
-#[inline(always)]
-pub fn tcp_flags(l4: &L4) -> TcpFlags {
-    if l4.proto != PROTO_TCP {
-        return TcpFlags {
-            syn: false,
-            ack: false,
-            fin: false,
-            rst: false,
-        };
-    }
-    // SAFETY: TCP header bounds checked in `l4`.
-    let t = unsafe { &*l4.tcp };
-    TcpFlags {
-        syn: t.syn() != 0,
-        ack: t.ack() != 0,
-        fin: t.fin() != 0,
-        rst: t.rst() != 0,
-    }
 }
 
 /// What the flow table needs of a TCP/UDP packet: scalars only, so it can
@@ -235,14 +232,7 @@ pub struct Facts {
 impl L4 {
     #[inline(always)]
     pub fn facts(&self) -> Facts {
-        let flags = tcp_flags(self);
-        let (seq, ack) = if self.proto == PROTO_TCP {
-            // SAFETY: TCP header bounds checked in `l4`.
-            let t = unsafe { &*self.tcp };
-            (u32::from_be_bytes(t.seq), u32::from_be_bytes(t.ack_seq))
-        } else {
-            (0, 0)
-        };
+        let (flags, seq, ack) = (self.flags, self.seq, self.ack);
         let seq_next = seq
             .wrapping_add(self.payload_len)
             .wrapping_add(flags.syn as u32)

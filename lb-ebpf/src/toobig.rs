@@ -15,7 +15,7 @@ use network_types::{
 use crate::{
     csum,
     ctx::Pkt,
-    family::{Family, PROTO_ICMPV6, V6, v4},
+    family::{Family, PROTO_ICMPV6, Transport, V6, v4},
     nat,
     parse::{self, L3, ptr_at},
 };
@@ -51,13 +51,18 @@ pub struct TooBig {
 /// (IPv6) back out the interface it came in by. Untagged frames only:
 /// tagged ones never reach the FIB (fwd.rs).
 #[inline(never)]
-pub fn answer<C: Pkt, F: Family>(ctx: &C, l3_off: usize, t: &TooBig) -> Result<(u32, u32), u32> {
+pub fn answer<C: Pkt, F: Family>(
+    ctx: &C,
+    l3_off: usize,
+    t: &TooBig,
+    tr: Transport,
+) -> Result<(u32, u32), u32> {
     if l3_off != EthHdr::LEN {
         return Err(reason::PASS_FIB);
     }
     {
         let l3 = L3::<F>::at(ctx, l3_off)?;
-        let l4 = parse::l4(ctx, &l3).map_err(|_| reason::PASS_FIB)?;
+        let l4 = parse::l4(ctx, &l3, &tr).map_err(|_| reason::PASS_FIB)?;
         if t.dst {
             nat::dnat::<C, F>(ctx, l3.ip, &l4, &t.orig_addr, t.orig_port);
         } else {

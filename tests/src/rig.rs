@@ -1,6 +1,10 @@
 //! The standard end-to-end rig: the topology with three reals, each running
 //! `lb-testsrv` on the standard ports, and `lb` with a given config.
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use crate::{
     LbAgent, Spawned, TestHook, TestServer, Topology, http_get, require_root, topology::real_name,
@@ -32,9 +36,30 @@ impl Rig {
     /// [`Rig::sized`] with lb attached by `hook` (the config's interfaces
     /// rewritten by `TestHook::apply`).
     pub fn with_hook(config: &str, testsrv: &str, flow_table_size: u32, hook: TestHook) -> Rig {
+        Self::build(
+            config,
+            testsrv,
+            flow_table_size,
+            Topology::for_hook(3, hook),
+            hook,
+        )
+    }
+
+    /// [`Rig::with_hook`] on the dual-stack topology: the servers listen
+    /// on both families.
+    pub fn dual_stack(config: &str, testsrv: &str, hook: TestHook) -> Rig {
+        Self::build(config, testsrv, 65536, Topology::dual_stack(3, hook), hook)
+    }
+
+    fn build(
+        config: &str,
+        testsrv: &str,
+        flow_table_size: u32,
+        topo: Topology,
+        hook: TestHook,
+    ) -> Rig {
         require_root();
         let config = &hook.apply(config);
-        let topo = Topology::for_hook(3, hook);
         topo.wait_ready();
         let testsrv = PathBuf::from(testsrv);
         let servers = (0..topo.reals.len())
@@ -67,11 +92,16 @@ impl Rig {
 }
 
 fn server(topo: &Topology, exe: &std::path::Path, i: usize) -> Spawned {
-    let a = topo.real_addrs[i];
+    // `[::]` takes both families (bindv6only is off by default).
+    let a: IpAddr = if topo.real_addrs6.is_empty() {
+        topo.real_addrs[i].into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
     TestServer::new(exe, &real_name(i))
-        .http(SocketAddr::new(a.into(), HTTP))
-        .udp(SocketAddr::new(a.into(), UDP))
-        .echo(SocketAddr::new(a.into(), ECHO))
-        .sink(SocketAddr::new(a.into(), SINK))
+        .http(SocketAddr::new(a, HTTP))
+        .udp(SocketAddr::new(a, UDP))
+        .echo(SocketAddr::new(a, ECHO))
+        .sink(SocketAddr::new(a, SINK))
         .spawn(&topo.reals[i])
 }

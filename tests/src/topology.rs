@@ -13,12 +13,18 @@
 //!
 //! VIPs are in 198.51.100.0/24: the client reaches them by its default route
 //! through the lb, which owns no VIP address (the XDP program claims them).
+//!
+//! [`Topology::dual_stack`] adds IPv6 on the same links, mirroring the plan:
+//! client 2001:db8:c::2/64 (default via 2001:db8:c::1, the lb's eth0), lb
+//! eth1 2001:db8:5::1/64, real N 2001:db8:5::(10+N), VIPs in
+//! 2001:db8:100::/64. Otherwise IPv6 is off in every namespace.
 //! Nothing in the topology links to the root namespace, so no packet a test
 //! sends can leave it.
 
 use std::{
+    fmt::Display,
     io,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
 
@@ -46,6 +52,22 @@ pub fn real_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(203, 0, 113, 11 + i as u8)
 }
 
+pub const CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 2);
+pub const LB_CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 1);
+pub const LB_SERVER_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, 1);
+
+/// IPv6 VIP number `host` in 2001:db8:100::/64 ([`Topology::dual_stack`]).
+pub fn vip6(host: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, host)
+}
+
+/// IPv6 address of real `i` (0-based): 2001:db8:5::(0x11 + i), the same
+/// last digits as its IPv4 address's last byte in hex.
+pub fn real_addr6(i: usize) -> Ipv6Addr {
+    assert!(i < MAX_REALS, "real index {i} out of range");
+    Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, 0x11 + i as u16)
+}
+
 /// Name of real `i` (0-based), also its namespace role: "r1", "r2", ….
 pub fn real_name(i: usize) -> String {
     format!("r{}", i + 1)
@@ -64,6 +86,8 @@ pub struct Topology {
     /// The reals' gateway, on the lb's server-side interface.
     pub lb_server_addr: Ipv4Addr,
     pub real_addrs: Vec<Ipv4Addr>,
+    /// The reals' IPv6 addresses ([`Topology::dual_stack`]; empty otherwise).
+    pub real_addrs6: Vec<Ipv6Addr>,
     /// "eth0" in the lb namespace.
     pub lb_client_if: &'static str,
     /// "eth1" in the lb namespace.
@@ -79,6 +103,15 @@ impl Topology {
 
     /// [`Topology::new`] for an lb attached by `hook` (offloads: hook.rs).
     pub fn for_hook(n_reals: usize, hook: TestHook) -> Topology {
+        Self::build(n_reals, hook, false)
+    }
+
+    /// [`Topology::for_hook`] with IPv6 beside IPv4 (module doc).
+    pub fn dual_stack(n_reals: usize, hook: TestHook) -> Topology {
+        Self::build(n_reals, hook, true)
+    }
+
+    fn build(n_reals: usize, hook: TestHook, v6: bool) -> Topology {
         assert!((1..=MAX_REALS).contains(&n_reals), "1..={MAX_REALS} reals");
         let client = Netns::new("client");
         let lb = Netns::new("lb");
@@ -88,8 +121,14 @@ impl Topology {
         // Before any interface exists, so the `default` values reach them.
         for ns in [&client, &lb, &sw].into_iter().chain(&reals) {
             quiet_sysctls(ns);
+            if v6 {
+                quiet_ipv6(ns);
+            }
         }
         lb.sysctl("net.ipv4.ip_forward", "1");
+        if v6 {
+            lb.sysctl("net.ipv6.conf.all.forwarding", "1");
+        }
 
         // Links.
         veth(&client, "eth0", &lb, LB_CLIENT_IF);
@@ -128,6 +167,40 @@ impl Topology {
             ]);
         }
 
+        let real_addrs6: Vec<Ipv6Addr> = if v6 {
+            (0..n_reals).map(real_addr6).collect()
+        } else {
+            Vec::new()
+        };
+        if v6 {
+            let addr6 = |ns: &Netns, a: Ipv6Addr, dev: &str| {
+                // nodad: usable at once, and no probes crossing the lb.
+                ns.ip(&["-6", "addr", "add", &format!("{a}/64"), "dev", dev, "nodad"]);
+            };
+            addr6(&client, CLIENT_ADDR6, "eth0");
+            client.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &LB_CLIENT_ADDR6.to_string(),
+            ]);
+            addr6(&lb, LB_CLIENT_ADDR6, LB_CLIENT_IF);
+            addr6(&lb, LB_SERVER_ADDR6, LB_SERVER_IF);
+            for (real, &a) in reals.iter().zip(&real_addrs6) {
+                addr6(real, a, "eth0");
+                real.ip(&[
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &LB_SERVER_ADDR6.to_string(),
+                ]);
+            }
+        }
+
         // rp_filter: effective value is max(all, per-interface); set both so a
         // host default of 1 cannot drop the asymmetric flows NAT produces.
         for iface in [LB_CLIENT_IF, LB_SERVER_IF] {
@@ -160,6 +233,7 @@ impl Topology {
             lb_client_addr: LB_CLIENT_ADDR,
             lb_server_addr: LB_SERVER_ADDR,
             real_addrs,
+            real_addrs6,
             lb_client_if: LB_CLIENT_IF,
             lb_server_if: LB_SERVER_IF,
         }
@@ -185,11 +259,19 @@ impl Topology {
     }
 
     pub fn wait_ready_within(&self, timeout: Duration) {
-        let mut probes: Vec<(&Netns, Ipv4Addr)> = vec![(&self.lb, self.client_addr)];
+        let mut probes: Vec<(&Netns, IpAddr)> = vec![(&self.lb, self.client_addr.into())];
         for (real, &addr) in self.reals.iter().zip(&self.real_addrs) {
-            probes.push((&self.lb, addr));
-            probes.push((&self.client, addr));
-            probes.push((real, self.client_addr));
+            probes.push((&self.lb, addr.into()));
+            probes.push((&self.client, addr.into()));
+            probes.push((real, self.client_addr.into()));
+        }
+        if !self.real_addrs6.is_empty() {
+            probes.push((&self.lb, CLIENT_ADDR6.into()));
+        }
+        for (real, &addr) in self.reals.iter().zip(&self.real_addrs6) {
+            probes.push((&self.lb, addr.into()));
+            probes.push((&self.client, addr.into()));
+            probes.push((real, CLIENT_ADDR6.into()));
         }
         wait_probes("topology", &probes, timeout);
     }
@@ -197,14 +279,19 @@ impl Topology {
 
 /// Repeats every `(from, to)` probe until all pass or `timeout` runs out;
 /// panics with the failing ones, naming the `what` that is not ready.
-pub(crate) fn wait_probes(what: &str, probes: &[(&Netns, Ipv4Addr)], timeout: Duration) {
+pub(crate) fn wait_probes<A: Into<IpAddr> + Copy + Display>(
+    what: &str,
+    probes: &[(&Netns, A)],
+    timeout: Duration,
+) {
     let deadline = Instant::now() + timeout;
     let mut failed = Vec::new();
     // Bounded by the deadline and by a count (each round takes >= 50 ms).
     for _ in 0..1000 {
         failed.clear();
         for (ns, addr) in probes {
-            if let Err(e) = ns.run(|| probe(*addr)) {
+            let to: IpAddr = (*addr).into();
+            if let Err(e) = ns.run(|| probe(to)) {
                 failed.push(format!("{} -> {addr}:9: {e}", ns.name()));
             }
         }
@@ -221,8 +308,8 @@ pub(crate) fn wait_probes(what: &str, probes: &[(&Netns, Ipv4Addr)], timeout: Du
 }
 
 /// One TCP connect; reachable if it is accepted or refused.
-pub(crate) fn probe(addr: Ipv4Addr) -> io::Result<()> {
-    let sa = SocketAddr::V4(SocketAddrV4::new(addr, 9));
+pub(crate) fn probe(addr: impl Into<IpAddr>) -> io::Result<()> {
+    let sa = SocketAddr::new(addr.into(), 9);
     match TcpStream::connect_timeout(&sa, Duration::from_millis(300)) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
@@ -236,7 +323,25 @@ pub(crate) fn quiet_sysctls(ns: &Netns) {
         ns.sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0");
         // No IPv6 at all: router solicitations, MLD reports and DAD probes
         // would otherwise cross the lb and show up in XDP counters and flow
-        // tables. The topology is IPv4-only.
+        // tables. The topology is IPv4-only unless `quiet_ipv6` turns it
+        // back on.
         ns.sysctl(&format!("net.ipv6.conf.{scope}.disable_ipv6"), "1");
+    }
+}
+
+/// IPv6 on, without what it does by itself: no router solicitations or
+/// address autoconfiguration, no duplicate address detection (addresses go
+/// on with `nodad`). Before any interface exists, as `quiet_sysctls`.
+pub(crate) fn quiet_ipv6(ns: &Netns) {
+    for scope in ["all", "default"] {
+        for (key, value) in [
+            ("disable_ipv6", "0"),
+            ("accept_ra", "0"),
+            ("autoconf", "0"),
+            ("accept_dad", "0"),
+            ("router_solicitations", "0"),
+        ] {
+            ns.sysctl(&format!("net.ipv6.conf.{scope}.{key}"), value);
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::{
 use lb_tests::{
     EchoConn, HttpConn, TestHook, bulk_send, http_get,
     rig::{ECHO, HTTP, Rig, SINK, UDP},
-    topology::vip,
+    topology::{real_addr6, vip, vip6},
     udp_request, wait_until,
 };
 
@@ -135,6 +135,89 @@ fn http_requests_spread_by_weight_and_flows_are_listed() {
     assert_eq!(table.lines().count(), 1 + t["r3"]);
     let out = rig.lb.cli(&["flows", "--count"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "60");
+}
+
+/// `config` with an IPv6 twin of `www`, `dns` and `bulk` on the same reals'
+/// IPv6 addresses.
+fn dual_config() -> String {
+    let reals6 = |port: u16, weights: &[u32]| -> String {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let a = real_addr6(i);
+                format!("      - {{ address: {a}, port: {port}, weight: {w} }}\n")
+            })
+            .collect()
+    };
+    let farms6 = format!(
+        "  web6:\n    algorithm: weighted-round-robin\n    reals:\n{}  dns6:\n    reals:\n{}  bulk6:\n    reals:\n{}vips:\n",
+        reals6(HTTP, &[1, 2, 3]),
+        reals6(UDP, &[1, 1, 1]),
+        reals6(SINK, &[1]),
+    );
+    let v = vip6(0x10);
+    config("weighted-round-robin", &[1, 2, 3]).replacen("vips:\n", &farms6, 1)
+        + &format!(
+            "  www6: {{ address: {v}, port: 80, serverfarm: web6 }}\n  dns6: {{ address: {v}, port: 53, protocol: udp, serverfarm: dns6 }}\n  bulk6: {{ address: {v}, port: 9000, serverfarm: bulk6 }}\n"
+        )
+}
+
+/// An IPv6 VIP beside the IPv4 ones, on the same agent and interfaces, on
+/// both hooks: HTTP by weight, UDP, a transfer intact, and the flow table
+/// listing IPv6 endpoints.
+#[test]
+fn ipv6_vips_serve_beside_ipv4_on_both_hooks() {
+    for hook in [TestHook::Xdp, TestHook::Tc] {
+        let rig = Rig::dual_stack(&dual_config(), env!("CARGO_BIN_EXE_lb-testsrv"), hook);
+        let www6 = SocketAddr::new(vip6(0x10).into(), 80);
+        let bodies: Vec<String> = (0..60)
+            .map(|i| {
+                rig.get(www6).unwrap_or_else(|e| {
+                    panic!(
+                        "{hook:?}: GET {i} via {www6}: {e}\n{}",
+                        rig.lb.proc.report()
+                    )
+                })
+            })
+            .collect();
+        let t = tally(&bodies);
+        assert_eq!(
+            t.values().copied().collect::<Vec<_>>(),
+            [10, 20, 30],
+            "{hook:?}: IPv6 split by weight 1:2:3: {t:?}"
+        );
+        // IPv4 beside it, through the same interfaces.
+        let v4 = rig.get(vip_addr(80)).expect("GET via the IPv4 VIP");
+        assert!(v4.starts_with('r'), "{v4}");
+        let dns6 = SocketAddr::new(vip6(0x10).into(), 53);
+        for i in 0..3 {
+            let reply = rig
+                .topo
+                .client
+                .run(|| udp_request(dns6, format!("q{i}").as_bytes(), T))
+                .unwrap_or_else(|e| panic!("{hook:?}: udp {i}: {e}\n{}", rig.lb.proc.report()));
+            assert!(reply.ends_with(&format!(":q{i}")), "{reply}");
+        }
+        let bulk6 = SocketAddr::new(vip6(0x10).into(), SINK);
+        let r = rig
+            .topo
+            .client
+            .run(|| bulk_send(bulk6, 64 << 20, Duration::from_secs(60)))
+            .unwrap_or_else(|e| panic!("{hook:?}: bulk: {e}\n{}", rig.lb.proc.report()));
+        println!(
+            "{hook:?}: 64 MiB through {bulk6}: {:.0} Mbit/s",
+            r.mbit_per_s()
+        );
+        assert!(r.intact(), "{hook:?}: byte count and hash match: {r:?}");
+        let flows = rig.lb.flows(&["--vip", "www6"]);
+        assert_eq!(flows.len(), 60, "{hook:?}: one flow per request");
+        let client = flows[0]["client"].as_str().expect("client");
+        assert!(
+            client.starts_with("[2001:db8:c::2]:"),
+            "{hook:?}: an IPv6 client endpoint: {client}"
+        );
+    }
 }
 
 #[test]

@@ -2,11 +2,16 @@
 //! (client, lb, three reals), with the embedded scripts/demo.yaml. Sends
 //! HTTP and UDP through the VIPs, shows how the reals shared them and the
 //! flow table, then stops lb and removes everything.
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use lb_tests::{
     LbAgent, TestHook, TestServer, Topology, http_get, require_root,
-    topology::{real_name, vip},
+    topology::{real_name, vip, vip6},
     udp_request,
 };
 
@@ -28,20 +33,22 @@ fn main() {
     println!("== building the demo topology (namespaces are removed at the end)");
     // `hook: auto` puts lb on tc on these veths: the topology keeps the
     // kernel's default offloads, as a container host has them.
-    let topo = Topology::for_hook(3, TestHook::Tc);
+    let topo = Topology::dual_stack(3, TestHook::Tc);
     topo.wait_ready();
-    for (ns, addr) in topo.reals.iter().zip(&topo.real_addrs) {
-        println!("   real {} {addr}  (http :8080, udp :5353)", ns.name());
+    for (i, ns) in topo.reals.iter().enumerate() {
+        let (a, a6) = (topo.real_addrs[i], topo.real_addrs6[i]);
+        println!("   real {} {a} {a6}  (http :8080, udp :5353)", ns.name());
     }
+    // `[::]` serves both families.
+    let any = Ipv6Addr::UNSPECIFIED.into();
     let _servers: Vec<_> = topo
         .reals
         .iter()
         .enumerate()
         .map(|(i, ns)| {
-            let a = topo.real_addrs[i];
             TestServer::new(testsrv_bin(), &real_name(i))
-                .http(SocketAddr::new(a.into(), 8080))
-                .udp(SocketAddr::new(a.into(), 5353))
+                .http(SocketAddr::new(any, 8080))
+                .udp(SocketAddr::new(any, 5353))
                 .spawn(ns)
         })
         .collect();
@@ -58,6 +65,20 @@ fn main() {
             .client
             .run(|| http_get(www, "/", T))
             .expect("HTTP through the VIP");
+        *tally.entry(body.trim().to_string()).or_default() += 1;
+    }
+    for (real, n) in &tally {
+        println!("   {real}: {n:>2} {}", "#".repeat(*n));
+    }
+
+    let www6 = SocketAddr::new(vip6(0x10).into(), 80);
+    println!("\n== 30 HTTP requests to {www6} over IPv6 (maglev: each connection hashed)");
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..30 {
+        let (_, body) = topo
+            .client
+            .run(|| http_get(www6, "/", T))
+            .expect("HTTP through the IPv6 VIP");
         *tally.entry(body.trim().to_string()).or_default() += 1;
     }
     for (real, n) in &tally {
@@ -86,6 +107,7 @@ fn main() {
     show(&["vips"]);
     show(&["reals"]);
     show(&["flows", "--limit", "12"]);
+    show(&["flows", "--vip", "www6", "--limit", "4"]);
     show(&["flows", "--count"]);
     show(&["flows", "--vip", "dns", "--json", "--limit", "1"]);
     show(&["stats"]);

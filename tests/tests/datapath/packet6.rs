@@ -22,9 +22,9 @@ pub struct Pkt6 {
     pub src: Ipv6Addr,
     pub dst: Ipv6Addr,
     pub hop_limit: u8,
-    /// An extension header (its next-header number and its 8 bytes) between
-    /// the IPv6 header and the transport's.
-    pub ext: Option<u8>,
+    /// An extension header between the IPv6 header and the transport's:
+    /// its number and its 8 bytes (the first, its next header, is filled in).
+    pub ext: Option<(u8, [u8; 8])>,
     /// `L4::Icmp` is ICMPv6 here.
     pub l4: L4,
 }
@@ -149,8 +149,10 @@ impl Pkt6 {
     pub fn build(&self) -> Vec<u8> {
         let l4 = self.l4_bytes();
         let ext: Vec<u8> = match self.ext {
-            // Next header, length 0 (8 bytes), PadN over the rest.
-            Some(_) => vec![self.proto(), 0, 1, 4, 0, 0, 0, 0],
+            Some((_, mut bytes)) => {
+                bytes[0] = self.proto();
+                bytes.to_vec()
+            }
             None => Vec::new(),
         };
         let mut f = vec![0u8; 14 + 40 + ext.len() + l4.len()];
@@ -162,7 +164,7 @@ impl Pkt6 {
             ip.set_version(6);
             ip.set_payload_length((ext.len() + l4.len()) as u16);
             ip.set_next_header(pnet::packet::ip::IpNextHeaderProtocol(
-                self.ext.unwrap_or(self.proto()),
+                self.ext.map_or(self.proto(), |(kind, _)| kind),
             ));
             ip.set_hop_limit(self.hop_limit);
             ip.set_source(self.src);
@@ -172,6 +174,36 @@ impl Pkt6 {
         f[54 + ext.len()..].copy_from_slice(&l4);
         f
     }
+}
+
+/// A hop-by-hop options header: length 0 (8 bytes), PadN over the rest.
+pub const HOP_BY_HOP: (u8, [u8; 8]) = (0, [0, 0, 1, 4, 0, 0, 0, 0]);
+
+/// A whole frame (no extension header) cut into two fragments after `at`
+/// bytes of its transport header and payload (a multiple of 8), each with
+/// a fragment header of identification `id`, as a sending kernel cuts it.
+pub fn fragments6(frame: &[u8], at: usize, id: u32) -> [Vec<u8>; 2] {
+    assert_eq!(at % 8, 0, "fragment offsets are in 8-byte units");
+    let (head, l4) = frame.split_at(54);
+    let proto = head[14 + 6];
+    let part = |first: bool| {
+        let (offset, data) = if first {
+            (0, &l4[..at])
+        } else {
+            (at, &l4[at..])
+        };
+        let mut f = head.to_vec();
+        let len = (8 + data.len()) as u16;
+        f[14 + 4..14 + 6].copy_from_slice(&len.to_be_bytes());
+        f[14 + 6] = 44;
+        let off_m = ((offset / 8) as u16) << 3 | first as u16;
+        f.extend_from_slice(&[proto, 0]);
+        f.extend_from_slice(&off_m.to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(data);
+        f
+    };
+    [part(true), part(false)]
 }
 
 /// Independent check that the transport checksum of an IPv6 frame (no

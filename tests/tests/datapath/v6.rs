@@ -7,7 +7,7 @@ use std::net::Ipv6Addr;
 
 use lb_tests::fixture_net::{CLIENT6, REALS6, real6_mac};
 
-use super::packet6::{NEIGHBOR_SOLICIT, Pkt6, checksums_valid6};
+use super::packet6::{HOP_BY_HOP, NEIGHBOR_SOLICIT, Pkt6, checksums_valid6, fragments6};
 use super::*;
 
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
@@ -285,14 +285,76 @@ pub fn cases(fx: &mut Fixture) {
         reason::PASS_TTL,
         Some(&b),
     );
-    let mut ext = client(Pkt6::tcp((CLIENT6, 40011), (VIP6, 80), SYN, 1, 0));
-    ext.ext = Some(0);
+    // --- Extension headers and fragments. ---
+    let dns = REALS6[0];
+    let mut hbh = client(Pkt6::udp((CLIENT6, 53010), (VIP6, 53), b"query"));
+    hbh.ext = Some(HOP_BY_HOP);
     fx.case(
-        "ipv6: an extension header to a VIP is dropped",
+        "ipv6: a hop-by-hop header is walked and the datagram behind it translated",
         c0,
-        &ext.build(),
+        &hbh.build(),
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&dnat6(&hbh, dns, 5353)),
+    );
+    let mut routed = client(Pkt6::tcp((CLIENT6, 40011), (VIP6, 80), SYN, 1, 0));
+    // Type 4 (segment routing), one segment left: not at its destination.
+    routed.ext = Some((43, [0, 0, 4, 1, 0, 0, 0, 0]));
+    fx.case(
+        "ipv6: a routing header with segments left to a VIP is dropped",
+        c0,
+        &routed.build(),
         XDP_DROP,
         reason::DROP_IPV6_EXT,
+        None,
+    );
+    // A 2000-byte datagram each way, in two fragments: the later one
+    // follows the first's translation.
+    let big = client(Pkt6::udp((CLIENT6, 53011), (VIP6, 53), &[0x61; 2000]));
+    let [first, later] = fragments6(&big.build(), 1232, 0x1234_5678);
+    let [want_first, want_later] = fragments6(&dnat6(&big, dns, 5353), 1232, 0x1234_5678);
+    fx.case(
+        "ipv6: a datagram's first fragment to a VIP",
+        c0,
+        &first,
+        XDP_REDIRECT,
+        reason::FORWARD,
+        Some(&want_first),
+    );
+    fx.case(
+        "ipv6: its later fragment follows it to the same real",
+        c0,
+        &later,
+        XDP_REDIRECT,
+        reason::FRAGMENT,
+        Some(&want_later),
+    );
+    let answer = real(Pkt6::udp((dns, 5353), (CLIENT6, 53011), &[0x62; 2000]));
+    let [first, later] = fragments6(&answer.build(), 1232, 0x9abc_def0);
+    let [want_first, want_later] = fragments6(&snat6(&answer, VIP6, 53), 1232, 0x9abc_def0);
+    fx.case(
+        "ipv6: the real's first fragment back",
+        s0,
+        &first,
+        XDP_REDIRECT,
+        reason::REVERSE,
+        Some(&want_first),
+    );
+    fx.case(
+        "ipv6: and its later fragment",
+        s0,
+        &later,
+        XDP_REDIRECT,
+        reason::FRAGMENT,
+        Some(&want_later),
+    );
+    let [_, early] = fragments6(&big.build(), 1232, 0x0bad_0bad);
+    fx.case(
+        "ipv6: a later fragment before its first is dropped",
+        c0,
+        &early,
+        XDP_DROP,
+        reason::DROP_FRAGMENT_EARLY,
         None,
     );
     let ns = client(Pkt6::ip(
