@@ -1,12 +1,13 @@
 //! A small packet builder for fixtures. Checksums are computed from scratch
 //! by pnet, never by lb's code, so an expected packet is an independent
 //! statement of what the wire should carry.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use pnet::packet::{
     MutablePacket,
     ethernet::{EtherType, EtherTypes, MutableEthernetPacket},
-    icmp::{self, MutableIcmpPacket},
+    icmp::{self, IcmpPacket},
+    icmpv6::{self, Icmpv6Packet},
     ip::IpNextHeaderProtocols,
     ipv4::{self, MutableIpv4Packet},
     tcp::{self, MutableTcpPacket},
@@ -15,6 +16,14 @@ use pnet::packet::{
 };
 
 pub type Mac = [u8; 6];
+
+/// The addresses a transport checksum's pseudo-header holds (ICMP's has
+/// none; ICMPv6's does).
+#[derive(Clone, Copy)]
+pub enum Pseudo {
+    V4(Ipv4Addr, Ipv4Addr),
+    V6(Ipv6Addr, Ipv6Addr),
+}
 
 #[derive(Clone, Debug)]
 pub enum L4 {
@@ -38,6 +47,86 @@ pub enum L4 {
         code: u8,
         payload: Vec<u8>,
     },
+}
+
+impl L4 {
+    pub fn bytes(&self, pseudo: Pseudo) -> Vec<u8> {
+        match self {
+            L4::Tcp {
+                sport,
+                dport,
+                seq,
+                ack,
+                flags,
+                doff,
+                payload,
+            } => {
+                let hdr = (*doff).max(5) as usize * 4;
+                let mut b = vec![0u8; hdr + payload.len()];
+                let mut t = MutableTcpPacket::new(&mut b).unwrap();
+                t.set_source(*sport);
+                t.set_destination(*dport);
+                t.set_sequence(*seq);
+                t.set_acknowledgement(*ack);
+                t.set_data_offset(*doff);
+                t.set_flags(*flags);
+                t.set_window(64240);
+                b[hdr..].copy_from_slice(payload);
+                let mut t = MutableTcpPacket::new(&mut b).unwrap();
+                let c = match pseudo {
+                    Pseudo::V4(src, dst) => tcp::ipv4_checksum(&t.to_immutable(), &src, &dst),
+                    Pseudo::V6(src, dst) => tcp::ipv6_checksum(&t.to_immutable(), &src, &dst),
+                };
+                t.set_checksum(c);
+                b
+            }
+            L4::Udp {
+                sport,
+                dport,
+                payload,
+                zero_csum,
+            } => {
+                let mut b = vec![0u8; 8 + payload.len()];
+                let mut u = MutableUdpPacket::new(&mut b).unwrap();
+                u.set_source(*sport);
+                u.set_destination(*dport);
+                u.set_length((8 + payload.len()) as u16);
+                u.set_payload(payload);
+                if !zero_csum {
+                    let c = match pseudo {
+                        Pseudo::V4(src, dst) => udp::ipv4_checksum(&u.to_immutable(), &src, &dst),
+                        Pseudo::V6(src, dst) => udp::ipv6_checksum(&u.to_immutable(), &src, &dst),
+                    };
+                    u.set_checksum(if c == 0 { 0xffff } else { c });
+                }
+                b
+            }
+            L4::Icmp {
+                kind,
+                code,
+                payload,
+            } => {
+                let mut b = vec![0u8; 8 + payload.len()];
+                b[0] = *kind;
+                b[1] = *code;
+                b[8..].copy_from_slice(payload);
+                let c = match pseudo {
+                    Pseudo::V4(..) => {
+                        b[4..6].copy_from_slice(&[0x42, 0x42]); // echo id
+                        b[6..8].copy_from_slice(&[0, 1]); // echo seq
+                        icmp::checksum(&IcmpPacket::new(&b).unwrap())
+                    }
+                    // ICMPv6 covers a pseudo-header; its bytes 4..8 are the
+                    // caller's (v6.rs).
+                    Pseudo::V6(src, dst) => {
+                        icmpv6::checksum(&Icmpv6Packet::new(&b).unwrap(), &src, &dst)
+                    }
+                };
+                b[2..4].copy_from_slice(&c.to_be_bytes());
+                b
+            }
+        }
+    }
 }
 
 pub const SYN: u8 = 0x02;
@@ -116,67 +205,7 @@ impl Pkt {
     }
 
     fn l4_bytes(&self) -> Vec<u8> {
-        match &self.l4 {
-            L4::Tcp {
-                sport,
-                dport,
-                seq,
-                ack,
-                flags,
-                doff,
-                payload,
-            } => {
-                let hdr = (*doff).max(5) as usize * 4;
-                let mut b = vec![0u8; hdr + payload.len()];
-                let mut t = MutableTcpPacket::new(&mut b).unwrap();
-                t.set_source(*sport);
-                t.set_destination(*dport);
-                t.set_sequence(*seq);
-                t.set_acknowledgement(*ack);
-                t.set_data_offset(*doff);
-                t.set_flags(*flags);
-                t.set_window(64240);
-                b[hdr..].copy_from_slice(payload);
-                let mut t = MutableTcpPacket::new(&mut b).unwrap();
-                let c = tcp::ipv4_checksum(&t.to_immutable(), &self.src, &self.dst);
-                t.set_checksum(c);
-                b
-            }
-            L4::Udp {
-                sport,
-                dport,
-                payload,
-                zero_csum,
-            } => {
-                let mut b = vec![0u8; 8 + payload.len()];
-                let mut u = MutableUdpPacket::new(&mut b).unwrap();
-                u.set_source(*sport);
-                u.set_destination(*dport);
-                u.set_length((8 + payload.len()) as u16);
-                u.set_payload(payload);
-                if !zero_csum {
-                    let c = udp::ipv4_checksum(&u.to_immutable(), &self.src, &self.dst);
-                    u.set_checksum(if c == 0 { 0xffff } else { c });
-                }
-                b
-            }
-            L4::Icmp {
-                kind,
-                code,
-                payload,
-            } => {
-                let mut b = vec![0u8; 8 + payload.len()];
-                b[0] = *kind;
-                b[1] = *code;
-                b[4..6].copy_from_slice(&[0x42, 0x42]); // echo id
-                b[6..8].copy_from_slice(&[0, 1]); // echo seq
-                b[8..].copy_from_slice(payload);
-                let mut i = MutableIcmpPacket::new(&mut b).unwrap();
-                let c = icmp::checksum(&i.to_immutable());
-                i.set_checksum(c);
-                b
-            }
-        }
+        self.l4.bytes(Pseudo::V4(self.src, self.dst))
     }
 
     pub fn proto(&self) -> u8 {

@@ -6,11 +6,11 @@ use std::net::Ipv6Addr;
 use pnet::packet::{
     icmpv6::{self, Icmpv6Packet},
     ipv6::{Ipv6Packet, MutableIpv6Packet},
-    tcp::{self, MutableTcpPacket, TcpPacket},
-    udp::{self, MutableUdpPacket, UdpPacket},
+    tcp::{self, TcpPacket},
+    udp::{self, UdpPacket},
 };
 
-use super::packet::{L4, Mac};
+use super::packet::{L4, Mac, Pseudo};
 
 /// ICMPv6 neighbour solicitation.
 pub const NEIGHBOR_SOLICIT: u8 = 135;
@@ -87,62 +87,7 @@ impl Pkt6 {
     }
 
     fn l4_bytes(&self) -> Vec<u8> {
-        match &self.l4 {
-            L4::Tcp {
-                sport,
-                dport,
-                seq,
-                ack,
-                flags,
-                doff,
-                payload,
-            } => {
-                let hdr = (*doff).max(5) as usize * 4;
-                let mut b = vec![0u8; hdr + payload.len()];
-                let mut t = MutableTcpPacket::new(&mut b).unwrap();
-                t.set_source(*sport);
-                t.set_destination(*dport);
-                t.set_sequence(*seq);
-                t.set_acknowledgement(*ack);
-                t.set_data_offset(*doff);
-                t.set_flags(*flags);
-                t.set_window(64240);
-                b[hdr..].copy_from_slice(payload);
-                let mut t = MutableTcpPacket::new(&mut b).unwrap();
-                let c = tcp::ipv6_checksum(&t.to_immutable(), &self.src, &self.dst);
-                t.set_checksum(c);
-                b
-            }
-            L4::Udp {
-                sport,
-                dport,
-                payload,
-                ..
-            } => {
-                let mut b = vec![0u8; 8 + payload.len()];
-                let mut u = MutableUdpPacket::new(&mut b).unwrap();
-                u.set_source(*sport);
-                u.set_destination(*dport);
-                u.set_length((8 + payload.len()) as u16);
-                u.set_payload(payload);
-                let c = udp::ipv6_checksum(&u.to_immutable(), &self.src, &self.dst);
-                u.set_checksum(if c == 0 { 0xffff } else { c });
-                b
-            }
-            L4::Icmp {
-                kind,
-                code,
-                payload,
-            } => {
-                let mut b = vec![0u8; 8 + payload.len()];
-                b[0] = *kind;
-                b[1] = *code;
-                b[8..].copy_from_slice(payload);
-                let c = icmpv6::checksum(&Icmpv6Packet::new(&b).unwrap(), &self.src, &self.dst);
-                b[2..4].copy_from_slice(&c.to_be_bytes());
-                b
-            }
-        }
+        self.l4.bytes(Pseudo::V6(self.src, self.dst))
     }
 
     /// The frame, with every checksum computed from scratch.
