@@ -76,35 +76,44 @@ pub fn answer<C: Pkt, F: Family>(
     }
 }
 
+/// Trims the packet to its Ethernet header and `quote` bytes past it, and
+/// grows `head` bytes in front for the new headers, in a frame back to its
+/// sender (MACs swapped) of `ether_type`.
+#[inline(always)]
+fn reframe<C: Pkt>(ctx: &C, quote: usize, head: usize, ether_type: [u8; 2]) -> Result<(), u32> {
+    let keep = EthHdr::LEN + quote;
+    // Too short to be too big for any real MTU: the kernel judges.
+    if ctx.len() < keep || !ctx.resize(keep, head) {
+        return Err(reason::PASS_FIB);
+    }
+    // Resizing invalidates every packet pointer: derive them again. The
+    // old Ethernet header now sits at `head`, the quote right after it;
+    // the new IP header will overlap it, so it is read first.
+    let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| reason::PASS_FIB)?;
+    let old: *mut EthHdr = ptr_at(ctx, head).map_err(|_| reason::PASS_FIB)?;
+    // SAFETY: both bounds checked just above; they do not overlap.
+    unsafe {
+        let (src_mac, dst_mac) = ((*old).src_addr, (*old).dst_addr);
+        (*eth).dst_addr = src_mac;
+        (*eth).src_addr = dst_mac;
+        (*eth).ether_type = u16::from_ne_bytes(ether_type);
+    }
+    Ok(())
+}
+
 /// The IPv4 message: the packet trimmed to its quote, then the new headers
 /// grown in front.
 #[inline(always)]
 fn frag_needed4<C: Pkt>(ctx: &C, t: &TooBig) -> Result<(u32, u32), u32> {
-    let len = ctx.len();
-    let keep = EthHdr::LEN + QUOTE;
-    if len < keep {
-        // Too short to be too big for any real MTU; let the kernel judge.
-        return Err(reason::PASS_FIB);
-    }
-    if !ctx.resize(keep, HEAD) {
-        return Err(reason::PASS_FIB);
-    }
-    // Resizing invalidates every packet pointer: derive them again. The
-    // old Ethernet header now sits at HEAD, the quote right after it.
-    let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| reason::PASS_FIB)?;
-    let old_eth: *mut EthHdr = ptr_at(ctx, HEAD).map_err(|_| reason::PASS_FIB)?;
+    reframe(ctx, QUOTE, HEAD, [0x08, 0x00])?;
     let ip: *mut Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| reason::PASS_FIB)?;
     let icmp: *mut [u8; ICMP_LEN] =
         ptr_at(ctx, EthHdr::LEN + Ipv4Hdr::LEN).map_err(|_| reason::PASS_FIB)?;
     let quote: *mut Ipv4Hdr = ptr_at(ctx, HEAD + EthHdr::LEN).map_err(|_| reason::PASS_FIB)?;
-    // SAFETY: all bounds checked just above; `old_eth` overlaps the new
-    // IPv4/ICMP headers, so it is read before they are written.
+    // SAFETY: all bounds checked just above; the quote lies past every byte
+    // written here.
     unsafe {
-        let (src_mac, dst_mac) = ((*old_eth).src_addr, (*old_eth).dst_addr);
         let sender = (*quote).src_addr;
-        (*eth).dst_addr = src_mac;
-        (*eth).src_addr = dst_mac;
-        (*eth).ether_type = u16::from_ne_bytes([0x08, 0x00]);
         let ip = &mut *ip;
         ip.vihl = 0x45;
         ip.tos = TOS;
@@ -142,27 +151,14 @@ const PACKET_TOO_BIG: u8 = 2;
 /// so every IPv6 packet too big for its next hop gets one.
 #[inline(always)]
 fn too_big6<C: Pkt>(ctx: &C, t: &TooBig) -> Result<(u32, u32), u32> {
-    let keep = EthHdr::LEN + QUOTE6;
-    if ctx.len() < keep {
-        return Err(reason::PASS_FIB);
-    }
-    if !ctx.resize(keep, HEAD6) {
-        return Err(reason::PASS_FIB);
-    }
-    let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| reason::PASS_FIB)?;
-    let old_eth: *mut EthHdr = ptr_at(ctx, HEAD6).map_err(|_| reason::PASS_FIB)?;
+    reframe(ctx, QUOTE6, HEAD6, [0x86, 0xdd])?;
     let ip: *mut Ipv6Hdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| reason::PASS_FIB)?;
     let icmp: *mut [u8; ICMP6_LEN] =
         ptr_at(ctx, EthHdr::LEN + Ipv6Hdr::LEN).map_err(|_| reason::PASS_FIB)?;
     let quote: *mut Ipv6Hdr = ptr_at(ctx, HEAD6 + EthHdr::LEN).map_err(|_| reason::PASS_FIB)?;
-    // SAFETY: all bounds checked just above; `old_eth` overlaps the new
-    // IPv6 header, so it is read before that is written. The quote lies
-    // past every byte written here but the ICMPv6 header's.
+    // SAFETY: all bounds checked just above; the quote lies past every byte
+    // written here.
     unsafe {
-        let (src_mac, dst_mac) = ((*old_eth).src_addr, (*old_eth).dst_addr);
-        (*eth).dst_addr = src_mac;
-        (*eth).src_addr = dst_mac;
-        (*eth).ether_type = u16::from_ne_bytes([0x86, 0xdd]);
         let sender = &(*quote).src_addr;
         V6::write_header(
             &mut *ip,
