@@ -24,7 +24,7 @@ use lb_tests::{
 };
 use lb_userspace::ha::{
     Role,
-    wire::{FlowBatch, FlowEvent, FlowTuple, Heartbeat, Key, Message, Sender},
+    wire::{FlowBatch, FlowEvent, FlowTuple, Heartbeat, Key, Message, Sender, Upsert},
 };
 use serde_json::Value;
 
@@ -255,11 +255,12 @@ fn forged_or_replayed_sync_messages_change_nothing() {
     // What each forgery tries: a heartbeat claiming the active role with a
     // huge term, and a bulk copy that names one made-up flow (applied, it
     // would replace the standby's table).
-    let fake = FlowTuple {
-        client: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 99), 4242),
-        vip: SocketAddrV4::new(VIP, ECHO),
-        proto: 6,
-    };
+    let fake = FlowTuple::new(
+        SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 99), 4242).into(),
+        SocketAddrV4::new(VIP, ECHO).into(),
+        6,
+    )
+    .expect("one family");
     let messages = [
         Message::Heartbeat(Heartbeat {
             priority: 255,
@@ -274,13 +275,16 @@ fn forged_or_replayed_sync_messages_change_nothing() {
             first_seq: 1,
             events: vec![
                 FlowEvent::BulkStart,
-                FlowEvent::Upsert {
-                    key: fake,
-                    real: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 11), ECHO),
-                    state: 2,
-                    created_age_ms: 0,
-                    idle_ms: 0,
-                },
+                FlowEvent::Upsert(
+                    Upsert::new(
+                        fake,
+                        SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 11), ECHO).into(),
+                        2,
+                        0,
+                        0,
+                    )
+                    .expect("one family"),
+                ),
                 FlowEvent::BulkEnd { total: 1 },
             ],
         }),
