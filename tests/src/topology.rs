@@ -18,7 +18,7 @@
 
 use std::{
     io,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
 
@@ -197,7 +197,11 @@ impl Topology {
 
 /// Repeats every `(from, to)` probe until all pass or `timeout` runs out;
 /// panics with the failing ones, naming the `what` that is not ready.
-pub(crate) fn wait_probes(what: &str, probes: &[(&Netns, Ipv4Addr)], timeout: Duration) {
+pub(crate) fn wait_probes<A: Copy + Into<IpAddr> + Send + Sync>(
+    what: &str,
+    probes: &[(&Netns, A)],
+    timeout: Duration,
+) {
     let deadline = Instant::now() + timeout;
     let mut failed = Vec::new();
     // Bounded by the deadline and by a count (each round takes >= 50 ms).
@@ -205,7 +209,7 @@ pub(crate) fn wait_probes(what: &str, probes: &[(&Netns, Ipv4Addr)], timeout: Du
         failed.clear();
         for (ns, addr) in probes {
             if let Err(e) = ns.run(|| probe(*addr)) {
-                failed.push(format!("{} -> {addr}:9: {e}", ns.name()));
+                failed.push(format!("{} -> {}: {e}", ns.name(), probe_addr(*addr)));
             }
         }
         if failed.is_empty() || Instant::now() >= deadline {
@@ -221,13 +225,17 @@ pub(crate) fn wait_probes(what: &str, probes: &[(&Netns, Ipv4Addr)], timeout: Du
 }
 
 /// One TCP connect; reachable if it is accepted or refused.
-pub(crate) fn probe(addr: Ipv4Addr) -> io::Result<()> {
-    let sa = SocketAddr::V4(SocketAddrV4::new(addr, 9));
-    match TcpStream::connect_timeout(&sa, Duration::from_millis(300)) {
+pub(crate) fn probe(addr: impl Into<IpAddr>) -> io::Result<()> {
+    match TcpStream::connect_timeout(&probe_addr(addr), Duration::from_millis(300)) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Where [`probe`] connects: port 9 of `addr`.
+fn probe_addr(addr: impl Into<IpAddr>) -> SocketAddr {
+    SocketAddr::new(addr.into(), 9)
 }
 
 /// Sysctls set in every namespace before its interfaces exist.
@@ -236,7 +244,8 @@ pub(crate) fn quiet_sysctls(ns: &Netns) {
         ns.sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0");
         // No IPv6 at all: router solicitations, MLD reports and DAD probes
         // would otherwise cross the lb and show up in XDP counters and flow
-        // tables. The topology is IPv4-only.
+        // tables. The topologies are IPv4-only unless a test turns IPv6 back
+        // on (`HaTopology::enable_ipv6`).
         ns.sysctl(&format!("net.ipv6.conf.{scope}.disable_ipv6"), "1");
     }
 }
