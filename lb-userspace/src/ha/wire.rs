@@ -76,6 +76,9 @@
 //!   taking over picks their reals afresh. IPv4 flows sync as before, so a
 //!   rolling upgrade keeps them. Once both nodes run this build, the next
 //!   bulk copy brings the IPv6 flows.
+//!
+//! The version byte is under the MAC like the rest of the header: without
+//! the key, nobody can make a node fall back to version 1.
 
 mod key;
 mod receiver;

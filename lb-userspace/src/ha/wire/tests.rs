@@ -689,6 +689,13 @@ fn version_1_is_read_and_sent_for_an_older_peer() {
     assert_eq!((d[4], n), (1, 2));
     let (d, n) = tx.seal_events(3, &events[2..]);
     assert_eq!((d[4], n), (2, 2));
+    // A version 2 datagram relabelled version 1 fails its MAC: the version
+    // cannot be downgraded in flight.
+    let mut d = Sender::new(key(), A, 2000)
+        .seal(&heartbeat())
+        .expect("fits");
+    d[4] = 1;
+    assert_eq!(Receiver::new(key(), B).open(&d), Err(Reject::BadMac));
     // The version is clamped to what this build knows.
     tx.set_version(0);
     assert_eq!(tx.version(), MIN_VERSION);
