@@ -21,7 +21,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -418,18 +418,19 @@ pub struct Ha {
     pub floating_ips: Vec<FloatingIp>,
 }
 
-/// An address the active node holds (`{ address: 192.0.2.10/24, interface: eth0 }`).
+/// An address the active node holds (`{ address: 192.0.2.10/24, interface: eth0 }`,
+/// or `2001:db8::10/64`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FloatingIp {
-    pub address: Ipv4Cidr,
+    pub address: IpCidr,
     pub interface: String,
 }
 
-/// `a.b.c.d/len`.
+/// `a.b.c.d/len` (0..=32) or `x:y::z/len` (0..=128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Cidr {
-    pub addr: Ipv4Addr,
+pub struct IpCidr {
+    pub addr: IpAddr,
     pub prefix_len: u8,
 }
 
@@ -855,53 +856,49 @@ impl<'de> Deserialize<'de> for Expect {
     }
 }
 
-impl fmt::Display for Ipv4Cidr {
+impl fmt::Display for IpCidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix_len)
     }
 }
 
-impl std::str::FromStr for Ipv4Cidr {
+impl std::str::FromStr for IpCidr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
-            format!("`{s}` is not an IPv4 address with a prefix length; write e.g. 192.0.2.10/24")
+            format!(
+                "`{s}` is not an IP address with a prefix length; write e.g. 192.0.2.10/24 or 2001:db8::10/64"
+            )
         };
         let (addr, len) = s.split_once('/').ok_or_else(bad)?;
-        // Said apart from a typo: the HA side (ha/floating.rs, liveness.rs)
-        // adds, announces and pings IPv4 floating addresses only, so far.
-        if addr.parse::<std::net::Ipv6Addr>().is_ok() {
-            return Err(format!(
-                "`{s}`: IPv6 floating IPs are not supported yet (floating IPs are added, announced and pinged over IPv4 only); use an IPv4 address"
-            ));
-        }
-        let addr = addr.parse::<Ipv4Addr>().map_err(|_| bad())?;
+        let addr = addr.parse::<IpAddr>().map_err(|_| bad())?;
+        let max = if addr.is_ipv6() { 128 } else { 32 };
         let prefix_len = len
             .parse::<u8>()
             .ok()
-            .filter(|l| *l <= 32)
+            .filter(|l| *l <= max)
             .ok_or_else(bad)?;
-        Ok(Ipv4Cidr { addr, prefix_len })
+        Ok(IpCidr { addr, prefix_len })
     }
 }
 
-impl Serialize for Ipv4Cidr {
+impl Serialize for IpCidr {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
 }
 
-impl<'de> Deserialize<'de> for Ipv4Cidr {
+impl<'de> Deserialize<'de> for IpCidr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // A visitor, so that the error carries the scalar's position.
         struct V;
         impl Visitor<'_> for V {
-            type Value = Ipv4Cidr;
+            type Value = IpCidr;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an IPv4 address with a prefix length, e.g. 192.0.2.10/24")
+                f.write_str("an IP address with a prefix length, e.g. 192.0.2.10/24")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Ipv4Cidr, E> {
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<IpCidr, E> {
                 v.parse().map_err(E::custom)
             }
         }

@@ -8,7 +8,7 @@
 //! `<name>:<payload>`), each on a farm of the three reals.
 use std::{
     collections::BTreeSet,
-    net::{Ipv4Addr, SocketAddr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::{
@@ -24,6 +24,7 @@ use serde_json::Value;
 use crate::{
     EchoConn, LbAgent, Spawned, TestHook, TestServer,
     ha_topology::{FLOAT_CLIENT, FLOAT_CLIENT_CIDR, FLOAT_SERVER, FLOAT_SERVER_CIDR, HaTopology},
+    ha_topology::{FLOAT6_CLIENT, FLOAT6_CLIENT_CIDR, FLOAT6_SERVER, FLOAT6_SERVER_CIDR},
     ha_topology::{link_mac, neigh_lladdr},
     require_root,
     rig::{ECHO, SINK, UDP},
@@ -40,6 +41,13 @@ pub fn vip(port: u16) -> SocketAddr {
     SocketAddr::new(VIP.into(), port)
 }
 
+/// The IPv6 echo VIP of a dual-stack pair ([`HaPair::dual_stack`]).
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 0x10);
+
+pub fn vip6(port: u16) -> SocketAddr {
+    SocketAddr::new(VIP6.into(), port)
+}
+
 pub struct HaPair {
     pub lbs: Vec<LbAgent>,
     pub servers: Vec<Spawned>,
@@ -48,6 +56,31 @@ pub struct HaPair {
 
 /// Node `i`'s config (0-based), heartbeat 100 ms.
 pub fn config(i: usize, key: &Path, preempt: bool) -> String {
+    config_with(i, key, preempt, false)
+}
+
+/// [`config`], with `ipv6`: an IPv6 echo VIP ([`VIP6`]) on the reals' IPv6
+/// addresses, and the IPv6 floating gateways.
+pub fn config_with(i: usize, key: &Path, preempt: bool, ipv6: bool) -> String {
+    let (farm6, vip6, floating6) = if ipv6 {
+        let reals: String = (0..3)
+            .map(|r| {
+                let a = HaTopology::real_addr6(r);
+                format!("      - {{ address: \"{a}\", port: {ECHO} }}\n")
+            })
+            .collect();
+        (
+            format!("  echo6:\n    reals:\n{reals}"),
+            format!(
+                "  echo6: {{ address: \"{VIP6}\", port: {ECHO}, serverfarm: echo6, timeouts: {{ fin: 1s }} }}\n"
+            ),
+            format!(
+                "    - {{ address: \"{FLOAT6_CLIENT_CIDR}\", interface: eth0 }}\n    - {{ address: \"{FLOAT6_SERVER_CIDR}\", interface: eth1 }}\n"
+            ),
+        )
+    } else {
+        Default::default()
+    };
     let reals = |port: u16| -> String {
         (0..3)
             .map(|r| {
@@ -70,11 +103,11 @@ serverfarms:
     reals:
 {sink}  udp:
     reals:
-{udp}vips:
+{udp}{farm6}vips:
   echo: {{ address: {VIP}, port: {ECHO}, serverfarm: echo, timeouts: {{ fin: 1s }} }}
   sink: {{ address: {VIP}, port: {SINK}, serverfarm: sink }}
   udp: {{ address: {VIP}, port: {UDP}, protocol: udp, serverfarm: udp }}
-ha:
+{vip6}ha:
   node_id: {id}
   priority: {prio}
   preempt: {preempt}
@@ -85,7 +118,7 @@ ha:
   floating_ips:
     - {{ address: {FLOAT_CLIENT_CIDR}, interface: eth0 }}
     - {{ address: {FLOAT_SERVER_CIDR}, interface: eth1 }}
-",
+{floating6}",
         echo = reals(ECHO),
         sink = reals(SINK),
         udp = reals(UDP),
@@ -140,18 +173,49 @@ impl HaPair {
         flow_table_size: u32,
         hook: TestHook,
     ) -> HaPair {
+        Self::build(preempt, testsrv, flow_table_size, hook, false)
+    }
+
+    /// [`HaPair::new`] on a dual-stack topology (`HaTopology::enable_ipv6`):
+    /// also an IPv6 echo VIP ([`vip6`]) and the IPv6 floating gateways.
+    pub fn dual_stack(testsrv: &Path) -> HaPair {
+        let pair = Self::build(false, testsrv, 65536, TestHook::Xdp, true);
+        // Node 1 holds the IPv6 gateways: the client and every real resolve
+        // them now, so each has an entry a later advertisement must move
+        // (an unsolicited one only updates entries, by default).
+        let mut probes = vec![(&pair.topo.client, FLOAT6_CLIENT)];
+        probes.extend(pair.topo.reals.iter().map(|r| (r, FLOAT6_SERVER)));
+        crate::topology::wait_probes("IPv6 gateways", &probes, Duration::from_secs(10));
+        pair
+    }
+
+    fn build(
+        preempt: bool,
+        testsrv: &Path,
+        flow_table_size: u32,
+        hook: TestHook,
+        ipv6: bool,
+    ) -> HaPair {
         require_root();
         let topo = HaTopology::for_hook(3, hook);
         topo.wait_ready();
+        if ipv6 {
+            topo.enable_ipv6();
+        }
         let exe = PathBuf::from(testsrv);
         let servers = (0..3)
             .map(|r| {
                 let a = topo.real_addrs[r];
-                TestServer::new(&exe, &real_name(r))
+                let server = TestServer::new(&exe, &real_name(r))
                     .echo(SocketAddr::new(a.into(), ECHO))
                     .sink(SocketAddr::new(a.into(), SINK))
-                    .udp(SocketAddr::new(a.into(), UDP))
-                    .spawn(&topo.reals[r])
+                    .udp(SocketAddr::new(a.into(), UDP));
+                let server = if ipv6 {
+                    server.echo(SocketAddr::new(HaTopology::real_addr6(r).into(), ECHO))
+                } else {
+                    server
+                };
+                server.spawn(&topo.reals[r])
             })
             .collect();
         let mut lbs = Vec::new();
@@ -162,7 +226,7 @@ impl HaPair {
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
             let lb = LbAgent::start_sized(
                 &topo.lbs[i],
-                &hook.apply(&config(i, &key, preempt)),
+                &hook.apply(&config_with(i, &key, preempt, ipv6)),
                 flow_table_size,
             );
             if i == 0 {
@@ -229,6 +293,26 @@ impl HaPair {
             neigh_lladdr(&self.topo.reals[0], FLOAT_SERVER),
         );
         assert_eq!(self.topo.holds_floating(i), [true, true]);
+    }
+
+    /// The client's IPv6 gateway and real 1's resolve to node `i`'s MACs:
+    /// the unsolicited neighbour advertisements of [`HaPair::dual_stack`]'s
+    /// IPv6 floating gateways reached them.
+    pub fn assert_gateways6_at(&self, i: usize) {
+        let want_c = link_mac(&self.topo.lbs[i], "eth0");
+        let want_s = link_mac(&self.topo.lbs[i], "eth1");
+        let ok = wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
+            neigh_lladdr(&self.topo.client, FLOAT6_CLIENT).as_deref() == Some(want_c.as_str())
+                && neigh_lladdr(&self.topo.reals[0], FLOAT6_SERVER).as_deref()
+                    == Some(want_s.as_str())
+        });
+        assert!(
+            ok,
+            "IPv6 gateways not at node {}: client has {:?} (want {want_c}), r1 has {:?} (want {want_s})",
+            i + 1,
+            neigh_lladdr(&self.topo.client, FLOAT6_CLIENT),
+            neigh_lladdr(&self.topo.reals[0], FLOAT6_SERVER),
+        );
     }
 
     /// Waits until node `i` holds at least the flows of node `from`.

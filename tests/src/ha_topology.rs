@@ -27,8 +27,17 @@
 //! VIPs are in 198.51.100.0/24 ([`crate::topology::vip`]): the client reaches
 //! them by its default route. Nothing links to the root namespace, so no
 //! packet a test sends can leave the topology.
+//!
+//! IPv4 only unless [`HaTopology::enable_ipv6`] adds the IPv6 twin: client
+//! 2001:db8:c::2/64 via the floating 2001:db8:c::1, lbs 2001:db8:c::251/252
+//! and 2001:db8:5::251/252, reals 2001:db8:5::11, ::12, ... (/64) via the floating
+//! 2001:db8:5::1; the neighbours learn the floating gateways' moves from
+//! unsolicited neighbour advertisements.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
 
 use crate::TestHook;
 use crate::{
@@ -45,6 +54,12 @@ pub const FLOAT_SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 pub const FLOAT_CLIENT_CIDR: &str = "192.0.2.1/24";
 /// [`FLOAT_SERVER`] with its prefix, as `ip addr add` takes it.
 pub const FLOAT_SERVER_CIDR: &str = "203.0.113.1/24";
+/// The IPv6 twins (see [`HaTopology::enable_ipv6`]).
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 2);
+pub const FLOAT6_CLIENT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 1);
+pub const FLOAT6_SERVER: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, 1);
+pub const FLOAT6_CLIENT_CIDR: &str = "2001:db8:c::1/64";
+pub const FLOAT6_SERVER_CIDR: &str = "2001:db8:5::1/64";
 /// Interface names inside each lb namespace.
 pub const LB_CLIENT_IF: &str = "eth0";
 pub const LB_SERVER_IF: &str = "eth1";
@@ -84,7 +99,8 @@ pub fn wait_reachable(from: &Netns, to: Ipv4Addr, timeout: Duration) -> bool {
 
 /// The link-layer address `ns` has cached for `addr` (`ip neigh`), if any
 /// entry with one exists (FAILED/INCOMPLETE entries have none).
-pub fn neigh_lladdr(ns: &Netns, addr: Ipv4Addr) -> Option<String> {
+pub fn neigh_lladdr(ns: &Netns, addr: impl Into<IpAddr>) -> Option<String> {
+    let addr: IpAddr = addr.into();
     let out = ns.ip(&["neigh", "show", &addr.to_string()]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines().find_map(|l| {
@@ -237,6 +253,100 @@ impl HaTopology {
             client_addr: CLIENT_ADDR,
             real_addrs,
         }
+    }
+
+    /// Adds the IPv6 twin of the topology (module doc) and waits (at most
+    /// 10 s) until its own-address paths work, as [`HaTopology::wait_ready`]
+    /// does for IPv4. Duplicate address detection is off: the addresses are
+    /// unique by construction, and would otherwise stay tentative a while.
+    pub fn enable_ipv6(&self) {
+        let hosts = std::iter::once(&self.client).chain(&self.reals);
+        let lb_ifs = [LB_CLIENT_IF, LB_SERVER_IF, LB_SYNC_IF];
+        let all = hosts
+            .map(|ns| (ns, &["eth0"][..]))
+            .chain(self.lbs.iter().map(|lb| (lb, &lb_ifs[..])));
+        for (ns, ifaces) in all {
+            for scope in ["all", "default"].iter().chain(ifaces) {
+                ns.sysctl(&format!("net.ipv6.conf.{scope}.accept_dad"), "0");
+                ns.sysctl(&format!("net.ipv6.conf.{scope}.disable_ipv6"), "0");
+            }
+        }
+        for lb in &self.lbs {
+            lb.sysctl("net.ipv6.conf.all.forwarding", "1");
+        }
+        let cidr = |a: Ipv6Addr| format!("{a}/64");
+        self.client
+            .ip(&["-6", "addr", "add", &cidr(CLIENT6), "dev", "eth0"]);
+        self.client.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &FLOAT6_CLIENT.to_string(),
+        ]);
+        for (i, lb) in self.lbs.iter().enumerate() {
+            lb.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &cidr(Self::lb_client_addr6(i)),
+                "dev",
+                LB_CLIENT_IF,
+            ]);
+            lb.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &cidr(Self::lb_server_addr6(i)),
+                "dev",
+                LB_SERVER_IF,
+            ]);
+        }
+        for (r, real) in self.reals.iter().enumerate() {
+            real.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &cidr(Self::real_addr6(r)),
+                "dev",
+                "eth0",
+            ]);
+            real.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &FLOAT6_SERVER.to_string(),
+            ]);
+        }
+        let mut probes: Vec<(&Netns, Ipv6Addr)> = Vec::new();
+        for (i, lb) in self.lbs.iter().enumerate() {
+            probes.push((lb, CLIENT6));
+            for (r, real) in self.reals.iter().enumerate() {
+                probes.push((lb, Self::real_addr6(r)));
+                probes.push((real, Self::lb_server_addr6(i)));
+            }
+        }
+        wait_probes("HA topology (IPv6)", &probes, Duration::from_secs(10));
+    }
+
+    /// Real `r`'s IPv6 address: 2001:db8:5::11, ::12, ...
+    pub fn real_addr6(r: usize) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, 0x11 + r as u16)
+    }
+
+    /// Own IPv6 addresses of lb `i`: 2001:db8:c::251 / ::252 on eth0,
+    /// 2001:db8:5::251 / ::252 on eth1.
+    pub fn lb_client_addr6(i: usize) -> Ipv6Addr {
+        check_lb(i);
+        Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 0x251 + i as u16)
+    }
+
+    pub fn lb_server_addr6(i: usize) -> Ipv6Addr {
+        check_lb(i);
+        Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, 0x251 + i as u16)
     }
 
     /// Own client-side address of lb `i` (0 or 1), on its eth0:

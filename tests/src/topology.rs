@@ -22,7 +22,6 @@
 //! sends can leave it.
 
 use std::{
-    fmt::Display,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
     time::{Duration, Instant},
@@ -279,7 +278,7 @@ impl Topology {
 
 /// Repeats every `(from, to)` probe until all pass or `timeout` runs out;
 /// panics with the failing ones, naming the `what` that is not ready.
-pub(crate) fn wait_probes<A: Into<IpAddr> + Copy + Display>(
+pub(crate) fn wait_probes<A: Copy + Into<IpAddr> + Send + Sync>(
     what: &str,
     probes: &[(&Netns, A)],
     timeout: Duration,
@@ -290,9 +289,8 @@ pub(crate) fn wait_probes<A: Into<IpAddr> + Copy + Display>(
     for _ in 0..1000 {
         failed.clear();
         for (ns, addr) in probes {
-            let to: IpAddr = (*addr).into();
-            if let Err(e) = ns.run(|| probe(to)) {
-                failed.push(format!("{} -> {addr}:9: {e}", ns.name()));
+            if let Err(e) = ns.run(|| probe(*addr)) {
+                failed.push(format!("{} -> {}: {e}", ns.name(), probe_addr(*addr)));
             }
         }
         if failed.is_empty() || Instant::now() >= deadline {
@@ -309,12 +307,16 @@ pub(crate) fn wait_probes<A: Into<IpAddr> + Copy + Display>(
 
 /// One TCP connect; reachable if it is accepted or refused.
 pub(crate) fn probe(addr: impl Into<IpAddr>) -> io::Result<()> {
-    let sa = SocketAddr::new(addr.into(), 9);
-    match TcpStream::connect_timeout(&sa, Duration::from_millis(300)) {
+    match TcpStream::connect_timeout(&probe_addr(addr), Duration::from_millis(300)) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Where [`probe`] connects: port 9 of `addr`.
+fn probe_addr(addr: impl Into<IpAddr>) -> SocketAddr {
+    SocketAddr::new(addr.into(), 9)
 }
 
 /// Sysctls set in every namespace before its interfaces exist.
@@ -323,8 +325,8 @@ pub(crate) fn quiet_sysctls(ns: &Netns) {
         ns.sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0");
         // No IPv6 at all: router solicitations, MLD reports and DAD probes
         // would otherwise cross the lb and show up in XDP counters and flow
-        // tables. The topology is IPv4-only unless `quiet_ipv6` turns it
-        // back on.
+        // tables. The topologies are IPv4-only unless IPv6 is turned back
+        // on (`quiet_ipv6`, `HaTopology::enable_ipv6`).
         ns.sysctl(&format!("net.ipv6.conf.{scope}.disable_ipv6"), "1");
     }
 }

@@ -17,14 +17,14 @@ use std::{
 
 use lb_tests::{
     EchoConn, Fnv1a64, PatternGen, TestHook,
-    ha_pair::{HaPair, KEY, SYNC_PORT, VIP, flow_set, ha, role, tcp_gap_probe, vip},
+    ha_pair::{HaPair, KEY, SYNC_PORT, VIP, flow_set, ha, role, tcp_gap_probe, vip, vip6},
     ha_topology::HaTopology,
     rig::{ECHO, SINK},
     wait_until,
 };
 use lb_userspace::ha::{
     Role,
-    wire::{FlowBatch, FlowEvent, FlowTuple, Heartbeat, Key, Message, Sender},
+    wire::{FlowBatch, FlowEvent, FlowTuple, Heartbeat, Key, Message, Sender, Upsert},
 };
 use serde_json::Value;
 
@@ -202,6 +202,47 @@ fn failover_keeps_connections(hook: TestHook) {
 }
 
 #[test]
+fn an_ipv6_flow_survives_a_failover_and_the_ipv6_gateways_move() {
+    let p = HaPair::dual_stack(Path::new(env!("CARGO_BIN_EXE_lb-testsrv")));
+    let mut conns: Vec<EchoConn> = p.topo.client.run(|| {
+        (0..12)
+            .map(|k| {
+                let mut c = EchoConn::connect(vip6(ECHO), Duration::from_secs(5))
+                    .unwrap_or_else(|e| panic!("IPv6 connection {k}: {e}"));
+                let msg = format!("hello {k}\n");
+                assert_eq!(c.roundtrip(msg.as_bytes()).expect("echo"), msg.as_bytes());
+                c
+            })
+            .collect()
+    });
+    // The standby holds the IPv6 flows: synced in wire version 2.
+    p.wait_copy(1, 0);
+    let v6_flows = flow_set(&p.lbs[1])
+        .into_iter()
+        .filter(|(_, vip, _)| vip.starts_with("[2001:db8:10::10]"))
+        .count();
+    assert_eq!(v6_flows, 12, "{:?}", flow_set(&p.lbs[1]));
+    let s = ha(&p.lbs[0]);
+    assert_eq!(s["sync"]["wire_version"], 2, "{s}");
+    assert_eq!(s["sync"]["ipv6_held_back"], 0, "{s}");
+    p.assert_gateways6_at(0);
+
+    p.lbs[0].proc.kill();
+    p.topo.node_down(0);
+    assert!(
+        wait_until(Duration::from_secs(3), Duration::from_millis(10), || role(
+            &p.lbs[1]
+        ) == "active"),
+        "node 2 did not take over: {}",
+        ha(&p.lbs[1])
+    );
+    p.assert_gateways6_at(1);
+    all_echo(&mut conns, "IPv6 after failover");
+    let s = ha(&p.lbs[1]);
+    assert!(s["garps_sent"].as_u64() >= Some(4), "{s}");
+}
+
+#[test]
 fn cutting_only_the_sync_link_changes_no_role_and_the_tables_converge() {
     let p = pair(false);
     let mut conns = p.idle_conns(50);
@@ -255,11 +296,12 @@ fn forged_or_replayed_sync_messages_change_nothing() {
     // What each forgery tries: a heartbeat claiming the active role with a
     // huge term, and a bulk copy that names one made-up flow (applied, it
     // would replace the standby's table).
-    let fake = FlowTuple {
-        client: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 99), 4242),
-        vip: SocketAddrV4::new(VIP, ECHO),
-        proto: 6,
-    };
+    let fake = FlowTuple::new(
+        SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 99), 4242).into(),
+        SocketAddrV4::new(VIP, ECHO).into(),
+        6,
+    )
+    .expect("one family");
     let messages = [
         Message::Heartbeat(Heartbeat {
             priority: 255,
@@ -274,13 +316,16 @@ fn forged_or_replayed_sync_messages_change_nothing() {
             first_seq: 1,
             events: vec![
                 FlowEvent::BulkStart,
-                FlowEvent::Upsert {
-                    key: fake,
-                    real: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 11), ECHO),
-                    state: 2,
-                    created_age_ms: 0,
-                    idle_ms: 0,
-                },
+                FlowEvent::Upsert(
+                    Upsert::new(
+                        fake,
+                        SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 11), ECHO).into(),
+                        2,
+                        0,
+                        0,
+                    )
+                    .expect("one family"),
+                ),
                 FlowEvent::BulkEnd { total: 1 },
             ],
         }),

@@ -1,8 +1,9 @@
 //! The HA agent's own sockets on real interfaces, each in a namespace made
-//! by the test: floating IPs over rtnetlink with gratuitous ARP
-//! (`ha::floating`), and the ICMP pinger that checks them (`ha::liveness`).
+//! by the test: floating IPs over rtnetlink with gratuitous ARP or
+//! unsolicited neighbour advertisements (`ha::floating`), and the ICMP
+//! pinger that checks them (`ha::liveness`).
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::{Duration, Instant},
 };
@@ -48,9 +49,10 @@ fn floating_ips_are_added_found_removed_and_announced() {
     // then a reply, both from va's MAC, sender = target = the address.
     let f = fip.clone();
     let frames = ns.run(move || {
-        let cap = capture_arp("vb");
-        floating::send_garp(&f).expect("send_garp");
-        read_arp(&cap, Ipv4Addr::new(10, 98, 0, 10), 2)
+        let cap = capture("vb", libc::ETH_P_ARP);
+        floating::announce(&f).expect("announce");
+        let addr = Ipv4Addr::new(10, 98, 0, 10).octets();
+        read_frames(&cap, 2, |f| f.get(28..32) == Some(&addr[..]))
     });
     let mac: Vec<u8> = link_mac(&ns, "va")
         .split(':')
@@ -91,11 +93,87 @@ fn floating_ips_are_added_found_removed_and_announced() {
             interface: "lo".into(),
             ..fip
         };
-        let err = format!("{:#}", floating::send_garp(&lo).expect_err("GARP on lo"));
+        let err = format!("{:#}", floating::announce(&lo).expect_err("GARP on lo"));
         assert!(err.contains("not an Ethernet interface"), "{err}");
     });
     let out = ip_out(&ns, &["-4", "addr", "show", "dev", "va"]);
     assert!(!out.contains("10.98.0.10"), "{out}");
+}
+
+#[test]
+fn ipv6_floating_ips_are_added_without_dad_and_advertised() {
+    require_root();
+    let ns = Netns::new("fl6");
+    ns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"]);
+    ns.ip(&["link", "set", "va", "up"]);
+    ns.ip(&["link", "set", "vb", "up"]);
+    let fip = FloatingIp {
+        address: "2001:db8:98::10/64".parse().expect("cidr"),
+        interface: "va".into(),
+    };
+    let f = fip.clone();
+    ns.run(move || {
+        assert!(!floating::present(&f).expect("present before add"));
+        assert!(floating::add(&f).expect("first add"), "first add adds");
+        assert!(!floating::add(&f).expect("second add"), "already there");
+        assert!(floating::present(&f).expect("present after add"));
+    });
+    // Usable at once: not tentative, as duplicate address detection would
+    // leave it for a second or more.
+    let out = ip_out(&ns, &["-6", "addr", "show", "dev", "va"]);
+    let line = out
+        .lines()
+        .find(|l| l.contains("2001:db8:98::10/64"))
+        .unwrap_or_else(|| panic!("address missing: {out}"));
+    assert!(
+        line.contains("nodad") && !line.contains("tentative"),
+        "{line}"
+    );
+
+    // The announcement, captured on the veth's other end.
+    let f = fip.clone();
+    let target = "2001:db8:98::10".parse::<Ipv6Addr>().unwrap().octets();
+    let frames = ns.run(move || {
+        let cap = capture("vb", libc::ETH_P_IPV6);
+        floating::announce(&f).expect("announce");
+        // ICMPv6 neighbour advertisements for the address; the kernel's own
+        // (MLD, link-local DAD) are skipped.
+        read_frames(&cap, 1, |f| {
+            f.get(20) == Some(&58) && f.get(54) == Some(&136) && f.get(62..78) == Some(&target)
+        })
+    });
+    let mac: Vec<u8> = link_mac(&ns, "va")
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).expect("hex"))
+        .collect();
+    let f = &frames[0];
+    assert_eq!(f.len(), 86);
+    assert_eq!(f[..6], [0x33, 0x33, 0, 0, 0, 1], "all-nodes MAC");
+    assert_eq!(f[6..12], mac[..], "from va");
+    assert_eq!(f[12..14], [0x86, 0xdd], "IPv6");
+    assert_eq!(f[21], 255, "hop limit");
+    assert_eq!(f[22..38], target, "source: the address");
+    assert_eq!(
+        f[38..54],
+        [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        "to all nodes"
+    );
+    assert_eq!(f[58], 0x20, "Override, not Solicited, not Router");
+    assert_eq!(f[78..80], [2, 1], "Target Link-Layer Address option");
+    assert_eq!(f[80..86], mac[..]);
+    // The checksum as a receiving kernel checks it: over the pseudo-header.
+    let ip = pnet::packet::ipv6::Ipv6Packet::new(&f[14..]).expect("ipv6");
+    let icmp = pnet::packet::icmpv6::Icmpv6Packet::new(&f[54..]).expect("icmpv6");
+    let sum = pnet::packet::icmpv6::checksum(&icmp, &ip.get_source(), &ip.get_destination());
+    assert_eq!(icmp.get_checksum(), sum);
+
+    ns.run(move || {
+        assert!(floating::remove(&fip).expect("remove"), "removes");
+        assert!(!floating::remove(&fip).expect("second remove"));
+        assert!(!floating::present(&fip).expect("present after remove"));
+    });
+    let out = ip_out(&ns, &["-6", "addr", "show", "dev", "va"]);
+    assert!(!out.contains("2001:db8:98::10"), "{out}");
 }
 
 #[test]
@@ -137,12 +215,14 @@ fn the_pinger_tells_an_answering_address_from_a_silent_one() {
 }
 
 /// An AF_PACKET socket receiving the ARP frames that arrive on `iface`.
-fn capture_arp(iface: &str) -> OwnedFd {
+/// A packet socket receiving the frames of one ethertype on `iface`, each
+/// recv waiting at most 2 s.
+fn capture(iface: &str, ethertype: i32) -> OwnedFd {
     let name = std::ffi::CString::new(iface).expect("name");
     // SAFETY: a valid C string.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
     assert!(ifindex != 0, "no interface {iface}");
-    let proto = (libc::ETH_P_ARP as u16).to_be();
+    let proto = (ethertype as u16).to_be();
     // SAFETY: plain socket(2); owned right below.
     let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
     assert!(
@@ -184,9 +264,9 @@ fn capture_arp(iface: &str) -> OwnedFd {
     fd
 }
 
-/// `want` ARP frames whose sender address is `addr` (anything else the
-/// kernel announces is skipped), waiting at most 2 s for each.
-fn read_arp(fd: &OwnedFd, addr: Ipv4Addr, want: usize) -> Vec<Vec<u8>> {
+/// `want` frames that are `ours` (anything else the kernel sends is
+/// skipped), waiting at most 2 s for each.
+fn read_frames(fd: &OwnedFd, want: usize, ours: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
     let mut frames = Vec::new();
     let mut buf = [0u8; 2048];
     // Bounded: each recv waits at most 2 s, and a failed one ends the test.
@@ -198,15 +278,15 @@ fn read_arp(fd: &OwnedFd, addr: Ipv4Addr, want: usize) -> Vec<Vec<u8>> {
         let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         assert!(
             n >= 0,
-            "waiting for ARP frame {}: {}",
+            "waiting for frame {}: {}",
             frames.len() + 1,
             std::io::Error::last_os_error()
         );
         let frame = &buf[..n as usize];
-        if frame.get(28..32) == Some(&addr.octets()[..]) {
+        if ours(frame) {
             frames.push(frame.to_vec());
         }
     }
-    assert_eq!(frames.len(), want, "ARP frames for {addr}");
+    assert_eq!(frames.len(), want, "frames captured");
     frames
 }

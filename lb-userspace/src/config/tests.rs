@@ -170,15 +170,15 @@ fn design_example_parses_with_its_values() {
         ha.floating_ips,
         [
             FloatingIp {
-                address: Ipv4Cidr {
-                    addr: Ipv4Addr::new(192, 0, 2, 10),
+                address: IpCidr {
+                    addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
                     prefix_len: 24
                 },
                 interface: "eth0".into()
             },
             FloatingIp {
-                address: Ipv4Cidr {
-                    addr: Ipv4Addr::new(10, 0, 2, 1),
+                address: IpCidr {
+                    addr: IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1)),
                     prefix_len: 24
                 },
                 interface: "eth1".into()
@@ -837,16 +837,42 @@ fn ha_listen_and_peer_are_one_family() {
 }
 
 #[test]
-fn ipv6_floating_ips_are_refused_with_their_location() {
+fn floating_ips_may_be_ipv6() {
     // Line 41: `    - { address: 192.0.2.10/24, interface: eth0 }`.
-    let issues = parse_err(&example_with("192.0.2.10/24", "2001:db8::1/64"));
-    assert_one(
-        &issues,
-        41,
-        18,
-        "ha.floating_ips[0].address",
-        "IPv6 floating IPs are not supported yet",
+    let c = parse_ok(&example_with("192.0.2.10/24", "2001:db8::1/64"));
+    let ip = &c.ha.as_ref().unwrap().floating_ips[0];
+    assert_eq!(ip.address.addr, "2001:db8::1".parse::<IpAddr>().unwrap());
+    assert_eq!(ip.address.prefix_len, 64);
+    assert_eq!(ip.address.to_string(), "2001:db8::1/64");
+    assert!(
+        parse_ok(&example_with("192.0.2.10/24", "2001:db8::1/128"))
+            .ha
+            .is_some()
     );
+    for (bad, needle) in [
+        (
+            "2001:db8::1/129",
+            "is not an IP address with a prefix length",
+        ),
+        ("2001:db8::1", "write e.g. 192.0.2.10/24 or 2001:db8::10/64"),
+    ] {
+        let issues = parse_err(&example_with("192.0.2.10/24", bad));
+        assert_one(&issues, 41, 18, "ha.floating_ips[0].address", needle);
+    }
+    // An address no interface can hold as its own.
+    for (bad, needle) in [
+        ("ff02::1/64", "ff02::1 is not a unicast address"),
+        (
+            "\"::ffff:192.0.2.10/120\"",
+            "write the IPv4 address 192.0.2.10",
+        ),
+        ("224.0.0.1/24", "224.0.0.1 is not a unicast address"),
+    ] {
+        let issues = parse_err(&example_with("192.0.2.10/24", bad));
+        assert_eq!(issues.len(), 1, "{bad}: {issues:#?}");
+        assert_eq!(issues[0].path, "ha.floating_ips[0].address", "{bad}");
+        assert!(issues[0].message.contains(needle), "{bad}: {}", issues[0]);
+    }
 }
 
 #[test]
@@ -1040,7 +1066,7 @@ fn ha_rules() {
         41,
         18,
         "ha.floating_ips[0].address",
-        "is not an IPv4 address with a prefix length",
+        "is not an IP address with a prefix length",
     );
     let c = parse_ok(&example_with(
         "heartbeat: 100ms",

@@ -516,6 +516,7 @@ impl Checker<'_> {
             );
         }
         for (i, ip) in ha.floating_ips.iter().enumerate() {
+            self.address(format!("ha.floating_ips[{i}].address"), ip.address.addr);
             if ip.interface.is_empty() {
                 self.value(
                     format!("ha.floating_ips[{i}].interface"),

@@ -1,5 +1,6 @@
 //! Floating IPs: the addresses the active node holds. Taking the active role
-//! adds them to their interfaces and announces them with gratuitous ARP;
+//! adds them to their interfaces and announces them, IPv4 ones with
+//! gratuitous ARP, IPv6 ones with unsolicited neighbour advertisements;
 //! giving it up removes them.
 //!
 //! Addresses go through rtnetlink (RTM_NEWADDR / RTM_DELADDR / RTM_GETADDR,
@@ -9,8 +10,9 @@
 //! and no dependency on iproute2 being installed. The requests take the
 //! address as an `IpAddr`, so IPv6 addresses differ only in family.
 //!
-//! The announcements are pnet's Ethernet and ARP packets, sent whole on an
-//! AF_PACKET socket that takes the protocol from the frame's ethertype.
+//! The announcements are pnet's Ethernet, ARP, IPv6 and ICMPv6 packets, sent
+//! whole on an AF_PACKET socket that takes the protocol from the frame's
+//! ethertype.
 //!
 //! Every function acts in the calling thread's network namespace (the agent
 //! runs inside the one it serves) and opens and closes its own socket: these
@@ -19,7 +21,7 @@
 use std::{
     ffi::CString,
     io,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::Duration,
 };
@@ -28,17 +30,23 @@ use anyhow::{Context, Result, bail};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    address::{AddressAttribute, AddressMessage, AddressScope},
+    address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope},
 };
 use pnet_base::MacAddr;
 use pnet_packet::{
-    MutablePacket,
+    MutablePacket, Packet,
     arp::{ArpHardwareTypes, ArpOperation, ArpOperations, MutableArpPacket},
     ethernet::{EtherTypes, EthernetPacket, MutableEthernetPacket},
+    icmpv6::{
+        self, Icmpv6Code, Icmpv6Packet, Icmpv6Types,
+        ndp::{MutableNeighborAdvertPacket, NdpOption, NdpOptionTypes, NeighborAdvertFlags},
+    },
+    ip::IpNextHeaderProtocols,
+    ipv6::MutableIpv6Packet,
 };
 
 use crate::{
-    config::{FloatingIp, Ipv4Cidr},
+    config::{FloatingIp, IpCidr},
     netlink::{self, check},
 };
 
@@ -94,41 +102,60 @@ pub fn remove(ip: &FloatingIp) -> Result<bool> {
 
 /// Whether the interface holds the address `ip.address.addr`, with any
 /// prefix length: an address held under another prefix still answers ARP
-/// and receives the traffic, which is what the caller wants to know.
+/// (or neighbour solicitations) and receives the traffic, which is what the
+/// caller wants to know.
 pub fn present(ip: &FloatingIp) -> Result<bool> {
     let ifindex = ifindex(&ip.interface)?;
-    holds_addr(ifindex, IpAddr::V4(ip.address.addr))
+    holds_addr(ifindex, ip.address.addr)
         .map_err(with_hint)
-        .with_context(|| format!("listing the IPv4 addresses of {}", ip.interface))
+        .with_context(|| {
+            let family = if ip.address.addr.is_ipv6() {
+                "IPv6"
+            } else {
+                "IPv4"
+            };
+            format!("listing the {family} addresses of {}", ip.interface)
+        })
 }
 
-/// Announces `ip` on its interface: one gratuitous ARP request (what
-/// keepalived sends, and what most switches and hosts learn from) followed
-/// by one gratuitous ARP reply (for the few that only learn from replies),
-/// both broadcast, sender and target address the floating IP.
-pub fn send_garp(ip: &FloatingIp) -> Result<()> {
+/// Announces `ip` on its interface, so that neighbours send its traffic to
+/// this interface's MAC address from now on.
+///
+/// IPv4: one gratuitous ARP request (what keepalived sends, and what most
+/// switches and hosts learn from) followed by one gratuitous ARP reply (for
+/// the few that only learn from replies), both broadcast, sender and target
+/// address the floating IP. IPv6: one unsolicited neighbour advertisement to
+/// all nodes (RFC 4861 §7.2.6), which overrides the neighbours' entries.
+pub fn announce(ip: &FloatingIp) -> Result<()> {
     let ifindex = ifindex(&ip.interface)?;
-    let ctx = || {
-        format!(
-            "sending gratuitous ARP for {} on {}",
-            ip.address.addr, ip.interface
-        )
-    };
+    let ctx = || format!("announcing {} on {}", ip.address.addr, ip.interface);
     let sock = packet_socket(ifindex)
         .map_err(with_hint)
         .with_context(ctx)?;
     let mac = hw_addr(&sock, &ip.interface).with_context(ctx)?;
-    for op in [ArpOperations::Request, ArpOperations::Reply] {
-        send_frame(&sock, ifindex, &garp_frame(mac, ip.address.addr, op))
+    for frame in announcements(mac, ip.address.addr) {
+        send_frame(&sock, ifindex, &frame)
             .map_err(with_hint)
             .with_context(ctx)?;
     }
     Ok(())
 }
 
-fn check_prefix(cidr: Ipv4Cidr) -> Result<()> {
-    if cidr.prefix_len > 32 {
-        bail!("floating IP {cidr}: prefix length must be 0..=32");
+/// The frames [`announce`] sends for `addr` from `mac`.
+fn announcements(mac: MacAddr, addr: IpAddr) -> Vec<Vec<u8>> {
+    match addr {
+        IpAddr::V4(a) => [ArpOperations::Request, ArpOperations::Reply]
+            .into_iter()
+            .map(|op| garp_frame(mac, a, op).to_vec())
+            .collect(),
+        IpAddr::V6(a) => vec![unsolicited_na_frame(mac, a).to_vec()],
+    }
+}
+
+fn check_prefix(cidr: IpCidr) -> Result<()> {
+    let max = if cidr.addr.is_ipv6() { 128 } else { 32 };
+    if cidr.prefix_len > max {
+        bail!("floating IP {cidr}: prefix length must be 0..={max}");
     }
     Ok(())
 }
@@ -197,6 +224,12 @@ fn family(addr: IpAddr) -> AddressFamily {
 /// IFA_ADDRESS is the local address too; it is the peer only on
 /// point-to-point links), plus the broadcast when adding an IPv4 prefix
 /// that has one (RFC 3021: /31 and /32 have none).
+///
+/// An IPv6 address is added with IFA_F_NODAD (`ip addr add ... nodad`, as
+/// keepalived adds its VIPs): duplicate address detection would hold it
+/// tentative, unusable, for a second or more after a takeover, and fail it
+/// for good if the old holder still answered for it at that moment, which
+/// is exactly when a floating address moves.
 fn addr_request(
     op: AddrOp,
     ifindex: u32,
@@ -208,6 +241,9 @@ fn addr_request(
     m.header.prefix_len = prefix_len;
     m.header.scope = AddressScope::Universe;
     m.header.index = ifindex;
+    if addr.is_ipv6() && op == AddrOp::New {
+        m.header.flags = AddressHeaderFlags::Nodad;
+    }
     m.attributes = vec![
         AddressAttribute::Local(addr),
         AddressAttribute::Address(addr),
@@ -263,8 +299,8 @@ fn open_netlink() -> io::Result<netlink::Socket> {
     Ok(nl)
 }
 
-fn addr_change(op: AddrOp, ifindex: u32, cidr: Ipv4Cidr) -> io::Result<()> {
-    let (msg, flags) = addr_request(op, ifindex, IpAddr::V4(cidr.addr), cidr.prefix_len);
+fn addr_change(op: AddrOp, ifindex: u32, cidr: IpCidr) -> io::Result<()> {
+    let (msg, flags) = addr_request(op, ifindex, cidr.addr, cidr.prefix_len);
     open_netlink()?.ack(msg, flags)
 }
 
@@ -292,8 +328,6 @@ fn holds_addr(ifindex: u32, addr: IpAddr) -> io::Result<bool> {
 /// A gratuitous ARP frame (RFC 5227's announcement layout): broadcast
 /// Ethernet destination, sender and target protocol address both `addr`,
 /// target hardware address zero, padded with zeros to the 60-byte minimum.
-/// An IPv6 address would be announced by an unsolicited neighbour
-/// advertisement instead (pnet's `icmpv6::ndp`), sent the same way.
 fn garp_frame(mac: MacAddr, addr: Ipv4Addr, op: ArpOperation) -> [u8; ETH_MIN_FRAME] {
     let mut f = [0u8; ETH_MIN_FRAME];
     let mut eth = MutableEthernetPacket::new(&mut f).expect("60 bytes hold an Ethernet header");
@@ -310,6 +344,48 @@ fn garp_frame(mac: MacAddr, addr: Ipv4Addr, op: ArpOperation) -> [u8; ETH_MIN_FR
     arp.set_sender_proto_addr(addr);
     arp.set_target_hw_addr(MacAddr::zero());
     arp.set_target_proto_addr(addr);
+    f
+}
+
+/// Ethernet + IPv6 header + neighbour advertisement + one 8-byte option.
+const NA_FRAME: usize = 14 + 40 + 24 + 8;
+/// The all-nodes multicast address, and its Ethernet address (RFC 2464 §7).
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+const ALL_NODES_MAC: MacAddr = MacAddr(0x33, 0x33, 0, 0, 0, 1);
+
+/// An unsolicited neighbour advertisement for `addr` (RFC 4861 §4.4,
+/// §7.2.6), the IPv6 counterpart of a gratuitous ARP: to all nodes, from
+/// `addr` itself, hop limit 255 (receivers drop ND messages with any other:
+/// they must not have crossed a router), Override set so that neighbours
+/// replace the old holder's MAC, Solicited clear (nobody asked), and the
+/// Target Link-Layer Address option naming `mac`.
+fn unsolicited_na_frame(mac: MacAddr, addr: Ipv6Addr) -> [u8; NA_FRAME] {
+    let mut f = [0u8; NA_FRAME];
+    let mut eth = MutableEthernetPacket::new(&mut f).expect("the frame holds an Ethernet header");
+    eth.set_destination(ALL_NODES_MAC);
+    eth.set_source(mac);
+    eth.set_ethertype(EtherTypes::Ipv6);
+    let mut ip = MutableIpv6Packet::new(eth.payload_mut()).expect("the frame holds IPv6");
+    ip.set_version(6);
+    ip.set_payload_length((24 + 8) as u16);
+    ip.set_next_header(IpNextHeaderProtocols::Icmpv6);
+    ip.set_hop_limit(255);
+    ip.set_source(addr);
+    ip.set_destination(ALL_NODES);
+    let mut na = MutableNeighborAdvertPacket::new(ip.payload_mut()).expect("the frame holds an NA");
+    na.set_icmpv6_type(Icmpv6Types::NeighborAdvert);
+    na.set_icmpv6_code(Icmpv6Code(0));
+    na.set_flags(NeighborAdvertFlags::Override);
+    na.set_target_addr(addr);
+    na.set_options(&[NdpOption {
+        option_type: NdpOptionTypes::TargetLLAddr,
+        // In units of 8 bytes: type, length and the 6-byte MAC.
+        length: 1,
+        data: mac.octets().to_vec(),
+    }]);
+    let icmp = Icmpv6Packet::new(na.packet()).expect("an NA is an ICMPv6 message");
+    let sum = icmpv6::checksum(&icmp, &addr, &ALL_NODES);
+    na.set_checksum(sum);
     f
 }
 
@@ -362,7 +438,7 @@ fn hw_addr(sock: &OwnedFd, name: &str) -> Result<MacAddr> {
     if hw.sa_family != libc::ARPHRD_ETHER {
         bail!(
             "{name} is not an Ethernet interface (hardware type {}); \
-             gratuitous ARP needs one",
+             announcing a floating IP needs one",
             hw.sa_family
         );
     }
@@ -404,7 +480,7 @@ mod tests {
     use super::*;
     use crate::netlink::{decode, encode, kernel, split};
 
-    fn cidr(s: &str) -> Ipv4Cidr {
+    fn cidr(s: &str) -> IpCidr {
         s.parse().expect("test CIDR")
     }
 
@@ -425,8 +501,8 @@ mod tests {
 
     /// The request as the socket sends it: NLM_F_REQUEST and NLM_F_ACK
     /// added to the request's own flags.
-    fn addr_request_bytes(op: AddrOp, ifindex: u32, c: Ipv4Cidr, seq: u32) -> Vec<u8> {
-        let (msg, flags) = addr_request(op, ifindex, IpAddr::V4(c.addr), c.prefix_len);
+    fn addr_request_bytes(op: AddrOp, ifindex: u32, c: IpCidr, seq: u32) -> Vec<u8> {
+        let (msg, flags) = addr_request(op, ifindex, c.addr, c.prefix_len);
         encode(msg, 0x1 | 0x4 | flags, seq)
     }
 
@@ -470,7 +546,127 @@ mod tests {
 
     fn bcast(c: &str) -> Ipv4Addr {
         let c = cidr(c);
-        broadcast(c.addr, c.prefix_len)
+        let IpAddr::V4(a) = c.addr else {
+            panic!("not IPv4: {c}")
+        };
+        broadcast(a, c.prefix_len)
+    }
+
+    #[test]
+    fn ipv6_addr_requests_bytes() {
+        let a = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let v6attr = |ty: u16| kernel::attr(ty, &a);
+        let msg = addr_request_bytes(AddrOp::New, 7, cidr("2001:db8::10/64"), 5);
+        let mut want = hdr(64, 20, 0x1 | 0x4 | 0x400 | 0x200, 5);
+        // ifaddrmsg: AF_INET6, /64, IFA_F_NODAD, scope universe, ifindex 7;
+        // no broadcast in IPv6.
+        want.extend_from_slice(&[10, 64, 0x02, 0]);
+        want.extend_from_slice(&7u32.to_ne_bytes());
+        want.extend(v6attr(2)); // IFA_LOCAL
+        want.extend(v6attr(1)); // IFA_ADDRESS
+        assert_eq!(msg, want);
+        // Deleting names the address and prefix only.
+        let msg = addr_request_bytes(AddrOp::Del, 7, cidr("2001:db8::10/64"), 6);
+        let mut want = hdr(64, 21, 0x1 | 0x4, 6);
+        want.extend_from_slice(&[10, 64, 0, 0]);
+        want.extend_from_slice(&7u32.to_ne_bytes());
+        want.extend(v6attr(2));
+        want.extend(v6attr(1));
+        assert_eq!(msg, want);
+    }
+
+    /// RFC 1071 sum over the IPv6 pseudo-header (RFC 8200 §8.1) and the
+    /// ICMPv6 message, written here apart from pnet's.
+    fn icmpv6_checksum(src: &[u8], dst: &[u8], msg: &[u8]) -> u16 {
+        let len = (msg.len() as u32).to_be_bytes();
+        let pseudo = [src, dst, &len, &[0, 0, 0, 58]].concat();
+        let mut sum = 0u32;
+        for chunk in [pseudo, msg.to_vec()].concat().chunks(2) {
+            sum += u32::from(u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    #[test]
+    fn unsolicited_na_frame_layout() {
+        let mac = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+        let addr: Ipv6Addr = "2001:db8::10".parse().unwrap();
+        let target = addr.octets();
+        let frames = announcements(MacAddr::new(2, 0x11, 0x22, 0x33, 0x44, 0x55), addr.into());
+        assert_eq!(frames.len(), 1, "one advertisement per announcement");
+        let f = &frames[0];
+        let all_nodes = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        // The whole frame, built here byte by byte.
+        let mut want = vec![0x33, 0x33, 0, 0, 0, 1]; // all-nodes MAC
+        want.extend_from_slice(&mac);
+        want.extend_from_slice(&[0x86, 0xdd]); // IPv6
+        // Version 6, no traffic class or flow label; payload 32; ICMPv6;
+        // hop limit 255.
+        want.extend_from_slice(&[0x60, 0, 0, 0, 0, 32, 58, 255]);
+        want.extend_from_slice(&target); // source: the address itself
+        want.extend_from_slice(&all_nodes);
+        let mut icmp = vec![136, 0, 0, 0]; // NA, code 0, checksum below
+        icmp.extend_from_slice(&[0x20, 0, 0, 0]); // R=0 S=0 O=1
+        icmp.extend_from_slice(&target);
+        icmp.extend_from_slice(&[2, 1]); // Target Link-Layer Address, 8 bytes
+        icmp.extend_from_slice(&mac);
+        let sum = icmpv6_checksum(&target, &all_nodes, &icmp);
+        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+        want.extend_from_slice(&icmp);
+        assert_eq!(f[..], want[..]);
+        // And as a receiver's parser reads it: the checksum verifies.
+        let eth = EthernetPacket::new(f).expect("ethernet");
+        let ip = pnet_packet::ipv6::Ipv6Packet::new(eth.payload()).expect("ipv6");
+        assert_eq!((ip.get_hop_limit(), ip.get_destination()), (255, ALL_NODES));
+        let msg = Icmpv6Packet::new(ip.payload()).expect("icmpv6");
+        assert_eq!(
+            msg.get_checksum(),
+            icmpv6::checksum(&msg, &addr, &ALL_NODES)
+        );
+        assert_eq!(
+            icmpv6_checksum(&target, &all_nodes, ip.payload()),
+            0,
+            "sums to zero"
+        );
+        let na = pnet_packet::icmpv6::ndp::NeighborAdvertPacket::new(ip.payload()).expect("na");
+        assert_eq!(na.get_flags(), NeighborAdvertFlags::Override);
+        assert_eq!(na.get_target_addr(), addr);
+        let opts = na.get_options();
+        assert_eq!(opts.len(), 1);
+        assert_eq!(
+            (opts[0].option_type, opts[0].length, &opts[0].data[..]),
+            (NdpOptionTypes::TargetLLAddr, 1, &mac[..])
+        );
+    }
+
+    #[test]
+    fn ipv4_announcements_are_a_garp_request_and_reply() {
+        let mac = MacAddr::new(2, 0x11, 0x22, 0x33, 0x44, 0x55);
+        let addr = Ipv4Addr::new(192, 0, 2, 10);
+        let frames = announcements(mac, addr.into());
+        assert_eq!(
+            frames,
+            [
+                garp_frame(mac, addr, ArpOperations::Request).to_vec(),
+                garp_frame(mac, addr, ArpOperations::Reply).to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn prefix_lengths_by_family() {
+        assert!(check_prefix(cidr("2001:db8::10/128")).is_ok());
+        assert!(check_prefix(cidr("192.0.2.10/32")).is_ok());
+        let bad = IpCidr {
+            addr: "192.0.2.10".parse().unwrap(),
+            prefix_len: 33,
+        };
+        assert!(check_prefix(bad).is_err());
     }
 
     #[test]

@@ -10,20 +10,21 @@
 //! Reals are matched by address within the VIP's serverfarm, never by id:
 //! the two agents number their reals independently (design.md).
 //!
-//! The wire's version 1 carries IPv4 flows only (`FlowTuple`, wire.rs): an
-//! IPv6 flow is not streamed, so a standby that takes over picks its real
-//! afresh at its next packet (the same one, for a maglev farm).
+//! Both families alike: a flow's addresses go into the maps in their map
+//! form (`to_map_addr`: IPv4 as v4-mapped), the one the datapath keys by.
+//! Only a peer still on wire version 1 cannot take IPv6 flows; the node
+//! holds them back then (wire.rs, Versions).
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
 use lb_common::{
     DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, ST_SYN, SYNC_CREATE, SYNC_REMOVE,
-    SYNC_UPDATE, SyncEvent, v4_mapped,
+    SYNC_UPDATE, SyncEvent, to_map_addr,
 };
 
-use super::wire::{FlowEvent, FlowTuple};
+use super::wire::{FlowEvent, FlowTuple, Upsert};
 use crate::control::Programmed;
 use crate::datapath::KernelMaps;
 use crate::flowtable::{self, Joined, reverse_key, sock};
@@ -53,72 +54,60 @@ impl Index {
     }
 
     /// The local (vip id, real id) for a flow of `vip` served by `real`.
-    fn resolve(&self, vip: SocketAddrV4, proto: u8, real: SocketAddrV4) -> Option<(u32, u32)> {
-        let (vip_id, farm) = self.vips.get(&(vip.into(), proto))?;
-        let real_id = self.reals.get(&(farm.clone(), real.into()))?;
+    fn resolve(&self, vip: SocketAddr, proto: u8, real: SocketAddr) -> Option<(u32, u32)> {
+        let (vip_id, farm) = self.vips.get(&(vip, proto))?;
+        let real_id = self.reals.get(&(farm.clone(), real))?;
         Some((*vip_id, *real_id))
-    }
-}
-
-/// The IPv4 endpoint the wire can carry; `None` for IPv6 (see the module
-/// comment).
-fn wire_addr(a: SocketAddr) -> Option<SocketAddrV4> {
-    match a {
-        SocketAddr::V4(a) => Some(a),
-        SocketAddr::V6(_) => None,
     }
 }
 
 /// The forward key of a flow.
 pub fn forward_key(t: &FlowTuple) -> FlowKey {
     FlowKey {
-        src_addr: v4_mapped(t.client.ip().octets()),
-        dst_addr: v4_mapped(t.vip.ip().octets()),
-        src_port_be: t.client.port().to_be(),
-        dst_port_be: t.vip.port().to_be(),
-        proto: t.proto,
+        src_addr: to_map_addr(t.client().ip()),
+        dst_addr: to_map_addr(t.vip().ip()),
+        src_port_be: t.client().port().to_be(),
+        dst_port_be: t.vip().port().to_be(),
+        proto: t.proto(),
         _pad: [0; 3],
     }
 }
 
-/// The flow a forward key names; `None` for an IPv6 flow, which the wire
-/// cannot carry.
+/// The flow a forward key names; `None` for a key whose two addresses are
+/// of different families, which the datapath never writes.
 pub fn tuple_of(k: &FlowKey) -> Option<FlowTuple> {
-    Some(FlowTuple {
-        client: wire_addr(sock(&k.src_addr, k.src_port_be))?,
-        vip: wire_addr(sock(&k.dst_addr, k.dst_port_be))?,
-        proto: k.proto,
-    })
+    FlowTuple::new(
+        sock(&k.src_addr, k.src_port_be),
+        sock(&k.dst_addr, k.dst_port_be),
+        k.proto,
+    )
 }
 
 /// A datapath record as a wire event. `None` for a real this agent does
-/// not know (retired by a reload while the record was in the ring), and
-/// for an IPv6 flow.
+/// not know (retired by a reload while the record was in the ring).
 pub fn from_record(rec: &SyncEvent, idx: &Index) -> Option<FlowEvent> {
     let key = tuple_of(&rec.key)?;
     match rec.kind {
-        SYNC_CREATE | SYNC_UPDATE => Some(FlowEvent::Upsert {
-            key,
-            real: wire_addr(*idx.real_addrs.get(&rec.real_id)?)?,
-            state: rec.state,
-            created_age_ms: 0,
-            idle_ms: 0,
-        }),
+        SYNC_CREATE | SYNC_UPDATE => {
+            let real = *idx.real_addrs.get(&rec.real_id)?;
+            Upsert::new(key, real, rec.state, 0, 0).map(FlowEvent::Upsert)
+        }
         SYNC_REMOVE => Some(FlowEvent::Remove { key }),
         _ => None,
     }
 }
 
 /// A flow of the table as an upsert with its exact ages (bulk copies and
-/// refreshes); `None` for an IPv6 flow.
+/// refreshes).
 pub fn upsert_of(f: &Joined, now_ns: u64) -> Option<FlowEvent> {
-    Some(FlowEvent::Upsert {
-        key: tuple_of(&f.fwd_key)?,
-        real: wire_addr(sock(&f.fwd.nat_addr, f.fwd.nat_port_be))?,
-        state: f.state(),
-        created_age_ms: now_ns.saturating_sub(f.fwd.created_ns) / 1_000_000,
-        idle_ms: now_ns.saturating_sub(f.last_ns()) / 1_000_000,
-    })
+    Upsert::new(
+        tuple_of(&f.fwd_key)?,
+        sock(&f.fwd.nat_addr, f.fwd.nat_port_be),
+        f.state(),
+        now_ns.saturating_sub(f.fwd.created_ns) / 1_000_000,
+        now_ns.saturating_sub(f.last_ns()) / 1_000_000,
+    )
+    .map(FlowEvent::Upsert)
 }
 
 /// Every flow of the table, as the events of a bulk copy.
@@ -229,7 +218,7 @@ impl Applier {
         // In stream order: anything but an upsert of a flow not yet staged
         // sees the staged writes first.
         let flush_first = match ev {
-            FlowEvent::Upsert { key, .. } => self.staged.fwd_keys.contains(&forward_key(key)),
+            FlowEvent::Upsert(u) => self.staged.fwd_keys.contains(&forward_key(u.key())),
             _ => true,
         };
         if flush_first {
@@ -258,25 +247,20 @@ impl Applier {
                     stale_removed: stale,
                 })
             }
-            FlowEvent::Upsert {
-                key,
-                real,
-                state,
-                created_age_ms,
-                idle_ms,
-            } => {
+            FlowEvent::Upsert(u) => {
+                let (key, real, state) = (u.key(), u.real(), &u.state);
                 if let Some(named) = self.bulk.as_mut() {
                     named.insert(*key);
                 }
-                let Some((vip_id, real_id)) = idx.resolve(key.vip, key.proto, *real) else {
+                let Some((vip_id, real_id)) = idx.resolve(key.vip(), key.proto(), real) else {
                     self.counters.unmatched += 1;
                     return Ok(Applied::Flow);
                 };
-                let created = now_ns.saturating_sub(created_age_ms.saturating_mul(1_000_000));
-                let last = now_ns.saturating_sub(idle_ms.saturating_mul(1_000_000));
+                let created = now_ns.saturating_sub(u.created_age_ms.saturating_mul(1_000_000));
+                let last = now_ns.saturating_sub(u.idle_ms.saturating_mul(1_000_000));
                 let fk = forward_key(key);
                 if *state == ST_SYN {
-                    half_open(maps, &fk, *real, vip_id, real_id, created, last)?;
+                    half_open(maps, &fk, real, vip_id, real_id, created, last)?;
                     self.counters.upserts += 1;
                     return Ok(Applied::Flow);
                 }
@@ -286,7 +270,7 @@ impl Applier {
                     maps,
                     self.present.as_ref(),
                     key,
-                    *real,
+                    real,
                     vip_id,
                     real_id,
                     *state,
@@ -319,7 +303,7 @@ impl Staged {
         maps: &mut KernelMaps,
         present: Option<&HashSet<FlowKey>>,
         t: &FlowTuple,
-        real: SocketAddrV4,
+        real: SocketAddr,
         vip_id: u32,
         real_id: u32,
         state: u8,
@@ -327,7 +311,7 @@ impl Staged {
         last: u64,
     ) -> Result<()> {
         let fk = forward_key(t);
-        let real_addr = v4_mapped(real.ip().octets());
+        let real_addr = to_map_addr(real.ip());
         let may_exist = |k: &FlowKey| present.is_none_or(|p| p.contains(k));
         let old = may_exist(&fk)
             .then(|| maps.flows.get(&fk, 0).ok())
@@ -378,7 +362,7 @@ impl Staged {
 /// A new flow's forward entry, as the datapath's `flow::create` makes it
 /// (not counted active).
 fn new_forward(
-    real: SocketAddrV4,
+    real: SocketAddr,
     vip_id: u32,
     real_id: u32,
     state: u8,
@@ -386,7 +370,7 @@ fn new_forward(
     last: u64,
 ) -> Flow {
     Flow {
-        nat_addr: v4_mapped(real.ip().octets()),
+        nat_addr: to_map_addr(real.ip()),
         nat_port_be: real.port().to_be(),
         dir: DIR_FORWARD,
         state,
@@ -419,7 +403,7 @@ fn new_reverse(fk: &FlowKey, fwd: &Flow) -> Flow {
 fn half_open(
     maps: &mut KernelMaps,
     fk: &FlowKey,
-    real: SocketAddrV4,
+    real: SocketAddr,
     vip_id: u32,
     real_id: u32,
     created: u64,
@@ -464,7 +448,7 @@ fn remove(maps: &mut KernelMaps, fk: &FlowKey) -> Result<()> {
 }
 
 /// Removes every flow not in `named`: what the peer no longer has (an
-/// IPv6 flow, which no copy names, included).
+/// IPv6 flow a version 1 peer could not name included).
 fn remove_unnamed(maps: &mut KernelMaps, named: &HashSet<FlowTuple>) -> Result<u64> {
     let table = flowtable::read(&maps.flows)?;
     let mut n = 0;
@@ -482,13 +466,14 @@ fn remove_unnamed(maps: &mut KernelMaps, named: &HashSet<FlowTuple>) -> Result<u
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-    use lb_common::{PROTO_TCP, to_map_addr};
+    use lb_common::{PROTO_TCP, ST_ESTABLISHED};
 
     use super::*;
+    use crate::ha::wire::{Key, Message, Receiver, Sender};
 
-    fn key(client: std::net::IpAddr, vip: std::net::IpAddr) -> FlowKey {
+    fn key(client: IpAddr, vip: IpAddr) -> FlowKey {
         FlowKey {
             src_addr: to_map_addr(client),
             dst_addr: to_map_addr(vip),
@@ -499,25 +484,68 @@ mod tests {
         }
     }
 
-    #[test]
-    fn ipv4_flows_go_on_the_wire_and_ipv6_flows_stay_off_it() {
-        let (c4, v4) = (Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(198, 51, 100, 10));
-        let k = key(c4.into(), v4.into());
-        let t = tuple_of(&k).expect("an IPv4 flow has a tuple");
-        assert_eq!(
-            (t.client, t.vip),
-            (SocketAddrV4::new(c4, 40_000), SocketAddrV4::new(v4, 80))
-        );
-        assert_eq!(forward_key(&t), k, "the tuple names the same entry");
-        let v6: Ipv6Addr = "2001:db8::10".parse().unwrap();
-        let c6: Ipv6Addr = "2001:db8:c::2".parse().unwrap();
-        assert_eq!(tuple_of(&key(c6.into(), v6.into())), None);
+    /// A record of the datapath for a flow of `client` to `vip` served by
+    /// `real`, through the wire and back: the peer's forward key and real.
+    fn over_the_wire(client: IpAddr, vip: IpAddr, real: SocketAddr) -> (FlowKey, SocketAddr) {
+        let mut idx = Index::default();
+        idx.real_addrs.insert(7, real);
         let rec = SyncEvent {
-            key: key(c6.into(), v6.into()),
-            real_id: 0,
+            key: key(client, vip),
+            real_id: 7,
+            kind: SYNC_CREATE,
+            state: ST_ESTABLISHED,
+            ..SyncEvent::default()
+        };
+        let ev = from_record(&rec, &idx).expect("a flow of one family is streamed");
+        let k = Key::from_bytes(b"0123456789abcdef0123456789abcdef").expect("key");
+        let (dgram, n) = Sender::new(k.clone(), 1, 1).seal_events(1, &[ev]);
+        assert_eq!(n, 1);
+        let Message::FlowBatch(batch) = Receiver::new(k, 2).open(&dgram).expect("opens").message
+        else {
+            panic!("not a batch");
+        };
+        let [FlowEvent::Upsert(u)] = batch.events[..] else {
+            panic!("not one upsert: {:?}", batch.events);
+        };
+        assert_eq!(u.state, ST_ESTABLISHED);
+        (forward_key(u.key()), u.real())
+    }
+
+    #[test]
+    fn flows_of_both_families_round_trip_through_the_wire() {
+        let c4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+        let v4 = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10));
+        let r4: SocketAddr = "10.0.2.11:8080".parse().unwrap();
+        assert_eq!(over_the_wire(c4, v4, r4), (key(c4, v4), r4));
+
+        let c6: IpAddr = "2001:db8:c::2".parse().unwrap();
+        let v6: IpAddr = "2001:db8::10".parse().unwrap();
+        let r6: SocketAddr = "[2001:db8:2::11]:8080".parse().unwrap();
+        let (fk, real) = over_the_wire(c6, v6, r6);
+        assert_eq!(fk, key(c6, v6), "the peer writes the same IPv6 entry");
+        assert_eq!(
+            fk.src_addr,
+            "2001:db8:c::2".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        assert_eq!(real, r6);
+    }
+
+    #[test]
+    fn a_key_or_real_of_mixed_families_is_not_streamed() {
+        let c4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+        let v6: IpAddr = "2001:db8::10".parse().unwrap();
+        assert_eq!(tuple_of(&key(c4, v6)), None);
+        // A flow of IPv4 addresses naming an IPv6 real (a reload changed the
+        // id's meaning): no upsert the peer could not place.
+        let mut idx = Index::default();
+        idx.real_addrs
+            .insert(7, "[2001:db8:2::11]:80".parse().unwrap());
+        let rec = SyncEvent {
+            key: key(c4, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10))),
+            real_id: 7,
             kind: SYNC_CREATE,
             ..SyncEvent::default()
         };
-        assert_eq!(from_record(&rec, &Index::default()), None);
+        assert_eq!(from_record(&rec, &idx), None);
     }
 }

@@ -1,5 +1,6 @@
 //! One node of the pair at run time: the sync socket, the election, the
-//! event stream both ways, the floating IPs and gratuitous ARPs. The agent's
+//! event stream both ways, the floating IPs and their announcements
+//! (gratuitous ARP, unsolicited neighbour advertisements). The agent's
 //! loop owns it and calls it with what happened (a datagram, a tick, records
 //! from the datapath, a liveness verdict, an operator command); everything
 //! here runs on that one thread.
@@ -25,8 +26,9 @@ use crate::control::Programmed;
 use crate::datapath::{KernelMaps, now_ns};
 use crate::flowtable::Joined;
 
-/// When gratuitous ARPs go out after taking the role: a burst, then again
-/// a few seconds later for hosts that missed it (a port that was still
+/// When the floating IPs are announced (gratuitous ARP, unsolicited
+/// neighbour advertisement) after taking the role: a burst, then again a
+/// few seconds later for hosts that missed it (a port that was still
 /// coming up, a switch that was reconverging).
 const GARP_SCHEDULE: [Duration; 5] = [
     Duration::ZERO,
@@ -48,6 +50,8 @@ struct Counters {
     bulk_requests_sent: u64,
     bulk_copies_sent: u64,
     refreshed: u64,
+    /// IPv6 flow events not streamed because the peer speaks wire version 1.
+    ipv6_held_back: u64,
 }
 
 /// What the agent's loop receives for this node.
@@ -76,6 +80,9 @@ pub struct Node {
     bulk_requested_at: Option<Instant>,
     /// The peer asked for a bulk copy (`take_bulk_request`).
     bulk_wanted: bool,
+    /// IPv6 flows were held back since the peer last changed version: said
+    /// once in the log, then only counted.
+    held_back_logged: bool,
 }
 
 impl Node {
@@ -109,8 +116,17 @@ impl Node {
         });
         let (ltx, liveness) = mpsc::channel(16);
         // The second opinion on a silent peer (see `election`): does anyone
-        // answer on the floating IPs? Only the box serving them does.
-        let targets: Vec<_> = cfg.floating_ips.iter().map(|f| f.address.addr).collect();
+        // answer on the floating IPs? Only the box serving them does. The
+        // pinger speaks ICMP (IPv4) only: IPv6 floating IPs are not asked,
+        // and a pair with none of IPv4 has no second opinion (README).
+        let targets: Vec<_> = cfg
+            .floating_ips
+            .iter()
+            .filter_map(|f| match f.address.addr {
+                std::net::IpAddr::V4(a) => Some(a),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect();
         if !targets.is_empty() {
             let mut pinger = liveness::Pinger::new(targets)
                 .context("opening the ICMP socket that checks the floating IPs")?;
@@ -160,6 +176,7 @@ impl Node {
             last_bulk: None,
             bulk_requested_at: None,
             bulk_wanted: false,
+            held_back_logged: false,
         };
         if !resume {
             // Whatever a crashed run left behind: hold nothing until elected.
@@ -230,6 +247,7 @@ impl Node {
                 return;
             }
         };
+        self.peer_speaks(r.header.version);
         if r.new_boot {
             // The peer (re)started: its event numbers start over, and what
             // it held before is gone, so a standby needs a fresh copy.
@@ -327,6 +345,7 @@ impl Node {
         let now = Instant::now();
         match table {
             Ok(table) => {
+                let table: Vec<_> = table.into_iter().filter(|ev| self.carried(ev)).collect();
                 info!("ha: sending a bulk copy of {} flows", table.len());
                 self.outbox.restart_with_bulk(table, now);
                 self.counters.bulk_copies_sent += 1;
@@ -349,7 +368,7 @@ impl Node {
         let now = Instant::now();
         for rec in recs {
             if let Some(ev) = mirror::from_record(rec, &self.index) {
-                self.outbox.push(ev, now);
+                self.stream(ev, now);
             }
         }
         self.flush(now);
@@ -372,17 +391,61 @@ impl Node {
     /// than it (so not just sent as a create) is a refresh.
     pub fn on_swept(&mut self, f: &Joined, removed: bool, window: u64, now_ns: u64) {
         let now = Instant::now();
-        // IPv6 flows have no tuple and no upsert: the wire carries IPv4 only.
         if removed {
             if let Some(key) = mirror::tuple_of(&f.fwd_key) {
-                self.outbox.push(FlowEvent::Remove { key }, now);
+                self.stream(FlowEvent::Remove { key }, now);
             }
         } else if refresh_due(f, window, now_ns)
             && let Some(ev) = mirror::upsert_of(f, now_ns)
+            && self.stream(ev, now)
         {
-            self.outbox.push(ev, now);
             self.counters.refreshed += 1;
         }
+    }
+
+    /// Queues `ev` for the peer if its wire version carries it; whether it
+    /// did. The one way events enter the stream, so none reaches the
+    /// sender that the peer could not read (see `wire::Sender::seal_events`).
+    fn stream(&mut self, ev: FlowEvent, now: Instant) -> bool {
+        let carried = self.carried(&ev);
+        if carried {
+            self.outbox.push(ev, now);
+        }
+        carried
+    }
+
+    /// Whether the peer's wire version carries `ev`; if not, counts it held
+    /// back, and says so in the log the first time.
+    fn carried(&mut self, ev: &FlowEvent) -> bool {
+        if self.tx.carries(ev) {
+            return true;
+        }
+        self.counters.ipv6_held_back += 1;
+        if !std::mem::replace(&mut self.held_back_logged, true) {
+            warn!(
+                "ha: the peer speaks sync wire version {}, which carries IPv4 flows only: IPv6 flows are not synced until it runs a build with version {} (counted in sync.ipv6_held_back)",
+                self.tx.version(),
+                wire::VERSION
+            );
+        }
+        false
+    }
+
+    /// An authentic datagram of the peer came in `version`: seal with it
+    /// from now on (wire.rs, Versions). A version changes only with a
+    /// restart of the peer, which resyncs by a bulk copy; what was queued
+    /// for the other version is dropped, as it may not fit this one.
+    fn peer_speaks(&mut self, version: u8) {
+        if version == self.tx.version() {
+            return;
+        }
+        info!(
+            "ha: the peer speaks sync wire version {version} (this build: {}); sending in version {version}",
+            wire::VERSION
+        );
+        self.tx.set_version(version);
+        self.outbox.clear();
+        self.held_back_logged = false;
     }
 
     /// Sends what the stream has to send now.
@@ -479,8 +542,8 @@ impl Node {
             if let Err(e) = floating::add(ip) {
                 self.counters.floating_errors += 1;
                 warn!(
-                    "ha: adding floating ip {}/{} on {}: {e:#}",
-                    ip.address.addr, ip.address.prefix_len, ip.interface
+                    "ha: adding floating ip {} on {}: {e:#}",
+                    ip.address, ip.interface
                 );
             }
         }
@@ -490,8 +553,8 @@ impl Node {
         for ip in &self.cfg.floating_ips {
             if let Err(e) = floating::remove(ip) {
                 warn!(
-                    "ha: removing floating ip {}/{} from {}: {e:#}",
-                    ip.address.addr, ip.address.prefix_len, ip.interface
+                    "ha: removing floating ip {} from {}: {e:#}",
+                    ip.address, ip.interface
                 );
             }
         }
@@ -504,12 +567,9 @@ impl Node {
             return;
         }
         for ip in &self.cfg.floating_ips {
-            match floating::send_garp(ip) {
+            match floating::announce(ip) {
                 Ok(()) => self.counters.garps += 1,
-                Err(e) => warn!(
-                    "ha: gratuitous arp for {} on {}: {e:#}",
-                    ip.address.addr, ip.interface
-                ),
+                Err(e) => warn!("ha: {e:#}"),
             }
         }
     }
@@ -544,7 +604,7 @@ impl Node {
             .iter()
             .map(|ip| {
                 json!({
-                    "address": format!("{}/{}", ip.address.addr, ip.address.prefix_len),
+                    "address": ip.address.to_string(),
                     "interface": ip.interface,
                     "held": floating::present(ip).ok(),
                 })
@@ -582,6 +642,8 @@ impl Node {
                 "resends": out.resends,
                 "overflows": out.overflows,
                 "refreshed": self.counters.refreshed,
+                "wire_version": self.tx.version(),
+                "ipv6_held_back": self.counters.ipv6_held_back,
                 "bulk_copies_sent": self.counters.bulk_copies_sent,
                 "bulk_requests_sent": self.counters.bulk_requests_sent,
                 "events_received": inc.accepted,

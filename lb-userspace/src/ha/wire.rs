@@ -7,15 +7,16 @@
 //! every byte is written down here and versioned, and nothing depends on a
 //! serializer's choices.
 //!
-//! # Format, version 1
+//! # Format, version 2
 //!
-//! All integers are big-endian; there is no padding. IPv4 only, like the
-//! datapath: IPv6 flows will need version 2.
+//! All integers are big-endian; there is no padding. An address is 4 bytes
+//! for IPv4 and 16 for IPv6; which one, the event's tag says, so every
+//! event has one length and one family (client, VIP and real alike).
 //!
 //! ```text
 //! offset  size  field
 //! 0       4     magic "LBHA"
-//! 4       1     version = 1
+//! 4       1     version = 2 (1 still read and sent, see Versions)
 //! 5       1     kind: 1 heartbeat, 2 flow batch, 3 ack, 4 bulk request
 //! 6       1     sender node_id (ha.node_id)
 //! 7       8     sender boot_id (see `boot_id`)
@@ -27,16 +28,22 @@
 //!                   flags u8 (bit 0 bulk_synced, bit 1 yielding; others 0),
 //!                   term u64, flows u64, next_seq u64
 //! flow batch:       first_seq u64, count u16, count x event
-//!   event:          tag u8 (1 upsert, 2 remove, 3 bulk start, 4 bulk end)
-//!   upsert, remove: tuple (13): client addr 4, client port 2,
-//!                   vip addr 4, vip port 2, proto u8
-//!   upsert adds:    real addr 4, real port 2, state u8,
-//!                   created_age_ms u64, idle_ms u64       (upsert 37, remove 14)
+//!   event:          tag u8: 1 upsert IPv4, 2 remove IPv4, 3 bulk start,
+//!                   4 bulk end, 5 upsert IPv6, 6 remove IPv6
+//!   upsert, remove: tuple: client addr A, client port 2,
+//!                   vip addr A, vip port 2, proto u8
+//!                   (A = 4 for tags 1, 2: 13 bytes; 16 for 5, 6: 37 bytes)
+//!   upsert adds:    real addr A, real port 2, state u8,
+//!                   created_age_ms u64, idle_ms u64
+//!                   (upsert 37 IPv4, 73 IPv6; remove 14 IPv4, 38 IPv6)
 //!   bulk start:     nothing more                          (1)
 //!   bulk end:       total u64: upserts in the copy        (9)
 //! ack (8):          up_to_seq u64
 //! bulk request (0)
 //! ```
+//!
+//! An IPv6 address in an IPv6 event is never IPv4-mapped (`::ffff:a.b.c.d`):
+//! an IPv4 flow has tags 1 and 2, so each flow has exactly one encoding.
 //!
 //! A bulk copy travels inside the event stream, between a bulk-start and a
 //! bulk-end event, so it is acknowledged, resent and ordered with the live
@@ -51,6 +58,27 @@
 //! Anything that does not parse exactly (unknown kind, tag, role or flag
 //! bit, a short or long payload) is malformed: a new meaning bumps the
 //! version instead of being guessed at.
+//!
+//! # Versions
+//!
+//! Version 1 is version 2 without tags 5 and 6: it carries IPv4 flows only.
+//! Two agents may run different builds during an upgrade, so this build
+//! reads both, and sends what its peer reads:
+//!
+//! - it accepts version 1 and 2 datagrams (in a version 1 datagram, tags 5
+//!   and 6 are malformed); any other version is dropped as `wrong_version`;
+//! - it seals with the version of the last datagram it accepted from its
+//!   peer, version 2 until it has heard one (a version 1 peer drops those
+//!   until it speaks; a version 2 peer answers in version 2, so two new
+//!   builds never settle on 1);
+//! - while the peer speaks version 1, IPv6 flows are not streamed: the agent
+//!   holds them back and counts them (`sync.ipv6_held_back`), and a standby
+//!   taking over picks their reals afresh. IPv4 flows sync as before, so a
+//!   rolling upgrade keeps them. Once both nodes run this build, the next
+//!   bulk copy brings the IPv6 flows.
+//!
+//! The version byte is under the MAC like the rest of the header: without
+//! the key, nobody can make a node fall back to version 1.
 
 mod key;
 mod receiver;
@@ -60,13 +88,17 @@ mod tests;
 pub use key::{Key, KeyError};
 pub use receiver::{Received, Receiver, Reject, RxCounters};
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Role;
 
 pub const MAGIC: [u8; 4] = *b"LBHA";
-pub const VERSION: u8 = 1;
+/// The newest version: what this build seals with unless its peer speaks
+/// an older one (see Versions).
+pub const VERSION: u8 = 2;
+/// The oldest version this build reads and still sends (see Versions).
+pub const MIN_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 23;
 pub const MAC_LEN: usize = 32;
 /// Bytes every datagram spends outside its payload.
@@ -77,14 +109,25 @@ pub const MAX_DATAGRAM: usize = 1400;
 /// The largest UDP payload over IPv4.
 pub const UDP_MAX: usize = 65_507;
 const BATCH_HEADER_LEN: usize = 8 + 2;
-const TUPLE_LEN: usize = 4 + 2 + 4 + 2 + 1;
-pub const UPSERT_LEN: usize = 1 + TUPLE_LEN + 4 + 2 + 1 + 8 + 8;
-pub const REMOVE_LEN: usize = 1 + TUPLE_LEN;
+/// A tuple and an upsert or remove event, by address length.
+const fn tuple_len(addr: usize) -> usize {
+    addr + 2 + addr + 2 + 1
+}
+const fn upsert_len(addr: usize) -> usize {
+    1 + tuple_len(addr) + addr + 2 + 1 + 8 + 8
+}
+const fn remove_len(addr: usize) -> usize {
+    1 + tuple_len(addr)
+}
+pub const UPSERT_LEN: usize = upsert_len(4);
+pub const REMOVE_LEN: usize = remove_len(4);
+pub const UPSERT6_LEN: usize = upsert_len(16);
+pub const REMOVE6_LEN: usize = remove_len(16);
 pub const BULK_START_LEN: usize = 1;
 pub const BULK_END_LEN: usize = 1 + 8;
-/// The smallest datagram limit a [`Sender`] accepts: one upsert must fit, or
-/// a batch could never make progress.
-pub const MIN_DATAGRAM: usize = OVERHEAD + BATCH_HEADER_LEN + UPSERT_LEN;
+/// The smallest datagram limit a [`Sender`] accepts: one upsert of either
+/// family must fit, or a batch could never make progress.
+pub const MIN_DATAGRAM: usize = OVERHEAD + BATCH_HEADER_LEN + UPSERT6_LEN;
 
 const KIND_HEARTBEAT: u8 = 1;
 const KIND_FLOW_BATCH: u8 = 2;
@@ -95,6 +138,8 @@ const TAG_UPSERT: u8 = 1;
 const TAG_REMOVE: u8 = 2;
 const TAG_BULK_START: u8 = 3;
 const TAG_BULK_END: u8 = 4;
+const TAG_UPSERT6: u8 = 5;
+const TAG_REMOVE6: u8 = 6;
 
 const FLAG_BULK_SYNCED: u8 = 1;
 const FLAG_YIELDING: u8 = 2;
@@ -102,6 +147,8 @@ const FLAG_YIELDING: u8 = 2;
 /// The authenticated header fields of a received datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The wire version the datagram was sealed with: what the peer reads.
+    pub version: u8,
     pub node_id: u8,
     pub boot_id: u64,
     pub seq: u64,
@@ -149,12 +196,88 @@ pub struct FlowBatch {
 }
 
 /// A flow as the client sees it: the forward key of `FLOWS`, in std types so
-/// the wire does not inherit a map layout.
+/// the wire does not inherit a map layout. Client and VIP are of one family
+/// and in the one form the wire has for it (see [`FlowTuple::new`]), so
+/// every tuple can be encoded and decodes back to itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowTuple {
-    pub client: SocketAddrV4,
-    pub vip: SocketAddrV4,
-    pub proto: u8,
+    client: SocketAddr,
+    vip: SocketAddr,
+    proto: u8,
+}
+
+impl FlowTuple {
+    /// `None` if the two are of different families, or if either is an
+    /// IPv4-mapped IPv6 address (an IPv4 flow is written as IPv4). An IPv6
+    /// address's flow label and scope are not part of a flow: dropped.
+    pub fn new(client: SocketAddr, vip: SocketAddr, proto: u8) -> Option<FlowTuple> {
+        let (client, vip) = (canonical(client)?, canonical(vip)?);
+        (client.is_ipv6() == vip.is_ipv6()).then_some(FlowTuple { client, vip, proto })
+    }
+
+    pub fn client(&self) -> SocketAddr {
+        self.client
+    }
+
+    pub fn vip(&self) -> SocketAddr {
+        self.vip
+    }
+
+    pub fn proto(&self) -> u8 {
+        self.proto
+    }
+
+    pub fn is_ipv6(&self) -> bool {
+        self.client.is_ipv6()
+    }
+}
+
+/// An address as the wire has it; `None` for an IPv4-mapped IPv6 one.
+fn canonical(a: SocketAddr) -> Option<SocketAddr> {
+    match a {
+        SocketAddr::V4(_) => Some(a),
+        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some() => None,
+        SocketAddr::V6(v6) => Some(SocketAddrV6::new(*v6.ip(), v6.port(), 0, 0).into()),
+    }
+}
+
+/// A flow and the real serving it, as an upsert carries them: the real is
+/// of the flow's family (see [`Upsert::new`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upsert {
+    key: FlowTuple,
+    real: SocketAddr,
+    pub state: u8,
+    pub created_age_ms: u64,
+    pub idle_ms: u64,
+}
+
+impl Upsert {
+    /// `None` if `real` is not of the flow's family (or IPv4-mapped).
+    pub fn new(
+        key: FlowTuple,
+        real: SocketAddr,
+        state: u8,
+        created_age_ms: u64,
+        idle_ms: u64,
+    ) -> Option<Upsert> {
+        let real = canonical(real)?;
+        (real.is_ipv6() == key.is_ipv6()).then_some(Upsert {
+            key,
+            real,
+            state,
+            created_age_ms,
+            idle_ms,
+        })
+    }
+
+    pub fn key(&self) -> &FlowTuple {
+        &self.key
+    }
+
+    pub fn real(&self) -> SocketAddr {
+        self.real
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,13 +286,7 @@ pub enum FlowEvent {
     /// the two nodes number their reals independently. Times are ages
     /// relative to the moment of sending, because the two hosts' monotonic
     /// clocks share no origin.
-    Upsert {
-        key: FlowTuple,
-        real: SocketAddrV4,
-        state: u8,
-        created_age_ms: u64,
-        idle_ms: u64,
-    },
+    Upsert(Upsert),
     Remove {
         key: FlowTuple,
     },
@@ -187,18 +304,31 @@ impl FlowEvent {
     /// The flow the event is about; none for the bulk markers.
     pub fn key(&self) -> Option<&FlowTuple> {
         match self {
-            FlowEvent::Upsert { key, .. } | FlowEvent::Remove { key } => Some(key),
+            FlowEvent::Upsert(u) => Some(u.key()),
+            FlowEvent::Remove { key } => Some(key),
             FlowEvent::BulkStart | FlowEvent::BulkEnd { .. } => None,
         }
     }
 
     /// Bytes this event takes inside a flow batch.
     pub fn encoded_len(&self) -> usize {
-        match self {
-            FlowEvent::Upsert { .. } => UPSERT_LEN,
-            FlowEvent::Remove { .. } => REMOVE_LEN,
-            FlowEvent::BulkStart => BULK_START_LEN,
-            FlowEvent::BulkEnd { .. } => BULK_END_LEN,
+        let v6 = self.key().is_some_and(FlowTuple::is_ipv6);
+        match (self, v6) {
+            (FlowEvent::Upsert(_), false) => UPSERT_LEN,
+            (FlowEvent::Upsert(_), true) => UPSERT6_LEN,
+            (FlowEvent::Remove { .. }, false) => REMOVE_LEN,
+            (FlowEvent::Remove { .. }, true) => REMOVE6_LEN,
+            (FlowEvent::BulkStart, _) => BULK_START_LEN,
+            (FlowEvent::BulkEnd { .. }, _) => BULK_END_LEN,
+        }
+    }
+
+    /// The oldest wire version that carries this event: 2 for an IPv6 flow.
+    pub fn min_version(&self) -> u8 {
+        if self.key().is_some_and(FlowTuple::is_ipv6) {
+            2
+        } else {
+            MIN_VERSION
         }
     }
 }
@@ -224,6 +354,10 @@ pub enum WireError {
         "message is {len} bytes, over the {max}-byte datagram limit; send fewer flow events per batch (Sender::seal_events packs them)"
     )]
     TooLarge { len: usize, max: usize },
+    #[error(
+        "an IPv6 flow event cannot go in a version {version} message (the peer's); version 2 carries IPv6 flows"
+    )]
+    NotInVersion { version: u8 },
 }
 
 /// Seals outgoing messages for one agent run: numbers them and appends the
@@ -235,6 +369,8 @@ pub struct Sender {
     boot_id: u64,
     next_seq: u64,
     max_datagram: usize,
+    /// The version sealed with: the peer's (see Versions).
+    version: u8,
 }
 
 impl Sender {
@@ -245,7 +381,23 @@ impl Sender {
             boot_id,
             next_seq: 1,
             max_datagram: MAX_DATAGRAM,
+            version: VERSION,
         }
+    }
+
+    /// Seals with `version` from now on, clamped to
+    /// `MIN_VERSION..=VERSION`: the version the peer was last heard in.
+    pub fn set_version(&mut self, version: u8) {
+        self.version = version.clamp(MIN_VERSION, VERSION);
+    }
+
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+
+    /// Whether a datagram sealed now can carry `ev`.
+    pub fn carries(&self, ev: &FlowEvent) -> bool {
+        ev.min_version() <= self.version
     }
 
     /// Sets the datagram limit, clamped to `MIN_DATAGRAM..=UDP_MAX`.
@@ -269,7 +421,14 @@ impl Sender {
 
     /// One datagram holding `msg`. Consumes a sequence number only on success.
     pub fn seal(&mut self, msg: &Message) -> Result<Vec<u8>, WireError> {
-        let mut out = self.start(kind_of(msg));
+        if let Message::FlowBatch(b) = msg
+            && !b.events.iter().all(|ev| self.carries(ev))
+        {
+            return Err(WireError::NotInVersion {
+                version: self.version,
+            });
+        }
+        let mut out = self.start(kind_of(msg), self.version);
         encode_payload(msg, &mut out);
         let len = out.len() + MAC_LEN;
         if len > self.max_datagram {
@@ -284,28 +443,37 @@ impl Sender {
     /// A flow batch with as many of `events` (from the front) as fit in one
     /// datagram, numbered from `first_seq`; returns it and how many it holds.
     /// Always at least one when `events` is not empty.
+    ///
+    /// Events the peer's version cannot carry are the caller's to hold back
+    /// (see [`Sender::carries`]): one reaching here ends the batch before it,
+    /// and at the front it makes the datagram of the version that carries
+    /// it, which a peer of an older version drops: the stream stalls rather
+    /// than skips an event.
     pub fn seal_events(&mut self, first_seq: u64, events: &[FlowEvent]) -> (Vec<u8>, usize) {
+        let version = events
+            .first()
+            .map_or(self.version, |ev| ev.min_version().max(self.version));
         let mut room = self.max_datagram - OVERHEAD - BATCH_HEADER_LEN;
         let count = events
             .iter()
             .take(usize::from(u16::MAX))
             .take_while(|ev| {
-                let fits = ev.encoded_len() <= room;
+                let fits = ev.encoded_len() <= room && ev.min_version() <= version;
                 if fits {
                     room -= ev.encoded_len();
                 }
                 fits
             })
             .count();
-        let mut out = self.start(KIND_FLOW_BATCH);
+        let mut out = self.start(KIND_FLOW_BATCH, version);
         encode_batch(first_seq, &events[..count], &mut out);
         (self.finish(out), count)
     }
 
-    fn start(&self, kind: u8) -> Vec<u8> {
+    fn start(&self, kind: u8, version: u8) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.max_datagram);
         out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
+        out.push(version);
         out.push(kind);
         out.push(self.node_id);
         out.extend_from_slice(&self.boot_id.to_be_bytes());
@@ -361,22 +529,26 @@ fn encode_batch(first_seq: u64, events: &[FlowEvent], out: &mut Vec<u8>) {
     out.extend_from_slice(&count.to_be_bytes());
     for ev in events {
         match ev {
-            FlowEvent::Upsert {
-                key,
-                real,
-                state,
-                created_age_ms,
-                idle_ms,
-            } => {
-                out.push(TAG_UPSERT);
-                encode_tuple(key, out);
-                encode_addr(real, out);
-                out.push(*state);
-                out.extend_from_slice(&created_age_ms.to_be_bytes());
-                out.extend_from_slice(&idle_ms.to_be_bytes());
+            // One family per event (FlowTuple::new, Upsert::new): the tag
+            // names it and each address is written at its own length.
+            FlowEvent::Upsert(u) => {
+                out.push(if u.key.is_ipv6() {
+                    TAG_UPSERT6
+                } else {
+                    TAG_UPSERT
+                });
+                encode_tuple(&u.key, out);
+                encode_addr(u.real, out);
+                out.push(u.state);
+                out.extend_from_slice(&u.created_age_ms.to_be_bytes());
+                out.extend_from_slice(&u.idle_ms.to_be_bytes());
             }
             FlowEvent::Remove { key } => {
-                out.push(TAG_REMOVE);
+                out.push(if key.is_ipv6() {
+                    TAG_REMOVE6
+                } else {
+                    TAG_REMOVE
+                });
                 encode_tuple(key, out);
             }
             FlowEvent::BulkStart => out.push(TAG_BULK_START),
@@ -389,13 +561,16 @@ fn encode_batch(first_seq: u64, events: &[FlowEvent], out: &mut Vec<u8>) {
 }
 
 fn encode_tuple(t: &FlowTuple, out: &mut Vec<u8>) {
-    encode_addr(&t.client, out);
-    encode_addr(&t.vip, out);
+    encode_addr(t.client, out);
+    encode_addr(t.vip, out);
     out.push(t.proto);
 }
 
-fn encode_addr(a: &SocketAddrV4, out: &mut Vec<u8>) {
-    out.extend_from_slice(&a.ip().octets());
+fn encode_addr(a: SocketAddr, out: &mut Vec<u8>) {
+    match a {
+        SocketAddr::V4(a) => out.extend_from_slice(&a.ip().octets()),
+        SocketAddr::V6(a) => out.extend_from_slice(&a.ip().octets()),
+    }
     out.extend_from_slice(&a.port().to_be_bytes());
 }
 
@@ -403,11 +578,16 @@ fn encode_addr(a: &SocketAddrV4, out: &mut Vec<u8>) {
 /// checked and removed) into its parts; `None` if anything is off.
 fn decode(body: &[u8]) -> Option<(Header, Message)> {
     let mut r = Reader(body);
-    if r.bytes(4)? != MAGIC || r.u8()? != VERSION {
+    if r.bytes(4)? != MAGIC {
+        return None;
+    }
+    let version = r.u8()?;
+    if !(MIN_VERSION..=VERSION).contains(&version) {
         return None;
     }
     let kind = r.u8()?;
     let header = Header {
+        version,
         node_id: r.u8()?,
         boot_id: r.u64()?,
         seq: r.u64()?,
@@ -436,7 +616,7 @@ fn decode(body: &[u8]) -> Option<(Header, Message)> {
             // No allocation sized by the peer beyond what the datagram can hold.
             let mut events = Vec::with_capacity(usize::from(count).min(r.0.len()));
             for _ in 0..count {
-                events.push(decode_event(&mut r)?);
+                events.push(decode_event(&mut r, version)?);
             }
             Message::FlowBatch(FlowBatch { first_seq, events })
         }
@@ -449,29 +629,27 @@ fn decode(body: &[u8]) -> Option<(Header, Message)> {
     r.0.is_empty().then_some((header, msg))
 }
 
-fn decode_event(r: &mut Reader<'_>) -> Option<FlowEvent> {
+/// One event of a batch sealed with `version`: tags 5 and 6 (IPv6) exist
+/// from version 2 on.
+fn decode_event(r: &mut Reader<'_>, version: u8) -> Option<FlowEvent> {
     let tag = r.u8()?;
-    match tag {
+    let (upsert, v6) = match tag {
         TAG_BULK_START => return Some(FlowEvent::BulkStart),
         TAG_BULK_END => return Some(FlowEvent::BulkEnd { total: r.u64()? }),
-        _ => {}
-    }
-    let key = FlowTuple {
-        client: r.addr()?,
-        vip: r.addr()?,
-        proto: r.u8()?,
+        TAG_UPSERT => (true, false),
+        TAG_REMOVE => (false, false),
+        TAG_UPSERT6 if version >= 2 => (true, true),
+        TAG_REMOVE6 if version >= 2 => (false, true),
+        _ => return None,
     };
-    match tag {
-        TAG_UPSERT => Some(FlowEvent::Upsert {
-            key,
-            real: r.addr()?,
-            state: r.u8()?,
-            created_age_ms: r.u64()?,
-            idle_ms: r.u64()?,
-        }),
-        TAG_REMOVE => Some(FlowEvent::Remove { key }),
-        _ => None,
+    // The constructors refuse what has no place on the wire (an
+    // IPv4-mapped address under an IPv6 tag): malformed.
+    let key = FlowTuple::new(r.addr(v6)?, r.addr(v6)?, r.u8()?)?;
+    if !upsert {
+        return Some(FlowEvent::Remove { key });
     }
+    let u = Upsert::new(key, r.addr(v6)?, r.u8()?, r.u64()?, r.u64()?)?;
+    Some(FlowEvent::Upsert(u))
 }
 
 /// A cursor over untrusted bytes: every read is bounds-checked.
@@ -500,8 +678,15 @@ impl<'a> Reader<'a> {
         Some(u64::from_be_bytes(self.array()?))
     }
 
-    fn addr(&mut self) -> Option<SocketAddrV4> {
-        let ip = Ipv4Addr::from(self.array::<4>()?);
-        Some(SocketAddrV4::new(ip, self.u16()?))
+    /// An address and port: 16 bytes of IPv6 address if `v6`, else 4 of
+    /// IPv4.
+    fn addr(&mut self, v6: bool) -> Option<SocketAddr> {
+        Some(if v6 {
+            let ip = Ipv6Addr::from(self.array::<16>()?);
+            SocketAddrV6::new(ip, self.u16()?, 0, 0).into()
+        } else {
+            let ip = Ipv4Addr::from(self.array::<4>()?);
+            SocketAddrV4::new(ip, self.u16()?).into()
+        })
     }
 }

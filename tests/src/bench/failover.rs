@@ -300,11 +300,7 @@ fn client(i: u64) -> SocketAddrV4 {
 }
 
 fn tuple(i: u64) -> FlowTuple {
-    FlowTuple {
-        client: client(i),
-        vip: SocketAddrV4::new(VIP, ECHO),
-        proto: 6,
-    }
+    FlowTuple::new(client(i).into(), SocketAddrV4::new(VIP, ECHO).into(), 6).expect("one family")
 }
 
 impl Injector {

@@ -14,11 +14,12 @@ fn key() -> Key {
 
 fn ev(n: u16) -> FlowEvent {
     FlowEvent::Remove {
-        key: FlowTuple {
-            client: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), n),
-            vip: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 80),
-            proto: 6,
-        },
+        key: FlowTuple::new(
+            SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), n).into(),
+            SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 80).into(),
+            6,
+        )
+        .expect("one family"),
     }
 }
 

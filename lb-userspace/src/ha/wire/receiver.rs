@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{HEADER_LEN, Header, Key, MAC_LEN, MAGIC, Message, VERSION, decode};
+use super::{HEADER_LEN, Header, Key, MAC_LEN, MAGIC, MIN_VERSION, Message, VERSION, decode};
 
 /// How far behind the newest accepted sequence number a datagram may arrive
 /// and still be accepted (once): UDP may reorder, the window absorbs it.
@@ -15,7 +15,8 @@ pub enum Reject {
     /// Too short, wrong magic, or an authenticated payload that does not
     /// parse (a bug or an incompatible build on the peer).
     Malformed,
-    /// Another protocol version; its MAC layout is unknown, so this count is
+    /// A protocol version this build does not read (outside
+    /// `MIN_VERSION..=VERSION`); its MAC layout is unknown, so this count is
     /// unauthenticated.
     WrongVersion,
     /// The MAC does not verify: forged, corrupted, or a different key.
@@ -204,7 +205,7 @@ impl Receiver {
         if datagram.len() < HEADER_LEN + MAC_LEN || datagram[..4] != MAGIC {
             return Err(Reject::Malformed);
         }
-        if datagram[4] != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&datagram[4]) {
             return Err(Reject::WrongVersion);
         }
         let (body, tag) = datagram.split_at(datagram.len() - MAC_LEN);

@@ -1,7 +1,7 @@
 //! Codec, MAC and replay protection, on bytes made in the tests.
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
@@ -24,21 +24,43 @@ fn addr(last: u8, port: u16) -> SocketAddrV4 {
 }
 
 fn tuple(n: u16) -> FlowTuple {
-    FlowTuple {
-        client: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 40_000 + n),
-        vip: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10), 80),
-        proto: 6,
-    }
+    FlowTuple::new(
+        SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 40_000 + n).into(),
+        SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10), 80).into(),
+        6,
+    )
+    .expect("one family")
 }
 
 fn upsert(n: u16) -> FlowEvent {
-    FlowEvent::Upsert {
-        key: tuple(n),
-        real: addr(11, 8080),
-        state: 2,
-        created_age_ms: 1_000_000 + u64::from(n),
-        idle_ms: u64::from(n),
-    }
+    let u = Upsert::new(
+        tuple(n),
+        addr(11, 8080).into(),
+        2,
+        1_000_000 + u64::from(n),
+        u64::from(n),
+    );
+    FlowEvent::Upsert(u.expect("one family"))
+}
+
+fn sock(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+fn tuple6(n: u16) -> FlowTuple {
+    let client = sock(&format!("[2001:db8:c::7]:{}", 40_000 + n));
+    FlowTuple::new(client, sock("[2001:db8::10]:80"), 17).expect("one family")
+}
+
+fn upsert6(n: u16) -> FlowEvent {
+    let u = Upsert::new(
+        tuple6(n),
+        sock("[2001:db8:2::11]:8080"),
+        5,
+        2_000_000 + u64::from(n),
+        u64::from(n),
+    );
+    FlowEvent::Upsert(u.expect("one family"))
 }
 
 fn heartbeat() -> Message {
@@ -84,6 +106,15 @@ fn every_message() -> Vec<Message> {
                 FlowEvent::BulkEnd { total: 1 << 40 },
             ],
         }),
+        Message::FlowBatch(FlowBatch {
+            first_seq: 9,
+            events: vec![
+                upsert6(1),
+                upsert(5),
+                FlowEvent::Remove { key: tuple6(2) },
+                FlowEvent::Remove { key: tuple(6) },
+            ],
+        }),
     ]
 }
 
@@ -102,6 +133,7 @@ fn every_message_round_trips() {
         assert_eq!(
             got.header,
             Header {
+                version: VERSION,
                 node_id: A,
                 boot_id: 1000,
                 seq
@@ -113,7 +145,7 @@ fn every_message_round_trips() {
             "only the first datagram is a new boot"
         );
     }
-    assert_eq!(rx.counters().accepted, 7);
+    assert_eq!(rx.counters().accepted, 8);
 }
 
 #[test]
@@ -122,7 +154,7 @@ fn layout_is_the_documented_one() {
     let dgram = tx.seal(&heartbeat()).expect("fits");
     assert_eq!(dgram.len(), OVERHEAD + 27);
     assert_eq!(&dgram[..4], b"LBHA");
-    assert_eq!(dgram[4..7], [VERSION, 1, A]);
+    assert_eq!(dgram[4..7], [2, 1, A]);
     assert_eq!(dgram[7..15], 1000u64.to_be_bytes());
     assert_eq!(dgram[15..23], 1u64.to_be_bytes());
     // priority, role, flags (bulk_synced), term, flows, next_seq
@@ -207,8 +239,13 @@ fn truncated_padded_or_foreign_datagrams_are_malformed() {
 /// A datagram with a valid MAC over a payload that does not parse: sealed
 /// by hand, as only a broken or incompatible peer would send it.
 fn sealed_raw(kind: u8, seq: u64, payload: &[u8]) -> Vec<u8> {
+    sealed_raw_in(VERSION, kind, seq, payload)
+}
+
+/// `sealed_raw` in another wire version.
+fn sealed_raw_in(version: u8, kind: u8, seq: u64, payload: &[u8]) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
-    out.extend_from_slice(&[VERSION, kind, A]);
+    out.extend_from_slice(&[version, kind, A]);
     out.extend_from_slice(&1000u64.to_be_bytes());
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(payload);
@@ -245,10 +282,13 @@ fn authentic_but_unparsable_payloads_are_malformed_and_do_not_move_the_window() 
 #[test]
 fn another_version_is_counted_not_parsed() {
     let (mut tx, mut rx) = pair();
-    let mut dgram = tx.seal(&heartbeat()).expect("fits");
-    dgram[4] = 2;
-    assert_eq!(rx.open(&dgram), Err(Reject::WrongVersion));
-    assert_eq!(rx.counters().dropped(Reject::WrongVersion), 1);
+    let dgram = tx.seal(&heartbeat()).expect("fits");
+    for version in [0, 3, 255] {
+        let mut d = dgram.clone();
+        d[4] = version;
+        assert_eq!(rx.open(&d), Err(Reject::WrongVersion), "version {version}");
+    }
+    assert_eq!(rx.counters().dropped(Reject::WrongVersion), 3);
 }
 
 #[test]
@@ -372,12 +412,11 @@ fn boot_ids_follow_the_wall_clock() {
 #[test]
 fn batches_respect_the_datagram_limit() {
     let events: Vec<FlowEvent> = (0..500)
-        .map(|n| {
-            if n % 3 == 0 {
-                FlowEvent::Remove { key: tuple(n) }
-            } else {
-                upsert(n)
-            }
+        .map(|n| match n % 6 {
+            0 => FlowEvent::Remove { key: tuple(n) },
+            1 => FlowEvent::Remove { key: tuple6(n) },
+            2 => upsert6(n),
+            _ => upsert(n),
         })
         .collect();
     for max in [MIN_DATAGRAM, 200, 576, MAX_DATAGRAM, 9000] {
@@ -507,4 +546,159 @@ fn key_file_errors_say_what_to_do() {
         Key::from_bytes(b""),
         Err(KeyError::Empty { path: None })
     ));
+}
+
+#[test]
+fn ipv6_events_have_the_documented_layout() {
+    assert_eq!((UPSERT6_LEN, REMOVE6_LEN), (73, 38));
+    let (mut tx, _) = pair();
+    let events = [upsert6(1), FlowEvent::Remove { key: tuple6(2) }];
+    let (dgram, n) = tx.seal_events(3, &events);
+    assert_eq!(n, 2);
+    assert_eq!(dgram.len(), OVERHEAD + 10 + 73 + 38);
+    assert_eq!(dgram[4], 2, "IPv6 events go in version 2");
+    let p = &dgram[HEADER_LEN..dgram.len() - MAC_LEN];
+    assert_eq!(p[..10], [0, 0, 0, 0, 0, 0, 0, 3, 0, 2]);
+    let client = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7,
+    ];
+    let vip = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let real = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11,
+    ];
+    let mut want = vec![5];
+    want.extend_from_slice(&client);
+    want.extend_from_slice(&[0x9c, 0x41]); // 40001
+    want.extend_from_slice(&vip);
+    want.extend_from_slice(&[0, 80, 17]);
+    want.extend_from_slice(&real);
+    want.extend_from_slice(&[0x1f, 0x90, 5]); // 8080, state
+    want.extend_from_slice(&2_000_001u64.to_be_bytes());
+    want.extend_from_slice(&1u64.to_be_bytes());
+    want.push(6);
+    want.extend_from_slice(&client);
+    want.extend_from_slice(&[0x9c, 0x42]); // 40002
+    want.extend_from_slice(&vip);
+    want.extend_from_slice(&[0, 80, 17]);
+    assert_eq!(p[10..], want[..]);
+}
+
+#[test]
+fn tuples_and_upserts_are_of_one_family() {
+    let v4 = sock("192.0.2.10:80");
+    let v6 = sock("[2001:db8::10]:80");
+    assert!(FlowTuple::new(v4, v6, 6).is_none());
+    assert!(FlowTuple::new(v6, v4, 6).is_none());
+    // IPv4 has one form on the wire: never IPv4-mapped IPv6.
+    let mapped = sock("[::ffff:192.0.2.7]:4000");
+    assert!(FlowTuple::new(mapped, sock("[::ffff:192.0.2.10]:80"), 6).is_none());
+    assert!(Upsert::new(tuple(1), v6, 2, 0, 0).is_none());
+    assert!(Upsert::new(tuple6(1), v4, 2, 0, 0).is_none());
+    assert!(Upsert::new(tuple6(1), mapped, 2, 0, 0).is_none());
+    // Flow label and scope are no part of a flow.
+    let scoped = SocketAddr::V6(std::net::SocketAddrV6::new(
+        "2001:db8:c::7".parse().unwrap(),
+        40_001,
+        7,
+        3,
+    ));
+    assert_eq!(FlowTuple::new(scoped, v6, 17).unwrap(), tuple6(1));
+}
+
+#[test]
+fn malformed_ipv6_events_are_refused() {
+    let mut rx = Receiver::new(key(), B);
+    let v6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let mapped = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 1];
+    let tuple_of =
+        |client: [u8; 16], vip: [u8; 16]| [&client[..], &[0, 1], &vip, &[0, 80, 6]].concat();
+    let remove = |tag: u8, tuple: Vec<u8>| [&[0; 8][..], &[0, 1], &[tag], &tuple].concat();
+    let cases: Vec<(u8, Vec<u8>)> = vec![
+        // A remove of an IPv6 flow cut one byte short.
+        (VERSION, remove(6, tuple_of(v6, v6)[..36].to_vec())),
+        // An IPv6 upsert with the tuple and no real.
+        (VERSION, remove(5, tuple_of(v6, v6))),
+        // IPv4-mapped addresses under an IPv6 tag.
+        (VERSION, remove(6, tuple_of(mapped, v6))),
+        (VERSION, remove(6, tuple_of(v6, mapped))),
+        // An IPv6 event in a version 1 datagram: version 1 has no tag 6.
+        (1, remove(6, tuple_of(v6, v6))),
+        // An IPv4 remove's 14 bytes under the IPv6 tag.
+        (VERSION, remove(6, vec![0; 13])),
+    ];
+    for (i, (version, payload)) in cases.iter().enumerate() {
+        let dgram = sealed_raw_in(*version, KIND_FLOW_BATCH, 100 + i as u64, payload);
+        assert_eq!(rx.open(&dgram), Err(Reject::Malformed), "case {i}");
+    }
+    assert_eq!(rx.peer_boot(A), None, "nothing was accepted");
+    // The first case's bytes whole: accepted.
+    let ok = sealed_raw(KIND_FLOW_BATCH, 1, &remove(6, tuple_of(v6, v6)));
+    let Message::FlowBatch(b) = rx.open(&ok).expect("well-formed").message else {
+        panic!("not a batch");
+    };
+    let key = b.events[0].key().expect("a remove names its flow");
+    assert_eq!(key.client(), sock("[2001:db8::1]:1"));
+    assert_eq!(key.vip(), sock("[2001:db8::1]:80"));
+}
+
+#[test]
+fn version_1_is_read_and_sent_for_an_older_peer() {
+    // An older peer's datagrams (sealed by hand: version 1, IPv4 events).
+    let mut rx = Receiver::new(key(), B);
+    let hb = sealed_raw_in(1, KIND_BULK_REQUEST, 1, &[]);
+    let got = rx.open(&hb).expect("version 1 is read");
+    assert_eq!(got.header.version, 1);
+    let mut v1_batch = [&5u64.to_be_bytes()[..], &[0, 1]].concat();
+    let (full, _) = Sender::new(key(), A, 1).seal_events(5, &[upsert(1)]);
+    v1_batch.extend_from_slice(&full[HEADER_LEN + 10..full.len() - MAC_LEN]);
+    let got = rx
+        .open(&sealed_raw_in(1, KIND_FLOW_BATCH, 2, &v1_batch))
+        .expect("an IPv4 upsert in version 1");
+    assert_eq!(
+        got.message,
+        Message::FlowBatch(FlowBatch {
+            first_seq: 5,
+            events: vec![upsert(1)]
+        })
+    );
+
+    // Answering it: version 1, byte for byte the older layout.
+    let mut tx = Sender::new(key(), A, 1000);
+    assert_eq!(tx.version(), VERSION, "until the peer is heard");
+    tx.set_version(1);
+    assert!(tx.carries(&upsert(1)) && !tx.carries(&upsert6(1)));
+    assert!(tx.carries(&FlowEvent::BulkEnd { total: 1 }));
+    let d = tx.seal(&heartbeat()).expect("fits");
+    assert_eq!(d[4], 1);
+    let mut rx = Receiver::new(key(), B);
+    assert_eq!(rx.open(&d).expect("opens").header.version, 1);
+
+    // An IPv6 event cannot go in version 1: refused whole, no seq used.
+    let batch = Message::FlowBatch(FlowBatch {
+        first_seq: 1,
+        events: vec![upsert(1), upsert6(2)],
+    });
+    assert_eq!(tx.seal(&batch), Err(WireError::NotInVersion { version: 1 }));
+    assert_eq!(tx.next_seq(), 2);
+    // Packing stops before it; at the front it takes version 2 (which an
+    // older peer drops: the stream stalls rather than skip it).
+    let events = [upsert(1), upsert(2), upsert6(3), upsert(4)];
+    let (d, n) = tx.seal_events(1, &events);
+    assert_eq!((d[4], n), (1, 2));
+    let (d, n) = tx.seal_events(3, &events[2..]);
+    assert_eq!((d[4], n), (2, 2));
+    // A version 2 datagram relabelled version 1 fails its MAC: the version
+    // cannot be downgraded in flight.
+    let mut d = Sender::new(key(), A, 2000)
+        .seal(&heartbeat())
+        .expect("fits");
+    d[4] = 1;
+    assert_eq!(Receiver::new(key(), B).open(&d), Err(Reject::BadMac));
+    // The version is clamped to what this build knows.
+    tx.set_version(0);
+    assert_eq!(tx.version(), MIN_VERSION);
+    tx.set_version(9);
+    assert_eq!(tx.version(), VERSION);
 }
