@@ -17,8 +17,8 @@
 //! sends can leave it.
 
 use std::{
-    io,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
+    fmt, io,
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
 
@@ -197,14 +197,18 @@ impl Topology {
 
 /// Repeats every `(from, to)` probe until all pass or `timeout` runs out;
 /// panics with the failing ones, naming the `what` that is not ready.
-pub(crate) fn wait_probes(what: &str, probes: &[(&Netns, Ipv4Addr)], timeout: Duration) {
+pub(crate) fn wait_probes<A>(what: &str, probes: &[(&Netns, A)], timeout: Duration)
+where
+    A: Into<IpAddr> + Copy + fmt::Display,
+{
     let deadline = Instant::now() + timeout;
     let mut failed = Vec::new();
     // Bounded by the deadline and by a count (each round takes >= 50 ms).
     for _ in 0..1000 {
         failed.clear();
         for (ns, addr) in probes {
-            if let Err(e) = ns.run(|| probe(*addr)) {
+            let ip: IpAddr = (*addr).into();
+            if let Err(e) = ns.run(|| probe(ip)) {
                 failed.push(format!("{} -> {addr}:9: {e}", ns.name()));
             }
         }
@@ -221,8 +225,8 @@ pub(crate) fn wait_probes(what: &str, probes: &[(&Netns, Ipv4Addr)], timeout: Du
 }
 
 /// One TCP connect; reachable if it is accepted or refused.
-pub(crate) fn probe(addr: Ipv4Addr) -> io::Result<()> {
-    let sa = SocketAddr::V4(SocketAddrV4::new(addr, 9));
+pub(crate) fn probe(addr: impl Into<IpAddr>) -> io::Result<()> {
+    let sa = SocketAddr::new(addr.into(), 9);
     match TcpStream::connect_timeout(&sa, Duration::from_millis(300)) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
@@ -230,13 +234,43 @@ pub(crate) fn probe(addr: Ipv4Addr) -> io::Result<()> {
     }
 }
 
-/// Sysctls set in every namespace before its interfaces exist.
+/// Sysctls set in every namespace before its interfaces exist, for an
+/// IPv4-only topology.
 pub(crate) fn quiet_sysctls(ns: &Netns) {
+    no_rp_filter(ns);
     for scope in ["all", "default"] {
-        ns.sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0");
         // No IPv6 at all: router solicitations, MLD reports and DAD probes
         // would otherwise cross the lb and show up in XDP counters and flow
         // tables. The topology is IPv4-only.
         ns.sysctl(&format!("net.ipv6.conf.{scope}.disable_ipv6"), "1");
+    }
+}
+
+/// Sysctls set in every namespace of a dual-stack topology before its
+/// interfaces exist: IPv6 on, but only the addresses and routes the test
+/// configures. No router solicitations or advertisements, no SLAAC, and no
+/// DAD (the addresses are added `nodad` too), so nothing but the test's own
+/// traffic and neighbour discovery crosses the lb, and addresses are usable
+/// at once instead of tentative for a second.
+pub(crate) fn quiet_dual_stack_sysctls(ns: &Netns) {
+    no_rp_filter(ns);
+    for scope in ["all", "default"] {
+        for (key, value) in [
+            ("disable_ipv6", "0"),
+            ("accept_ra", "0"),
+            ("autoconf", "0"),
+            ("router_solicitations", "0"),
+            ("accept_dad", "0"),
+        ] {
+            ns.sysctl(&format!("net.ipv6.conf.{scope}.{key}"), value);
+        }
+    }
+}
+
+/// rp_filter off: its effective value is max(all, per-interface), and a
+/// host default of 1 could drop the asymmetric flows NAT produces.
+fn no_rp_filter(ns: &Netns) {
+    for scope in ["all", "default"] {
+        ns.sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0");
     }
 }

@@ -4,8 +4,8 @@
 //! a client reopening a 4-tuple whose last connection just closed.
 //!
 //! Topology (tests/src/edges_net.rs): client — r1 — lb — r3 — s1, s2, all
-//! routed, with 1280-byte route MTUs on the routers beyond the lb, so the
-//! kernels on the way make the ICMP errors and fragments.
+//! routed and dual-stack, with 1280-byte route MTUs on the routers beyond
+//! the lb, so the kernels on the way make the ICMP errors and fragments.
 //!
 //! Every case runs twice: first with nftables DNAT (conntrack) in the lb
 //! namespace, the reference that proves the case itself; then with the real
@@ -16,7 +16,7 @@
 use std::{
     collections::BTreeMap,
     io,
-    net::{SocketAddr, SocketAddrV4},
+    net::{IpAddr, SocketAddr, SocketAddrV4},
     panic::{self, AssertUnwindSafe},
     thread,
     time::{Duration, Instant},
@@ -25,8 +25,8 @@ use std::{
 use lb_tests::{
     EchoConn, bulk_receive, bulk_send,
     edges_net::{
-        self, Balancer, CLIENT_ADDR, ECHO, EdgeNet, HTTP, Mode, NARROW_MTU, Proto, SINK, SOURCE,
-        Service, UDP, VIP, server_addr, server_name,
+        self, Balancer, CLIENT_ADDR, ECHO, EdgeNet, Family, HTTP, Mode, NARROW_MTU, Proto, SINK,
+        SOURCE, Service, UDP, VIP, server_addr, server_name,
     },
     http_get_from, require_root, udp_request, wait_until,
 };
@@ -41,13 +41,27 @@ fn vip(port: u16) -> SocketAddr {
     SocketAddr::new(VIP.into(), port)
 }
 
+/// An IPv4 service over the first `n` servers.
 fn service(name: &'static str, proto: Proto, port: u16, real_port: u16, n: usize) -> Service {
+    service_in(Family::V4, name, proto, port, real_port, n)
+}
+
+/// A service over the first `n` servers' addresses in `family`, on that
+/// family's VIP.
+fn service_in(
+    family: Family,
+    name: &'static str,
+    proto: Proto,
+    port: u16,
+    real_port: u16,
+    n: usize,
+) -> Service {
     Service {
         name,
         proto,
         port,
         real_port,
-        reals: (0..n).map(server_addr).collect(),
+        reals: (0..n).map(|i| family.server_addr(i)).collect(),
     }
 }
 
@@ -142,11 +156,11 @@ const BULK_LIMIT: Duration = Duration::from_secs(20);
 /// about the VIP.
 fn pmtu(net: &EdgeNet, mode: Mode) {
     let source = Service {
-        reals: vec![server_addr(0)],
+        reals: vec![server_addr(0).into()],
         ..service("source", Proto::Tcp, 9001, SOURCE, 1)
     };
     let sink = Service {
-        reals: vec![server_addr(1)],
+        reals: vec![server_addr(1).into()],
         ..service("sink", Proto::Tcp, 9000, SINK, 1)
     };
     let bal = Balancer::start(net, mode, &[source, sink], TABLE);
@@ -416,7 +430,7 @@ fn tuple_reuse(net: &EdgeNet, mode: Mode) {
         .find(|&i| server_name(i) == first)
         .unwrap_or_else(|| panic!("first request answered by {first:?}"));
     let live = (old + 1) % SERVERS;
-    let (old_addr, live_name) = (server_addr(old), server_name(live));
+    let (old_addr, live_name): (IpAddr, _) = (server_addr(old).into(), server_name(live));
     println!("[{mode}] first connection from {local} served by {first}");
 
     // The balancer still remembers the closed connection, or this case
