@@ -2,19 +2,28 @@
 //! two balancers they compare (nftables DNAT as the reference, and lb), and
 //! the spoofed-SYN sender. Documentation and benchmark ranges only.
 //!
+//! Dual stack: every link carries the IPv4 plan and the same plan in IPv6
+//! (2001:db8::/32), with the same routes and narrow hops.
+//!
 //! ```text
-//! client  eth0 192.0.2.2/25, default via 192.0.2.1, blackhole 198.18.0.0/15
+//! client  eth0 192.0.2.2/25        2001:db8:c::2/64
+//!         default via 192.0.2.1 / 2001:db8:c::1, blackhole 198.18.0.0/15
 //!    |
-//! r1      eth0 192.0.2.1/25 (its route: mtu 1280), eth1 192.0.2.129/30
-//!         default via 192.0.2.130, 198.18.0.0/15 via 192.0.2.2
+//! r1      eth0 192.0.2.1/25        2001:db8:c::1/64  (their routes: mtu 1280)
+//!         eth1 192.0.2.129/30      2001:db8:1::1/64
+//!         default via 192.0.2.130 / 2001:db8:1::2, 198.18.0.0/15 via 192.0.2.2
 //!    |
-//! lb      eth0 192.0.2.130/30, eth1 203.0.113.129/30 (XDP in lb mode)
-//!         192.0.2.0/25 and 198.18.0.0/15 via 192.0.2.129, 203.0.113.0/25 via 203.0.113.130
+//! lb      eth0 192.0.2.130/30      2001:db8:1::2/64
+//!         eth1 203.0.113.129/30    2001:db8:3::1/64  (XDP in lb mode)
+//!         192.0.2.0/25, 198.18.0.0/15 via 192.0.2.129; 2001:db8:c::/64 via 2001:db8:1::1
+//!         203.0.113.0/25 via 203.0.113.130;            2001:db8:5::/64 via 2001:db8:3::2
 //!    |
-//! r3      eth0 203.0.113.130/30, br0 203.0.113.1/25 (its route: mtu 1280)
-//!         default via 203.0.113.129; br0's ports to-s1, to-s2, …
+//! r3      eth0 203.0.113.130/30    2001:db8:3::2/64
+//!         br0 203.0.113.1/25       2001:db8:5::1/64  (their routes: mtu 1280)
+//!         default via 203.0.113.129 / 2001:db8:3::1; br0's ports to-s1, to-s2, …
 //!    |
-//! sN      eth0 203.0.113.(10+N)/25, default via 203.0.113.1
+//! sN      eth0 203.0.113.(10+N)/25 2001:db8:5::(10+N)/64 (hex)
+//!         default via 203.0.113.1 / 2001:db8:5::1
 //! ```
 //!
 //! Routers on both sides of the lb make the ICMP errors real kernels make:
@@ -25,18 +34,20 @@
 //! The narrow hops are route MTUs, not links: a forwarding Linux router
 //! checks a packet against its route's `mtu` metric (ip_forward() takes
 //! `ip_dst_mtu_maybe_forward()`, which returns the raw RTAX_MTU), and the
-//! pmtu case fails unless the endpoints learn exactly that 1280.
+//! pmtu case fails unless the endpoints learn exactly that 1280. In IPv6
+//! the routers answer with "packet too big" (they never fragment), and
+//! 1280, IPv6's minimum MTU, is a path MTU every host accepts.
 //!
-//! The VIP (198.51.100.10) is routed by r1 to the lb, which has no route for
-//! it: nftables rewrites it in prerouting, lb's XDP program claims it.
-//! Spoofed SYN sources come from 198.18.0.0/15: every answer to them is
-//! routed back through r1 into the client namespace, whose blackhole route
-//! drops it. Nothing links to the root namespace, so no packet a test sends
-//! can leave the topology.
+//! The VIPs (198.51.100.10, 2001:db8:100::10) are routed by r1 to the lb,
+//! which has no route for them: nftables rewrites them in prerouting, lb's
+//! XDP program claims them. Spoofed SYN sources come from 198.18.0.0/15:
+//! every answer to them is routed back through r1 into the client
+//! namespace, whose blackhole route drops it. Nothing links to the root
+//! namespace, so no packet a test sends can leave the topology.
 
 use std::{
     fmt, fs, io,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4},
     path::Path,
     thread,
     time::{Duration, Instant},
@@ -47,7 +58,7 @@ use lb_userspace::reset::{ResetSender, SYN, tcp_segment};
 use crate::{
     LbAgent, Spawned, TestServer,
     netns::{Netns, veth},
-    topology::{quiet_sysctls, wait_probes},
+    topology::{quiet_ipv6, quiet_sysctls, wait_probes},
 };
 
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -66,6 +77,19 @@ pub const SERVER_NET: &str = "203.0.113.0/25";
 pub const SPOOF_NET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
 pub const SPOOF_PREFIX: u8 = 15;
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+
+/// The IPv6 plan, link by link the IPv4 one.
+pub const CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 2);
+pub const R1_CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 1);
+pub const R1_LB_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+pub const LB_R1_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
+pub const LB_R3_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 1);
+pub const R3_LB_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 2);
+pub const R3_SERVER_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, 1);
+pub const CLIENT_NET6: &str = "2001:db8:c::/64";
+pub const SERVER_NET6: &str = "2001:db8:5::/64";
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
+
 /// The route MTU of each narrow hop (IPv6's minimum, a common tunnel MTU).
 pub const NARROW_MTU: u32 = 1280;
 /// Interfaces of the lb namespace: towards r1, towards r3.
@@ -87,10 +111,117 @@ pub fn server_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(203, 0, 113, 11 + i as u8)
 }
 
+/// IPv6 address of server `i` (0-based): 2001:db8:5::11, ::12, … (hex, so
+/// the text ends like the IPv4 address).
+pub fn server_addr6(i: usize) -> Ipv6Addr {
+    assert!(i < MAX_SERVERS, "server index {i} out of range");
+    Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, 0x11 + i as u16)
+}
+
 /// Name of server `i` (0-based), its namespace role and what its
 /// `lb-testsrv` answers with: "s1", "s2", ….
 pub fn server_name(i: usize) -> String {
     format!("s{}", i + 1)
+}
+
+/// An IP family of the dual-stack topology.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
+
+    pub fn vip(self) -> IpAddr {
+        self.plan().vip
+    }
+
+    pub fn client_addr(self) -> IpAddr {
+        self.plan().client
+    }
+
+    /// Address of server `i` in this family.
+    pub fn server_addr(self, i: usize) -> IpAddr {
+        match self {
+            Family::V4 => server_addr(i).into(),
+            Family::V6 => server_addr6(i).into(),
+        }
+    }
+
+    /// The family's address plan.
+    pub fn plan(self) -> Plan {
+        match self {
+            Family::V4 => Plan {
+                client: CLIENT_ADDR.into(),
+                r1_client: R1_CLIENT_ADDR.into(),
+                r1_lb: R1_LB_ADDR.into(),
+                lb_r1: LB_R1_ADDR.into(),
+                lb_r3: LB_R3_ADDR.into(),
+                r3_lb: R3_LB_ADDR.into(),
+                r3_server: R3_SERVER_ADDR.into(),
+                client_net: CLIENT_NET,
+                server_net: SERVER_NET,
+                vip: VIP.into(),
+                lan_len: 25,
+                link_len: 30,
+            },
+            Family::V6 => Plan {
+                client: CLIENT_ADDR6.into(),
+                r1_client: R1_CLIENT_ADDR6.into(),
+                r1_lb: R1_LB_ADDR6.into(),
+                lb_r1: LB_R1_ADDR6.into(),
+                lb_r3: LB_R3_ADDR6.into(),
+                r3_lb: R3_LB_ADDR6.into(),
+                r3_server: R3_SERVER_ADDR6.into(),
+                client_net: CLIENT_NET6,
+                server_net: SERVER_NET6,
+                vip: VIP6.into(),
+                lan_len: 64,
+                link_len: 64,
+            },
+        }
+    }
+
+    /// `ip`'s family option: explicit, so `default via …` and `route show`
+    /// never depend on iproute2 guessing the family.
+    fn ip_flag(self) -> &'static str {
+        match self {
+            Family::V4 => "-4",
+            Family::V6 => "-6",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
+}
+
+/// One family's addresses: the links of the diagram, in that family.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    pub client: IpAddr,
+    /// The client's gateway, on r1.
+    pub r1_client: IpAddr,
+    pub r1_lb: IpAddr,
+    pub lb_r1: IpAddr,
+    pub lb_r3: IpAddr,
+    pub r3_lb: IpAddr,
+    /// The servers' gateway, on r3's bridge.
+    pub r3_server: IpAddr,
+    pub client_net: &'static str,
+    pub server_net: &'static str,
+    pub vip: IpAddr,
+    /// Prefix lengths of the client and server LANs, and of the links
+    /// between the routers and the lb.
+    pub lan_len: u8,
+    pub link_len: u8,
 }
 
 /// The built topology. Dropping it kills everything inside and removes all
@@ -101,15 +232,14 @@ pub struct EdgeNet {
     pub lb: Netns,
     pub r3: Netns,
     pub servers: Vec<Netns>,
-    pub server_addrs: Vec<Ipv4Addr>,
     /// The `lb-testsrv` processes, once started.
     pub testsrvs: Vec<Spawned>,
 }
 
 impl EdgeNet {
     /// Builds the topology with `n_servers` servers and waits until it
-    /// routes. Panics with context on any failure; whatever was built so
-    /// far is removed by the unwinding drops.
+    /// routes, in both families. Panics with context on any failure;
+    /// whatever was built so far is removed by the unwinding drops.
     pub fn new(n_servers: usize) -> EdgeNet {
         assert!(
             (1..=MAX_SERVERS).contains(&n_servers),
@@ -126,9 +256,13 @@ impl EdgeNet {
         // Before any interface exists, so the `default` values reach them.
         for ns in [&client, &r1, &lb, &r3].into_iter().chain(&servers) {
             quiet_sysctls(ns);
+            quiet_ipv6(ns);
         }
         for ns in [&r1, &lb, &r3] {
             ns.sysctl("net.ipv4.ip_forward", "1");
+            for scope in ["all", "default"] {
+                ns.sysctl(&format!("net.ipv6.conf.{scope}.forwarding"), "1");
+            }
         }
 
         // Links.
@@ -144,66 +278,18 @@ impl EdgeNet {
         }
         r3.ip(&["link", "set", "br0", "up"]);
 
-        // Addresses and routes.
-        let addr = |ns: &Netns, a: Ipv4Addr, len: u8, dev: &str| {
-            ns.ip(&["addr", "add", &format!("{a}/{len}"), "dev", dev]);
-        };
-        let route = |ns: &Netns, args: &[&str]| {
-            let mut full = vec!["route", "add"];
-            full.extend_from_slice(args);
-            ns.ip(&full);
-        };
-        let spoof_net = format!("{SPOOF_NET}/{SPOOF_PREFIX}");
-        let mtu = NARROW_MTU.to_string();
+        for family in Family::BOTH {
+            address_family(family, &client, &r1, &lb, &r3, &servers);
+        }
 
-        addr(&client, CLIENT_ADDR, 25, "eth0");
-        route(&client, &["default", "via", &R1_CLIENT_ADDR.to_string()]);
+        // IPv4 only: where the answers to spoofed sources go.
+        let spoof_net = format!("{SPOOF_NET}/{SPOOF_PREFIX}");
         // Answers to spoofed sources end here. The client does not forward
         // either, so nothing it receives for them goes anywhere.
-        route(&client, &["blackhole", &spoof_net]);
-
-        addr(&r1, R1_CLIENT_ADDR, 25, "eth0");
-        addr(&r1, R1_LB_ADDR, 30, "eth1");
-        // The narrow hop towards the clients: the kernel's own connected
-        // route, replaced by the same route with an MTU metric.
+        client.ip(&["route", "add", "blackhole", &spoof_net]);
         #[rustfmt::skip]
-        r1.ip(&["route", "replace", CLIENT_NET, "dev", "eth0", "proto", "kernel",
-                "scope", "link", "src", &R1_CLIENT_ADDR.to_string(), "mtu", &mtu]);
-        #[rustfmt::skip]
-        route(&r1, &[&spoof_net, "via", &CLIENT_ADDR.to_string(), "dev", "eth0"]);
-        route(&r1, &["default", "via", &LB_R1_ADDR.to_string()]);
-
-        addr(&lb, LB_R1_ADDR, 30, LB_CLIENT_IF);
-        addr(&lb, LB_R3_ADDR, 30, LB_SERVER_IF);
-        // No default route and none for the VIP: a VIP packet the lb hands
-        // to its kernel is unroutable, instead of looping back to r1.
-        route(&lb, &[CLIENT_NET, "via", &R1_LB_ADDR.to_string()]);
-        route(&lb, &[&spoof_net, "via", &R1_LB_ADDR.to_string()]);
-        route(&lb, &[SERVER_NET, "via", &R3_LB_ADDR.to_string()]);
-
-        addr(&r3, R3_LB_ADDR, 30, "eth0");
-        addr(&r3, R3_SERVER_ADDR, 25, "br0");
-        // The narrow hop towards the servers.
-        #[rustfmt::skip]
-        r3.ip(&["route", "replace", SERVER_NET, "dev", "br0", "proto", "kernel",
-                "scope", "link", "src", &R3_SERVER_ADDR.to_string(), "mtu", &mtu]);
-        route(&r3, &["default", "via", &LB_R3_ADDR.to_string()]);
-
-        let server_addrs: Vec<Ipv4Addr> = (0..n_servers).map(server_addr).collect();
-        for (server, &a) in servers.iter().zip(&server_addrs) {
-            addr(server, a, 25, "eth0");
-            route(server, &["default", "via", &R3_SERVER_ADDR.to_string()]);
-        }
-
-        for (ns, net) in [(&r1, CLIENT_NET), (&r3, SERVER_NET)] {
-            let shown =
-                String::from_utf8_lossy(&ns.ip(&["route", "show", net]).stdout).into_owned();
-            assert!(
-                shown.contains(&format!("mtu {NARROW_MTU}")),
-                "{}: the route to {net} has no mtu {NARROW_MTU}: {shown}",
-                ns.name()
-            );
-        }
+        r1.ip(&["route", "add", &spoof_net, "via", &CLIENT_ADDR.to_string(), "dev", "eth0"]);
+        lb.ip(&["route", "add", &spoof_net, "via", &R1_LB_ADDR.to_string()]);
 
         // Socket senders on veth hand out CHECKSUM_PARTIAL packets; once
         // XDP rewrites them the receiver would see bad checksums. Real NICs
@@ -224,23 +310,27 @@ impl EdgeNet {
             lb,
             r3,
             servers,
-            server_addrs,
             testsrvs: Vec::new(),
         };
         net.wait_ready(Duration::from_secs(10));
         net
     }
 
-    /// Waits until routing works both ways: the lb reaches the client and
-    /// every server, the client reaches every server through the lb, and
-    /// every server reaches the client. Also leaves the lb's neighbour
-    /// entries (r1, r3) resolved, which `bpf_fib_lookup` needs.
+    /// Waits until routing works both ways in both families: the lb reaches
+    /// the client and every server, the client reaches every server through
+    /// the lb, and every server reaches the client. Also leaves the lb's
+    /// neighbour entries (r1, r3) resolved in both families, which
+    /// `bpf_fib_lookup` needs.
     pub fn wait_ready(&self, timeout: Duration) {
-        let mut probes: Vec<(&Netns, Ipv4Addr)> = vec![(&self.lb, CLIENT_ADDR)];
-        for (server, &a) in self.servers.iter().zip(&self.server_addrs) {
-            probes.push((&self.lb, a));
-            probes.push((&self.client, a));
-            probes.push((server, CLIENT_ADDR));
+        let mut probes: Vec<(&Netns, IpAddr)> = Vec::new();
+        for family in Family::BOTH {
+            probes.push((&self.lb, family.client_addr()));
+            for (i, server) in self.servers.iter().enumerate() {
+                let a = family.server_addr(i);
+                probes.push((&self.lb, a));
+                probes.push((&self.client, a));
+                probes.push((server, family.client_addr()));
+            }
         }
         wait_probes("edge topology", &probes, timeout);
     }
@@ -253,35 +343,125 @@ impl EdgeNet {
             .collect()
     }
 
-    /// `ip route flush cache` everywhere: forgets every learned path MTU
-    /// (the kernel's next-hop exceptions), so a run starts from the routes.
+    /// `ip route flush cache` everywhere, both families: forgets every
+    /// learned path MTU (the kernel's next-hop exceptions), so a run starts
+    /// from the routes.
     pub fn flush_route_caches(&self) {
         for ns in self.all() {
-            ns.ip(&["route", "flush", "cache"]);
+            for family in Family::BOTH {
+                ns.ip(&[family.ip_flag(), "route", "flush", "cache"]);
+            }
         }
     }
 
-    /// Starts `lb-testsrv` (`exe`) on every server with every service:
-    /// http [`HTTP`], udp [`UDP`], echo [`ECHO`], sink [`SINK`], source
-    /// [`SOURCE`]. Each answers with its name, "s1", "s2", ….
+    /// Starts `lb-testsrv` (`exe`) on every server with every service, on
+    /// its IPv4 and its IPv6 address: http [`HTTP`], udp [`UDP`], echo
+    /// [`ECHO`], sink [`SINK`], source [`SOURCE`]. Each answers with its
+    /// name, "s1", "s2", ….
     pub fn start_servers(&mut self, exe: &str) {
-        for (i, &a) in self.server_addrs.iter().enumerate() {
-            let at = |port| SocketAddr::new(a.into(), port);
-            let srv = TestServer::new(exe, &server_name(i))
-                .http(at(HTTP))
-                .udp(at(UDP))
-                .echo(at(ECHO))
-                .sink(at(SINK))
-                .source(at(SOURCE))
-                .spawn(&self.servers[i]);
+        for i in 0..self.servers.len() {
+            let mut srv = TestServer::new(exe, &server_name(i));
+            for family in Family::BOTH {
+                let at = |port| SocketAddr::new(family.server_addr(i), port);
+                srv = srv
+                    .http(at(HTTP))
+                    .udp(at(UDP))
+                    .echo(at(ECHO))
+                    .sink(at(SINK))
+                    .source(at(SOURCE));
+            }
+            let srv = srv.spawn(&self.servers[i]);
             self.testsrvs.push(srv);
         }
     }
 
     /// `ip route get DST` in `ns`, as text.
-    pub fn route_get(ns: &Netns, dst: Ipv4Addr) -> String {
+    pub fn route_get(ns: &Netns, dst: impl Into<IpAddr>) -> String {
+        let dst = dst.into();
         String::from_utf8_lossy(&ns.ip(&["route", "get", &dst.to_string()]).stdout).into_owned()
     }
+}
+
+/// One family's addresses and routes on the built links (the diagram in
+/// the module doc), the narrow hops included.
+fn address_family(
+    family: Family,
+    client: &Netns,
+    r1: &Netns,
+    lb: &Netns,
+    r3: &Netns,
+    servers: &[Netns],
+) {
+    let p = family.plan();
+    let flag = family.ip_flag();
+    let addr = |ns: &Netns, a: IpAddr, len: u8, dev: &str| {
+        let cidr = format!("{a}/{len}");
+        let mut args = vec![flag, "addr", "add", &cidr, "dev", dev];
+        // Usable at once: not tentative until DAD is done (IPv4 has no DAD).
+        if family == Family::V6 {
+            args.push("nodad");
+        }
+        ns.ip(&args);
+    };
+    let route = |ns: &Netns, args: &[&str]| {
+        let mut full = vec![flag, "route", "add"];
+        full.extend_from_slice(args);
+        ns.ip(&full);
+    };
+    let via = |ns: &Netns, dst: &str, gw: IpAddr| route(ns, &[dst, "via", &gw.to_string()]);
+
+    addr(client, p.client, p.lan_len, "eth0");
+    via(client, "default", p.r1_client);
+
+    addr(r1, p.r1_client, p.lan_len, "eth0");
+    addr(r1, p.r1_lb, p.link_len, "eth1");
+    // The narrow hop towards the clients.
+    narrow_route(family, r1, p.client_net, "eth0", p.r1_client);
+    via(r1, "default", p.lb_r1);
+
+    addr(lb, p.lb_r1, p.link_len, LB_CLIENT_IF);
+    addr(lb, p.lb_r3, p.link_len, LB_SERVER_IF);
+    // No default route and none for the VIP: a VIP packet the lb hands to
+    // its kernel is unroutable, instead of looping back to r1.
+    via(lb, p.client_net, p.r1_lb);
+    via(lb, p.server_net, p.r3_lb);
+
+    addr(r3, p.r3_lb, p.link_len, "eth0");
+    addr(r3, p.r3_server, p.lan_len, "br0");
+    // The narrow hop towards the servers.
+    narrow_route(family, r3, p.server_net, "br0", p.r3_server);
+    via(r3, "default", p.lb_r3);
+
+    for (i, server) in servers.iter().enumerate() {
+        addr(server, family.server_addr(i), p.lan_len, "eth0");
+        via(server, "default", p.r3_server);
+    }
+}
+
+/// Replaces the kernel's own connected route to `net` on `dev` with the
+/// same route carrying an MTU metric of [`NARROW_MTU`], and checks that
+/// exactly that route is left. The replacement must match the kernel's
+/// route in every key, or `replace` adds a second route beside it: IPv4's
+/// has scope link and `src`, IPv6's has metric 256 (`ip -6 route add`
+/// defaults to 1024).
+fn narrow_route(family: Family, ns: &Netns, net: &str, dev: &str, src: IpAddr) {
+    let mtu = NARROW_MTU.to_string();
+    let src = src.to_string();
+    let mut args = vec![family.ip_flag(), "route", "replace", net, "dev", dev];
+    args.extend_from_slice(&["proto", "kernel"]);
+    match family {
+        Family::V4 => args.extend_from_slice(&["scope", "link", "src", src.as_str()]),
+        Family::V6 => args.extend_from_slice(&["metric", "256"]),
+    }
+    args.extend_from_slice(&["mtu", mtu.as_str()]);
+    ns.ip(&args);
+    let out = ns.ip(&[family.ip_flag(), "route", "show", net]);
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        shown.lines().count() == 1 && shown.contains(&format!("mtu {NARROW_MTU}")),
+        "{}: the route to {net} is not one route with mtu {NARROW_MTU}: {shown}",
+        ns.name()
+    );
 }
 
 /// Which balancer sits in the lb namespace.
@@ -346,15 +526,39 @@ impl Proto {
     }
 }
 
-/// One virtual service on [`VIP`]: a farm of the same name, round-robin
-/// over `reals`, each on `real_port`.
+/// One virtual service on the VIP of its reals' family ([`VIP`] or
+/// [`VIP6`]: a VIP and its farm are one family): a farm of the same name,
+/// round-robin over `reals`, each on `real_port`.
 #[derive(Clone, Debug)]
 pub struct Service {
     pub name: &'static str,
     pub proto: Proto,
     pub port: u16,
     pub real_port: u16,
-    pub reals: Vec<Ipv4Addr>,
+    pub reals: Vec<IpAddr>,
+}
+
+impl Service {
+    /// The family of the reals, which all share it.
+    pub fn family(&self) -> Family {
+        let family = |a: &IpAddr| if a.is_ipv4() { Family::V4 } else { Family::V6 };
+        let first = self
+            .reals
+            .first()
+            .unwrap_or_else(|| panic!("service {}: no reals", self.name));
+        let f = family(first);
+        assert!(
+            self.reals.iter().all(|r| family(r) == f),
+            "service {}: reals of both families: {:?}",
+            self.name,
+            self.reals
+        );
+        f
+    }
+
+    pub fn vip(&self) -> IpAddr {
+        self.family().vip()
+    }
 }
 
 /// The balancer of one run: an nftables ruleset or an `lb` agent.
@@ -362,7 +566,7 @@ pub enum Balancer {
     Nft {
         services: Vec<Service>,
         /// (service, real) pairs taken out of the rules.
-        disabled: Vec<(&'static str, Ipv4Addr)>,
+        disabled: Vec<(&'static str, IpAddr)>,
     },
     Lb(LbAgent),
 }
@@ -408,10 +612,10 @@ impl Balancer {
     /// disable FARM ADDR:PORT` (the farm's fail action, `none`, leaves its
     /// flows where they are). nftables: the rules are rewritten without it
     /// (conntrack keeps its existing connections where they are).
-    pub fn disable_real(&mut self, net: &EdgeNet, service: &Service, real: Ipv4Addr) {
+    pub fn disable_real(&mut self, net: &EdgeNet, service: &Service, real: IpAddr) {
         match self {
             Balancer::Lb(agent) => {
-                let at = format!("{real}:{}", service.real_port);
+                let at = SocketAddr::new(real, service.real_port).to_string();
                 let out = agent.cli(&["real", "disable", service.name, &at]);
                 assert!(
                     out.status.success(),
@@ -453,51 +657,71 @@ impl Balancer {
         }
     }
 
+    /// Writes the rules of every service and replaces the lb namespace's
+    /// ruleset with them: IPv4 services in `table ip edges`, IPv6 ones in
+    /// `table ip6 edges`.
     fn write_nft(&self, net: &EdgeNet) {
         let Balancer::Nft { services, disabled } = self else {
             return;
         };
-        let mut rules = String::new();
-        for s in services {
-            let live: Vec<Ipv4Addr> = s
-                .reals
+        // Declare, delete and define both tables in one file: one
+        // transaction, so the rules are replaced atomically, also the first
+        // time.
+        let mut text = String::new();
+        for (family, table) in [(Family::V4, "ip"), (Family::V6, "ip6")] {
+            let rules: String = services
                 .iter()
-                .copied()
-                .filter(|r| !disabled.contains(&(s.name, *r)))
+                .filter(|s| s.family() == family)
+                .map(|s| nft_rule(s, disabled))
                 .collect();
-            let to = match live.as_slice() {
-                [] => panic!("service {}: every real is disabled", s.name),
-                [one] => format!("{one}:{}", s.real_port),
-                many => {
-                    let map: Vec<String> = many
-                        .iter()
-                        .enumerate()
-                        .map(|(i, a)| format!("{i} : {a}"))
-                        .collect();
-                    format!(
-                        "numgen inc mod {} map {{ {} }} : {}",
-                        many.len(),
-                        map.join(", "),
-                        s.real_port
-                    )
-                }
-            };
-            rules += &format!(
-                "    ip daddr {VIP} {proto} dport {port} dnat to {to}\n",
-                proto = s.proto.name(),
-                port = s.port
+            text += &format!(
+                "table {table} edges\ndelete table {table} edges\ntable {table} edges {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{rules}  }}\n}}\n"
             );
         }
-        // Declare, delete and define in one file: one transaction, so the
-        // rules are replaced atomically, also the first time.
-        let text = format!(
-            "table ip edges\ndelete table ip edges\ntable ip edges {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{rules}  }}\n}}\n"
-        );
         let path = net.lb.log_dir().join("rules.nft");
         fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         net.lb
             .exec(&["nft", "-f", path.to_str().expect("utf-8 path")]);
     }
+}
+
+/// The DNAT rule of `s` over its reals not in `disabled`: one real as
+/// `ADDR:PORT` (`[ADDR]:PORT` in IPv6), several through a round-robin
+/// `numgen` map whose values are plain addresses in either family.
+fn nft_rule(s: &Service, disabled: &[(&'static str, IpAddr)]) -> String {
+    let live: Vec<IpAddr> = s
+        .reals
+        .iter()
+        .copied()
+        .filter(|r| !disabled.contains(&(s.name, *r)))
+        .collect();
+    let to = match live.as_slice() {
+        [] => panic!("service {}: every real is disabled", s.name),
+        [one] => SocketAddr::new(*one, s.real_port).to_string(),
+        many => {
+            let map: Vec<String> = many
+                .iter()
+                .enumerate()
+                .map(|(i, a)| format!("{i} : {a}"))
+                .collect();
+            format!(
+                "numgen inc mod {} map {{ {} }} : {}",
+                many.len(),
+                map.join(", "),
+                s.real_port
+            )
+        }
+    };
+    let daddr = match s.family() {
+        Family::V4 => "ip daddr",
+        Family::V6 => "ip6 daddr",
+    };
+    format!(
+        "    {daddr} {vip} {proto} dport {port} dnat to {to}\n",
+        vip = s.vip(),
+        proto = s.proto.name(),
+        port = s.port
+    )
 }
 
 impl Drop for Balancer {
@@ -536,8 +760,9 @@ pub fn lb_config(services: &[Service]) -> String {
             farms += &format!("      - {{ address: {r}, port: {} }}\n", s.real_port);
         }
         vips += &format!(
-            "  {name}: {{ address: {VIP}, port: {port}, protocol: {proto}, serverfarm: {name} }}\n",
+            "  {name}: {{ address: {vip}, port: {port}, protocol: {proto}, serverfarm: {name} }}\n",
             name = s.name,
+            vip = s.vip(),
             port = s.port,
             proto = s.proto.name()
         );

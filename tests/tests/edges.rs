@@ -1,11 +1,12 @@
 //! End to end, the edges of L4 NAT that plain request/response traffic never
 //! reaches: ICMP errors about a flow crossing the balancer against it (path
-//! MTU discovery), IP fragments, a SYN flood against a small flow table, and
-//! a client reopening a 4-tuple whose last connection just closed.
+//! MTU discovery), IP fragments, a SYN flood against a small flow table, a
+//! client reopening a 4-tuple whose last connection just closed, and IPv6
+//! (NAT66) beside IPv4.
 //!
 //! Topology (tests/src/edges_net.rs): client — r1 — lb — r3 — s1, s2, all
-//! routed, with 1280-byte route MTUs on the routers beyond the lb, so the
-//! kernels on the way make the ICMP errors and fragments.
+//! routed and dual-stack, with 1280-byte route MTUs on the routers beyond
+//! the lb, so the kernels on the way make the ICMP errors and fragments.
 //!
 //! Every case runs twice: first with nftables DNAT (conntrack) in the lb
 //! namespace, the reference that proves the case itself; then with the real
@@ -14,21 +15,21 @@
 //! entries, the servers' TIME_WAIT and SYN queues) can help or hurt the
 //! other. `EDGES_MODES=nft` (or `lb`) runs only that mode.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io,
-    net::{SocketAddr, SocketAddrV4},
+    net::{IpAddr, SocketAddr, SocketAddrV4},
     panic::{self, AssertUnwindSafe},
     thread,
     time::{Duration, Instant},
 };
 
 use lb_tests::{
-    EchoConn, bulk_receive, bulk_send,
+    EchoConn, HttpConn, bulk_receive, bulk_send,
     edges_net::{
-        self, Balancer, CLIENT_ADDR, ECHO, EdgeNet, HTTP, Mode, NARROW_MTU, Proto, SINK, SOURCE,
-        Service, UDP, VIP, server_addr, server_name,
+        self, Balancer, CLIENT_ADDR, ECHO, EdgeNet, Family, HTTP, Mode, NARROW_MTU, Proto, SINK,
+        SOURCE, Service, UDP, VIP, server_addr, server_addr6, server_name,
     },
-    http_get_from, require_root, udp_request, wait_until,
+    http_get, http_get_from, require_root, udp_request, wait_until,
 };
 
 /// Two servers: enough for a round-robin pick to be visible.
@@ -41,13 +42,27 @@ fn vip(port: u16) -> SocketAddr {
     SocketAddr::new(VIP.into(), port)
 }
 
+/// An IPv4 service over the first `n` servers.
 fn service(name: &'static str, proto: Proto, port: u16, real_port: u16, n: usize) -> Service {
+    service_in(Family::V4, name, proto, port, real_port, n)
+}
+
+/// A service over the first `n` servers' addresses in `family`, on that
+/// family's VIP.
+fn service_in(
+    family: Family,
+    name: &'static str,
+    proto: Proto,
+    port: u16,
+    real_port: u16,
+    n: usize,
+) -> Service {
     Service {
         name,
         proto,
         port,
         real_port,
-        reals: (0..n).map(server_addr).collect(),
+        reals: (0..n).map(|i| family.server_addr(i)).collect(),
     }
 }
 
@@ -113,6 +128,11 @@ fn a_reused_tuple_after_close_gets_a_fresh_real() {
     run_case("tuple-reuse", tuple_reuse);
 }
 
+#[test]
+fn ipv6_http_udp_and_bulk_through_the_balancer() {
+    run_case("ipv6", ipv6);
+}
+
 /// Bytes of each bulk transfer: some 2000 full-sized segments, far beyond
 /// what could slip through before the first "fragmentation needed".
 const BULK: u64 = 3 << 20;
@@ -142,11 +162,11 @@ const BULK_LIMIT: Duration = Duration::from_secs(20);
 /// about the VIP.
 fn pmtu(net: &EdgeNet, mode: Mode) {
     let source = Service {
-        reals: vec![server_addr(0)],
+        reals: vec![server_addr(0).into()],
         ..service("source", Proto::Tcp, 9001, SOURCE, 1)
     };
     let sink = Service {
-        reals: vec![server_addr(1)],
+        reals: vec![server_addr(1).into()],
         ..service("sink", Proto::Tcp, 9000, SINK, 1)
     };
     let bal = Balancer::start(net, mode, &[source, sink], TABLE);
@@ -416,7 +436,7 @@ fn tuple_reuse(net: &EdgeNet, mode: Mode) {
         .find(|&i| server_name(i) == first)
         .unwrap_or_else(|| panic!("first request answered by {first:?}"));
     let live = (old + 1) % SERVERS;
-    let (old_addr, live_name) = (server_addr(old), server_name(live));
+    let (old_addr, live_name): (IpAddr, _) = (server_addr(old).into(), server_name(live));
     println!("[{mode}] first connection from {local} served by {first}");
 
     // The balancer still remembers the closed connection, or this case
@@ -503,4 +523,186 @@ fn conntrack_entry(net: &EdgeNet, port: u16) -> Option<String> {
         line.as_deref().is_some_and(|l| l.contains("TIME_WAIT"))
     });
     Some(line.unwrap_or_else(|| panic!("conntrack has no entry with {needle:?}")))
+}
+
+/// Requests of each kind in the IPv6 case: with two reals, enough for
+/// round-robin to reach both even when lb's per-CPU cursors split them.
+const V6_REQUESTS: usize = 6;
+/// Bytes of each IPv6 bulk transfer, each way.
+const V6_BULK: u64 = 4 << 20;
+
+/// NAT66 end to end, beside an IPv4 VIP in the same balancer: HTTP GETs
+/// through the IPv6 VIP reach both servers by round-robin, UDP datagrams
+/// come back byte-exact from the VIP, and a bulk upload to the sink and a
+/// bulk download from the source arrive intact through the 1280-byte hops
+/// on both sides, which the endpoints learn from the routers' own packet
+/// too big messages. In lb mode, `lb flows`
+/// lists the IPv6 flows with bracketed endpoints: an open keep-alive
+/// connection as one established flow to the real that answered it.
+fn ipv6(net: &EdgeNet, mode: Mode) {
+    let v6 = Family::V6;
+    let vip6 = |port| SocketAddr::new(v6.vip(), port);
+    let services = [
+        service("web", Proto::Tcp, 80, HTTP, SERVERS),
+        service_in(v6, "web6", Proto::Tcp, 80, HTTP, SERVERS),
+        service_in(v6, "dns6", Proto::Udp, 53, UDP, SERVERS),
+        // One real each, as in the pmtu case: a real that learned r1's MTU
+        // for the client would advertise an MSS that spares r3's hop.
+        Service {
+            reals: vec![server_addr6(1).into()],
+            ..service_in(v6, "sink6", Proto::Tcp, 9000, SINK, 1)
+        },
+        Service {
+            reals: vec![server_addr6(0).into()],
+            ..service_in(v6, "source6", Proto::Tcp, 9001, SOURCE, 1)
+        },
+    ];
+    let bal = Balancer::start(net, mode, &services, TABLE);
+    let servers: BTreeSet<String> = (0..SERVERS).map(server_name).collect();
+
+    let mut http_by = BTreeMap::new();
+    for i in 0..V6_REQUESTS {
+        let body = match net.client.run(|| http_get(vip6(80), "/", T)) {
+            Ok((200, body)) => body.trim().to_string(),
+            Ok((status, body)) => panic!("GET {i} to {}: status {status}: {body}", vip6(80)),
+            Err(e) => panic!("GET {i} to {}: {}", vip6(80), why(&e)),
+        };
+        assert!(servers.contains(&body), "GET {i} answered by {body:?}");
+        *http_by.entry(body).or_insert(0) += 1;
+    }
+    println!(
+        "[{mode}] {V6_REQUESTS} GETs to {} answered by {http_by:?}",
+        vip6(80)
+    );
+    assert_eq!(
+        http_by.len(),
+        SERVERS,
+        "round-robin over the IPv6 VIP reached every server: {http_by:?}"
+    );
+    // The IPv4 VIP of the same balancer still serves.
+    let v4 = net
+        .client
+        .run(|| http_get(vip(80), "/", T))
+        .unwrap_or_else(|e| panic!("GET to {}: {}", vip(80), why(&e)));
+    assert_eq!(v4.0, 200, "GET to {} beside the IPv6 VIP: {v4:?}", vip(80));
+
+    let mut udp_by = BTreeMap::new();
+    for i in 0..V6_REQUESTS {
+        let msg = format!("ipv6 datagram {i}");
+        let reply = net
+            .client
+            .run(|| udp_request(vip6(53), msg.as_bytes(), T))
+            .unwrap_or_else(|e| panic!("datagram {i} to {}: {}", vip6(53), why(&e)));
+        let (name, echoed) = reply
+            .split_once(':')
+            .unwrap_or_else(|| panic!("datagram {i}: reply without a name: {reply:?}"));
+        assert!(
+            servers.contains(name) && echoed == msg,
+            "datagram {i}: {reply:?} for {msg:?}"
+        );
+        *udp_by.entry(name.to_string()).or_insert(0) += 1;
+    }
+    println!(
+        "[{mode}] {V6_REQUESTS} datagrams to {} answered by {udp_by:?}",
+        vip6(53)
+    );
+
+    // Path MTU discovery through the balancer, as the pmtu case proves it
+    // for IPv4: r1's packet too big about a real's segments reached the
+    // real, and r3's about the client's reached the client's socket. The
+    // download goes first: a client that had learned r3's MTU would
+    // advertise an MSS that spares the real r1's narrow hop (and each
+    // transfer has a real of its own, for the same reason).
+    let want = format!("mtu {NARROW_MTU}");
+    let down = net
+        .client
+        .run(|| bulk_receive(vip6(9001), V6_BULK, BULK_LIMIT))
+        .unwrap_or_else(|e| {
+            panic!(
+                "download of {V6_BULK} bytes from {}: {}",
+                vip6(9001),
+                why(&e)
+            )
+        });
+    println!(
+        "[{mode}] download from {}: {} bytes in {:.2?} ({:.0} Mbit/s)",
+        vip6(9001),
+        down.received,
+        down.elapsed,
+        down.mbit_per_s()
+    );
+    assert!(down.intact(), "download arrived intact: {down:?}");
+    let route = EdgeNet::route_get(&net.servers[0], v6.client_addr());
+    assert!(
+        route.contains(&want),
+        "the real learned r1's {want} for the client (r1's packet too big to the VIP, delivered by the balancer): {route}"
+    );
+
+    let up = net
+        .client
+        .run(|| bulk_send(vip6(9000), V6_BULK, BULK_LIMIT))
+        .unwrap_or_else(|e| panic!("upload of {V6_BULK} bytes to {}: {}", vip6(9000), why(&e)));
+    println!(
+        "[{mode}] upload to {}: {} bytes in {:.2?} ({:.0} Mbit/s)",
+        vip6(9000),
+        up.sent,
+        up.elapsed,
+        up.mbit_per_s()
+    );
+    assert!(up.intact(), "upload arrived intact: {up:?}");
+    let route = EdgeNet::route_get(&net.client, v6.vip());
+    assert!(
+        route.contains(&want),
+        "the client learned r3's {want} for the VIP (r3's packet too big, translated by the balancer): {route}"
+    );
+    if let Some(agent) = bal.agent() {
+        check_ipv6_flows(net, agent, vip6(80), vip6(53));
+    }
+    println!("[{mode}] {}", bal.stats(net));
+}
+
+/// `lb flows` names IPv6 flows by bracketed endpoints: an open keep-alive
+/// connection to `web` is one established flow from the client's own
+/// `[addr]:port` to the real whose name answered on it; the UDP VIP `dns`
+/// has flows in state udp to the servers' IPv6 addresses.
+fn check_ipv6_flows(net: &EdgeNet, agent: &lb_tests::LbAgent, web: SocketAddr, dns: SocketAddr) {
+    let mut conn = net
+        .client
+        .run(|| HttpConn::connect(web, T))
+        .unwrap_or_else(|e| panic!("keep-alive connection to {web}: {}", why(&e)));
+    let (status, body) = net
+        .client
+        .run(|| conn.get("/"))
+        .unwrap_or_else(|e| panic!("GET on the keep-alive connection to {web}: {}", why(&e)));
+    assert_eq!(status, 200, "{body}");
+    let local = conn.local_addr().expect("local address").to_string();
+    let real = (0..SERVERS)
+        .find(|&i| server_name(i) == body.trim())
+        .map(|i| SocketAddr::new(Family::V6.server_addr(i), HTTP).to_string())
+        .unwrap_or_else(|| panic!("the keep-alive GET answered by {body:?}"));
+    let flows = agent.flows(&["--client", &local]);
+    println!("[lb] flows of {local}: {flows:?}");
+    assert!(
+        flows.len() == 1
+            && flows[0]["vip"] == web.to_string().as_str()
+            && flows[0]["real"] == real.as_str()
+            && flows[0]["client"] == local.as_str()
+            && flows[0]["protocol"] == "tcp"
+            && flows[0]["state"] == "established",
+        "lb flows --client {local}: one established tcp flow {local} -> {web} -> {real}: {flows:?}"
+    );
+
+    let reals: BTreeSet<String> = (0..SERVERS)
+        .map(|i| SocketAddr::new(Family::V6.server_addr(i), UDP).to_string())
+        .collect();
+    let udp = agent.flows(&["--vip", &dns.to_string()]);
+    assert!(
+        !udp.is_empty()
+            && udp.iter().all(|f| f["protocol"] == "udp"
+                && f["state"] == "udp"
+                && f["vip"] == dns.to_string().as_str()
+                && reals.contains(f["real"].as_str().unwrap_or(""))),
+        "lb flows --vip {dns}: udp flows to {reals:?}: {udp:?}"
+    );
+    println!("[lb] {} udp flows on {dns}, e.g. {}", udp.len(), udp[0]);
 }
