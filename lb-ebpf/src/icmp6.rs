@@ -38,9 +38,8 @@ const ECHO_REQUEST: u8 = 128;
 const ECHO_REPLY: u8 = 129;
 const REPLY_HOP_LIMIT: u8 = 64;
 
-/// The first bytes of an ICMPv6 error: its header, the quoted packet's
-/// IPv6 header (no extension header: lb sends none) and the first four
-/// bytes of its TCP/UDP header.
+/// The first bytes of an ICMPv6 error: its header and the quoted packet's
+/// IPv6 header.
 #[repr(C)]
 struct Icmp6Error {
     kind: u8,
@@ -48,12 +47,17 @@ struct Icmp6Error {
     check: [u8; 2],
     rest: [u8; 4],
     inner: Ipv6Hdr,
-    sport: [u8; 2],
-    dport: [u8; 2],
 }
 
-/// Offset of the quoted TCP/UDP header in the ICMPv6 message.
-const INNER_L4: usize = 8 + Ipv6Hdr::LEN;
+/// The quoted packet's ports and what they are: where its TCP/UDP header
+/// starts in the frame, past a fragment header if the quote has one (lb
+/// sends no other extension header), and its protocol.
+struct Quote {
+    l4: usize,
+    proto: u8,
+}
+
+const EXT_FRAGMENT: u8 = 44;
 const TCP_CHECK: usize = 16;
 const UDP_CHECK: usize = 6;
 
@@ -93,23 +97,19 @@ pub fn serve<C: Pkt>(ctx: &C, l3_off: usize, for_vip: bool) -> Result<(u32, u32)
     }
     // SAFETY: bounds checked by ptr_at and the parser.
     let (e, ip) = unsafe { (&mut *e, &mut *l3.ip) };
-    let i = &e.inner;
-    if i.vcf[0] >> 4 != 6 || (i.next_hdr != PROTO_TCP && i.next_hdr != PROTO_UDP) {
-        return Err(if for_vip {
-            reason::DROP_ICMP_NO_FLOW
-        } else {
-            reason::PASS_NOT_OURS
-        });
-    }
-    let s = flow::scratch().ok_or(reason::PASS_NOT_OURS)?;
-    // The quote is the packet as lb sent it: its reversed 5-tuple keys the
-    // direction that answers it.
-    quoted_key(&mut s.key, e);
     let (dir, miss) = if for_vip {
         (DIR_FORWARD, reason::DROP_ICMP_NO_FLOW)
     } else {
         (DIR_REVERSE, reason::PASS_NOT_OURS)
     };
+    let q = quote(ctx, l3.off + Ipv6Hdr::LEN + 8, &e.inner).ok_or(miss)?;
+    let ports: *mut [[u8; 2]; 2] = ptr_at(ctx, q.l4).map_err(|_| miss)?;
+    // SAFETY: bounds checked by ptr_at.
+    let ports = unsafe { &mut *ports };
+    let s = flow::scratch().ok_or(reason::PASS_NOT_OURS)?;
+    // The quote is the packet as lb sent it: its reversed 5-tuple keys the
+    // direction that answers it.
+    quoted_key(&mut s.key, e, ports, q.proto);
     let (f, _) = flow::find(&s.key).ok_or(miss)?;
     // SAFETY: a map value, valid for the program run.
     let f: &Flow = unsafe { &*f };
@@ -127,7 +127,7 @@ pub fn serve<C: Pkt>(ctx: &C, l3_off: usize, for_vip: bool) -> Result<(u32, u32)
     let why = if for_vip {
         // Toward the real: the error goes to it, about its own packet.
         change += V6::set_dst(ip, &s.addr);
-        change += quote_change(ctx, &l3, e, &s.addr, port, true);
+        change += quote_change(ctx, e, ports, &q, &s.addr, port, true);
         reason::ICMP_ERROR_TO_REAL
     } else {
         if kind == DEST_UNREACH {
@@ -138,7 +138,7 @@ pub fn serve<C: Pkt>(ctx: &C, l3_off: usize, for_vip: bool) -> Result<(u32, u32)
         if ip.src_addr == e.inner.dst_addr {
             change += V6::set_src(ip, &s.addr);
         }
-        change += quote_change(ctx, &l3, e, &s.addr, port, false);
+        change += quote_change(ctx, e, ports, &q, &s.addr, port, false);
         reason::ICMP_ERROR_TO_CLIENT
     };
     e.check = csum::apply(e.check, change);
@@ -146,14 +146,42 @@ pub fn serve<C: Pkt>(ctx: &C, l3_off: usize, for_vip: bool) -> Result<(u32, u32)
     fwd::forward::<C, V6>(ctx, l3.off, &mut s.hop, now).map(|a| (a, why))
 }
 
+/// Where the quoted packet (its IPv6 header `inner`, at `at` in the frame)
+/// has its ports: a TCP/UDP packet, or the first fragment of one (a router
+/// that cannot forward a fragment quotes it). `None` for anything else,
+/// a later fragment among it, which has no ports.
+#[inline(always)]
+fn quote<C: Pkt>(ctx: &C, at: usize, inner: &Ipv6Hdr) -> Option<Quote> {
+    if inner.vcf[0] >> 4 != 6 {
+        return None;
+    }
+    let mut q = Quote {
+        l4: at + Ipv6Hdr::LEN,
+        proto: inner.next_hdr,
+    };
+    if q.proto == EXT_FRAGMENT {
+        let f: *const [u8; 8] = ptr_at(ctx, q.l4).ok()?;
+        // SAFETY: bounds checked by ptr_at.
+        let f = unsafe { &*f };
+        if u16::from_be_bytes([f[2], f[3]]) >> 3 != 0 {
+            return None;
+        }
+        q = Quote {
+            l4: q.l4 + 8,
+            proto: f[0],
+        };
+    }
+    (q.proto == PROTO_TCP || q.proto == PROTO_UDP).then_some(q)
+}
+
 /// `key` from a quoted packet, reversed.
 #[inline(always)]
-fn quoted_key(key: &mut FlowKey, e: &Icmp6Error) {
+fn quoted_key(key: &mut FlowKey, e: &Icmp6Error, ports: &[[u8; 2]; 2], proto: u8) {
     key.src_addr = e.inner.dst_addr;
     key.dst_addr = e.inner.src_addr;
-    key.src_port_be = u16::from_ne_bytes(e.dport);
-    key.dst_port_be = u16::from_ne_bytes(e.sport);
-    key.proto = e.inner.next_hdr;
+    key.src_port_be = u16::from_ne_bytes(ports[1]);
+    key.dst_port_be = u16::from_ne_bytes(ports[0]);
+    key.proto = proto;
     key._pad = [0; 3];
 }
 
@@ -163,35 +191,35 @@ fn quoted_key(key: &mut FlowKey, e: &Icmp6Error) {
 #[inline(always)]
 fn quote_change<C: Pkt>(
     ctx: &C,
-    l3: &L3<V6>,
     e: &mut Icmp6Error,
+    ports: &mut [[u8; 2]; 2],
+    q: &Quote,
     addr: &[u8; 16],
     port: [u8; 2],
     src: bool,
 ) -> u32 {
     let i = &mut e.inner;
-    let (addr_change, old_port) = if src {
-        let old = e.sport;
-        e.sport = port;
-        (V6::set_src(i, addr), old)
+    let which = if src { 0 } else { 1 };
+    let old_port = ports[which];
+    ports[which] = port;
+    let addr_change = if src {
+        V6::set_src(i, addr)
     } else {
-        let old = e.dport;
-        e.dport = port;
-        (V6::set_dst(i, addr), old)
+        V6::set_dst(i, addr)
     };
     let port_change = csum::change2(old_port, port);
     let mut change = addr_change + port_change;
-    let at = if i.next_hdr == PROTO_TCP {
+    let at = if q.proto == PROTO_TCP {
         TCP_CHECK
     } else {
         UDP_CHECK
     };
-    if let Ok(l4_check) = ptr_at::<[u8; 2]>(ctx, l3.off + Ipv6Hdr::LEN + INNER_L4 + at) {
+    if let Ok(l4_check) = ptr_at::<[u8; 2]>(ctx, q.l4 + at) {
         // SAFETY: bounds checked by ptr_at.
         let l4_check = unsafe { &mut *l4_check };
         let old = *l4_check;
         let mut new = csum::apply(old, addr_change + port_change);
-        if i.next_hdr == PROTO_UDP && new == [0, 0] {
+        if q.proto == PROTO_UDP && new == [0, 0] {
             new = [0xff, 0xff];
         }
         *l4_check = new;

@@ -799,6 +799,31 @@ pub fn ip_counter(ns: &Netns, name: &str) -> u64 {
         .1
 }
 
+/// The fragments `ns` made and the datagrams it reassembled, of `family`
+/// (/proc/net/snmp's Ip: FragCreates and ReasmOKs, or snmp6's Ip6 ones).
+pub fn frag_counters(ns: &Netns, family: Family) -> (u64, u64) {
+    match family {
+        Family::V4 => (ip_counter(ns, "FragCreates"), ip_counter(ns, "ReasmOKs")),
+        Family::V6 => (
+            ip6_counter(ns, "Ip6FragCreates"),
+            ip6_counter(ns, "Ip6ReasmOKs"),
+        ),
+    }
+}
+
+/// One counter of /proc/net/snmp6 in `ns` (lines of a name and a value).
+pub fn ip6_counter(ns: &Netns, name: &str) -> u64 {
+    let text = ns
+        .run(|| fs::read_to_string(Path::new("/proc/thread-self/net/snmp6")))
+        .unwrap_or_else(|e| panic!("{}: reading snmp6: {e}", ns.name()));
+    text.lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(char::is_whitespace)?;
+            (n == name).then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("{}: no snmp6 counter {name}", ns.name()))
+}
+
 /// What [`spoofed_syns`] did.
 #[derive(Clone, Copy, Debug)]
 pub struct FloodReport {
