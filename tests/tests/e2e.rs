@@ -156,13 +156,17 @@ fn dual_config() -> String {
             .collect()
     };
     let farms6 = format!(
-        "  web6:\n    algorithm: weighted-round-robin\n    reals:\n{}  dns6:\n    reals:\n{}  bulk6:\n    reals:\n{}vips:\n",
+        "  web6:\n    algorithm: weighted-round-robin\n    probes: [hc]\n    reals:\n{}  dns6:\n    reals:\n{}  bulk6:\n    reals:\n{}vips:\n",
         reals6(HTTP, &[1, 2, 3]),
         reals6(UDP, &[1, 1, 1]),
         reals6(SINK, &[1]),
     );
     let v = vip6(0x10);
-    config("weighted-round-robin", &[1, 2, 3]).replacen("vips:\n", &farms6, 1)
+    // web6's reals are probed over IPv6.
+    let probes = "probes:\n  hc: { type: http, path: /healthz, interval: 500ms, timeout: 300ms, rise: 1, fall: 2 }\nserverfarms:\n";
+    config("weighted-round-robin", &[1, 2, 3])
+        .replacen("serverfarms:\n", probes, 1)
+        .replacen("vips:\n", &farms6, 1)
         + &format!(
             "  www6: {{ address: {v}, port: 80, serverfarm: web6 }}\n  dns6: {{ address: {v}, port: 53, protocol: udp, serverfarm: dns6 }}\n  bulk6: {{ address: {v}, port: 9000, serverfarm: bulk6 }}\n"
         )
@@ -175,6 +179,27 @@ fn dual_config() -> String {
 fn ipv6_vips_serve_beside_ipv4_on_both_hooks() {
     for hook in [TestHook::Xdp, TestHook::Tc] {
         let rig = Rig::dual_stack(&dual_config(), env!("CARGO_BIN_EXE_lb-testsrv"), hook);
+        let probed = || {
+            let out = rig.lb.cli(&["reals", "--json"]);
+            let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
+            rows.iter()
+                .filter(|r| r["farm"] == "web6")
+                .filter(|r| {
+                    r["last_check"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with("http 200"))
+                })
+                .count()
+        };
+        assert!(
+            wait_until(
+                Duration::from_secs(5),
+                Duration::from_millis(100),
+                || probed() == 3
+            ),
+            "{hook:?}: web6's reals answer their IPv6 probes: {}",
+            String::from_utf8_lossy(&rig.lb.cli(&["reals"]).stdout)
+        );
         let www6 = SocketAddr::new(vip6(0x10).into(), 80);
         let bodies: Vec<String> = (0..60)
             .map(|i| {
@@ -187,9 +212,12 @@ fn ipv6_vips_serve_beside_ipv4_on_both_hooks() {
             })
             .collect();
         assert_split_by_weight(&tally(&bodies), &format!("{hook:?}, IPv6"));
-        // IPv4 beside it, through the same interfaces.
+        // IPv4 beside it, through the same interfaces, and IPv6 to no VIP
+        // (a real's own address), which lb passes to its kernel to route.
         let v4 = rig.get(vip_addr(80)).expect("GET via the IPv4 VIP");
         assert!(v4.starts_with('r'), "{v4}");
+        let direct = SocketAddr::new(real_addr6(0).into(), HTTP);
+        assert_eq!(rig.get(direct).expect("GET to a real's IPv6 address"), "r1");
         let dns6 = SocketAddr::new(vip6(0x10).into(), 53);
         for i in 0..3 {
             let reply = rig

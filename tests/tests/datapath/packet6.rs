@@ -22,9 +22,10 @@ pub struct Pkt6 {
     pub src: Ipv6Addr,
     pub dst: Ipv6Addr,
     pub hop_limit: u8,
-    /// An extension header between the IPv6 header and the transport's:
-    /// its number and its 8 bytes (the first, its next header, is filled in).
-    pub ext: Option<(u8, [u8; 8])>,
+    /// Extension headers between the IPv6 header and the transport's, in
+    /// order: each one's number and its 8 bytes (the first, its next
+    /// header, is filled in).
+    pub ext: Vec<(u8, [u8; 8])>,
     /// `L4::Icmp` is ICMPv6 here.
     pub l4: L4,
 }
@@ -66,7 +67,7 @@ impl Pkt6 {
             src,
             dst,
             hop_limit: 64,
-            ext: None,
+            ext: Vec::new(),
             l4,
         }
     }
@@ -93,13 +94,14 @@ impl Pkt6 {
     /// The frame, with every checksum computed from scratch.
     pub fn build(&self) -> Vec<u8> {
         let l4 = self.l4_bytes();
-        let ext: Vec<u8> = match self.ext {
-            Some((_, mut bytes)) => {
-                bytes[0] = self.proto();
-                bytes.to_vec()
-            }
-            None => Vec::new(),
-        };
+        let next = |i: usize| self.ext.get(i).map_or(self.proto(), |(kind, _)| *kind);
+        let ext: Vec<u8> = (0..self.ext.len())
+            .flat_map(|i| {
+                let mut bytes = self.ext[i].1;
+                bytes[0] = next(i + 1);
+                bytes
+            })
+            .collect();
         let mut f = vec![0u8; 14 + 40 + ext.len() + l4.len()];
         f[..6].copy_from_slice(&self.dst_mac);
         f[6..12].copy_from_slice(&self.src_mac);
@@ -108,9 +110,7 @@ impl Pkt6 {
             let mut ip = MutableIpv6Packet::new(&mut f[14..]).unwrap();
             ip.set_version(6);
             ip.set_payload_length((ext.len() + l4.len()) as u16);
-            ip.set_next_header(pnet::packet::ip::IpNextHeaderProtocol(
-                self.ext.map_or(self.proto(), |(kind, _)| kind),
-            ));
+            ip.set_next_header(pnet::packet::ip::IpNextHeaderProtocol(next(0)));
             ip.set_hop_limit(self.hop_limit);
             ip.set_source(self.src);
             ip.set_destination(self.dst);
@@ -123,6 +123,8 @@ impl Pkt6 {
 
 /// A hop-by-hop options header: length 0 (8 bytes), PadN over the rest.
 pub const HOP_BY_HOP: (u8, [u8; 8]) = (0, [0, 0, 1, 4, 0, 0, 0, 0]);
+/// A destination options header, likewise.
+pub const DEST_OPTS: (u8, [u8; 8]) = (60, [0, 0, 1, 4, 0, 0, 0, 0]);
 
 /// A whole frame (no extension header) cut into two fragments after `at`
 /// bytes of its transport header and payload (a multiple of 8), each with

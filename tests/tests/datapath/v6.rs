@@ -7,7 +7,7 @@ use std::net::Ipv6Addr;
 
 use lb_tests::fixture_net::{CLIENT6, REALS6, real6_mac};
 
-use super::packet6::{HOP_BY_HOP, NEIGHBOR_SOLICIT, Pkt6, checksums_valid6, fragments6};
+use super::packet6::{DEST_OPTS, HOP_BY_HOP, NEIGHBOR_SOLICIT, Pkt6, checksums_valid6, fragments6};
 use super::*;
 
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
@@ -288,9 +288,9 @@ pub fn cases(fx: &mut Fixture) {
     // --- Extension headers and fragments. ---
     let dns = REALS6[0];
     let mut hbh = client(Pkt6::udp((CLIENT6, 53010), (VIP6, 53), b"query"));
-    hbh.ext = Some(HOP_BY_HOP);
+    hbh.ext = vec![HOP_BY_HOP, DEST_OPTS];
     fx.case(
-        "ipv6: a hop-by-hop header is walked and the datagram behind it translated",
+        "ipv6: a chain of hop-by-hop and destination options is walked and the datagram behind it translated",
         c0,
         &hbh.build(),
         XDP_REDIRECT,
@@ -299,7 +299,7 @@ pub fn cases(fx: &mut Fixture) {
     );
     let mut routed = client(Pkt6::tcp((CLIENT6, 40011), (VIP6, 80), SYN, 1, 0));
     // Type 4 (segment routing), one segment left: not at its destination.
-    routed.ext = Some((43, [0, 0, 4, 1, 0, 0, 0, 0]));
+    routed.ext = vec![(43, [0, 0, 4, 1, 0, 0, 0, 0])];
     fx.case(
         "ipv6: a routing header with segments left to a VIP is dropped",
         c0,
