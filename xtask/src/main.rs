@@ -43,6 +43,10 @@ enum Cmd {
         /// under target/bench/ instead.
         #[arg(long)]
         quick: bool,
+        /// Measure nothing: write the report again from the last full
+        /// run's raw lines in target/bench/.
+        #[arg(long, conflicts_with = "quick")]
+        report: bool,
     },
 }
 
@@ -97,7 +101,7 @@ fn main() -> Result<()> {
                     .unwrap_or_else(|_| "/".into()),
             )
         }
-        Cmd::Bench { quick } => bench::run(&root, quick),
+        Cmd::Bench { quick, report } => bench::run(&root, quick, report),
         Cmd::Demo => {
             setup(&root)?;
             require_root("the demo makes network namespaces and attaches XDP")?;

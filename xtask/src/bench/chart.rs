@@ -8,7 +8,8 @@ use super::{
     report::{LOADS, SYSTEMS},
 };
 
-const COLORS: [&str; 4] = ["#9e9e9e", "#5b8ff9", "#f6bd16", "#e8684a"];
+/// One per `report::SYSTEMS` entry, in its order.
+const COLORS: [&str; SYSTEMS.len()] = ["#9e9e9e", "#5b8ff9", "#f6bd16", "#e8684a", "#5ad8a6"];
 const W: f64 = 760.0;
 const H: f64 = 360.0;
 const TOP: f64 = 60.0;

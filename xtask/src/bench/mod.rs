@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick]`: runs the benchmarks of issue 7 and writes
+//! `cargo xtask bench [--quick]`: runs the benchmarks and writes
 //! BENCHMARKS.md and docs/bench-e2e.svg.
 //!
 //! The measuring is done by `lb-bench` (tests/src/bin/lb-bench.rs, code in
@@ -7,6 +7,8 @@
 //! lines they print into the report. The raw lines stay in target/bench/.
 //! `--quick` is a smoke run (fewer packets, one short round) whose report
 //! goes to target/bench/ so it never replaces the committed numbers.
+//! `--report` measures nothing: it renders the report again from the raw
+//! lines of the last full run (after a change to the report's code).
 mod chart;
 mod machine;
 mod report;
@@ -24,7 +26,10 @@ use results::Results;
 
 const SECTIONS: [&str; 5] = ["packet", "e2e", "scale", "failover", "edges"];
 
-pub fn run(root: &Path, quick: bool) -> Result<()> {
+pub fn run(root: &Path, quick: bool, report_only: bool) -> Result<()> {
+    if report_only {
+        return rerender(root);
+    }
     let started = Instant::now();
     super::setup(root)?;
     super::require_root("the benchmarks load XDP programs and make network namespaces")?;
@@ -57,6 +62,37 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
         results.parse(&String::from_utf8_lossy(&out.stdout));
     }
 
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    if !quick {
+        std::fs::write(out_dir.join(MINUTES), format!("{minutes}\n"))?;
+    }
+    write(root, &results, quick, Some(minutes))
+}
+
+/// The file beside the raw lines that keeps a full run's duration.
+const MINUTES: &str = "minutes";
+
+/// The report of the last full run again, from target/bench/.
+fn rerender(root: &Path) -> Result<()> {
+    let out_dir = super::target_dir(root).join("bench");
+    let mut results = Results::default();
+    for section in SECTIONS {
+        let raw = out_dir.join(format!("{section}.tsv"));
+        let text = std::fs::read_to_string(&raw).with_context(|| {
+            format!("reading {} (run `cargo xtask bench` first)", raw.display())
+        })?;
+        results.parse(&text);
+    }
+    let minutes = std::fs::read_to_string(out_dir.join(MINUTES))
+        .ok()
+        .and_then(|m| m.trim().parse().ok());
+    write(root, &results, false, minutes)
+}
+
+/// Writes the report and its chart: BENCHMARKS.md and docs/, or under
+/// target/bench/ for a quick run.
+fn write(root: &Path, results: &Results, quick: bool, minutes: Option<f64>) -> Result<()> {
+    let out_dir = super::target_dir(root).join("bench");
     let command = if quick {
         "cargo xtask bench --quick"
     } else {
@@ -78,14 +114,9 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     };
     let subtitle = format!("{command}, {}; {}", machine.date, machine.cpu);
     std::fs::create_dir_all(svg_path.parent().expect("a parent"))?;
-    std::fs::write(&svg_path, chart::render(&results, &subtitle))?;
-    let minutes = started.elapsed().as_secs_f64() / 60.0;
-    let md = report::render(&results, &machine, command, minutes, svg_link);
+    std::fs::write(&svg_path, chart::render(results, &subtitle))?;
+    let md = report::render(results, &machine, command, minutes, svg_link);
     std::fs::write(&md_path, md)?;
-    eprintln!(
-        "wrote {} and {} in {minutes:.1} minutes",
-        md_path.display(),
-        svg_path.display()
-    );
+    eprintln!("wrote {} and {}", md_path.display(), svg_path.display());
     Ok(())
 }

@@ -32,7 +32,15 @@ pub const LOADS: [(&str, &str, &str); 3] = [
     ("mbit", "single-stream throughput", "Mbit/s"),
 ];
 
-pub fn render(r: &Results, m: &Machine, command: &str, minutes: f64, chart: &str) -> String {
+/// `minutes`: how long the measuring took, when known (`--report` renders
+/// the lines of an earlier run, whose duration it may not have).
+pub fn render(
+    r: &Results,
+    m: &Machine,
+    command: &str,
+    minutes: Option<f64>,
+    chart: &str,
+) -> String {
     let mut s = String::new();
     let w = &mut s;
     wl(w, "# Benchmarks");
@@ -40,10 +48,15 @@ pub fn render(r: &Results, m: &Machine, command: &str, minutes: f64, chart: &str
     wl(
         w,
         &format!(
-            "Written by `{command}` on {} at commit {}; the run took {minutes:.1} minutes. \
-             Do not edit by hand: rerun the command (as root). Issue 7 defines what is measured; \
+            "Written by `{command}` on {} at commit {}; {}. \
+             Do not edit by hand: rerun the command (as root). \
              `cargo xtask bench --quick` is a smoke run that writes under target/bench/ instead.",
-            m.date, m.commit
+            m.date,
+            m.commit,
+            match minutes {
+                Some(m) => format!("the run took {m:.1} minutes"),
+                None => "the run's duration was not recorded".to_string(),
+            }
         ),
     );
     wl(w, "");
