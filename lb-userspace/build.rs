@@ -1,8 +1,7 @@
 //! Builds the XDP program (lb-ebpf) with the kernel-side toolchain and leaves
-//! it in OUT_DIR for `include_bytes_aligned!`. See shared/conventions.md for
-//! why a separate toolchain: aya-ebpf needs -Z build-std, which the Debian
-//! rustc-web toolchain (linked into rustup as `lb-bpf`) allows with
-//! RUSTC_BOOTSTRAP=1.
+//! it in OUT_DIR for `include_bytes_aligned!`. Why a separate toolchain:
+//! aya-ebpf needs -Z build-std, which the Debian rustc-web toolchain (linked
+//! into rustup as `lb-bpf`) allows with RUSTC_BOOTSTRAP=1.
 use std::{env, fs, path::PathBuf};
 
 fn main() -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! Types shared by the XDP program and the agent: map keys and values,
 //! map sizes, state and counter indexes.
 //!
-//! Rules (see shared/conventions.md): `#[repr(C)]`, `Copy`, integers and byte
+//! Rules: `#[repr(C)]`, `Copy`, integers and byte
 //! arrays only, explicit `_pad`, a size assertion per type. Byte order is in
 //! the field name: `_be` is network order, everything else is host order.
 //! Addresses are 16 bytes so IPv6 can follow without a layout change; an IPv4

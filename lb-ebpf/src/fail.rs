@@ -1,6 +1,6 @@
 //! Fail actions, applied to a flow at its next client packet from its real's
 //! state word: flipping one `REALS` entry re-points every flow of that real
-//! with no table scan (shared/design.md, "Fail actions").
+//! with no table scan (the README's fail actions).
 use lb_common::{FAIL_PURGE, FAIL_REASSIGN, Flow, REAL_DRAIN, REAL_UP, reason};
 
 use crate::{

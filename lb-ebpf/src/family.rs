@@ -27,7 +27,7 @@ pub const PROTO_ICMPV6: u8 = 58;
 /// IPv6 extension headers `V6::walk` passes over.
 const EXT_HOP_BY_HOP: u8 = 0;
 const EXT_ROUTING: u8 = 43;
-const EXT_FRAGMENT: u8 = 44;
+pub const EXT_FRAGMENT: u8 = 44;
 const EXT_DEST_OPTS: u8 = 60;
 /// Extension headers walked at most: hop-by-hop, destination options,
 /// routing, destination options again and a fragment header is the longest

@@ -24,7 +24,7 @@ use network_types::ip::Ipv6Hdr;
 use crate::{
     clock, csum,
     ctx::Pkt,
-    family::{Family, V6},
+    family::{EXT_FRAGMENT, Family, V6},
     flow, fwd,
     parse::{L3, ptr_at},
     passive,
@@ -57,7 +57,6 @@ struct Quote {
     proto: u8,
 }
 
-const EXT_FRAGMENT: u8 = 44;
 const TCP_CHECK: usize = 16;
 const UDP_CHECK: usize = 6;
 

@@ -1,5 +1,5 @@
 //! Flow changes for the HA peer: the active node's agent streams what this
-//! module writes to `SYNC` (shared/design.md, "Stateful failover").
+//! module writes to `SYNC` (the README's HA section).
 //!
 //! Only the forward entry's changes are reported: the standby rebuilds the
 //! reverse entry from it, and a change seen only on the reply side (the

@@ -1,5 +1,5 @@
 //! The YAML configuration (`/etc/lb/lb.yaml`): typed structs, parsing and
-//! validation. The schema is the "Configuration" section of design.md.
+//! validation. The README's Config section shows the schema by example.
 //!
 //! Parsing is two passes over the same text:
 //! 1. serde_yaml deserializes into the structs below. Syntax errors, type
@@ -257,7 +257,8 @@ pub enum Algorithm {
     Maglev,
 }
 
-/// What happens to a real's flows when it goes down (see design.md).
+/// What happens to a real's flows when it goes down (the README's fail
+/// actions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FailAction {
@@ -570,17 +571,6 @@ impl Config {
 
     /// Parses and validates `src`; `file_name` is only used in messages.
     pub fn parse(src: &str, file_name: &str) -> Result<Config, ConfigError> {
-        Config::parse_for(src, file_name, crate::datapath::SERVES_IPV6)
-    }
-
-    /// [`Config::parse`] for a datapath that does (`ipv6_datapath`) or does
-    /// not serve IPv6: the latter refuses IPv6 VIPs. Tests of the IPv6
-    /// userspace pass `true` to get past the gate this build keeps.
-    pub(crate) fn parse_for(
-        src: &str,
-        file_name: &str,
-        ipv6_datapath: bool,
-    ) -> Result<Config, ConfigError> {
         let issue = |line, column, path: &str, message: String| ConfigIssue {
             file: file_name.to_owned(),
             line,
@@ -593,7 +583,7 @@ impl Config {
                 None,
                 None,
                 "",
-                "the file is empty; it needs at least `interfaces:` (see design.md, Configuration)"
+                "the file is empty; it needs at least `interfaces:` (see the README, Config)"
                     .to_owned(),
             )],
         };
@@ -634,7 +624,7 @@ impl Config {
         if !index.contains("") {
             return Err(empty());
         }
-        let errors = validate::check(&config, &index, file_name, ipv6_datapath);
+        let errors = validate::check(&config, &index, file_name);
         if errors.is_empty() {
             Ok(config)
         } else {

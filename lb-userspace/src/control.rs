@@ -1465,8 +1465,7 @@ vips:
         );
     }
 
-    /// BASE beside a dual-stack twin, past the IPv6 gate
-    /// (`datapath::SERVES_IPV6`): an IPv6 VIP on a farm of IPv6 reals.
+    /// BASE beside a dual-stack twin: an IPv6 VIP on a farm of IPv6 reals.
     fn dual(algorithm: &str) -> Config {
         let farm = format!(
             "serverfarms:
@@ -1484,7 +1483,7 @@ vips:
         let src = BASE
             .replacen("serverfarms:\n", &farm, 1)
             .replacen("vips:\n", vip, 1);
-        Config::parse_for(&src, "test.yaml", true).unwrap_or_else(|e| panic!("{e}\n{src}"))
+        Config::parse(&src, "test.yaml").unwrap_or_else(|e| panic!("{e}\n{src}"))
     }
 
     fn v6(s: &str) -> std::net::Ipv6Addr {
@@ -1595,7 +1594,7 @@ vips:
             let mut src = serde_yaml::to_string(&reordered).unwrap();
             src = src.replace("2001:db8:2::13", "2001:0db8:0002:0000:0000:0000:0000:0013");
             assert!(src.contains(":0013"), "{src}");
-            let mut other = Config::parse_for(&src, "b.yaml", true).unwrap();
+            let mut other = Config::parse(&src, "b.yaml").unwrap();
             other.serverfarms.get_mut("web6").unwrap().reals.reverse();
             b.apply(&other, &mut mb).unwrap();
             let ids = |c: &Control| -> Vec<u32> {

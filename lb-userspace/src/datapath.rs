@@ -39,17 +39,6 @@ pub const TC_PROGRAM: &str = "lb_tc";
 /// call through the array named beside it (lb-ebpf's maps.rs says why).
 const V6_PROGRAMS: [(&str, &str); 2] = [("lb_xdp6", "JUMP_XDP"), ("lb_tc6", "JUMP_TC")];
 
-/// Whether this build's XDP program translates IPv6 (NAT66). The one gate
-/// for IPv6: until it does, config validation refuses IPv6 VIPs, with
-/// [`NO_IPV6_DATAPATH`], in `lb check` and at every load and reload. The
-/// rest of the agent (maps, rings, flow table, CLI, metrics) takes IPv6
-/// already; set this to `true` when lb-ebpf serves IPv6 VIPs.
-pub const SERVES_IPV6: bool = true;
-
-/// Why an IPv6 VIP is refused while [`SERVES_IPV6`] is false.
-pub const NO_IPV6_DATAPATH: &str =
-    "IPv6 VIPs need the IPv6 datapath, which this build does not have yet";
-
 /// Every map the program pins, by name (see lb-ebpf/src/maps.rs).
 pub const MAP_NAMES: [&str; 26] = [
     "VIPS",

@@ -752,8 +752,8 @@ fn delete(map: &mut impl Store, fwd: &FlowKey, rev: Option<&FlowKey>) -> bool {
     map.remove_key(fwd)
 }
 
-/// A flow as `lb flows --json` prints it (field names are the contract in
-/// shared/design.md). Endpoints print as `SocketAddr` does:
+/// A flow as `lb flows --json` prints it (field names are a contract:
+/// scripts read them). Endpoints print as `SocketAddr` does:
 /// `198.51.100.10:80`, `[2001:db8::10]:80`.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct FlowRow {

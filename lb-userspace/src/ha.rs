@@ -1,4 +1,4 @@
-//! Stateful failover (`ha:`, issue 6): the pure parts, with no sockets and no
+//! Stateful failover (`ha:`): the pure parts, with no sockets and no
 //! clock of their own, so the agent can wire them up and the tests drive them
 //! with explicit bytes and instants.
 //!

@@ -564,7 +564,7 @@ fn init_logging() {
 }
 
 /// A row's `address` and `port` as one endpoint cell, `[addr]:port` for
-/// IPv6 (the JSON keeps the plain address, as design.md has it).
+/// IPv6 (the JSON keeps the plain address).
 fn endpoint_cell(row: &serde_json::Value) -> String {
     let address = row["address"].as_str().unwrap_or("-");
     match (address.parse::<IpAddr>(), row["port"].as_u64()) {

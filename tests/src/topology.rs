@@ -1,5 +1,5 @@
-//! The standard end-to-end topology: routed two-arm NAT (design.md,
-//! "Topology"), documentation address ranges only.
+//! The standard end-to-end topology: routed two-arm NAT, documentation
+//! address ranges only.
 //!
 //! ```text
 //! client  eth0 192.0.2.2/24, default via 192.0.2.1

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::*;
 
-/// design.md's example, verbatim (line numbers below refer to it).
+/// A full example config (line numbers below refer to it).
 const EXAMPLE: &str = r#"interfaces: [eth0, eth1]        # XDP attaches here
 xdp_mode: auto                  # auto | native | generic
 probes:
@@ -423,7 +423,7 @@ fn syntax_error_has_a_location_and_no_path() {
     let issues = parse_err("  \n");
     assert_eq!(
         issues[0].to_string(),
-        "lb.yaml: the file is empty; it needs at least `interfaces:` (see design.md, Configuration)"
+        "lb.yaml: the file is empty; it needs at least `interfaces:` (see the README, Config)"
     );
 }
 
@@ -580,40 +580,6 @@ fn example_v6() -> String {
         .replacen("10.0.2.20", "2001:db8:2::20", 1)
 }
 
-/// Parses as if the datapath served IPv6 (see `datapath::SERVES_IPV6`).
-fn parse_v6_ok(src: &str) -> Config {
-    Config::parse_for(src, "lb.yaml", true).unwrap_or_else(|e| panic!("config should parse:\n{e}"))
-}
-
-fn parse_v6_err(src: &str) -> Vec<ConfigIssue> {
-    match Config::parse_for(src, "lb.yaml", true) {
-        Ok(c) => panic!("config should be refused, got {c:#?}"),
-        Err(e) => e.errors,
-    }
-}
-
-#[test]
-fn ipv6_vips_wait_for_the_ipv6_datapath() {
-    // The one gate: the VIP is refused at its address, its IPv6 reals are not.
-    let gated = match Config::parse_for(&example_v6(), "lb.yaml", false) {
-        Ok(c) => panic!("an IPv6 VIP passed the gate: {c:#?}"),
-        Err(e) => e.errors,
-    };
-    assert_one(
-        &gated,
-        27,
-        14,
-        "vips.www.address",
-        "IPv6 VIPs need the IPv6 datapath, which this build does not have yet",
-    );
-    parse_v6_ok(&example_v6());
-    // `parse` (`lb check`, the agent) asks the build's datapath.
-    assert_eq!(
-        Config::parse(&example_v6(), "lb.yaml").is_ok(),
-        crate::datapath::SERVES_IPV6
-    );
-}
-
 #[test]
 fn ipv6_addresses_parse_wherever_an_address_goes() {
     let src = example_v6()
@@ -625,7 +591,7 @@ fn ipv6_addresses_parse_wherever_an_address_goes() {
         )
         .replacen("peer: 10.0.9.2:7400", "peer: '[2001:db8:9::2]:7400'", 1)
         .replacen("listen: 127.0.0.1:9100", "listen: \"[::1]:9100\"", 1);
-    let c = parse_v6_ok(&src);
+    let c = parse_ok(&src);
     let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
     assert_eq!(c.vips["www"].address, v6("2001:db8::10"));
     let reals: Vec<IpAddr> = c.serverfarms["web"]
@@ -656,7 +622,7 @@ fn ipv6_addresses_parse_wherever_an_address_goes() {
         "[::1]:9100".parse::<SocketAddr>().unwrap()
     );
     // Any spelling of an address is the address (`lb` prints RFC 5952's).
-    let long = parse_v6_ok(&src.replacen("2001:db8:2::11", "2001:0DB8:2:0:0:0:0:11", 1));
+    let long = parse_ok(&src.replacen("2001:db8:2::11", "2001:0DB8:2:0:0:0:0:11", 1));
     assert_eq!(
         long.serverfarms["web"].reals[0].address,
         v6("2001:db8:2::11")
@@ -670,7 +636,7 @@ fn ipv6_addresses_parse_wherever_an_address_goes() {
     assert_eq!(json["vips"]["www"]["address"], "2001:db8::10");
     assert_eq!(json["vips"]["www"]["sticky"]["ipv6_prefix"], 64);
     assert_eq!(json["ha"]["listen"], "[2001:db8:9::1]:7400");
-    assert_eq!(parse_v6_ok(&serde_yaml::to_string(&c).unwrap()), c);
+    assert_eq!(parse_ok(&serde_yaml::to_string(&c).unwrap()), c);
 }
 
 #[test]
@@ -699,12 +665,12 @@ fn yaml_that_cannot_hold_an_ipv6_address_says_to_quote_it() {
         );
     }
     // Quoted, or in a block mapping, they read as addresses.
-    let quoted = parse_v6_ok(&example_v6().replacen("2001:db8:2::11", "\"2001:db8:2::\"", 1));
+    let quoted = parse_ok(&example_v6().replacen("2001:db8:2::11", "\"2001:db8:2::\"", 1));
     assert_eq!(
         quoted.serverfarms["web"].reals[0].address,
         "2001:db8:2::".parse::<IpAddr>().unwrap()
     );
-    let block = parse_v6_ok(&example_v6().replacen("address: 2001:db8::10", "address: ::10", 1));
+    let block = parse_ok(&example_v6().replacen("address: 2001:db8::10", "address: ::10", 1));
     assert_eq!(block.vips["www"].address, "::10".parse::<IpAddr>().unwrap());
 }
 
@@ -720,7 +686,7 @@ fn a_vip_and_its_reals_are_one_family() {
         "real 2001:db8:2::12 is IPv6 but vip `www` (192.0.2.10) is IPv4; a VIP and its serverfarm's reals must be one family (NAT44 or NAT66)",
     );
     // The other way round, with the gate out of the way.
-    let issues = parse_v6_err(&example_v6().replacen("2001:db8:2::20", "10.0.2.20", 1));
+    let issues = parse_err(&example_v6().replacen("2001:db8:2::20", "10.0.2.20", 1));
     assert_one(
         &issues,
         24,
@@ -733,7 +699,7 @@ fn a_vip_and_its_reals_are_one_family() {
         "{}  www6: {{ address: 2001:db8::10, port: 80, serverfarm: web }}\n",
         MINIMAL_FARM
     );
-    let issues = parse_v6_err(&src);
+    let issues = parse_err(&src);
     assert_one(
         &issues,
         7,
@@ -772,7 +738,7 @@ fn ipv6_addresses_must_be_unicast_and_not_ipv4_mapped() {
             "::ffff:10.0.2.11 is an IPv4-mapped IPv6 address; write the IPv4 address 10.0.2.11",
         ),
     ] {
-        let issues = parse_v6_err(&example_v6().replacen("2001:db8:2::12", addr, 1));
+        let issues = parse_err(&example_v6().replacen("2001:db8:2::12", addr, 1));
         assert!(
             issues
                 .iter()
@@ -793,18 +759,18 @@ fn sticky_ipv6_prefix_is_1_to_128_bits_on_ipv6_vips() {
         )
     };
     for n in [1, 48, 64, 128] {
-        let c = parse_v6_ok(&with(&n.to_string()));
+        let c = parse_ok(&with(&n.to_string()));
         assert_eq!(c.vips["www"].sticky.as_ref().unwrap().ipv6_prefix, Some(n));
     }
     assert_one(
-        &parse_v6_err(&with("0")),
+        &parse_err(&with("0")),
         31,
         59,
         "vips.www.sticky.ipv6_prefix",
         "ipv6_prefix must be 1..=128",
     );
     assert_one(
-        &parse_v6_err(&with("129")),
+        &parse_err(&with("129")),
         31,
         59,
         "vips.www.sticky.ipv6_prefix",

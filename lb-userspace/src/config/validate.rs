@@ -9,25 +9,16 @@ use lb_common::{MAX_FARMS, MAX_IFACES, MAX_REALS, MAX_VIPS};
 
 use super::index::{PosIndex, join};
 use super::{Config, ConfigIssue, Farm, Ha, Probe, ProbeKind, Vip, format_duration};
-use crate::datapath::NO_IPV6_DATAPATH;
 
 const MAX_WEIGHT: u32 = 10_000;
 const FLOW_TABLE_MIN: u32 = 1024;
 const FLOW_TABLE_MAX: u32 = 64 * 1024 * 1024;
 const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
 
-/// `ipv6_datapath`: the datapath serves IPv6 VIPs (see
-/// `datapath::SERVES_IPV6`); without it they are refused.
-pub(super) fn check(
-    config: &Config,
-    index: &PosIndex,
-    file: &str,
-    ipv6_datapath: bool,
-) -> Vec<ConfigIssue> {
+pub(super) fn check(config: &Config, index: &PosIndex, file: &str) -> Vec<ConfigIssue> {
     let mut c = Checker {
         file,
         index,
-        ipv6_datapath,
         issues: Vec::new(),
     };
     for dup in &index.duplicates {
@@ -76,7 +67,6 @@ pub(super) fn check(
 struct Checker<'a> {
     file: &'a str,
     index: &'a PosIndex,
-    ipv6_datapath: bool,
     issues: Vec<ConfigIssue>,
 }
 
@@ -337,9 +327,6 @@ impl Checker<'_> {
             let base = join("vips", name);
             self.name(&base, name);
             self.address(format!("{base}.address"), vip.address);
-            if vip.address.is_ipv6() && !self.ipv6_datapath {
-                self.value(format!("{base}.address"), NO_IPV6_DATAPATH);
-            }
             self.port(format!("{base}.port"), Some(vip.port));
             if !config.serverfarms.contains_key(&vip.serverfarm) {
                 self.value(

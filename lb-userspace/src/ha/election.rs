@@ -40,7 +40,7 @@
 //! dead active node from a cut link. Keepalived/VRRP promote anyway; if only
 //! the link was cut, both nodes then hold the floating IPs, fight over ARP,
 //! and each side's new flows are unknown to the other: clients are reset.
-//! Issue 6 asks the opposite ("cutting only the sync link changes no role").
+//! lb wants the opposite: cutting only the sync link changes no role.
 //!
 //! So the standby needs a second opinion over another path. The agent
 //! reports it through [`Election::on_peer_liveness`], from a check over the

@@ -8,7 +8,7 @@
 //! its copies of established flows.
 //!
 //! Reals are matched by address within the VIP's serverfarm, never by id:
-//! the two agents number their reals independently (design.md).
+//! the two agents number their reals independently.
 //!
 //! Both families alike: a flow's addresses go into the maps in their map
 //! form (`to_map_addr`: IPv4 as v4-mapped), the one the datapath keys by.

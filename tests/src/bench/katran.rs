@@ -1,7 +1,7 @@
 //! Katran's own XDP program (`balancer_ingress`), built from its unmodified
 //! sources (third_party/katran) and timed beside lb's in the same run, so
-//! issue 7's "under Katran's 101 ns" is judged on one machine, not against
-//! a figure from other hardware.
+//! a target such as "under Katran's published 101 ns" is judged on one
+//! machine, not against a figure from other hardware.
 //!
 //! The object is compiled as Katran's Makefile-bpf does (clang to LLVM IR
 //! for the host, `llc -march=bpf`), loaded with aya, and its maps are set up

@@ -1,4 +1,4 @@
-//! `lb-bench`: the measurements behind `cargo xtask bench` (issue 7), run as
+//! `lb-bench`: the measurements behind `cargo xtask bench`, run as
 //! root. Each section makes its own namespaces and BPF pins and removes them
 //! at the end, also when it fails; all traffic stays inside them.
 //!
