@@ -357,6 +357,44 @@ pub fn cases(fx: &mut Fixture) {
         reason::DROP_FRAGMENT_EARLY,
         None,
     );
+    // A router behind lb cannot forward the first fragment (as lb sent it:
+    // to the real, one hop less) and quotes it, fragment header and all:
+    // the quote becomes the client's own first fragment, UDP checksum
+    // included.
+    let quote = 40 + 8 + 8 + 64;
+    let mut sent = big.clone();
+    sent.hop_limit -= 1;
+    let [as_sent, _] = fragments6(&dnat6(&big, dns, 5353), 1232, 0x1234_5678);
+    let [as_client_sent, _] = fragments6(&sent.build(), 1232, 0x1234_5678);
+    let mtu = 1280u32.to_be_bytes();
+    let ptb = icmp6_frame(
+        (real6_mac(dns), LB_S_MAC),
+        ROUTER_BEHIND6,
+        CLIENT6,
+        64,
+        PACKET_TOO_BIG,
+        0,
+        mtu,
+        &as_sent[14..14 + quote],
+    );
+    let want = icmp6_frame(
+        (LB_C_MAC, CLIENT_MAC),
+        ROUTER_BEHIND6,
+        CLIENT6,
+        63,
+        PACKET_TOO_BIG,
+        0,
+        mtu,
+        &as_client_sent[14..14 + quote],
+    );
+    fx.case(
+        "ipv6: packet too big quoting a first fragment reaches the client about its own datagram",
+        s0,
+        &ptb,
+        XDP_REDIRECT,
+        reason::ICMP_ERROR_TO_CLIENT,
+        Some(&want),
+    );
     let ns = client(Pkt6::ip(
         CLIENT6,
         VIP6,
