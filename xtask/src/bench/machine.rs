@@ -9,6 +9,8 @@ pub struct Machine {
     pub date: String,
     pub commit: String,
     pub tools: Vec<String>,
+    /// How long the measuring took (a full run records it, `run_record`).
+    pub minutes: Option<f64>,
 }
 
 impl Machine {
@@ -74,7 +76,31 @@ impl Machine {
             date,
             commit,
             tools,
+            minutes: None,
         }
+    }
+
+    /// What a full run records beside its raw lines, for `--report`: its
+    /// commit, date and duration, a `key<TAB>value` line each.
+    pub fn run_record(&self) -> String {
+        let minutes = self.minutes.map(|m| format!("{m:.3}")).unwrap_or_default();
+        format!(
+            "commit\t{}\ndate\t{}\nminutes\t{minutes}\n",
+            self.commit, self.date
+        )
+    }
+
+    /// Takes the commit, date and duration from a `run_record`.
+    pub fn apply_run_record(&mut self, record: &str) -> anyhow::Result<()> {
+        for line in record.lines() {
+            match line.split_once('\t') {
+                Some(("commit", v)) => self.commit = v.to_string(),
+                Some(("date", v)) => self.date = v.to_string(),
+                Some(("minutes", v)) => self.minutes = v.parse().ok(),
+                _ => anyhow::bail!("a run record line not understood: {line:?}"),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -95,4 +121,24 @@ fn first_line(cmd: &mut Command) -> String {
         .unwrap_or("")
         .trim()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_record_reads_back() {
+        let mut m = Machine::probe(Path::new("."));
+        (m.commit, m.date, m.minutes) =
+            ("abc1234".into(), "2026-12-05 08:41 UTC".into(), Some(19.5));
+        let record = m.run_record();
+        let mut other = Machine::probe(Path::new("."));
+        other.apply_run_record(&record).unwrap();
+        assert_eq!(
+            (other.commit.as_str(), other.date.as_str(), other.minutes),
+            ("abc1234", "2026-12-05 08:41 UTC", Some(19.5))
+        );
+        assert!(other.apply_run_record("colour\tblue\n").is_err());
+    }
 }

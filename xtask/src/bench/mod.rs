@@ -62,17 +62,20 @@ pub fn run(root: &Path, quick: bool, report_only: bool) -> Result<()> {
         results.parse(&String::from_utf8_lossy(&out.stdout));
     }
 
-    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    let mut machine = machine::Machine::probe(root);
+    machine.minutes = Some(started.elapsed().as_secs_f64() / 60.0);
     if !quick {
-        std::fs::write(out_dir.join(MINUTES), format!("{minutes}\n"))?;
+        std::fs::write(out_dir.join(RUN), machine.run_record())?;
     }
-    write(root, &results, quick, Some(minutes))
+    write(root, &results, quick, &machine)
 }
 
-/// The file beside the raw lines that keeps a full run's duration.
-const MINUTES: &str = "minutes";
+/// The file beside the raw lines that records the full run that measured
+/// them: its commit, date and duration.
+const RUN: &str = "run";
 
-/// The report of the last full run again, from target/bench/.
+/// The report of the last full run again, from target/bench/: the machine
+/// as it is now, the commit, date and duration as the run recorded them.
 fn rerender(root: &Path) -> Result<()> {
     let out_dir = super::target_dir(root).join("bench");
     let mut results = Results::default();
@@ -83,22 +86,27 @@ fn rerender(root: &Path) -> Result<()> {
         })?;
         results.parse(&text);
     }
-    let minutes = std::fs::read_to_string(out_dir.join(MINUTES))
-        .ok()
-        .and_then(|m| m.trim().parse().ok());
-    write(root, &results, false, minutes)
+    let record = out_dir.join(RUN);
+    let record = std::fs::read_to_string(&record).with_context(|| {
+        format!(
+            "reading {}: no record of the run that measured these lines; run `cargo xtask bench`",
+            record.display()
+        )
+    })?;
+    let mut machine = machine::Machine::probe(root);
+    machine.apply_run_record(&record)?;
+    write(root, &results, false, &machine)
 }
 
 /// Writes the report and its chart: BENCHMARKS.md and docs/, or under
 /// target/bench/ for a quick run.
-fn write(root: &Path, results: &Results, quick: bool, minutes: Option<f64>) -> Result<()> {
+fn write(root: &Path, results: &Results, quick: bool, machine: &machine::Machine) -> Result<()> {
     let out_dir = super::target_dir(root).join("bench");
     let command = if quick {
         "cargo xtask bench --quick"
     } else {
         "cargo xtask bench"
     };
-    let machine = machine::Machine::probe(root);
     let (md_path, svg_path, svg_link) = if quick {
         (
             out_dir.join("BENCHMARKS.md"),
@@ -115,7 +123,7 @@ fn write(root: &Path, results: &Results, quick: bool, minutes: Option<f64>) -> R
     let subtitle = format!("{command}, {}; {}", machine.date, machine.cpu);
     std::fs::create_dir_all(svg_path.parent().expect("a parent"))?;
     std::fs::write(&svg_path, chart::render(results, &subtitle))?;
-    let md = report::render(results, &machine, command, minutes, svg_link);
+    let md = report::render(results, machine, command, svg_link);
     std::fs::write(&md_path, md)?;
     eprintln!("wrote {} and {}", md_path.display(), svg_path.display());
     Ok(())

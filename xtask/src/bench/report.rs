@@ -1,5 +1,5 @@
 //! BENCHMARKS.md from the measurements: a table per section, the ratios and
-//! targets of issue 7 computed here (never asserted anywhere), the machine,
+//! targets computed here (never asserted anywhere), the machine,
 //! the date and the exact command.
 use std::fmt::Write as _;
 
@@ -32,15 +32,7 @@ pub const LOADS: [(&str, &str, &str); 3] = [
     ("mbit", "single-stream throughput", "Mbit/s"),
 ];
 
-/// `minutes`: how long the measuring took, when known (`--report` renders
-/// the lines of an earlier run, whose duration it may not have).
-pub fn render(
-    r: &Results,
-    m: &Machine,
-    command: &str,
-    minutes: Option<f64>,
-    chart: &str,
-) -> String {
+pub fn render(r: &Results, m: &Machine, command: &str, chart: &str) -> String {
     let mut s = String::new();
     let w = &mut s;
     wl(w, "# Benchmarks");
@@ -53,7 +45,7 @@ pub fn render(
              `cargo xtask bench --quick` is a smoke run that writes under target/bench/ instead.",
             m.date,
             m.commit,
-            match minutes {
+            match m.minutes {
                 Some(m) => format!("the run took {m:.1} minutes"),
                 None => "the run's duration was not recorded".to_string(),
             }
@@ -224,7 +216,7 @@ fn packet(w: &mut String, r: &Results) {
     let fwd_single = r
         .num(S, "established, forward", "ns_single")
         .unwrap_or(f64::NAN);
-    wl(w, "Targets (issue 7):");
+    wl(w, "Targets:");
     wl(
         w,
         &format!(
@@ -462,7 +454,7 @@ fn e2e(w: &mut String, r: &Results, chart: &str) {
     }
     wl(w, "");
     let ratio = |other: &str, load: &str| val("lb", load) / val(other, load);
-    wl(w, "Targets (issue 7):");
+    wl(w, "Targets:");
     let vs_plain: Vec<String> = LOADS
         .iter()
         .map(|(load, label, _)| {
