@@ -1,8 +1,8 @@
-//! IPv4 Ethernet frames for BPF_PROG_TEST_RUN, checksums computed by pnet
-//! (the datapath's incremental updates must start from valid sums): TCP
-//! segments, UDP datagrams and their fragments, and ICMP errors quoting a
-//! packet (the builders of tests/tests/datapath/edges.rs).
-use std::net::Ipv4Addr;
+//! Ethernet frames for BPF_PROG_TEST_RUN, checksums computed by pnet (the
+//! datapath's incremental updates must start from valid sums): IPv4 TCP
+//! segments, UDP datagrams and their fragments, ICMP errors quoting a packet
+//! (the builders of tests/tests/datapath/edges.rs), and IPv6 TCP segments.
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use pnet::packet::{
     MutablePacket,
@@ -10,6 +10,7 @@ use pnet::packet::{
     icmp::{self, MutableIcmpPacket},
     ip::{IpNextHeaderProtocol, IpNextHeaderProtocols},
     ipv4::{self, MutableIpv4Packet},
+    ipv6::MutableIpv6Packet,
     tcp::{self, MutableTcpPacket},
     udp::{self, MutableUdpPacket},
 };
@@ -45,20 +46,14 @@ impl Tcp {
 
     /// The frame with `payload` after the TCP header, sent with `ttl`.
     pub fn build_with(&self, payload: &[u8], ttl: u8) -> Vec<u8> {
-        let mut seg = vec![0u8; 20 + payload.len()];
-        seg[20..].copy_from_slice(payload);
-        {
-            let mut t = MutableTcpPacket::new(&mut seg).expect("segment size");
-            t.set_source(self.src.1);
-            t.set_destination(self.dst.1);
-            t.set_sequence(self.seq);
-            t.set_acknowledgement(self.ack);
-            t.set_data_offset(5);
-            t.set_flags(self.flags);
-            t.set_window(64240);
-            let c = tcp::ipv4_checksum(&t.to_immutable(), &self.src.0, &self.dst.0);
-            t.set_checksum(c);
-        }
+        let seg = segment(
+            self.src.1,
+            self.dst.1,
+            self.flags,
+            (self.seq, self.ack),
+            payload,
+            |t| tcp::ipv4_checksum(t, &self.src.0, &self.dst.0),
+        );
         let ip = Ip {
             ttl,
             ..Ip::new(self.src.0, self.dst.0)
@@ -71,6 +66,73 @@ impl Tcp {
             &seg,
         )
     }
+}
+
+/// [`Tcp`] over IPv6: a 40-byte header, no extension header, hop limit 64.
+#[derive(Clone, Copy)]
+pub struct Tcp6 {
+    pub src_mac: Mac,
+    pub dst_mac: Mac,
+    pub src: (Ipv6Addr, u16),
+    pub dst: (Ipv6Addr, u16),
+    pub flags: u8,
+    pub seq: u32,
+    pub ack: u32,
+}
+
+impl Tcp6 {
+    /// The frame: 14 + 40 + 20 bytes.
+    pub fn build(&self) -> Vec<u8> {
+        let seg = segment(
+            self.src.1,
+            self.dst.1,
+            self.flags,
+            (self.seq, self.ack),
+            &[],
+            |t| tcp::ipv6_checksum(t, &self.src.0, &self.dst.0),
+        );
+        let mut f = vec![0u8; 14 + 40 + seg.len()];
+        {
+            let mut e = MutableEthernetPacket::new(&mut f).expect("frame size");
+            e.set_destination(self.dst_mac.into());
+            e.set_source(self.src_mac.into());
+            e.set_ethertype(EtherTypes::Ipv6);
+        }
+        let mut ip = MutableIpv6Packet::new(&mut f[14..]).expect("frame size");
+        ip.set_version(6);
+        ip.set_payload_length(seg.len() as u16);
+        ip.set_next_header(IpNextHeaderProtocols::Tcp);
+        ip.set_hop_limit(64);
+        ip.set_source(self.src.0);
+        ip.set_destination(self.dst.0);
+        ip.payload_mut().copy_from_slice(&seg);
+        f
+    }
+}
+
+/// A TCP header (window 64240, no options) and `payload`, its checksum
+/// computed by `sum`, which knows the pseudo-header's family.
+fn segment(
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    (seq, ack): (u32, u32),
+    payload: &[u8],
+    sum: impl Fn(&tcp::TcpPacket) -> u16,
+) -> Vec<u8> {
+    let mut seg = vec![0u8; 20 + payload.len()];
+    seg[20..].copy_from_slice(payload);
+    let mut t = MutableTcpPacket::new(&mut seg).expect("segment size");
+    t.set_source(sport);
+    t.set_destination(dport);
+    t.set_sequence(seq);
+    t.set_acknowledgement(ack);
+    t.set_data_offset(5);
+    t.set_flags(flags);
+    t.set_window(64240);
+    let c = sum(&t.to_immutable());
+    t.set_checksum(c);
+    seg
 }
 
 /// The IPv4 header fields the frames here vary.

@@ -5,13 +5,13 @@
 //!
 //! The object is compiled as Katran's Makefile-bpf does (clang to LLVM IR
 //! for the host, `llc -march=bpf`), loaded with aya, and its maps are set up
-//! the way Katran's control plane (KatranLb.cpp) does for one IPv4 VIP with
-//! one IPv4 real: `vip_map`, `reals`, the VIP's ring in `ch_rings`, the
+//! the way Katran's control plane (KatranLb.cpp) does for a VIP with one
+//! real of its family: `vip_map`, `reals`, the VIP's ring in `ch_rings`, the
 //! default router's MAC in `ctl_array`, and a per-CPU LRU in `lru_mapping`
 //! (production's layout; `fallback_cache` serves as that LRU, sized like
 //! lb's flow table in the same section).
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     path::Path,
     process::{Command, Stdio},
 };
@@ -127,30 +127,44 @@ pub struct Katran {
 /// `struct vip_definition` / `struct real_definition`: an address union of
 /// 16 bytes (IPv4 in the first 4, network order), then port (network order)
 /// and proto, or flags; 20 bytes with padding.
-fn vip_definition(addr: Ipv4Addr, port: u16, proto: u8) -> [u8; 20] {
+fn vip_definition(addr: IpAddr, port: u16, proto: u8) -> [u8; 20] {
     let mut k = [0u8; 20];
-    k[..4].copy_from_slice(&addr.octets());
+    put_addr(&mut k, addr);
     k[16..18].copy_from_slice(&port.to_be_bytes());
     k[18] = proto;
     k
 }
 
-fn real_definition(addr: Ipv4Addr) -> [u8; 20] {
+/// balancer_consts.h: a real reached over IPv6 (IP6IP6 / IPIP6 encap).
+const F_IPV6: u8 = 1;
+
+fn real_definition(addr: IpAddr) -> [u8; 20] {
     let mut v = [0u8; 20];
-    v[..4].copy_from_slice(&addr.octets());
+    put_addr(&mut v, addr);
+    if addr.is_ipv6() {
+        v[16] = F_IPV6;
+    }
     v
 }
 
+fn put_addr(at: &mut [u8; 20], addr: IpAddr) {
+    match addr {
+        IpAddr::V4(a) => at[..4].copy_from_slice(&a.octets()),
+        IpAddr::V6(a) => at[..16].copy_from_slice(&a.octets()),
+    }
+}
+
+/// One TCP VIP of Katran's and the one real its whole ring points at.
+pub struct KatranVip {
+    pub vip: (IpAddr, u16),
+    pub real: IpAddr,
+}
+
 impl Katran {
-    /// Builds and loads Katran's program with one TCP VIP `vip` whose every
-    /// ring slot points at `real`, packets sent on to `gw_mac`, and an LRU
-    /// of `lru_entries`.
-    pub fn load(
-        vip: (Ipv4Addr, u16),
-        real: Ipv4Addr,
-        gw_mac: [u8; 6],
-        lru_entries: u32,
-    ) -> Result<Self> {
+    /// Builds and loads Katran's program with the TCP VIPs `vips` (numbered
+    /// in order, each ring pointing at its one real), packets sent on to
+    /// `gw_mac`, and an LRU of `lru_entries`.
+    pub fn load(vips: &[KatranVip], gw_mac: [u8; 6], lru_entries: u32) -> Result<Self> {
         let object = build()?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("fallback_cache", lru_entries)
@@ -163,20 +177,25 @@ impl Katran {
         prog.load()
             .context("the verifier refused Katran's balancer_ingress")?;
 
-        // One VIP, number 0, no flags: hash on the 5-tuple, use the LRU.
-        let mut vips: HashMap<_, [u8; 20], [u32; 2]> =
-            ebpf.map_mut("vip_map").context("vip_map")?.try_into()?;
-        vips.insert(
-            vip_definition(vip.0, vip.1, libc::IPPROTO_TCP as u8),
-            [0, 0],
-            0,
-        )?;
-        // Real ids start at 1 (0 means an unset ring slot).
-        let mut reals: Array<_, [u8; 20]> = ebpf.map_mut("reals").context("reals")?.try_into()?;
-        reals.set(1, real_definition(real), 0)?;
-        let mut ring: Array<_, u32> = ebpf.map_mut("ch_rings").context("ch_rings")?.try_into()?;
-        for slot in 0..RING_SIZE {
-            ring.set(slot, 1, 0)?;
+        for (num, v) in (0u32..).zip(vips) {
+            // No flags: hash on the 5-tuple, use the LRU.
+            let mut map: HashMap<_, [u8; 20], [u32; 2]> =
+                ebpf.map_mut("vip_map").context("vip_map")?.try_into()?;
+            map.insert(
+                vip_definition(v.vip.0, v.vip.1, libc::IPPROTO_TCP as u8),
+                [0, num],
+                0,
+            )?;
+            // Real ids start at 1 (0 means an unset ring slot).
+            let id = num + 1;
+            let mut reals: Array<_, [u8; 20]> =
+                ebpf.map_mut("reals").context("reals")?.try_into()?;
+            reals.set(id, real_definition(v.real), 0)?;
+            let mut ring: Array<_, u32> =
+                ebpf.map_mut("ch_rings").context("ch_rings")?.try_into()?;
+            for slot in 0..RING_SIZE {
+                ring.set(num * RING_SIZE + slot, id, 0)?;
+            }
         }
         let mut ctl: Array<_, [u8; 8]> =
             ebpf.map_mut("ctl_array").context("ctl_array")?.try_into()?;
@@ -228,20 +247,36 @@ impl Katran {
     }
 }
 
-/// Checks Katran's answer to one of the bench's 54-byte TCP frames: the
-/// frame encapsulated in IPv4-in-IPv4 to `real`, out to `gw_mac`.
-pub fn check_encap(out: &[u8], real: Ipv4Addr, gw_mac: [u8; 6]) -> Result<()> {
+/// Checks Katran's answer to one of the bench's TCP frames (54 bytes over
+/// IPv4, 74 over IPv6): the frame encapsulated in an outer header of the
+/// real's family (IPIP or IP6IP6) to `real`, out to `gw_mac`.
+pub fn check_encap(out: &[u8], real: IpAddr, gw_mac: [u8; 6]) -> Result<()> {
+    ensure!(out[..6] == gw_mac, "sent to the default router's MAC");
+    let (ethertype, header, proto_at, dst_at, inner_proto_at) = match real {
+        IpAddr::V4(_) => ([0x08, 0x00], 20, 14 + 9, 14 + 16, 34 + 9),
+        IpAddr::V6(_) => ([0x86, 0xdd], 40, 14 + 6, 14 + 24, 54 + 6),
+    };
+    let inner = if real.is_ipv6() { 74 } else { 54 };
     ensure!(
-        out.len() == 54 + 20,
-        "IPIP adds 20 bytes: got {} bytes",
+        out.len() == inner + header,
+        "the outer header adds {header} bytes: got {} bytes",
         out.len()
     );
-    ensure!(out[..6] == gw_mac, "sent to the default router's MAC");
-    ensure!(out[12..14] == [0x08, 0x00], "an IPv4 frame");
-    ensure!(out[23] == libc::IPPROTO_IPIP as u8, "outer protocol IPIP");
-    ensure!(out[30..34] == real.octets(), "outer destination: the real");
     ensure!(
-        out[34 + 9] == libc::IPPROTO_TCP as u8,
+        out[12..14] == ethertype,
+        "an outer header of the real's family"
+    );
+    let (encap, addr): (u8, Vec<u8>) = match real {
+        IpAddr::V4(a) => (libc::IPPROTO_IPIP as u8, a.octets().to_vec()),
+        IpAddr::V6(a) => (libc::IPPROTO_IPV6 as u8, a.octets().to_vec()),
+    };
+    ensure!(out[proto_at] == encap, "outer protocol IPIP or IPv6");
+    ensure!(
+        out[dst_at..dst_at + addr.len()] == addr[..],
+        "outer destination: the real"
+    );
+    ensure!(
+        out[inner_proto_at] == libc::IPPROTO_TCP as u8,
         "the inner TCP packet"
     );
     Ok(())

@@ -13,7 +13,11 @@
 //!   summed. Every stateful path (first SYN, a flow's packets, purge RST) is
 //!   timed this way. Each call also counts the timer's own cost; the report
 //!   gives that fixed cost from the floor timed both ways.
-use std::{net::Ipv4Addr, path::Path, time::Duration};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+    time::Duration,
+};
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
@@ -30,7 +34,9 @@ pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
 
-pub use lb_tests::fixture_net::{CLIENT, CLIENT_MAC, LB_C_MAC, LB_S_MAC, REALS, real_mac};
+pub use lb_tests::fixture_net::{
+    CLIENT, CLIENT_MAC, CLIENT6, LB_C_MAC, LB_S_MAC, REALS, REALS6, real_mac, real6_mac,
+};
 
 /// The fixture namespace (lb_tests::fixture_net) plus a route to the
 /// synthetic clients of new-flow runs.
@@ -39,6 +45,14 @@ pub fn setup_netns(ns: &Netns) {
     // Many distinct clients (10/8) behind the one client neighbour, so
     // replies to any of them resolve too.
     ns.ip(&["route", "add", CLIENTS_NET, "via", &CLIENT.to_string()]);
+    ns.ip(&[
+        "-6",
+        "route",
+        "add",
+        CLIENTS_NET6,
+        "via",
+        &CLIENT6.to_string(),
+    ]);
 }
 
 /// Where the synthetic clients of new-flow runs live (see [`client`]).
@@ -49,6 +63,17 @@ pub const CLIENTS_NET: &str = "10.0.0.0/8";
 pub fn client(i: u64) -> (Ipv4Addr, u16) {
     let addr = Ipv4Addr::from((10u32 << 24) | (1 + (i / 50_000) as u32));
     (addr, 1024 + (i % 50_000) as u16)
+}
+
+/// Where the synthetic IPv6 clients live (see [`client6`]).
+pub const CLIENTS_NET6: &str = "2001:db8:ffff::/48";
+
+/// The `i`-th synthetic IPv6 client, numbered as [`client`]'s.
+pub fn client6(i: u64) -> (Ipv6Addr, u16) {
+    let (addr, port) = client(i);
+    let v4 = u32::from(addr) & 0x00ff_ffff;
+    let addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, (v4 >> 16) as u16, v4 as u16);
+    (addr, port)
 }
 
 /// Pins the calling thread to CPU 0: per-CPU maps and round-robin cursors
