@@ -94,5 +94,5 @@ pub fn later<C: Pkt, F: Family>(
     };
     stats::count_flow(nat.vip_id, nat.real_id, side, F::ip_len(ip) as u64, false);
     s.hop = Hop::default();
-    fwd::forward::<C, F>(ctx, l3_off, &mut s.hop, now).map(|a| (a, reason::FRAGMENT))
+    fwd::forward::<C, F>(ctx, l3_off, &mut s.hop, fwd::NO_REAL).map(|a| (a, reason::FRAGMENT))
 }

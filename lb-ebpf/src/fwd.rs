@@ -20,9 +20,10 @@ use lb_common::{HOP_AGE_SHIFT, HOP_MAX_AGE, Hop, reason};
 use network_types::{eth::EthHdr, vlan::VlanHdr};
 
 use crate::{
+    clock,
     ctx::Pkt,
     family::Family,
-    maps::{HOP_GEN, TX_PORTS, VLANS},
+    maps::{HOP_GEN, REAL_HOPS, TX_PORTS, VLANS},
     parse::{L3, ptr_at},
 };
 
@@ -34,13 +35,15 @@ const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
 /// which is then in `hop.mtu` (`hop.ifindex` 0: nothing cached).
 /// `hop` is the flow direction's cached next hop, used if valid and
 /// refreshed if not (a new flow's first packet passes a cleared one in
-/// scratch memory: the BPF stack has no room for it).
+/// scratch memory: the BPF stack has no room for it). A packet to a real
+/// names it in `real` (else `NO_REAL`): an empty `hop` then starts from
+/// this CPU's last hop to that real (`maps::REAL_HOPS`).
 #[inline(never)]
 pub fn forward<C: Pkt, F: Family>(
     ctx: &C,
     l3_off: usize,
     hop: &mut Hop,
-    now: u64,
+    real: u32,
 ) -> Result<u32, u32> {
     if l3_off != EthHdr::LEN {
         return tagged::<C, F>(ctx, l3_off);
@@ -48,12 +51,38 @@ pub fn forward<C: Pkt, F: Family>(
     let l3 = L3::<F>::at(ctx, l3_off)?;
     // SAFETY: the IP header was bounds checked by the parser.
     let ip = unsafe { &mut *l3.ip };
-    let (generation, at) = (generation(), age_stamp(now));
+    // The clock is read here, not passed in: BPF calls take five
+    // arguments at most, and the result's return slot counts as one.
+    let (generation, at) = (generation(), age_stamp(clock::now()));
     let len = ctx.mtu_len(F::tot_len(ip));
-    if !usable(hop, F::dst_tag(ip), len, generation, at) {
-        lookup::<C, F>(ctx, l3_off, hop, generation, at)?;
+    let dst = F::dst_tag(ip);
+    if !usable(hop, dst, len, generation, at) {
+        let ingress = ctx.ifindex();
+        match REAL_HOPS.get_ptr_mut(real) {
+            // SAFETY: this CPU's slot, valid for the program run.
+            Some(r) => unsafe {
+                if (*r).ingress == ingress && usable(&(*r).hop, dst, len, generation, at) {
+                    *hop = (*r).hop;
+                } else {
+                    lookup::<C, F>(ctx, l3_off, hop, generation, at)?;
+                    (*r).hop = *hop;
+                    (*r).ingress = ingress;
+                }
+            },
+            None => lookup::<C, F>(ctx, l3_off, hop, generation, at)?,
+        }
     }
     Ok(send(ctx, &l3, hop))
+}
+
+/// `forward`'s `real` for a packet to no real (a reply, an ICMP error).
+pub const NO_REAL: u32 = u32::MAX;
+
+/// A `REAL_HOPS` slot: the hop, and the interface the packet that looked
+/// it up arrived on (policy routing may choose by it).
+pub struct RealHop {
+    pub ingress: u32,
+    pub hop: Hop,
 }
 
 /// `HOP_GEN[0]`: the generation a cached hop must carry.

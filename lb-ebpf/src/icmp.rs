@@ -162,8 +162,8 @@ fn to_real<C: Pkt>(ctx: &C, l3: &L3) -> Result<(u32, u32), u32> {
     ip.check = csum::replace4(ip.check, old_dst, real);
     rewrite_quote(ctx, l3, e, real, real_port, true);
     s.hop = Hop::default();
-    let now = clock::now();
-    fwd::forward::<C, V4>(ctx, l3.off, &mut s.hop, now).map(|a| (a, reason::ICMP_ERROR_TO_REAL))
+    fwd::forward::<C, V4>(ctx, l3.off, &mut s.hop, fwd::NO_REAL)
+        .map(|a| (a, reason::ICMP_ERROR_TO_REAL))
 }
 
 /// An ICMP error from the server side about a flow, addressed to its
@@ -197,7 +197,8 @@ pub fn to_client<C: Pkt>(ctx: &C, l3_off: usize) -> Result<(u32, u32), u32> {
     }
     rewrite_quote(ctx, &l3, e, vip, vip_port, false);
     s.hop = Hop::default();
-    fwd::forward::<C, V4>(ctx, l3.off, &mut s.hop, now).map(|a| (a, reason::ICMP_ERROR_TO_CLIENT))
+    fwd::forward::<C, V4>(ctx, l3.off, &mut s.hop, fwd::NO_REAL)
+        .map(|a| (a, reason::ICMP_ERROR_TO_CLIENT))
 }
 
 /// Rewrites the quoted packet's source (`src`, toward the real) or

@@ -142,7 +142,7 @@ pub fn serve<C: Pkt>(ctx: &C, l3_off: usize, for_vip: bool) -> Result<(u32, u32)
     };
     e.check = csum::apply(e.check, change);
     s.hop = Hop::default();
-    fwd::forward::<C, V6>(ctx, l3.off, &mut s.hop, now).map(|a| (a, why))
+    fwd::forward::<C, V6>(ctx, l3.off, &mut s.hop, fwd::NO_REAL).map(|a| (a, why))
 }
 
 /// Where the quoted packet (its IPv6 header `inner`, at `at` in the frame)

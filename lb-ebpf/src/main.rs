@@ -367,7 +367,7 @@ fn to_vip<C: Pkt, F: Family>(
     // SAFETY: `hop` points into the flow's map value or this CPU's scratch
     // slot, both valid for the program run.
     let hop = unsafe { &mut *hop };
-    match fwd::forward::<C, F>(ctx, l3_off, hop, now) {
+    match fwd::forward::<C, F>(ctx, l3_off, hop, s.n.real_id) {
         Err(reason::ICMP_FRAG_NEEDED) => {
             s.toobig = TooBig {
                 orig_addr: s.key.dst_addr,
@@ -536,7 +536,7 @@ fn from_real<C: Pkt, F: Family>(
     nat::snat::<C, F>(ctx, l3.ip, &l4, &s.addr, vip_port);
     // SAFETY: `hop` points into the flow's map value, valid for the run.
     let hop = unsafe { &mut *hop };
-    match fwd::forward::<C, F>(ctx, l3_off, hop, now) {
+    match fwd::forward::<C, F>(ctx, l3_off, hop, fwd::NO_REAL) {
         Err(reason::ICMP_FRAG_NEEDED) => {
             s.toobig = TooBig {
                 orig_addr: s.key.src_addr,

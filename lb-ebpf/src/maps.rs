@@ -163,6 +163,16 @@ pub static JUMP_XDP: ProgramArray = ProgramArray::pinned(1, 0);
 #[map]
 pub static JUMP_TC: ProgramArray = ProgramArray::pinned(1, 0);
 
+/// Per real, this CPU's last next hop towards it (`fwd::forward`), so
+/// that a new flow, whose entry has no hop cached yet, asks no FIB: a
+/// cold FIB lookup is a large share of a first SYN's cost. Valid under the
+/// same rules as a flow's cached hop (`lb_common::Hop`), for packets that
+/// arrived where it was looked up. Per CPU so the writes bounce no cache
+/// line; not pinned, being only a cache.
+#[map]
+pub static REAL_HOPS: PerCpuArray<crate::fwd::RealHop> =
+    PerCpuArray::with_max_entries(MAX_REALS, 0);
+
 /// Per-CPU scratch space for the new-flow path: a key and a value built
 /// here instead of on the BPF stack, which is 512 bytes for the whole
 /// program (LLVM's own advice for large locals).

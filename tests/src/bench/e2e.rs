@@ -18,19 +18,26 @@
 //! HTTP with HAProxy's `http-request return` (an event-driven responder
 //! already installed for the comparison) and run `iperf3 -s` on the first.
 //!
+//! Plain routing, nftables (`ip6` DNAT) and lb on both hooks also run over
+//! IPv6, on the same topology built dual-stack, addressing the reals' and
+//! the VIP's IPv6 addresses.
+//!
 //! Each round builds a fresh topology per system, in turn, so slow drift on
 //! the machine (the other core's work) spreads over all of them; the report
 //! takes the median round.
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
+    net::{IpAddr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
 };
 
-use lb_tests::{Netns, Spawned, TestHook, Topology, topology::vip};
+use lb_tests::{
+    Netns, Spawned, TestHook, Topology,
+    topology::{vip, vip6},
+};
 
 use super::{
     record::{Deadline, emit, progress},
@@ -88,6 +95,48 @@ impl System {
     }
 }
 
+/// A system over one address family: what a row of the report measures.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Case {
+    sys: System,
+    v6: bool,
+}
+
+impl Case {
+    /// Every system over IPv4, then the IPv6 ones.
+    fn all() -> Vec<Case> {
+        let v4 = System::ALL.map(|sys| Case { sys, v6: false });
+        let v6 = [System::Plain, System::Nft, System::Lb, System::LbTc]
+            .map(|sys| Case { sys, v6: true });
+        v4.into_iter().chain(v6).collect()
+    }
+
+    fn key(self) -> String {
+        if self.v6 {
+            format!("{}-ipv6", self.sys.key())
+        } else {
+            self.sys.key().to_string()
+        }
+    }
+
+    /// The VIP, or the reals, in the case's family.
+    fn vip(self) -> IpAddr {
+        if self.v6 {
+            vip6(10).into()
+        } else {
+            vip(10).into()
+        }
+    }
+
+    fn reals(self, topo: &Topology) -> Vec<IpAddr> {
+        if self.v6 {
+            topo.real_addrs6.iter().map(|&a| a.into()).collect()
+        } else {
+            topo.real_addrs.iter().map(|&a| a.into()).collect()
+        }
+    }
+}
+
 struct Params {
     rounds: usize,
     secs: u64,
@@ -132,45 +181,45 @@ pub fn run(quick: bool) {
     let per_run = 20 + 3 * (p.secs + p.warmup_secs + 5);
     let deadline = Deadline::new(
         "the end-to-end section",
-        Duration::from_secs(per_run * System::ALL.len() as u64 * p.rounds as u64 + 120),
+        Duration::from_secs(per_run * Case::all().len() as u64 * p.rounds as u64 + 120),
     );
     emit(SECTION, "setup", "rounds", p.rounds);
     emit(SECTION, "setup", "secs", p.secs);
     emit(SECTION, "setup", "conns", p.conns);
     emit(SECTION, "setup", "threads", THREADS);
-    let mut samples: BTreeMap<System, Vec<Sample>> = BTreeMap::new();
+    let mut samples: BTreeMap<Case, Vec<Sample>> = BTreeMap::new();
     let mut failed = Vec::new();
     for round in 0..p.rounds {
-        for sys in System::ALL {
+        for case in Case::all() {
             deadline.check();
             progress(format!(
                 "e2e round {}/{}: {}",
                 round + 1,
                 p.rounds,
-                sys.key()
+                case.key()
             ));
             // One failed round (a tool that did not start, a timeout) costs
             // that round, not the run; its namespaces are gone either way.
             let s = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                measure(sys, &p, deadline)
+                measure(case, &p, deadline)
             }));
             let Ok(s) = s else {
-                progress(format!("  round {} of {} failed", round + 1, sys.key()));
-                failed.push(format!("{} round {}", sys.key(), round + 1));
+                progress(format!("  round {} of {} failed", round + 1, case.key()));
+                failed.push(format!("{} round {}", case.key(), round + 1));
                 continue;
             };
             progress(format!(
                 "  {:.0} conn/s, {:.0} req/s, {:.0} Mbit/s, {} errors {}",
                 s.cps, s.rps, s.mbit, s.errors, s.note
             ));
-            samples.entry(sys).or_default().push(s);
+            samples.entry(case).or_default().push(s);
         }
     }
     if !failed.is_empty() {
         emit(SECTION, "setup", "failed", failed.join(", "));
     }
-    for sys in System::ALL {
-        let Some(runs) = samples.get(&sys) else {
+    for case in Case::all() {
+        let Some(runs) = samples.get(&case) else {
             continue;
         };
         let col = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
@@ -180,7 +229,7 @@ pub fn run(quick: bool) {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        let row = sys.key();
+        let row = &case.key();
         emit(SECTION, row, "cps", format!("{:.0}", col(|s| s.cps)));
         emit(SECTION, row, "rps", format!("{:.0}", col(|s| s.rps)));
         emit(SECTION, row, "mbit", format!("{:.0}", col(|s| s.mbit)));
@@ -202,16 +251,21 @@ pub fn run(quick: bool) {
 /// Builds the topology, starts the servers and the system, runs the loads.
 /// Everything is torn down when this returns or unwinds (the guards drop in
 /// reverse order: balancer, servers, namespaces).
-fn measure(sys: System, p: &Params, deadline: Deadline) -> Sample {
-    let topo = Topology::for_hook(3, sys.hook());
+fn measure(case: Case, p: &Params, deadline: Deadline) -> Sample {
+    let topo = if case.v6 {
+        Topology::dual_stack(3, case.sys.hook())
+    } else {
+        Topology::for_hook(3, case.sys.hook())
+    };
     tune(&topo);
     topo.wait_ready();
-    let _servers = start_servers(&topo);
-    let balancer = Balancer::start(sys, &topo);
-    let (http, iperf) = targets(sys, &topo);
+    let _servers = start_servers(&topo, &case.reals(&topo));
+    let balancer = Balancer::start(case, &topo);
+    let (http, iperf) = targets(case, &topo);
     let script = wrk_script(&topo.client, &http);
 
     let mut s = Sample::default();
+    // SocketAddr's Display brackets an IPv6 address, as a URL wants.
     let url = format!("http://{}/", http[0]);
     if p.warmup_secs > 0 {
         wrk(
@@ -257,18 +311,20 @@ fn tune(topo: &Topology) {
     }
 }
 
-/// HTTP on every real, iperf3 on the first. Returned guards kill them.
-fn start_servers(topo: &Topology) -> Vec<Spawned> {
+/// HTTP on every real, iperf3 on the first, at `addrs` (one per real).
+/// Returned guards kill them.
+fn start_servers(topo: &Topology, addrs: &[IpAddr]) -> Vec<Spawned> {
     let mut procs = Vec::new();
-    for (i, (ns, addr)) in topo.reals.iter().zip(&topo.real_addrs).enumerate() {
+    for (i, (ns, &addr)) in topo.reals.iter().zip(addrs).enumerate() {
+        let at = SocketAddr::new(addr, HTTP_PORT);
         let cfg = format!(
-            "global\n    maxconn 8000\n    nbthread 1\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\nfrontend http\n    bind {addr}:{HTTP_PORT} backlog 4096\n    http-request return status 200 content-type text/plain string r{}\n",
+            "global\n    maxconn 8000\n    nbthread 1\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\nfrontend http\n    bind {at} backlog 4096\n    http-request return status 200 content-type text/plain string r{}\n",
             i + 1
         );
         procs.push(haproxy(ns, &cfg));
-        wait_listening(ns, SocketAddrV4::new(*addr, HTTP_PORT));
+        wait_listening(ns, at);
     }
-    let r1 = topo.real_addrs[0].to_string();
+    let r1 = addrs[0].to_string();
     let iperf = topo.reals[0].spawn(&[
         "iperf3",
         "-s",
@@ -295,11 +351,11 @@ fn haproxy(ns: &Netns, cfg: &str) -> Spawned {
 }
 
 /// Polls a TCP connect from inside `ns` until `addr` accepts (at most 5 s).
-fn wait_listening(ns: &Netns, addr: SocketAddrV4) {
+fn wait_listening(ns: &Netns, addr: SocketAddr) {
     let ok = ns.run(|| {
         let deadline = Instant::now() + Duration::from_secs(5);
         for _ in 0..500 {
-            if TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok() {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -320,9 +376,8 @@ struct Balancer {
 }
 
 impl Balancer {
-    fn start(sys: System, topo: &Topology) -> Balancer {
-        let vip = vip(10);
-        let reals = &topo.real_addrs;
+    fn start(case: Case, topo: &Topology) -> Balancer {
+        let (sys, vip, reals) = (case.sys, case.vip(), &case.reals(topo));
         let mut b = Balancer {
             sys,
             proc: None,
@@ -331,28 +386,43 @@ impl Balancer {
         match sys {
             System::Plain => {}
             System::Nft => {
+                let (table, daddr) = if case.v6 {
+                    ("ip6", "ip6 daddr")
+                } else {
+                    ("ip", "ip daddr")
+                };
                 let rules = format!(
-                    "table ip lbbench {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr {vip} tcp dport {VIP_HTTP_PORT} dnat to numgen inc mod 3 map {{ 0 : {}, 1 : {}, 2 : {} }} : {HTTP_PORT}\n    ip daddr {vip} tcp dport {IPERF_PORT} dnat to {}\n  }}\n}}\n",
-                    reals[0], reals[1], reals[2], reals[0]
+                    "table {table} lbbench {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    {daddr} {vip} tcp dport {VIP_HTTP_PORT} dnat to numgen inc mod 3 map {{ 0 : {}, 1 : {}, 2 : {} }} : {HTTP_PORT}\n    {daddr} {vip} tcp dport {IPERF_PORT} dnat to {}\n  }}\n}}\n",
+                    reals[0],
+                    reals[1],
+                    reals[2],
+                    SocketAddr::new(reals[0], IPERF_PORT)
                 );
                 let path = topo.lb.log_dir().join("rules.nft");
                 std::fs::write(&path, rules).expect("writing rules.nft");
                 topo.lb.exec(&["nft", "-f", path.to_str().expect("utf-8")]);
             }
             System::Haproxy => {
+                let prefix = if case.v6 { 128 } else { 32 };
                 topo.lb
-                    .ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"]);
+                    .ip(&["addr", "add", &format!("{vip}/{prefix}"), "dev", "lo"]);
                 let servers: String = reals
                     .iter()
                     .enumerate()
-                    .map(|(i, a)| format!("    server r{} {a}:{HTTP_PORT}\n", i + 1))
+                    .map(|(i, &a)| {
+                        format!("    server r{} {}\n", i + 1, SocketAddr::new(a, HTTP_PORT))
+                    })
                     .collect();
+                let (www, bulk) = (
+                    SocketAddr::new(vip, VIP_HTTP_PORT),
+                    SocketAddr::new(vip, IPERF_PORT),
+                );
                 let cfg = format!(
-                    "global\n    maxconn 4000\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\nfrontend www\n    bind {vip}:{VIP_HTTP_PORT} backlog 4096\n    default_backend web\nbackend web\n    balance roundrobin\n{servers}frontend bulk\n    bind {vip}:{IPERF_PORT}\n    default_backend bulk\nbackend bulk\n    server r1 {}:{IPERF_PORT}\n",
-                    reals[0]
+                    "global\n    maxconn 4000\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\nfrontend www\n    bind {www} backlog 4096\n    default_backend web\nbackend web\n    balance roundrobin\n{servers}frontend bulk\n    bind {bulk}\n    default_backend bulk\nbackend bulk\n    server r1 {}\n",
+                    SocketAddr::new(reals[0], IPERF_PORT)
                 );
                 b.proc = Some(haproxy(&topo.lb, &cfg));
-                wait_listening(&topo.lb, SocketAddrV4::new(vip, VIP_HTTP_PORT));
+                wait_listening(&topo.lb, SocketAddr::new(vip, VIP_HTTP_PORT));
             }
             System::Lb | System::LbTc | System::PlainUnderXdp => {
                 let mut cfg = sys
@@ -445,14 +515,22 @@ impl Drop for Balancer {
 }
 
 /// HTTP targets (one per wrk thread, round robin) and the iperf3 server.
-fn targets(sys: System, topo: &Topology) -> (Vec<SocketAddr>, SocketAddr) {
-    let at = |a: Ipv4Addr, port| SocketAddr::V4(SocketAddrV4::new(a, port));
-    match sys {
-        System::Plain | System::PlainUnderXdp => (
-            topo.real_addrs.iter().map(|&a| at(a, HTTP_PORT)).collect(),
-            at(topo.real_addrs[0], IPERF_PORT),
+fn targets(case: Case, topo: &Topology) -> (Vec<SocketAddr>, SocketAddr) {
+    match case.sys {
+        System::Plain | System::PlainUnderXdp => {
+            let reals = case.reals(topo);
+            (
+                reals
+                    .iter()
+                    .map(|&a| SocketAddr::new(a, HTTP_PORT))
+                    .collect(),
+                SocketAddr::new(reals[0], IPERF_PORT),
+            )
+        }
+        _ => (
+            vec![SocketAddr::new(case.vip(), VIP_HTTP_PORT)],
+            SocketAddr::new(case.vip(), IPERF_PORT),
         ),
-        _ => (vec![at(vip(10), VIP_HTTP_PORT)], at(vip(10), IPERF_PORT)),
     }
 }
 

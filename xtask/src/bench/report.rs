@@ -25,6 +25,14 @@ pub const SYSTEMS: [(&str, &str); 5] = [
 /// tells XDP-on-veth's own cost from lb's.
 const DIAGNOSTIC: (&str, &str) = ("plain-under-xdp", "plain routing, lb attached with no VIP");
 
+/// The systems section 2 also runs over IPv6: (row key, label).
+const SYSTEMS6: [(&str, &str); 4] = [
+    ("plain-ipv6", "plain IPv6 routing"),
+    ("nftables-ipv6", "nftables `ip6` DNAT (numgen)"),
+    ("lb-ipv6", "lb, XDP, NAT66"),
+    ("lb-tc-ipv6", "lb, tc hook, NAT66"),
+];
+
 /// The three e2e loads: (column key, label, unit).
 pub const LOADS: [(&str, &str, &str); 3] = [
     ("cps", "new connections", "conn/s"),
@@ -189,28 +197,33 @@ fn packet(w: &mut String, r: &Results) {
         ),
     );
     wl(w, "");
-    wl(
-        w,
-        "| path | verdict | ns/packet, single | ns/packet, net | × floor (net) | Mpps per core (net) | packets timed |",
-    );
-    wl(w, "|---|---|---:|---:|---:|---:|---:|");
-    for row in r.rows(S) {
-        // A row timed only by repeat has no single figure.
-        let single = r
-            .num(S, row, "ns_single")
-            .map_or("—".to_string(), |v| format!("{v:.1}"));
-        let n = net(row);
+    let ipv6 = |row: &&str| row.contains("IPv6");
+    let rows = r.rows(S);
+    let table = |w: &mut String, rows: Vec<&str>| {
         wl(
             w,
-            &format!(
-                "| {row} | {} | {single} | {n:.1} | {:.1}× | {:.2} | {} |",
-                r.get(S, row, "verdict").unwrap_or(""),
-                n / floor_rep,
-                1000.0 / n,
-                int(r.num(S, row, "packets").unwrap_or(0.0)),
-            ),
+            "| path | verdict | ns/packet, single | ns/packet, net | × floor (net) | Mpps per core (net) | packets timed |",
         );
-    }
+        wl(w, "|---|---|---:|---:|---:|---:|---:|");
+        for row in rows {
+            // A row timed only by repeat has no single figure.
+            let single = r
+                .num(S, row, "ns_single")
+                .map_or("—".to_string(), |v| format!("{v:.1}"));
+            let n = net(row);
+            wl(
+                w,
+                &format!(
+                    "| {row} | {} | {single} | {n:.1} | {:.1}× | {:.2} | {} |",
+                    r.get(S, row, "verdict").unwrap_or(""),
+                    n / floor_rep,
+                    1000.0 / n,
+                    int(r.num(S, row, "packets").unwrap_or(0.0)),
+                ),
+            );
+        }
+    };
+    table(w, rows.iter().copied().filter(|r| !ipv6(r)).collect());
     wl(w, "");
     let fwd = net("established, forward");
     let fwd_single = r
@@ -321,6 +334,63 @@ fn packet(w: &mut String, r: &Results) {
              configured with, asking no FIB.",
             least / floor_rep,
             fwd - least - call,
+            net("Katran, first SYN (ring pick, LRU insert)"),
+        ),
+    );
+    wl(w, "");
+    wl(w, "### IPv6 (NAT66), same run");
+    wl(w, "");
+    wl(
+        w,
+        "The same paths with IPv6: each algorithm's farm has an IPv6 VIP of its own with the \
+         three reals' IPv6 addresses, in the same namespace and object (IPv6 runs in `lb_xdp6`, \
+         which `lb_xdp` hands the packet to by tail call). The frames are 74-byte TCP segments \
+         (a 40-byte IPv6 header, no extension header). Katran's program has an IPv6 VIP with an \
+         IPv6 real beside its IPv4 one, and sends the packets to it in IPv6-in-IPv6.",
+    );
+    wl(w, "");
+    table(w, rows.iter().copied().filter(ipv6).collect());
+    wl(w, "");
+    let fwd6 = net("IPv6, established, forward");
+    let rev6 = net("IPv6, established, reverse");
+    let katran6 = net("Katran, IPv6, established (LRU hit, IP6IP6 encap)");
+    let syn = |prefix: &str| {
+        let v: Vec<f64> = r
+            .rows(S)
+            .into_iter()
+            .filter(|row| row.starts_with(&format!("{prefix}first SYN, ")))
+            .map(net)
+            .collect();
+        v
+    };
+    let (syn4, syn6) = (syn(""), syn("IPv6, "));
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{lo:.0} to {hi:.0} ns")
+    };
+    wl(w, "Targets:");
+    wl(
+        w,
+        &format!(
+            "- An IPv6 established packet within 1.15× of the IPv4 one: forward {fwd6:.0} ns \
+             net, {:.2}× IPv4's {fwd:.0} ns ({}); reverse {rev6:.0} ns, {:.2}× ({}).",
+            fwd6 / fwd,
+            met(fwd6 <= 1.15 * fwd),
+            rev6 / net("established, reverse"),
+            met(rev6 <= 1.15 * net("established, reverse")),
+        ),
+    );
+    wl(
+        w,
+        &format!(
+            "- Beside Katran's IPv6 path on the same run: its established packet costs \
+             {katran6:.0} ns net, lb's IPv6 forward is {:.2}× that. A first SYN over IPv6 costs \
+             lb {} net across the five algorithms (IPv4: {}), Katran {:.0} ns (IPv4: {:.0} ns).",
+            fwd6 / katran6,
+            range(&syn6),
+            range(&syn4),
+            net("Katran, IPv6, first SYN (ring pick, LRU insert)"),
             net("Katran, first SYN (ring pick, LRU insert)"),
         ),
     );
@@ -501,6 +571,7 @@ fn e2e(w: &mut String, r: &Results, chart: &str) {
         );
     }
     wl(w, "");
+    e2e_ipv6(w, r);
     if let Some(failed) = r.get(S, "setup", "failed") {
         wl(
             w,
@@ -512,7 +583,12 @@ fn e2e(w: &mut String, r: &Results, chart: &str) {
     }
     wl(w, "Every round, in order (conn/s; req/s; Mbit/s):");
     wl(w, "");
-    for (key, label) in SYSTEMS.iter().copied().chain([DIAGNOSTIC]) {
+    for (key, label) in SYSTEMS
+        .iter()
+        .chain(&[DIAGNOSTIC])
+        .chain(&SYSTEMS6)
+        .copied()
+    {
         let runs = |c| r.get(S, key, c).unwrap_or("?").replace(' ', ", ");
         wl(
             w,
@@ -521,6 +597,63 @@ fn e2e(w: &mut String, r: &Results, chart: &str) {
                 runs("cps_runs"),
                 runs("rps_runs"),
                 runs("mbit_runs")
+            ),
+        );
+    }
+    wl(w, "");
+}
+
+/// Section 2's IPv6 rows: the same loads over IPv6 on the topology built
+/// dual-stack, against plain IPv6 routing and nftables' `ip6` DNAT.
+fn e2e_ipv6(w: &mut String, r: &Results) {
+    const S: &str = "e2e";
+    let val = |sys: &str, load: &str| r.num(S, sys, load).unwrap_or(f64::NAN);
+    wl(w, "### IPv6, same run");
+    wl(w, "");
+    wl(
+        w,
+        "The same loads over IPv6: the topology built dual-stack (every namespace has its \
+         IPv6 address beside its IPv4 one), wrk and iperf3 addressing the reals' IPv6 \
+         addresses (plain routing) or the IPv6 VIP, nftables with the same rules in a `table \
+         ip6`, and lb with an IPv6 VIP over the reals' IPv6 addresses (NAT66), on each hook. \
+         The last column compares each row with the same system over IPv4.",
+    );
+    wl(w, "");
+    let mut head = String::from("| system |");
+    let mut rule = String::from("|---|");
+    for (_, label, unit) in LOADS {
+        write!(head, " {label} ({unit}) | × plain IPv6 |").unwrap();
+        rule.push_str("---:|---:|");
+    }
+    head.push_str(" new connections × IPv4 | errors |");
+    rule.push_str("---:|---:|");
+    wl(w, &head);
+    wl(w, &rule);
+    for (key, label) in SYSTEMS6 {
+        let mut line = format!("| {label} |");
+        for (load, ..) in LOADS {
+            let v = val(key, load);
+            write!(line, " {} | {:.2}× |", int(v), v / val("plain-ipv6", load)).unwrap();
+        }
+        let v4 = key.trim_end_matches("-ipv6");
+        write!(
+            line,
+            " {:.2}× | {} |",
+            val(key, "cps") / val(v4, "cps"),
+            r.get(S, key, "errors").unwrap_or("?")
+        )
+        .unwrap();
+        wl(w, &line);
+    }
+    wl(w, "");
+    for lb in ["lb-ipv6", "lb-tc-ipv6"] {
+        let x = |other: &str| val(lb, "cps") / val(other, "cps");
+        wl(
+            w,
+            &format!(
+                "- {lb}: new connections {:.2}× plain IPv6 routing, {:.2}× nftables `ip6` DNAT.",
+                x("plain-ipv6"),
+                x("nftables-ipv6"),
             ),
         );
     }
