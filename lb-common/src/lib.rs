@@ -62,6 +62,11 @@ pub const VIP_STICKY: u32 = 1;
 /// privacy addresses share a real.
 pub const VIP_STICKY_PREFIX_SHIFT: u32 = 8;
 
+/// `VipInfo::flags`: a new flow the farm has no real for is dropped in
+/// silence (`no_real: drop`), not refused with a TCP RST or an ICMP port
+/// unreachable (`no_real: reset`, the default).
+pub const VIP_NO_REAL_DROP: u32 = 2;
+
 /// The sticky prefix length in `VipInfo::flags` (0: the whole address).
 #[inline(always)]
 pub const fn sticky_prefix(flags: u32) -> u8 {
@@ -381,7 +386,9 @@ pub mod reason {
     pub const DROP_ICMP_VIP: u32 = 12;
     /// TCP RST to a VIP with no flow: dropped (a RST never creates a flow).
     pub const DROP_RST_NO_FLOW: u32 = 13;
-    /// New flow but the farm has no real to take it: dropped.
+    /// New flow but the farm has no real to take it: dropped, when the VIP
+    /// says `no_real: drop` or an ICMP port unreachable would exceed its
+    /// rate (`NO_REAL_RST`, `NO_REAL_UNREACH`).
     pub const DROP_NO_REAL: u32 = 14;
     /// New flow but the flow table refused the entry: dropped.
     pub const DROP_TABLE_FULL: u32 = 15;
@@ -457,7 +464,16 @@ pub mod reason {
     /// headers lb reads: dropped. Walked chains are translated (lb-ebpf's
     /// family.rs, `V6::walk`).
     pub const DROP_IPV6_EXT: u32 = 33;
-    pub const COUNT: u32 = 34;
+    /// A new TCP flow the farm has no real for (all down, disabled or
+    /// full): answered with a RST from the VIP (XDP_TX), so the client
+    /// fails at once instead of waiting out its connect timeout, as IPVS
+    /// answers. `no_real: drop` on the VIP drops it instead.
+    pub const NO_REAL_RST: u32 = 34;
+    /// A new UDP flow the farm has no real for: answered with an ICMP (or
+    /// ICMPv6) port unreachable from the VIP, quoting the datagram, at
+    /// most about 1,000 a second per CPU (beyond: `DROP_NO_REAL`).
+    pub const NO_REAL_UNREACH: u32 = 35;
+    pub const COUNT: u32 = 36;
 
     /// Names for logs, metrics and `lb stats`, indexed by reason.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -495,6 +511,8 @@ pub mod reason {
         "tuple_reuse",
         "pass_bad_ipv6",
         "drop_ipv6_ext",
+        "no_real_rst",
+        "no_real_unreach",
     ];
 }
 

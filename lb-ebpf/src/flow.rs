@@ -207,6 +207,8 @@ pub struct NewFlow {
     pub real_addr: [u8; 16],
     pub real_port_be: u16,
     pub vip_id: u32,
+    /// The VIP's `VipInfo::flags`, for a refusal (refuse.rs).
+    pub vip_flags: u32,
     pub real_id: u32,
     pub now: u64,
 }

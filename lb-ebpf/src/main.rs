@@ -32,6 +32,7 @@ mod maps;
 mod nat;
 mod parse;
 mod passive;
+mod refuse;
 mod rst;
 mod select;
 mod stats;
@@ -281,6 +282,7 @@ fn to_vip<C: Pkt, F: Family>(
         real_addr: [0; 16],
         real_port_be: 0,
         vip_id: 0,
+        vip_flags: 0,
         real_id: u32::MAX,
         now,
     };
@@ -337,8 +339,8 @@ fn to_vip<C: Pkt, F: Family>(
         }
     }
     let is_new = s.n.real_id == u32::MAX;
-    if is_new {
-        new_flow(s)?;
+    if is_new && let Err(why) = new_flow(s) {
+        return refuse::new_flow::<C, F>(ctx, l3_off, s, why);
     }
     if hop.is_null() {
         s.hop = Hop::default();
@@ -375,6 +377,7 @@ fn to_vip<C: Pkt, F: Family>(
                 dst: true,
                 from: s.key.dst_addr,
                 mtu: hop.mtu,
+                unreachable: false,
             };
             toobig::answer::<C, F>(ctx, l3_off, &s.toobig, s.t)
         }
@@ -421,6 +424,7 @@ fn new_flow(s: &mut Scratch) -> Result<(), u32> {
     if p.flags.rst {
         return Err(reason::DROP_RST_NO_FLOW);
     }
+    s.n.vip_flags = vip.flags;
     let now = s.n.now;
     s.build.sticky_key = StickyKey {
         vip_id: vip.vip_id,
@@ -544,6 +548,7 @@ fn from_real<C: Pkt, F: Family>(
                 dst: false,
                 from: s.addr,
                 mtu: hop.mtu,
+                unreachable: false,
             };
             toobig::answer::<C, F>(ctx, l3_off, &s.toobig, t)
         }

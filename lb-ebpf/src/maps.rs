@@ -173,6 +173,11 @@ pub static JUMP_TC: ProgramArray = ProgramArray::pinned(1, 0);
 pub static REAL_HOPS: PerCpuArray<crate::fwd::RealHop> =
     PerCpuArray::with_max_entries(MAX_REALS, 0);
 
+/// `[0]`: this CPU's port unreachables for flows no real can take
+/// (refuse.rs): tokens left, and when they were last counted.
+#[map]
+pub static UNREACH_TOKENS: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU scratch space for the new-flow path: a key and a value built
 /// here instead of on the BPF stack, which is 512 bytes for the whole
 /// program (LLVM's own advice for large locals).

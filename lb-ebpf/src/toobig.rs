@@ -1,6 +1,10 @@
-//! ICMP "fragmentation needed" (IPv4) or ICMPv6 "packet too big" from lb
-//! itself: a packet with DF set (any IPv6 packet) that does not fit its
-//! next hop's MTU. The kernel would send this too if lb
+//! ICMP errors from lb itself. Above all "fragmentation needed" (IPv4) or
+//! ICMPv6 "packet too big": a packet with DF set (any IPv6 packet) that
+//! does not fit its next hop's MTU. Also "port unreachable" for a new UDP
+//! flow no real can take (refuse.rs), built the same way from the
+//! untranslated datagram.
+//!
+//! On "too big": The kernel would send this too if lb
 //! passed the packet up, but after the rewrite, so its quote would name the
 //! real (to the client) or the VIP (to the real): addresses the sender never
 //! used, and its socket would never learn the MTU. Here the rewrite is
@@ -44,7 +48,33 @@ pub struct TooBig {
     /// The message's source (the VIP) and the MTU to report.
     pub from: [u8; 16],
     pub mtu: u16,
+    /// A port unreachable for an untranslated datagram instead.
+    pub unreachable: bool,
 }
+
+impl TooBig {
+    /// A port unreachable from `vip` for the client's datagram, which is
+    /// still as it arrived.
+    #[inline(always)]
+    pub fn port_unreachable(vip: &[u8; 16]) -> Self {
+        TooBig {
+            orig_addr: [0; 16],
+            orig_port: [0; 2],
+            dst: true,
+            from: *vip,
+            mtu: 0,
+            unreachable: true,
+        }
+    }
+}
+
+/// ICMP destination unreachable and its codes.
+const DEST_UNREACH: u8 = 3;
+const FRAG_NEEDED: u8 = 4;
+const PORT_UNREACH: u8 = 3;
+/// ICMPv6 destination unreachable and its port unreachable code.
+const DEST_UNREACH6: u8 = 1;
+const PORT_UNREACH6: u8 = 4;
 
 /// Undoes the translation of the TCP/UDP packet at `l3_off` as `t` says and
 /// answers it with "fragmentation needed" (IPv4) or "packet too big"
@@ -60,7 +90,7 @@ pub fn answer<C: Pkt, F: Family>(
     if l3_off != EthHdr::LEN {
         return Err(reason::PASS_FIB);
     }
-    {
+    if !t.unreachable {
         let l3 = L3::<F>::at(ctx, l3_off)?;
         let l4 = parse::l4(ctx, &l3, &tr).map_err(|_| reason::PASS_FIB)?;
         if t.dst {
@@ -78,12 +108,20 @@ pub fn answer<C: Pkt, F: Family>(
 
 /// Trims the packet to its Ethernet header and `quote` bytes past it, and
 /// grows `head` bytes in front for the new headers, in a frame back to its
-/// sender (MACs swapped) of `ether_type`.
+/// sender (MACs swapped) of `ether_type`. A port unreachable's shorter
+/// datagram is padded with zeros to the quote's length (the quoted header
+/// keeps its own length); a packet that short is never too big.
 #[inline(always)]
-fn reframe<C: Pkt>(ctx: &C, quote: usize, head: usize, ether_type: [u8; 2]) -> Result<(), u32> {
+fn reframe<C: Pkt>(
+    ctx: &C,
+    t: &TooBig,
+    quote: usize,
+    head: usize,
+    ether_type: [u8; 2],
+) -> Result<(), u32> {
     let keep = EthHdr::LEN + quote;
     // Too short to be too big for any real MTU: the kernel judges.
-    if ctx.len() < keep || !ctx.resize(keep, head) {
+    if (ctx.len() < keep && !t.unreachable) || !ctx.resize(keep, head) {
         return Err(reason::PASS_FIB);
     }
     // Resizing invalidates every packet pointer: derive them again. The
@@ -105,7 +143,7 @@ fn reframe<C: Pkt>(ctx: &C, quote: usize, head: usize, ether_type: [u8; 2]) -> R
 /// grown in front.
 #[inline(always)]
 fn frag_needed4<C: Pkt>(ctx: &C, t: &TooBig) -> Result<(u32, u32), u32> {
-    reframe(ctx, QUOTE, HEAD, [0x08, 0x00])?;
+    reframe(ctx, t, QUOTE, HEAD, [0x08, 0x00])?;
     let ip: *mut Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| reason::PASS_FIB)?;
     let icmp: *mut [u8; ICMP_LEN] =
         ptr_at(ctx, EthHdr::LEN + Ipv4Hdr::LEN).map_err(|_| reason::PASS_FIB)?;
@@ -129,12 +167,27 @@ fn frag_needed4<C: Pkt>(ctx: &C, t: &TooBig) -> Result<(u32, u32), u32> {
             csum::fold_inverted(csum::sum_wsum(ip as *mut Ipv4Hdr as *mut u32, Ipv4Hdr::LEN));
         let m = &mut *icmp;
         let mtu = t.mtu.to_be_bytes();
-        m[..8].copy_from_slice(&[3, 4, 0, 0, 0, 0, mtu[0], mtu[1]]);
+        let code = if t.unreachable {
+            PORT_UNREACH
+        } else {
+            FRAG_NEEDED
+        };
+        m[..8].copy_from_slice(&[DEST_UNREACH, code, 0, 0, 0, 0, mtu[0], mtu[1]]);
         let check = csum::fold_inverted(csum::sum_wsum(m.as_mut_ptr().cast(), ICMP_LEN));
         m[2] = check[0];
         m[3] = check[1];
     }
-    Ok((ctx.tx(), reason::ICMP_FRAG_NEEDED))
+    Ok((ctx.tx(), why(t)))
+}
+
+/// The reason an answer counts under.
+#[inline(always)]
+fn why(t: &TooBig) -> u32 {
+    if t.unreachable {
+        reason::NO_REAL_UNREACH
+    } else {
+        reason::ICMP_FRAG_NEEDED
+    }
 }
 
 /// Bytes of an IPv6 packet quoted: its header and 64 bytes past it (RFC
@@ -151,7 +204,7 @@ const PACKET_TOO_BIG: u8 = 2;
 /// so every IPv6 packet too big for its next hop gets one.
 #[inline(always)]
 fn too_big6<C: Pkt>(ctx: &C, t: &TooBig) -> Result<(u32, u32), u32> {
-    reframe(ctx, QUOTE6, HEAD6, [0x86, 0xdd])?;
+    reframe(ctx, t, QUOTE6, HEAD6, [0x86, 0xdd])?;
     let ip: *mut Ipv6Hdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| reason::PASS_FIB)?;
     let icmp: *mut [u8; ICMP6_LEN] =
         ptr_at(ctx, EthHdr::LEN + Ipv6Hdr::LEN).map_err(|_| reason::PASS_FIB)?;
@@ -171,11 +224,16 @@ fn too_big6<C: Pkt>(ctx: &C, t: &TooBig) -> Result<(u32, u32), u32> {
         let pseudo = V6::pseudo_sum(&t.from, sender, PROTO_ICMPV6, ICMP6_LEN as u16);
         let m = &mut *icmp;
         let mtu = (t.mtu as u32).to_be_bytes();
-        m[..8].copy_from_slice(&[PACKET_TOO_BIG, 0, 0, 0, mtu[0], mtu[1], mtu[2], mtu[3]]);
+        let (kind, code) = if t.unreachable {
+            (DEST_UNREACH6, PORT_UNREACH6)
+        } else {
+            (PACKET_TOO_BIG, 0)
+        };
+        m[..8].copy_from_slice(&[kind, code, 0, 0, mtu[0], mtu[1], mtu[2], mtu[3]]);
         let body = csum::sum_wsum(m.as_mut_ptr().cast(), ICMP6_LEN);
         let check = csum::fold_inverted(pseudo + body);
         m[2] = check[0];
         m[3] = check[1];
     }
-    Ok((ctx.tx(), reason::ICMP_FRAG_NEEDED))
+    Ok((ctx.tx(), why(t)))
 }

@@ -324,6 +324,22 @@ pub struct Vip {
     pub sticky: Option<Sticky>,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// What a new flow gets when the farm has no real to take it.
+    #[serde(default)]
+    pub no_real: NoReal,
+}
+
+/// `no_real:` on a VIP: how a new flow the farm has no live real for is
+/// refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoReal {
+    /// A TCP RST, or an ICMP port unreachable for UDP (rate-limited): the
+    /// client fails at once.
+    #[default]
+    Reset,
+    /// Silence: the client waits out its own timeout.
+    Drop,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

@@ -19,12 +19,12 @@ use anyhow::{Result, bail};
 use lb_common::{
     ALG_LEAST_CONN, ALG_MAGLEV, ALG_ROUND_ROBIN, ALG_SOURCE_HASH, ALG_WEIGHTED_ROUND_ROBIN,
     FAIL_NONE, FAIL_PURGE, FAIL_REASSIGN, Farm, MAGLEV_SLOTS, MAX_FARMS, MAX_REALS, MAX_VIPS,
-    PROTO_TCP, PROTO_UDP, REAL_DISABLED, REAL_DOWN, REAL_DRAIN, REAL_UP, Real, VIP_STICKY,
-    VIP_STICKY_PREFIX_SHIFT, VipInfo, VipKey, from_map_addr, to_map_addr,
+    PROTO_TCP, PROTO_UDP, REAL_DISABLED, REAL_DOWN, REAL_DRAIN, REAL_UP, Real, VIP_NO_REAL_DROP,
+    VIP_STICKY, VIP_STICKY_PREFIX_SHIFT, VipInfo, VipKey, from_map_addr, to_map_addr,
 };
 
 use crate::{
-    config::{AdminState, Algorithm, Config, FailAction, InitState, Protocol, Timeouts},
+    config::{AdminState, Algorithm, Config, FailAction, InitState, NoReal, Protocol, Timeouts},
     maglev, sched,
 };
 
@@ -72,6 +72,8 @@ pub struct VipEntry {
     /// `sticky.ipv6_prefix`: the client-address bits a sticky entry keys
     /// on (`VipInfo::flags`, `lb_common::VIP_STICKY_PREFIX_SHIFT`).
     pub sticky_prefix: Option<u8>,
+    /// `no_real: drop` (`VIP_NO_REAL_DROP`).
+    pub no_real_drop: bool,
 }
 
 impl VipEntry {
@@ -93,6 +95,10 @@ impl VipEntry {
                 (Some(_), Some(p)) if p < 128 => VIP_STICKY | (p as u32) << VIP_STICKY_PREFIX_SHIFT,
                 (Some(_), _) => VIP_STICKY,
                 (None, _) => 0,
+            } | if self.no_real_drop {
+                VIP_NO_REAL_DROP
+            } else {
+                0
             },
             sticky_secs: self.sticky_secs.unwrap_or(0),
         }
@@ -330,6 +336,7 @@ impl Control {
                     timeouts,
                     sticky_secs,
                     sticky_prefix,
+                    no_real_drop: info.flags & VIP_NO_REAL_DROP != 0,
                 },
             );
         }
@@ -865,6 +872,7 @@ fn plan(
                 timeouts: vip.timeouts.clone(),
                 sticky_secs: sticky.map(|s| s.timeout.as_secs().clamp(1, u32::MAX as u64) as u32),
                 sticky_prefix: sticky.and_then(|s| s.ipv6_prefix),
+                no_real_drop: vip.no_real == NoReal::Drop,
             },
         );
     }

@@ -46,18 +46,38 @@ fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, kind: u8, code: u8, inner: &Pkt, quo
     )
 }
 
-/// "Fragmentation needed, MTU `mtu`" from `from` to `orig`'s sender, as lb
-/// sends it back out the interface `orig` came in by: the MACs swapped, TOS
-/// 0xc0, TTL 64, quoting `orig`'s IPv4 header and 64 bytes after it.
+/// "Fragmentation needed, MTU `mtu`" from `from` to `orig`'s sender,
+/// quoting `orig`'s IPv4 header and 64 bytes after it.
 pub fn frag_needed(orig: &Pkt, from: Ipv4Addr, mtu: u16) -> Vec<u8> {
-    let mut p = icmp_error(from, orig.src, 3, 4, orig, 84);
+    let mtu = mtu.to_be_bytes();
+    let b = orig.build();
+    lb_icmp4(orig, from, (3, 4, [0, 0, mtu[0], mtu[1]]), &b[14..14 + 84])
+}
+
+/// An ICMP error (`kind`, `code`, the four bytes after the checksum) from
+/// `from` to `orig`'s sender carrying `quote`, as lb sends it back out the
+/// interface `orig` came in by: the MACs swapped, TOS 0xc0, TTL 64, id 0.
+pub fn lb_icmp4(
+    orig: &Pkt,
+    from: Ipv4Addr,
+    (kind, code, rest): (u8, u8, [u8; 4]),
+    quote: &[u8],
+) -> Vec<u8> {
+    let mut p = Pkt::ip(
+        from,
+        orig.src,
+        L4::Icmp {
+            kind,
+            code,
+            payload: quote.to_vec(),
+        },
+    );
     p.src_mac = orig.dst_mac;
     p.dst_mac = orig.src_mac;
     p.ttl = 64;
     p.id = 0;
     p.frag = (0, 0);
-    let mtu = mtu.to_be_bytes();
-    let mut f = icmp_frame(&p, [0, 0, mtu[0], mtu[1]]);
+    let mut f = icmp_frame(&p, rest);
     let mut ip = MutableIpv4Packet::new(&mut f[14..]).unwrap();
     ip.set_dscp(0xc0 >> 2);
     let c = ipv4::checksum(&ip.to_immutable());

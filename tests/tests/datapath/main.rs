@@ -12,6 +12,7 @@
 mod edges;
 mod packet;
 mod packet6;
+mod refuse;
 mod v6;
 
 use std::net::Ipv4Addr;
@@ -89,10 +90,14 @@ vips:
   keep: {{ address: 198.51.100.22, port: 11, serverfarm: keep }}
   capped: {{ address: 198.51.100.23, port: 10, serverfarm: capped }}
 {vips6}
+{refuse_vips}
 bpf: {{ pin_dir: {pin_dir}, flow_table_size: 4096 }}
 "#,
-        farms6 = v6::CONFIG.trim_matches('\n'),
+        farms6 = [v6::CONFIG, refuse::FARMS]
+            .map(|c| c.trim_matches('\n'))
+            .join("\n"),
         vips6 = v6::VIPS.trim_matches('\n'),
+        refuse_vips = refuse::VIPS.trim_matches('\n'),
     )
 }
 
@@ -742,15 +747,7 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
         None,
     );
 
-    let empty = from_client(Pkt::tcp((CLIENT, 41007), (VIP_EMPTY, 80), SYN, 1, b""));
-    fx.case(
-        "a farm with no live real drops new flows",
-        c0,
-        &empty.build(),
-        XDP_DROP,
-        reason::DROP_NO_REAL,
-        None,
-    );
+    refuse::cases(fx);
 
     // --- A TCP flow, both directions, exact bytes. ---
     let www_id = fx.ctl.programmed().vips["www"].id;
@@ -1099,35 +1096,7 @@ fn health_cases(fx: &mut Fixture) {
         *ack = 9001;
     }
     // RFC 793: the segment has an ACK, so the RST takes seq = SEG.ACK, no ACK flag.
-    let rst = Pkt {
-        src_mac: LB_C_MAC,
-        dst_mac: CLIENT_MAC,
-        vlan: None,
-        src: PVIP,
-        dst: CLIENT,
-        ttl: 64,
-        id: 0,
-        frag: (0x2, 0),
-        options: vec![],
-        l4: L4::Tcp {
-            sport: 7,
-            dport: 42000,
-            seq: 9001,
-            ack: 0,
-            flags: RST,
-            doff: 5,
-            payload: vec![],
-        },
-        pad: 0,
-    };
-    let mut want = rst.build();
-    // The builder sets a window of 64240; a RST carries 0.
-    want[14 + 20 + 14..14 + 20 + 16].copy_from_slice(&[0, 0]);
-    let c = {
-        let t = pnet::packet::tcp::TcpPacket::new(&want[34..]).unwrap();
-        pnet::packet::tcp::ipv4_checksum(&t, &PVIP, &CLIENT)
-    };
-    want[34 + 16..34 + 18].copy_from_slice(&c.to_be_bytes());
+    let want = refuse::rst4((PVIP, 7), (CLIENT, 42000), 9001, 0, RST);
     let purged_before = fx.counter(reason::PURGED);
     fx.case(
         "purge: a client packet to a dead real is answered with a RST",

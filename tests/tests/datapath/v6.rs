@@ -17,13 +17,13 @@ const BIG_VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x30)
 const ROUTER_FRONT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 0xfe);
 const ROUTER_BEHIND6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, 0xfe);
 const PACKET_TOO_BIG: u8 = 2;
-const DEST_UNREACH: u8 = 1;
+pub const DEST_UNREACH: u8 = 1;
 
 /// An ICMPv6 message frame: `kind`, `code`, the four bytes after the
 /// checksum (`rest`: unused, or the MTU) and `body`, the checksum computed
 /// by pnet.
 #[allow(clippy::too_many_arguments)]
-fn icmp6_frame(
+pub fn icmp6_frame(
     macs: (Mac, Mac),
     src: Ipv6Addr,
     dst: Ipv6Addr,
@@ -631,17 +631,7 @@ pub fn cases(fx: &mut Fixture) {
     .with_payload(b"hello after the real died");
     // RFC 793: the segment has an ACK, so the RST takes seq = SEG.ACK, no
     // ACK flag; window 0.
-    let mut rst = Pkt6::tcp((PVIP6, 7), (CLIENT6, 42000), RST, 9001, 0);
-    rst.src_mac = LB_C_MAC;
-    rst.dst_mac = CLIENT_MAC;
-    let mut want = rst.build();
-    want[54 + 14..54 + 16].copy_from_slice(&[0, 0]);
-    want[54 + 16..54 + 18].copy_from_slice(&[0, 0]);
-    let c = {
-        let t = pnet::packet::tcp::TcpPacket::new(&want[54..]).unwrap();
-        pnet::packet::tcp::ipv6_checksum(&t, &PVIP6, &CLIENT6)
-    };
-    want[54 + 16..54 + 18].copy_from_slice(&c.to_be_bytes());
+    let want = super::refuse::rst6((PVIP6, 7), (CLIENT6, 42000), 9001, 0, RST);
     fx.case(
         "ipv6 purge: a client packet to a dead real is answered with an IPv6 RST",
         c0,

@@ -1,0 +1,161 @@
+//! Fixtures for a VIP whose farm has no live real: a new TCP flow is
+//! refused with a RST and a UDP datagram with a port unreachable, in both
+//! families, and `no_real: drop` drops in silence. Expected frames are
+//! built from scratch by pnet.
+use std::net::Ipv6Addr;
+
+use lb_tests::fixture_net::CLIENT6;
+
+use super::{
+    edges::lb_icmp4,
+    packet6::Pkt6,
+    v6::{DEST_UNREACH, icmp6_frame},
+    *,
+};
+
+/// VIPs on the farm `empty` (its one real disabled): TCP on 80 and UDP on
+/// 53 at `VIP_EMPTY`; TCP at `QUIET` with `no_real: drop`.
+pub const VIPS: &str = r#"
+  emptyu: { address: 198.51.100.13, port: 53, protocol: udp, serverfarm: empty }
+  quiet: { address: 198.51.100.14, port: 80, serverfarm: empty, no_real: drop }
+  empty6: { address: 2001:db8:100::50, port: 80, serverfarm: empty6 }
+  emptyu6: { address: 2001:db8:100::50, port: 53, protocol: udp, serverfarm: empty6 }
+"#;
+pub const FARMS: &str = r#"
+  empty6:
+    reals: [{ address: 2001:db8:5::11, port: 9, state: disabled }]
+"#;
+
+const QUIET: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 14);
+const EMPTY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x50);
+
+/// The RST lb sends from `from` to `to` (window 0, TTL 64, DF, id 0), out
+/// the client's interface.
+pub fn rst4(from: (Ipv4Addr, u16), to: (Ipv4Addr, u16), seq: u32, ack: u32, flags: u8) -> Vec<u8> {
+    let rst = Pkt {
+        src_mac: LB_C_MAC,
+        dst_mac: CLIENT_MAC,
+        vlan: None,
+        src: from.0,
+        dst: to.0,
+        ttl: 64,
+        id: 0,
+        frag: (0x2, 0),
+        options: vec![],
+        l4: L4::Tcp {
+            sport: from.1,
+            dport: to.1,
+            seq,
+            ack,
+            flags,
+            doff: 5,
+            payload: vec![],
+        },
+        pad: 0,
+    };
+    let mut want = rst.build();
+    // The builder sets a window of 64240; a RST carries 0.
+    want[34 + 14..34 + 16].copy_from_slice(&[0, 0]);
+    let c = {
+        let t = pnet::packet::tcp::TcpPacket::new(&want[34..]).unwrap();
+        pnet::packet::tcp::ipv4_checksum(&t, &from.0, &to.0)
+    };
+    want[34 + 16..34 + 18].copy_from_slice(&c.to_be_bytes());
+    want
+}
+
+/// `rst4` in IPv6 (hop limit 64).
+pub fn rst6(from: (Ipv6Addr, u16), to: (Ipv6Addr, u16), seq: u32, ack: u32, flags: u8) -> Vec<u8> {
+    let mut rst = Pkt6::tcp(from, to, flags, seq, ack);
+    rst.src_mac = LB_C_MAC;
+    rst.dst_mac = CLIENT_MAC;
+    let mut want = rst.build();
+    want[54 + 14..54 + 16].copy_from_slice(&[0, 0]);
+    want[54 + 16..54 + 18].copy_from_slice(&[0, 0]);
+    let c = {
+        let t = pnet::packet::tcp::TcpPacket::new(&want[54..]).unwrap();
+        pnet::packet::tcp::ipv6_checksum(&t, &from.0, &to.0)
+    };
+    want[54 + 16..54 + 18].copy_from_slice(&c.to_be_bytes());
+    want
+}
+
+/// The first `len` bytes of a frame's IP packet, zero-padded if shorter.
+fn quote(frame: &[u8], len: usize) -> Vec<u8> {
+    let mut q = frame[14..].to_vec();
+    q.resize(len, 0);
+    q
+}
+
+pub fn cases(fx: &mut Fixture) {
+    let c0 = fx.c0;
+    // A SYN (no ACK): the RST has seq 0 and acknowledges the SYN.
+    let syn = from_client(Pkt::tcp((CLIENT, 41007), (VIP_EMPTY, 80), SYN, 1, b""));
+    fx.case(
+        "no live real: a SYN is refused with a RST from the VIP",
+        c0,
+        &syn.build(),
+        XDP_TX,
+        reason::NO_REAL_RST,
+        Some(&rst4((VIP_EMPTY, 80), (CLIENT, 41007), 0, 2, RST | ACK)),
+    );
+    let quiet = from_client(Pkt::tcp((CLIENT, 41008), (QUIET, 80), SYN, 1, b""));
+    fx.case(
+        "no live real, no_real: drop: the SYN is dropped",
+        c0,
+        &quiet.build(),
+        XDP_DROP,
+        reason::DROP_NO_REAL,
+        None,
+    );
+    // A short datagram: the quote is padded to its 84 bytes.
+    let dgram = from_client(Pkt::udp((CLIENT, 41009), (VIP_EMPTY, 53), b"query"));
+    let f = dgram.build();
+    let want = lb_icmp4(&dgram, VIP_EMPTY, (3, 3, [0; 4]), &quote(&f, 84));
+    fx.case(
+        "no live real: a UDP datagram gets a port unreachable quoting it",
+        c0,
+        &f,
+        XDP_TX,
+        reason::NO_REAL_UNREACH,
+        Some(&want),
+    );
+
+    let syn6 = Pkt6 {
+        src_mac: CLIENT_MAC,
+        dst_mac: LB_C_MAC,
+        ..Pkt6::tcp((CLIENT6, 41007), (EMPTY6, 80), SYN, 1, 0)
+    };
+    fx.case(
+        "ipv6, no live real: a SYN is refused with an IPv6 RST",
+        c0,
+        &syn6.build(),
+        XDP_TX,
+        reason::NO_REAL_RST,
+        Some(&rst6((EMPTY6, 80), (CLIENT6, 41007), 0, 2, RST | ACK)),
+    );
+    let dgram6 = Pkt6 {
+        src_mac: CLIENT_MAC,
+        dst_mac: LB_C_MAC,
+        ..Pkt6::udp((CLIENT6, 41009), (EMPTY6, 53), b"query")
+    };
+    let f = dgram6.build();
+    let want = icmp6_frame(
+        (LB_C_MAC, CLIENT_MAC),
+        EMPTY6,
+        CLIENT6,
+        64,
+        DEST_UNREACH,
+        4,
+        [0; 4],
+        &quote(&f, 40 + 64),
+    );
+    fx.case(
+        "ipv6, no live real: a UDP datagram gets a port unreachable quoting it",
+        c0,
+        &f,
+        XDP_TX,
+        reason::NO_REAL_UNREACH,
+        Some(&want),
+    );
+}
