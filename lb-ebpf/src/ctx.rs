@@ -61,6 +61,9 @@ pub trait Pkt {
     fn raw(&self) -> *mut c_void;
     /// The verdict that sends the packet back out the interface it came by.
     fn tx(&self) -> u32;
+    /// `tx` for a packet lb made itself in answer (a RST, an ICMP error, an
+    /// echo reply), which may be the only packet towards its receiver.
+    fn answer(&self) -> u32;
     /// The verdict that sends the packet out of `ifindex`, one of lb's
     /// interfaces (`TX_PORTS`); `PASS` if that fails.
     fn redirect(&self, ifindex: u32) -> u32;
@@ -114,6 +117,19 @@ impl Pkt for XdpContext {
     #[inline(always)]
     fn tx(&self) -> u32 {
         xdp_action::XDP_TX
+    }
+
+    /// By the devmap to the interface it came in by, XDP_TX only if that
+    /// fails. On a veth whose peer runs no XDP program, an XDP_TX frame
+    /// waits in the peer's ring until something else wakes the peer (the
+    /// kernel schedules its NAPI only for a peer with a program), which a
+    /// lone RST or ICMP error never does: the client would wait out its
+    /// timeout. A redirect wakes the peer. Forwarded traffic keeps XDP_TX.
+    #[inline(always)]
+    fn answer(&self) -> u32 {
+        TX_PORTS
+            .redirect(self.ifindex(), xdp_action::XDP_TX as u64)
+            .unwrap_or(xdp_action::XDP_TX)
     }
 
     #[inline(always)]
@@ -204,6 +220,11 @@ impl Pkt for TcContext {
     #[inline(always)]
     fn tx(&self) -> u32 {
         self.redirect(self.ifindex())
+    }
+
+    #[inline(always)]
+    fn answer(&self) -> u32 {
+        self.tx()
     }
 
     #[inline(always)]

@@ -97,7 +97,7 @@ pub fn to_vip<C: Pkt>(ctx: &C, l3_off: usize) -> Result<(u32, u32), u32> {
     ip.ttl = REPLY_TTL;
     ip.check = csum::replace2(ip.check, old, [ip.ttl, ip.proto]);
     core::mem::swap(&mut eth.src_addr, &mut eth.dst_addr);
-    Ok((ctx.tx(), reason::ICMP_ECHO_REPLY))
+    Ok((ctx.answer(), reason::ICMP_ECHO_REPLY))
 }
 
 /// The error's first bytes, if it quotes a plain TCP/UDP packet lb could

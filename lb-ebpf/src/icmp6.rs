@@ -247,5 +247,5 @@ fn echo<C: Pkt>(ctx: &C, l3: &L3<V6>) -> Result<(u32, u32), u32> {
     core::mem::swap(&mut ip.src_addr, &mut ip.dst_addr);
     ip.hop_limit = REPLY_HOP_LIMIT;
     core::mem::swap(&mut eth.src_addr, &mut eth.dst_addr);
-    Ok((ctx.tx(), reason::ICMP_ECHO_REPLY))
+    Ok((ctx.answer(), reason::ICMP_ECHO_REPLY))
 }

@@ -75,5 +75,5 @@ pub fn to_client<C: Pkt, F: Family>(
         t.urg_ptr = [0, 0];
         t.check = check;
     }
-    Ok(ctx.tx())
+    Ok(ctx.answer())
 }

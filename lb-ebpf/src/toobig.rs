@@ -30,6 +30,8 @@ const QUOTE: usize = Ipv4Hdr::LEN + 64;
 /// The ICMP message: 8 bytes of header and the quote (a multiple of 4, as
 /// bpf_csum_diff wants).
 const ICMP_LEN: usize = 8 + QUOTE;
+/// A port unreachable's quote: the IPv4 header and the UDP header.
+const UNREACH_QUOTE: usize = Ipv4Hdr::LEN + 8;
 /// What lb puts in front of the quote.
 const HEAD: usize = Ipv4Hdr::LEN + 8;
 const TTL: u8 = 64;
@@ -99,29 +101,25 @@ pub fn answer<C: Pkt, F: Family>(
             nat::snat::<C, F>(ctx, l3.ip, &l4, &t.orig_addr, t.orig_port);
         }
     }
-    if F::V6 {
-        too_big6(ctx, t)
-    } else {
-        frag_needed4(ctx, t)
+    // A port unreachable quotes only the headers a socket is matched by,
+    // which every datagram has: a longer quote would have to grow a short
+    // datagram, which XDP cannot where a frame has no tailroom.
+    match (F::V6, t.unreachable) {
+        (true, true) => message6::<C, UNREACH_QUOTE6, { 8 + UNREACH_QUOTE6 }>(ctx, t),
+        (true, false) => message6::<C, QUOTE6, ICMP6_LEN>(ctx, t),
+        (false, true) => message4::<C, UNREACH_QUOTE, { 8 + UNREACH_QUOTE }>(ctx, t),
+        (false, false) => message4::<C, QUOTE, ICMP_LEN>(ctx, t),
     }
 }
 
 /// Trims the packet to its Ethernet header and `quote` bytes past it, and
 /// grows `head` bytes in front for the new headers, in a frame back to its
-/// sender (MACs swapped) of `ether_type`. A port unreachable's shorter
-/// datagram is padded with zeros to the quote's length (the quoted header
-/// keeps its own length); a packet that short is never too big.
+/// sender (MACs swapped) of `ether_type`.
 #[inline(always)]
-fn reframe<C: Pkt>(
-    ctx: &C,
-    t: &TooBig,
-    quote: usize,
-    head: usize,
-    ether_type: [u8; 2],
-) -> Result<(), u32> {
+fn reframe<C: Pkt>(ctx: &C, quote: usize, head: usize, ether_type: [u8; 2]) -> Result<(), u32> {
     let keep = EthHdr::LEN + quote;
     // Too short to be too big for any real MTU: the kernel judges.
-    if (ctx.len() < keep && !t.unreachable) || !ctx.resize(keep, head) {
+    if ctx.len() < keep || !ctx.resize(keep, head) {
         return Err(reason::PASS_FIB);
     }
     // Resizing invalidates every packet pointer: derive them again. The
@@ -139,13 +137,16 @@ fn reframe<C: Pkt>(
     Ok(())
 }
 
-/// The IPv4 message: the packet trimmed to its quote, then the new headers
-/// grown in front.
+/// The IPv4 message: the packet trimmed to its quote of `Q` bytes, then the
+/// new headers grown in front; `M` is the ICMP message's length, 8 + `Q`.
 #[inline(always)]
-fn frag_needed4<C: Pkt>(ctx: &C, t: &TooBig) -> Result<(u32, u32), u32> {
-    reframe(ctx, t, QUOTE, HEAD, [0x08, 0x00])?;
+fn message4<C: Pkt, const Q: usize, const M: usize>(
+    ctx: &C,
+    t: &TooBig,
+) -> Result<(u32, u32), u32> {
+    reframe(ctx, Q, HEAD, [0x08, 0x00])?;
     let ip: *mut Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| reason::PASS_FIB)?;
-    let icmp: *mut [u8; ICMP_LEN] =
+    let icmp: *mut [u8; M] =
         ptr_at(ctx, EthHdr::LEN + Ipv4Hdr::LEN).map_err(|_| reason::PASS_FIB)?;
     let quote: *mut Ipv4Hdr = ptr_at(ctx, HEAD + EthHdr::LEN).map_err(|_| reason::PASS_FIB)?;
     // SAFETY: all bounds checked just above; the quote lies past every byte
@@ -155,7 +156,7 @@ fn frag_needed4<C: Pkt>(ctx: &C, t: &TooBig) -> Result<(u32, u32), u32> {
         let ip = &mut *ip;
         ip.vihl = 0x45;
         ip.tos = TOS;
-        ip.tot_len = ((Ipv4Hdr::LEN + ICMP_LEN) as u16).to_be_bytes();
+        ip.tot_len = ((Ipv4Hdr::LEN + M) as u16).to_be_bytes();
         ip.id = [0, 0];
         ip.frags = [0, 0];
         ip.ttl = TTL;
@@ -173,11 +174,11 @@ fn frag_needed4<C: Pkt>(ctx: &C, t: &TooBig) -> Result<(u32, u32), u32> {
             FRAG_NEEDED
         };
         m[..8].copy_from_slice(&[DEST_UNREACH, code, 0, 0, 0, 0, mtu[0], mtu[1]]);
-        let check = csum::fold_inverted(csum::sum_wsum(m.as_mut_ptr().cast(), ICMP_LEN));
+        let check = csum::fold_inverted(csum::sum_wsum(m.as_mut_ptr().cast(), M));
         m[2] = check[0];
         m[3] = check[1];
     }
-    Ok((ctx.tx(), why(t)))
+    Ok((ctx.answer(), why(t)))
 }
 
 /// The reason an answer counts under.
@@ -194,6 +195,8 @@ fn why(t: &TooBig) -> u32 {
 /// 4443 allows up to the minimum MTU; this is what a TCP/UDP socket needs
 /// to match it).
 const QUOTE6: usize = Ipv6Hdr::LEN + 64;
+/// A port unreachable's IPv6 quote: the IPv6 header and the UDP header.
+const UNREACH_QUOTE6: usize = Ipv6Hdr::LEN + 8;
 /// The ICMPv6 message (a multiple of 4, as bpf_csum_diff wants).
 const ICMP6_LEN: usize = 8 + QUOTE6;
 const HEAD6: usize = Ipv6Hdr::LEN + 8;
@@ -203,25 +206,21 @@ const PACKET_TOO_BIG: u8 = 2;
 /// The IPv6 message, built as the IPv4 one. IPv6 routers never fragment,
 /// so every IPv6 packet too big for its next hop gets one.
 #[inline(always)]
-fn too_big6<C: Pkt>(ctx: &C, t: &TooBig) -> Result<(u32, u32), u32> {
-    reframe(ctx, t, QUOTE6, HEAD6, [0x86, 0xdd])?;
+fn message6<C: Pkt, const Q: usize, const M: usize>(
+    ctx: &C,
+    t: &TooBig,
+) -> Result<(u32, u32), u32> {
+    reframe(ctx, Q, HEAD6, [0x86, 0xdd])?;
     let ip: *mut Ipv6Hdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| reason::PASS_FIB)?;
-    let icmp: *mut [u8; ICMP6_LEN] =
+    let icmp: *mut [u8; M] =
         ptr_at(ctx, EthHdr::LEN + Ipv6Hdr::LEN).map_err(|_| reason::PASS_FIB)?;
     let quote: *mut Ipv6Hdr = ptr_at(ctx, HEAD6 + EthHdr::LEN).map_err(|_| reason::PASS_FIB)?;
     // SAFETY: all bounds checked just above; the quote lies past every byte
     // written here.
     unsafe {
         let sender = &(*quote).src_addr;
-        V6::write_header(
-            &mut *ip,
-            &t.from,
-            sender,
-            PROTO_ICMPV6,
-            ICMP6_LEN as u16,
-            TTL,
-        );
-        let pseudo = V6::pseudo_sum(&t.from, sender, PROTO_ICMPV6, ICMP6_LEN as u16);
+        V6::write_header(&mut *ip, &t.from, sender, PROTO_ICMPV6, M as u16, TTL);
+        let pseudo = V6::pseudo_sum(&t.from, sender, PROTO_ICMPV6, M as u16);
         let m = &mut *icmp;
         let mtu = (t.mtu as u32).to_be_bytes();
         let (kind, code) = if t.unreachable {
@@ -230,10 +229,10 @@ fn too_big6<C: Pkt>(ctx: &C, t: &TooBig) -> Result<(u32, u32), u32> {
             (PACKET_TOO_BIG, 0)
         };
         m[..8].copy_from_slice(&[kind, code, 0, 0, mtu[0], mtu[1], mtu[2], mtu[3]]);
-        let body = csum::sum_wsum(m.as_mut_ptr().cast(), ICMP6_LEN);
+        let body = csum::sum_wsum(m.as_mut_ptr().cast(), M);
         let check = csum::fold_inverted(pseudo + body);
         m[2] = check[0];
         m[3] = check[1];
     }
-    Ok((ctx.tx(), why(t)))
+    Ok((ctx.answer(), why(t)))
 }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use lb_tests::{
-    HttpConn,
+    HttpConn, TestHook,
     rig::{HTTP, Rig, UDP},
     topology::vip,
     wait_until,
@@ -468,4 +468,95 @@ fn passive_health_catches_a_closed_port_before_the_next_probe() {
         Some(&8),
         "every new connection now succeeds on r1: {t:?}"
     );
+}
+
+/// `lb stats --json`'s count for `reason`.
+fn reason_count(rig: &Rig, reason: &str) -> u64 {
+    let out = rig.lb.cli(&["stats", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    v["reasons"][reason].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_vip_with_no_live_real_refuses_at_once_unless_told_to_drop() {
+    no_live_real(TestHook::Xdp);
+}
+
+#[test]
+fn a_vip_with_no_live_real_refuses_at_once_on_the_tc_hook() {
+    no_live_real(TestHook::Tc);
+}
+
+/// Every real of both farms dead: a connect and a datagram through the VIP
+/// fail within 100 ms; a VIP with `no_real: drop` keeps silent (which also
+/// shows the test tells the two apart).
+fn no_live_real(hook: TestHook) {
+    let probe = "{ type: http, port: 8080, path: /healthz, interval: 500ms, fast_interval: 100ms, timeout: 200ms, rise: 1, fall: 2 }";
+    let farms = farm("web", HTTP, "    probes: [hc]\n") + &farm("dns", UDP, "    probes: [hc]\n");
+    let vips = format!(
+        "{WWW}  dns: {{ address: 198.51.100.10, port: 53, protocol: udp, serverfarm: dns }}\n  quiet: {{ address: 198.51.100.10, port: 81, serverfarm: web, no_real: drop }}\n"
+    );
+    let config = config(probe, &farms, &vips);
+    let mut rig = Rig::with_hook(&config, env!("CARGO_BIN_EXE_lb-testsrv"), 65536, hook);
+    all_up(&rig);
+    for s in &mut rig.servers {
+        s.kill();
+    }
+    for port in [HTTP, UDP] {
+        for i in 11..=13 {
+            let real = format!("203.0.113.{i}:{port}");
+            wait_state(&rig, &real, "down", Duration::from_secs(5));
+        }
+    }
+    let stats = || String::from_utf8_lossy(&rig.lb.cli(&["stats"]).stdout).to_string();
+
+    // TCP: refused by the datapath's RST, not left to the connect timeout.
+    let (r, took) = rig.topo.client.run(|| {
+        let start = Instant::now();
+        let r = std::net::TcpStream::connect_timeout(&www(), Duration::from_secs(3));
+        (r, start.elapsed())
+    });
+    let err = r.expect_err("no real can take the connection");
+    assert_eq!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused,
+        "{err}\n{}",
+        stats()
+    );
+    assert!(took < Duration::from_millis(100), "refused after {took:?}");
+    println!("{hook:?}: TCP connect refused after {took:?}");
+
+    // UDP: the port unreachable reaches the client's connected socket.
+    let dns = SocketAddr::new(vip(10).into(), 53);
+    let (r, took) = rig.topo.client.run(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect(dns).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let start = Instant::now();
+        s.send(b"anyone?").unwrap();
+        let mut b = [0u8; 64];
+        (s.recv(&mut b), start.elapsed())
+    });
+    let err = r.expect_err("no real can answer");
+    assert_eq!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused,
+        "{err}\n{}",
+        stats()
+    );
+    assert!(took < Duration::from_millis(100), "refused after {took:?}");
+    println!("{hook:?}: UDP refused after {took:?}");
+
+    // `no_real: drop`: silence, as before; the client's own timeout ends it.
+    let quiet = SocketAddr::new(vip(10).into(), 81);
+    let r = rig
+        .topo
+        .client
+        .run(|| std::net::TcpStream::connect_timeout(&quiet, Duration::from_millis(500)));
+    let err = r.expect_err("dropped");
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+
+    for reason in ["no_real_rst", "no_real_unreach", "drop_no_real"] {
+        assert!(reason_count(&rig, reason) >= 1, "{reason}\n{}", stats());
+    }
 }

@@ -489,7 +489,7 @@ impl Bench {
             .set_health(&key, false, &mut self.dp.maps)
             .expect("set_health");
         let purged_before = self.counter(reason::PURGED);
-        let want = (XDP_TX, reason::PURGE_RST);
+        let want = (XDP_REDIRECT, reason::PURGE_RST);
         let b = self.single(None, purges, c0, want, |i| {
             from_client(client(first + i), vip_port, ACK | PSH, 101, 9001).build()
         });

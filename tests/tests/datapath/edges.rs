@@ -495,7 +495,7 @@ fn too_big_reply_cases(fx: &mut Fixture) {
         "a real's DF reply too big for the client's link is answered with frag needed",
         s0,
         &big.build(),
-        XDP_TX,
+        XDP_REDIRECT,
         reason::ICMP_FRAG_NEEDED,
         Some(&frag_needed(&big, VIP, 1000)),
     );

@@ -708,7 +708,7 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
         "ICMP echo to a VIP is answered",
         c0,
         &echo_in.build(),
-        XDP_TX,
+        XDP_REDIRECT,
         reason::ICMP_ECHO_REPLY,
         Some(&reply.build()),
     );
@@ -1102,7 +1102,7 @@ fn health_cases(fx: &mut Fixture) {
         "purge: a client packet to a dead real is answered with a RST",
         c0,
         &data.build(),
-        XDP_TX,
+        XDP_REDIRECT,
         reason::PURGE_RST,
         Some(&want),
     );
@@ -1582,7 +1582,7 @@ fn hop_cases(fx: &mut Fixture) {
         "hop: a DF packet larger than the route's MTU is answered with frag needed",
         c0,
         &big.build(),
-        XDP_TX,
+        XDP_REDIRECT,
         reason::ICMP_FRAG_NEEDED,
         Some(&edges::frag_needed(&big, VIP, 1000)),
     );

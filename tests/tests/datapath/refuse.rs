@@ -80,22 +80,19 @@ pub fn rst6(from: (Ipv6Addr, u16), to: (Ipv6Addr, u16), seq: u32, ack: u32, flag
     want
 }
 
-/// The first `len` bytes of a frame's IP packet, zero-padded if shorter.
-fn quote(frame: &[u8], len: usize) -> Vec<u8> {
-    let mut q = frame[14..].to_vec();
-    q.resize(len, 0);
-    q
-}
-
 pub fn cases(fx: &mut Fixture) {
     let c0 = fx.c0;
-    // A SYN (no ACK): the RST has seq 0 and acknowledges the SYN.
-    let syn = from_client(Pkt::tcp((CLIENT, 41007), (VIP_EMPTY, 80), SYN, 1, b""));
+    // A SYN (no ACK) with options, as a kernel sends it: the RST has seq 0
+    // and acknowledges the SYN.
+    let mut syn = from_client(Pkt::tcp((CLIENT, 41007), (VIP_EMPTY, 80), SYN, 1, b""));
+    if let L4::Tcp { doff, .. } = &mut syn.l4 {
+        *doff = 10;
+    }
     fx.case(
         "no live real: a SYN is refused with a RST from the VIP",
         c0,
         &syn.build(),
-        XDP_TX,
+        XDP_REDIRECT,
         reason::NO_REAL_RST,
         Some(&rst4((VIP_EMPTY, 80), (CLIENT, 41007), 0, 2, RST | ACK)),
     );
@@ -108,15 +105,15 @@ pub fn cases(fx: &mut Fixture) {
         reason::DROP_NO_REAL,
         None,
     );
-    // A short datagram: the quote is padded to its 84 bytes.
+    // The quote: the IP and UDP headers.
     let dgram = from_client(Pkt::udp((CLIENT, 41009), (VIP_EMPTY, 53), b"query"));
     let f = dgram.build();
-    let want = lb_icmp4(&dgram, VIP_EMPTY, (3, 3, [0; 4]), &quote(&f, 84));
+    let want = lb_icmp4(&dgram, VIP_EMPTY, (3, 3, [0; 4]), &f[14..14 + 28]);
     fx.case(
         "no live real: a UDP datagram gets a port unreachable quoting it",
         c0,
         &f,
-        XDP_TX,
+        XDP_REDIRECT,
         reason::NO_REAL_UNREACH,
         Some(&want),
     );
@@ -130,7 +127,7 @@ pub fn cases(fx: &mut Fixture) {
         "ipv6, no live real: a SYN is refused with an IPv6 RST",
         c0,
         &syn6.build(),
-        XDP_TX,
+        XDP_REDIRECT,
         reason::NO_REAL_RST,
         Some(&rst6((EMPTY6, 80), (CLIENT6, 41007), 0, 2, RST | ACK)),
     );
@@ -148,13 +145,13 @@ pub fn cases(fx: &mut Fixture) {
         DEST_UNREACH,
         4,
         [0; 4],
-        &quote(&f, 40 + 64),
+        &f[14..14 + 48],
     );
     fx.case(
         "ipv6, no live real: a UDP datagram gets a port unreachable quoting it",
         c0,
         &f,
-        XDP_TX,
+        XDP_REDIRECT,
         reason::NO_REAL_UNREACH,
         Some(&want),
     );

@@ -458,7 +458,7 @@ pub fn cases(fx: &mut Fixture) {
         "ipv6: a VIP answers an echo request",
         c0,
         &ping,
-        XDP_TX,
+        XDP_REDIRECT,
         reason::ICMP_ECHO_REPLY,
         Some(&pong),
     );
@@ -568,7 +568,7 @@ pub fn cases(fx: &mut Fixture) {
         "ipv6: lb answers a packet too big for its next hop with packet too big",
         c0,
         &b,
-        XDP_TX,
+        XDP_REDIRECT,
         reason::ICMP_FRAG_NEEDED,
         Some(&want),
     );
@@ -636,7 +636,7 @@ pub fn cases(fx: &mut Fixture) {
         "ipv6 purge: a client packet to a dead real is answered with an IPv6 RST",
         c0,
         &data.build(),
-        XDP_TX,
+        XDP_REDIRECT,
         reason::PURGE_RST,
         Some(&want),
     );
