@@ -428,7 +428,10 @@ impl Agent {
             h.stop(keep);
         }
         if keep {
-            info!("stopped; the datapath keeps forwarding with its pinned maps and links");
+            info!(
+                "stopped; the datapath keeps forwarding with its pinned maps and links \
+                 (`lb teardown` takes it down)"
+            );
             return Ok(());
         }
         info!("stopping: detaching and removing pins");

@@ -27,22 +27,26 @@ impl Notifier {
     /// started by systemd with `Type=notify`). A malformed value is an
     /// error: systemd would then wait for a READY that never comes.
     pub fn from_env() -> Result<Option<Self>> {
-        let Some(raw) = std::env::var_os("NOTIFY_SOCKET") else {
-            return Ok(None);
-        };
-        let raw = raw.into_encoded_bytes();
+        match std::env::var_os("NOTIFY_SOCKET") {
+            Some(raw) => Self::new(&raw.into_encoded_bytes()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A notifier for the socket `raw` names, as `$NOTIFY_SOCKET` does.
+    pub fn new(raw: &[u8]) -> Result<Self> {
         let addr = match raw.split_first() {
             // `@name` is the abstract namespace, written with a leading NUL.
             Some((b'@', name)) => SocketAddr::from_abstract_name(name),
-            Some((b'/', _)) => SocketAddr::from_pathname(std::ffi::OsStr::from_bytes(&raw)),
+            Some((b'/', _)) => SocketAddr::from_pathname(std::ffi::OsStr::from_bytes(raw)),
             _ => bail!(
                 "NOTIFY_SOCKET={:?}: expected an absolute path or @abstract-name",
-                String::from_utf8_lossy(&raw)
+                String::from_utf8_lossy(raw)
             ),
         }
         .context("NOTIFY_SOCKET")?;
         let sock = UnixDatagram::unbound().context("a socket for NOTIFY_SOCKET")?;
-        Ok(Some(Self { sock, addr }))
+        Ok(Self { sock, addr })
     }
 
     /// Sends `state` (e.g. `READY=1`, `WATCHDOG=1`, `STOPPING=1`).
@@ -64,4 +68,41 @@ pub fn watchdog_interval() -> Option<Duration> {
         return None;
     }
     (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sends_to_a_path_and_to_an_abstract_name() {
+        let path = std::env::temp_dir().join(format!("lb-sdnotify-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let rx = UnixDatagram::bind(&path).unwrap();
+        Notifier::new(path.as_os_str().as_bytes())
+            .unwrap()
+            .notify("READY=1")
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+        let _ = std::fs::remove_file(&path);
+
+        let name = format!("lb-sdnotify-{}", std::process::id());
+        let rx = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
+        Notifier::new(format!("@{name}").as_bytes())
+            .unwrap()
+            .notify("WATCHDOG=1")
+            .unwrap();
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1");
+    }
+
+    #[test]
+    fn a_relative_or_empty_socket_is_refused() {
+        for bad in [&b"run/notify"[..], b""] {
+            let e = Notifier::new(bad).err().expect("refused");
+            assert!(format!("{e:#}").contains("absolute path"), "{e:#}");
+        }
+    }
 }
