@@ -33,10 +33,17 @@ pub fn run(socket: &Path, pin_dir: &Path, ha: Option<&Ha>) -> Result<String> {
     if std::os::unix::net::UnixStream::connect(socket).is_ok() {
         return through_agent(socket, pin_dir);
     }
+    let pinned = pin_dir.exists();
     let links = datapath::unpin(pin_dir)?;
-    let mut done = if links.is_empty() {
+    let mut done = if !pinned {
         format!(
             "nothing pinned in {}: no datapath to take down",
+            pin_dir.display()
+        )
+    } else if links.is_empty() {
+        format!(
+            "no agent on {}; no link was pinned (nothing attached); removed the pins in {}",
+            socket.display(),
             pin_dir.display()
         )
     } else {
