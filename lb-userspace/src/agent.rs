@@ -1,8 +1,10 @@
 //! `lb run`: load (or adopt) and attach the datapath, program it from the
 //! config, and then serve: health verdicts (probes and passive), fail-action
 //! sweeps, reloads (SIGHUP or the API), operators' commands, metrics, the
-//! flow sweep; a clean stop on SIGTERM/SIGINT, or on SIGQUIT an exit that
-//! leaves the datapath forwarding for the next agent.
+//! flow sweep. SIGTERM and SIGQUIT (what `systemctl stop` and `restart`
+//! send) end the agent and leave the datapath pinned and forwarding for the
+//! next one; only `lb teardown` (the API) and SIGINT (Ctrl-C in a terminal)
+//! take it down.
 use std::{
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},
@@ -37,7 +39,18 @@ use crate::{
     health::{Checker, Target, Transition},
     metrics,
     reset::ResetSender,
+    sdnotify::{self, Notifier},
 };
+
+/// How the agent's loop ended, and so what happens to the datapath.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Exit {
+    /// SIGTERM or SIGQUIT: a stop or restart; the datapath keeps forwarding
+    /// and the next `lb run` adopts it.
+    KeepDatapath,
+    /// `lb teardown` or SIGINT: hand over (HA), detach and unpin.
+    Teardown,
+}
 
 /// The sweep runs at least this often; slower when a sweep takes long, so a
 /// huge table never keeps the agent busy more than a tenth of the time.
@@ -223,6 +236,26 @@ fn read_sync(ring: RingBuf<MapData>) -> Result<mpsc::Receiver<Vec<SyncEvent>>> {
     Ok(rx)
 }
 
+/// The next tick of an optional interval; never, without one.
+async fn tick(t: Option<&mut tokio::time::Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Tells systemd `state`, when started by it; a failure is only logged:
+/// systemd's own timeouts then speak for it.
+fn notify(n: &Option<Notifier>, state: &str) {
+    if let Some(n) = n
+        && let Err(e) = n.notify(state)
+    {
+        warn!("sd_notify {}: {e}", state.lines().next().unwrap_or(state));
+    }
+}
+
 /// The next item of an optional channel; never, without one.
 async fn next_of<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
@@ -270,13 +303,32 @@ impl Agent {
         });
         let mut ha_tick = tokio::time::interval(tick_every);
         ha_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // SIGTERM (systemd's stop and restart) and SIGQUIT (its older
+        // spelling) leave the datapath forwarding. SIGINT is Ctrl-C at a
+        // terminal, where an operator who ran `lb run` by hand expects it
+        // all to go away with it: a teardown.
         let mut term = signal(SignalKind::terminate())?;
+        let mut quit = signal(SignalKind::quit())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
-        // SIGQUIT: exit but leave the datapath pinned and forwarding, for a
-        // restart or an upgrade (the next agent adopts it).
-        let mut quit = signal(SignalKind::quit())?;
-        let mut keep_datapath = false;
+        let exit;
+        // Only once the datapath is attached (run() did that before
+        // serving) and the API socket is listening: systemd orders units
+        // after lb on this.
+        let notifier = Notifier::from_env()?;
+        notify(
+            &notifier,
+            &format!(
+                "READY=1\nSTATUS=serving on {:?}",
+                self.cfg.interface_names()
+            ),
+        );
+        // Pinged from this loop, so a stalled loop is what systemd sees.
+        let mut watchdog = sdnotify::watchdog_interval().map(|every| {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         let mut next_sweep = tokio::time::Instant::now() + SWEEP_MIN;
         let mut sweeping: Option<sweep::Sweeping> = None;
         let mut bulk_reading = None;
@@ -287,16 +339,37 @@ impl Agent {
         );
         loop {
             tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = quit.recv() => {
-                    keep_datapath = true;
+                _ = term.recv() => {
+                    info!("SIGTERM: stopping the agent; the datapath keeps forwarding (take it down with `lb teardown`)");
+                    exit = Exit::KeepDatapath;
                     break;
                 }
+                _ = quit.recv() => {
+                    info!("SIGQUIT: stopping the agent; the datapath keeps forwarding (same as SIGTERM)");
+                    exit = Exit::KeepDatapath;
+                    break;
+                }
+                _ = int.recv() => {
+                    info!("SIGINT: tearing the datapath down (`systemctl stop` and SIGTERM leave it forwarding)");
+                    exit = Exit::Teardown;
+                    break;
+                }
+                _ = tick(watchdog.as_mut()) => notify(&notifier, "WATCHDOG=1"),
                 _ = hup.recv() => { let _ = self.reload(); }
                 Some((req, reply)) = rx.recv() => match req {
                     Request::FlowsClear { vip, real, client, state } => {
                         self.clear_flows(flowtable::Filter { vip, real, client, state }, reply);
+                    }
+                    Request::Teardown => {
+                        info!("lb teardown: tearing the datapath down and exiting");
+                        let _ = reply.send(Response::ok(json!({
+                            "message": "tearing down: handing over, detaching, unpinning, exiting"
+                        })));
+                        // Lets the connection's task write the answer before
+                        // the runtime ends.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        exit = Exit::Teardown;
+                        break;
                     }
                     req => {
                         let _ = reply.send(self.handle(req));
@@ -348,12 +421,17 @@ impl Agent {
         if let Some(t) = metrics_task {
             t.abort();
         }
+        notify(&notifier, "STOPPING=1");
         let _ = std::fs::remove_file(&socket);
+        let keep = exit == Exit::KeepDatapath;
         if let Some(h) = self.ha.as_mut() {
-            h.stop(keep_datapath);
+            h.stop(keep);
         }
-        if keep_datapath {
-            info!("stopping; the datapath keeps forwarding with its pinned maps and links");
+        if keep {
+            info!(
+                "stopped; the datapath keeps forwarding with its pinned maps and links \
+                 (`lb teardown` takes it down)"
+            );
             return Ok(());
         }
         info!("stopping: detaching and removing pins");
@@ -383,6 +461,8 @@ impl Agent {
             Request::Stats => Response::ok(self.stats()),
             // Served off the loop by `clear_flows`.
             Request::FlowsClear { .. } => Response::err("flows clear: not served here"),
+            // Ends the loop: served there.
+            Request::Teardown => Response::err("teardown: not served here"),
             Request::Ha { action } => match (self.ha.as_mut(), action.as_str()) {
                 (None, "status") => Response::ok(json!({
                     "role": "standalone",

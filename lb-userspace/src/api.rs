@@ -51,6 +51,8 @@ pub enum Request {
     Ha {
         action: String,
     },
+    /// `lb teardown`: answer, then hand over (HA), detach, unpin and exit.
+    Teardown,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -764,8 +764,37 @@ fn is_bpffs(path: &Path) -> Result<bool> {
 /// Removes our pinned maps from `pin_dir`, and the directory if that leaves
 /// it empty. Touches nothing else.
 pub fn remove_pins(pin_dir: &Path) -> Result<()> {
+    unpin(pin_dir).map(|_| ())
+}
+
+/// The names of the pinned links (`link_IFACE` for XDP, `tclink_IFACE` for
+/// tc) in `pin_dir`.
+pub fn pinned_links(pin_dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
     if !pin_dir.exists() {
-        return Ok(());
+        return Ok(out);
+    }
+    for entry in fs::read_dir(pin_dir).with_context(|| format!("reading {}", pin_dir.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.starts_with("link_") || name.starts_with("tclink_") {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Like `remove_pins`, returning the links it unpinned. The links go first:
+/// with no agent holding them, unpinning a link detaches its program from
+/// the interface, so no packet meets a program whose maps are going.
+pub fn unpin(pin_dir: &Path) -> Result<Vec<String>> {
+    let links = pinned_links(pin_dir)?;
+    for name in &links {
+        let p = pin_dir.join(name);
+        fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+    }
+    if !pin_dir.exists() {
+        return Ok(links);
     }
     for name in MAP_NAMES {
         let p = pin_dir.join(name);
@@ -773,20 +802,10 @@ pub fn remove_pins(pin_dir: &Path) -> Result<()> {
             fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
         }
     }
-    // Pinned XDP links (`link_<iface>`): removing them detaches XDP.
-    for entry in fs::read_dir(pin_dir)? {
-        let p = entry?.path();
-        if p.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("link_"))
-        {
-            fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
-        }
-    }
     if fs::read_dir(pin_dir)?.next().is_none() {
         fs::remove_dir(pin_dir)?;
     }
-    Ok(())
+    Ok(links)
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.

@@ -15,4 +15,6 @@ mod netlink;
 pub mod reset;
 pub mod routewatch;
 pub mod sched;
+pub mod sdnotify;
+pub mod teardown;
 pub mod vlans;

@@ -12,7 +12,7 @@ use lb_userspace::{
     agent, api,
     config::Config,
     control::{Control, NullWriter},
-    datapath, endpoint, flowtable,
+    datapath, endpoint, flowtable, teardown,
 };
 
 const DEFAULT_CONFIG: &str = "/etc/lb/lb.yaml";
@@ -40,6 +40,16 @@ enum Cmd {
         /// XDP links a previous agent left pinned.
         #[arg(long)]
         reset: bool,
+    },
+    /// Take the datapath down: detach from every interface and remove the
+    /// pins (stopping the agent never does). A running agent is asked to do
+    /// it and exit (an HA node hands its role to the peer first).
+    Teardown {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Tear down this pin directory instead of the config's bpf.pin_dir.
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
     },
     /// Validate a config; errors carry file:line:column. Exit 1 on error.
     Check {
@@ -141,6 +151,23 @@ fn load(path: &Path) -> Result<Config> {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Run { config, reset } => agent::run(&config, reset).map(|_| ExitCode::SUCCESS),
+        Cmd::Teardown { config, pin_dir } => {
+            // The paths alone if the file no longer validates: a broken
+            // config must not keep a datapath up.
+            let (socket, cfg_pins) = Config::paths(&config);
+            let socket = cli.socket.unwrap_or(socket);
+            let pin_dir = pin_dir.unwrap_or(cfg_pins);
+            let ha = match Config::from_file(&config) {
+                Ok(cfg) => cfg.ha,
+                Err(e) if config.exists() => {
+                    eprintln!("lb: {e}\nlb: going on with the pin dir and socket alone");
+                    None
+                }
+                Err(_) => None,
+            };
+            println!("{}", teardown::run(&socket, &pin_dir, ha.as_ref())?);
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Check { config } => {
             let cfg = match Config::from_file(&config) {
                 Ok(cfg) => cfg,

@@ -76,15 +76,23 @@ impl LbAgent {
     }
 
     /// Starts `lb run` again with the same config (after the previous agent
-    /// was killed), with `extra` arguments such as `--reset`.
+    /// was killed or stopped), with `extra` arguments such as `--reset`.
     pub fn restart(&mut self, ns: &Netns, extra: &[&str]) {
+        self.restart_with(ns, &[], extra);
+    }
+
+    /// [`LbAgent::restart`] under `prefix`, a command that execs the rest
+    /// (env(1) with systemd's `NOTIFY_SOCKET`, setpriv(1) with the unit's
+    /// capabilities), so the agent keeps the pid the harness tracks.
+    pub fn restart_with(&mut self, ns: &Netns, prefix: &[&str], extra: &[&str]) {
         let bin = lb_bin();
-        let mut args = vec![
+        let mut args = prefix.to_vec();
+        args.extend([
             bin.to_str().unwrap(),
             "run",
             "-c",
             self.config.to_str().unwrap(),
-        ];
+        ]);
         args.extend_from_slice(extra);
         self.proc = ns.spawn_setns(&args);
         assert!(
@@ -93,6 +101,52 @@ impl LbAgent {
             "lb did not start again:\n{}",
             self.proc.report()
         );
+    }
+
+    /// Sends `sig` and waits for the agent to exit; panics unless it exited
+    /// cleanly within 10 s.
+    pub fn stop_with(&self, sig: i32) {
+        assert!(
+            self.proc.signal(sig),
+            "lb exited early:\n{}",
+            self.proc.report()
+        );
+        let exited = crate::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            self.proc.exit_status().is_some()
+        });
+        assert!(
+            exited,
+            "lb did not stop on signal {sig}:\n{}",
+            self.proc.report()
+        );
+        let status = self.proc.exit_status().expect("exited");
+        assert!(
+            status.success(),
+            "lb stopped with {status}:\n{}",
+            self.proc.report()
+        );
+    }
+
+    /// `lb teardown`: the datapath down, pins gone (through the agent if
+    /// one runs). Panics unless it succeeded; returns its output.
+    pub fn teardown(&self) -> String {
+        let out = self.cli(&["teardown"]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "lb teardown failed: {text}\n{}",
+            self.proc.report()
+        );
+        assert!(
+            !self.pin_dir.exists(),
+            "lb teardown left {}: {text}",
+            self.pin_dir.display()
+        );
+        text
     }
 
     /// Replaces the config file (the agent reads it at the next reload).

@@ -38,9 +38,10 @@ fn ethtool(ns: &Netns, settings: &[&str]) {
     ns.exec(&args);
 }
 
-/// SIGTERM (a clean stop: XDP detached, pins removed) and wait for the exit.
+/// SIGINT (Ctrl-C: a clean stop, XDP detached, pins removed) and wait for
+/// the exit.
 fn stop(p: &Spawned) {
-    assert!(p.signal(libc::SIGTERM), "lb exited early:\n{}", p.report());
+    assert!(p.signal(libc::SIGINT), "lb exited early:\n{}", p.report());
     for _ in 0..200 {
         if let Some(status) = p.exit_status() {
             assert!(
@@ -52,7 +53,14 @@ fn stop(p: &Spawned) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("lb did not stop on SIGTERM:\n{}", p.report());
+    panic!("lb did not stop on SIGINT:\n{}", p.report());
+}
+
+/// `systemctl stop` (SIGTERM: the datapath stays) and then `lb teardown`,
+/// so the next start attaches afresh and warns afresh.
+fn stop_and_teardown(agent: &LbAgent) {
+    agent.stop_with(libc::SIGTERM);
+    agent.teardown();
 }
 
 /// Whether an agent sharing this test's mount namespace should warn about
@@ -90,7 +98,7 @@ fn veth_peer_warnings_name_their_fix_and_go_away_when_fixed() {
         bpffs_warning_expected_here(&log),
         "{log}"
     );
-    stop(&agent.proc);
+    stop_and_teardown(&agent);
 
     ethtool(&ns, &["gro", "on", "tx", "off"]);
     agent.restart(&ns, &[]);
@@ -104,7 +112,7 @@ fn veth_peer_warnings_name_their_fix_and_go_away_when_fixed() {
         "checksum warning after the fix:\n{log}"
     );
     assert!(!warned(&log, IF), "{log}");
-    stop(&agent.proc);
+    stop_and_teardown(&agent);
 }
 
 #[test]
@@ -121,7 +129,7 @@ fn bpffs_warning_only_in_a_private_mount_namespace() {
         bpffs_warning_expected_here(&log),
         "{log}"
     );
-    stop(&agent.proc);
+    stop_and_teardown(&agent);
 
     // `ip netns exec`: a private mount namespace with a fresh sysfs on /sys,
     // so lb mounts its own bpffs there, which dies with it.

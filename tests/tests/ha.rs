@@ -382,3 +382,51 @@ fn forged_or_replayed_sync_messages_change_nothing() {
     let _more = p.idle_conns(5);
     p.wait_copy(1, 0);
 }
+
+/// `systemctl stop` and `restart` on the active node (SIGTERM, then a new
+/// `lb run`) keep the role, the floating IPs and every connection: the peer
+/// sees a node that still answers and stays standby. Taking the node down
+/// is `lb teardown`, which hands the role to the synced peer first.
+#[test]
+fn a_stop_keeps_the_active_role_and_teardown_hands_it_over() {
+    let mut p = pair(false);
+    let mut idle = p.idle_conns(20);
+    p.wait_copy(1, 0);
+
+    p.lbs[0].stop_with(libc::SIGTERM);
+    // Longer than the peer's dead interval (3 heartbeats of 100 ms): its
+    // liveness ping hears the floating IPs, still held, and it stays put.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(role(&p.lbs[1]), "standby", "{}", ha(&p.lbs[1]));
+    assert_eq!(p.topo.holds_floating(0), [true, true]);
+    all_echo(&mut idle, "with node 1's agent stopped");
+    p.lbs[0].restart(&p.topo.lbs[0], &[]);
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            let s = ha(&p.lbs[0]);
+            s["role"] == "active" && s["peer"]["alive"] == true && s["peer"]["bulk_synced"] == true
+        }),
+        "node 1 did not resume as active beside a synced peer: {}",
+        ha(&p.lbs[0])
+    );
+    assert_eq!(role(&p.lbs[1]), "standby");
+    all_echo(&mut idle, "after node 1's restart");
+
+    let out = p.lbs[0].teardown();
+    assert!(out.contains("tore the datapath down"), "{out}");
+    assert!(
+        wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
+            role(&p.lbs[1]) == "active"
+        }),
+        "node 2 did not take the role at node 1's teardown: {}",
+        ha(&p.lbs[1])
+    );
+    assert!(
+        p.lbs[0].proc.log().contains("ha: standby"),
+        "{}",
+        p.lbs[0].proc.report()
+    );
+    assert_eq!(p.topo.holds_floating(0), [false, false]);
+    p.assert_gateways_at(1);
+    all_echo(&mut idle, "after node 1's teardown");
+}

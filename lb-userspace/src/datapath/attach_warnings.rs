@@ -161,7 +161,7 @@ pub fn private_bpffs_text(mount_point: &Path, pin_dir: &Path, reference: &str) -
     format!(
         "lb mounted the bpf filesystem on {mp} inside a private mount namespace (not the one \
          of {reference}; `ip netns exec` makes one): the pins under {pd} die with this mount \
-         namespace, that is with this process, so SIGQUIT cannot leave the datapath \
+         namespace, that is with this process, so stopping the agent cannot leave the datapath \
          forwarding, the next agent cannot adopt it (no hitless restart), and `lb flows` run \
          on the host cannot read the flow table; fix: run lb in the host mount namespace, \
          entering only the network namespace (`nsenter --net=/run/netns/NAME lb run -c FILE`), \

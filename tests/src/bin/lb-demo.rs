@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: lb on a throwaway topology of network namespaces
 //! (client, lb, three reals), with the embedded scripts/demo.yaml. Sends
 //! HTTP and UDP through the VIPs, shows how the reals shared them and the
-//! flow table, then stops lb and removes everything.
+//! flow table, then stops the agent (the datapath keeps forwarding), takes
+//! the datapath down with `lb teardown` and removes everything.
 use std::{
     collections::BTreeMap,
     net::{Ipv6Addr, SocketAddr},
@@ -112,17 +113,16 @@ fn main() {
     show(&["flows", "--vip", "dns", "--json", "--limit", "1"]);
     show(&["stats"]);
 
-    println!("\n== stopping lb (SIGTERM): datapath detached, pins removed");
-    lb.proc.signal(libc::SIGTERM);
-    let stopped = lb_tests::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        !lb.proc.is_running()
-    });
+    println!("\n== stopping the agent as `systemctl stop` does (SIGTERM)");
+    lb.stop_with(libc::SIGTERM);
+    let (_, body) = topo
+        .client
+        .run(|| http_get(www, "/", T))
+        .expect("HTTP through the VIP with the agent stopped");
     println!(
-        "   {}",
-        if stopped {
-            "stopped"
-        } else {
-            "still running; killing it"
-        }
+        "   agent stopped; the datapath still forwards: {www} answered by {}",
+        body.trim()
     );
+
+    show(&["teardown"]);
 }
