@@ -503,12 +503,13 @@ impl Balancer {
 
 impl Drop for Balancer {
     fn drop(&mut self) {
-        // lb: SIGTERM is its clean stop (detach XDP, remove pins); the
-        // namespace's drop kills whatever is left.
-        if let Some(p) = &self.proc
-            && self.lb_config.is_some()
-            && p.signal(libc::SIGTERM)
-        {
+        // lb: `lb teardown` asks the agent to detach, unpin and exit (a
+        // stop alone keeps the datapath); the namespace's drop kills
+        // whatever is left.
+        if let (Some(p), Some(cfg)) = (&self.proc, &self.lb_config) {
+            let _ = std::process::Command::new(lb_tests::lb_bin())
+                .args(["teardown", "-c", cfg.to_str().expect("utf-8")])
+                .output();
             p.wait_log(Duration::from_secs(5), |_| p.exit_status().is_some());
         }
     }
