@@ -271,8 +271,11 @@ struct Handshake {
     ack: Vec<u8>,
     /// The real's SYN-ACK and its ACK (the packet timed in reverse), once
     /// the SYN's output frame shows which real was picked.
-    from_real: Box<dyn Fn(&[u8]) -> (Vec<u8>, Vec<u8>)>,
+    from_real: Box<FromReal>,
 }
+
+/// Given the SYN's output frame: the real's SYN-ACK and ACK.
+type FromReal = dyn Fn(&[u8]) -> (Vec<u8>, Vec<u8>);
 
 pub fn verdict_name(action: u32, why: u32) -> String {
     let a = match action {
