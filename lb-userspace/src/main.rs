@@ -308,8 +308,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             // Read from the pinned maps, the flow table and the half-open
             // one: works while the agent is down, and even when the config
-            // file is broken.
-            let pin_dir = pin_dir.unwrap_or_else(|| Config::paths(&config).1);
+            // file is broken. Whose pins: the running agent's, which may
+            // not be the config file's (another `--socket`, or a file
+            // edited since it started); the file's when no agent answers.
+            let pin_dir = pin_dir
+                .or_else(|| agent_pin_dir(&socket_of(cli.socket.clone(), &config)))
+                .unwrap_or_else(|| Config::paths(&config).1);
             let tables = flowtable::Tables::open(&pin_dir)?;
             let now = datapath::now_ns();
             if count {
@@ -533,6 +537,12 @@ fn render_stats(d: &serde_json::Value) -> String {
 }
 
 /// One request to the agent; its data, or its error as ours.
+/// The pin directory of the agent answering on `socket`, if one does.
+fn agent_pin_dir(socket: &Path) -> Option<PathBuf> {
+    let status = agent_call(socket, &api::Request::Status).ok()?;
+    status["pin_dir"].as_str().map(PathBuf::from)
+}
+
 fn agent_call(socket: &Path, req: &api::Request) -> Result<serde_json::Value> {
     let resp = api::call(socket, req, Duration::from_secs(10))?;
     if !resp.ok {

@@ -127,6 +127,11 @@ impl LbAgent {
         );
     }
 
+    /// The agent's API socket (`api.socket` in its config).
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
     /// `lb teardown`: the datapath down, pins gone (through the agent if
     /// one runs). Panics unless it succeeded; returns its output.
     pub fn teardown(&self) -> String {

@@ -349,6 +349,21 @@ fn every_command_answers_in_table_and_json() {
         4
     );
     assert_eq!(run(&["flows", "--count"]).trim(), "5");
+    // Another instance's flows, named by its socket alone: lb asks that
+    // agent for its pin directory (no config file to read it from).
+    let sock = rig.lb.socket().to_str().unwrap().to_string();
+    assert_eq!(
+        run(&[
+            "flows",
+            "--count",
+            "--socket",
+            &sock,
+            "-c",
+            "/nonexistent/lb.yaml"
+        ])
+        .trim(),
+        "5"
+    );
     assert_eq!(
         json(&["flows", "--count", "--state", "established"])["count"],
         1
