@@ -329,7 +329,9 @@ impl Agent {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
-        let mut next_sweep = tokio::time::Instant::now() + SWEEP_MIN;
+        // The first sweep at once: until it has run, `lb status` has no
+        // table counts to show (an adopted table may hold many flows).
+        let mut next_sweep = tokio::time::Instant::now();
         let mut sweeping: Option<sweep::Sweeping> = None;
         let mut bulk_reading = None;
         info!(

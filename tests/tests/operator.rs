@@ -134,6 +134,19 @@ fn restart_drops_nothing(hook: TestHook) {
         serde_json::from_slice(&rig.lb.cli(&["status", "--json"]).stdout).unwrap();
     assert_eq!(status["adopted"], true);
     assert_eq!(status["reals_up"], 3);
+    // Its first sweep runs at once: `lb status` counts the adopted flows
+    // (the open echo connection at least) right after the start, not a
+    // sweep interval later.
+    let counted = wait_until(
+        Duration::from_millis(500),
+        Duration::from_millis(20),
+        || {
+            let s: serde_json::Value =
+                serde_json::from_slice(&rig.lb.cli(&["status", "--json"]).stdout).unwrap();
+            s["swept"] == true && s["flows"].as_u64().unwrap_or(0) >= 1
+        },
+    );
+    assert!(counted, "lb status counted no adopted flow within 500 ms");
     // --reset starts clean.
     rig.lb.proc.signal(libc::SIGKILL);
     assert!(wait_until(T, Duration::from_millis(20), || !rig
