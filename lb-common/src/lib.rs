@@ -14,12 +14,16 @@
 use core::mem::size_of;
 use core::net::{IpAddr, Ipv6Addr};
 
-/// Virtual servers (VIP:port:protocol). A CSM holds a few hundred.
-pub const MAX_VIPS: u32 = 512;
-/// Serverfarms; ids are dense array indexes.
-pub const MAX_FARMS: u32 = 512;
-/// Real servers over all farms (Katran's limit is 4096 too).
-pub const MAX_REALS: u32 = 4096;
+/// Virtual servers (VIP:port:protocol): eight times Katran's 512, for
+/// multi-tenant hosts. A VIP is one hash lookup whatever the count.
+pub const MAX_VIPS: u32 = 4096;
+/// Serverfarms; ids are dense array indexes. One per VIP at most is useful.
+pub const MAX_FARMS: u32 = MAX_VIPS;
+/// Real servers over all farms (Katran's limit is 4096). Arrays indexed by
+/// real id: the per-packet cost does not depend on it, the memory does
+/// (100 bytes per real per CPU for counters and the next-hop cache, 64
+/// shared: 6.5 MiB per CPU and 4 MiB in all at this limit).
+pub const MAX_REALS: u32 = 65536;
 /// Slots in one farm's round-robin schedule. Weighted round-robin expands
 /// weights into this many slots (reduced by their gcd, scaled down if needed).
 pub const SCHED_SLOTS: u32 = 256;
@@ -46,7 +50,8 @@ pub const ALG_SOURCE_HASH: u32 = 3;
 pub const ALG_MAGLEV: u32 = 4;
 
 /// Slots of the `MAGLEV` array that holds every hashing farm's lookup ring
-/// (16 MiB): 64 rings of 65537, or fewer larger ones.
+/// (16 MiB): 62 farms of up to 655 reals (rings of 65,537) and room to
+/// rebuild one, or fewer larger ones. VIPs that share a farm share its ring.
 pub const MAGLEV_SLOTS: u32 = 1 << 22;
 
 /// `Flow::flags` of a forward entry: the flow is counted in `ACTIVE` (set

@@ -790,7 +790,7 @@ impl Agent {
             .zip(&snap.vips)
             .map(|(v, s)| {
                 let farm = self.cfg.serverfarms.get(&v.farm);
-                let reals: Vec<_> = self.ctl.programmed().reals.iter().filter(|(k, _)| k.farm == v.farm).collect();
+                let reals: Vec<_> = self.ctl.programmed().farm_reals(&v.farm).collect();
                 json!({
                     "name": v.name,
                     "address": v.addr.ip().to_string(),
@@ -836,6 +836,18 @@ impl Agent {
     fn snapshot(&self) -> metrics::Snapshot {
         let maps = &self.dp.maps;
         let mut s = metrics::Snapshot::default();
+        // Each real's active flows, read once, and their sum per farm.
+        let active: HashMap<u32, u64> = self
+            .ctl
+            .programmed()
+            .reals
+            .values()
+            .map(|(id, _)| (*id, maps.active_flows(*id)))
+            .collect();
+        let mut farm_active: HashMap<&str, u64> = HashMap::new();
+        for (k, (id, _)) in &self.ctl.programmed().reals {
+            *farm_active.entry(k.farm.as_str()).or_default() += active[id];
+        }
         for v in self.ctl.programmed().vips.values() {
             let c = maps
                 .vip_stats
@@ -844,14 +856,7 @@ impl Agent {
                 .unwrap_or_default();
             // The active flows of the VIP's farm (a farm shared by several
             // VIPs counts for each).
-            let active = self
-                .ctl
-                .programmed()
-                .reals
-                .iter()
-                .filter(|(k, _)| k.farm == v.farm)
-                .map(|(_, (id, _))| maps.active_flows(*id))
-                .sum();
+            let vip_active = farm_active.get(v.farm.as_str()).copied().unwrap_or(0);
             s.vips.push(metrics::VipSample {
                 name: v.name.clone(),
                 address: v.addr.to_string(),
@@ -866,7 +871,7 @@ impl Agent {
                 packets_out: c.packets_out,
                 bytes_out: c.bytes_out,
                 new_flows: c.new_flows,
-                active_flows: active,
+                active_flows: vip_active,
             });
         }
         for (key, (id, r)) in &self.ctl.programmed().reals {
@@ -881,7 +886,7 @@ impl Agent {
                 packets_out: c.packets_out,
                 bytes_out: c.bytes_out,
                 new_flows: c.new_flows,
-                active_flows: maps.active_flows(*id),
+                active_flows: active[id],
                 conn_ok: c.conn_ok,
                 conn_fail: c.conn_fail,
                 probe_latency_seconds: self

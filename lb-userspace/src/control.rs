@@ -123,6 +123,24 @@ pub struct Programmed {
     pub reals: BTreeMap<RealKey, (u32, Real)>,
 }
 
+impl Programmed {
+    /// The reals of `farm`: a range of `reals`, which sort by farm first, so
+    /// that a view of every VIP costs their reals, not VIPs times reals.
+    pub fn farm_reals<'a>(
+        &'a self,
+        farm: &'a str,
+    ) -> impl Iterator<Item = (&'a RealKey, &'a (u32, Real))> + 'a {
+        let first = RealKey {
+            farm: farm.to_string(),
+            addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            port: 0,
+        };
+        self.reals
+            .range(first..)
+            .take_while(move |(k, _)| k.farm == farm)
+    }
+}
+
 #[derive(Clone, Debug)]
 struct IdPool {
     next: u32,
@@ -1194,6 +1212,41 @@ vips:
             "VIPs untouched: {:?}",
             m.log
         );
+    }
+
+    /// `MAX_VIPS` VIPs, each on a farm of its own with an equal share of
+    /// `MAX_REALS` reals; the last VIP on `last_port`.
+    fn at_the_limits(last_port: u16) -> String {
+        let per_farm = MAX_REALS / MAX_VIPS;
+        let mut farms = String::from("interfaces: [eth0]\nserverfarms:\n");
+        let mut vips = String::from("vips:\n");
+        for v in 0..MAX_VIPS {
+            farms += &format!("  f{v}:\n    reals:\n");
+            for r in 0..per_farm {
+                let addr = Ipv4Addr::from(0x0a00_0000 + v * per_farm + r);
+                farms += &format!("      - {{ address: {addr}, port: 8080 }}\n");
+            }
+            let addr = Ipv4Addr::from(0xc612_0000 + v);
+            let port = if v == MAX_VIPS - 1 { last_port } else { 80 };
+            vips += &format!("  v{v}: {{ address: {addr}, port: {port}, serverfarm: f{v} }}\n");
+        }
+        farms + &vips
+    }
+
+    #[test]
+    fn at_the_limits_changing_one_vip_writes_only_that_vip() {
+        let mut c = Control::new();
+        let mut m = MemMaps::default();
+        c.apply(&cfg(&at_the_limits(80)), &mut m).unwrap();
+        assert_eq!(m.vips.len(), MAX_VIPS as usize);
+        assert_eq!(m.reals.len(), MAX_REALS as usize);
+        assert_eq!(m.farms.len(), MAX_FARMS as usize);
+        let id = c.programmed().vips["v4095"].id;
+        m.log.clear();
+        let ch = c.apply(&cfg(&at_the_limits(81)), &mut m).unwrap();
+        assert_eq!(m.log, ["vip-", &format!("vip+ {id}")], "{ch:?}");
+        assert_eq!(c.programmed().vips["v4095"].id, id, "the VIP keeps its id");
+        assert_eq!(m.vips.len(), MAX_VIPS as usize);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::{
 };
 
 pub mod attach_warnings;
+mod resize;
 
 /// The compiled XDP object, built by build.rs from lb-ebpf.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
@@ -124,6 +125,9 @@ pub struct Datapath {
     ebpf: Ebpf,
     links: Vec<(String, Attached)>,
     adopted: bool,
+    /// Adopted maps re-created at a new size, until `attach` has replaced
+    /// the program that still uses the old ones.
+    resized: Option<resize::Resized>,
     pin_dir: PathBuf,
     pub maps: KernelMaps,
     tx_ports: DevMapHash<MapData>,
@@ -187,6 +191,17 @@ impl Datapath {
     /// are adopted as they are (flows, reals, counters: the datapath never
     /// stopped); `adopted()` then says whether there was anything to adopt.
     pub fn load_with(pin_dir: &Path, flow_table_size: u32, reset: bool) -> Result<Self> {
+        let sizes = [
+            ("FLOWS", flow_table_size),
+            ("EMBRYOS", embryo_table_size(flow_table_size)),
+        ];
+        Self::load_sized(pin_dir, reset, &sizes)
+    }
+
+    /// Like `load_with`, with the sizes of the maps named in `sizes` set
+    /// (the flow tables'; an older lb's smaller arrays in the upgrade test).
+    /// Adopted maps of another size are copied into new ones (see `resize`).
+    pub fn load_sized(pin_dir: &Path, reset: bool, sizes: &[(&str, u32)]) -> Result<Self> {
         if OBJECT.is_empty() {
             bail!(
                 "this lb was built with AYA_BUILD_SKIP=1 and holds no XDP program; rebuild without it"
@@ -204,10 +219,33 @@ impl Datapath {
             );
         }
         fs::create_dir_all(pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir)
-            .map_max_entries("FLOWS", flow_table_size)
-            .map_max_entries("EMBRYOS", embryo_table_size(flow_table_size))
+        let mut resized = resize::set_aside(pin_dir, OBJECT, sizes)?;
+        match Self::load_resized(pin_dir, sizes, &mut resized) {
+            Ok(mut dp) => {
+                dp.adopted = adopted;
+                dp.resized = Some(resized);
+                Ok(dp)
+            }
+            Err(e) => {
+                resized.restore(pin_dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// The load proper, with the maps `resized` set aside filled before any
+    /// of the new programs can run.
+    fn load_resized(
+        pin_dir: &Path,
+        sizes: &[(&str, u32)],
+        resized: &mut resize::Resized,
+    ) -> Result<Self> {
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(pin_dir);
+        for &(name, n) in sizes {
+            loader.map_max_entries(name, n);
+        }
+        let mut ebpf = loader
             .load(OBJECT)
             .context("loading the XDP object (is this kernel built with BPF and BTF?)")?;
         let prog: &mut Xdp = ebpf
@@ -222,6 +260,9 @@ impl Datapath {
             .try_into()?;
         tc.load()
             .context("the kernel verifier refused the tc program")?;
+        // Before load_v6: it puts the new IPv6 programs into the adopted
+        // tail-call arrays, where the old program calls them at once.
+        resized.copy(pin_dir)?;
         load_v6(&mut ebpf)?;
         let maps = KernelMaps {
             vips: take(&mut ebpf, "VIPS")?,
@@ -249,7 +290,8 @@ impl Datapath {
         Ok(Self {
             ebpf,
             links: Vec::new(),
-            adopted,
+            adopted: false,
+            resized: None,
             pin_dir: pin_dir.to_path_buf(),
             maps,
             tx_ports,
@@ -375,6 +417,11 @@ impl Datapath {
         }
         // Once all are attached, so lb's own programs count for the peers.
         attach_warnings::check_interfaces(&xdp);
+        // The old program runs nowhere now: what it counted since the copy
+        // can be added to the resized maps.
+        if let Some(r) = self.resized.take() {
+            r.finish(&self.pin_dir)?;
+        }
         Ok(())
     }
 
@@ -548,13 +595,13 @@ impl KernelMaps {
         for kv in self.vips.iter() {
             a.vips.push(kv.context("VIPS")?);
         }
-        for id in 0..lb_common::MAX_REALS {
+        for id in 0..self.reals.len() {
             let r = self.reals.get(&id, 0).context("REALS")?;
             if r.state != lb_common::REAL_FREE {
                 a.reals.push((id, r));
             }
         }
-        for id in 0..lb_common::MAX_FARMS {
+        for id in 0..self.farms.len() {
             let f = self.farms.get(&id, 0).context("FARMS")?;
             if f != Farm::default() {
                 let (off, len) = ((f.ring >> 32) as u32, f.ring as u32);
@@ -801,6 +848,9 @@ pub fn unpin(pin_dir: &Path) -> Result<Vec<String>> {
         if p.exists() {
             fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
         }
+    }
+    for p in resize::leftover_pins(pin_dir) {
+        fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
     }
     if fs::read_dir(pin_dir)?.next().is_none() {
         fs::remove_dir(pin_dir)?;

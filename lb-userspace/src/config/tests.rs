@@ -845,11 +845,8 @@ fn floating_ips_may_be_ipv6() {
 fn limits_on_vips_farms_and_reals() {
     let mut src = String::from("interfaces: [eth0]\nserverfarms:\n  f:\n    reals:\n");
     for i in 0..=lb_common::MAX_REALS {
-        src.push_str(&format!(
-            "      - {{ address: 10.0.{}.{} }}\n",
-            i / 250,
-            1 + i % 250
-        ));
+        let addr = std::net::Ipv4Addr::from(0x0a00_0001 + i);
+        src.push_str(&format!("      - {{ address: {addr} }}\n"));
     }
     src.push_str("vips:\n");
     let vips_line = src.lines().count();
@@ -869,9 +866,9 @@ fn limits_on_vips_farms_and_reals() {
     );
     assert_eq!(
         issues[0].message,
-        "4097 reals over all serverfarms; at most 4096 are supported"
+        "65537 reals over all serverfarms; at most 65536 are supported"
     );
-    assert_eq!(issues[1].message, "513 vips; at most 512 are supported");
+    assert_eq!(issues[1].message, "4097 vips; at most 4096 are supported");
 
     let mut src = String::from("interfaces: [eth0]\nserverfarms:\n");
     for i in 0..=lb_common::MAX_FARMS {
@@ -882,7 +879,30 @@ fn limits_on_vips_farms_and_reals() {
         2,
         1,
         "serverfarms",
-        "513 serverfarms; at most 512 are supported",
+        "4097 serverfarms; at most 4096 are supported",
+    );
+}
+
+#[test]
+fn hashing_farms_must_fit_the_ring_array_with_room_to_rebuild_one() {
+    let farms = |n: usize, algorithm: &str| {
+        let mut src = String::from("interfaces: [eth0]\nserverfarms:\n");
+        for i in 0..n {
+            src.push_str(&format!(
+                "  f{i}: {{ algorithm: {algorithm}, reals: [{{ address: 10.0.0.1 }}] }}\n"
+            ));
+        }
+        src
+    };
+    // 62 rings of 65,537 and a 63rd for a rebuild fit in 2^22 slots.
+    Config::parse(&farms(62, "maglev"), "lb.yaml").expect("62 hashing farms fit");
+    Config::parse(&farms(200, "round-robin"), "lb.yaml").expect("only hashing farms count");
+    assert_one(
+        &parse_err(&farms(63, "source-hash")),
+        2,
+        1,
+        "serverfarms",
+        "63 hashing serverfarms (maglev, source-hash) need 4194368 ring slots, with room to rebuild the largest; at most 4194304 are supported: let VIPs share a farm, or use another algorithm",
     );
 }
 

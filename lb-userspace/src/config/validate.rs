@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use lb_common::{MAX_FARMS, MAX_IFACES, MAX_REALS, MAX_VIPS};
+use lb_common::{MAGLEV_SLOTS, MAX_FARMS, MAX_IFACES, MAX_REALS, MAX_VIPS};
 
 use super::index::{PosIndex, join};
-use super::{Config, ConfigIssue, Farm, Ha, Probe, ProbeKind, Vip, format_duration};
+use super::{Algorithm, Config, ConfigIssue, Farm, Ha, Probe, ProbeKind, Vip, format_duration};
 
 const MAX_WEIGHT: u32 = 10_000;
 const FLOW_TABLE_MIN: u32 = 1024;
@@ -456,6 +456,26 @@ impl Checker<'_> {
         let reals = config.serverfarms.values().map(|f| f.reals.len()).sum();
         if let Some(msg) = count("reals over all serverfarms", reals, MAX_REALS) {
             self.key("serverfarms", msg);
+        }
+        // Hashing farms' lookup rings share one array; a changed ring is
+        // built beside the old one before the swap, so the largest needs
+        // room twice.
+        let rings: Vec<u64> = config
+            .serverfarms
+            .values()
+            .filter(|f| matches!(f.algorithm, Algorithm::Maglev | Algorithm::SourceHash))
+            .filter(|f| !f.reals.is_empty())
+            .map(|f| u64::from(crate::maglev::table_size(f.reals.len())))
+            .collect();
+        let need = rings.iter().sum::<u64>() + rings.iter().max().unwrap_or(&0);
+        if need > u64::from(MAGLEV_SLOTS) {
+            self.key(
+                "serverfarms",
+                format!(
+                    "{} hashing serverfarms (maglev, source-hash) need {need} ring slots, with room to rebuild the largest; at most {MAGLEV_SLOTS} are supported: let VIPs share a farm, or use another algorithm",
+                    rings.len()
+                ),
+            );
         }
     }
 

@@ -13,6 +13,7 @@ mod edges;
 mod packet;
 mod packet6;
 mod refuse;
+mod upgrade;
 mod v6;
 
 use std::net::Ipv4Addr;
