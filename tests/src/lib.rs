@@ -17,6 +17,7 @@ pub mod ha_pair;
 pub mod ha_topology;
 pub mod hook;
 pub mod lbagent;
+pub mod limits;
 pub mod netns;
 pub mod rig;
 pub mod spawned;
