@@ -34,7 +34,10 @@ fn at_the_limits_lb_serves_and_a_one_vip_reload_writes_one_vip() {
     assert!(vips.status.success());
     let vips: Vec<serde_json::Value> = serde_json::from_slice(&vips.stdout).expect("JSON");
     assert_eq!(vips.len(), MAX_VIPS as usize);
-    let reals: usize = vips.iter().map(|v| v["reals"].as_u64().unwrap() as usize).sum();
+    let reals: usize = vips
+        .iter()
+        .map(|v| v["reals"].as_u64().unwrap() as usize)
+        .sum();
     assert_eq!(reals, MAX_REALS as usize);
 
     // Traffic through the one VIP with live reals, spread over all three.
@@ -82,5 +85,9 @@ fn at_the_limits_lb_serves_and_a_one_vip_reload_writes_one_vip() {
         )),
         "{err}"
     );
-    assert_eq!(rig.get(vip_addr(80)).map(|_| ()).ok(), Some(()), "still serving");
+    assert_eq!(
+        rig.get(vip_addr(80)).map(|_| ()).ok(),
+        Some(()),
+        "still serving"
+    );
 }

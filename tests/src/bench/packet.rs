@@ -8,12 +8,12 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aya::{Ebpf, programs::Xdp};
-use lb_common::{FlowKey, PROTO_TCP, reason, v4_mapped};
-use lb_tests::Netns;
+use lb_common::{FlowKey, MAX_REALS, MAX_VIPS, PROTO_TCP, reason, v4_mapped};
+use lb_tests::{Netns, limits::fillers};
 use lb_userspace::{
     config::Config,
     control::{Control, RealKey},
@@ -180,8 +180,8 @@ pub fn run(quick: bool) {
     let base = ns.bpf_pin_dir();
     ns.run(|| {
         pin_to_cpu0();
-        let cfg = Config::parse(&config(&base.join("lb"), sizes.table()), "bench.yaml")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let src = config(&base.join("lb"), sizes.table());
+        let cfg = Config::parse(&src, "bench.yaml").unwrap_or_else(|e| panic!("{e}"));
         let dp = Datapath::load_with(&cfg.bpf.pin_dir, cfg.bpf.flow_table_size, true)
             .expect("loading the datapath");
         let mut floor = load_floor(&base.join("floor")).expect("loading the floor");
@@ -202,6 +202,7 @@ pub fn run(quick: bool) {
         bench.dp.allow_redirect(bench.c0).expect("TX_PORTS");
         bench.dp.allow_redirect(bench.s0).expect("TX_PORTS");
         bench.cases(&floor);
+        bench.at_the_limits(&src, &cfg);
         bench.dp.shutdown().expect("removing the datapath's pins");
         drop(floor);
         datapath::remove_pins(&base.join("floor")).expect("removing the floor's pins");
@@ -498,6 +499,72 @@ impl Bench {
         });
         assert_eq!(self.counter(reason::PURGED) - purged_before, purges);
         self.emit_case("purged flow, RST", verdict_name(want.0, want.1), None, &b);
+    }
+
+    /// The bench's config grown to the limits with filler VIPs, farms and
+    /// reals (lb_tests::limits), programmed by the same control code: how
+    /// long that takes from the text, and how long a reload that moves one
+    /// VIP does (what `lb reload` does but answer); then the established and
+    /// first-SYN rows again, prefixed `at the limits, `.
+    fn at_the_limits(&mut self, src: &str, cfg: &Config) {
+        let reals: usize = cfg.serverfarms.values().map(|f| f.reals.len()).sum();
+        let grown = |changed| {
+            let (farms, vips) = fillers(cfg.vips.len() as u32, reals as u32, changed);
+            src.replacen("serverfarms:\n", &format!("serverfarms:\n{farms}"), 1)
+                .replacen("vips:\n", &format!("vips:\n{vips}"), 1)
+        };
+        let program = |bench: &mut Self, text: &str| {
+            let at = Instant::now();
+            let cfg = Config::parse(text, "bench.yaml").unwrap_or_else(|e| panic!("{e}"));
+            let ch = bench
+                .ctl
+                .apply(&cfg, &mut bench.dp.maps)
+                .expect("programming the maps");
+            (at.elapsed().as_secs_f64(), ch.writes)
+        };
+        let (full, writes) = program(self, &grown(None));
+        emit(SECTION, "limits", "vips", MAX_VIPS);
+        emit(SECTION, "limits", "reals", MAX_REALS);
+        emit(SECTION, "limits", "bytes", grown(None).len());
+        emit(SECTION, "limits", "program_s", full);
+        emit(SECTION, "limits", "program_writes", writes);
+        let (one, writes) = program(self, &grown(Some(0)));
+        assert_eq!(
+            writes, 2,
+            "a reload that moves one VIP rewrites that VIP alone"
+        );
+        emit(SECTION, "limits", "reload_one_vip_s", one);
+        emit(SECTION, "limits", "reload_one_vip_writes", writes);
+        let (same, writes) = program(self, &grown(Some(0)));
+        assert_eq!(writes, 0, "an unchanged reload writes nothing");
+        emit(SECTION, "limits", "reload_unchanged_s", same);
+
+        let est = (CLIENT, EST_CLIENT.1 + 1);
+        let rr_vip = vip(ALGORITHMS[0].2);
+        let h = Handshake {
+            syn: from_client(est, (rr_vip, 80), SYN, 100, 0).build(),
+            ack: from_client(est, (rr_vip, 80), ACK, 101, 9001).build(),
+            from_real: Box::new(move |out: &[u8]| {
+                let real = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+                let f = |flags, ack| from_real((real, 8080), est, flags, 9000, ack).build();
+                (f(SYN | ACK, 101), f(ACK, 101))
+            }),
+        };
+        self.established("at the limits, ", &h);
+        // Clients none of the earlier rows used.
+        let first = (2 * ALGORITHMS.len() as u64 + 1) * self.sizes.syn + self.sizes.purge;
+        let syns = self.sizes.syn;
+        self.first_syns("at the limits, ", |k, i| {
+            let octet = ALGORITHMS[k].2;
+            from_client(
+                client(first + k as u64 * syns + i),
+                (vip(octet), 80),
+                SYN,
+                1,
+                0,
+            )
+            .build()
+        });
     }
 
     /// The flow of `h` made (SYN, SYN-ACK, ACK, the real's ACK, untimed),
