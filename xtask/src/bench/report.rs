@@ -452,12 +452,23 @@ fn at_the_limits(
         .collect();
     table(w, at.clone());
     wl(w, "");
-    // Single-call figures of one run move by a few percent: 10% is the
-    // bound within which a row counts as not grown.
-    let worst = at
-        .iter()
-        .map(|row| (net(row) / net(&row["at the limits, ".len()..]), *row))
-        .fold((0.0f64, ""), |a, b| if b.0 > a.0 { b } else { a });
+    // Single-call figures of one run move by several percent from row to
+    // row: the first SYNs are compared by their mean over the algorithms,
+    // and 10% is the bound within which a figure counts as not grown.
+    let mean = |prefix: &str| {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|row| {
+                row.strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with("first SYN, "))
+            })
+            .map(|row| net(row))
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let ratio = |row: &str| net(&format!("at the limits, {row}")) / net(row);
+    let (fwd, rev) = (ratio("established, forward"), ratio("established, reverse"));
+    let syn = mean("at the limits, ") / mean("");
     wl(w, "Targets:");
     wl(
         w,
@@ -471,15 +482,16 @@ fn at_the_limits(
         w,
         &format!(
             "- No per-packet cost grows at the limits (within 10%, the noise of one run): \
-             established forward {:.0} ns net against {:.0}, reverse {:.0} against {:.0}; the \
-             largest ratio of any row is {:.2}× ({}): {}.",
+             established forward {:.0} ns net against {:.0} at 11 VIPs ({fwd:.2}×), reverse \
+             {:.0} against {:.0} ({rev:.2}×); a first SYN {:.0} ns against {:.0} on average \
+             over the five algorithms ({syn:.2}×): {}.",
             net("at the limits, established, forward"),
             net("established, forward"),
             net("at the limits, established, reverse"),
             net("established, reverse"),
-            worst.0,
-            worst.1,
-            met(worst.0 <= 1.10)
+            mean("at the limits, "),
+            mean(""),
+            met(fwd.max(rev).max(syn) <= 1.10)
         ),
     );
     wl(w, "");
