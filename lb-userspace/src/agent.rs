@@ -91,6 +91,8 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
     let cfg = Config::from_file(path).map_err(|e| anyhow!("{e}"))?;
     // Before touching the pins: they may belong to a live agent.
     api::ensure_no_agent(&cfg.api.socket)?;
+    // Nor may another agent with a socket of its own: held until exit.
+    let _owner = crate::pin_owner::own(&cfg.bpf.pin_dir)?;
     let mut dp = Datapath::load_with(&cfg.bpf.pin_dir, cfg.bpf.flow_table_size, reset)?;
     let mut ctl = if dp.adopted() {
         let c = Control::adopt(
@@ -968,21 +970,26 @@ impl Agent {
     /// refused with its errors and the running config stays in force.
     fn reload(&mut self) -> Result<String> {
         let result = (|| {
-            let cfg = Config::from_file(&self.path).map_err(|e| anyhow!("{e}"))?;
+            let mut cfg = Config::from_file(&self.path).map_err(|e| anyhow!("{e}"))?;
             for (what, changed) in [
                 ("interfaces", cfg.interfaces != self.cfg.interfaces),
                 ("xdp_mode", cfg.xdp_mode != self.cfg.xdp_mode),
                 ("bpf", cfg.bpf != self.cfg.bpf),
                 ("api", cfg.api != self.cfg.api),
+                ("ha", cfg.ha != self.cfg.ha),
             ] {
                 if changed {
                     warn!("reload: `{what}` changed; it takes effect at the next restart");
                 }
             }
+            // Until then the running values stay, so that the sweep, purges
+            // and `lb flows` keep reading the pin dir the datapath is in.
+            cfg.interfaces.clone_from(&self.cfg.interfaces);
+            cfg.xdp_mode = self.cfg.xdp_mode;
+            cfg.bpf.clone_from(&self.cfg.bpf);
+            cfg.api.clone_from(&self.cfg.api);
+            cfg.ha.clone_from(&self.cfg.ha);
             let ch = self.ctl.apply(&cfg, &mut self.dp.maps)?;
-            if cfg.ha != self.cfg.ha {
-                warn!("reload: `ha` changed; it takes effect at the next restart");
-            }
             self.cfg = cfg;
             self.checker.set_targets(self.targets());
             if let Some(h) = self.ha.as_mut() {

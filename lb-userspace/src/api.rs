@@ -10,10 +10,11 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader as TokioBufReader},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader},
     net::UnixListener,
-    sync::{mpsc, oneshot},
+    sync::{Semaphore, mpsc, oneshot},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -95,36 +96,71 @@ pub fn serve(path: &Path, tx: mpsc::Sender<Call>) -> Result<tokio::task::JoinHan
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of fds, say: accept fails again at once, so wait
+                    // instead of spinning, and let the connections drain.
+                    log::warn!("API socket: accept: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
             };
             let tx = tx.clone();
+            let slot = slots.clone().try_acquire_owned();
             tokio::spawn(async move {
                 let (rd, mut wr) = stream.into_split();
-                let mut line = String::new();
-                if TokioBufReader::new(rd).read_line(&mut line).await.is_err() {
-                    return;
-                }
-                let resp = match serde_json::from_str::<Request>(line.trim()) {
-                    Ok(req) => {
-                        let (otx, orx) = oneshot::channel();
-                        if tx.send((req, otx)).await.is_err() {
-                            Response::err("agent is shutting down")
-                        } else {
-                            orx.await
-                                .unwrap_or_else(|_| Response::err("agent dropped the request"))
-                        }
-                    }
-                    Err(e) => Response::err(format!("bad request: {e}")),
+                let resp = match slot {
+                    Ok(_slot) => answer(rd, &tx).await,
+                    Err(_) => Response::err(format!(
+                        "the agent serves {MAX_CONNECTIONS} API connections at once; try again"
+                    )),
                 };
                 let mut out = serde_json::to_string(&resp).unwrap_or_default();
                 out.push('\n');
-                let _ = wr.write_all(out.as_bytes()).await;
+                let _ = tokio::time::timeout(REQUEST_TIME, wr.write_all(out.as_bytes())).await;
             });
         }
     }))
+}
+
+/// Connections served at once; past them a client is told so at once. A
+/// CLI call holds one for a few milliseconds.
+const MAX_CONNECTIONS: usize = 256;
+/// The longest request line; every request lb sends is far shorter.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// How long a client may take to send its request (or read the answer).
+const REQUEST_TIME: Duration = Duration::from_secs(5);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Reads one request line from `rd` (bounded in size and time) and has the
+/// agent answer it.
+async fn answer(rd: tokio::net::unix::OwnedReadHalf, tx: &mpsc::Sender<Call>) -> Response {
+    let mut line = String::new();
+    let mut limited = TokioBufReader::new(rd.take(MAX_REQUEST));
+    match tokio::time::timeout(REQUEST_TIME, limited.read_line(&mut line)).await {
+        Err(_) => return Response::err(format!("no request within {REQUEST_TIME:?}")),
+        Ok(Err(e)) => return Response::err(format!("bad request: {e}")),
+        Ok(Ok(_)) if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST => {
+            return Response::err(format!("request longer than {MAX_REQUEST} bytes"));
+        }
+        Ok(Ok(_)) => {}
+    }
+    match serde_json::from_str::<Request>(line.trim()) {
+        Ok(req) => {
+            let (otx, orx) = oneshot::channel();
+            if tx.send((req, otx)).await.is_err() {
+                Response::err("agent is shutting down")
+            } else {
+                orx.await
+                    .unwrap_or_else(|_| Response::err("agent dropped the request"))
+            }
+        }
+        Err(e) => Response::err(format!("bad request: {e}")),
+    }
 }
 
 /// Fails if a live agent answers on `path`: two agents must never share a

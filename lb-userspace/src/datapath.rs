@@ -209,7 +209,8 @@ impl Datapath {
         }
         check_bpffs(pin_dir)?;
         if reset {
-            remove_pins(pin_dir)?;
+            // The directory stays: the agent holds its lock (pin_owner).
+            unpin_in(pin_dir, false)?;
         }
         let adopted = pin_dir.join("FLOWS").exists();
         if adopted {
@@ -835,6 +836,11 @@ pub fn pinned_links(pin_dir: &Path) -> Result<Vec<String>> {
 /// with no agent holding them, unpinning a link detaches its program from
 /// the interface, so no packet meets a program whose maps are going.
 pub fn unpin(pin_dir: &Path) -> Result<Vec<String>> {
+    unpin_in(pin_dir, true)
+}
+
+/// `unpin`, removing the emptied directory too if `remove_dir`.
+fn unpin_in(pin_dir: &Path, remove_dir: bool) -> Result<Vec<String>> {
     let links = pinned_links(pin_dir)?;
     for name in &links {
         let p = pin_dir.join(name);
@@ -852,7 +858,7 @@ pub fn unpin(pin_dir: &Path) -> Result<Vec<String>> {
     for p in resize::leftover_pins(pin_dir) {
         fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
     }
-    if fs::read_dir(pin_dir)?.next().is_none() {
+    if remove_dir && fs::read_dir(pin_dir)?.next().is_none() {
         fs::remove_dir(pin_dir)?;
     }
     Ok(links)

@@ -12,6 +12,7 @@ pub mod health;
 pub mod maglev;
 pub mod metrics;
 mod netlink;
+mod pin_owner;
 pub mod reset;
 pub mod routewatch;
 pub mod sched;

@@ -33,6 +33,13 @@ pub fn run(socket: &Path, pin_dir: &Path, ha: Option<&Ha>) -> Result<String> {
     if std::os::unix::net::UnixStream::connect(socket).is_ok() {
         return through_agent(socket, pin_dir);
     }
+    if let Some(pid) = crate::pin_owner::held(pin_dir) {
+        bail!(
+            "an lb agent (pid {pid}) owns {} but does not answer on {}: point --socket at its API socket, or stop it first",
+            pin_dir.display(),
+            socket.display()
+        );
+    }
     let pinned = pin_dir.exists();
     let links = datapath::unpin(pin_dir)?;
     let mut done = if !pinned {

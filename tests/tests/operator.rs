@@ -589,3 +589,137 @@ fn table_wide_work_does_not_stop_the_agent() {
         assert_eq!(r["state"], "up", "{r}");
     }
 }
+
+/// One agent per pin directory: a second one with a socket of its own is
+/// refused before it touches the pins, and so is a teardown through a
+/// socket that is not the owner's. A reload that names another pin
+/// directory leaves the running one in use until a restart.
+#[test]
+fn one_agent_owns_its_pins_and_a_reload_does_not_move_them() {
+    let rig = rig();
+    let mut echo = rig
+        .topo
+        .client
+        .run(|| EchoConn::connect(SocketAddr::new(vip(10).into(), 7), T))
+        .expect("echo");
+    let mut roundtrip = |m: &str| {
+        assert_eq!(
+            rig.topo
+                .client
+                .run(|| echo.roundtrip(m.as_bytes()))
+                .unwrap(),
+            m.as_bytes()
+        );
+    };
+    roundtrip("before");
+
+    let text = std::fs::read_to_string(&rig.lb.config).unwrap();
+    let sock = rig.lb.socket().to_str().unwrap().to_string();
+    let other_sock = rig.lb.config.with_file_name("other.sock");
+    let other = rig.lb.config.with_file_name("other.yaml");
+    std::fs::write(&other, text.replace(&sock, other_sock.to_str().unwrap())).unwrap();
+    let lb = lb_tests::lb_bin();
+    let second =
+        rig.topo
+            .lb
+            .spawn_setns(&[lb.to_str().unwrap(), "run", "-c", other.to_str().unwrap()]);
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            !second.is_running()
+        }),
+        "a second agent on the same pins kept running:\n{}",
+        second.report()
+    );
+    assert!(!second.exit_status().unwrap().success());
+    let owner = format!(
+        "another lb agent (pid {}) owns the datapath pinned in",
+        rig.lb.proc.pid()
+    );
+    assert!(second.log().contains(&owner), "{}", second.report());
+    let out = rig.lb.cli(&["teardown", "-c", other.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "teardown through another socket: {err}"
+    );
+    assert!(err.contains("but does not answer on"), "{err}");
+    assert!(rig.lb.pin_dir().exists(), "the pins stay");
+    roundtrip("after the second agent");
+
+    // A reload naming another pin dir: warned about, not followed.
+    let pins = rig.lb.pin_dir().to_str().unwrap().to_string();
+    std::fs::write(
+        &rig.lb.config,
+        text.replace(&pins, &format!("{pins}-moved")),
+    )
+    .unwrap();
+    assert!(rig.lb.reload().contains("reloaded"));
+    let status = rig.lb.cli(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status");
+    assert_eq!(status["pin_dir"], pins.as_str(), "{status}");
+    // Two sweeps later, none failed and the table still reads.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        !rig.lb.proc.log().contains("flow sweep failed"),
+        "{}",
+        rig.lb.proc.report()
+    );
+    assert!(
+        rig.lb
+            .proc
+            .log()
+            .contains("`bpf` changed; it takes effect at the next restart")
+    );
+    roundtrip("after the reload");
+    let count = rig.lb.cli(&["flows", "--count"]);
+    assert!(count.status.success(), "{count:?}");
+    assert!(!std::path::Path::new(&format!("{pins}-moved")).exists());
+}
+
+/// The API socket under a careless or hostile client: idle connections
+/// do not hold up `lb status`, an endless line is cut off, and a client
+/// that never sends is answered and closed.
+#[test]
+fn the_api_socket_bounds_idle_and_oversized_clients() {
+    use std::os::unix::net::UnixStream;
+    let rig = rig();
+    let idle: Vec<UnixStream> = (0..200)
+        .map(|_| UnixStream::connect(rig.lb.socket()).expect("connect"))
+        .collect();
+    let at = Instant::now();
+    let out = rig.lb.cli(&["status"]);
+    assert!(out.status.success(), "{out:?}");
+    let took = at.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "lb status took {took:?} beside 200 idle connections"
+    );
+
+    // 10 MB without a newline: refused once past the cap, not buffered.
+    let mut big = UnixStream::connect(rig.lb.socket()).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..10 {
+        if big.write_all(&chunk).is_err() {
+            break; // the agent answered and closed
+        }
+    }
+    let mut answer = String::new();
+    let _ = big.read_to_string(&mut answer);
+    assert!(
+        answer.contains("request longer than 65536 bytes"),
+        "{answer}"
+    );
+
+    // An idle connection is answered and closed within the request time.
+    let mut first = idle.into_iter().next().unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    first
+        .read_to_string(&mut answer)
+        .expect("answered and closed");
+    assert!(answer.contains("no request within 5s"), "{answer}");
+    assert!(rig.lb.cli(&["status"]).status.success());
+}

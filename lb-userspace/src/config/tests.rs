@@ -1284,3 +1284,15 @@ fn an_unknown_hook_is_refused_at_its_position() {
     assert!(text.starts_with("lb.yaml:1:"), "{text}");
     assert!(text.contains("dpdk"), "{text}");
 }
+
+#[test]
+fn a_real_at_a_vip_address_is_refused() {
+    let src = "interfaces: [eth0]\nserverfarms:\n  web:\n    reals:\n      - { address: 203.0.113.11, port: 8080 }\n      - { address: 198.51.100.10, port: 8080 }\nvips:\n  www: { address: 198.51.100.10, port: 80, serverfarm: web }\n";
+    assert_one(
+        &parse_err(src),
+        6,
+        20,
+        "serverfarms.web.reals[1].address",
+        "198.51.100.10 is the address of vip `www`: a real must have an address of its own, or lb takes what is sent to it for the VIP",
+    );
+}

@@ -41,6 +41,7 @@ pub(super) fn check(config: &Config, index: &PosIndex, file: &str) -> Vec<Config
     let vips = c.vips_in_file_order(config);
     c.vips(config, &vips);
     c.families(config, &vips);
+    c.reals_are_not_vips(config, &vips);
     c.limits(config);
     if !(FLOW_TABLE_MIN..=FLOW_TABLE_MAX).contains(&config.bpf.flow_table_size) {
         c.value(
@@ -305,6 +306,29 @@ impl Checker<'_> {
                         "real {real_name} is already in this farm as reals[{first}]; remove one"
                     ),
                 );
+            }
+        }
+    }
+
+    /// A real at a VIP's address: the datapath takes every packet to that
+    /// address for the VIP, so what the farm sends the real comes back to
+    /// lb as a new flow instead of reaching it.
+    fn reals_are_not_vips(&mut self, config: &Config, vips: &[(&String, &Vip)]) {
+        let mut vip_at: HashMap<IpAddr, &str> = HashMap::new();
+        for &(name, vip) in vips {
+            vip_at.entry(vip.address).or_insert(name);
+        }
+        for (farm, f) in &config.serverfarms {
+            for (i, real) in f.reals.iter().enumerate() {
+                if let Some(vip) = vip_at.get(&real.address) {
+                    self.value(
+                        format!("{}.reals[{i}].address", join("serverfarms", farm)),
+                        format!(
+                            "{} is the address of vip `{vip}`: a real must have an address of its own, or lb takes what is sent to it for the VIP",
+                            real.address
+                        ),
+                    );
+                }
             }
         }
     }
