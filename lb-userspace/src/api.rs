@@ -36,6 +36,8 @@ pub enum Request {
     Vips,
     /// `lb stats`
     Stats,
+    /// `lb top`: the live view (`live::Status`).
+    Live,
     /// `lb flows clear [filters]`
     FlowsClear {
         #[serde(default)]
