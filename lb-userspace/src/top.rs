@@ -132,7 +132,7 @@ impl RawMode {
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        print!("\x1b[?25h\n");
+        println!("\x1b[?25h");
         let _ = std::io::stdout().flush();
         // SAFETY: restores the mode read in `enter`.
         unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved) };
