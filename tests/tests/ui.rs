@@ -286,6 +286,28 @@ fn prometheus_scrapes_rates_and_states_that_match_the_agent() {
         );
     }
 
+    // Every expression of the Grafana dashboard runs on this Prometheus and,
+    // but for the failover panels (no `ha:` here) and filters that may
+    // leave nothing (`> 0`), finds series.
+    let dashboard: Value = serde_json::from_str(include_str!("../../docs/grafana/lb.json"))
+        .expect("docs/grafana/lb.json is JSON");
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            let series = prom.query(&rig, expr);
+            if !expr.contains("lb_ha_") && !expr.ends_with("> 0") {
+                assert!(
+                    !series.is_empty(),
+                    "dashboard panel {}: {expr} found nothing",
+                    panel["title"]
+                );
+            }
+            checked += 1;
+        }
+    }
+    println!("{checked} dashboard expressions evaluated by prometheus");
+
     // A real dies: Prometheus sees the state lb reals says.
     rig.servers[1].kill();
     assert!(

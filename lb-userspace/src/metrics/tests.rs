@@ -517,3 +517,87 @@ fn ipv6_endpoints_label_their_series_as_lb_prints_them() {
         "{text}"
     );
 }
+
+/// The metric names in a PromQL expression: identifiers starting `lb_`
+/// outside quoted label values.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut quoted = false;
+    let mut word = String::new();
+    for c in expr.chars().chain([' ']) {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        if !quoted && (c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            word.push(c);
+            continue;
+        }
+        if word.starts_with("lb_") {
+            names.push(std::mem::take(&mut word));
+        }
+        word.clear();
+    }
+    names
+}
+
+/// Every series name the agent can show: a snapshot with every optional
+/// family filled (HA, probe latency), rendered.
+fn exported_names() -> HashSet<String> {
+    render(&sample())
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_grafana_dashboard_names_only_exported_metrics() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docs/grafana/lb.json"))
+            .expect("docs/grafana/lb.json is JSON");
+    let exported = exported_names();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    assert!(exprs.len() >= 20, "{} expressions", exprs.len());
+    let mut used = HashSet::new();
+    for expr in &exprs {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "{expr} names no lb metric");
+        for name in names {
+            assert!(
+                exported.contains(&name),
+                "{expr} uses {name}, which the agent does not export"
+            );
+            used.insert(name);
+        }
+    }
+    // The views the status page has, in the dashboard too.
+    for name in [
+        "lb_vip_new_flows_total",
+        "lb_vip_packets_total",
+        "lb_real_state",
+        "lb_real_active_flows",
+        "lb_real_new_flows_total",
+        "lb_real_connections_total",
+        "lb_real_weight",
+        "lb_flow_table_entries",
+        "lb_datapath_packets_total",
+        "lb_ha_role",
+    ] {
+        assert!(used.contains(name), "the dashboard shows no {name}");
+    }
+}
+
+#[test]
+fn metric_names_skip_label_values_and_functions() {
+    assert_eq!(
+        metric_names(
+            r#"sum by (reason) (rate(lb_datapath_packets_total{reason=~"lb_x|drop_.*"}[1m])) / lb_flows"#
+        ),
+        ["lb_datapath_packets_total", "lb_flows"]
+    );
+}
