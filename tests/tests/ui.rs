@@ -77,7 +77,25 @@ fn the_status_page_shows_the_rows_and_a_real_going_down_without_a_reload() {
             ok
         })
     };
-    std::thread::sleep(Duration::from_secs(2));
+    // A few SYNs to a port the VIP does not serve: the datapath drops them
+    // (`drop_no_vip_port`), and the page lists the reason as recent.
+    rig.topo.client.run(|| {
+        for _ in 0..5 {
+            let _ = std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::new(lb_tests::topology::vip(10).into(), 81),
+                Duration::from_millis(200),
+            );
+        }
+    });
+    let dropped = b.wait_for(
+        "document.querySelector('#drops tr[data-drop=\"drop_no_vip_port\"]') != null",
+        Duration::from_secs(5),
+    );
+    assert!(
+        dropped,
+        "the page lists drop_no_vip_port: {:?}",
+        rows(&mut b)
+    );
     rig.servers[0].kill();
     let down = b.wait_for(
         "(document.querySelector('#reals tr[data-real=\"web/203.0.113.11:8080\"] td.state') || {}).textContent == 'down'",
