@@ -12,12 +12,12 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # Debian packages: the kernel-side Rust toolchain (rustc-web 1.96 with LLVM 22),
 # LLVM 22 for bpf-linker, the tools the tests drive (the live-view tests load
-# the status page in chromium, scrape with prometheus and run `lb top` in
-# tmux), and what `cargo xtask bench` compares against and loads with
+# the status page in chromium and w3m, scrape with prometheus and run
+# `lb top` in tmux), and what `cargo xtask bench` compares against and loads with
 # (haproxy, wrk, and clang-22 for Katran's program).
 PKGS=(rustc-web cargo-web rust-web-src rust-web-clippy llvm-22-dev libpolly-22-dev
       iproute2 ethtool iperf3 curl nftables haproxy wrk clang-22
-      chromium prometheus tmux)
+      chromium w3m prometheus tmux)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

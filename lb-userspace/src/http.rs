@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `GET /metrics` | the Prometheus scrape ([`metrics::render`]) |
 //! | `GET /api/status` | the live view as JSON ([`live::Status`]) |
-//! | `GET /` | the status page: one self-contained HTML file that polls `/api/status` |
+//! | `GET /` | the status page ([`live::html`]): one self-contained HTML file that polls `/api/status` |
 //!
 //! All read-only. The agent owns the BPF maps and the health state, so this
 //! module reads neither: each request sends an [`Ask`] (with a oneshot
@@ -54,10 +54,6 @@ pub enum Ask {
     /// The status page's poll (and `lb top`'s, over the API socket).
     Status(oneshot::Sender<live::Status>),
 }
-
-/// The status page: inline CSS and script, no other asset, so it works on
-/// a host without a network.
-const PAGE: &str = include_str!("http/page.html");
 
 /// A client gets this long to send each request head. Real clients send it
 /// in one packet; a client that trickles it is cut off.
@@ -170,7 +166,7 @@ async fn respond(method: &Method, path: &str, ask: &mpsc::Sender<Ask>) -> Reply 
         "/api/status" => asked(ask, Ask::Status)
             .await
             .map(|s| serde_json::to_string(&s).expect("a Status serializes")),
-        _ => Ok(PAGE.to_owned()),
+        _ => asked(ask, Ask::Status).await.map(|s| live::html::page(&s)),
     };
     match body {
         Ok(body) => {

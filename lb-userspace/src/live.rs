@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::Snapshot;
 
+pub mod html;
 mod text;
 
 pub use text::render;
@@ -55,6 +56,33 @@ pub struct HaStatus {
     pub sync_unacked: u64,
     /// How long the oldest unacknowledged event has waited.
     pub sync_lag_ms: f64,
+}
+
+impl Status {
+    /// VIP and real rows busiest first (new flows/s, then packets/s), ties
+    /// by name: the order every view shows.
+    pub fn sort_busiest_first(&mut self) {
+        self.vips.sort_by(|a, b| {
+            busier(
+                (a.new_flows_per_s, a.packets_per_s),
+                (b.new_flows_per_s, b.packets_per_s),
+            )
+            .then_with(|| a.name.cmp(&b.name))
+        });
+        self.reals.sort_by(|a, b| {
+            busier(
+                (a.new_flows_per_s, a.packets_per_s),
+                (b.new_flows_per_s, b.packets_per_s),
+            )
+            .then_with(|| a.farm.cmp(&b.farm))
+            .then_with(|| a.address.cmp(&b.address))
+        });
+    }
+}
+
+/// Busier first: higher new flows/s, then higher packets/s.
+fn busier(a: (f64, f64), b: (f64, f64)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then_with(|| b.1.total_cmp(&a.1))
 }
 
 /// A flow table's fill (from the last sweep).

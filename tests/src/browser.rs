@@ -56,9 +56,9 @@ fn pipe() -> (OwnedFd, OwnedFd) {
 }
 
 impl Browser {
-    /// Starts Chromium in `ns` and opens `url` in a page of `width` x
-    /// `height` CSS pixels.
-    pub fn open(ns: &Netns, url: &str, width: u32, height: u32) -> Browser {
+    /// Starts Chromium in `ns` with a blank page of `width` x `height` CSS
+    /// pixels.
+    pub fn start(ns: &Netns, width: u32, height: u32) -> Browser {
         let profile =
             std::env::temp_dir().join(format!("{}-chromium-{}", ns.name(), std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
@@ -151,8 +151,20 @@ impl Browser {
             "Emulation.setDeviceMetricsOverride",
             json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false }),
         );
-        b.page("Page.navigate", json!({ "url": url }));
         b
+    }
+
+    /// Loads `url` (a fresh page load, as a reload would be).
+    pub fn navigate(&mut self, url: &str) {
+        self.page("Page.navigate", json!({ "url": url }));
+    }
+
+    /// Turns the page's scripts on or off, from the next load on.
+    pub fn scripts(&mut self, on: bool) {
+        self.page(
+            "Emulation.setScriptExecutionDisabled",
+            json!({ "value": !on }),
+        );
     }
 
     /// Sends one command (to the page's session when `session` is set) and
@@ -207,11 +219,14 @@ impl Browser {
     }
 
     /// Evaluates `expression` every 100 ms until it is `true`, for at most
-    /// `timeout`.
+    /// `timeout`. While a page loads its document may be half there: an
+    /// expression that throws counts as not yet true.
     pub fn wait_for(&mut self, expression: &str, timeout: Duration) -> bool {
+        let guarded =
+            format!("(() => {{ try {{ return {expression}; }} catch (e) {{ return false; }} }})()");
         let deadline = Instant::now() + timeout;
         loop {
-            if self.eval(expression) == json!(true) {
+            if self.eval(&guarded) == json!(true) {
                 return true;
             }
             if Instant::now() >= deadline {

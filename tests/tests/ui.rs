@@ -33,14 +33,62 @@ fn rows(b: &mut Browser) -> Vec<Vec<String>> {
 fn the_status_page_shows_the_rows_and_a_real_going_down_without_a_reload() {
     let mut rig = liveview::rig(testsrv());
     let url = format!("http://{LISTEN}/");
-    let mut b = Browser::open(&rig.topo.lb, &url, 1280, 560);
-    let loaded = b.wait_for(
-        "document.querySelectorAll('#vips tr[data-vip]').length == 2 && document.querySelectorAll('#reals tr[data-real]').length == 3",
+
+    // A terminal browser, 80 columns, no script: the agent's first frame.
+    let dump = rig.topo.lb.exec(&["w3m", "-dump", "-cols", "80", &url]);
+    let text = String::from_utf8_lossy(&dump.stdout);
+    println!("w3m -dump -cols 80:\n{text}");
+    for needle in [
+        "198.51.100.10:80",
+        "least-conn",
+        "203.0.113.11:8080",
+        "203.0.113.13:7000",
+    ] {
+        assert!(text.contains(needle), "w3m shows {needle}:\n{text}");
+    }
+    let real_line = text
+        .lines()
+        .find(|l| l.contains("203.0.113.11:8080"))
+        .expect("the real's line");
+    assert!(real_line.contains(" up "), "{real_line}");
+
+    // The same page in Chromium, first without scripts (the agent's rows),
+    // then with (the script's rows from /api/status): the same rows.
+    let mut b = Browser::start(&rig.topo.lb, 1280, 560);
+    let all_rows = "document.querySelectorAll('#vips tr[data-vip]').length == 2 && document.querySelectorAll('#reals tr[data-real]').length == 3";
+    b.scripts(false);
+    b.navigate(&url);
+    assert!(
+        b.wait_for(all_rows, Duration::from_secs(15)),
+        "rows without a script:\n{}",
+        b.log()
+    );
+    let served = rows(&mut b);
+    b.scripts(true);
+    b.navigate(&url);
+    let drawn = b.wait_for(
+        &format!("document.body.dataset.updated != null && {all_rows}"),
         Duration::from_secs(15),
     );
-    assert!(loaded, "the page's rows within 15 s:\n{}", b.log());
+    assert!(drawn, "the script's rows within 15 s:\n{}", b.log());
+    let stable = |rows: &[Vec<String>]| -> Vec<Vec<String>> {
+        // Leave out what moves between two answers: rates, check latency
+        // and age.
+        rows.iter()
+            .map(|r| match r.len() {
+                10 => r[..7].to_vec(),
+                12 => [&r[..7], &r[9..10]].concat(),
+                _ => r.clone(),
+            })
+            .collect()
+    };
     let shown = rows(&mut b);
     println!("rendered rows: {shown:?}");
+    assert_eq!(
+        stable(&served),
+        stable(&shown),
+        "the agent's rows and the script's"
+    );
     let row = |rows: &[Vec<String>], key: &str| -> Vec<String> {
         rows.iter()
             .find(|r| r[0] == key)

@@ -101,7 +101,7 @@ impl Agent {
                 sync_lag_ms: st["sync"]["stalled_ms"].as_f64().unwrap_or(0.0),
             }
         });
-        Status {
+        let mut st = Status {
             role,
             uptime_s: self.started.elapsed().as_secs(),
             rate_window_s: (rates.window_s() * 10.0).round() / 10.0,
@@ -115,6 +115,8 @@ impl Agent {
             vips,
             reals,
             drops: rates.drops(),
-        }
+        };
+        st.sort_busiest_first();
+        st
     }
 }

@@ -185,6 +185,12 @@ fn serves_metrics_status_and_page_and_404_elsewhere() {
     assert_eq!(page.status, 200);
     assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
     assert!(page.body.contains("/api/status"), "the page polls the API");
+    assert!(
+        page.body
+            .contains(r#"<tr data-vip="www"><td>198.51.100.10:80</td>"#),
+        "the first frame is in the page: {}",
+        page.body
+    );
     // Self-contained: nothing is loaded from anywhere else.
     for external in ["src=", "://", "@import", "url("] {
         assert!(!page.body.contains(external), "the page loads {external}");
@@ -213,7 +219,7 @@ fn serves_metrics_status_and_page_and_404_elsewhere() {
 fn answers_are_503_when_the_agent_does_not_answer() {
     for agent in [Agent::DropsRequests, Agent::Gone] {
         let server = TestServer::start(agent);
-        for path in ["/metrics", "/api/status"] {
+        for path in ["/metrics", "/api/status", "/"] {
             let reply = http(server.addr, &request("GET", path, server.addr));
             assert_eq!(reply.status, 503, "{path}: {}", reply.body);
             assert!(reply.body.contains("agent"), "{}", reply.body);

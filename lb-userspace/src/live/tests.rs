@@ -121,6 +121,8 @@ fn the_frame_sorts_busiest_first_and_fits_the_width() {
         ],
         ..Status::default()
     };
+    let mut st = st;
+    st.sort_busiest_first();
     let frame = render(&st, 100);
     assert!(frame.lines().all(|l| l.chars().count() <= 100), "{frame}");
     let at = |needle: &str| {
@@ -131,4 +133,42 @@ fn the_frame_sorts_busiest_first_and_fits_the_width() {
     assert!(at("busy") < at("quiet"), "{frame}");
     assert!(at("203.0.113.12:8080") < at("203.0.113.11:8080"), "{frame}");
     assert!(frame.contains("down"), "{frame}");
+}
+
+#[test]
+fn the_page_holds_the_first_frame_escaped() {
+    let st = Status {
+        role: "standalone".into(),
+        rate_window_s: 10.0,
+        vips: vec![VipStatus {
+            name: "a<b>&\"c\"".into(),
+            address: "198.51.100.10:80".into(),
+            ..VipStatus::default()
+        }],
+        reals: vec![RealStatus {
+            farm: "web".into(),
+            address: "203.0.113.11:8080".into(),
+            state: "down".into(),
+            backup: true,
+            last_check: Some("http 503 <script>".into()),
+            ..RealStatus::default()
+        }],
+        ..Status::default()
+    };
+    let page = html::page(&st);
+    assert!(
+        page.contains(r#"<tr data-vip="a&lt;b&gt;&amp;&quot;c&quot;"><td>198.51.100.10:80</td><td>a&lt;b&gt;&amp;&quot;c&quot;</td>"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<td class="state down">down (backup)</td>"#),
+        "{page}"
+    );
+    assert!(page.contains("http 503 &lt;script&gt;"), "{page}");
+    assert!(!page.contains("<script>\""), "{page}");
+    assert!(page.contains("none in the last 10 s"), "{page}");
+    assert!(
+        !page.contains("<!--"),
+        "every placeholder is filled: {page}"
+    );
 }

@@ -1,10 +1,8 @@
 //! The live view as text: one frame of `lb top`.
-use std::cmp::Ordering;
-
-use super::{RealStatus, Status, VipStatus};
+use super::Status;
 
 /// One frame, `width` columns wide at most (long check results are cut),
-/// VIP and real rows busiest first: by new flows/s, then packets/s.
+/// rows in the status's order (busiest first, as the agent sorts them).
 pub fn render(s: &Status, width: usize) -> String {
     let mut out = String::new();
     let mut line = |l: String| {
@@ -44,16 +42,7 @@ pub fn render(s: &Status, width: usize) -> String {
     ));
     line(String::new());
 
-    let mut vips: Vec<&VipStatus> = s.vips.iter().collect();
-    vips.sort_by(|a, b| {
-        busier(
-            a.new_flows_per_s,
-            a.packets_per_s,
-            b.new_flows_per_s,
-            b.packets_per_s,
-        )
-        .then(a.name.cmp(&b.name))
-    });
+    let vips = &s.vips;
     let w = col_width("VIP", vips.iter().map(|v| v.address.as_str()));
     let n = col_width("NAME", vips.iter().map(|v| v.name.as_str()));
     line(format!(
@@ -76,17 +65,7 @@ pub fn render(s: &Status, width: usize) -> String {
     }
     line(String::new());
 
-    let mut reals: Vec<&RealStatus> = s.reals.iter().collect();
-    reals.sort_by(|a, b| {
-        busier(
-            a.new_flows_per_s,
-            a.packets_per_s,
-            b.new_flows_per_s,
-            b.packets_per_s,
-        )
-        .then(a.farm.cmp(&b.farm))
-        .then(a.address.cmp(&b.address))
-    });
+    let reals = &s.reals;
     let w = col_width("REAL", reals.iter().map(|r| r.address.as_str()));
     let f = col_width("FARM", reals.iter().map(|r| r.farm.as_str()));
     line(format!(
@@ -137,13 +116,6 @@ pub fn render(s: &Status, width: usize) -> String {
     out
 }
 
-/// Busier first: higher new flows/s, then higher packets/s.
-fn busier(a_new: f64, a_pkts: f64, b_new: f64, b_pkts: f64) -> Ordering {
-    b_new
-        .total_cmp(&a_new)
-        .then_with(|| b_pkts.total_cmp(&a_pkts))
-}
-
 fn col_width<'a>(head: &str, cells: impl Iterator<Item = &'a str>) -> usize {
     cells.map(str::len).chain([head.len()]).max().unwrap_or(0)
 }
@@ -157,7 +129,7 @@ fn truncate(s: &str, width: usize) -> &str {
     }
 }
 
-fn duration(secs: u64) -> String {
+pub(super) fn duration(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
