@@ -1,6 +1,7 @@
 //! End to end: the live view on a real agent. The HTTP listener under 100
 //! slow clients, and `lb top`: one frame for scripts (text and JSON,
-//! checked against `lb vips|reals --json`), and the live one under tmux.
+//! checked against `lb vips|reals --json`), the live one under tmux, and
+//! the failover roles of a pair.
 use std::{
     io::{Read, Write},
     net::TcpStream,
@@ -9,6 +10,7 @@ use std::{
 };
 
 use lb_tests::{
+    ha_pair::{self, HaPair},
     lb_bin,
     liveview::{self, LISTEN},
     wait_until,
@@ -256,4 +258,71 @@ fn lb_top_under_tmux_redraws_a_real_going_down_and_quits_on_q() {
         !tmux.alive()
     });
     assert!(quit, "lb top did not quit on q:\n{}", tmux.pane());
+}
+
+/// `lb top --json --once` of one agent of a pair.
+fn live_of(lb: &lb_tests::LbAgent) -> Status {
+    let out = lb.cli(&["top", "--once", "--json"]);
+    assert!(
+        out.status.success(),
+        "lb top: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("lb top --json is a Status")
+}
+
+#[test]
+fn each_node_of_a_pair_shows_its_failover_role_and_its_peer() {
+    let pair = HaPair::new(false, std::path::Path::new(testsrv()));
+    let check = |active: usize| {
+        let standby = 1 - active;
+        for (i, want, peer) in [
+            (active, "active", "standby"),
+            (standby, "standby", "active"),
+        ] {
+            let st = live_of(&pair.lbs[i]);
+            assert_eq!(st.role, want, "node {}", i + 1);
+            assert_eq!(ha_pair::role(&pair.lbs[i]), want, "lb ha status agrees");
+            let ha = st.ha.as_ref().expect("the ha section with `ha:`");
+            assert_eq!(
+                ha.peer_role.as_deref(),
+                Some(peer),
+                "node {}: {ha:?}",
+                i + 1
+            );
+            assert!(ha.peer_alive, "node {}: {ha:?}", i + 1);
+            assert!(!st.vips.is_empty());
+            for v in &st.vips {
+                assert_eq!(v.role, want, "{} follows its node", v.name);
+            }
+            let out = pair.lbs[i].cli(&["top", "--once"]);
+            let frame = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                frame.contains(&format!("role {want}"))
+                    && frame.contains(&format!("peer {peer} (alive)")),
+                "{frame}"
+            );
+        }
+    };
+    check(0);
+    // Node 1 hands the role over (once it has heard that its peer holds a
+    // complete copy); both views follow.
+    let mut refused = String::new();
+    let released = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        let out = pair.lbs[0].cli(&["ha", "release"]);
+        refused = String::from_utf8_lossy(&out.stderr).into_owned();
+        out.status.success()
+    });
+    assert!(released, "lb ha release: {refused}");
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            live_of(&pair.lbs[1]).role == "active"
+                && live_of(&pair.lbs[0]).role == "standby"
+                && live_of(&pair.lbs[0])
+                    .ha
+                    .is_some_and(|h| h.peer_role.as_deref() == Some("active"))
+        }),
+        "roles swapped after release"
+    );
+    check(1);
 }
