@@ -36,7 +36,7 @@ pub fn once(socket: &Path, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
-        print!("{}", live::render(&st, width()));
+        print!("{}", live::render(&st, size().0));
     }
     Ok(())
 }
@@ -51,12 +51,19 @@ pub fn run(socket: &Path) -> Result<()> {
     // Hide the cursor while drawing; RawMode's drop shows it again.
     write!(out, "\x1b[?25l")?;
     loop {
+        let (cols, rows) = size();
         let frame = match fetch(socket) {
-            Ok(st) => live::render(&st, width()),
+            Ok(st) => live::render(&st, cols),
             Err(e) => format!("lb top: {e:#}\n(retrying every second; q quits)\n"),
         };
+        // As many lines as the terminal holds (the busiest rows come
+        // first): a longer frame would scroll its head away.
+        let shown: Vec<&str> = frame
+            .lines()
+            .take(rows.unwrap_or(usize::MAX).saturating_sub(1))
+            .collect();
         // Home, the frame, then clear what the previous one left below.
-        write!(out, "\x1b[H{}\x1b[J", frame.replace('\n', "\x1b[K\n"))?;
+        write!(out, "\x1b[H{}\x1b[K\n\x1b[J", shown.join("\x1b[K\n"))?;
         out.flush()?;
         if quit_typed(REFRESH)? {
             return Ok(());
@@ -88,8 +95,9 @@ fn quit_typed(within: Duration) -> Result<bool> {
     Ok(buf[..got].iter().any(|b| matches!(b, b'q' | b'Q' | 3)))
 }
 
-/// The terminal's width, or [`DEFAULT_WIDTH`] when stdout is no terminal.
-fn width() -> usize {
+/// The terminal's columns and rows; [`DEFAULT_WIDTH`] and no limit when
+/// stdout is no terminal.
+fn size() -> (usize, Option<usize>) {
     let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -98,10 +106,10 @@ fn width() -> usize {
     };
     // SAFETY: TIOCGWINSZ writes one winsize into ws.
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-    if ok && ws.ws_col > 0 {
-        usize::from(ws.ws_col)
+    if ok && ws.ws_col > 0 && ws.ws_row > 0 {
+        (usize::from(ws.ws_col), Some(usize::from(ws.ws_row)))
     } else {
-        DEFAULT_WIDTH
+        (DEFAULT_WIDTH, None)
     }
 }
 

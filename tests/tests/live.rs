@@ -253,6 +253,20 @@ fn lb_top_under_tmux_redraws_a_real_going_down_and_quits_on_q() {
     println!("{}", tmux.pane());
     rig.restart_server(0);
 
+    // In a terminal shorter than the frame, the head stays on top: the
+    // frame is cut, not scrolled.
+    let resized = tmux.run(&["resize-window", "-t", "top", "-x", "120", "-y", "8"]);
+    assert!(resized.status.success(), "tmux resize-window: {resized:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let small = tmux.pane();
+    assert!(
+        small
+            .lines()
+            .next()
+            .is_some_and(|l| l.starts_with("lb top")),
+        "the frame's head in an 8-line pane:\n{small}"
+    );
+
     assert!(tmux.run(&["send-keys", "-t", "top", "q"]).status.success());
     let quit = wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
         !tmux.alive()
