@@ -62,7 +62,10 @@ impl Browser {
         let profile =
             std::env::temp_dir().join(format!("{}-chromium-{}", ns.name(), std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
-        std::fs::create_dir_all(&profile).expect("chromium profile dir");
+        // Its temporary files too (with --disable-dev-shm-usage, its shared
+        // memory), so they go with the profile.
+        let tmp = profile.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("chromium profile dir");
         let log = ns.log_dir().join("chromium.log");
         let log_file = File::create(&log).expect("chromium log");
         let (cmd_read, cmd_write) = pipe();
@@ -88,6 +91,7 @@ impl Browser {
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("about:blank")
+        .env("TMPDIR", &tmp)
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().expect("log fd"))
         .stderr(log_file);
