@@ -229,7 +229,9 @@ impl History {
         }
     }
 
-    /// The rates from the oldest record within the window to `now`.
+    /// The rates from the oldest record within the window to `now`. Records
+    /// come a second apart, so the half second of slack makes the window
+    /// 9.5 to 10.5 s once the agent has run that long.
     pub fn rates(&self, at: Instant, now: &Snapshot) -> Rates<'_> {
         let base = self.records.iter().find(|(t, _)| {
             at.saturating_duration_since(*t) <= RATE_WINDOW + Duration::from_millis(500)
