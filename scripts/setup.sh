@@ -11,10 +11,13 @@ LLVM_PREFIX=/usr/lib/llvm-22
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # Debian packages: the kernel-side Rust toolchain (rustc-web 1.96 with LLVM 22),
-# LLVM 22 for bpf-linker, the tools the tests drive, and what `cargo xtask bench`
-# compares against and loads with (haproxy, wrk, and clang-22 for Katran's program).
+# LLVM 22 for bpf-linker, the tools the tests drive (the live-view tests load
+# the status page in chromium and w3m, scrape with prometheus and run
+# `lb top` in tmux), and what `cargo xtask bench` compares against and loads with
+# (haproxy, wrk, and clang-22 for Katran's program).
 PKGS=(rustc-web cargo-web rust-web-src rust-web-clippy llvm-22-dev libpolly-22-dev
-      iproute2 ethtool iperf3 curl nftables haproxy wrk clang-22)
+      iproute2 ethtool iperf3 curl nftables haproxy wrk clang-22
+      chromium w3m prometheus tmux)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -23,6 +26,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # The tests start the prometheus they need in a namespace of their own;
+  # a policy-rc.d that says no keeps the package from also starting its
+  # system service on the host's port 9090. Removed again, also on failure.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    trap 'rm -f "$policy"' EXIT
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod +x "$policy"
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

@@ -27,6 +27,7 @@ use tokio::{
 };
 
 mod bulk;
+mod live_view;
 mod sweep;
 
 use crate::{
@@ -37,7 +38,7 @@ use crate::{
     flowtable,
     ha::{self, node::Node},
     health::{Checker, Target, Transition},
-    metrics,
+    http, live, metrics,
     reset::ResetSender,
     sdnotify::{self, Notifier},
 };
@@ -83,6 +84,8 @@ struct Agent {
     started: Instant,
     /// Stateful failover, when `ha:` is configured.
     ha: Option<Node>,
+    /// Counter records for the live view's rates.
+    history: live::History,
 }
 
 /// `reset`: start from a clean datapath instead of adopting the maps and
@@ -174,6 +177,7 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
             sweep_took: Duration::ZERO,
             started: Instant::now(),
             ha,
+            history: live::History::default(),
         };
         agent.checker.set_targets(agent.targets());
         agent.serve(transitions, finished_work, ha_inputs).await
@@ -276,8 +280,8 @@ impl Agent {
         let (tx, mut rx) = mpsc::channel::<Call>(16);
         let socket = self.cfg.api.socket.clone();
         let api_task = api::serve(&socket, tx)?;
-        let (mtx, mut metrics_rx) = mpsc::channel::<metrics::SnapshotRequest>(4);
-        let metrics_task = match metrics::serve(self.cfg.metrics.listen, mtx) {
+        let (mtx, mut http_rx) = mpsc::channel::<http::Ask>(4);
+        let metrics_task = match http::serve(self.cfg.metrics.listen, mtx) {
             Ok(t) => Some(t),
             Err(e) => {
                 warn!("metrics: {e:#}");
@@ -336,6 +340,9 @@ impl Agent {
         let mut next_sweep = tokio::time::Instant::now();
         let mut sweeping: Option<sweep::Sweeping> = None;
         let mut bulk_reading = None;
+        // The live view's rates: the counters once a second.
+        let mut record = tokio::time::interval(Duration::from_secs(1));
+        record.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         info!(
             "lb running on {:?}; api {}",
             self.cfg.interface_names(),
@@ -383,7 +390,11 @@ impl Agent {
                 Some(t) = transitions.recv() => self.on_transition(t),
                 Some(d) = finished_work.recv() => self.finished(d),
                 Some(ev) = events.recv() => self.on_event(ev),
-                Some(reply) = metrics_rx.recv() => { let _ = reply.send(self.snapshot()); }
+                Some(ask) = http_rx.recv() => match ask {
+                    http::Ask::Metrics(reply) => { let _ = reply.send(self.snapshot()); }
+                    http::Ask::Status(reply) => { let _ = reply.send(self.live_status()); }
+                },
+                _ = record.tick() => self.history.record(Instant::now(), &self.snapshot()),
                 Some(d) = next_of(&mut ha_dgrams) => {
                     if let Some(h) = self.ha.as_mut() {
                         h.on_datagram(&d, &mut self.dp.maps);
@@ -463,6 +474,7 @@ impl Agent {
             Request::Status => Response::ok(self.status()),
             Request::Vips => Response::ok(json!(self.vips())),
             Request::Stats => Response::ok(self.stats()),
+            Request::Live => Response::ok(json!(self.live_status())),
             // Served off the loop by `clear_flows`.
             Request::FlowsClear { .. } => Response::err("flows clear: not served here"),
             // Ends the loop: served there.

@@ -37,6 +37,8 @@ pub enum Request {
     Vips,
     /// `lb stats`
     Stats,
+    /// `lb top`: the live view (`live::Status`).
+    Live,
     /// `lb flows clear [filters]`
     FlowsClear {
         #[serde(default)]

@@ -90,6 +90,9 @@ pub struct Status {
     pub checks: u64,
     /// Time in the current state.
     pub since_ms: u64,
+    /// How long ago the check `last_check` shows ran; `None` before the
+    /// first check, during a hold, or without probes.
+    pub last_check_age_ms: Option<u64>,
 }
 
 /// Runs the probes of a set of targets; see the module documentation.
@@ -261,6 +264,12 @@ impl Checker {
                 .map(|l| l.as_secs_f64() * 1000.0),
             checks: e.checks,
             since_ms: u64::try_from(now.duration_since(e.since).as_millis()).unwrap_or(u64::MAX),
+            last_check_age_ms: match (e.held(now), picked) {
+                (None, Some(i)) => e.probes[i].last.as_ref().map(|(_, at)| {
+                    u64::try_from(now.duration_since(*at).as_millis()).unwrap_or(u64::MAX)
+                }),
+                _ => None,
+            },
         })
     }
 

@@ -12,7 +12,7 @@ use lb_userspace::{
     agent, api,
     config::Config,
     control::{Control, NullWriter},
-    datapath, endpoint, flowtable, teardown,
+    datapath, endpoint, flowtable, teardown, top,
 };
 
 const DEFAULT_CONFIG: &str = "/etc/lb/lb.yaml";
@@ -93,6 +93,16 @@ enum Cmd {
     Stats {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// The live view: VIPs and reals busiest first with their rates over
+    /// the last 10 s, states, checks, table fill and recent drops; redrawn
+    /// every second, `q` quits.
+    Top {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print one frame and exit (with --json: the agent's live view).
+        #[arg(long)]
+        once: bool,
     },
     /// Stateful failover: status, takeover, release.
     Ha {
@@ -255,6 +265,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Stats { config } => {
             let data = agent_call(&socket_of(cli.socket, &config), &api::Request::Stats)?;
             print_or_json(cli.json, &data, render_stats)
+        }
+        Cmd::Top { config, once } => {
+            let socket = socket_of(cli.socket, &config);
+            if once || cli.json {
+                top::once(&socket, cli.json)?;
+            } else {
+                top::run(&socket)?;
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Ha { action, config } => {
             let data = agent_call(

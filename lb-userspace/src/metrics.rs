@@ -1,29 +1,11 @@
-//! Prometheus metrics: `GET /metrics` on `metrics.listen` (default
-//! `127.0.0.1:9100`), in the OpenMetrics text format that Prometheus asks
-//! for first and parses natively.
+//! Prometheus metrics: what `GET /metrics` on `metrics.listen` (default
+//! `127.0.0.1:9100`, served by [`crate::http`]) answers, in the OpenMetrics
+//! text format that Prometheus asks for first and parses natively.
 //!
-//! The agent owns the BPF maps and the health state, so this module reads
-//! neither. On each scrape the HTTP task sends a [`SnapshotRequest`] (a
-//! oneshot sender) over an mpsc channel, the agent's main loop answers it
-//! with a fresh [`Snapshot`], and [`render`] turns that into text with the
-//! Prometheus org's `prometheus-client` crate: one collector per scrape, so
-//! nothing is cached between scrapes and every series comes out in the
-//! snapshot's order. This is the same request/answer shape as
-//! [`crate::api`], so the collecting code runs on the agent's own
-//! (current_thread) runtime and needs to be neither `Send` nor `Sync`.
-//!
-//! Wiring, in the agent:
-//!
-//! ```ignore
-//! let (metrics_tx, mut metrics_rx) = tokio::sync::mpsc::channel(4);
-//! metrics::serve(config.metrics.listen, metrics_tx)?;
-//! loop {
-//!     tokio::select! {
-//!         Some(reply) = metrics_rx.recv() => { let _ = reply.send(snapshot()); }
-//!         // ... the agent's other events
-//!     }
-//! }
-//! ```
+//! On each scrape the agent fills a fresh [`Snapshot`] and [`render`] turns
+//! it into text with the Prometheus org's `prometheus-client` crate: one
+//! collector per scrape, so nothing is cached between scrapes and every
+//! series comes out in the snapshot's order.
 //!
 //! Families (`_total` is the sample suffix of a counter family):
 //!
@@ -48,25 +30,17 @@
 //!
 //! A labelled family with no series (no VIPs yet, no latency measured) is
 //! left out entirely rather than shown as a bare `# TYPE`.
-use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
+use std::fmt;
 
-use anyhow::{Context, Result};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text},
     metrics::{counter::ConstCounter, gauge::ConstGauge},
     registry::{Registry, Unit},
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc, oneshot},
-    task::JoinHandle,
-    time::timeout,
-};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// The `Content-Type` of a scrape's answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -74,10 +48,6 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// The states `lb_real_state` always shows, so a state's series exists (at
 /// 0) before a real first enters it and alerts can match on `== 1`.
 pub const REAL_STATES: [&str; 4] = ["up", "down", "drain", "disabled"];
-
-/// What the HTTP task sends the agent for each scrape; the agent answers
-/// with the current [`Snapshot`].
-pub type SnapshotRequest = oneshot::Sender<Snapshot>;
 
 /// Everything one scrape shows. The agent fills it; all counters are totals
 /// since the datapath was loaded.
@@ -500,208 +470,4 @@ fn single<M: EncodeMetric>(
     let unit = unit.as_ref();
     let metric = enc.encode_descriptor(base_name(name, unit), help, unit, value.metric_type())?;
     value.encode(metric)
-}
-
-/// A request head larger than this is refused (431).
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
-/// A client gets this long to send its request head, and then to read the
-/// answer.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a scrape waits for the agent's snapshot: Prometheus's default
-/// scrape timeout.
-const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 16;
-
-/// Binds `listen` and serves `GET /metrics` there (404 elsewhere), asking
-/// `ask` for a snapshot on each scrape: see the module docs for the agent's
-/// side. Must be called inside a tokio runtime (any flavour); the returned
-/// task runs until aborted.
-pub fn serve(listen: SocketAddr, ask: mpsc::Sender<SnapshotRequest>) -> Result<JoinHandle<()>> {
-    let listener = std::net::TcpListener::bind(listen).with_context(|| {
-        format!(
-            "binding the metrics endpoint on {listen}; stop what holds the port or set another `metrics.listen`"
-        )
-    })?;
-    serve_on(listener, ask)
-}
-
-/// As [`serve`], on a listener the caller bound (tests bind port 0 and read
-/// the port back with `local_addr`).
-pub fn serve_on(
-    listener: std::net::TcpListener,
-    ask: mpsc::Sender<SnapshotRequest>,
-) -> Result<JoinHandle<()>> {
-    let runtime = tokio::runtime::Handle::try_current()
-        .context("metrics::serve must be called inside a tokio runtime")?;
-    let _entered = runtime.enter();
-    listener
-        .set_nonblocking(true)
-        .context("making the metrics listener non-blocking")?;
-    let listener = TcpListener::from_std(listener).context("registering the metrics listener")?;
-    Ok(runtime.spawn(accept_loop(listener, ask)))
-}
-
-async fn accept_loop(listener: TcpListener, ask: mpsc::Sender<SnapshotRequest>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let ask = ask.clone();
-                tokio::spawn(async move {
-                    handle(stream, &ask).await;
-                    drop(slot);
-                });
-            }
-            Err(e) => {
-                // Out of file descriptors, usually: back off instead of spinning.
-                log::warn!("metrics: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// One request per connection, then close: all a scraper needs.
-async fn handle(mut stream: TcpStream, ask: &mpsc::Sender<SnapshotRequest>) {
-    let reply = match timeout(CLIENT_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Ok(head)) => route(&head, ask).await,
-        Ok(Err(HeadError::TooLarge)) => Reply::text(431, "Request Header Fields Too Large", ""),
-        Ok(Err(HeadError::Malformed)) => Reply::text(400, "Bad Request", ""),
-        // The client went away or went quiet: nobody to answer.
-        Ok(Err(HeadError::Io)) | Err(_) => return,
-    };
-    let _ = timeout(CLIENT_TIMEOUT, async {
-        stream.write_all(&reply.encode()).await?;
-        stream.shutdown().await
-    })
-    .await;
-}
-
-enum HeadError {
-    TooLarge,
-    Malformed,
-    Io,
-}
-
-/// Reads up to the blank line that ends the request head. Reading all of it
-/// before answering matters: closing a socket with unread input resets the
-/// connection, and the client may lose the answer.
-async fn read_head(stream: &mut TcpStream) -> Result<String, HeadError> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await.map_err(|_| HeadError::Io)?;
-        if n == 0 {
-            return Err(HeadError::Io);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = find(&buf, b"\r\n\r\n") {
-            buf.truncate(end);
-            return String::from_utf8(buf).map_err(|_| HeadError::Malformed);
-        }
-        if buf.len() > MAX_REQUEST_HEAD {
-            return Err(HeadError::TooLarge);
-        }
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-async fn route(head: &str, ask: &mpsc::Sender<SnapshotRequest>) -> Reply {
-    let request_line = head.lines().next().unwrap_or_default();
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Reply::text(400, "Bad Request", "");
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Reply::text(400, "Bad Request", "");
-    }
-    let path = target.split('?').next().unwrap_or_default();
-    if path != "/metrics" {
-        return Reply::text(404, "Not Found", "not found; metrics are at /metrics\n");
-    }
-    if method != "GET" && method != "HEAD" {
-        let mut reply = Reply::text(405, "Method Not Allowed", "");
-        reply.allow = true;
-        return reply;
-    }
-    let mut reply = match snapshot(ask).await {
-        Ok(s) => Reply {
-            status: 200,
-            reason: "OK",
-            content_type: CONTENT_TYPE,
-            body: render(&s),
-            allow: false,
-            head_only: false,
-        },
-        Err(why) => {
-            log::warn!("metrics: scrape failed: {why}");
-            Reply::text(503, "Service Unavailable", &format!("{why}\n"))
-        }
-    };
-    reply.head_only = method == "HEAD";
-    reply
-}
-
-async fn snapshot(ask: &mpsc::Sender<SnapshotRequest>) -> Result<Snapshot, &'static str> {
-    let (tx, rx) = oneshot::channel();
-    let asked = async {
-        ask.send(tx)
-            .await
-            .map_err(|_| "the agent is shutting down")?;
-        rx.await.map_err(|_| "the agent dropped the request")
-    };
-    timeout(AGENT_TIMEOUT, asked)
-        .await
-        .unwrap_or(Err("the agent did not answer within 10s"))
-}
-
-struct Reply {
-    status: u16,
-    reason: &'static str,
-    content_type: &'static str,
-    body: String,
-    /// Send `Allow: GET, HEAD` (with a 405).
-    allow: bool,
-    /// A HEAD request: the head of the GET answer, no body.
-    head_only: bool,
-}
-
-impl Reply {
-    fn text(status: u16, reason: &'static str, body: &str) -> Self {
-        Self {
-            status,
-            reason,
-            content_type: "text/plain; charset=utf-8",
-            body: body.to_owned(),
-            allow: false,
-            head_only: false,
-        }
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            self.status,
-            self.reason,
-            self.content_type,
-            self.body.len()
-        );
-        if self.allow {
-            out.push_str("Allow: GET, HEAD\r\n");
-        }
-        out.push_str("\r\n");
-        if !self.head_only {
-            out.push_str(&self.body);
-        }
-        out.into_bytes()
-    }
 }

@@ -7,6 +7,7 @@
 //! and every wait is bounded in time. Namespaces and the processes in them are
 //! removed on drop, also when a test panics.
 
+pub mod browser;
 pub mod client;
 pub mod data;
 pub mod edges_net;
@@ -18,6 +19,7 @@ pub mod ha_topology;
 pub mod hook;
 pub mod lbagent;
 pub mod limits;
+pub mod liveview;
 pub mod netns;
 pub mod rig;
 pub mod spawned;

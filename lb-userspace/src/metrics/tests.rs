@@ -1,18 +1,13 @@
 use std::{
     collections::{HashMap, HashSet},
-    io::{Read, Write},
-    net::SocketAddr,
     panic::{AssertUnwindSafe, catch_unwind},
-    time::Duration,
 };
-
-use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 
 /// Two VIPs, three reals (up with a probe latency, down without one, drain),
 /// two datapath reasons, HA active.
-fn sample() -> Snapshot {
+pub(crate) fn sample() -> Snapshot {
     let real = |farm: &str, address: &str, state: &str, weight: u32| RealSample {
         farm: farm.into(),
         address: address.into(),
@@ -313,7 +308,7 @@ fn the_parser_is_strict() {
 
 /// One sample line, parsed.
 #[derive(Debug)]
-struct Series {
+pub(crate) struct Series {
     name: String,
     labels: Vec<(String, String)>,
     value: f64,
@@ -337,7 +332,7 @@ impl Series {
 /// a `# HELP` and a `# TYPE` given before it (a counter's samples end in
 /// `_total`), a family's lines are contiguous, no series repeats, counters
 /// are finite and non-negative, and the text ends with `# EOF`.
-fn parse(text: &str) -> Vec<Series> {
+pub(crate) fn parse(text: &str) -> Vec<Series> {
     let body = text
         .strip_suffix("# EOF\n")
         .unwrap_or_else(|| panic!("does not end with `# EOF`:\n{text}"));
@@ -500,193 +495,6 @@ fn parse_sample(line: &str) -> Result<Sample<'_>, String> {
     Ok((name, labels, value))
 }
 
-/// How the test agent answers scrapes.
-enum Agent {
-    Answers(Box<Snapshot>),
-    /// Takes the request and drops it unanswered.
-    DropsRequests,
-    /// Its receiving end is gone (the agent is stopping).
-    Gone,
-}
-
-/// `serve_on` on 127.0.0.1:0 in a current_thread runtime of its own, as the
-/// agent runs it, with a main loop that answers as told; stopped on drop.
-struct TestServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl TestServer {
-    fn start(agent: Agent) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local_addr");
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("building a runtime");
-            rt.block_on(async move {
-                let (tx, mut rx) = mpsc::channel::<SnapshotRequest>(4);
-                let server = serve_on(listener, tx).expect("serve_on");
-                if let Agent::Gone = agent {
-                    drop(rx);
-                    let _ = stopped.await;
-                } else {
-                    loop {
-                        tokio::select! {
-                            Some(reply) = rx.recv() => {
-                                if let Agent::Answers(s) = &agent {
-                                    let _ = reply.send((**s).clone());
-                                }
-                            }
-                            _ = &mut stopped => break,
-                        }
-                    }
-                }
-                server.abort();
-            });
-        });
-        Self {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-struct HttpReply {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-/// One raw request over a std TcpStream; the server closes after answering.
-fn http(addr: SocketAddr, request: &str) -> HttpReply {
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .expect("read timeout");
-    stream
-        .set_write_timeout(Some(Duration::from_secs(5)))
-        .expect("write timeout");
-    stream
-        .write_all(request.as_bytes())
-        .expect("sending the request");
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("reading the answer to {request:?}: {e}"));
-    let raw = String::from_utf8(raw).expect("a UTF-8 answer");
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no end of head in {raw:?}"));
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    assert!(status_line.starts_with("HTTP/1.1 "), "{status_line:?}");
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers = lines
-        .map(|l| {
-            let (k, v) = l
-                .split_once(": ")
-                .unwrap_or_else(|| panic!("bad header {l:?}"));
-            (k.to_ascii_lowercase(), v.to_owned())
-        })
-        .collect();
-    HttpReply {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
-
-fn request(method: &str, path: &str, addr: SocketAddr) -> String {
-    format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n"
-    )
-}
-
-#[test]
-fn serves_metrics_and_404_elsewhere() {
-    let server = TestServer::start(Agent::Answers(Box::new(sample())));
-    let addr = server.addr;
-
-    let ok = http(addr, &request("GET", "/metrics", addr));
-    assert_eq!(ok.status, 200, "{}", ok.body);
-    assert_eq!(ok.headers["content-type"], CONTENT_TYPE);
-    assert_eq!(ok.headers["content-length"], ok.body.len().to_string());
-    assert_eq!(ok.body, render(&sample()));
-    parse(&ok.body);
-
-    let query = http(addr, &request("GET", "/metrics?x=1", addr));
-    assert_eq!(query.status, 200);
-
-    let head = http(addr, &request("HEAD", "/metrics", addr));
-    assert_eq!(head.status, 200);
-    assert_eq!(head.headers["content-length"], ok.body.len().to_string());
-    assert!(head.body.is_empty(), "HEAD has no body: {:?}", head.body);
-
-    for path in ["/other", "/", "/metrics/x"] {
-        let missing = http(addr, &request("GET", path, addr));
-        assert_eq!(missing.status, 404, "GET {path}");
-    }
-
-    let post = http(addr, &request("POST", "/metrics", addr));
-    assert_eq!(post.status, 405);
-    assert_eq!(post.headers["allow"], "GET, HEAD");
-
-    let garbage = http(addr, "hello\r\n\r\n");
-    assert_eq!(garbage.status, 400);
-}
-
-#[test]
-fn scrape_is_503_when_the_agent_does_not_answer() {
-    for agent in [Agent::DropsRequests, Agent::Gone] {
-        let server = TestServer::start(agent);
-        let reply = http(server.addr, &request("GET", "/metrics", server.addr));
-        assert_eq!(reply.status, 503, "{}", reply.body);
-        assert!(reply.body.contains("agent"), "{}", reply.body);
-    }
-}
-
-#[tokio::test]
-async fn bind_failure_says_what_to_do() {
-    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    let addr = held.local_addr().expect("local_addr");
-    let (tx, _rx) = mpsc::channel(1);
-    let err = serve(addr, tx).expect_err("the port is taken");
-    let msg = format!("{err:#}");
-    assert!(
-        msg.contains("metrics.listen") && msg.contains(&addr.to_string()),
-        "{msg}"
-    );
-}
-
-#[test]
-fn serve_outside_a_runtime_is_an_error() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    let (tx, _rx) = mpsc::channel(1);
-    let err = serve_on(listener, tx).expect_err("no runtime");
-    assert!(format!("{err:#}").contains("tokio runtime"), "{err:#}");
-}
-
 #[test]
 fn ipv6_endpoints_label_their_series_as_lb_prints_them() {
     // The agent labels with `VipEntry::addr` and `RealKey::endpoint`, which
@@ -707,5 +515,89 @@ fn ipv6_endpoints_label_their_series_as_lb_prints_them() {
             .iter()
             .any(|x| x.name == "lb_real_up" && x.label("real") == "[2001:db8:2::11]:8080"),
         "{text}"
+    );
+}
+
+/// The metric names in a PromQL expression: identifiers starting `lb_`
+/// outside quoted label values.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut quoted = false;
+    let mut word = String::new();
+    for c in expr.chars().chain([' ']) {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        if !quoted && (c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            word.push(c);
+            continue;
+        }
+        if word.starts_with("lb_") {
+            names.push(std::mem::take(&mut word));
+        }
+        word.clear();
+    }
+    names
+}
+
+/// Every series name the agent can show: a snapshot with every optional
+/// family filled (HA, probe latency), rendered.
+fn exported_names() -> HashSet<String> {
+    render(&sample())
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_grafana_dashboard_names_only_exported_metrics() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docs/grafana/lb.json"))
+            .expect("docs/grafana/lb.json is JSON");
+    let exported = exported_names();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    assert!(exprs.len() >= 20, "{} expressions", exprs.len());
+    let mut used = HashSet::new();
+    for expr in &exprs {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "{expr} names no lb metric");
+        for name in names {
+            assert!(
+                exported.contains(&name),
+                "{expr} uses {name}, which the agent does not export"
+            );
+            used.insert(name);
+        }
+    }
+    // The views the status page has, in the dashboard too.
+    for name in [
+        "lb_vip_new_flows_total",
+        "lb_vip_packets_total",
+        "lb_real_state",
+        "lb_real_active_flows",
+        "lb_real_new_flows_total",
+        "lb_real_connections_total",
+        "lb_real_weight",
+        "lb_flow_table_entries",
+        "lb_datapath_packets_total",
+        "lb_ha_role",
+    ] {
+        assert!(used.contains(name), "the dashboard shows no {name}");
+    }
+}
+
+#[test]
+fn metric_names_skip_label_values_and_functions() {
+    assert_eq!(
+        metric_names(
+            r#"sum by (reason) (rate(lb_datapath_packets_total{reason=~"lb_x|drop_.*"}[1m])) / lb_flows"#
+        ),
+        ["lb_datapath_packets_total", "lb_flows"]
     );
 }
