@@ -94,7 +94,9 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
     let cfg = Config::from_file(path).map_err(|e| anyhow!("{e}"))?;
     // Before touching the pins: they may belong to a live agent.
     api::ensure_no_agent(&cfg.api.socket)?;
-    // Nor may another agent with a socket of its own: held until exit.
+    // Nor may another agent with a socket of its own: held until exit
+    // (on the bpf filesystem, mounted first if need be).
+    datapath::check_bpffs(&cfg.bpf.pin_dir)?;
     let _owner = crate::pin_owner::own(&cfg.bpf.pin_dir)?;
     let mut dp = Datapath::load_with(&cfg.bpf.pin_dir, cfg.bpf.flow_table_size, reset)?;
     let mut ctl = if dp.adopted() {

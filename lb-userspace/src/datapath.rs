@@ -757,7 +757,7 @@ pub fn ifindex(iface: &str) -> Result<u32> {
 /// Pins only work on a bpf filesystem. Like Cilium's agent, mount the
 /// standard one at /sys/fs/bpf when the pin_dir is under it and nothing is
 /// mounted there yet; anywhere else, say how to get one.
-fn check_bpffs(pin_dir: &Path) -> Result<()> {
+pub fn check_bpffs(pin_dir: &Path) -> Result<()> {
     const STD: &str = "/sys/fs/bpf";
     if is_bpffs(pin_dir)? {
         return Ok(());
