@@ -88,10 +88,25 @@ struct Agent {
     history: live::History,
 }
 
+/// The rules that need this host (config/host.rs): warnings logged, errors
+/// refuse the config.
+fn host_rules(cfg: &Config, path: &Path) -> Result<()> {
+    let src = std::fs::read_to_string(path).unwrap_or_default();
+    let host = cfg.host_issues(&src, &path.display().to_string());
+    for w in &host.warnings {
+        warn!("{w}");
+    }
+    match host.refusal() {
+        Some(refusal) => bail!("{refusal}"),
+        None => Ok(()),
+    }
+}
+
 /// `reset`: start from a clean datapath instead of adopting the maps and
 /// XDP links a previous agent left pinned (hitless restart).
 pub fn run(path: &Path, reset: bool) -> Result<()> {
     let cfg = Config::from_file(path).map_err(|e| anyhow!("{e}"))?;
+    host_rules(&cfg, path)?;
     // Before touching the pins: they may belong to a live agent.
     api::ensure_no_agent(&cfg.api.socket)?;
     // Nor may another agent with a socket of its own: held until exit
@@ -985,6 +1000,7 @@ impl Agent {
     fn reload(&mut self) -> Result<String> {
         let result = (|| {
             let mut cfg = Config::from_file(&self.path).map_err(|e| anyhow!("{e}"))?;
+            host_rules(&cfg, &self.path)?;
             for (what, changed) in [
                 ("interfaces", cfg.interfaces != self.cfg.interfaces),
                 ("xdp_mode", cfg.xdp_mode != self.cfg.xdp_mode),

@@ -13,6 +13,7 @@
 //! Every issue prints as `file:line:column: key.path: message`.
 
 mod duration;
+mod host;
 mod index;
 mod validate;
 
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 pub use duration::{format_duration, parse_duration};
 
+pub use host::HostIssues;
 use index::PosIndex;
 
 /// The whole file.

@@ -186,6 +186,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
+            // And what this host says of it.
+            let src = std::fs::read_to_string(&config).unwrap_or_default();
+            let host = cfg.host_issues(&src, &config.display().to_string());
+            for w in &host.warnings {
+                eprintln!("warning: {w}");
+            }
+            if let Some(refusal) = host.refusal() {
+                eprintln!("{refusal}");
+                return Ok(ExitCode::FAILURE);
+            }
             // What the datapath cannot take is an error too.
             if let Err(e) = Control::new().apply(&cfg, &mut NullWriter) {
                 eprintln!("{}: {e:#}", config.display());

@@ -723,3 +723,60 @@ fn the_api_socket_bounds_idle_and_oversized_clients() {
     assert!(answer.contains("no request within 5s"), "{answer}");
     assert!(rig.lb.cli(&["status"]).status.success());
 }
+
+/// The rules that need the host: a VIP at one of lb's own interface
+/// addresses is refused by `lb check` and by a reload (the running config
+/// stays), and a real no route reaches is a warning.
+#[test]
+fn a_vip_at_lbs_own_address_is_refused_and_an_unrouted_real_warned() {
+    let rig = rig();
+    // 203.0.113.1 is the lb's own eth1 address in the standard topology.
+    let own = CONFIG.replace(
+        "  echo: { address: 198.51.100.10, port: 7,",
+        "  echo: { address: 203.0.113.1, port: 7,",
+    );
+    rig.lb.write_config(&own);
+    let text = std::fs::read_to_string(&rig.lb.config).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.contains("203.0.113.1, port: 7"))
+        .unwrap()
+        + 1;
+    // lb check runs where the agent runs: in the lb namespace.
+    let lb = lb_tests::lb_bin();
+    let check = || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", rig.topo.lb.name()])
+            .arg(&lb)
+            .args(["check", "-c"])
+            .arg(&rig.lb.config)
+            .output()
+            .expect("lb check")
+    };
+    let out = check();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(":{line}:"))
+            && err.contains("vips.echo.address")
+            && err.contains("203.0.113.1 is eth1's own address"),
+        "{err}"
+    );
+    let out = rig.lb.cli(&["reload"]);
+    assert!(!out.status.success(), "a reload is refused too");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("eth1's own address"));
+    assert_eq!(rig.get(www()).map(|_| ()).ok(), Some(()), "still serving");
+
+    // A real on a subnet no route reaches: a warning, and the config is ok.
+    rig.lb.write_config(&CONFIG.replace(
+        "      - { address: 203.0.113.13, port: 7000 }",
+        "      - { address: 203.0.113.13, port: 7000 }\n      - { address: 172.31.9.9, port: 7000 }",
+    ));
+    let out = check();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: ") && err.contains("no route to 172.31.9.9"),
+        "{err}"
+    );
+}
