@@ -90,9 +90,9 @@ struct Agent {
 
 /// The rules that need this host (config/host.rs): warnings logged, errors
 /// refuse the config.
-fn host_rules(cfg: &Config, path: &Path) -> Result<()> {
+fn host_rules(cfg: &Config, path: &Path, running: Option<&Config>) -> Result<()> {
     let src = std::fs::read_to_string(path).unwrap_or_default();
-    let host = cfg.host_issues(&src, &path.display().to_string());
+    let host = cfg.host_issues(&src, &path.display().to_string(), running);
     for w in &host.warnings {
         warn!("{w}");
     }
@@ -106,7 +106,7 @@ fn host_rules(cfg: &Config, path: &Path) -> Result<()> {
 /// XDP links a previous agent left pinned (hitless restart).
 pub fn run(path: &Path, reset: bool) -> Result<()> {
     let cfg = Config::from_file(path).map_err(|e| anyhow!("{e}"))?;
-    host_rules(&cfg, path)?;
+    host_rules(&cfg, path, None)?;
     // Before touching the pins: they may belong to a live agent.
     api::ensure_no_agent(&cfg.api.socket)?;
     // Nor may another agent with a socket of its own: held until exit
@@ -1000,7 +1000,7 @@ impl Agent {
     fn reload(&mut self) -> Result<String> {
         let result = (|| {
             let mut cfg = Config::from_file(&self.path).map_err(|e| anyhow!("{e}"))?;
-            host_rules(&cfg, &self.path)?;
+            host_rules(&cfg, &self.path, Some(&self.cfg))?;
             for (what, changed) in [
                 ("interfaces", cfg.interfaces != self.cfg.interfaces),
                 ("xdp_mode", cfg.xdp_mode != self.cfg.xdp_mode),

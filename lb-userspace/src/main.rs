@@ -188,7 +188,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             // And what this host says of it.
             let src = std::fs::read_to_string(&config).unwrap_or_default();
-            let host = cfg.host_issues(&src, &config.display().to_string());
+            let host = cfg.host_issues(&src, &config.display().to_string(), None);
             for w in &host.warnings {
                 eprintln!("warning: {w}");
             }

@@ -7,7 +7,7 @@
 //! - a real no route reaches is a warning: it may be a route yet to come,
 //!   but until then every flow sent to it fails.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     ffi::CStr,
     net::{IpAddr, SocketAddr, UdpSocket},
 };
@@ -16,6 +16,9 @@ use super::{
     Config, ConfigIssue,
     index::{PosIndex, join},
 };
+
+/// Unrouted reals named one by one; the rest are counted.
+const MAX_LISTED: usize = 10;
 
 /// What the host says of a config: errors refuse it, warnings are shown.
 #[derive(Debug, Default)]
@@ -39,11 +42,22 @@ impl HostIssues {
 
 impl Config {
     /// The host rules for this config, read from `src` (its text, for the
-    /// positions) named `file`.
-    pub fn host_issues(&self, src: &str, file: &str) -> HostIssues {
-        let index = PosIndex::build(src);
+    /// positions) named `file`. Reals of `running` (the config a reload
+    /// replaces) were checked when it came: only new ones are asked about
+    /// their route, so a reload at 65,536 reals costs no 65,536 lookups.
+    pub fn host_issues(&self, src: &str, file: &str, running: Option<&Config>) -> HostIssues {
+        let known: HashSet<IpAddr> = running
+            .iter()
+            .flat_map(|c| c.serverfarms.values())
+            .flat_map(|f| f.reals.iter().map(|r| r.address))
+            .collect();
+        // Built only for an issue to place: it costs a parse of the file.
+        let index = std::cell::OnceCell::new();
         let at = |path: String, message: String| {
-            let pos = index.get(&path).map(|n| n.value);
+            let pos = index
+                .get_or_init(|| PosIndex::build(src))
+                .get(&path)
+                .map(|n| n.value);
             ConfigIssue {
                 file: file.to_owned(),
                 line: pos.map(|p| p.line),
@@ -72,9 +86,15 @@ impl Config {
                 }
             }
         }
+        let mut unrouted = 0;
         for (farm, f) in &self.serverfarms {
             for (i, real) in f.reals.iter().enumerate() {
-                if !routable(real.address) {
+                if known.contains(&real.address) || routable(real.address) {
+                    continue;
+                }
+                unrouted += 1;
+                // A few name the problem; thousands would bury the log.
+                if unrouted <= MAX_LISTED {
                     out.warnings.push(at(
                         format!("{}.reals[{i}].address", join("serverfarms", farm)),
                         format!(
@@ -84,6 +104,12 @@ impl Config {
                     ));
                 }
             }
+        }
+        if unrouted > MAX_LISTED {
+            out.warnings.push(at(
+                "serverfarms".into(),
+                format!("and {} more reals no route reaches", unrouted - MAX_LISTED),
+            ));
         }
         out
     }
