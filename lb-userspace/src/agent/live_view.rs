@@ -21,11 +21,7 @@ impl Agent {
             .values()
             .zip(&snap.vips)
             .map(|(v, s)| {
-                let reals: Vec<_> = programmed
-                    .reals
-                    .iter()
-                    .filter(|(k, _)| k.farm == v.farm)
-                    .collect();
+                let reals: Vec<_> = programmed.farm_reals(&v.farm).collect();
                 let (new_flows_per_s, packets_per_s) = rates.vip(&s.name);
                 VipStatus {
                     name: s.name.clone(),
