@@ -608,6 +608,105 @@ pub const fn from_map_addr(addr: &[u8; 16]) -> IpAddr {
     Ipv6Addr::from_octets(*addr).to_canonical()
 }
 
+/// What the datapath's trace build records about one packet (`lb trace`),
+/// sent to the agent through aya-log as the record's bytes in hex. The
+/// production build records nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TraceRecord {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the verdict was given.
+    pub ktime_ns: u64,
+    /// The packet's 5-tuple as it arrived (ports and protocol zero when it
+    /// was no TCP or UDP lb could read).
+    pub received: FlowKey,
+    /// The 5-tuple after NAT; `rewritten` says whether it is set.
+    pub sent: FlowKey,
+    pub ifindex: u32,
+    /// The hook's verdict (XDP action or tc action, as `tc` says).
+    pub action: u32,
+    /// The verdict's reason (`reason`).
+    pub reason: u32,
+    /// The flow's VIP and real, `u32::MAX` when none was found.
+    pub vip_id: u32,
+    pub real_id: u32,
+    /// The farm a new flow's real was picked from, `u32::MAX` if none.
+    pub farm_id: u32,
+    /// 1 for the tc hook, 0 for XDP.
+    pub tc: u8,
+    /// 4 or 6; 0 when the packet was no IP lb could read.
+    pub family: u8,
+    /// `DIR_FORWARD`, `DIR_REVERSE`, or `TRACE_DIR_NONE`.
+    pub dir: u8,
+    /// Why the packet went where it went (`TRACE_WHY_*`).
+    pub why: u8,
+    /// A new flow's algorithm (`ALG_*`).
+    pub alg: u8,
+    /// The flow's TCP/UDP state before and after the packet (`ST_*`; 0: no
+    /// flow).
+    pub state_before: u8,
+    pub state_after: u8,
+    pub rewritten: u8,
+}
+const _: () = assert!(size_of::<TraceRecord>() == 120);
+
+/// `TraceRecord::dir` of a packet of no flow direction (passed, ICMP, ...).
+pub const TRACE_DIR_NONE: u8 = 0xff;
+/// `TraceRecord::why`.
+pub const TRACE_WHY_NONE: u8 = 0;
+/// A new flow; its real picked by the farm's algorithm.
+pub const TRACE_WHY_NEW: u8 = 1;
+/// A new flow; its real the client's sticky one.
+pub const TRACE_WHY_STICKY: u8 = 2;
+/// A packet of an existing flow, to the real it has.
+pub const TRACE_WHY_ESTABLISHED: u8 = 3;
+/// A packet of an existing flow that its fail action moved to another real.
+pub const TRACE_WHY_REASSIGNED: u8 = 4;
+/// A packet of a flow its fail action removed.
+pub const TRACE_WHY_PURGED: u8 = 5;
+/// A real's reply, translated back.
+pub const TRACE_WHY_REPLY: u8 = 6;
+pub const TRACE_WHY_NAMES: [&str; 7] = [
+    "-",
+    "new",
+    "sticky",
+    "established",
+    "reassigned",
+    "purged",
+    "reply",
+];
+
+/// One endpoint a trace matches on: an address, and a port if `port` is
+/// set (`TraceFilter`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TraceEndpoint {
+    pub addr: [u8; 16],
+    pub port_be: u16,
+    /// 0: any endpoint; 1: this address; 2: this address and port.
+    pub set: u8,
+    pub _pad: u8,
+}
+
+/// What the trace build records: a packet is recorded when it matches every
+/// part that is set. A packet of a known direction is matched by role
+/// (forward: client = received source, VIP = received destination, real =
+/// sent destination; reverse: the other way round); one of no direction by
+/// either endpoint of what arrived.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TraceFilter {
+    pub client: TraceEndpoint,
+    pub vip: TraceEndpoint,
+    pub real: TraceEndpoint,
+    pub _pad0: u32,
+    /// A bit per verdict reason (`1 << reason`); 0 matches every reason.
+    pub reasons: u64,
+    /// 0 until the agent has written the filter: nothing is recorded.
+    pub on: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<TraceFilter>() == 80);
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -629,6 +728,7 @@ mod pod {
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for FragNat {}
     unsafe impl aya::Pod for VlanPort {}
+    unsafe impl aya::Pod for TraceFilter {}
 }
 
 #[cfg(test)]

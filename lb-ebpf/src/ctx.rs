@@ -48,6 +48,8 @@ pub trait Pkt {
     /// The hook's verdict for "to the kernel" and for "drop".
     const PASS: u32;
     const DROP: u32;
+    /// Whether this is the tc hook (for `lb trace`'s records).
+    const TC: bool;
     fn data(&self) -> usize;
     fn data_end(&self) -> usize;
     /// The whole packet's length, linear or not.
@@ -85,6 +87,7 @@ pub trait Pkt {
 impl Pkt for XdpContext {
     const PASS: u32 = xdp_action::XDP_PASS;
     const DROP: u32 = xdp_action::XDP_DROP;
+    const TC: bool = false;
 
     #[inline(always)]
     fn data(&self) -> usize {
@@ -180,6 +183,7 @@ impl Pkt for XdpContext {
 impl Pkt for TcContext {
     const PASS: u32 = TC_ACT_OK as u32;
     const DROP: u32 = TC_ACT_SHOT as u32;
+    const TC: bool = true;
 
     #[inline(always)]
     fn data(&self) -> usize {

@@ -25,6 +25,7 @@ use crate::{
     nat,
     parse::{self, L3},
     stats::{self, Side},
+    trace,
 };
 
 /// `Some((action, reason))` when the packet was forwarded here; `None` to
@@ -79,6 +80,7 @@ pub fn established<C: Pkt, F: Family>(ctx: &C, f: &mut Flow, t: Transport) -> Op
     if l4.is_tcp() {
         f.seq_next = seq_next;
     }
+    trace::fast(f, l4.sport, l4.dport);
     let (side, why) = if forward {
         nat::dnat::<C, F>(ctx, l3.ip, l4, &f.nat_addr, f.nat_port_be.to_ne_bytes());
         (Side::In, reason::FORWARD)

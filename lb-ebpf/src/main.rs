@@ -39,6 +39,7 @@ mod stats;
 mod sticky;
 mod sync;
 mod toobig;
+mod trace;
 
 use aya_ebpf::{
     macros::{classifier, xdp},
@@ -46,7 +47,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     DIR_FORWARD, DIR_REVERSE, EV_SYN_RETRANSMIT, EV_SYN_RST, Flow, Hop, PROTO_TCP, PROTO_UDP,
-    ST_ESTABLISHED, ST_SYN, SYNC_CREATE, SYNC_REMOVE, SYNC_UPDATE, StickyKey, VipKey, reason,
+    ST_ESTABLISHED, ST_SYN, SYNC_CREATE, SYNC_REMOVE, SYNC_UPDATE, StickyKey, TRACE_WHY_ESTABLISHED,
+    TRACE_WHY_PURGED, TRACE_WHY_REASSIGNED, TRACE_WHY_REPLY, VipKey, reason,
 };
 use network_types::eth::EthHdr;
 
@@ -71,6 +73,7 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn lb_xdp6(ctx: XdpContext) -> u32 {
+    // The trace record was begun by lb_xdp, which tail-called this.
     verdict::<XdpContext>(try_run6(&ctx))
 }
 
@@ -87,6 +90,7 @@ pub fn lb_tc6(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn run<C: Pkt>(ctx: &C) -> u32 {
     ctx.pull_headers();
+    trace::begin(ctx);
     verdict::<C>(try_run(ctx))
 }
 
@@ -97,8 +101,13 @@ fn verdict<C: Pkt>(v: Verdict) -> u32 {
         Ok(v) => v,
         Err(why) => (rule_action::<C>(why), why),
     };
-    stats::count(why);
-    action
+    // One value live across the two calls, not two: a second would take
+    // a stack slot in the entry's frame, at the bottom of every call chain
+    // (the trace build's limit).
+    let both = (action as u64) << 32 | why as u64;
+    trace::emit(both);
+    stats::count(both as u32);
+    (both >> 32) as u32
 }
 
 /// The action each stated rule takes.
@@ -245,6 +254,7 @@ fn to_vip<C: Pkt, F: Family>(
     flow: Option<&mut Flow>,
     t: Transport,
 ) -> Verdict {
+    trace::dir(DIR_FORWARD);
     let l3 = &L3::<F>::at(ctx, l3_off)?;
     // SAFETY: bounds checked by the parser.
     let ip = unsafe { &*l3.ip };
@@ -266,6 +276,7 @@ fn to_vip<C: Pkt, F: Family>(
     // in per-CPU scratch map memory, not on the 512-byte stack (see
     // maps::SCRATCH).
     let s = flow::scratch().ok_or(reason::PASS_NOT_OURS)?;
+    trace::ports(&s.key);
     // Read back from here on, and the headers parsed again for the
     // rewrite: kept across the calls below, `t` and `L4` would take stack
     // under the deepest call chain.
@@ -299,6 +310,8 @@ fn to_vip<C: Pkt, F: Family>(
         }
         match outcome {
             Outcome::Purged if s.facts.proto == PROTO_TCP && !fresh_syn => {
+                trace::why(TRACE_WHY_PURGED);
+                trace::flow(f.vip_id, f.real_id, f.state, 0);
                 return rst::to_client::<C, F>(ctx, l3_off, &s.key, &s.facts)
                     .map(|a| (a, reason::PURGE_RST));
             }
@@ -310,6 +323,12 @@ fn to_vip<C: Pkt, F: Family>(
                 }
                 let state = f.state;
                 flow::account(f, &s.facts, now);
+                trace::why(if matches!(outcome, Outcome::Reassigned) {
+                    TRACE_WHY_REASSIGNED
+                } else {
+                    TRACE_WHY_ESTABLISHED
+                });
+                trace::flow(f.vip_id, f.real_id, state, f.state);
                 if (state != f.state || matches!(outcome, Outcome::Reassigned)) && sync::wanted() {
                     sync::emit(SYNC_UPDATE, &s.key, f.real_id, f.state);
                 }
@@ -359,6 +378,7 @@ fn to_vip<C: Pkt, F: Family>(
     );
     let l3 = &L3::<F>::at(ctx, l3_off)?;
     let l4 = parse::l4(ctx, l3, &s.t).map_err(|_| reason::DROP_BAD_L4)?;
+    trace::rewrote(true, &s.n.real_addr, s.n.real_port_be.to_ne_bytes());
     nat::dnat::<C, F>(
         ctx,
         l3.ip,
@@ -439,6 +459,7 @@ fn new_flow(s: &mut Scratch) -> Result<(), u32> {
     s.n.vip_id = vip.vip_id;
     s.n.real_id = real_id;
     flow::create(&s.key, &s.n, &s.facts, &mut s.build).ok_or(reason::DROP_TABLE_FULL)?;
+    trace::created(&s.n, s.build.flow.state);
     if sync::wanted() {
         sync::emit(SYNC_CREATE, &s.key, real_id, s.build.flow.state);
     }
@@ -493,6 +514,10 @@ fn from_real<C: Pkt, F: Family>(
     if f.dir != DIR_REVERSE {
         return Err(reason::PASS_NOT_OURS);
     }
+    trace::dir(DIR_REVERSE);
+    if let Some(s) = flow::scratch() {
+        trace::ports(&s.key);
+    }
     if F::ttl(ip) <= 1 {
         return Err(reason::PASS_TTL);
     }
@@ -507,7 +532,10 @@ fn from_real<C: Pkt, F: Family>(
             passive::conn_ok(f.real_id);
         }
     }
+    let state = f.state;
     flow::account(f, &p, now);
+    trace::why(TRACE_WHY_REPLY);
+    trace::flow(f.vip_id, f.real_id, state, f.state);
     stats::count_flow(f.vip_id, f.real_id, Side::Out, l4.ip_len as u64, false);
     let s = flow::scratch().ok_or(reason::PASS_NOT_OURS)?;
     // What the reply becomes (from VIP:port), before `f` may move below;
@@ -537,6 +565,7 @@ fn from_real<C: Pkt, F: Family>(
         let vip = s.addr;
         frag::remember(s, &t, vip, DIR_REVERSE, now);
     }
+    trace::rewrote(false, &s.addr, vip_port);
     nat::snat::<C, F>(ctx, l3.ip, &l4, &s.addr, vip_port);
     // SAFETY: `hop` points into the flow's map value, valid for the run.
     let hop = unsafe { &mut *hop };

@@ -2,9 +2,14 @@
 //! skips reals that are not up or are at their `max_conns`; the agent keeps
 //! schedules and rings to live members (backups when no primary is), and the
 //! checks here cover the moment between a state flip and the rebuild.
-use lb_common::{ALG_LEAST_CONN, ALG_MAGLEV, ALG_SOURCE_HASH, Farm, FlowKey, REAL_UP, SCHED_SLOTS};
+use lb_common::{
+    ALG_LEAST_CONN, ALG_MAGLEV, ALG_SOURCE_HASH, Farm, FlowKey, REAL_UP, SCHED_SLOTS, TRACE_WHY_NEW,
+};
 
-use crate::maps::{ACTIVE, EXPIRED, FARMS, MAGLEV, REALS, RR_CURSOR, SCHED};
+use crate::{
+    maps::{ACTIVE, EXPIRED, FARMS, MAGLEV, REALS, RR_CURSOR, SCHED},
+    trace,
+};
 
 /// Schedule slots or ring slots tried before giving up on a new flow.
 const TRIES: u32 = 8;
@@ -19,6 +24,8 @@ pub const LC_SCAN: u32 = 16;
 #[inline(always)]
 pub fn pick(farm_id: u32, key: &FlowKey) -> Option<u32> {
     let farm = FARMS.get(farm_id)?;
+    trace::why(TRACE_WHY_NEW);
+    trace::picked_by(farm_id, farm.algorithm);
     match farm.algorithm {
         ALG_LEAST_CONN => least_conn(farm_id, farm),
         ALG_SOURCE_HASH => {

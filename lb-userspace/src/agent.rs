@@ -29,6 +29,7 @@ use tokio::{
 mod bulk;
 mod live_view;
 mod sweep;
+mod tracing;
 
 use crate::{
     api::{self, Call, Request, Response},
@@ -86,6 +87,10 @@ struct Agent {
     ha: Option<Node>,
     /// Counter records for the live view's rates.
     history: live::History,
+    /// The production build's program ids (XDP, tc).
+    program_ids: (u32, u32),
+    /// `lb trace`, while one runs.
+    trace: Option<tracing::Session>,
 }
 
 /// The rules that need this host (config/host.rs): warnings logged, errors
@@ -151,6 +156,7 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
         .set(0, u32::from(cfg.ha.is_some() && !resume), 0)
         .context("STANDBY")?;
     dp.attach(&cfg.interfaces, cfg.xdp_mode)?;
+    let program_ids = dp.program_ids()?;
     let resets = ResetSender::new()
         .map_err(|e| {
             warn!("no raw socket for purge resets ({e}); idle clients learn at their next packet")
@@ -195,6 +201,8 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
             started: Instant::now(),
             ha,
             history: live::History::default(),
+            program_ids,
+            trace: None,
         };
         agent.checker.set_targets(agent.targets());
         agent.serve(transitions, finished_work, ha_inputs).await
@@ -360,6 +368,7 @@ impl Agent {
         // The live view's rates: the counters once a second.
         let mut record = tokio::time::interval(Duration::from_secs(1));
         record.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut trace_check = tokio::time::interval(tracing::CHECK_EVERY);
         info!(
             "lb running on {:?}; api {}",
             self.cfg.interface_names(),
@@ -384,7 +393,10 @@ impl Agent {
                 }
                 _ = tick(watchdog.as_mut()) => notify(&notifier, "WATCHDOG=1"),
                 _ = hup.recv() => { let _ = self.reload(); }
-                Some((req, reply)) = rx.recv() => match req {
+                Some((req, reply, stream)) = rx.recv() => match req {
+                    Request::Trace(spec) => {
+                        let _ = reply.send(self.start_trace(&spec, stream));
+                    }
                     Request::FlowsClear { vip, real, client, state } => {
                         self.clear_flows(flowtable::Filter { vip, real, client, state }, reply);
                     }
@@ -412,6 +424,11 @@ impl Agent {
                     http::Ask::Status(reply) => { let _ = reply.send(self.live_status()); }
                 },
                 _ = record.tick() => self.history.record(Instant::now(), &self.snapshot()),
+                _ = trace_check.tick(), if self.trace.is_some() => {
+                    if let Some(why) = self.trace.as_ref().and_then(|t| t.due()) {
+                        self.end_trace(why);
+                    }
+                }
                 Some(d) = next_of(&mut ha_dgrams) => {
                     if let Some(h) = self.ha.as_mut() {
                         h.on_datagram(&d, &mut self.dp.maps);
@@ -449,6 +466,9 @@ impl Agent {
                 }
             }
         }
+        // Before the datapath is left forwarding or taken down: the
+        // production build back on every link.
+        self.end_trace("agent stopping");
         api_task.abort();
         if let Some(t) = metrics_task {
             t.abort();
@@ -468,6 +488,35 @@ impl Agent {
         }
         info!("stopping: detaching and removing pins");
         self.dp.shutdown()
+    }
+
+    /// `lb trace`: one at a time; the answer, then lines on `stream`.
+    fn start_trace(&mut self, spec: &crate::trace::Spec, stream: Option<api::Stream>) -> Response {
+        let Some(stream) = stream else {
+            return Response::err("trace: a streaming request needs its own connection");
+        };
+        if let Some(t) = &self.trace {
+            return Response::err(tracing::busy(t.pid));
+        }
+        match tracing::Session::start(spec, stream, &self.cfg, self.ctl.programmed(), &mut self.dp) {
+            Ok(mut s) => {
+                let ids = s.program_ids().unwrap_or_default();
+                self.trace = Some(s);
+                Response::ok(json!({
+                    "message": "tracing; the production build is back when this connection closes",
+                    "max_duration_s": spec.max_duration().map(|d| d.as_secs()).unwrap_or(0),
+                    "trace_program_ids": [ids.0, ids.1],
+                    "header": crate::trace::HEADER,
+                }))
+            }
+            Err(e) => Response::err(format!("trace: {e:#}")),
+        }
+    }
+
+    fn end_trace(&mut self, why: &str) {
+        if let Some(t) = self.trace.take() {
+            t.end(&mut self.dp, why);
+        }
     }
 
     /// Tells the datapath whether to forward: only the active node of a
@@ -496,6 +545,8 @@ impl Agent {
             Request::FlowsClear { .. } => Response::err("flows clear: not served here"),
             // Ends the loop: served there.
             Request::Teardown => Response::err("teardown: not served here"),
+            // Streams: served there.
+            Request::Trace(_) => Response::err("trace: not served here"),
             Request::Ha { action } => match (self.ha.as_mut(), action.as_str()) {
                 (None, "status") => Response::ok(json!({
                     "role": "standalone",
@@ -808,6 +859,8 @@ impl Agent {
             // the first one, so a fresh agent's zeros are not read as empty
             // tables.
             "swept": sw.is_some(),
+            "program_ids": { "xdp": self.program_ids.0, "tc": self.program_ids.1 },
+            "trace": self.trace.as_ref().map(|t| json!({ "pid": t.pid })),
         })
     }
 

@@ -56,6 +56,9 @@ pub enum Request {
     },
     /// `lb teardown`: answer, then hand over (HA), detach, unpin and exit.
     Teardown,
+    /// `lb trace`: one answer, then a line per traced packet
+    /// (`trace::Line`) until the trace ends or the client goes.
+    Trace(crate::trace::Spec),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -84,7 +87,20 @@ impl Response {
     }
 }
 
-pub type Call = (Request, oneshot::Sender<Response>);
+/// A request, where its answer goes, and for `lb trace` the stream its
+/// lines go to.
+pub type Call = (Request, oneshot::Sender<Response>, Option<Stream>);
+
+/// A streaming client (`lb trace`): the agent sends it lines until it drops
+/// the sender; the connection's end closes `lines`.
+pub struct Stream {
+    pub lines: mpsc::Sender<String>,
+    /// The client's pid (SO_PEERCRED), named when a second trace is refused.
+    pub pid: Option<u32>,
+}
+
+/// Lines a stream buffers before the agent waits for the client.
+const STREAM_LINES: usize = 1024;
 
 /// Binds the socket (replacing a stale one) and forwards requests to `tx`.
 pub fn serve(path: &Path, tx: mpsc::Sender<Call>) -> Result<tokio::task::JoinHandle<()>> {
@@ -114,16 +130,29 @@ pub fn serve(path: &Path, tx: mpsc::Sender<Call>) -> Result<tokio::task::JoinHan
             let tx = tx.clone();
             let slot = slots.clone().try_acquire_owned();
             tokio::spawn(async move {
+                let pid = stream
+                    .peer_cred()
+                    .ok()
+                    .and_then(|c| c.pid())
+                    .map(|p| p as u32);
                 let (rd, mut wr) = stream.into_split();
-                let resp = match slot {
-                    Ok(_slot) => answer(rd, &tx).await,
-                    Err(_) => Response::err(format!(
-                        "the agent serves {MAX_CONNECTIONS} API connections at once; try again"
-                    )),
+                let (resp, streamed) = match slot {
+                    Ok(_slot) => answer(rd, &tx, pid).await,
+                    Err(_) => (
+                        Response::err(format!(
+                            "the agent serves {MAX_CONNECTIONS} API connections at once; try again"
+                        )),
+                        None,
+                    ),
                 };
                 let mut out = serde_json::to_string(&resp).unwrap_or_default();
                 out.push('\n');
                 let _ = tokio::time::timeout(REQUEST_TIME, wr.write_all(out.as_bytes())).await;
+                if let Some((rd, lines)) = streamed
+                    && resp.ok
+                {
+                    forward(rd, wr, lines).await;
+                }
             });
         }
     }))
@@ -138,30 +167,78 @@ const MAX_REQUEST: u64 = 64 * 1024;
 const REQUEST_TIME: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// A streaming request's connection, once answered: its read half (whose
+/// end means the client left) and the agent's lines.
+type Streamed = (tokio::net::unix::OwnedReadHalf, mpsc::Receiver<String>);
+
 /// Reads one request line from `rd` (bounded in size and time) and has the
 /// agent answer it.
-async fn answer(rd: tokio::net::unix::OwnedReadHalf, tx: &mpsc::Sender<Call>) -> Response {
+async fn answer(
+    rd: tokio::net::unix::OwnedReadHalf,
+    tx: &mpsc::Sender<Call>,
+    pid: Option<u32>,
+) -> (Response, Option<Streamed>) {
     let mut line = String::new();
     let mut limited = TokioBufReader::new(rd.take(MAX_REQUEST));
     match tokio::time::timeout(REQUEST_TIME, limited.read_line(&mut line)).await {
-        Err(_) => return Response::err(format!("no request within {REQUEST_TIME:?}")),
-        Ok(Err(e)) => return Response::err(format!("bad request: {e}")),
+        Err(_) => return (Response::err(format!("no request within {REQUEST_TIME:?}")), None),
+        Ok(Err(e)) => return (Response::err(format!("bad request: {e}")), None),
         Ok(Ok(_)) if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST => {
-            return Response::err(format!("request longer than {MAX_REQUEST} bytes"));
+            return (
+                Response::err(format!("request longer than {MAX_REQUEST} bytes")),
+                None,
+            );
         }
         Ok(Ok(_)) => {}
     }
-    match serde_json::from_str::<Request>(line.trim()) {
-        Ok(req) => {
-            let (otx, orx) = oneshot::channel();
-            if tx.send((req, otx)).await.is_err() {
-                Response::err("agent is shutting down")
-            } else {
-                orx.await
-                    .unwrap_or_else(|_| Response::err("agent dropped the request"))
+    let req = match serde_json::from_str::<Request>(line.trim()) {
+        Ok(req) => req,
+        Err(e) => return (Response::err(format!("bad request: {e}")), None),
+    };
+    let (stream, lines) = if matches!(req, Request::Trace(_)) {
+        let (ltx, lrx) = mpsc::channel(STREAM_LINES);
+        (Some(Stream { lines: ltx, pid }), Some(lrx))
+    } else {
+        (None, None)
+    };
+    let (otx, orx) = oneshot::channel();
+    if tx.send((req, otx, stream)).await.is_err() {
+        return (Response::err("agent is shutting down"), None);
+    }
+    let resp = orx
+        .await
+        .unwrap_or_else(|_| Response::err("agent dropped the request"));
+    let rd = limited.into_inner().into_inner();
+    (resp, lines.map(|l| (rd, l)))
+}
+
+/// Sends the agent's lines to a streaming client until the agent ends the
+/// stream or the client leaves (its end of the socket closes, or a write
+/// fails); dropping `lines` then tells the agent.
+async fn forward(
+    mut rd: tokio::net::unix::OwnedReadHalf,
+    mut wr: tokio::net::unix::OwnedWriteHalf,
+    mut lines: mpsc::Receiver<String>,
+) {
+    let mut buf = [0u8; 256];
+    loop {
+        tokio::select! {
+            line = lines.recv() => match line {
+                Some(l) => {
+                    if wr.write_all(l.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            // Anything a client sends after its request is ignored; its
+            // end of the connection ends the stream.
+            n = rd.read(&mut buf) => {
+                if matches!(n, Ok(0) | Err(_)) {
+                    return;
+                }
             }
         }
-        Err(e) => Response::err(format!("bad request: {e}")),
     }
 }
 

@@ -12,7 +12,7 @@
 //!
 //! Every issue prints as `file:line:column: key.path: message`.
 
-mod duration;
+pub mod duration;
 mod host;
 mod index;
 mod validate;

@@ -3,6 +3,7 @@
 use std::{
     ffi::CString,
     fs,
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
@@ -28,9 +29,31 @@ use crate::{
 
 pub mod attach_warnings;
 mod resize;
+mod swap;
 
 /// The compiled XDP object, built by build.rs from lb-ebpf.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
+/// The same datapath with `lb trace`'s records compiled in (lb-ebpf's
+/// trace.rs), swapped in only while a trace runs.
+pub static TRACE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-trace"));
+
+/// Which build of the datapath to load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    Production,
+    /// With trace records (`lb trace`).
+    Trace,
+}
+
+impl Build {
+    fn object(self) -> &'static [u8] {
+        match self {
+            Build::Production => OBJECT,
+            Build::Trace => TRACE_OBJECT,
+        }
+    }
+}
 
 /// The program's name in the object, for the XDP hook.
 pub const PROGRAM: &str = "lb_xdp";
@@ -76,24 +99,27 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// (pinned: adopted arrays get this agent's programs in place of the last
 /// one's, entry by entry, atomically).
 fn load_v6(ebpf: &mut Ebpf) -> Result<()> {
+    for (name, _) in V6_PROGRAMS {
+        let prog = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the object"))?;
+        match prog {
+            aya::programs::Program::Xdp(p) => p.load(),
+            aya::programs::Program::SchedClassifier(p) => p.load(),
+            _ => bail!("program {name} is of an unexpected type"),
+        }
+        .with_context(|| format!("the kernel verifier refused {name}"))?;
+    }
+    set_v6(ebpf)
+}
+
+/// Puts the (loaded) IPv6 programs in their tail-call arrays.
+fn set_v6(ebpf: &mut Ebpf) -> Result<()> {
     for (name, array) in V6_PROGRAMS {
-        let fd = {
-            let prog = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the object"))?;
-            match prog {
-                aya::programs::Program::Xdp(p) => {
-                    p.load()
-                        .with_context(|| format!("the kernel verifier refused {name}"))?;
-                    p.fd()?.try_clone()?
-                }
-                aya::programs::Program::SchedClassifier(p) => {
-                    p.load()
-                        .with_context(|| format!("the kernel verifier refused {name}"))?;
-                    p.fd()?.try_clone()?
-                }
-                _ => bail!("program {name} is of an unexpected type"),
-            }
+        let fd = match ebpf.program(name) {
+            Some(aya::programs::Program::Xdp(p)) => p.fd()?.try_clone()?,
+            Some(aya::programs::Program::SchedClassifier(p)) => p.fd()?.try_clone()?,
+            _ => bail!("program {name} missing from the object"),
         };
         let mut jump: ProgramArray<_> = ebpf
             .map_mut(array)
@@ -179,6 +205,15 @@ where
     T::try_from(map).with_context(|| format!("map {name}"))
 }
 
+/// The flow tables' sizes for `bpf.flow_table_size`, as `load_sized`
+/// takes them.
+pub fn table_sizes(flow_table_size: u32) -> [(&'static str, u32); 2] {
+    [
+        ("FLOWS", flow_table_size),
+        ("EMBRYOS", embryo_table_size(flow_table_size)),
+    ]
+}
+
 impl Datapath {
     /// Loads the program with its maps pinned under `pin_dir` and the flow
     /// table sized to `flow_table_size` entries, from a clean slate: pins a
@@ -191,18 +226,27 @@ impl Datapath {
     /// are adopted as they are (flows, reals, counters: the datapath never
     /// stopped); `adopted()` then says whether there was anything to adopt.
     pub fn load_with(pin_dir: &Path, flow_table_size: u32, reset: bool) -> Result<Self> {
-        let sizes = [
-            ("FLOWS", flow_table_size),
-            ("EMBRYOS", embryo_table_size(flow_table_size)),
-        ];
-        Self::load_sized(pin_dir, reset, &sizes)
+        Self::load_sized(pin_dir, reset, &table_sizes(flow_table_size))
     }
 
     /// Like `load_with`, with the sizes of the maps named in `sizes` set
     /// (the flow tables'; an older lb's smaller arrays in the upgrade test).
     /// Adopted maps of another size are copied into new ones (see `resize`).
     pub fn load_sized(pin_dir: &Path, reset: bool, sizes: &[(&str, u32)]) -> Result<Self> {
-        if OBJECT.is_empty() {
+        Self::load_build(Build::Production, pin_dir, reset, sizes)
+    }
+
+    /// `load_sized` for either build. The trace build, loaded with
+    /// `reset: false` beside a running datapath, shares all its pinned maps
+    /// (flows, counters, config) and runs nowhere until `take_over`.
+    pub fn load_build(
+        build: Build,
+        pin_dir: &Path,
+        reset: bool,
+        sizes: &[(&str, u32)],
+    ) -> Result<Self> {
+        let object = build.object();
+        if object.is_empty() {
             bail!(
                 "this lb was built with AYA_BUILD_SKIP=1 and holds no XDP program; rebuild without it"
             );
@@ -220,8 +264,8 @@ impl Datapath {
             );
         }
         fs::create_dir_all(pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
-        let mut resized = resize::set_aside(pin_dir, OBJECT, sizes)?;
-        match Self::load_resized(pin_dir, sizes, &mut resized) {
+        let mut resized = resize::set_aside(pin_dir, object, sizes)?;
+        match Self::load_resized(object, pin_dir, sizes, &mut resized) {
             Ok(mut dp) => {
                 dp.adopted = adopted;
                 dp.resized = Some(resized);
@@ -237,6 +281,7 @@ impl Datapath {
     /// The load proper, with the maps `resized` set aside filled before any
     /// of the new programs can run.
     fn load_resized(
+        object: &[u8],
         pin_dir: &Path,
         sizes: &[(&str, u32)],
         resized: &mut resize::Resized,
@@ -247,7 +292,7 @@ impl Datapath {
             loader.map_max_entries(name, n);
         }
         let mut ebpf = loader
-            .load(OBJECT)
+            .load(object)
             .context("loading the XDP object (is this kernel built with BPF and BTF?)")?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM)
@@ -564,6 +609,51 @@ impl Datapath {
             pin.display()
         );
         Ok(Attached::Tc(id))
+    }
+
+    /// Runs this datapath's programs wherever lb is attached: its IPv6
+    /// programs in the tail-call arrays, then its XDP or tc program in every
+    /// pinned link, each swapped atomically (`BPF_LINK_UPDATE`), as a
+    /// hitless restart does. How `lb trace` swaps the trace build in, and the
+    /// production one back.
+    pub fn take_over(&mut self) -> Result<()> {
+        set_v6(&mut self.ebpf)?;
+        for name in pinned_links(&self.pin_dir)? {
+            let prog = if name.starts_with("tclink_") {
+                self.tc_program().fd()?.as_fd().try_clone_to_owned()?
+            } else {
+                self.program().fd()?.as_fd().try_clone_to_owned()?
+            };
+            swap::link_update(&self.pin_dir.join(&name), prog.as_fd())
+                .with_context(|| format!("swapping the program of {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// The id of the XDP program, then the tc program, as the kernel knows
+    /// them (to tell which build a link runs).
+    pub fn program_ids(&mut self) -> Result<(u32, u32)> {
+        Ok((
+            self.program().info()?.id(),
+            self.tc_program().info()?.id(),
+        ))
+    }
+
+    /// The trace build's filter (`lb trace`); an error on the production
+    /// build, which has none.
+    pub fn set_trace_filter(&mut self, f: &lb_common::TraceFilter) -> Result<()> {
+        let mut m: Array<_, lb_common::TraceFilter> = self
+            .ebpf
+            .map_mut("TRACE_FILTER")
+            .ok_or_else(|| anyhow!("this datapath is not the trace build"))?
+            .try_into()?;
+        m.set(0, f, 0).context("writing TRACE_FILTER")
+    }
+
+    /// The trace build's records, handed to `logger` as aya-log records.
+    pub fn trace_logger<T: log::Log>(&mut self, logger: T) -> Result<aya_log::EbpfLogger<T>> {
+        aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, logger)
+            .map_err(|e| anyhow!("the trace build's log ring: {e}"))
     }
 
     /// Detaches from every interface and removes the pins: a clean stop.

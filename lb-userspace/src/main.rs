@@ -12,7 +12,7 @@ use lb_userspace::{
     agent, api,
     config::Config,
     control::{Control, NullWriter},
-    datapath, endpoint, flowtable, teardown, top,
+    datapath, endpoint, flowtable, teardown, top, trace,
 };
 
 const DEFAULT_CONFIG: &str = "/etc/lb/lb.yaml";
@@ -110,6 +110,34 @@ enum Cmd {
         action: String,
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// What the datapath does with each matching packet, as it happens:
+    /// the 5-tuple received and sent, VIP, real and why, TCP state, verdict
+    /// and reason. The agent swaps a trace build of the datapath in for the
+    /// trace (flows keep their state) and the production build back when it
+    /// ends: Ctrl-C, --count, --max-duration, or this command dying.
+    Trace {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// VIP name (from the config) or ADDR[:PORT] ([IPV6]:PORT).
+        #[arg(long)]
+        vip: Option<String>,
+        /// ADDR[:PORT] ([IPV6]:PORT)
+        #[arg(long)]
+        client: Option<String>,
+        /// ADDR[:PORT] ([IPV6]:PORT)
+        #[arg(long)]
+        real: Option<String>,
+        /// Reasons as `lb stats` names them, `drops` or `passes`,
+        /// comma-separated.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Stop after this many packets.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this long (the agent enforces it; at most 1h).
+        #[arg(long, default_value = "60s", value_parser = lb_userspace::config::duration::parse_duration)]
+        max_duration: Duration,
     },
     /// List the flow table, half-open flows included (read from the pinned
     /// maps; works while the agent is down).
@@ -283,6 +311,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 top::run(&socket)?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Trace {
+            config,
+            vip,
+            client,
+            real,
+            reason,
+            count,
+            max_duration,
+        } => {
+            let spec = trace::Spec {
+                vip,
+                client,
+                real,
+                reason,
+                count,
+                max_duration_s: Some(max_duration.as_secs().max(1)),
+            };
+            let end = trace::follow(&socket_of(cli.socket, &config), &spec, cli.json)?;
+            eprintln!("lb: trace ended ({}): {} packets", end.end, end.packets);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Ha { action, config } => {

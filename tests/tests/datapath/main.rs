@@ -27,7 +27,7 @@ use lb_tests::{
 use lb_userspace::{
     config::{AdminState, Config},
     control::{Control, RealKey},
-    datapath::{self, Datapath},
+    datapath::{self, Build, Datapath},
     flowtable,
 };
 use packet::*;
@@ -116,7 +116,12 @@ const TC_ACT_REDIRECT: u32 = 7;
 
 struct Fixture {
     hook: Hook,
+    build: Build,
     dp: Option<Datapath>,
+    /// The trace build's records (its filter matches every packet).
+    records: Option<lb_userspace::trace::Records>,
+    /// The record of the last packet run, on the trace build.
+    last: Option<lb_common::TraceRecord>,
     ctl: Control,
     c0: u32,
     s0: u32,
@@ -161,6 +166,15 @@ impl Fixture {
         }
         .expect("BPF_PROG_TEST_RUN");
         out.truncate(r.data_size_out as usize);
+        if let Some(records) = self.records.as_mut() {
+            // Exactly one record a packet, with the program's own verdict.
+            let got = records.read();
+            assert_eq!(got.len(), 1, "{:?} trace build: records of one packet", hook);
+            assert_eq!(records.malformed, 0);
+            assert_eq!(got[0].action, r.return_value, "the record's verdict");
+            assert_eq!(got[0].tc != 0, hook == Hook::Tc);
+            self.last = Some(got[0]);
+        }
         let verdict = match (hook, r.return_value) {
             (Hook::Xdp, v) => v,
             (Hook::Tc, TC_ACT_OK) => XDP_PASS,
@@ -206,7 +220,15 @@ impl Fixture {
         } else {
             action
         };
-        assert_eq!(got, action, "{name} ({:?}): verdict", self.hook);
+        assert_eq!(got, action, "{name} ({:?}, {:?}): verdict", self.hook, self.build);
+        if let Some(rec) = self.last.take() {
+            assert_eq!(
+                rec.reason,
+                why,
+                "{name}: the trace record's reason ({})",
+                reason::NAMES.get(rec.reason as usize).unwrap_or(&"?")
+            );
+        }
         assert_eq!(
             self.counter(why),
             before + 1,
@@ -380,15 +402,28 @@ fn pin_to_cpu0() {
 
 #[test]
 fn datapath_fixtures_xdp() {
-    fixtures(Hook::Xdp);
+    fixtures(Hook::Xdp, Build::Production);
 }
 
 #[test]
 fn datapath_fixtures_tc() {
-    fixtures(Hook::Tc);
+    fixtures(Hook::Tc, Build::Production);
 }
 
-fn fixtures(hook: Hook) {
+/// The same cases through the trace build (`lb trace`), tracing every
+/// packet: the same verdicts, reasons and bytes, and one record a packet
+/// naming that verdict and reason.
+#[test]
+fn datapath_fixtures_xdp_trace_build() {
+    fixtures(Hook::Xdp, Build::Trace);
+}
+
+#[test]
+fn datapath_fixtures_tc_trace_build() {
+    fixtures(Hook::Tc, Build::Trace);
+}
+
+fn fixtures(hook: Hook, build: Build) {
     lb_tests::require_root();
     let ns = Netns::new("fx");
     fixture_net::setup(&ns, &[(HAIR, HAIR_MAC)]);
@@ -398,8 +433,17 @@ fn fixtures(hook: Hook) {
         let cfg =
             Config::parse(&config(&pin_dir), "fixtures.yaml").unwrap_or_else(|e| panic!("{e}"));
         // {e:#} carries the verifier's log when it refused the program.
-        let mut dp = Datapath::load(&cfg.bpf.pin_dir, cfg.bpf.flow_table_size)
+        let sizes = datapath::table_sizes(cfg.bpf.flow_table_size);
+        let mut dp = Datapath::load_build(build, &cfg.bpf.pin_dir, true, &sizes)
             .unwrap_or_else(|e| panic!("load: {e:#}"));
+        let records = (build == Build::Trace).then(|| {
+            let every = lb_common::TraceFilter {
+                on: 1,
+                ..Default::default()
+            };
+            dp.set_trace_filter(&every).expect("TRACE_FILTER");
+            lb_userspace::trace::Records::open(&mut dp).expect("the trace build's ring")
+        });
         let mut ctl = Control::new();
         ctl.apply(&cfg, &mut dp.maps).expect("program maps");
         let c0 = datapath::ifindex("c0").unwrap();
@@ -408,7 +452,10 @@ fn fixtures(hook: Hook) {
         dp.allow_redirect(s0).unwrap();
         let mut fx = Fixture {
             hook,
+            build,
             dp: Some(dp),
+            records,
+            last: None,
             ctl,
             c0,
             s0,
@@ -419,6 +466,7 @@ fn fixtures(hook: Hook) {
             v6::cases(&mut fx);
         }));
         let names = std::mem::take(&mut fx.cases);
+        fx.records = None;
         fx.dp.take().expect("loaded").shutdown().expect("unpin");
         if let Err(e) = result {
             std::panic::resume_unwind(e);
@@ -426,7 +474,7 @@ fn fixtures(hook: Hook) {
         names
     });
     for c in &cases {
-        println!("ok ({hook:?}): {c}");
+        println!("ok ({hook:?}, {build:?}): {c}");
     }
     assert!(cases.len() >= 25, "only {} cases ran", cases.len());
     assert!(
