@@ -62,6 +62,14 @@ mod on {
         r.state_before = 0;
         r.state_after = 0;
         r.rewritten = 0;
+        // The flow key's ports are recorded once the datapath has read
+        // them (`ports`); a packet whose ports it never reads must not show
+        // the last packet's.
+        if let Some(s) = crate::flow::scratch() {
+            s.key.src_port_be = 0;
+            s.key.dst_port_be = 0;
+            s.key.proto = 0;
+        }
         addrs(ctx, r);
     }
 

@@ -429,12 +429,15 @@ pub fn render(e: &Event) -> String {
         Some(a) => format!("{} ({a})", e.why),
         None => e.why.clone(),
     };
+    let state = if e.state_before == "-" && e.state_after == "-" {
+        "-".to_string()
+    } else {
+        format!("{}>{}", e.state_before, e.state_after)
+    };
     format!(
-        "{time}  {:<6} {dir:<4} {:<43} {sent:<43} {target:<23} {why:<16} {:>5}>{:<7} {} ({})",
+        "{time}  {:<6} {dir:<4} {:<43} {sent:<43} {target:<23} {why:<16} {state:<13} {} ({})",
         e.interface,
         t(&e.received),
-        e.state_before,
-        e.state_after,
         e.verdict,
         e.reason
     )
