@@ -49,6 +49,10 @@ pub trait Pkt {
     const PASS: u32;
     const DROP: u32;
     /// Whether this is the tc hook (for `lb trace`'s records).
+    #[cfg_attr(
+        not(feature = "trace"),
+        expect(dead_code, reason = "read by the trace build")
+    )]
     const TC: bool;
     fn data(&self) -> usize;
     fn data_end(&self) -> usize;

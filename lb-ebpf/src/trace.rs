@@ -290,8 +290,8 @@ mod on {
         // Byte by byte: an array `==` may become a memcmp call, which BPF
         // has not.
         let mut diff = 0u8;
-        for i in 0..16 {
-            diff |= e.addr[i] ^ addr[i];
+        for (a, b) in e.addr.iter().zip(addr) {
+            diff |= a ^ b;
         }
         diff == 0
     }

@@ -498,7 +498,8 @@ impl Agent {
         if let Some(t) = &self.trace {
             return Response::err(tracing::busy(t.pid));
         }
-        match tracing::Session::start(spec, stream, &self.cfg, self.ctl.programmed(), &mut self.dp) {
+        match tracing::Session::start(spec, stream, &self.cfg, self.ctl.programmed(), &mut self.dp)
+        {
             Ok(mut s) => {
                 let ids = s.program_ids().unwrap_or_default();
                 self.trace = Some(s);

@@ -181,7 +181,12 @@ async fn answer(
     let mut line = String::new();
     let mut limited = TokioBufReader::new(rd.take(MAX_REQUEST));
     match tokio::time::timeout(REQUEST_TIME, limited.read_line(&mut line)).await {
-        Err(_) => return (Response::err(format!("no request within {REQUEST_TIME:?}")), None),
+        Err(_) => {
+            return (
+                Response::err(format!("no request within {REQUEST_TIME:?}")),
+                None,
+            );
+        }
         Ok(Err(e)) => return (Response::err(format!("bad request: {e}")), None),
         Ok(Ok(_)) if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST => {
             return (

@@ -35,8 +35,7 @@ mod swap;
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
 /// The same datapath with `lb trace`'s records compiled in (lb-ebpf's
 /// trace.rs), swapped in only while a trace runs.
-pub static TRACE_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-trace"));
+pub static TRACE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-trace"));
 
 /// Which build of the datapath to load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -633,10 +632,7 @@ impl Datapath {
     /// The id of the XDP program, then the tc program, as the kernel knows
     /// them (to tell which build a link runs).
     pub fn program_ids(&mut self) -> Result<(u32, u32)> {
-        Ok((
-            self.program().info()?.id(),
-            self.tc_program().info()?.id(),
-        ))
+        Ok((self.program().info()?.id(), self.tc_program().info()?.id()))
     }
 
     /// The trace build's filter (`lb trace`); an error on the production

@@ -20,6 +20,6 @@ pub mod routewatch;
 pub mod sched;
 pub mod sdnotify;
 pub mod teardown;
-pub mod trace;
 pub mod top;
+pub mod trace;
 pub mod vlans;

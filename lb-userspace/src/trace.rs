@@ -189,7 +189,8 @@ impl Records {
     /// Every record in the ring now, oldest first.
     pub fn read(&mut self) -> Vec<TraceRecord> {
         self.logger.flush();
-        let batch = std::mem::take(&mut *self.collector.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let batch =
+            std::mem::take(&mut *self.collector.0.lock().unwrap_or_else(|p| p.into_inner()));
         let mut out = Vec::with_capacity(batch.len());
         for hex in batch {
             match decode(&hex) {
@@ -521,7 +522,10 @@ mod tests {
         let m = reasons("drops").unwrap();
         assert!(m & (1 << reason::DROP_BAD_L4) != 0);
         assert!(m & (1 << reason::FORWARD) == 0);
-        assert_eq!(reasons("forward,reverse").unwrap(), (1 << reason::FORWARD) | (1 << reason::REVERSE));
+        assert_eq!(
+            reasons("forward,reverse").unwrap(),
+            (1 << reason::FORWARD) | (1 << reason::REVERSE)
+        );
         let e = reasons("forwrad").unwrap_err().to_string();
         assert!(e.contains("unknown reason \"forwrad\""), "{e}");
     }

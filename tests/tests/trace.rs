@@ -2,7 +2,7 @@
 //! pinned links while a `lb trace` process runs and back when it ends, and
 //! the lines name what the datapath did with a real client's packets.
 use std::{
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{SocketAddr, SocketAddrV4},
     path::Path,
     time::{Duration, Instant},
 };
@@ -22,7 +22,12 @@ const POLL: Duration = Duration::from_millis(50);
 fn config() -> String {
     let reals = |port: u16, n: usize| -> String {
         (0..n)
-            .map(|i| format!("      - {{ address: 203.0.113.{}, port: {port} }}\n", 11 + i))
+            .map(|i| {
+                format!(
+                    "      - {{ address: 203.0.113.{}, port: {port} }}\n",
+                    11 + i
+                )
+            })
             .collect()
     };
     format!(
@@ -51,7 +56,11 @@ fn link_programs(pin_dir: &Path) -> Vec<(String, u32)> {
 
 fn status(rig: &Rig) -> serde_json::Value {
     let out = rig.lb.cli(&["status", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("status JSON")
 }
 
@@ -67,9 +76,9 @@ fn production_everywhere(rig: &Rig) -> bool {
     let (xdp, tc) = production(rig);
     let links = link_programs(rig.lb.pin_dir());
     !links.is_empty()
-        && links.iter().all(|(name, id)| {
-            *id == if name.starts_with("tclink_") { tc } else { xdp }
-        })
+        && links
+            .iter()
+            .all(|(name, id)| *id == if name.starts_with("tclink_") { tc } else { xdp })
 }
 
 /// Starts `lb trace --json` with `args`; returns once the agent says a
@@ -81,7 +90,8 @@ fn start_trace(rig: &Rig, args: &[&str]) -> Spawned {
     argv.extend_from_slice(args);
     let p = rig.topo.lb.spawn_setns(&argv);
     assert!(
-        wait_until(Duration::from_secs(10), POLL, || !status(rig)["trace"].is_null()),
+        wait_until(Duration::from_secs(10), POLL, || !status(rig)["trace"]
+            .is_null()),
         "the trace did not start:\n{}\n{}",
         p.report(),
         rig.lb.proc.report()
@@ -101,7 +111,10 @@ fn events(p: &Spawned) -> Vec<Event> {
 #[test]
 fn trace_shows_a_request_through_the_vip_and_both_swaps_keep_every_flow() {
     let rig = Rig::new(&config(), env!("CARGO_BIN_EXE_lb-testsrv"));
-    assert!(production_everywhere(&rig), "production build attached at start");
+    assert!(
+        production_everywhere(&rig),
+        "production build attached at start"
+    );
     let prod = production(&rig);
 
     // A connection open across both swaps.
@@ -110,7 +123,10 @@ fn trace_shows_a_request_through_the_vip_and_both_swaps_keep_every_flow() {
         .client
         .run(|| EchoConn::connect(vip_addr(7), T))
         .expect("echo connect");
-    assert_eq!(rig.topo.client.run(|| echo.roundtrip(b"before")).unwrap(), b"before");
+    assert_eq!(
+        rig.topo.client.run(|| echo.roundtrip(b"before")).unwrap(),
+        b"before"
+    );
 
     let tracer = start_trace(&rig, &["--vip", "www", "--max-duration", "60s"]);
     let links = link_programs(rig.lb.pin_dir());
@@ -137,7 +153,9 @@ fn trace_shows_a_request_through_the_vip_and_both_swaps_keep_every_flow() {
         wait_until(Duration::from_secs(5), POLL, || {
             let ev = events(&tracer);
             ev.iter().filter(|e| e.direction == "forward").count() >= 4
-                && ev.iter().any(|e| e.direction == "reverse" && e.state_after == "fin")
+                && ev
+                    .iter()
+                    .any(|e| e.direction == "reverse" && e.state_after == "fin")
         }),
         "trace lines:\n{}",
         tracer.log()
@@ -151,11 +169,17 @@ fn trace_shows_a_request_through_the_vip_and_both_swaps_keep_every_flow() {
     assert_eq!(syn.direction, "forward", "{syn:?}");
     assert_eq!(syn.why, "new");
     assert_eq!(syn.algorithm.as_deref(), Some("round-robin"));
-    assert_eq!((syn.state_before.as_str(), syn.state_after.as_str()), ("-", "syn"));
+    assert_eq!(
+        (syn.state_before.as_str(), syn.state_after.as_str()),
+        ("-", "syn")
+    );
     assert_eq!(syn.vip.as_deref(), Some("www"));
     assert_eq!(syn.farm.as_deref(), Some("web"));
     assert_eq!(syn.reason, "forward");
-    assert!(syn.received.src.starts_with(&format!("{client}:")), "{syn:?}");
+    assert!(
+        syn.received.src.starts_with(&format!("{client}:")),
+        "{syn:?}"
+    );
     assert_eq!(syn.received.dst, "198.51.100.10:80");
     let real = syn.real.clone().expect("the SYN's real");
     let sent = syn.sent.as_ref().expect("the SYN was rewritten");
@@ -163,7 +187,11 @@ fn trace_shows_a_request_through_the_vip_and_both_swaps_keep_every_flow() {
     assert_eq!(sent.src, syn.received.src, "from the client, unchanged");
     let r = real.split(':').next().unwrap();
     let n: usize = r.rsplit('.').next().unwrap().parse().unwrap();
-    assert_eq!(body.trim(), format!("r{}", n - 10), "the real that answered is the one traced");
+    assert_eq!(
+        body.trim(),
+        format!("r{}", n - 10),
+        "the real that answered is the one traced"
+    );
 
     let synack = ev
         .iter()
@@ -183,7 +211,8 @@ fn trace_shows_a_request_through_the_vip_and_both_swaps_keep_every_flow() {
         "the handshake's ACK establishes the flow"
     );
     assert!(
-        ev.iter().all(|e| e.received.dst.ends_with(":80") || e.received.src == real),
+        ev.iter()
+            .all(|e| e.received.dst.ends_with(":80") || e.received.src == real),
         "only the www VIP's packets (the echo connection is not traced)"
     );
 
@@ -202,7 +231,10 @@ fn trace_shows_a_request_through_the_vip_and_both_swaps_keep_every_flow() {
         b"after",
         "the open connection kept its flow across the swap back"
     );
-    assert!(rig.get(vip_addr(80)).is_ok(), "new connections after the trace");
+    assert!(
+        rig.get(vip_addr(80)).is_ok(),
+        "new connections after the trace"
+    );
 }
 
 #[test]
@@ -215,7 +247,10 @@ fn the_agent_ends_a_trace_at_max_duration_even_if_its_client_hangs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains(&format!("a trace is already running (pid {})", tracer.pid())),
+        err.contains(&format!(
+            "a trace is already running (pid {})",
+            tracer.pid()
+        )),
         "{err}"
     );
     // The client stops reading (SIGSTOP): only the agent can end it.
@@ -227,7 +262,12 @@ fn the_agent_ends_a_trace_at_max_duration_even_if_its_client_hangs() {
         rig.lb.proc.report()
     );
     println!("production back after {:?} of a 2s trace", t0.elapsed());
-    assert!(rig.lb.proc.log().contains("trace ended (max duration reached)"));
+    assert!(
+        rig.lb
+            .proc
+            .log()
+            .contains("trace ended (max duration reached)")
+    );
     assert!(rig.get(vip_addr(80)).is_ok());
 }
 
@@ -239,11 +279,12 @@ fn trace_reason_drops_shows_malformed_packets_and_nothing_else() {
     assert!(rig.get(vip_addr(80)).is_ok());
     // A SYN cut short inside its TCP header, then a SYN to a port no VIP has.
     let client = SocketAddrV4::new(rig.topo.client_addr, 40001);
-    let to = |port| SocketAddrV4::new(Ipv4Addr::from(vip(10)), port);
+    let to = |port| SocketAddrV4::new(vip(10), port);
     rig.topo.client.run(|| {
         let sock = reset::ResetSender::new().expect("raw socket");
         let syn = reset::tcp_segment(client, to(80), reset::SYN, 1, 0, 64240);
-        sock.send_raw(&syn[..30], to(80)).expect("send the short SYN");
+        sock.send_raw(&syn[..30], to(80))
+            .expect("send the short SYN");
         let syn = reset::tcp_segment(client, to(81), reset::SYN, 1, 0, 64240);
         sock.send_raw(&syn, to(81)).expect("send the SYN to :81");
     });
@@ -257,8 +298,78 @@ fn trace_reason_drops_shows_malformed_packets_and_nothing_else() {
         println!("{}", lb_userspace::trace::render(e));
     }
     let reasons: Vec<&str> = ev.iter().map(|e| e.reason.as_str()).collect();
-    assert_eq!(reasons, ["drop_bad_l4", "drop_no_vip_port"], "{}", tracer.log());
+    assert_eq!(
+        reasons,
+        ["drop_bad_l4", "drop_no_vip_port"],
+        "{}",
+        tracer.log()
+    );
     assert!(ev.iter().all(|e| e.verdict == "drop"));
-    assert!(tracer.log().contains("trace ended (count reached): 2 packets"), "{}", tracer.log());
-    assert!(wait_until(Duration::from_secs(3), POLL, || production_everywhere(&rig)));
+    assert!(
+        tracer
+            .log()
+            .contains("trace ended (count reached): 2 packets"),
+        "{}",
+        tracer.log()
+    );
+    assert!(wait_until(Duration::from_secs(3), POLL, || {
+        production_everywhere(&rig)
+    }));
+}
+
+#[test]
+fn an_agent_stopped_or_killed_during_a_trace_leaves_production_in_place() {
+    let mut rig = Rig::new(&config(), env!("CARGO_BIN_EXE_lb-testsrv"));
+    let mut echo = rig
+        .topo
+        .client
+        .run(|| EchoConn::connect(vip_addr(7), T))
+        .expect("echo connect");
+    let mut roundtrip = |rig: &Rig, what: &str| {
+        assert_eq!(
+            rig.topo
+                .client
+                .run(|| echo.roundtrip(what.as_bytes()))
+                .unwrap(),
+            what.as_bytes(),
+            "{what}"
+        );
+    };
+
+    // SIGTERM (a restart by systemd): the agent swaps production back
+    // before it leaves the datapath forwarding.
+    let tracer = start_trace(&rig, &[]);
+    assert!(!production_everywhere(&rig));
+    let prod = production(&rig);
+    rig.lb.stop_with(libc::SIGTERM);
+    let links = link_programs(rig.lb.pin_dir());
+    assert!(
+        links.iter().all(|(_, id)| *id == prod.0 || *id == prod.1),
+        "production on every link after SIGTERM: {links:?} (production {prod:?})"
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), POLL, || !tracer.is_running()),
+        "the tracer ends with the agent"
+    );
+    roundtrip(&rig, "after SIGTERM");
+    rig.lb.restart(&rig.topo.lb, &[]);
+    roundtrip(&rig, "after the restart");
+
+    // SIGKILL: nothing swaps back until the next agent attaches its own
+    // production build, as every start does.
+    let _tracer = start_trace(&rig, &[]);
+    rig.lb.proc.signal(libc::SIGKILL);
+    assert!(wait_until(Duration::from_secs(5), POLL, || !rig
+        .lb
+        .proc
+        .is_running()));
+    roundtrip(&rig, "with the trace build left running");
+    rig.lb.restart(&rig.topo.lb, &[]);
+    assert!(
+        production_everywhere(&rig),
+        "the restarted agent's production build on every link: {:?}",
+        link_programs(rig.lb.pin_dir())
+    );
+    roundtrip(&rig, "after the restart");
+    assert!(rig.get(vip_addr(80)).is_ok());
 }

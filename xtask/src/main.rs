@@ -151,27 +151,30 @@ fn cargo(args: &[&str]) -> Result<()> {
     run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(args))
 }
 
-/// Clippy on the kernel crate with its own toolchain and target.
+/// Clippy on the kernel crate with its own toolchain and target, for the
+/// production build and the trace build (`--features trace`).
 fn clippy_ebpf() -> Result<()> {
-    run(Command::new("cargo")
-        .current_dir("lb-ebpf")
-        .env("RUSTC_BOOTSTRAP", "1")
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .args([
-            "+lb-bpf",
-            "clippy",
-            "--release",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-            "--target-dir",
-            "../target/ebpf-clippy",
-            "--",
-            "-D",
-            "warnings",
-        ]))
+    for features in [&[][..], &["--features", "trace"][..]] {
+        run(Command::new("cargo")
+            .current_dir("lb-ebpf")
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .args([
+                "+lb-bpf",
+                "clippy",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--target-dir",
+                "../target/ebpf-clippy",
+            ])
+            .args(features)
+            .args(["--", "-D", "warnings"]))?;
+    }
+    Ok(())
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

@@ -17,7 +17,7 @@ use lb_tests::{Netns, limits::fillers};
 use lb_userspace::{
     config::Config,
     control::{Control, RealKey},
-    datapath::{self, Datapath},
+    datapath::{self, Build, Datapath},
 };
 
 use super::{
@@ -202,6 +202,7 @@ pub fn run(quick: bool) {
         bench.dp.allow_redirect(bench.c0).expect("TX_PORTS");
         bench.dp.allow_redirect(bench.s0).expect("TX_PORTS");
         bench.cases(&floor);
+        bench.trace_build(&cfg);
         bench.at_the_limits(&src, &cfg);
         bench.dp.shutdown().expect("removing the datapath's pins");
         drop(floor);
@@ -565,6 +566,56 @@ impl Bench {
             )
             .build()
         });
+    }
+
+    /// The trace build (`lb trace`) swapped in as the agent does, its
+    /// filter matching no packet here: what tracing costs the packets it
+    /// does not show. Rows `trace build, …`; the production build is back
+    /// for the rows after.
+    fn trace_build(&mut self, cfg: &Config) {
+        let sizes = datapath::table_sizes(cfg.bpf.flow_table_size);
+        let mut traced = Datapath::load_build(Build::Trace, &cfg.bpf.pin_dir, false, &sizes)
+            .expect("loading the trace build");
+        let nobody = lb_common::TraceFilter {
+            client: lb_userspace::trace::endpoint("192.0.2.254").expect("an address"),
+            on: 1,
+            ..Default::default()
+        };
+        traced.set_trace_filter(&nobody).expect("TRACE_FILTER");
+        let mut records = lb_userspace::trace::Records::open(&mut traced).expect("the log ring");
+        let production = std::mem::replace(&mut self.dp, traced);
+        let est = (CLIENT, EST_CLIENT.1 + 2);
+        let rr_vip = vip(ALGORITHMS[0].2);
+        let h = Handshake {
+            syn: from_client(est, (rr_vip, 80), SYN, 100, 0).build(),
+            ack: from_client(est, (rr_vip, 80), ACK, 101, 9001).build(),
+            from_real: Box::new(move |out: &[u8]| {
+                let real = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+                let f = |flags, ack| from_real((real, 8080), est, flags, 9000, ack).build();
+                (f(SYN | ACK, 101), f(ACK, 101))
+            }),
+        };
+        self.established("trace build, ", &h);
+        // Clients past those of every other row (at_the_limits' included).
+        let syns = self.sizes.syn;
+        let first = (3 * ALGORITHMS.len() as u64 + 1) * syns + self.sizes.purge;
+        self.first_syns("trace build, ", |k, i| {
+            let octet = ALGORITHMS[k].2;
+            from_client(
+                client(first + k as u64 * syns + i),
+                (vip(octet), 80),
+                SYN,
+                1,
+                0,
+            )
+            .build()
+        });
+        assert!(records.read().is_empty(), "the filter matched no packet");
+        drop(records);
+        let traced = std::mem::replace(&mut self.dp, production);
+        drop(traced);
+        // The production build's IPv6 programs back in their tail-call arrays.
+        self.dp.take_over().expect("the production build back");
     }
 
     /// The flow of `h` made (SYN, SYN-ACK, ACK, the real's ACK, untimed),

@@ -169,7 +169,12 @@ impl Fixture {
         if let Some(records) = self.records.as_mut() {
             // Exactly one record a packet, with the program's own verdict.
             let got = records.read();
-            assert_eq!(got.len(), 1, "{:?} trace build: records of one packet", hook);
+            assert_eq!(
+                got.len(),
+                1,
+                "{:?} trace build: records of one packet",
+                hook
+            );
             assert_eq!(records.malformed, 0);
             assert_eq!(got[0].action, r.return_value, "the record's verdict");
             assert_eq!(got[0].tc != 0, hook == Hook::Tc);
@@ -220,7 +225,11 @@ impl Fixture {
         } else {
             action
         };
-        assert_eq!(got, action, "{name} ({:?}, {:?}): verdict", self.hook, self.build);
+        assert_eq!(
+            got, action,
+            "{name} ({:?}, {:?}): verdict",
+            self.hook, self.build
+        );
         if let Some(rec) = self.last.take() {
             assert_eq!(
                 rec.reason,
