@@ -97,6 +97,9 @@ pub struct Stream {
     pub lines: mpsc::Sender<String>,
     /// The client's pid (SO_PEERCRED), named when a second trace is refused.
     pub pid: Option<u32>,
+    /// Set when the client ends its side of the connection (Ctrl-C does):
+    /// it asks for the end, and still reads the last line.
+    pub stopped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Lines a stream buffers before the agent waits for the client.
@@ -168,8 +171,12 @@ const REQUEST_TIME: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A streaming request's connection, once answered: its read half (whose
-/// end means the client left) and the agent's lines.
-type Streamed = (tokio::net::unix::OwnedReadHalf, mpsc::Receiver<String>);
+/// end means the client asks to stop), the agent's lines, and the flag
+/// that tells the agent so.
+type Streamed = (
+    tokio::net::unix::OwnedReadHalf,
+    (mpsc::Receiver<String>, Arc<std::sync::atomic::AtomicBool>),
+);
 
 /// Reads one request line from `rd` (bounded in size and time) and has the
 /// agent answer it.
@@ -202,7 +209,13 @@ async fn answer(
     };
     let (stream, lines) = if matches!(req, Request::Trace(_)) {
         let (ltx, lrx) = mpsc::channel(STREAM_LINES);
-        (Some(Stream { lines: ltx, pid }), Some(lrx))
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stream = Stream {
+            lines: ltx,
+            pid,
+            stopped: stopped.clone(),
+        };
+        (Some(stream), Some((lrx, stopped)))
     } else {
         (None, None)
     };
@@ -218,14 +231,17 @@ async fn answer(
 }
 
 /// Sends the agent's lines to a streaming client until the agent ends the
-/// stream or the client leaves (its end of the socket closes, or a write
-/// fails); dropping `lines` then tells the agent.
+/// stream (drops its sender) or a write fails (the client is gone; dropping
+/// `lines` then tells the agent). The end of the client's side of the
+/// connection (Ctrl-C shuts it down; a killed client closes it) sets
+/// `stopped`, and the lines still flow until the agent's last one.
 async fn forward(
     mut rd: tokio::net::unix::OwnedReadHalf,
     mut wr: tokio::net::unix::OwnedWriteHalf,
-    mut lines: mpsc::Receiver<String>,
+    (mut lines, stopped): (mpsc::Receiver<String>, Arc<std::sync::atomic::AtomicBool>),
 ) {
     let mut buf = [0u8; 256];
+    let mut reading = true;
     loop {
         tokio::select! {
             line = lines.recv() => match line {
@@ -236,11 +252,11 @@ async fn forward(
                 }
                 None => return,
             },
-            // Anything a client sends after its request is ignored; its
-            // end of the connection ends the stream.
-            n = rd.read(&mut buf) => {
+            // Anything a client sends after its request is ignored.
+            n = rd.read(&mut buf), if reading => {
                 if matches!(n, Ok(0) | Err(_)) {
-                    return;
+                    reading = false;
+                    stopped.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
             }
         }

@@ -508,9 +508,11 @@ fn table_wide_work_does_not_stop_the_agent() {
             .count()
     };
 
-    // Idle since the clock's start: every one expires at the next sweep
-    // (or two, if one began during the fill).
-    fill(&mut flows, &model, N, ST_ESTABLISHED, 1);
+    // Closed and idle since the clock's start: every one expires at the
+    // next sweep (or two, if one began during the fill). Closed, for its
+    // 10 s timeout: an established flow's hour is longer than a fresh
+    // machine has been up.
+    fill(&mut flows, &model, N, ST_CLOSED, 1);
     let (slowest, sweep) = watch(&rig, || {
         flowtable::read(&flows).expect("read").flows.len() < 10
     });

@@ -373,3 +373,49 @@ fn an_agent_stopped_or_killed_during_a_trace_leaves_production_in_place() {
     roundtrip(&rig, "after the restart");
     assert!(rig.get(vip_addr(80)).is_ok());
 }
+
+#[test]
+fn ctrl_c_ends_a_trace_cleanly_with_its_count() {
+    let rig = Rig::new(&config(), env!("CARGO_BIN_EXE_lb-testsrv"));
+    let tracer = start_trace(&rig, &["--vip", "www"]);
+    assert!(rig.get(vip_addr(80)).is_ok());
+    assert!(wait_until(Duration::from_secs(5), POLL, || events(&tracer)
+        .len()
+        >= 5));
+    let shown = events(&tracer).len();
+    tracer.signal(libc::SIGINT);
+    assert!(
+        wait_until(Duration::from_secs(5), POLL, || !tracer.is_running()),
+        "Ctrl-C ends lb trace"
+    );
+    assert!(
+        tracer.exit_status().is_some_and(|s| s.success()),
+        "{}",
+        tracer.log()
+    );
+    assert!(
+        tracer.log().contains(&format!(
+            "trace ended (stopped by the client): {shown} packets"
+        )),
+        "{}",
+        tracer.log()
+    );
+    assert!(production_everywhere(&rig));
+}
+
+/// The production object carries nothing of the trace build: no aya-log
+/// ring, no trace map (their names appear in an object's symbols and BTF).
+#[test]
+fn the_production_object_has_no_trace_code() {
+    let has = |obj: &[u8], name: &str| obj.windows(name.len()).any(|w| w == name.as_bytes());
+    for name in ["AYA_LOGS", "TRACE_FILTER"] {
+        assert!(
+            !has(lb_userspace::datapath::OBJECT, name),
+            "{name} in the production object"
+        );
+        assert!(
+            has(lb_userspace::datapath::TRACE_OBJECT, name),
+            "{name} in the trace build"
+        );
+    }
+}

@@ -37,6 +37,8 @@ pub struct Session {
     started: Instant,
     deadline: Instant,
     lines: mpsc::Sender<String>,
+    /// The client asked for the end (`api::Stream::stopped`).
+    stopped: Arc<std::sync::atomic::AtomicBool>,
     reader: JoinHandle<()>,
     shown: Arc<AtomicU64>,
     count: Option<u64>,
@@ -94,6 +96,7 @@ impl Session {
             started: now,
             deadline: now + max,
             lines: stream.lines,
+            stopped: stream.stopped,
             reader,
             shown,
             count: spec.count,
@@ -104,6 +107,8 @@ impl Session {
     pub fn due(&self) -> Option<&'static str> {
         if self.lines.is_closed() {
             Some("client gone")
+        } else if self.stopped.load(Ordering::SeqCst) {
+            Some("stopped by the client")
         } else if self
             .count
             .is_some_and(|n| self.shown.load(Ordering::Relaxed) >= n)
