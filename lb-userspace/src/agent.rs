@@ -30,6 +30,7 @@ mod bulk;
 mod live_view;
 mod sweep;
 mod tracing;
+mod track;
 
 use crate::{
     api::{self, Call, Request, Response},
@@ -205,6 +206,8 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
             trace: None,
         };
         agent.checker.set_targets(agent.targets());
+        let downs = agent.sync_tracks();
+        agent.fail_action(&downs);
         agent.serve(transitions, finished_work, ha_inputs).await
     })
 }
@@ -630,8 +633,10 @@ impl Agent {
             error!("{}: applying health verdict: {e:#}", t.name);
             return;
         }
+        let mut keys = self.follow(&key, t.up);
+        keys.push(key);
         if !t.up {
-            self.fail_action(&[key]);
+            self.fail_action(&keys);
         }
     }
 
@@ -1044,6 +1049,7 @@ impl Agent {
                 "last_check": status.as_ref().map(|s| s.last_check.clone()),
                 "check_latency_ms": status.as_ref().and_then(|s| s.last_latency_ms),
                 "since_ms": status.as_ref().map(|s| s.since_ms),
+                "tracks": cfg.and_then(|c| c.track.clone()),
             }));
         }
         rows
@@ -1076,6 +1082,8 @@ impl Agent {
             let ch = self.ctl.apply(&cfg, &mut self.dp.maps)?;
             self.cfg = cfg;
             self.checker.set_targets(self.targets());
+            let downs = self.sync_tracks();
+            self.fail_action(&downs);
             if let Some(h) = self.ha.as_mut() {
                 h.set_programmed(self.ctl.programmed());
             }

@@ -132,7 +132,76 @@ impl<'de> Deserialize<'de> for Interface {
     }
 }
 
+/// A real of the config: its farm and its index in the farm's `reals`.
+pub type RealAt = (String, usize);
+
 impl Config {
+    /// The ports a real serves on: its own, or that of each VIP of its farm.
+    pub fn real_ports(&self, farm: &str, real: &RealCfg) -> Vec<u16> {
+        match real.port {
+            Some(p) => vec![p],
+            None => {
+                let mut ports: Vec<u16> = self
+                    .vips
+                    .values()
+                    .filter(|v| v.serverfarm == farm)
+                    .map(|v| v.port)
+                    .collect();
+                ports.sort_unstable();
+                ports.dedup();
+                ports
+            }
+        }
+    }
+
+    /// The real `track: FARM/ADDR[:PORT]` names, or why it names none.
+    pub fn tracked(&self, track: &str) -> Result<RealAt, String> {
+        let Some((farm, endpoint)) = track.split_once('/') else {
+            return Err(format!(
+                "track must be FARM/ADDR[:PORT] (e.g. web/10.0.0.11:8080), not {track:?}"
+            ));
+        };
+        let Some(f) = self.serverfarms.get(farm) else {
+            return Err(format!("track: no serverfarm `{farm}`"));
+        };
+        let Some((addr, port)) = crate::endpoint::parse(endpoint) else {
+            return Err(format!(
+                "track: {endpoint:?} is not ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)"
+            ));
+        };
+        let found: Vec<usize> = f
+            .reals
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.address == addr && port.is_none_or(|p| self.real_ports(farm, r).contains(&p))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        match found[..] {
+            [i] => Ok((farm.to_string(), i)),
+            [] => Err(format!("track: serverfarm `{farm}` has no real {endpoint}")),
+            _ => Err(format!(
+                "track: {endpoint} names {} reals of `{farm}`; add the port",
+                found.len()
+            )),
+        }
+    }
+
+    /// Every tracking real and the real it follows, resolved; `lb check`
+    /// has refused a config where one does not resolve.
+    pub fn tracks(&self) -> Vec<(RealAt, RealAt)> {
+        let mut out = Vec::new();
+        for (farm, f) in &self.serverfarms {
+            for (i, r) in f.reals.iter().enumerate() {
+                if let Some(Ok(to)) = r.track.as_deref().map(|t| self.tracked(t)) {
+                    out.push(((farm.clone(), i), to));
+                }
+            }
+        }
+        out
+    }
+
     /// The names of `interfaces`, in order.
     pub fn interface_names(&self) -> Vec<String> {
         self.interfaces.iter().map(|i| i.name.clone()).collect()
@@ -299,6 +368,10 @@ pub struct RealCfg {
     /// yaml: `state`.
     #[serde(default)]
     pub state: AdminState,
+    /// `FARM/ADDR[:PORT]`: follow that real's health instead of being
+    /// checked (HAProxy's `track`); the farm must not probe or observe.
+    #[serde(default)]
+    pub track: Option<String>,
 }
 
 /// The administrator's wish for a real; health decides within it.

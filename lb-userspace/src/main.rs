@@ -654,7 +654,10 @@ fn render_reals(rows: &[serde_json::Value]) -> String {
             } else {
                 ""
             },
-            r["last_check"].as_str().unwrap_or("-"),
+            match r["tracks"].as_str() {
+                Some(t) => format!("tracks {t}"),
+                None => r["last_check"].as_str().unwrap_or("-").to_string(),
+            },
         ));
     }
     out

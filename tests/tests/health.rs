@@ -560,3 +560,64 @@ fn no_live_real(hook: TestHook) {
         assert!(reason_count(&rig, reason) >= 1, "{reason}\n{}", stats());
     }
 }
+
+/// `track:`: the echo farm has no probes of its own; each of its reals
+/// follows the web real on the same host. A dead host's web real goes down
+/// by its probe and its echo real with it (without `track` it would stay
+/// up, unchecked), and both come back together.
+#[test]
+fn a_tracking_real_follows_the_health_of_the_real_it_tracks() {
+    let probe = "{ type: http, path: /healthz, interval: 1s, fast_interval: 200ms, down_interval: 300ms, timeout: 300ms, rise: 2, fall: 2 }";
+    let echo = "  echo:\n    reals:\n      - { address: 203.0.113.11, port: 7000, track: web/203.0.113.11:8080 }\n      - { address: 203.0.113.12, port: 7000, track: web/203.0.113.12:8080 }\n      - { address: 203.0.113.13, port: 7000, track: web/203.0.113.13:8080 }\n";
+    let mut rig = rig(&config(
+        probe,
+        &format!("{}{echo}", farm("web", HTTP, "    probes: [hc]\n")),
+        &format!("{WWW}  echo: {{ address: 198.51.100.10, port: 7, serverfarm: echo }}\n"),
+    ));
+    all_up(&rig);
+    for i in 1..=3 {
+        wait_state(
+            &rig,
+            &format!("203.0.113.1{i}:7000"),
+            "up",
+            Duration::from_secs(5),
+        );
+    }
+    let row = &reals(&rig)["203.0.113.12:7000"];
+    assert_eq!(row["tracks"], "web/203.0.113.12:8080");
+    let out = rig.lb.cli(&["reals", "--farm", "echo"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    println!("{table}");
+    assert!(table.contains("tracks web/203.0.113.12:8080"), "{table}");
+
+    rig.servers[1].kill();
+    wait_state(&rig, "203.0.113.12:8080", "down", Duration::from_secs(4));
+    let took = wait_state(&rig, "203.0.113.12:7000", "down", Duration::from_secs(1));
+    println!("the tracking real went down {took:?} after the real it tracks");
+    assert!(
+        rig.lb
+            .proc
+            .log()
+            .contains("track: echo/203.0.113.12:7000 down, as web/203.0.113.12:8080 is"),
+        "{}",
+        rig.lb.proc.log()
+    );
+    // New echo connections avoid it.
+    let vip7 = SocketAddr::new(vip(10).into(), 7);
+    for i in 0..9 {
+        let mut c = rig
+            .topo
+            .client
+            .run(|| lb_tests::EchoConn::connect(vip7, T))
+            .unwrap_or_else(|e| panic!("echo connection {i} to a live real: {e}"));
+        let m = format!("m{i}");
+        assert_eq!(
+            rig.topo.client.run(|| c.roundtrip(m.as_bytes())).unwrap(),
+            m.as_bytes()
+        );
+    }
+
+    rig.restart_server(1);
+    wait_state(&rig, "203.0.113.12:8080", "up", Duration::from_secs(4));
+    wait_state(&rig, "203.0.113.12:7000", "up", Duration::from_secs(1));
+}

@@ -129,6 +129,7 @@ fn design_example_parses_with_its_values() {
         max_conns,
         backup,
         state: AdminState::Up,
+        track: None,
     };
     assert_eq!(
         f.reals,
@@ -1295,4 +1296,80 @@ fn a_real_at_a_vip_address_is_refused() {
         "serverfarms.web.reals[1].address",
         "198.51.100.10 is the address of vip `www`: a real must have an address of its own, or lb takes what is sent to it for the VIP",
     );
+}
+
+/// `track:` configs: web probes its reals, `api` tracks them.
+fn tracking(api_reals: &str) -> String {
+    format!(
+        "interfaces: [eth0]\nprobes:\n  hc: {{ type: tcp }}\nserverfarms:\n  web:\n    probes: [hc]\n    reals:\n      - {{ address: 203.0.113.11, port: 8080 }}\n      - {{ address: 203.0.113.12 }}\n  api:\n    reals:\n{api_reals}vips:\n  www: {{ address: 198.51.100.10, port: 80, serverfarm: web }}\n  api: {{ address: 198.51.100.10, port: 81, serverfarm: api }}\n"
+    )
+}
+
+#[test]
+fn a_real_tracks_a_checked_real_of_another_farm() {
+    let cfg = parse_ok(&tracking(
+        "      - { address: 203.0.113.11, port: 9000, track: web/203.0.113.11:8080 }\n      - { address: 203.0.113.12, port: 9000, track: web/203.0.113.12 }\n      - { address: 203.0.113.13, port: 9000, track: api/203.0.113.12 }\n",
+    ));
+    let t = cfg.tracks();
+    assert_eq!(
+        t,
+        [
+            (("api".into(), 0), ("web".into(), 0)),
+            (("api".into(), 1), ("web".into(), 1)),
+            // A chain: api's third real follows its second.
+            (("api".into(), 2), ("api".into(), 1)),
+        ]
+    );
+    // A real without a port of its own serves on its VIP's.
+    assert!(cfg.tracked("web/203.0.113.12:80").is_ok());
+    assert!(cfg.tracked("web/203.0.113.12:81").is_err());
+}
+
+#[test]
+fn track_refuses_loops_unchecked_reals_and_checked_trackers() {
+    let issues = parse_err(&tracking(
+        "      - { address: 203.0.113.21, port: 9000, track: api/203.0.113.22 }\n      - { address: 203.0.113.22, port: 9000, track: api/203.0.113.21 }\n",
+    ));
+    assert_eq!(issues.len(), 2, "{issues:?}");
+    assert_eq!(issues[0].path, "serverfarms.api.reals[0].track");
+    assert_eq!(
+        issues[0].message,
+        "tracking loop: api/203.0.113.21:9000 -> api/203.0.113.22:9000 -> api/203.0.113.21:9000"
+    );
+    assert_eq!((issues[0].line, issues[0].column), (Some(12), Some(53)));
+
+    let issues = parse_err(&tracking(
+        "      - { address: 203.0.113.21, port: 9000 }\n      - { address: 203.0.113.22, port: 9000, track: api/203.0.113.21 }\n",
+    ));
+    assert_eq!(
+        issues[0].message,
+        "api/203.0.113.21:9000 is checked by nothing (serverfarm `api` has no probes and no `observe`): there is no health to follow"
+    );
+
+    let src = tracking("      - { address: 203.0.113.21, port: 9000 }\n").replace(
+        "      - { address: 203.0.113.12 }\n",
+        "      - { address: 203.0.113.12, track: api/203.0.113.21 }\n",
+    );
+    let issues = parse_err(&src);
+    assert!(
+        issues[0]
+            .message
+            .starts_with("a real either is checked or tracks another: serverfarm `web` probes"),
+        "{issues:?}"
+    );
+
+    for (track, want) in [
+        ("web", "track must be FARM/ADDR[:PORT]"),
+        ("db/203.0.113.11", "track: no serverfarm `db`"),
+        (
+            "web/203.0.113.99",
+            "track: serverfarm `web` has no real 203.0.113.99",
+        ),
+        ("web/www", "track: \"www\" is not ADDR or ADDR:PORT"),
+    ] {
+        let issues = parse_err(&tracking(&format!(
+            "      - {{ address: 203.0.113.21, port: 9000, track: {track} }}\n"
+        )));
+        assert!(issues[0].message.starts_with(want), "{track}: {issues:?}");
+    }
 }

@@ -38,6 +38,7 @@ pub(super) fn check(config: &Config, index: &PosIndex, file: &str) -> Vec<Config
     for (name, farm) in &config.serverfarms {
         c.farm(name, farm, &config.probes);
     }
+    c.tracks(config);
     let vips = c.vips_in_file_order(config);
     c.vips(config, &vips);
     c.families(config, &vips);
@@ -310,6 +311,71 @@ impl Checker<'_> {
         }
     }
 
+    /// `track:`: each names one real, which something checks (its farm's
+    /// probes or passive health, or a real it tracks in turn), of a farm
+    /// that does not check the tracking real itself; and no chain of them
+    /// comes back to where it started.
+    fn tracks(&mut self, config: &Config) {
+        let checked = |farm: &str| {
+            config
+                .serverfarms
+                .get(farm)
+                .is_some_and(|f| !f.probes.is_empty() || f.observe.is_some())
+        };
+        for (farm, f) in &config.serverfarms {
+            for (i, real) in f.reals.iter().enumerate() {
+                let Some(track) = real.track.as_deref() else {
+                    continue;
+                };
+                let path = format!("{}.reals[{i}].track", join("serverfarms", farm));
+                if checked(farm) {
+                    self.value(
+                        path,
+                        format!(
+                            "a real either is checked or tracks another: serverfarm `{farm}` probes or observes its reals; move this real to a farm that does not, or remove `track`"
+                        ),
+                    );
+                    continue;
+                }
+                let to = match config.tracked(track) {
+                    Ok(to) => to,
+                    Err(e) => {
+                        self.value(path, e);
+                        continue;
+                    }
+                };
+                // Follow the chain: to a checked real, or back to a real
+                // already on it (a loop), or to one that nothing checks.
+                let mut chain = vec![(farm.clone(), i)];
+                let mut at = to;
+                let problem = loop {
+                    if chain.contains(&at) {
+                        chain.push(at);
+                        break Some(format!("tracking loop: {}", names(config, &chain)));
+                    }
+                    let r = &config.serverfarms[&at.0].reals[at.1];
+                    chain.push(at.clone());
+                    match r.track.as_deref().map(|t| config.tracked(t)) {
+                        // Its own line says what is wrong with it.
+                        Some(Err(_)) => break None,
+                        Some(Ok(next)) => at = next,
+                        None if checked(&at.0) => break None,
+                        None => {
+                            break Some(format!(
+                                "{} is checked by nothing (serverfarm `{}` has no probes and no `observe`): there is no health to follow",
+                                names(config, &chain[chain.len() - 1..]),
+                                at.0
+                            ));
+                        }
+                    }
+                };
+                if let Some(p) = problem {
+                    self.value(path, p);
+                }
+            }
+        }
+    }
+
     /// A real at a VIP's address: the datapath takes every packet to that
     /// address for the VIP, so what the farm sends the real comes back to
     /// lb as a new flow instead of reaching it.
@@ -560,6 +626,21 @@ impl Checker<'_> {
 
 /// The rule [`Checker::families`] enforces, as its messages state it.
 const ONE_FAMILY: &str = "a VIP and its serverfarm's reals must be one family (NAT44 or NAT66)";
+
+/// Reals as `FARM/ADDR[:PORT]`, joined by arrows.
+fn names(config: &Config, chain: &[super::RealAt]) -> String {
+    chain
+        .iter()
+        .map(|(farm, i)| {
+            let r = &config.serverfarms[farm].reals[*i];
+            match r.port {
+                Some(p) => format!("{farm}/{}", SocketAddr::new(r.address, p)),
+                None => format!("{farm}/{}", r.address),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
 
 fn family(ipv6: bool) -> &'static str {
     if ipv6 { "IPv6" } else { "IPv4" }
