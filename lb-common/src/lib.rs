@@ -195,6 +195,24 @@ pub struct FlowKey {
 }
 const _: () = assert!(size_of::<FlowKey>() == 40);
 
+impl FlowKey {
+    /// The key of the reply direction of the flow keyed `self` (client ->
+    /// VIP) when its real is `real_addr:real_port_be`: real -> client. The
+    /// datapath builds it for a new flow's second entry, the agent to join
+    /// and remove the pair.
+    #[inline(always)]
+    pub const fn reverse(&self, real_addr: [u8; 16], real_port_be: u16) -> FlowKey {
+        FlowKey {
+            src_addr: real_addr,
+            dst_addr: self.src_addr,
+            src_port_be: real_port_be,
+            dst_port_be: self.src_port_be,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
 /// Value of `FLOWS`, one per direction. Each direction's entry is written only
 /// by packets of that direction, so the fast path does one lookup and no
 /// cross-entry writes; the agent joins the pair.

@@ -43,7 +43,7 @@ pub fn apply(s: &mut Scratch, f: &mut Flow, now: u64) -> Result<Outcome, u32> {
             let new = REALS.get(new_id).ok_or(reason::DROP_NO_REAL)?;
             // The old real's replies are no longer ours to translate.
             flow::remove_key(
-                &flow::reverse_key(fwd_key, f.nat_addr, f.nat_port_be),
+                &fwd_key.reverse(f.nat_addr, f.nat_port_be),
                 embryo,
             );
             flow::uncount(f);

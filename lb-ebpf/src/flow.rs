@@ -54,20 +54,6 @@ pub fn key(src: [u8; 16], dst: [u8; 16], sport: [u8; 2], dport: [u8; 2], proto: 
     }
 }
 
-/// The key of the reply direction of the flow `fwd_key` when its real is
-/// `real_addr:real_port_be`: real -> client.
-#[inline(always)]
-pub fn reverse_key(fwd_key: &FlowKey, real_addr: [u8; 16], real_port_be: u16) -> FlowKey {
-    FlowKey {
-        src_addr: real_addr,
-        dst_addr: fwd_key.src_addr,
-        src_port_be: real_port_be,
-        dst_port_be: fwd_key.src_port_be,
-        proto: fwd_key.proto,
-        _pad: [0; 3],
-    }
-}
-
 /// The state a new flow starts in: SYN for a SYN, established when the
 /// balancer picks up a connection mid-stream (after a restart or failover the
 /// real answers with a RST if it does not know it, which is what the client
@@ -160,7 +146,7 @@ pub fn finished(fwd_key: &FlowKey, f: &Flow, embryo: bool) -> bool {
     if over(f.state) {
         return true;
     }
-    let rev = reverse_key(fwd_key, f.nat_addr, f.nat_port_be);
+    let rev = fwd_key.reverse(f.nat_addr, f.nat_port_be);
     // SAFETY: read-only use of the value.
     unsafe { table(embryo).get(&rev) }.is_some_and(|r| over(r.state))
 }
@@ -219,7 +205,7 @@ pub struct NewFlow {
 #[inline(always)]
 pub fn insert_reverse(fwd_key: &FlowKey, b: &mut Build, embryo: bool) -> Option<()> {
     let f = &mut b.flow;
-    b.key = reverse_key(fwd_key, f.nat_addr, f.nat_port_be);
+    b.key = fwd_key.reverse(f.nat_addr, f.nat_port_be);
     let (real_addr, real_port, flags) = (f.nat_addr, f.nat_port_be, f.flags);
     f.nat_addr = fwd_key.dst_addr;
     f.nat_port_be = fwd_key.dst_port_be;
@@ -238,7 +224,7 @@ pub fn insert_reverse(fwd_key: &FlowKey, b: &mut Build, embryo: bool) -> Option<
 #[inline(always)]
 pub fn remove(fwd_key: &FlowKey, fwd: &Flow, embryo: bool) {
     let t = table(embryo);
-    let _ = t.remove(reverse_key(fwd_key, fwd.nat_addr, fwd.nat_port_be));
+    let _ = t.remove(fwd_key.reverse(fwd.nat_addr, fwd.nat_port_be));
     let _ = t.remove(fwd_key);
 }
 

@@ -347,7 +347,7 @@ fn to_vip<C: Pkt, F: Family>(
                 hop = &mut f.hop;
                 // The client's handshake ACK assures a half-open TCP flow.
                 if s.embryo && f.state == ST_ESTABLISHED {
-                    s.build.key = flow::reverse_key(&s.key, f.nat_addr, f.nat_port_be);
+                    s.build.key = s.key.reverse(f.nat_addr, f.nat_port_be);
                     // `f` is gone from EMBRYOS once this succeeds.
                     if let Some(moved) = flow::assure(&s.key, &s.build.key, true) {
                         // SAFETY: a FLOWS value, valid for the program run.
@@ -476,7 +476,7 @@ fn new_flow(s: &mut Scratch) -> Result<(), u32> {
 /// A BPF function of its own (to_vip's stack).
 #[inline(never)]
 fn syn_retransmitted(s: &mut Scratch, f: &Flow, now: u64) {
-    let rev = flow::reverse_key(&s.key, f.nat_addr, f.nat_port_be);
+    let rev = s.key.reverse(f.nat_addr, f.nat_port_be);
     match flow::get(&rev, s.embryo) {
         // SAFETY: read-only use of the value.
         Some(r) if unsafe { (*r).packets } == 0 => {

@@ -353,20 +353,7 @@ impl Joined {
     }
 
     fn rev_key(&self) -> FlowKey {
-        reverse_key(&self.fwd_key, &self.fwd)
-    }
-}
-
-/// The key of the reply direction of forward entry `fwd` at `fwd_key`:
-/// real -> client (as the datapath's `flow::reverse_key`).
-pub fn reverse_key(fwd_key: &FlowKey, fwd: &Flow) -> FlowKey {
-    FlowKey {
-        src_addr: fwd.nat_addr,
-        dst_addr: fwd_key.src_addr,
-        src_port_be: fwd.nat_port_be,
-        dst_port_be: fwd_key.src_port_be,
-        proto: fwd_key.proto,
-        _pad: [0; 3],
+        self.fwd_key.reverse(self.fwd.nat_addr, self.fwd.nat_port_be)
     }
 }
 

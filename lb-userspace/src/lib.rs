@@ -7,6 +7,8 @@ pub mod control;
 pub mod datapath;
 pub mod endpoint;
 pub mod flowtable;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ha;
 pub mod health;
 pub mod http;

@@ -1,7 +1,6 @@
 //! Flow-table entries made in bulk for tests and benches, shaped like one
 //! the datapath made, so the agent treats them as its own.
 use lb_common::{DIR_FORWARD, DIR_REVERSE, Flow, FlowKey};
-use lb_userspace::flowtable::reverse_key;
 
 /// The forward and reverse entries of the flow `key`, copied from `model`
 /// (a flow the datapath made: its VIP, real and ids), in `state`, created
@@ -24,5 +23,5 @@ pub fn entries(model: &Flow, key: FlowKey, state: u8, at_ns: u64) -> [(FlowKey, 
         dir: DIR_REVERSE,
         ..fwd
     };
-    [(key, fwd), (reverse_key(&key, &fwd), rev)]
+    [(key, fwd), (key.reverse(fwd.nat_addr, fwd.nat_port_be), rev)]
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask setup|build|test|demo|install|bench`: the project's own set-up and
+//! `cargo xtask setup|build|test|demo|install|bench|fuzz`: the project's own set-up and
 //! entry points. Every command that needs tools runs `setup` first, which is
 //! idempotent and fast when everything is present.
 mod bench;
@@ -47,6 +47,17 @@ enum Cmd {
         /// run's raw lines in target/bench/.
         #[arg(long, conflicts_with = "quick")]
         report: bool,
+    },
+    /// Run one fuzz target (lb_userspace::fuzzing) under libFuzzer with
+    /// cargo-fuzz and the nightly toolchain (installed if missing); what it
+    /// finds grows fuzz/corpus/TARGET, crashes land in fuzz/artifacts/.
+    Fuzz {
+        /// config | ha_datagrams | api_request | trace_record
+        #[arg(value_parser = ["config", "ha_datagrams", "api_request", "trace_record"])]
+        target: String,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
     },
 }
 
@@ -102,6 +113,7 @@ fn main() -> Result<()> {
             )
         }
         Cmd::Bench { quick, report } => bench::run(&root, quick, report),
+        Cmd::Fuzz { target, time } => fuzz(&root, &target, time),
         Cmd::Demo => {
             setup(&root)?;
             require_root("the demo makes network namespaces and attaches XDP")?;
@@ -145,6 +157,36 @@ unsafe extern "C" {
 fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     eprintln!("==> {name}");
     f().with_context(|| format!("step `{name}` failed"))
+}
+
+/// `cargo xtask fuzz`: cargo-fuzz needs nightly (for the sanitizer and
+/// coverage flags); the datapath is not built (AYA_BUILD_SKIP), since no
+/// target loads it.
+fn fuzz(root: &Path, target: &str, secs: u64) -> Result<()> {
+    let has = |args: &[&str]| {
+        Command::new("rustup")
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !has(&["run", "nightly", "rustc", "--version"]) {
+        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    let fuzz_installed = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !fuzz_installed {
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let corpus = format!("fuzz/corpus/{target}");
+    let max = format!("-max_total_time={secs}");
+    run(Command::new("cargo")
+        .current_dir(root)
+        .env("AYA_BUILD_SKIP", "1")
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .args(["+nightly", "fuzz", "run", target, &corpus, "--", &max]))
 }
 
 fn cargo(args: &[&str]) -> Result<()> {

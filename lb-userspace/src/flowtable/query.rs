@@ -375,17 +375,9 @@ impl<T: Extra> Cand<T> {
         }
     }
 
-    /// Where the datapath keeps this flow's reverse entry (lb-ebpf's
-    /// `flow::reverse_key`).
+    /// Where the datapath keeps this flow's reverse entry.
     fn rev_key(&self) -> FlowKey {
-        FlowKey {
-            src_addr: self.real_addr,
-            dst_addr: self.fwd_key.src_addr,
-            src_port_be: self.real_port_be,
-            dst_port_be: self.fwd_key.src_port_be,
-            proto: self.fwd_key.proto,
-            _pad: [0; 3],
-        }
+        self.fwd_key.reverse(self.real_addr, self.real_port_be)
     }
 
     /// Joins `rev` if it is this flow's reverse entry: found at our

@@ -27,7 +27,7 @@ use lb_common::{
 use super::wire::{FlowEvent, FlowTuple, Upsert};
 use crate::control::Programmed;
 use crate::datapath::KernelMaps;
-use crate::flowtable::{self, Joined, reverse_key, sock};
+use crate::flowtable::{self, Joined, sock};
 
 /// Lookups by address and by id, rebuilt when the config changes.
 #[derive(Debug, Default)]
@@ -325,7 +325,7 @@ impl Staged {
             },
             _ => {
                 if let Some(o) = old {
-                    let _ = maps.flows.remove(&reverse_key(&fk, &o));
+                    let _ = maps.flows.remove(&fk.reverse(o.nat_addr, o.nat_port_be));
                     if o.flags & FLOW_COUNTED != 0 {
                         *self.counted.entry(o.real_id).or_default() -= 1;
                     }
@@ -337,7 +337,7 @@ impl Staged {
             fwd.flags |= FLOW_COUNTED;
             *self.counted.entry(real_id).or_default() += 1;
         }
-        let rk = reverse_key(&fk, &fwd);
+        let rk = fk.reverse(fwd.nat_addr, fwd.nat_port_be);
         let old_rev = may_exist(&rk)
             .then(|| maps.flows.get(&rk, 0).ok())
             .flatten()
@@ -411,7 +411,7 @@ fn half_open(
 ) -> Result<()> {
     let fwd = new_forward(real, vip_id, real_id, ST_SYN, created, last);
     maps.embryos
-        .insert(reverse_key(fk, &fwd), new_reverse(fk, &fwd), 0)
+        .insert(fk.reverse(fwd.nat_addr, fwd.nat_port_be), new_reverse(fk, &fwd), 0)
         .context("writing a synced half-open flow (reply side)")?;
     maps.embryos
         .insert(fk, fwd, 0)
@@ -426,7 +426,7 @@ fn remove_pair(
     fk: &FlowKey,
 ) -> Option<Flow> {
     let f = table.get(fk, 0).ok().filter(|f| f.dir == DIR_FORWARD)?;
-    let _ = table.remove(&reverse_key(fk, &f));
+    let _ = table.remove(&fk.reverse(f.nat_addr, f.nat_port_be));
     let _ = table.remove(fk);
     Some(f)
 }

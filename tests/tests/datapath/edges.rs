@@ -440,7 +440,7 @@ fn half_open_cases(fx: &mut Fixture) {
     fx.run(c0, &syn.build());
     let f = fx.flow_in(port, true).expect("half-open");
     let real = fx.flow_real(port).expect("its real");
-    let rev = flowtable::reverse_key(&f.fwd_key, &f.fwd);
+    let rev = f.fwd_key.reverse(f.fwd.nat_addr, f.fwd.nat_port_be);
     fx.dp()
         .maps
         .embryos

@@ -702,3 +702,32 @@ fn version_1_is_read_and_sent_for_an_older_peer() {
     tx.set_version(9);
     assert_eq!(tx.version(), VERSION);
 }
+
+/// Writes the seeds of the `ha_datagrams` fuzz corpus (fuzz/corpus): every
+/// message kind sealed by a sender, as `fuzz_datagrams` reads them (a
+/// length byte, then the body without its MAC), one file each and all in
+/// one. Run by hand after a wire change: `LB_FUZZ_SEEDS=fuzz/corpus/ha_datagrams
+/// cargo test -p lb-userspace --lib write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore = "writes files; run by hand with LB_FUZZ_SEEDS"]
+fn write_fuzz_seeds() {
+    let dir = std::path::PathBuf::from(std::env::var("LB_FUZZ_SEEDS").expect("LB_FUZZ_SEEDS"));
+    let mut tx = Sender::new(key(), A, 1000);
+    let mut all = Vec::new();
+    for (i, msg) in every_message().iter().enumerate() {
+        let sealed = tx.seal(msg).expect("seals");
+        let body = &sealed[..sealed.len() - MAC_LEN];
+        let mut seed = vec![u8::try_from(body.len()).expect("a short body")];
+        seed.extend_from_slice(body);
+        std::fs::write(dir.join(format!("seed-{i}")), &seed).expect("write");
+        all.extend_from_slice(&seed);
+    }
+    std::fs::write(dir.join("seed-all"), &all).expect("write");
+    // The same datagrams from the receiver's own node id.
+    let mut own = Sender::new(key(), B, 1000);
+    let sealed = own.seal(&heartbeat()).expect("seals");
+    let body = &sealed[..sealed.len() - MAC_LEN];
+    let mut seed = vec![body.len() as u8];
+    seed.extend_from_slice(body);
+    std::fs::write(dir.join("seed-self"), &seed).expect("write");
+}
