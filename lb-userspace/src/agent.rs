@@ -1066,6 +1066,7 @@ impl Agent {
                 ("xdp_mode", cfg.xdp_mode != self.cfg.xdp_mode),
                 ("bpf", cfg.bpf != self.cfg.bpf),
                 ("api", cfg.api != self.cfg.api),
+                ("metrics", cfg.metrics != self.cfg.metrics),
                 ("ha", cfg.ha != self.cfg.ha),
             ] {
                 if changed {
@@ -1078,6 +1079,7 @@ impl Agent {
             cfg.xdp_mode = self.cfg.xdp_mode;
             cfg.bpf.clone_from(&self.cfg.bpf);
             cfg.api.clone_from(&self.cfg.api);
+            cfg.metrics.clone_from(&self.cfg.metrics);
             cfg.ha.clone_from(&self.cfg.ha);
             let ch = self.ctl.apply(&cfg, &mut self.dp.maps)?;
             self.cfg = cfg;

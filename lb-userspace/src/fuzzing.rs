@@ -11,8 +11,11 @@ use crate::{
     trace,
 };
 
+/// A fuzz target: bytes in, a panic if a property breaks.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as `cargo xtask fuzz` and the corpora call them.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Target); 4] = [
     ("config", config),
     ("ha_datagrams", crate::ha::wire::fuzz_datagrams),
     ("api_request", api_request),
@@ -72,7 +75,9 @@ mod tests {
         for (name, target) in TARGETS {
             let dir = root.join(name);
             let mut n = 0;
-            for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            for entry in
+                std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            {
                 let path = entry.expect("a corpus entry").path();
                 let data = std::fs::read(&path).expect("a corpus file");
                 let caught = std::panic::catch_unwind(|| target(&data));
