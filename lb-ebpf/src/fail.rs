@@ -42,10 +42,7 @@ pub fn apply(s: &mut Scratch, f: &mut Flow, now: u64) -> Result<Outcome, u32> {
             let new_id = select::pick(real.farm_id, fwd_key).ok_or(reason::DROP_NO_REAL)?;
             let new = REALS.get(new_id).ok_or(reason::DROP_NO_REAL)?;
             // The old real's replies are no longer ours to translate.
-            flow::remove_key(
-                &fwd_key.reverse(f.nat_addr, f.nat_port_be),
-                embryo,
-            );
+            flow::remove_key(&fwd_key.reverse(f.nat_addr, f.nat_port_be), embryo);
             flow::uncount(f);
             f.nat_addr = new.addr;
             f.nat_port_be = new.port_be;

@@ -353,7 +353,8 @@ impl Joined {
     }
 
     fn rev_key(&self) -> FlowKey {
-        self.fwd_key.reverse(self.fwd.nat_addr, self.fwd.nat_port_be)
+        self.fwd_key
+            .reverse(self.fwd.nat_addr, self.fwd.nat_port_be)
     }
 }
 

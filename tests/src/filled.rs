@@ -23,5 +23,8 @@ pub fn entries(model: &Flow, key: FlowKey, state: u8, at_ns: u64) -> [(FlowKey, 
         dir: DIR_REVERSE,
         ..fwd
     };
-    [(key, fwd), (key.reverse(fwd.nat_addr, fwd.nat_port_be), rev)]
+    [
+        (key, fwd),
+        (key.reverse(fwd.nat_addr, fwd.nat_port_be), rev),
+    ]
 }

@@ -170,7 +170,13 @@ fn fuzz(root: &Path, target: &str, secs: u64) -> Result<()> {
             .is_ok_and(|o| o.status.success())
     };
     if !has(&["run", "nightly", "rustc", "--version"]) {
-        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
     let fuzz_installed = Command::new("cargo")
         .args(["fuzz", "--version"])

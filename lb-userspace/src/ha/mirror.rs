@@ -411,7 +411,11 @@ fn half_open(
 ) -> Result<()> {
     let fwd = new_forward(real, vip_id, real_id, ST_SYN, created, last);
     maps.embryos
-        .insert(fk.reverse(fwd.nat_addr, fwd.nat_port_be), new_reverse(fk, &fwd), 0)
+        .insert(
+            fk.reverse(fwd.nat_addr, fwd.nat_port_be),
+            new_reverse(fk, &fwd),
+            0,
+        )
         .context("writing a synced half-open flow (reply side)")?;
     maps.embryos
         .insert(fk, fwd, 0)

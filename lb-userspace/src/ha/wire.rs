@@ -596,13 +596,8 @@ pub fn fuzz_datagrams(data: &[u8]) {
         }
     }
     let c = rx.counters();
-    let counted = c.accepted
-        + c.malformed
-        + c.wrong_version
-        + c.bad_mac
-        + c.from_self
-        + c.stale
-        + c.replay;
+    let counted =
+        c.accepted + c.malformed + c.wrong_version + c.bad_mac + c.from_self + c.stale + c.replay;
     assert_eq!(counted, opened, "every datagram counted once: {c:?}");
 }
 
