@@ -1,6 +1,7 @@
 //! The lb agent and CLI as a library, so tests drive the same code the daemon runs.
 pub mod agent;
 pub mod api;
+mod bpf_sys;
 pub mod clock;
 pub mod config;
 pub mod control;

@@ -3,7 +3,6 @@
 //! a link another program object owns.
 use std::{
     ffi::CString,
-    io,
     os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
     os::unix::ffi::OsStrExt,
     path::Path,
@@ -20,21 +19,10 @@ const BPF_LINK_UPDATE: libc::c_long = 29;
 #[derive(Default)]
 struct Attr([u32; 16]);
 
-fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a valid, zero-padded bpf_attr of the size given.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut Attr,
-            size_of::<Attr>() as libc::c_uint,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
+fn bpf(cmd: libc::c_long, attr: &mut Attr) -> std::io::Result<libc::c_long> {
+    // SAFETY: `attr` is a zero-padded bpf_attr whose one pointer (a path)
+    // is live for the call.
+    unsafe { crate::bpf_sys::bpf(cmd, attr) }
 }
 
 /// Opens the bpf object pinned at `pin`.

@@ -67,19 +67,7 @@ fn sys_bpf(cmd: libc::c_int, attr: &mut BatchAttr) -> io::Result<()> {
     // SAFETY: `attr` is a valid `bpf_attr` prefix of the size passed; every
     // pointer in it addresses a live buffer sized by `count` (the callers
     // below), which the kernel reads or writes only within that count.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut BatchAttr,
-            size_of::<BatchAttr>() as libc::c_uint,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    unsafe { crate::bpf_sys::bpf(cmd.into(), attr) }.map(|_| ())
 }
 
 fn raw_fd(map: &HashMap<MapData, FlowKey, Flow>) -> RawFd {

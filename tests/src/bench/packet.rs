@@ -246,6 +246,37 @@ pub fn from_real(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, seq: u32
     }
 }
 
+/// A flow of `client` to the round-robin VIP: its SYN and ACK, and the
+/// real's SYN-ACK and ACK made from the SYN as lb rewrote it.
+fn rr_handshake(client: (Ipv4Addr, u16)) -> Handshake {
+    let rr_vip = vip(ALGORITHMS[0].2);
+    Handshake {
+        syn: from_client(client, (rr_vip, 80), SYN, 100, 0).build(),
+        ack: from_client(client, (rr_vip, 80), ACK, 101, 9001).build(),
+        from_real: Box::new(move |out: &[u8]| {
+            let real = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+            let f = |flags, ack| from_real((real, 8080), client, flags, 9000, ack).build();
+            (f(SYN | ACK, 101), f(ACK, 101))
+        }),
+    }
+}
+
+/// `first_syns`' frames: the SYN of client `first + k * syns + i` to
+/// algorithm `k`'s VIP, so no two rows share a client.
+fn first_syn(first: u64, syns: u64) -> impl Fn(usize, u64) -> Vec<u8> {
+    move |k, i| {
+        let octet = ALGORITHMS[k].2;
+        from_client(
+            client(first + k as u64 * syns + i),
+            (vip(octet), 80),
+            SYN,
+            1,
+            0,
+        )
+        .build()
+    }
+}
+
 fn from_client6(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16), flags: u8, seq: u32, ack: u32) -> Tcp6 {
     Tcp6 {
         src_mac: CLIENT_MAC,
@@ -421,15 +452,8 @@ impl Bench {
 
         // One established flow, then first SYNs, per family; Katran's
         // program on the same paths between them.
-        let ipv4 = Handshake {
-            syn: from_client(EST_CLIENT, (rr_vip, 80), SYN, 100, 0).build(),
-            ack: est.clone(),
-            from_real: Box::new(|out: &[u8]| {
-                let real = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
-                let f = |flags, ack| from_real((real, 8080), EST_CLIENT, flags, 9000, ack).build();
-                (f(SYN | ACK, 101), f(ACK, 101))
-            }),
-        };
+        let ipv4 = rr_handshake(EST_CLIENT);
+        assert_eq!(ipv4.ack, est, "the floor's packet is the flow's");
         self.established("", &ipv4);
         let rr_vip6 = vip6(ALGORITHMS[0].2);
         let ipv6 = Handshake {
@@ -450,10 +474,7 @@ impl Bench {
 
         // First SYN of a flow: distinct clients, so each SYN makes a flow.
         let syns = self.sizes.syn;
-        self.first_syns("", |k, i| {
-            let octet = ALGORITHMS[k].2;
-            from_client(client(k as u64 * syns + i), (vip(octet), 80), SYN, 1, 0).build()
-        });
+        self.first_syns("", first_syn(0, syns));
         self.first_syns("IPv6, ", |k, i| {
             let octet = ALGORITHMS[k].2;
             from_client6(client6(k as u64 * syns + i), (vip6(octet), 80), SYN, 1, 0).build()
@@ -540,32 +561,10 @@ impl Bench {
         assert_eq!(writes, 0, "an unchanged reload writes nothing");
         emit(SECTION, "limits", "reload_unchanged_s", same);
 
-        let est = (CLIENT, EST_CLIENT.1 + 1);
-        let rr_vip = vip(ALGORITHMS[0].2);
-        let h = Handshake {
-            syn: from_client(est, (rr_vip, 80), SYN, 100, 0).build(),
-            ack: from_client(est, (rr_vip, 80), ACK, 101, 9001).build(),
-            from_real: Box::new(move |out: &[u8]| {
-                let real = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
-                let f = |flags, ack| from_real((real, 8080), est, flags, 9000, ack).build();
-                (f(SYN | ACK, 101), f(ACK, 101))
-            }),
-        };
-        self.established("at the limits, ", &h);
+        self.established("at the limits, ", &rr_handshake((CLIENT, EST_CLIENT.1 + 1)));
         // Clients none of the earlier rows used.
         let first = (2 * ALGORITHMS.len() as u64 + 1) * self.sizes.syn + self.sizes.purge;
-        let syns = self.sizes.syn;
-        self.first_syns("at the limits, ", |k, i| {
-            let octet = ALGORITHMS[k].2;
-            from_client(
-                client(first + k as u64 * syns + i),
-                (vip(octet), 80),
-                SYN,
-                1,
-                0,
-            )
-            .build()
-        });
+        self.first_syns("at the limits, ", first_syn(first, self.sizes.syn));
     }
 
     /// The trace build (`lb trace`) swapped in as the agent does, its
@@ -584,32 +583,11 @@ impl Bench {
         traced.set_trace_filter(&nobody).expect("TRACE_FILTER");
         let mut records = lb_userspace::trace::Records::open(&mut traced).expect("the log ring");
         let production = std::mem::replace(&mut self.dp, traced);
-        let est = (CLIENT, EST_CLIENT.1 + 2);
-        let rr_vip = vip(ALGORITHMS[0].2);
-        let h = Handshake {
-            syn: from_client(est, (rr_vip, 80), SYN, 100, 0).build(),
-            ack: from_client(est, (rr_vip, 80), ACK, 101, 9001).build(),
-            from_real: Box::new(move |out: &[u8]| {
-                let real = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
-                let f = |flags, ack| from_real((real, 8080), est, flags, 9000, ack).build();
-                (f(SYN | ACK, 101), f(ACK, 101))
-            }),
-        };
-        self.established("trace build, ", &h);
+        self.established("trace build, ", &rr_handshake((CLIENT, EST_CLIENT.1 + 2)));
         // Clients past those of every other row (at_the_limits' included).
         let syns = self.sizes.syn;
         let first = (3 * ALGORITHMS.len() as u64 + 1) * syns + self.sizes.purge;
-        self.first_syns("trace build, ", |k, i| {
-            let octet = ALGORITHMS[k].2;
-            from_client(
-                client(first + k as u64 * syns + i),
-                (vip(octet), 80),
-                SYN,
-                1,
-                0,
-            )
-            .build()
-        });
+        self.first_syns("trace build, ", first_syn(first, syns));
         assert!(records.read().is_empty(), "the filter matched no packet");
         drop(records);
         let traced = std::mem::replace(&mut self.dp, production);
