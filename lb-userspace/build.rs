@@ -1,7 +1,7 @@
 //! Builds the XDP program (lb-ebpf) with the kernel-side toolchain and leaves
 //! it in OUT_DIR for `include_bytes_aligned!`: the production object (`lb`)
-//! and the trace build (`lb-trace`, `--features trace`, for `lb trace`). Why a separate toolchain:
-//! aya-ebpf needs -Z build-std, which the Debian rustc-web toolchain (linked
+//! and the trace build (`lb-trace`, `--features trace`, for `lb trace`).
+//! Why a separate toolchain: aya-ebpf needs -Z build-std, which the Debian rustc-web toolchain (linked
 //! into rustup as `lb-bpf`) allows with RUSTC_BOOTSTRAP=1.
 use std::{env, fs, path::PathBuf};
 

@@ -276,7 +276,7 @@ fn to_vip<C: Pkt, F: Family>(
     // in per-CPU scratch map memory, not on the 512-byte stack (see
     // maps::SCRATCH).
     let s = flow::scratch().ok_or(reason::PASS_NOT_OURS)?;
-    trace::ports(&s.key);
+    trace::ports();
     // Read back from here on, and the headers parsed again for the
     // rewrite: kept across the calls below, `t` and `L4` would take stack
     // under the deepest call chain.
@@ -515,9 +515,7 @@ fn from_real<C: Pkt, F: Family>(
         return Err(reason::PASS_NOT_OURS);
     }
     trace::dir(DIR_REVERSE);
-    if let Some(s) = flow::scratch() {
-        trace::ports(&s.key);
-    }
+    trace::ports();
     if F::ttl(ip) <= 1 {
         return Err(reason::PASS_TTL);
     }

@@ -120,12 +120,16 @@ mod on {
         Some(())
     }
 
-    /// The packet's ports and protocol, from its flow key once read (by
-    /// to_vip and from_real: recorded in serve, they would grow the frame
-    /// at the bottom of every call chain).
+    /// The packet's ports and protocol, from its flow key in scratch once
+    /// read (by to_vip and from_real: recorded in serve, they would grow the
+    /// frame at the bottom of every call chain). The scratch lookup is here,
+    /// so the production build pays nothing for it.
     #[inline(never)]
-    pub fn ports(key: &FlowKey) {
-        let Some(r) = rec() else { return };
+    pub fn ports() {
+        let (Some(r), Some(s)) = (rec(), crate::flow::scratch()) else {
+            return;
+        };
+        let key = &s.key;
         r.received.src_port_be = key.src_port_be;
         r.received.dst_port_be = key.dst_port_be;
         r.received.proto = key.proto;
@@ -295,18 +299,15 @@ mod on {
         }
         diff == 0
     }
-
-    const _: () = assert!(DIR_FORWARD != DIR_REVERSE);
 }
 
 #[cfg(not(feature = "trace"))]
 mod off {
-    use lb_common::FlowKey;
 
     #[inline(always)]
     pub fn begin<C: crate::ctx::Pkt>(_ctx: &C) {}
     #[inline(always)]
-    pub fn ports(_key: &FlowKey) {}
+    pub fn ports() {}
     #[inline(always)]
     pub fn fast(_f: &lb_common::Flow, _sport: [u8; 2], _dport: [u8; 2]) {}
     #[inline(always)]

@@ -503,14 +503,11 @@ impl Agent {
         }
         match tracing::Session::start(spec, stream, &self.cfg, self.ctl.programmed(), &mut self.dp)
         {
-            Ok(mut s) => {
-                let ids = s.program_ids().unwrap_or_default();
+            Ok(s) => {
                 self.trace = Some(s);
                 Response::ok(json!({
                     "message": "tracing; the production build is back when this connection closes",
                     "max_duration_s": spec.max_duration().map(|d| d.as_secs()).unwrap_or(0),
-                    "trace_program_ids": [ids.0, ids.1],
-                    "header": crate::trace::HEADER,
                 }))
             }
             Err(e) => Response::err(format!("trace: {e:#}")),

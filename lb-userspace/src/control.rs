@@ -251,6 +251,18 @@ pub struct Overlay {
     pub up_since: HashMap<RealKey, Instant>,
 }
 
+impl Overlay {
+    /// A real's health: its last verdict, else where its farm starts it
+    /// (down until its first verdict when the farm has probes, unless
+    /// `init_state: up`).
+    pub fn healthy(&self, key: &RealKey, farm: &crate::config::Farm) -> bool {
+        self.health
+            .get(key)
+            .copied()
+            .unwrap_or(farm.probes.is_empty() || farm.init_state == InitState::Up)
+    }
+}
+
 /// What the kernel maps hold, read back by an agent that adopts a previous
 /// agent's pinned maps (see `Control::adopt`).
 #[derive(Debug, Default, Clone)]
@@ -772,9 +784,7 @@ fn plan(
                         None => pools.reals.alloc("reals")?,
                     },
                 };
-                // Until its first verdict, a probed real starts as its farm says.
-                let initially_up = farm.probes.is_empty() || farm.init_state == InitState::Up;
-                let healthy = overlay.health.get(&key).copied().unwrap_or(initially_up);
+                let healthy = overlay.healthy(&key, farm);
                 let state = match overlay.admin.get(&key).copied().unwrap_or(r.state) {
                     AdminState::Disabled => REAL_DISABLED,
                     _ if !healthy => REAL_DOWN,

@@ -147,11 +147,6 @@ impl Session {
         );
         drop(self.dp);
     }
-
-    /// The trace build's program ids (XDP, tc), for tests and status.
-    pub fn program_ids(&mut self) -> Result<(u32, u32)> {
-        self.dp.program_ids()
-    }
 }
 
 /// Reads the trace build's records as they come and sends each one, named,

@@ -8,7 +8,7 @@ use log::{error, info};
 
 use super::{Agent, real_name};
 use crate::{
-    config::{Config, InitState, RealAt},
+    config::{Config, RealAt},
     control::RealKey,
 };
 
@@ -38,17 +38,10 @@ impl Agent {
 
     /// A real's health as the agent holds it (see `control::Overlay`).
     fn health_of(&self, key: &RealKey) -> bool {
-        self.ctl
-            .overlay()
-            .health
-            .get(key)
-            .copied()
-            .unwrap_or_else(|| {
-                self.cfg
-                    .serverfarms
-                    .get(&key.farm)
-                    .is_none_or(|f| f.probes.is_empty() || f.init_state == InitState::Up)
-            })
+        self.cfg
+            .serverfarms
+            .get(&key.farm)
+            .is_none_or(|f| self.ctl.overlay().healthy(key, f))
     }
 
     fn set_followed(&mut self, key: &RealKey, up: bool, of: &RealKey) -> bool {
