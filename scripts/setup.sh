@@ -14,10 +14,12 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # LLVM 22 for bpf-linker, the tools the tests drive (the live-view tests load
 # the status page in chromium and w3m, scrape with prometheus and run
 # `lb top` in tmux), and what `cargo xtask bench` compares against and loads with
-# (haproxy, wrk, and clang-22 for Katran's program).
+# (haproxy, wrk, and clang-22 for Katran's program). A cluster node announces
+# its VIPs through BIRD 2 (bird2), which lb starts itself; the cluster tests'
+# upstream router runs FRR (frr).
 PKGS=(rustc-web cargo-web rust-web-src rust-web-clippy llvm-22-dev libpolly-22-dev
       iproute2 ethtool iperf3 curl nftables haproxy wrk clang-22
-      chromium w3m prometheus tmux)
+      chromium w3m prometheus tmux bird2 frr)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

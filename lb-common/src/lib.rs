@@ -106,6 +106,19 @@ pub struct VipKey {
 }
 const _: () = assert!(size_of::<VipKey>() == 20);
 
+/// Value of `REPLY_NAT`, keyed by a real's endpoint (a `VipKey` of the
+/// real's address, port and protocol): the one VIP endpoint that real
+/// serves, which its replies are translated to when no flow says so.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ReplyNat {
+    pub vip_addr: [u8; 16],
+    pub vip_port_be: u16,
+    pub _pad: u16,
+    pub vip_id: u32,
+}
+const _: () = assert!(size_of::<ReplyNat>() == 24);
+
 /// Value of `VIPS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -496,7 +509,11 @@ pub mod reason {
     /// ICMPv6) port unreachable from the VIP, quoting the datagram, at
     /// most about 1,000 a second per CPU (beyond: `DROP_NO_REAL`).
     pub const NO_REAL_UNREACH: u32 = 35;
-    pub const COUNT: u32 = 36;
+    /// A real's reply this node has no flow for, translated by `REPLY_NAT`
+    /// (a cluster: the flow began on another node, and the reply came back
+    /// through this one before the flow's sync did).
+    pub const REVERSE_STATELESS: u32 = 36;
+    pub const COUNT: u32 = 37;
 
     /// Names for logs, metrics and `lb stats`, indexed by reason.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -536,6 +553,7 @@ pub mod reason {
         "drop_ipv6_ext",
         "no_real_rst",
         "no_real_unreach",
+        "reverse_stateless",
     ];
 }
 
@@ -732,6 +750,7 @@ mod pod {
     // with explicit padding, so every bit pattern is valid.
     unsafe impl aya::Pod for VipKey {}
     unsafe impl aya::Pod for VipInfo {}
+    unsafe impl aya::Pod for ReplyNat {}
     unsafe impl aya::Pod for Real {}
     unsafe impl aya::Pod for Farm {}
     unsafe impl aya::Pod for FlowKey {}

@@ -33,6 +33,7 @@ mod nat;
 mod parse;
 mod passive;
 mod refuse;
+mod reply;
 mod rst;
 mod select;
 mod stats;
@@ -205,7 +206,7 @@ fn serve<C: Pkt, F: Family>(ctx: &C, off: usize) -> Verdict {
     if for_vip {
         to_vip::<C, F>(ctx, l3.off, None, t)
     } else {
-        from_real::<C, F>(ctx, l3.off, None, t)
+        reply::stateless::<C, F>(ctx, l3.off, t)
     }
 }
 
@@ -566,21 +567,15 @@ fn from_real<C: Pkt, F: Family>(
     trace::rewrote(false, &s.addr, vip_port);
     nat::snat::<C, F>(ctx, l3.ip, &l4, &s.addr, vip_port);
     // SAFETY: `hop` points into the flow's map value, valid for the run.
-    let hop = unsafe { &mut *hop };
-    match fwd::forward::<C, F>(ctx, l3_off, hop, fwd::NO_REAL) {
-        Err(reason::ICMP_FRAG_NEEDED) => {
-            s.toobig = TooBig {
-                orig_addr: s.key.src_addr,
-                orig_port: p.sport,
-                dst: false,
-                from: s.addr,
-                mtu: hop.mtu,
-                unreachable: false,
-            };
-            toobig::answer::<C, F>(ctx, l3_off, &s.toobig, t)
-        }
-        r => r.map(|action| (action, reason::REVERSE)),
-    }
+    reply::send::<C, F>(
+        ctx,
+        l3_off,
+        s,
+        unsafe { &mut *hop },
+        p.sport,
+        t,
+        reason::REVERSE,
+    )
 }
 
 #[cfg(not(test))]

@@ -9,8 +9,8 @@ use aya_ebpf::{
 use lb_common::{
     Clock, ClockSample, Counters, EMBRYO_TABLE_DIVISOR, EVENTS_BYTES, FLOW_TABLE_DEFAULT,
     FRAG_ENTRIES, Farm, Flow, FlowKey, FragKey, FragNat, MAGLEV_SLOTS, MAX_FARMS, MAX_IFACES,
-    MAX_REALS, MAX_VIPS, MAX_VLANS, Real, SCHED_SLOTS, STICKY_ENTRIES, SYNC_BYTES, Sticky,
-    StickyKey, VipInfo, VipKey, VlanPort, reason,
+    MAX_REALS, MAX_VIPS, MAX_VLANS, Real, ReplyNat, SCHED_SLOTS, STICKY_ENTRIES, SYNC_BYTES,
+    Sticky, StickyKey, VipInfo, VipKey, VlanPort, reason,
 };
 
 /// Virtual servers by (address, port, protocol).
@@ -22,6 +22,12 @@ pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::pinned(MAX_VIPS, 0);
 /// from "not ours" (passed) with one lookup.
 #[map]
 pub static VIP_ADDRS: HashMap<[u8; 16], u32> = HashMap::pinned(MAX_VIPS, 0);
+
+/// A cluster's real endpoints (address, port, protocol as a `VipKey`) and
+/// the one VIP each serves: how a node translates a reply it holds no flow
+/// for (lb-ebpf's reply.rs). Empty outside a cluster.
+#[map]
+pub static REPLY_NAT: HashMap<VipKey, ReplyNat> = HashMap::pinned(MAX_REALS, 0);
 
 /// Real servers by id: address, port, weight, state.
 #[map]

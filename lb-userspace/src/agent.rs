@@ -86,6 +86,8 @@ struct Agent {
     started: Instant,
     /// Stateful failover, when `ha:` is configured.
     ha: Option<Node>,
+    /// Scale-out, when `cluster:` is configured.
+    cluster: Option<crate::cluster::Runtime>,
     /// Counter records for the live view's rates.
     history: live::History,
     /// The production build's program ids (XDP, tc).
@@ -143,10 +145,10 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
         ch.vips_added.len(),
         ch.reals_added
     );
-    // The datapath reports flow changes only for an HA pair.
+    // The datapath reports flow changes only for an HA pair or a cluster.
     dp.maps
         .sync_on
-        .set(0, u32::from(cfg.ha.is_some()), 0)
+        .set(0, u32::from(cfg.ha.is_some() || cfg.cluster.is_some()), 0)
         .context("SYNC_ON")?;
     // A restarted agent on the active node finds its floating IPs still in
     // place on a datapath that kept forwarding: it resumes the role.
@@ -187,6 +189,25 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
             }
             None => (None, None),
         };
+        // After the datapath is attached: what BIRD announces is served.
+        let (cluster, cluster_dgrams) = match &cfg.cluster {
+            Some(c) => {
+                let run_dir = cfg
+                    .api
+                    .socket
+                    .parent()
+                    .unwrap_or(Path::new("/run/lb"))
+                    .join("bird");
+                let (rt, d) = crate::cluster::Runtime::start(
+                    c,
+                    ctl.programmed(),
+                    cfg.bpf.flow_table_size,
+                    &run_dir,
+                )?;
+                (Some(rt), Some(d))
+            }
+            None => (None, None),
+        };
         let (done, finished_work) = mpsc::unbounded_channel();
         let mut agent = Agent {
             path: path.to_path_buf(),
@@ -201,6 +222,7 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
             sweep_took: Duration::ZERO,
             started: Instant::now(),
             ha,
+            cluster,
             history: live::History::default(),
             program_ids,
             trace: None,
@@ -208,7 +230,9 @@ pub fn run(path: &Path, reset: bool) -> Result<()> {
         agent.checker.set_targets(agent.targets());
         let downs = agent.sync_tracks();
         agent.fail_action(&downs);
-        agent.serve(transitions, finished_work, ha_inputs).await
+        agent
+            .serve(transitions, finished_work, ha_inputs, cluster_dgrams)
+            .await
     })
 }
 
@@ -304,6 +328,7 @@ impl Agent {
         mut transitions: mpsc::UnboundedReceiver<Transition>,
         mut finished_work: mpsc::UnboundedReceiver<Done>,
         ha_inputs: Option<ha::node::Inputs>,
+        mut cluster_dgrams: Option<crate::cluster::node::Datagrams>,
     ) -> Result<()> {
         let (tx, mut rx) = mpsc::channel::<Call>(16);
         let socket = self.cfg.api.socket.clone();
@@ -320,16 +345,27 @@ impl Agent {
             Some(ring) => read_events(ring)?,
             None => bail!("the EVENTS map is missing"),
         };
-        let (mut ha_dgrams, mut ha_liveness, mut sync_recs) = match ha_inputs {
-            Some(i) => {
-                let ring = self
-                    .dp
-                    .take_sync()
-                    .ok_or_else(|| anyhow!("the SYNC map is missing"))?;
-                (Some(i.datagrams), Some(i.liveness), Some(read_sync(ring)?))
-            }
-            None => (None, None, None),
+        let (mut ha_dgrams, mut ha_liveness) = match ha_inputs {
+            Some(i) => (Some(i.datagrams), Some(i.liveness)),
+            None => (None, None),
         };
+        let mut sync_recs = if self.ha.is_some() || self.cluster.is_some() {
+            let ring = self
+                .dp
+                .take_sync()
+                .ok_or_else(|| anyhow!("the SYNC map is missing"))?;
+            Some(read_sync(ring)?)
+        } else {
+            None
+        };
+        let mut cluster_tick = tokio::time::interval(
+            self.cluster
+                .as_ref()
+                .map_or(Duration::from_secs(3600), |c| c.tick_every()),
+        );
+        cluster_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A cluster node's SIGTERM: routes withdrawn, then this long serving.
+        let mut stop_at: Option<tokio::time::Instant> = None;
         // Half the heartbeat: heartbeats go out on time and resends and
         // gratuitous ARPs are not late by more than that.
         let tick_every = self.cfg.ha.as_ref().map_or(Duration::from_secs(3600), |h| {
@@ -380,7 +416,23 @@ impl Agent {
         loop {
             tokio::select! {
                 _ = term.recv() => {
+                    if stop_at.is_none()
+                        && let Some(c) = self.cluster.as_mut()
+                    {
+                        let at = c.stop(self.ctl.programmed());
+                        info!(
+                            "SIGTERM: routes withdrawn; serving {:?} more while the router moves flows to the other nodes (SIGTERM again stops now)",
+                            at.saturating_duration_since(Instant::now())
+                        );
+                        stop_at = Some(at.into());
+                        continue;
+                    }
                     info!("SIGTERM: stopping the agent; the datapath keeps forwarding (take it down with `lb teardown`)");
+                    exit = Exit::KeepDatapath;
+                    break;
+                }
+                _ = tokio::time::sleep_until(stop_at.unwrap_or_else(tokio::time::Instant::now)), if stop_at.is_some() => {
+                    info!("drained: stopping the agent; the datapath keeps forwarding (take it down with `lb teardown`)");
                     exit = Exit::KeepDatapath;
                     break;
                 }
@@ -452,6 +504,21 @@ impl Agent {
                 Some(recs) = next_of(&mut sync_recs) => {
                     if let Some(h) = self.ha.as_mut() {
                         h.on_records(&recs);
+                    }
+                    if let Some(c) = self.cluster.as_mut() {
+                        c.node.on_records(&recs);
+                    }
+                }
+                Some((from, d)) = next_of(&mut cluster_dgrams) => {
+                    if let Some(c) = self.cluster.as_mut() {
+                        c.node.on_datagram(from, &d, &mut self.dp.maps);
+                    }
+                    self.start_bulk_read(&mut bulk_reading);
+                }
+                _ = cluster_tick.tick(), if self.cluster.is_some() => {
+                    if let Some(c) = self.cluster.as_mut() {
+                        c.node.on_tick();
+                        c.announce(self.ctl.programmed());
                     }
                 }
                 _ = ha_tick.tick(), if self.ha.is_some() => {
@@ -568,6 +635,19 @@ impl Agent {
                 (Some(_), other) => Response::err(format!(
                     "unknown ha action {other}: status, takeover or release"
                 )),
+            },
+            Request::Cluster { action } => match self.cluster.as_mut() {
+                None => {
+                    Response::err("no `cluster:` section in the config; this node runs on its own")
+                }
+                Some(c) => {
+                    let message = c.act(action, self.ctl.programmed());
+                    let mut v = json!(c.status());
+                    if !message.is_empty() {
+                        v["message"] = json!(message);
+                    }
+                    Response::ok(v)
+                }
             },
             Request::Reals { farm } => Response::ok(json!(self.reals(farm.as_deref()))),
             Request::Real { action, farm, real } => match self.admin(&action, &farm, &real) {
@@ -836,6 +916,17 @@ impl Agent {
                     "messages_rejected": st["messages"]["rejected"],
                 })
             }),
+            "cluster": self.cluster.as_ref().map(|c| {
+                let st = c.status();
+                json!({
+                    "node_id": st.node_id,
+                    "draining": st.draining,
+                    "nodes_up": st.nodes.iter().filter(|n| n.state == "up").count(),
+                    "nodes": st.nodes.len() + 1,
+                    "bgp_established": st.bgp.sessions.iter().filter(|s| s.state == "Established").count(),
+                    "announced": st.bgp.announced,
+                })
+            }),
             "config": self.path.display().to_string(),
             "interfaces": self.cfg.interface_names(),
             "hooks": self.dp.hooks().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
@@ -1018,6 +1109,42 @@ impl Agent {
                 s.ha_events.push((kind.into(), n(&st["sync"][key])));
             }
         }
+        s.cluster = self.cluster.as_ref().map(|c| {
+            let st = c.status();
+            let y = st.sync;
+            crate::metrics::ClusterSample {
+                draining: st.draining,
+                announced: st.bgp.announced.len() as u64,
+                peers: st
+                    .nodes
+                    .iter()
+                    .map(|p| crate::metrics::PeerSample {
+                        peer: p.address.to_string(),
+                        up: p.state == "up",
+                        synced: p.synced,
+                        lag_seconds: p.sync_lag_ms as f64 / 1000.0,
+                        unacked: p.unacked,
+                    })
+                    .collect(),
+                sessions: st
+                    .bgp
+                    .sessions
+                    .iter()
+                    .map(|b| (b.neighbor.to_string(), b.state == "Established"))
+                    .collect(),
+                events: [
+                    ("sent", y.events_sent),
+                    ("applied", y.events_applied),
+                    ("refreshed", y.refreshed),
+                    ("copies_sent", y.copies_sent),
+                    ("copies_received", y.copies_received),
+                    ("unmatched", y.unmatched),
+                ]
+                .into_iter()
+                .map(|(k, n)| (k.to_string(), n))
+                .collect(),
+            }
+        });
         s
     }
 
@@ -1065,6 +1192,7 @@ impl Agent {
                 ("api", cfg.api != self.cfg.api),
                 ("metrics", cfg.metrics != self.cfg.metrics),
                 ("ha", cfg.ha != self.cfg.ha),
+                ("cluster", cfg.cluster != self.cfg.cluster),
             ] {
                 if changed {
                     warn!("reload: `{what}` changed; it takes effect at the next restart");
@@ -1078,6 +1206,7 @@ impl Agent {
             cfg.api.clone_from(&self.cfg.api);
             cfg.metrics.clone_from(&self.cfg.metrics);
             cfg.ha.clone_from(&self.cfg.ha);
+            cfg.cluster.clone_from(&self.cfg.cluster);
             let ch = self.ctl.apply(&cfg, &mut self.dp.maps)?;
             self.cfg = cfg;
             self.checker.set_targets(self.targets());
@@ -1085,6 +1214,10 @@ impl Agent {
             self.fail_action(&downs);
             if let Some(h) = self.ha.as_mut() {
                 h.set_programmed(self.ctl.programmed());
+            }
+            if let Some(c) = self.cluster.as_mut() {
+                c.node.set_programmed(self.ctl.programmed());
+                c.announce(self.ctl.programmed());
             }
             // Flows of removed VIPs go now, not at the next tick.
             self.sweep_now();

@@ -54,6 +54,10 @@ pub enum Request {
     Ha {
         action: String,
     },
+    /// `lb cluster status|drain|undrain`
+    Cluster {
+        action: crate::cluster::Action,
+    },
     /// `lb teardown`: answer, then hand over (HA), detach, unpin and exit.
     Teardown,
     /// `lb trace`: one answer, then a line per traced packet

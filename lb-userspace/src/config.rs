@@ -12,6 +12,7 @@
 //!
 //! Every issue prints as `file:line:column: key.path: message`.
 
+mod cluster;
 pub mod duration;
 mod host;
 mod index;
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 pub use duration::{format_duration, parse_duration};
 
+pub use cluster::{Bgp, Cluster, Neighbor};
 pub use host::HostIssues;
 use index::PosIndex;
 
@@ -51,6 +53,9 @@ pub struct Config {
     pub vips: BTreeMap<String, Vip>,
     #[serde(default)]
     pub ha: Option<Ha>,
+    /// Exclusive with `ha`.
+    #[serde(default)]
+    pub cluster: Option<Cluster>,
     #[serde(default)]
     pub api: Api,
     #[serde(default)]

@@ -19,8 +19,9 @@ use anyhow::{Result, bail};
 use lb_common::{
     ALG_LEAST_CONN, ALG_MAGLEV, ALG_ROUND_ROBIN, ALG_SOURCE_HASH, ALG_WEIGHTED_ROUND_ROBIN,
     FAIL_NONE, FAIL_PURGE, FAIL_REASSIGN, Farm, MAGLEV_SLOTS, MAX_FARMS, MAX_REALS, MAX_VIPS,
-    PROTO_TCP, PROTO_UDP, REAL_DISABLED, REAL_DOWN, REAL_DRAIN, REAL_UP, Real, VIP_NO_REAL_DROP,
-    VIP_STICKY, VIP_STICKY_PREFIX_SHIFT, VipInfo, VipKey, from_map_addr, to_map_addr,
+    PROTO_TCP, PROTO_UDP, REAL_DISABLED, REAL_DOWN, REAL_DRAIN, REAL_UP, Real, ReplyNat,
+    VIP_NO_REAL_DROP, VIP_STICKY, VIP_STICKY_PREFIX_SHIFT, VipInfo, VipKey, from_map_addr,
+    to_map_addr,
 };
 
 use crate::{
@@ -40,6 +41,9 @@ pub trait MapWriter {
     fn del_vip(&mut self, key: &VipKey) -> Result<()>;
     fn put_vip_addr(&mut self, addr: &[u8; 16], vips: u32) -> Result<()>;
     fn del_vip_addr(&mut self, addr: &[u8; 16]) -> Result<()>;
+    /// `REPLY_NAT`: a real endpoint (as a `VipKey`) and its one VIP.
+    fn put_reply_nat(&mut self, real: &VipKey, nat: &ReplyNat) -> Result<()>;
+    fn del_reply_nat(&mut self, real: &VipKey) -> Result<()>;
 }
 
 /// A real's identity across reloads.
@@ -121,6 +125,9 @@ pub struct Programmed {
     pub vips: BTreeMap<String, VipEntry>,
     pub farms: BTreeMap<String, FarmEntry>,
     pub reals: BTreeMap<RealKey, (u32, Real)>,
+    /// A cluster's stateless reply translations (lb-ebpf's reply.rs);
+    /// empty outside a cluster.
+    pub reply_nat: HashMap<VipKey, ReplyNat>,
 }
 
 impl Programmed {
@@ -268,6 +275,7 @@ impl Overlay {
 #[derive(Debug, Default, Clone)]
 pub struct Adopted {
     pub vips: Vec<(VipKey, VipInfo)>,
+    pub reply_nat: Vec<(VipKey, ReplyNat)>,
     pub reals: Vec<(u32, Real)>,
     /// Farm id, value, and its ring's content (empty for non-hashing farms).
     pub farms: Vec<(u32, Farm, Vec<u32>)>,
@@ -325,6 +333,7 @@ impl Control {
     /// them as for any reload.
     pub fn adopt(cfg: &Config, a: &Adopted) -> Control {
         let mut c = Control::new();
+        c.current.reply_nat = a.reply_nat.iter().copied().collect();
         // Farm id -> name, through the VIPs that use them.
         let mut farm_names: HashMap<u32, String> = HashMap::new();
         for (key, info) in &a.vips {
@@ -603,7 +612,19 @@ impl Control {
             w.put_vip(&vip.key(), &vip.info())?;
             ch.writes += 1;
         }
+        for (real, nat) in &next.reply_nat {
+            if cur.reply_nat.get(real) != Some(nat) {
+                w.put_reply_nat(real, nat)?;
+                ch.writes += 1;
+            }
+        }
         // 3. Removals, last.
+        for real in cur.reply_nat.keys() {
+            if !next.reply_nat.contains_key(real) {
+                w.del_reply_nat(real)?;
+                ch.writes += 1;
+            }
+        }
         for (name, old) in &cur.vips {
             if !next.vips.contains_key(name) {
                 w.del_vip(&old.key())?;
@@ -904,13 +925,46 @@ fn plan(
             },
         );
     }
+    if cfg.cluster.is_some() {
+        next.reply_nat = reply_nat(&next);
+    }
     Ok(next)
+}
+
+/// Each real endpoint of every VIP and that VIP, for a cluster. A real
+/// endpoint serving two VIPs (refused by `lb check` in a cluster) keeps
+/// the first.
+fn reply_nat(p: &Programmed) -> HashMap<VipKey, ReplyNat> {
+    let mut m = HashMap::new();
+    for v in p.vips.values() {
+        for (k, _) in p.farm_reals(&v.farm) {
+            let real = VipKey {
+                addr: to_map_addr(k.addr),
+                port_be: k.port.to_be(),
+                proto: v.proto,
+                _pad: 0,
+            };
+            m.entry(real).or_insert(ReplyNat {
+                vip_addr: to_map_addr(v.addr.ip()),
+                vip_port_be: v.addr.port().to_be(),
+                _pad: 0,
+                vip_id: v.id,
+            });
+        }
+    }
+    m
 }
 
 /// A writer that writes nowhere: `lb check` plans a config without a kernel.
 pub struct NullWriter;
 
 impl MapWriter for NullWriter {
+    fn put_reply_nat(&mut self, _: &VipKey, _: &ReplyNat) -> Result<()> {
+        Ok(())
+    }
+    fn del_reply_nat(&mut self, _: &VipKey) -> Result<()> {
+        Ok(())
+    }
     fn set_real(&mut self, _: u32, _: &Real) -> Result<()> {
         Ok(())
     }
@@ -953,10 +1007,19 @@ pub mod tests {
         pub rings: HashMap<u32, Vec<u32>>,
         pub vips: HashMap<VipKey, VipInfo>,
         pub vip_addrs: HashMap<[u8; 16], u32>,
+        pub reply_nat: HashMap<VipKey, ReplyNat>,
         pub log: Vec<String>,
     }
 
     impl MapWriter for MemMaps {
+        fn put_reply_nat(&mut self, real: &VipKey, nat: &ReplyNat) -> Result<()> {
+            self.reply_nat.insert(*real, *nat);
+            Ok(())
+        }
+        fn del_reply_nat(&mut self, real: &VipKey) -> Result<()> {
+            self.reply_nat.remove(real);
+            Ok(())
+        }
         fn set_real(&mut self, id: u32, real: &Real) -> Result<()> {
             self.log.push(format!("real {id}"));
             self.reals.insert(id, *real);
@@ -1358,6 +1421,7 @@ vips:
         farms.sort_by_key(|f| f.0);
         Adopted {
             vips: m.vips.iter().map(|(k, v)| (*k, *v)).collect(),
+            reply_nat: m.reply_nat.iter().map(|(k, v)| (*k, *v)).collect(),
             reals: m
                 .reals
                 .iter()

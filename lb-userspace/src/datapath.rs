@@ -18,7 +18,7 @@ use aya::{
         xdp::{XdpLink, XdpLinkId},
     },
 };
-use lb_common::{Counters, Farm, Flow, FlowKey, Real, SCHED_SLOTS, VipInfo, VipKey};
+use lb_common::{Counters, Farm, Flow, FlowKey, Real, ReplyNat, SCHED_SLOTS, VipInfo, VipKey};
 use log::{info, warn};
 
 use crate::{
@@ -63,9 +63,10 @@ pub const TC_PROGRAM: &str = "lb_tc";
 const V6_PROGRAMS: [(&str, &str); 2] = [("lb_xdp6", "JUMP_XDP"), ("lb_tc6", "JUMP_TC")];
 
 /// Every map the program pins, by name (see lb-ebpf/src/maps.rs).
-pub const MAP_NAMES: [&str; 26] = [
+pub const MAP_NAMES: [&str; 27] = [
     "VIPS",
     "VIP_ADDRS",
+    "REPLY_NAT",
     "REALS",
     "FARMS",
     "SCHED",
@@ -167,6 +168,7 @@ pub struct Datapath {
 pub struct KernelMaps {
     vips: HashMap<MapData, VipKey, VipInfo>,
     vip_addrs: HashMap<MapData, [u8; 16], u32>,
+    reply_nat: HashMap<MapData, VipKey, ReplyNat>,
     reals: Array<MapData, Real>,
     farms: Array<MapData, Farm>,
     sched: Array<MapData, u32>,
@@ -312,6 +314,7 @@ impl Datapath {
         let maps = KernelMaps {
             vips: take(&mut ebpf, "VIPS")?,
             vip_addrs: take(&mut ebpf, "VIP_ADDRS")?,
+            reply_nat: take(&mut ebpf, "REPLY_NAT")?,
             reals: take(&mut ebpf, "REALS")?,
             farms: take(&mut ebpf, "FARMS")?,
             sched: take(&mut ebpf, "SCHED")?,
@@ -682,6 +685,9 @@ impl KernelMaps {
         for kv in self.vips.iter() {
             a.vips.push(kv.context("VIPS")?);
         }
+        for kv in self.reply_nat.iter() {
+            a.reply_nat.push(kv.context("REPLY_NAT")?);
+        }
         for id in 0..self.reals.len() {
             let r = self.reals.get(&id, 0).context("REALS")?;
             if r.state != lb_common::REAL_FREE {
@@ -802,6 +808,12 @@ impl MapWriter for KernelMaps {
     }
     fn del_vip_addr(&mut self, addr: &[u8; 16]) -> Result<()> {
         self.vip_addrs.remove(addr).context("VIP_ADDRS")
+    }
+    fn put_reply_nat(&mut self, real: &VipKey, nat: &ReplyNat) -> Result<()> {
+        self.reply_nat.insert(real, nat, 0).context("REPLY_NAT")
+    }
+    fn del_reply_nat(&mut self, real: &VipKey) -> Result<()> {
+        self.reply_nat.remove(real).context("REPLY_NAT")
     }
 }
 

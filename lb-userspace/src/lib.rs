@@ -3,6 +3,7 @@ pub mod agent;
 pub mod api;
 mod bpf_sys;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod datapath;

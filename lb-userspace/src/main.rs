@@ -111,6 +111,15 @@ enum Cmd {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Scale-out: the nodes, their sync, the BGP sessions and what this node
+    /// announces (status); withdraw this node's routes (drain) or announce
+    /// them again (undrain).
+    Cluster {
+        #[arg(value_enum)]
+        action: lb_userspace::cluster::Action,
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// What the datapath does with each matching packet, as it happens:
     /// the 5-tuple received and sent, VIP, real and why, TCP state, verdict
     /// and reason. The agent swaps a trace build of the datapath in for the
@@ -340,6 +349,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &api::Request::Ha { action },
             )?;
             print_or_json(cli.json, &data, render_ha)
+        }
+        Cmd::Cluster { action, config } => {
+            let data = agent_call(
+                &socket_of(cli.socket, &config),
+                &api::Request::Cluster { action },
+            )?;
+            print_or_json(cli.json, &data, |d| {
+                let msg = d["message"].as_str().map(|m| format!("{m}\n\n"));
+                match serde_json::from_value::<lb_userspace::cluster::Status>(d.clone()) {
+                    Ok(st) => format!("{}{}", msg.unwrap_or_default(), st.render()),
+                    Err(e) => format!("unexpected answer from the agent ({e}): {d}\n"),
+                }
+            })
         }
         Cmd::Flows {
             action,

@@ -27,6 +27,10 @@
 //! | `lb_ha_sync_lag_seconds`, `lb_ha_sync_unacked_events` | gauge | (only with HA) |
 //! | `lb_ha_messages` | counter | `result`: `accepted` or the reject reason (only with HA) |
 //! | `lb_ha_sync_events` | counter | `kind`: `sent`, `acked`, `received`, `resent_rounds`, `unmatched` (only with HA) |
+//! | `lb_cluster_draining`, `lb_cluster_announced_prefixes` | gauge | (only in a cluster) |
+//! | `lb_cluster_peer_up`, `lb_cluster_peer_synced`, `lb_cluster_peer_sync_lag_seconds`, `lb_cluster_peer_unacked_events` | gauge | `peer` (only in a cluster) |
+//! | `lb_cluster_bgp_session_up` | gauge | `neighbor` (only in a cluster) |
+//! | `lb_cluster_sync_events` | counter | `kind`: `sent`, `applied`, `refreshed`, `copies_sent`, `copies_received`, `unmatched` (only in a cluster) |
 //!
 //! A labelled family with no series (no VIPs yet, no latency measured) is
 //! left out entirely rather than shown as a bare `# TYPE`.
@@ -82,6 +86,29 @@ pub struct Snapshot {
     pub ha_messages: Vec<(String, u64)>,
     /// Sync events by what happened to them.
     pub ha_events: Vec<(String, u64)>,
+    /// `None` outside a cluster, and then no cluster family is shown.
+    pub cluster: Option<ClusterSample>,
+}
+
+/// A cluster node's view of its peers and BGP sessions.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ClusterSample {
+    pub draining: bool,
+    pub announced: u64,
+    pub peers: Vec<PeerSample>,
+    /// (neighbor, established)
+    pub sessions: Vec<(String, bool)>,
+    pub events: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PeerSample {
+    /// Its sync address.
+    pub peer: String,
+    pub up: bool,
+    pub synced: bool,
+    pub lag_seconds: f64,
+    pub unacked: u64,
 }
 
 /// One virtual server. `in` is client to VIP, `out` is the replies.
@@ -382,8 +409,81 @@ impl Collector for SnapshotCollector {
                 .iter()
                 .map(|(k, n)| ([("kind", k.as_str())], counter(*n))),
         )?;
+        if let Some(c) = &s.cluster {
+            encode_cluster(enc, c)?;
+        }
         Ok(())
     }
+}
+
+fn encode_cluster(enc: &mut DescriptorEncoder<'_>, c: &ClusterSample) -> fmt::Result {
+    single(
+        enc,
+        "lb_cluster_draining",
+        None,
+        "1 while this node's routes are withdrawn (lb cluster drain, or stopping)",
+        gauge(u64::from(c.draining)),
+    )?;
+    single(
+        enc,
+        "lb_cluster_announced_prefixes",
+        None,
+        "VIP prefixes this node announces over BGP",
+        gauge(c.announced),
+    )?;
+    let peer = |p: &PeerSample| [("peer", p.peer.clone())];
+    type PerPeer = (&'static str, &'static str, fn(&PeerSample) -> u64);
+    let per_peer: [PerPeer; 3] = [
+        (
+            "lb_cluster_peer_up",
+            "1 while the peer's heartbeats arrive",
+            |p| u64::from(p.up),
+        ),
+        (
+            "lb_cluster_peer_synced",
+            "1 once this node holds a complete copy of the peer's flows",
+            |p| u64::from(p.synced),
+        ),
+        (
+            "lb_cluster_peer_unacked_events",
+            "Flow events sent to the peer and not yet acknowledged",
+            |p| p.unacked,
+        ),
+    ];
+    for (name, help, value) in per_peer {
+        family(
+            enc,
+            name,
+            None,
+            help,
+            c.peers.iter().map(|p| (peer(p), gauge(value(p)))),
+        )?;
+    }
+    family(
+        enc,
+        "lb_cluster_peer_sync_lag_seconds",
+        Some(Unit::Seconds),
+        "How long the oldest event the peer has not acknowledged has waited",
+        c.peers.iter().map(|p| (peer(p), gauge_f64(p.lag_seconds))),
+    )?;
+    family(
+        enc,
+        "lb_cluster_bgp_session_up",
+        None,
+        "1 while the BGP session to the neighbor is established",
+        c.sessions
+            .iter()
+            .map(|(n, up)| ([("neighbor", n.as_str())], gauge(u64::from(*up)))),
+    )?;
+    family(
+        enc,
+        "lb_cluster_sync_events",
+        None,
+        "Cluster flow sync events by what happened to them",
+        c.events
+            .iter()
+            .map(|(k, n)| ([("kind", k.as_str())], counter(*n))),
+    )
 }
 
 fn vip(v: &VipSample) -> [(&'static str, &str); 3] {

@@ -17,11 +17,22 @@ impl Agent {
     /// read (a request that comes during a read is served by another read
     /// after it, as each request restarts the copy).
     pub(super) fn start_bulk_read(&mut self, reading: &mut Option<Reading>) {
-        let Some(h) = self.ha.as_mut() else { return };
-        if reading.is_some() || !h.take_bulk_request() {
+        if reading.is_some() {
             return;
         }
-        h.bulk_reading();
+        if let Some(h) = self.ha.as_mut() {
+            if !h.take_bulk_request() {
+                return;
+            }
+            h.bulk_reading();
+        } else if let Some(c) = self.cluster.as_mut() {
+            if !c.node.copy_wanted() {
+                return;
+            }
+            c.node.copy_reading();
+        } else {
+            return;
+        }
         let pin_dir = self.cfg.bpf.pin_dir.clone();
         *reading = Some(tokio::task::spawn_blocking(move || {
             let flows = datapath::open_flows(&pin_dir)?;
@@ -35,8 +46,11 @@ impl Agent {
         read: std::result::Result<Result<Vec<FlowEvent>>, tokio::task::JoinError>,
         reading: &mut Option<Reading>,
     ) {
+        let read = read.unwrap_or_else(|e| Err(anyhow::anyhow!("the copy's thread: {e}")));
         if let Some(h) = self.ha.as_mut() {
-            h.send_bulk(read.unwrap_or_else(|e| Err(anyhow::anyhow!("the copy's thread: {e}"))));
+            h.send_bulk(read);
+        } else if let Some(c) = self.cluster.as_mut() {
+            c.node.send_copy(read);
         }
         self.start_bulk_read(reading);
     }

@@ -91,7 +91,11 @@ impl Agent {
         Start {
             at: Instant::now(),
             now_ns,
-            window: self.ha.as_mut().and_then(|h| h.refresh_window(now_ns)),
+            window: match (self.ha.as_mut(), self.cluster.as_mut()) {
+                (Some(h), _) => h.refresh_window(now_ns),
+                (_, Some(c)) => c.node.refresh_window(now_ns),
+                _ => None,
+            },
             retired: self.ctl.retired_ids(),
         }
     }
@@ -198,6 +202,15 @@ impl Agent {
             }
             h.flush(Instant::now());
             h.set_flows(s.flows as u64);
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            if let Some(w) = start.window {
+                for (f, removed) in &peer {
+                    c.node.on_swept(f, *removed, w, start.now_ns);
+                }
+            }
+            c.node.flush(Instant::now());
+            c.node.set_flows(s.flows as u64);
         }
         if s.expired + s.removed_vip + s.repaired + s.broken > 0 {
             info!(

@@ -1373,3 +1373,116 @@ fn track_refuses_loops_unchecked_reals_and_checked_trackers() {
         assert!(issues[0].message.starts_with(want), "{track}: {issues:?}");
     }
 }
+
+const CLUSTER: &str = r#"interfaces: [eth0, eth1]
+serverfarms:
+  web:
+    algorithm: maglev
+    reals:
+      - { address: 203.0.113.11, port: 8080 }
+      - { address: 203.0.113.12, port: 8080 }
+vips:
+  www: { address: 198.51.100.10, port: 80, serverfarm: web }
+cluster:
+  node_id: 1
+  listen: 203.0.113.251:7400
+  peers: [203.0.113.252:7400, 203.0.113.253:7400]
+  key_file: /etc/lb/cluster.key
+  bgp:
+    local_as: 65001
+    router_id: 198.18.11.2
+    neighbors:
+      - { address: 198.18.11.1, remote_as: 65000 }
+"#;
+
+#[test]
+fn a_cluster_config_parses_with_its_defaults() {
+    let c = parse_ok(CLUSTER);
+    let cl = c.cluster.expect("cluster");
+    assert_eq!(cl.drain_timeout, Duration::from_secs(30));
+    assert_eq!(cl.heartbeat, Duration::from_millis(200));
+    assert_eq!(cl.bgp.hold_time, Duration::from_secs(3));
+    assert_eq!(cl.bgp.min_up, 1);
+}
+
+#[test]
+fn a_cluster_needs_a_choice_every_node_makes_alike() {
+    let src = CLUSTER
+        .replace("algorithm: maglev", "algorithm: round-robin")
+        .replace(
+            "serverfarm: web }",
+            "serverfarm: web, sticky: { timeout: 10m } }",
+        );
+    let issues = parse_err(&src);
+    assert_eq!(
+        locs(&issues),
+        [
+            (Some(4), Some(16), "serverfarms.web.algorithm"),
+            (Some(9), Some(69), "vips.www.sticky"),
+        ]
+    );
+    assert!(
+        issues[0].message.contains("use maglev or source-hash"),
+        "{}",
+        issues[0].message
+    );
+    assert!(
+        issues[1].message.contains("source-hash"),
+        "{}",
+        issues[1].message
+    );
+}
+
+#[test]
+fn a_cluster_real_endpoint_serves_one_vip() {
+    let src = CLUSTER.replace(
+        "  www: { address: 198.51.100.10, port: 80, serverfarm: web }\n",
+        "  www: { address: 198.51.100.10, port: 80, serverfarm: web }\n  \
+         www2: { address: 198.51.100.11, port: 80, serverfarm: web }\n",
+    );
+    let issues = parse_err(&src);
+    assert_eq!(issues.len(), 2, "{issues:?}");
+    assert!(
+        issues[0]
+            .message
+            .contains("203.0.113.11:8080 also serves 198.51.100.10:80"),
+        "{}",
+        issues[0].message
+    );
+    // A real without a port takes each VIP's: two VIPs on other ports do
+    // not collide.
+    let ok = CLUSTER
+        .replace(", port: 8080", "")
+        .replace(
+            "  www: { address: 198.51.100.10, port: 80, serverfarm: web }\n",
+            "  www: { address: 198.51.100.10, port: 80, serverfarm: web }\n  \
+             other: { address: 198.51.100.10, port: 81, serverfarm: other }\n",
+        )
+        .replace(
+            "vips:",
+            "  other:\n    algorithm: source-hash\n    reals:\n      - { address: 203.0.113.11 }\nvips:",
+        );
+    parse_ok(&ok);
+}
+
+#[test]
+fn cluster_rules() {
+    let src = CLUSTER
+        .replace("node_id: 1", "node_id: 0")
+        .replace("peers: [203.0.113.252:7400,", "peers: [203.0.113.251:7400,")
+        .replace("local_as: 65001", "local_as: 65001\n    hold_time: 2s")
+        + "ha:\n  node_id: 1\n  listen: 10.0.9.1:7400\n  peer: 10.0.9.2:7400\n  key_file: /k\n";
+    let issues = parse_err(&src);
+    let paths: Vec<&str> = locs(&issues).iter().map(|l| l.2).collect();
+    assert_eq!(
+        paths,
+        [
+            "cluster",
+            "cluster.node_id",
+            "cluster.peers[0]",
+            "cluster.bgp.hold_time"
+        ],
+        "{issues:?}"
+    );
+    assert!(issues[0].message.contains("cannot both be set"));
+}

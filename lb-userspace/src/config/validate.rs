@@ -8,7 +8,9 @@ use std::time::Duration;
 use lb_common::{MAGLEV_SLOTS, MAX_FARMS, MAX_IFACES, MAX_REALS, MAX_VIPS};
 
 use super::index::{PosIndex, join};
-use super::{Algorithm, Config, ConfigIssue, Farm, Ha, Probe, ProbeKind, Vip, format_duration};
+use super::{
+    Algorithm, Cluster, Config, ConfigIssue, Farm, Ha, Probe, ProbeKind, Vip, format_duration,
+};
 
 const MAX_WEIGHT: u32 = 10_000;
 const FLOW_TABLE_MIN: u32 = 1024;
@@ -58,6 +60,9 @@ pub(super) fn check(config: &Config, index: &PosIndex, file: &str) -> Vec<Config
     }
     if let Some(ha) = &config.ha {
         c.ha(ha);
+    }
+    if let Some(cl) = &config.cluster {
+        c.cluster(config, cl, &vips);
     }
 
     let mut issues = c.issues;
@@ -628,6 +633,111 @@ impl Checker<'_> {
 const ONE_FAMILY: &str = "a VIP and its serverfarm's reals must be one family (NAT44 or NAT66)";
 
 /// Reals as `FARM/ADDR[:PORT]`, joined by arrows.
+impl Checker<'_> {
+    /// `cluster:`. Every node must make the same choice for a flow without
+    /// talking to the others: hashing farms only, no per-node sticky
+    /// table, and one VIP per real endpoint (see `Config::reply_routes`).
+    fn cluster(&mut self, config: &Config, cl: &Cluster, vips: &[(&String, &Vip)]) {
+        if config.ha.is_some() {
+            self.key(
+                "cluster",
+                "`cluster:` and `ha:` cannot both be set: a cluster's nodes are all active, an HA pair has one; keep one of them",
+            );
+        }
+        if cl.node_id == 0 {
+            self.value("cluster.node_id", "node_id must be 1..=255");
+        }
+        if cl.heartbeat < MIN_HEARTBEAT {
+            self.value("cluster.heartbeat", "heartbeat must be at least 10ms");
+        }
+        if cl.key_file.as_os_str().is_empty() {
+            self.value(
+                "cluster.key_file",
+                "key_file must name the file with the shared secret",
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, p) in cl.peers.iter().enumerate() {
+            if *p == cl.listen {
+                self.value(
+                    format!("cluster.peers[{i}]"),
+                    "this is the node's own `listen` address; list the other nodes",
+                );
+            } else if !seen.insert(*p) {
+                self.value(format!("cluster.peers[{i}]"), "this peer is listed twice");
+            }
+        }
+        let b = &cl.bgp;
+        if b.local_as == 0 {
+            self.value("cluster.bgp.local_as", "local_as must be 1..=4294967295");
+        }
+        if b.hold_time < Duration::from_secs(3) || b.hold_time > Duration::from_secs(65535) {
+            self.value(
+                "cluster.bgp.hold_time",
+                "hold_time must be 3s..=65535s (BGP allows no less than 3 seconds)",
+            );
+        } else if b.hold_time.subsec_nanos() != 0 {
+            self.value(
+                "cluster.bgp.hold_time",
+                "hold_time must be whole seconds (BGP counts it in seconds)",
+            );
+        }
+        if b.neighbors.is_empty() {
+            self.value(
+                "cluster.bgp.neighbors",
+                "name at least one router to announce the VIPs to",
+            );
+        }
+        for (i, n) in b.neighbors.iter().enumerate() {
+            if n.remote_as == 0 {
+                self.value(
+                    format!("cluster.bgp.neighbors[{i}].remote_as"),
+                    "remote_as must be 1..=4294967295",
+                );
+            }
+        }
+        let mut farms_told = HashSet::new();
+        for &(name, vip) in vips {
+            if let Some(farm) = config.serverfarms.get(&vip.serverfarm)
+                && !matches!(farm.algorithm, Algorithm::Maglev | Algorithm::SourceHash)
+                && farms_told.insert(&vip.serverfarm)
+            {
+                let path = join("serverfarms", &vip.serverfarm);
+                let at = format!("{path}.algorithm");
+                self.value(
+                    self.written_or(&at, &path).to_string(),
+                    format!(
+                        "serverfarm `{}` serves vip `{name}` in a cluster: every node must pick the same real for a flow, so use maglev or source-hash (the other algorithms depend on each node's own counters)",
+                        vip.serverfarm
+                    ),
+                );
+            }
+            if vip.sticky.is_some() {
+                self.value(
+                    format!("{}.sticky", join("vips", name)),
+                    "sticky tables are each node's own, so in a cluster two nodes could send one client to two reals; use a source-hash serverfarm for persistence by client address",
+                );
+            }
+        }
+        let mut serves: HashMap<(SocketAddr, super::Protocol), SocketAddr> = HashMap::new();
+        for r in config.reply_routes() {
+            match serves.get(&(r.real, r.protocol)) {
+                Some(vip) if *vip != r.vip => self.value(
+                    format!("{}.reals[{}]", join("serverfarms", &r.farm), r.index),
+                    format!(
+                        "{} also serves {vip}: in a cluster, a reply may come back through a node that has not yet heard of its flow, which translates it by the real's address and port alone; give each VIP its own real port",
+                        r.real
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    serves.insert((r.real, r.protocol), r.vip);
+                }
+            }
+        }
+    }
+}
+
 fn names(config: &Config, chain: &[super::RealAt]) -> String {
     chain
         .iter()

@@ -161,6 +161,9 @@ pub struct Applier {
     present: Option<HashSet<FlowKey>>,
     staged: Staged,
     pub counters: ApplyCounters,
+    /// A cluster node's: a peer's copy adds to a table that also holds this
+    /// node's own flows and other peers', so nothing is removed at its end.
+    additive: bool,
 }
 
 /// Flow entries waiting for [`Applier::flush`].
@@ -176,6 +179,14 @@ struct Staged {
 }
 
 impl Applier {
+    /// An applier for a cluster node (see `additive`).
+    pub fn additive() -> Applier {
+        Applier {
+            additive: true,
+            ..Applier::default()
+        }
+    }
+
     /// A bulk copy has started and not ended.
     pub fn in_bulk(&self) -> bool {
         self.bulk.is_some()
@@ -225,6 +236,18 @@ impl Applier {
             self.flush(maps)?;
         }
         match ev {
+            FlowEvent::BulkStart if self.additive => {
+                self.bulk = Some(HashSet::new());
+                Ok(Applied::Flow)
+            }
+            FlowEvent::BulkEnd { total } if self.additive => {
+                self.bulk = None;
+                self.counters.bulk_copies += 1;
+                Ok(Applied::BulkComplete {
+                    total: *total,
+                    stale_removed: 0,
+                })
+            }
             FlowEvent::BulkStart => {
                 self.bulk = Some(HashSet::new());
                 // Nothing else writes this table meanwhile (a standby's

@@ -123,6 +123,11 @@ impl Outbox {
         self.held.get_or_insert_with(Vec::new);
     }
 
+    /// Whether a copy is being read for this stream (`begin_bulk`).
+    pub fn holding(&self) -> bool {
+        self.held.is_some()
+    }
+
     /// Restarts the stream with a bulk copy: what is queued is superseded by
     /// the copy, which starts with `BulkStart` and ends with `BulkEnd`, and
     /// is followed by the events held since `begin_bulk`.

@@ -80,6 +80,19 @@ pub(crate) fn sample() -> Snapshot {
         ha_sync_unacked: Some(3),
         ha_messages: vec![("accepted".into(), 10), ("bad_mac".into(), 2)],
         ha_events: vec![("sent".into(), 7)],
+        cluster: Some(ClusterSample {
+            draining: false,
+            announced: 2,
+            peers: vec![PeerSample {
+                peer: "203.0.113.252:7400".into(),
+                up: true,
+                synced: true,
+                lag_seconds: 0.0,
+                unacked: 4,
+            }],
+            sessions: vec![("198.18.11.1".into(), true)],
+            events: vec![("applied".into(), 9)],
+        }),
     }
 }
 
@@ -140,6 +153,12 @@ fn render_shows_exact_lines() {
             "lb_ha_sync_unacked_events 3",
             r#"lb_ha_messages_total{result="bad_mac"} 2"#,
             r#"lb_ha_sync_events_total{kind="sent"} 7"#,
+            "lb_cluster_draining 0",
+            "lb_cluster_announced_prefixes 2",
+            r#"lb_cluster_peer_up{peer="203.0.113.252:7400"} 1"#,
+            r#"lb_cluster_peer_unacked_events{peer="203.0.113.252:7400"} 4"#,
+            r#"lb_cluster_bgp_session_up{neighbor="198.18.11.1"} 1"#,
+            r#"lb_cluster_sync_events_total{kind="applied"} 9"#,
         ],
     );
     assert!(

@@ -9,6 +9,7 @@
 //! towards reals, static neighbours) so `bpf_fib_lookup` resolves next hops
 //! as on a real lb host, and on one CPU so round-robin cursors are
 //! predictable.
+mod cluster;
 mod edges;
 mod packet;
 mod packet6;
@@ -1075,6 +1076,7 @@ fn cases(fx: &mut Fixture, cfg: &Config) {
 
     health_cases(fx);
     ha_cases(fx);
+    cluster::cases(fx);
     hop_cases(fx);
     fast_path_cases(fx);
     clock_cases(fx);

@@ -1,0 +1,261 @@
+//! Scale-out (`cluster:`): N active nodes behind a router that spreads flows
+//! over them by ECMP. Each node
+//! - announces its VIPs over BGP through BIRD, which it runs itself
+//!   ([`bird`]), while it can serve them ([`announce`]);
+//! - picks a new flow's real by a hash every node computes alike (maglev
+//!   or source-hash: `lb check` refuses the rest);
+//! - streams its flows to every peer and keeps theirs ([`node`]), so a flow
+//!   ECMP moves continues on its real;
+//! - translates a real's reply it holds no flow for by the real's endpoint
+//!   alone (`REPLY_NAT`; lb-ebpf's reply.rs), so a reply that comes back
+//!   through another node than its flow's first packet is never lost, not
+//!   even the SYN-ACK that races the flow's sync.
+pub mod announce;
+pub mod bird;
+pub mod node;
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use log::info;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::config::Cluster;
+use crate::control::Programmed;
+use node::{Node, PeerStatus, SyncCounters};
+
+/// `lb cluster ACTION`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Status,
+    /// Withdraw this node's routes: new flows go to the other nodes, its
+    /// existing flows finish (here, or wherever ECMP now sends them).
+    Drain,
+    /// Announce again.
+    Undrain,
+}
+
+/// `lb cluster status --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub node_id: u8,
+    pub listen: SocketAddr,
+    /// Withdrawn by `lb cluster drain` or a stop in progress.
+    pub draining: bool,
+    /// Set while the agent stops: how long it still serves.
+    pub stopping_in_ms: Option<u64>,
+    /// The other nodes.
+    pub nodes: Vec<PeerStatus>,
+    pub bgp: BgpStatus,
+    pub sync: SyncCounters,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BgpStatus {
+    pub sessions: Vec<bird::Session>,
+    /// What BIRD announces now (`198.51.100.10/32`).
+    pub announced: Vec<String>,
+    /// What this node would announce: differs from `announced` only for
+    /// the moment a change takes.
+    pub wanted: Vec<String>,
+    pub daemon_starts: u64,
+    pub error: Option<String>,
+}
+
+/// A node's cluster parts, owned by the agent's loop.
+pub struct Runtime {
+    cfg: Cluster,
+    pub node: Node,
+    want: watch::Sender<BTreeSet<IpAddr>>,
+    report: watch::Receiver<bird::Report>,
+    /// Ends BIRD with it (the task owns the child).
+    bird: tokio::task::JoinHandle<()>,
+    drained: bool,
+    stopping_at: Option<Instant>,
+}
+
+fn prefixes(set: &BTreeSet<IpAddr>) -> Vec<String> {
+    set.iter()
+        .map(|a| format!("{a}/{}", if a.is_ipv6() { 128 } else { 32 }))
+        .collect()
+}
+
+impl Runtime {
+    /// Binds the sync socket and starts BIRD, announcing what `programmed`
+    /// can serve. `run_dir`: where BIRD's config and control socket go.
+    pub fn start(
+        cfg: &Cluster,
+        programmed: &Programmed,
+        flow_table_size: u32,
+        run_dir: &Path,
+    ) -> Result<(Runtime, node::Datagrams)> {
+        let (node, datagrams) = Node::start(cfg, programmed, flow_table_size)?;
+        let first = announce::wanted(programmed, cfg.bgp.min_up, false);
+        let (want, want_rx) = watch::channel(first);
+        let (report_tx, report) = watch::channel(bird::Report::default());
+        let bird = bird::supervise(run_dir.to_path_buf(), cfg.bgp.clone(), want_rx, report_tx)?;
+        info!(
+            "cluster: node {} syncing with {:?} from {}; BGP to {:?}",
+            cfg.node_id,
+            cfg.peers,
+            cfg.listen,
+            cfg.bgp
+                .neighbors
+                .iter()
+                .map(|n| n.address)
+                .collect::<Vec<_>>()
+        );
+        Ok((
+            Runtime {
+                cfg: cfg.clone(),
+                node,
+                want,
+                report,
+                bird,
+                drained: false,
+                stopping_at: None,
+            },
+            datagrams,
+        ))
+    }
+
+    pub fn draining(&self) -> bool {
+        self.drained || self.stopping_at.is_some()
+    }
+
+    /// Announces what can be served now (the reals' states, the drain):
+    /// called after anything that may change it, and every tick.
+    pub fn announce(&mut self, programmed: &Programmed) {
+        let next = announce::wanted(programmed, self.cfg.bgp.min_up, self.draining());
+        self.want.send_if_modified(|cur| {
+            if *cur == next {
+                return false;
+            }
+            info!(
+                "cluster: announcing {:?} (was {:?})",
+                prefixes(&next),
+                prefixes(cur)
+            );
+            *cur = next;
+            true
+        });
+    }
+
+    /// `lb cluster drain|undrain`.
+    pub fn act(&mut self, action: Action, programmed: &Programmed) -> String {
+        match action {
+            Action::Status => String::new(),
+            Action::Drain => {
+                self.drained = true;
+                self.announce(programmed);
+                "draining: routes withdrawn; existing flows finish".into()
+            }
+            Action::Undrain => {
+                self.drained = false;
+                self.announce(programmed);
+                "undrained: routes announced again for VIPs with enough up reals".into()
+            }
+        }
+    }
+
+    /// SIGTERM: withdraw now, stop after `drain_timeout`. Returns when.
+    pub fn stop(&mut self, programmed: &Programmed) -> Instant {
+        let at = *self
+            .stopping_at
+            .get_or_insert_with(|| Instant::now() + self.cfg.drain_timeout);
+        self.announce(programmed);
+        at
+    }
+
+    pub fn status(&self) -> Status {
+        let r = self.report.borrow();
+        Status {
+            node_id: self.cfg.node_id,
+            listen: self.cfg.listen,
+            draining: self.draining(),
+            stopping_in_ms: self
+                .stopping_at
+                .map(|at| at.saturating_duration_since(Instant::now()).as_millis() as u64),
+            nodes: self.node.peers(),
+            bgp: BgpStatus {
+                sessions: r.sessions.clone(),
+                announced: prefixes(&r.announced),
+                wanted: prefixes(&self.want.borrow()),
+                daemon_starts: r.starts,
+                error: r.error.clone(),
+            },
+            sync: self.node.counters(),
+        }
+    }
+
+    /// The heartbeat interval: how often `node.on_tick` runs.
+    pub fn tick_every(&self) -> Duration {
+        self.cfg.heartbeat
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.bird.abort();
+    }
+}
+
+impl Status {
+    /// `lb cluster status`.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "node {} at {}{}{}",
+            self.node_id,
+            self.listen,
+            if self.draining { ", draining" } else { "" },
+            self.stopping_in_ms
+                .map(|ms| format!(", stopping in {:.1}s", ms as f64 / 1e3))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            s,
+            "\n{:<6} {:<24} {:<8} {:>8} {:>8} {:>7} {:>9}",
+            "NODE", "ADDRESS", "STATE", "LAG_MS", "UNACKED", "SYNCED", "FLOWS"
+        );
+        for n in &self.nodes {
+            let _ = writeln!(
+                s,
+                "{:<6} {:<24} {:<8} {:>8} {:>8} {:>7} {:>9}",
+                n.node_id.map_or("-".into(), |i| i.to_string()),
+                n.address,
+                n.state,
+                n.sync_lag_ms,
+                n.unacked,
+                if n.synced { "yes" } else { "no" },
+                n.flows
+            );
+        }
+        let _ = writeln!(s, "\n{:<40} STATE", "BGP NEIGHBOR");
+        for b in &self.bgp.sessions {
+            let _ = writeln!(s, "{:<40} {}", b.neighbor, b.state);
+        }
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "(none)".to_string()
+            } else {
+                v.join(" ")
+            }
+        };
+        let _ = writeln!(s, "\nannounced: {}", list(&self.bgp.announced));
+        if self.bgp.wanted != self.bgp.announced {
+            let _ = writeln!(s, "wanted:    {}", list(&self.bgp.wanted));
+        }
+        if let Some(e) = &self.bgp.error {
+            let _ = writeln!(s, "bgp error: {e}");
+        }
+        s
+    }
+}
