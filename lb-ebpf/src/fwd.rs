@@ -28,6 +28,8 @@ use crate::{
 };
 
 pub const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
+/// Not forwarded: for this host (local), or broadcast, multicast...
+const BPF_FIB_LKUP_RET_NOT_FWDED: i64 = 4;
 const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
 
 /// Returns the XDP action, or `Err(reason)` to hand the packet to the kernel;
@@ -205,6 +207,20 @@ fn lookup<C: Pkt, F: Family>(
     hop.generation = generation;
     hop.at = at;
     Ok(())
+}
+
+/// Whether the packet at `l3_off` is addressed to this host (or is not
+/// one the kernel would forward). A BPF function of its own: its request
+/// leaves the stack before the caller goes on to `forward`.
+#[inline(never)]
+pub fn for_this_host<C: Pkt, F: Family>(ctx: &C, l3_off: usize) -> bool {
+    let Ok(l3) = L3::<F>::at(ctx, l3_off) else {
+        return false;
+    };
+    // SAFETY: the IP header was bounds checked by the parser.
+    let ip = unsafe { &*l3.ip };
+    let mut p = F::fib_request(ip, ctx.mtu_len(F::tot_len(ip)), ctx.ifindex());
+    fib_lookup(ctx, &mut p) == BPF_FIB_LKUP_RET_NOT_FWDED
 }
 
 /// `bpf_fib_lookup` on `p`: the helper's return code.

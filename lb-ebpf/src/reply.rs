@@ -44,6 +44,14 @@ pub fn stateless<C: Pkt, F: Family>(ctx: &C, l3_off: usize, t: Transport) -> Ver
     if F::ttl(unsafe { &*l3.ip }) <= 1 {
         return Err(reason::PASS_TTL);
     }
+    // The node's own connection to the real (a health probe): its answer
+    // is the node's, however the real's endpoint is translated for clients.
+    if fwd::for_this_host::<C, F>(ctx, l3_off) {
+        return Err(reason::PASS_NOT_OURS);
+    }
+    // The packet again: no pointer survives the call.
+    let l3 = &L3::<F>::at(ctx, l3_off)?;
+    let l4 = parse::l4(ctx, l3, &t).map_err(|_| reason::PASS_NOT_OURS)?;
     s.addr = nat.vip_addr;
     let port = nat.vip_port_be.to_ne_bytes();
     stats::count_flow(

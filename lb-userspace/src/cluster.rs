@@ -48,6 +48,9 @@ pub struct Status {
     pub listen: SocketAddr,
     /// Withdrawn by `lb cluster drain` or a stop in progress.
     pub draining: bool,
+    /// Every live peer's copy of its flows is in: until then nothing is
+    /// announced.
+    pub caught_up: bool,
     /// Set while the agent stops: how long it still serves.
     pub stopping_in_ms: Option<u64>,
     /// The other nodes.
@@ -96,8 +99,8 @@ impl Runtime {
         run_dir: &Path,
     ) -> Result<(Runtime, node::Datagrams)> {
         let (node, datagrams) = Node::start(cfg, programmed, flow_table_size)?;
-        let first = announce::wanted(programmed, cfg.bgp.min_up, false);
-        let (want, want_rx) = watch::channel(first);
+        // Nothing until the peers' copies are in (`announce`).
+        let (want, want_rx) = watch::channel(BTreeSet::new());
         let (report_tx, report) = watch::channel(bird::Report::default());
         let bird = bird::supervise(run_dir.to_path_buf(), cfg.bgp.clone(), want_rx, report_tx)?;
         info!(
@@ -130,9 +133,12 @@ impl Runtime {
     }
 
     /// Announces what can be served now (the reals' states, the drain):
-    /// called after anything that may change it, and every tick.
+    /// called after anything that may change it, and every tick. Nothing
+    /// while the node catches up with its peers' flows (`Node::caught_up`):
+    /// announced too early, it would draw flows it holds no entries for.
     pub fn announce(&mut self, programmed: &Programmed) {
-        let next = announce::wanted(programmed, self.cfg.bgp.min_up, self.draining());
+        let hold = self.draining() || !self.node.caught_up();
+        let next = announce::wanted(programmed, self.cfg.bgp.min_up, hold);
         self.want.send_if_modified(|cur| {
             if *cur == next {
                 return false;
@@ -179,6 +185,7 @@ impl Runtime {
             node_id: self.cfg.node_id,
             listen: self.cfg.listen,
             draining: self.draining(),
+            caught_up: self.node.caught_up(),
             stopping_in_ms: self
                 .stopping_at
                 .map(|at| at.saturating_duration_since(Instant::now()).as_millis() as u64),
@@ -212,10 +219,15 @@ impl Status {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "node {} at {}{}{}",
+            "node {} at {}{}{}{}",
             self.node_id,
             self.listen,
             if self.draining { ", draining" } else { "" },
+            if self.caught_up {
+                ""
+            } else {
+                ", catching up with its peers' flows (announces nothing yet)"
+            },
             self.stopping_in_ms
                 .map(|ms| format!(", stopping in {:.1}s", ms as f64 / 1e3))
                 .unwrap_or_default()

@@ -100,6 +100,7 @@ pub struct Node {
     flows: u64,
     last_refresh_ns: Option<u64>,
     counters: SyncCounters,
+    started: Instant,
 }
 
 impl Node {
@@ -156,6 +157,7 @@ impl Node {
                 flows: 0,
                 last_refresh_ns: None,
                 counters: SyncCounters::default(),
+                started: Instant::now(),
             },
             datagrams,
         ))
@@ -174,6 +176,19 @@ impl Node {
     fn alive(&self, p: &Peer, now: Instant) -> bool {
         p.last_heard
             .is_some_and(|at| now.duration_since(at) < self.cfg.heartbeat * DEAD_AFTER)
+    }
+
+    /// Whether this node holds what its live peers hold, so that the flows
+    /// ECMP brings it once it is announced find their entries: every peer
+    /// that is up has delivered its copy. A peer not heard since this node
+    /// started is waited for as long as it takes to call a peer down.
+    pub fn caught_up(&self) -> bool {
+        let now = Instant::now();
+        let grace = now.duration_since(self.started) >= self.cfg.heartbeat * DEAD_AFTER;
+        self.peers.iter().all(|p| match p.last_heard {
+            None => grace,
+            Some(_) => p.copied || !self.alive(p, now),
+        })
     }
 
     /// Every heartbeat interval: heartbeats, repairs, resends.

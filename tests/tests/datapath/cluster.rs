@@ -69,6 +69,16 @@ pub fn cases(fx: &mut Fixture) {
         "counted on its VIP"
     );
 
+    let own = Ipv4Addr::new(203, 0, 113, 1);
+    let probe = from_real(Pkt::tcp((real, 8080), (own, 40700), SYN | ACK, 9000, b""));
+    fx.case(
+        "the answer to the node's own connection (a health probe) is the node's",
+        s0,
+        &probe.build(),
+        XDP_PASS,
+        reason::PASS_NOT_OURS,
+        Some(&probe.build()),
+    );
     let data = from_real(Pkt::tcp(
         (real, 8080),
         (CLIENT, 40600),
