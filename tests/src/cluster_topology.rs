@@ -28,9 +28,10 @@
 //! failed, so a dead node stops getting return traffic once the real
 //! noticed.
 //!
-//! FRR never touches the host's /etc/frr or /var/run/frr: its config, pid
-//! files, zebra socket and vty sockets all live in the router namespace's
-//! log directory ([`ClusterTopology::frr_dir`]). Nothing links to the root
+//! FRR never touches the host's /etc/frr, /var/run/frr or /var/tmp/frr: its
+//! config, pid files, zebra socket and vty sockets all live in the router
+//! namespace's log directory ([`ClusterTopology::frr_dir`]), its crash-log
+//! directory on a tmpfs of its own. Nothing links to the root
 //! namespace, so no packet a test sends can leave the topology.
 
 use std::{
@@ -108,8 +109,8 @@ pub fn sw_node_port(i: usize) -> String {
     format!("s-{}", node_name(i))
 }
 
-/// The built topology. Dropping it stops FRR, kills everything else inside
-/// and removes all its namespaces.
+/// The built topology. Dropping it kills everything inside (FRR too) and
+/// removes all its namespaces.
 pub struct ClusterTopology {
     /// The reals' `lb-testsrv`s (HTTP, UDP, echo, sink on the rig's ports,
     /// [`crate::rig`]), one per real.
@@ -346,6 +347,8 @@ impl ClusterTopology {
 
     /// The next hops of the router's kernel route for `prefix` (e.g.
     /// "198.51.100.10/32"), as zebra installed it; empty when there is none.
+    /// A next hop whose link just lost carrier stays listed (flagged
+    /// `linkdown` by the kernel) until zebra replaces the route.
     pub fn router_nexthops(&self, prefix: &str) -> Vec<Ipv4Addr> {
         let out = self.router.ip(&["-j", "route", "show", prefix]);
         let text = String::from_utf8_lossy(&out.stdout);

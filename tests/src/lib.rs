@@ -9,6 +9,7 @@
 
 pub mod browser;
 pub mod client;
+pub mod cluster;
 pub mod cluster_topology;
 pub mod data;
 pub mod edges_net;

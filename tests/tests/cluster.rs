@@ -10,319 +10,25 @@
 //! changed before the node carrying its flows died reset no connection; a
 //! farm without an up real is withdrawn on every node.
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
+use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use lb_tests::{
-    EchoConn, LbAgent,
-    cluster_topology::{
-        ClusterTopology, NODE_AS, ROUTER_AS, node_back_addr, node_front_addr, router_addr_for,
+    cluster::{
+        Cluster, GUARDED_PREFIX, NODES, SteadyStream, VIP_PREFIX, WITHDRAWN_WITHIN, client_ports,
+        config, echo_conns, roundtrip_all, vip,
     },
+    cluster_topology::node_front_addr,
     http_get,
     rig::{ECHO, HTTP, SINK},
     wait_until,
 };
-use serde_json::Value;
 
 const TESTSRV: &str = env!("CARGO_BIN_EXE_lb-testsrv");
-const NODES: usize = 3;
-const REALS: usize = 2;
-/// The VIPs on every farm that is always up.
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
-const VIP_PREFIX: &str = "198.51.100.10/32";
-/// A VIP whose farm is probed: withdrawn when no real answers the probe.
-const GUARDED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
-const GUARDED_PREFIX: &str = "198.51.100.20/32";
-const SYNC_PORT: u16 = 7400;
-const KEY: &[u8] = b"lb-cluster-test-key-0123456789abcdef";
-/// The longest a router takes to drop a silent node (the BGP hold time),
-/// plus slack for the reconvergence.
-const WITHDRAWN_WITHIN: Duration = Duration::from_secs(6);
-
-fn vip(port: u16) -> SocketAddr {
-    SocketAddr::new(VIP.into(), port)
-}
-
-/// Node `i`'s config: an echo and an HTTP VIP at [`VIP`] on maglev farms
-/// without probes, and [`GUARDED`] on a farm probed every 300 ms.
-/// `echo_reals`: the echo farm's reals, each `(real index, state)`.
-fn config(i: usize, key: &Path, echo_reals: &[(usize, &str)]) -> String {
-    let real = |r: usize| -> Ipv4Addr { Ipv4Addr::new(203, 0, 113, 11 + r as u8) };
-    let reals = |port: u16| -> String {
-        (0..REALS)
-            .map(|r| format!("      - {{ address: {}, port: {port} }}\n", real(r)))
-            .collect()
-    };
-    let echo: String = echo_reals
-        .iter()
-        .map(|(r, state)| {
-            format!(
-                "      - {{ address: {}, port: {ECHO}, state: {state} }}\n",
-                real(*r)
-            )
-        })
-        .collect();
-    let peers: Vec<String> = (0..NODES)
-        .filter(|&j| j != i)
-        .map(|j| format!("{}:{SYNC_PORT}", node_back_addr(j)))
-        .collect();
-    format!(
-        "interfaces: [eth0, eth1]
-xdp_mode: native
-probes:
-  sink-tcp: {{ type: tcp, interval: 300ms, timeout: 200ms, rise: 1, fall: 1 }}
-serverfarms:
-  echo:
-    algorithm: maglev
-    reals:
-{echo}  http:
-    algorithm: maglev
-    reals:
-{http}  guarded:
-    algorithm: source-hash
-    probes: [sink-tcp]
-    reals:
-{sink}vips:
-  echo: {{ address: {VIP}, port: {ECHO}, serverfarm: echo, timeouts: {{ fin: 1s }} }}
-  http: {{ address: {VIP}, port: {HTTP}, serverfarm: http }}
-  guarded: {{ address: {GUARDED}, port: {SINK}, serverfarm: guarded }}
-cluster:
-  node_id: {id}
-  listen: {me}:{SYNC_PORT}
-  peers: [{peers}]
-  key_file: {key}
-  drain_timeout: 3s
-  heartbeat: 100ms
-  bgp:
-    local_as: {NODE_AS}
-    router_id: {front}
-    hold_time: 3s
-    neighbors:
-      - {{ address: {router}, remote_as: {ROUTER_AS} }}
-",
-        http = reals(HTTP),
-        sink = reals(SINK),
-        id = i + 1,
-        me = node_back_addr(i),
-        peers = peers.join(", "),
-        key = key.display(),
-        front = node_front_addr(i),
-        router = router_addr_for(i),
-    )
-}
-
-struct Cluster {
-    lbs: Vec<LbAgent>,
-    topo: ClusterTopology,
-}
-
-impl Cluster {
-    /// The topology and three agents, up when the router routes [`VIP`]
-    /// over all three.
-    fn start() -> Cluster {
-        lb_tests::require_root();
-        let topo = ClusterTopology::new(NODES, REALS, Path::new(TESTSRV));
-        let all_echo: Vec<(usize, &str)> = (0..REALS).map(|r| (r, "up")).collect();
-        let lbs = (0..NODES)
-            .map(|i| {
-                let ns = &topo.nodes[i];
-                std::fs::create_dir_all(ns.log_dir()).expect("log dir");
-                let key = ns.log_dir().join("cluster.key");
-                std::fs::write(&key, KEY).expect("key");
-                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
-                    .expect("chmod");
-                LbAgent::start(ns, &config(i, &key, &all_echo))
-            })
-            .collect();
-        let c = Cluster { lbs, topo };
-        let took = c
-            .topo
-            .wait_nexthops(VIP_PREFIX, NODES, Duration::from_secs(20));
-        println!(
-            "the router routes {VIP_PREFIX} over {NODES} nodes {took:?} after the last agent started"
-        );
-        c
-    }
-
-    fn status(&self, i: usize) -> Value {
-        cli_json(&self.lbs[i], &["cluster", "status"])
-    }
-
-    /// New flows node `i`'s datapath made (not those synced to it).
-    fn created(&self, i: usize) -> u64 {
-        cli_json(&self.lbs[i], &["status"])["new_flows"]["created"]
-            .as_u64()
-            .expect("new_flows.created")
-    }
-
-    /// Node `i`'s datapath counter for `reason` (`lb_datapath_packets`).
-    fn reason(&self, i: usize, reason: &str) -> u64 {
-        let (_, text) = self.topo.nodes[i]
-            .run(|| {
-                http_get(
-                    "127.0.0.1:9100".parse().unwrap(),
-                    "/metrics",
-                    Duration::from_secs(5),
-                )
-            })
-            .expect("metrics");
-        let want = format!("lb_datapath_packets_total{{reason=\"{reason}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&want))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// [`Cluster::reason`] on every node.
-    fn reasons(&self, reason: &str) -> Vec<u64> {
-        (0..NODES).map(|i| self.reason(i, reason)).collect()
-    }
-
-    fn created_all(&self) -> Vec<u64> {
-        (0..NODES).map(|i| self.created(i)).collect()
-    }
-
-    /// Waits until node `i` is up in every other node's view, and holds a
-    /// complete copy of each peer's flows.
-    fn wait_synced(&self, i: usize, timeout: Duration) {
-        let ok = wait_until(timeout, Duration::from_millis(50), || {
-            let st = self.status(i);
-            st["caught_up"] == true
-                && st["nodes"]
-                    .as_array()
-                    .is_some_and(|n| n.iter().all(|p| p["state"] == "up" && p["synced"] == true))
-        });
-        assert!(
-            ok,
-            "node {} did not sync with its peers: {}\n{}",
-            i + 1,
-            self.status(i),
-            self.lbs[i].proc.report()
-        );
-    }
-
-    fn report(&self) -> String {
-        let mut s = self.topo.route_report(VIP_PREFIX);
-        for (i, lb) in self.lbs.iter().enumerate() {
-            s.push_str(&format!("\n--- node {} ---\n{}", i + 1, lb.proc.report()));
-        }
-        s
-    }
-}
-
-fn cli_json(lb: &LbAgent, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let out = lb.cli(&a);
-    assert!(
-        out.status.success(),
-        "lb {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
-/// `n` established echo connections, each checked once.
-fn echo_conns(topo: &ClusterTopology, n: usize) -> Vec<EchoConn> {
-    topo.client.run(|| {
-        (0..n)
-            .map(|k| {
-                let mut c = EchoConn::connect(vip(ECHO), Duration::from_secs(5))
-                    .unwrap_or_else(|e| panic!("connection {k}: {e}"));
-                let msg = format!("hello {k}\n");
-                assert_eq!(c.roundtrip(msg.as_bytes()).expect("echo"), msg.as_bytes());
-                c
-            })
-            .collect()
-    })
-}
-
-/// One round trip on every connection: the ones that failed, with why.
-/// A reset shows as "Connection reset by peer"; the read timeout is long
-/// enough for TCP to retransmit across a node's death.
-fn roundtrip_all(topo: &ClusterTopology, conns: &mut [EchoConn], round: &str) -> Vec<String> {
-    topo.client.run(|| {
-        conns
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(k, c)| {
-                let _ = c.stream().set_read_timeout(Some(Duration::from_secs(30)));
-                let msg = format!("{round} {k}\n");
-                match c.roundtrip(msg.as_bytes()) {
-                    Ok(got) if got == msg.as_bytes() => None,
-                    Ok(got) => Some(format!("connection {k}: echoed {got:?}")),
-                    Err(e) => Some(format!(
-                        "connection {k} ({}): {e}",
-                        c.local_addr().map(|a| a.to_string()).unwrap_or_default()
-                    )),
-                }
-            })
-            .collect()
-    })
-}
-
-/// Set when the killed node's links come back: the steady stream counts
-/// its gaps before and after apart.
-static RETURNED: AtomicBool = AtomicBool::new(false);
-
-/// One echo connection doing a round trip every 10 ms until `stop` (at
-/// most 90 s): `started` once it has done one; its longest gap between
-/// two round trips before and after [`RETURNED`], or why it broke.
-#[allow(clippy::type_complexity)]
-fn steady_stream(
-    topo: &ClusterTopology,
-    stop: Arc<AtomicBool>,
-) -> (
-    std::thread::JoinHandle<Result<(Duration, Duration), String>>,
-    mpsc::Receiver<()>,
-) {
-    let (tx, rx) = mpsc::channel();
-    let h = topo.client.thread(move || {
-        let mut c =
-            EchoConn::connect(vip(ECHO), Duration::from_secs(5)).map_err(|e| e.to_string())?;
-        let _ = c.stream().set_read_timeout(Some(Duration::from_secs(30)));
-        let mut gaps = (Duration::ZERO, Duration::ZERO);
-        let mut last = Instant::now();
-        let deadline = last + Duration::from_secs(90);
-        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            c.roundtrip(b"tick\n")
-                .map_err(|e| format!("round trip: {e}"))?;
-            let now = Instant::now();
-            let gap = if RETURNED.load(Ordering::Relaxed) {
-                &mut gaps.1
-            } else {
-                &mut gaps.0
-            };
-            *gap = (*gap).max(now - last);
-            if last + Duration::from_secs(90) > now {
-                let _ = tx.send(());
-            }
-            last = now;
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(gaps)
-    });
-    (h, rx)
-}
-
-/// The client ports of `conns`, which name their flows in `lb flows`.
-fn client_ports(topo: &ClusterTopology, conns: &[EchoConn]) -> Vec<u16> {
-    topo.client.run(|| {
-        conns
-            .iter()
-            .map(|c| c.local_addr().expect("local addr").port())
-            .collect()
-    })
-}
-
 #[test]
 fn ecmp_over_three_nodes_and_a_node_dies_and_returns_without_a_reset() {
-    let mut c = Cluster::start();
+    let mut c = Cluster::start(Path::new(TESTSRV));
     for i in 0..NODES {
         c.wait_synced(i, Duration::from_secs(10));
     }
@@ -376,11 +82,7 @@ fn ecmp_over_three_nodes_and_a_node_dies_and_returns_without_a_reset() {
     // A steady stream (a round trip every 10 ms) and 50 long-lived
     // connections; the node the stream came through dies.
     let before = c.created_all();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (stream, started) = steady_stream(&c.topo, stop.clone());
-    started
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the stream started");
+    let stream = SteadyStream::start(&c.topo, Duration::from_millis(10));
     let made: Vec<u64> = c
         .created_all()
         .iter()
@@ -456,7 +158,7 @@ fn ecmp_over_three_nodes_and_a_node_dies_and_returns_without_a_reset() {
     // It returns: links up, agent started again (it adopts its pinned
     // datapath), copies taken, then announced; ECMP moves flows back.
     c.topo.restore_node_links(victim);
-    RETURNED.store(true, Ordering::Relaxed);
+    stream.next_phase();
     let back = Instant::now();
     let ns = &c.topo.nodes[victim];
     c.lbs[victim].restart(ns, &[]);
@@ -476,12 +178,13 @@ fn ecmp_over_three_nodes_and_a_node_dies_and_returns_without_a_reset() {
         victim + 1,
         c.report()
     );
-    stop.store(true, Ordering::Relaxed);
-    let gaps = stream.join().expect("the stream's thread");
-    let gaps = gaps.unwrap_or_else(|e| panic!("the steady stream broke: {e}\n{}", c.report()));
+    let gaps = stream
+        .finish()
+        .unwrap_or_else(|e| panic!("the steady stream broke: {e}\n{}", c.report()));
     println!(
         "the steady stream's longest gap: {:?} around the death, {:?} around the return",
-        gaps.0, gaps.1
+        gaps[0],
+        gaps.get(1).copied().unwrap_or_default()
     );
     for lb in &c.lbs {
         lb.proc.kill();
@@ -490,7 +193,7 @@ fn ecmp_over_three_nodes_and_a_node_dies_and_returns_without_a_reset() {
 
 #[test]
 fn a_drained_node_takes_no_new_flows_and_its_flows_finish() {
-    let c = Cluster::start();
+    let c = Cluster::start(Path::new(TESTSRV));
     for i in 0..NODES {
         c.wait_synced(i, Duration::from_secs(10));
     }
@@ -588,7 +291,7 @@ fn a_drained_node_takes_no_new_flows_and_its_flows_finish() {
 
 #[test]
 fn a_flow_survives_a_changed_real_set_and_its_node_dying() {
-    let c = Cluster::start();
+    let c = Cluster::start(Path::new(TESTSRV));
     for i in 0..NODES {
         c.wait_synced(i, Duration::from_secs(10));
     }
@@ -648,7 +351,7 @@ fn a_flow_survives_a_changed_real_set_and_its_node_dying() {
 
 #[test]
 fn a_farm_with_no_up_real_is_withdrawn_on_every_node() {
-    let c = Cluster::start();
+    let c = Cluster::start(Path::new(TESTSRV));
     c.topo
         .wait_nexthops(GUARDED_PREFIX, NODES, Duration::from_secs(10));
     // The probe's port refuses on every real: the farm goes down on every

@@ -81,9 +81,10 @@ pub fn render(bgp: &Bgp, prefixes: &BTreeSet<IpAddr>) -> String {
         s.push_str(" }\n");
     }
     let hold = bgp.hold_time.as_secs();
-    // Keepalives at a third of the hold time, as RFC 4271 suggests; a
-    // dropped session is retried every second, so a returning node peers
-    // (and is announced) again within about a second.
+    // Keepalives at a third of the hold time, as RFC 4271 suggests. BIRD's
+    // own defaults wait 5 s before the first connect and up to minutes after
+    // an error; here a session is tried after 1 s and retried every second,
+    // so a returning node peers (and is announced) within about a second.
     for (i, n) in bgp.neighbors.iter().enumerate() {
         let channel = if n.address.is_ipv6() {
             "ipv6 { import none; export where proto = \"vips6\"; };"
@@ -93,7 +94,7 @@ pub fn render(bgp: &Bgp, prefixes: &BTreeSet<IpAddr>) -> String {
         let _ = writeln!(
             s,
             "protocol bgp n{} {{\n  local as {};\n  neighbor {} as {};\n  \
-             hold time {hold}; keepalive time {}; connect retry time 1; error wait time 1, 5;\n  \
+             hold time {hold}; keepalive time {}; connect delay time 1; connect retry time 1; error wait time 1, 5;\n  \
              {channel}\n}}",
             i + 1,
             bgp.local_as,

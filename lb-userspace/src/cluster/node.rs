@@ -39,6 +39,9 @@ use crate::ha::{self, Role};
 const OUTBOX_SLACK: usize = 64 * 1024;
 /// Heartbeats a peer may miss before it is shown down.
 const DEAD_AFTER: u32 = 3;
+/// How long a copy may take to start arriving (its first batch) before it
+/// is asked for again; once it arrives, the stream's resends carry it.
+const COPY_RETRY: Duration = Duration::from_secs(2);
 
 /// Sync datagrams as they arrive, with their sender's address.
 pub type Datagrams = mpsc::Receiver<(SocketAddr, Vec<u8>)>;
@@ -205,11 +208,22 @@ impl Node {
                 next_seq: self.peers[i].outbox.next_seq(),
             });
             self.send(i, &hb);
-            if self.peers[i].inbox.stuck() {
+            let p = &self.peers[i];
+            if p.inbox.stuck() {
                 warn!(
                     "cluster: events from {} were lost beyond resending; asking for a new copy",
-                    self.peers[i].addr
+                    p.addr
                 );
+                self.request_copy(i);
+            } else if !p.copied
+                && p.inbox.expected().is_none()
+                && self.alive(p, now)
+                && p.copy_requested_at
+                    .is_some_and(|at| now.duration_since(at) > COPY_RETRY)
+            {
+                // The request or the copy's start was lost (a datagram).
+                debug!("cluster: no copy from {} yet; asking again", p.addr);
+                self.peers[i].copy_requested_at = None;
                 self.request_copy(i);
             }
         }

@@ -193,7 +193,7 @@ fn gap_round(p: &mut HaPair, round: usize) {
     p.wait_standby_synced(a, Duration::from_secs(20));
 }
 
-fn ms(d: Duration) -> String {
+pub fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e3)
 }
 
@@ -286,7 +286,7 @@ impl UdpProbe {
 /// standby's pinned flow tables: an injected SYN is a half-open flow, which
 /// the standby keeps in its half-open table (`EMBRYOS`).
 struct Injector {
-    prog: aya::programs::ProgramFd,
+    syns: Syns,
     standby_flows: BpfHashMap<MapData, FlowKey, Flow>,
     standby_embryos: BpfHashMap<MapData, FlowKey, Flow>,
     active_pins: std::path::PathBuf,
@@ -294,37 +294,36 @@ struct Injector {
 
 /// The `i`-th injected client: distinct (address, port) in 10/8, away from
 /// the topology's own addresses.
-fn client(i: u64) -> SocketAddrV4 {
+pub fn client(i: u64) -> SocketAddrV4 {
     let (addr, port) = testrun::client(i);
     SocketAddrV4::new(addr, port)
 }
 
-fn tuple(i: u64) -> FlowTuple {
+pub fn tuple(i: u64) -> FlowTuple {
     FlowTuple::new(client(i).into(), SocketAddrV4::new(VIP, ECHO).into(), 6).expect("one family")
 }
 
-impl Injector {
-    fn new(topo: &HaTopology, active: usize, standby_pins: &Path) -> Injector {
-        let ns = &topo.lbs[active];
-        let id = attached_prog_id(ns, "eth0");
+/// SYNs of injected flows (`client(i)` to the echo VIP) into an agent's
+/// attached XDP program.
+pub struct Syns {
+    prog: aya::programs::ProgramFd,
+}
+
+impl Syns {
+    /// The program attached to `iface` in `ns`.
+    pub fn on(ns: &lb_tests::Netns, iface: &str) -> Syns {
+        let id = attached_prog_id(ns, iface);
         let prog = aya::programs::loaded_programs()
             .filter_map(Result::ok)
             .find(|p: &ProgramInfo| p.id() == id)
             .unwrap_or_else(|| panic!("program {id} not loaded"))
             .fd()
             .expect("program fd");
-        Injector {
-            prog,
-            standby_flows: datapath::open_flows(standby_pins).expect("standby FLOWS"),
-            standby_embryos: datapath::open_embryos(standby_pins)
-                .expect("standby EMBRYOS")
-                .expect("standby EMBRYOS pinned"),
-            active_pins: ns.bpf_pin_dir(),
-        }
+        Syns { prog }
     }
 
-    /// Runs the SYN of flow `i` through the active node's program once.
-    fn syn(&self, i: u64) {
+    /// Runs the SYN of flow `i` through the program once.
+    pub fn syn(&self, i: u64) {
         let c = client(i);
         // The program reads no MAC address: the fixture's stand in.
         let frame = Tcp {
@@ -338,6 +337,25 @@ impl Injector {
         }
         .build();
         test_run(self.prog.as_fd().as_raw_fd(), &frame).expect("BPF_PROG_TEST_RUN");
+    }
+}
+
+impl Injector {
+    fn new(topo: &HaTopology, active: usize, standby_pins: &Path) -> Injector {
+        let ns = &topo.lbs[active];
+        Injector {
+            syns: Syns::on(ns, "eth0"),
+            standby_flows: datapath::open_flows(standby_pins).expect("standby FLOWS"),
+            standby_embryos: datapath::open_embryos(standby_pins)
+                .expect("standby EMBRYOS")
+                .expect("standby EMBRYOS pinned"),
+            active_pins: ns.bpf_pin_dir(),
+        }
+    }
+
+    /// Runs the SYN of flow `i` through the active node's program once.
+    fn syn(&self, i: u64) {
+        self.syns.syn(i);
     }
 
     fn on_standby(&self, i: u64) -> bool {

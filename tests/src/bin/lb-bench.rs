@@ -3,12 +3,14 @@
 //! at the end, also when it fails; all traffic stays inside them.
 //!
 //! ```text
-//! lb-bench packet|e2e|scale|failover|edges [--quick]
+//! lb-bench packet|e2e|scale|failover|edges|cluster [--quick]
 //! ```
 //! Prints `section<TAB>row<TAB>column<TAB>value` lines on stdout (see
 //! tests/src/bench/record.rs); `cargo xtask bench` turns them into
 //! BENCHMARKS.md. The code lives in tests/src/bench/.
 
+#[path = "../bench/cluster.rs"]
+mod cluster;
 #[path = "../bench/e2e.rs"]
 mod e2e;
 #[path = "../bench/edges.rs"]
@@ -28,7 +30,7 @@ mod scale;
 #[path = "../bench/testrun.rs"]
 mod testrun;
 
-const USAGE: &str = "usage: lb-bench packet|e2e|scale|failover|edges [--quick]";
+const USAGE: &str = "usage: lb-bench packet|e2e|scale|failover|edges|cluster [--quick]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,6 +47,7 @@ fn main() {
         Some("scale") => scale::run(quick),
         Some("failover") => failover::run(quick),
         Some("edges") => edges::run(quick),
+        Some("cluster") => cluster::run(quick),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);

@@ -3,7 +3,7 @@
 //!
 //! The measuring is done by `lb-bench` (tests/src/bin/lb-bench.rs, code in
 //! tests/src/bench/), which needs the datapath and the namespace harness;
-//! this module builds it, runs its five sections as root, and turns the
+//! this module builds it, runs its six sections as root, and turns the
 //! lines they print into the report. The raw lines stay in target/bench/.
 //! `--quick` is a smoke run (fewer packets, one short round) whose report
 //! goes to target/bench/ so it never replaces the committed numbers.
@@ -12,6 +12,7 @@
 mod chart;
 mod machine;
 mod report;
+mod report_cluster;
 mod results;
 
 use std::{
@@ -24,7 +25,7 @@ use anyhow::{Context, Result, bail};
 
 use results::Results;
 
-const SECTIONS: [&str; 5] = ["packet", "e2e", "scale", "failover", "edges"];
+const SECTIONS: [&str; 6] = ["packet", "e2e", "scale", "failover", "edges", "cluster"];
 
 pub fn run(root: &Path, quick: bool, report_only: bool) -> Result<()> {
     if report_only {

@@ -79,16 +79,17 @@ pub fn render(r: &Results, m: &Machine, command: &str, chart: &str) -> String {
     scale(w, r);
     failover(w, r);
     edges(w, r);
+    super::report_cluster::cluster(w, r);
     s
 }
 
-fn wl(w: &mut String, line: &str) {
+pub(super) fn wl(w: &mut String, line: &str) {
     w.push_str(line);
     w.push('\n');
 }
 
 /// 12345.6 -> "12,346".
-fn int(v: f64) -> String {
+pub(super) fn int(v: f64) -> String {
     let digits = format!("{:.0}", v.abs());
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -853,7 +854,7 @@ fn scale(w: &mut String, r: &Results) {
 }
 
 /// The median of the rounds' `col`.
-fn median_of(r: &Results, section: &str, rows: &[&str], col: &str) -> f64 {
+pub(super) fn median_of(r: &Results, section: &str, rows: &[&str], col: &str) -> f64 {
     let mut v: Vec<f64> = rows
         .iter()
         .filter_map(|row| r.num(section, row, col))
