@@ -328,7 +328,7 @@ impl Agent {
         mut transitions: mpsc::UnboundedReceiver<Transition>,
         mut finished_work: mpsc::UnboundedReceiver<Done>,
         ha_inputs: Option<ha::node::Inputs>,
-        mut cluster_dgrams: Option<crate::cluster::node::Datagrams>,
+        mut cluster_dgrams: Option<ha::socket::Datagrams>,
     ) -> Result<()> {
         let (tx, mut rx) = mpsc::channel::<Call>(16);
         let socket = self.cfg.api.socket.clone();
@@ -484,7 +484,7 @@ impl Agent {
                         self.end_trace(why);
                     }
                 }
-                Some(d) = next_of(&mut ha_dgrams) => {
+                Some((_, d)) = next_of(&mut ha_dgrams) => {
                     if let Some(h) = self.ha.as_mut() {
                         h.on_datagram(&d, &mut self.dp.maps);
                     }

@@ -97,7 +97,7 @@ impl Runtime {
         programmed: &Programmed,
         flow_table_size: u32,
         run_dir: &Path,
-    ) -> Result<(Runtime, node::Datagrams)> {
+    ) -> Result<(Runtime, crate::ha::socket::Datagrams)> {
         let (node, datagrams) = Node::start(cfg, programmed, flow_table_size)?;
         // Nothing until the peers' copies are in (`announce`).
         let (want, want_rx) = watch::channel(BTreeSet::new());

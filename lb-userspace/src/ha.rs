@@ -12,6 +12,7 @@ pub mod floating;
 pub mod liveness;
 pub mod mirror;
 pub mod node;
+pub mod socket;
 pub mod stream;
 pub mod wire;
 

@@ -515,6 +515,20 @@ impl EchoConn {
     }
 }
 
+/// `n` established echo connections to `addr`, each checked with one round
+/// trip (run it in the client's namespace).
+pub fn echo_conns(addr: SocketAddr, n: usize) -> Vec<EchoConn> {
+    (0..n)
+        .map(|k| {
+            let mut c = EchoConn::connect(addr, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("connection {k}: {e}"));
+            let msg = format!("hello {k}\n");
+            assert_eq!(c.roundtrip(msg.as_bytes()).expect("echo"), msg.as_bytes());
+            c
+        })
+        .collect()
+}
+
 /// Polls `cond` every `interval` until it holds or `timeout` passes; returns
 /// whether it held. Bounded in time and (since each round sleeps) in count.
 pub fn wait_until(timeout: Duration, interval: Duration, mut cond: impl FnMut() -> bool) -> bool {

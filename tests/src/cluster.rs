@@ -112,11 +112,26 @@ pub struct Cluster {
     pub topo: ClusterTopology,
 }
 
+impl Drop for Cluster {
+    /// The agents first (their BIRDs die with them), then the topology.
+    fn drop(&mut self) {
+        for lb in &self.lbs {
+            lb.proc.kill();
+        }
+    }
+}
+
 impl Cluster {
     /// The topology and three agents, up when the router routes [`VIP`]
-    /// over all three.
-    /// `testsrv`: the `lb-testsrv` binary the reals run.
+    /// over all three and every node holds its peers' flows. `testsrv`:
+    /// the `lb-testsrv` binary the reals run.
     pub fn start(testsrv: &Path) -> Cluster {
+        Self::start_sized(testsrv, 65536)
+    }
+
+    /// [`Cluster::start`] with flow tables of `flow_table_size` entries
+    /// (the half-open table a quarter of that).
+    pub fn start_sized(testsrv: &Path, flow_table_size: u32) -> Cluster {
         crate::require_root();
         let topo = ClusterTopology::new(NODES, REALS, testsrv);
         let all_echo: Vec<(usize, &str)> = (0..REALS).map(|r| (r, "up")).collect();
@@ -128,7 +143,7 @@ impl Cluster {
                 std::fs::write(&key, KEY).expect("key");
                 std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
                     .expect("chmod");
-                LbAgent::start(ns, &config(i, &key, &all_echo))
+                LbAgent::start_sized(ns, &config(i, &key, &all_echo), flow_table_size)
             })
             .collect();
         let c = Cluster { lbs, topo };
@@ -138,6 +153,9 @@ impl Cluster {
         eprintln!(
             "the router routes {VIP_PREFIX} over {NODES} nodes {took:?} after the last agent started"
         );
+        for i in 0..NODES {
+            c.wait_synced(i, Duration::from_secs(15));
+        }
         c
     }
 
@@ -222,17 +240,7 @@ pub fn cli_json(lb: &LbAgent, args: &[&str]) -> Value {
 
 /// `n` established echo connections, each checked once.
 pub fn echo_conns(topo: &ClusterTopology, n: usize) -> Vec<EchoConn> {
-    topo.client.run(|| {
-        (0..n)
-            .map(|k| {
-                let mut c = EchoConn::connect(vip(ECHO), Duration::from_secs(5))
-                    .unwrap_or_else(|e| panic!("connection {k}: {e}"));
-                let msg = format!("hello {k}\n");
-                assert_eq!(c.roundtrip(msg.as_bytes()).expect("echo"), msg.as_bytes());
-                c
-            })
-            .collect()
-    })
+    topo.client.run(|| crate::client::echo_conns(vip(ECHO), n))
 }
 
 /// One round trip on every connection: the ones that failed, with why.

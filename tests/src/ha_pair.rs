@@ -263,17 +263,9 @@ impl HaPair {
 
     /// `n` established connections to the echo VIP, each checked once.
     pub fn idle_conns(&self, n: usize) -> Vec<EchoConn> {
-        self.topo.client.run(|| {
-            (0..n)
-                .map(|k| {
-                    let mut c = EchoConn::connect(vip(ECHO), Duration::from_secs(5))
-                        .unwrap_or_else(|e| panic!("connection {k}: {e}"));
-                    let msg = format!("hello {k}\n");
-                    assert_eq!(c.roundtrip(msg.as_bytes()).expect("echo"), msg.as_bytes());
-                    c
-                })
-                .collect()
-        })
+        self.topo
+            .client
+            .run(|| crate::client::echo_conns(vip(ECHO), n))
     }
 
     /// The client's gateway and real 1's resolve to node `i`'s MACs.

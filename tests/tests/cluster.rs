@@ -29,9 +29,6 @@ const TESTSRV: &str = env!("CARGO_BIN_EXE_lb-testsrv");
 #[test]
 fn ecmp_over_three_nodes_and_a_node_dies_and_returns_without_a_reset() {
     let mut c = Cluster::start(Path::new(TESTSRV));
-    for i in 0..NODES {
-        c.wait_synced(i, Duration::from_secs(10));
-    }
     let hops = c.topo.router_nexthops(VIP_PREFIX);
     let want: Vec<Ipv4Addr> = (0..NODES).map(node_front_addr).collect();
     let mut sorted = hops.clone();
@@ -186,17 +183,11 @@ fn ecmp_over_three_nodes_and_a_node_dies_and_returns_without_a_reset() {
         gaps[0],
         gaps.get(1).copied().unwrap_or_default()
     );
-    for lb in &c.lbs {
-        lb.proc.kill();
-    }
 }
 
 #[test]
 fn a_drained_node_takes_no_new_flows_and_its_flows_finish() {
     let c = Cluster::start(Path::new(TESTSRV));
-    for i in 0..NODES {
-        c.wait_synced(i, Duration::from_secs(10));
-    }
     let mut conns = echo_conns(&c.topo, 30);
     let out = c.lbs[0].cli(&["cluster", "drain"]);
     assert!(out.status.success());
@@ -284,17 +275,11 @@ fn a_drained_node_takes_no_new_flows_and_its_flows_finish() {
     assert!(c.lbs[0].proc.exit_status().expect("exited").success());
     let broken = roundtrip_all(&c.topo, &mut conns, "after the stop");
     assert!(broken.is_empty(), "{broken:?}");
-    for lb in &c.lbs[1..] {
-        lb.proc.kill();
-    }
 }
 
 #[test]
 fn a_flow_survives_a_changed_real_set_and_its_node_dying() {
     let c = Cluster::start(Path::new(TESTSRV));
-    for i in 0..NODES {
-        c.wait_synced(i, Duration::from_secs(10));
-    }
     let mut conns = echo_conns(&c.topo, 40);
     // Which real each connection went to (every node holds every flow).
     let ports = client_ports(&c.topo, &conns);
@@ -342,11 +327,6 @@ fn a_flow_survives_a_changed_real_set_and_its_node_dying() {
         victim + 1,
         c.report()
     );
-    for (i, lb) in c.lbs.iter().enumerate() {
-        if i != victim {
-            lb.proc.kill();
-        }
-    }
 }
 
 #[test]
@@ -388,7 +368,4 @@ fn a_farm_with_no_up_real_is_withdrawn_on_every_node() {
         .topo
         .wait_nexthops(GUARDED_PREFIX, NODES, Duration::from_secs(10));
     println!("reals answer again: announced everywhere {took:?} later");
-    for lb in &c.lbs {
-        lb.proc.kill();
-    }
 }

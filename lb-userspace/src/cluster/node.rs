@@ -19,18 +19,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use lb_common::SyncEvent;
 use log::{debug, info, warn};
 use serde::Serialize;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 
 use crate::config::Cluster;
 use crate::control::Programmed;
 use crate::datapath::{KernelMaps, now_ns};
 use crate::flowtable::Joined;
 use crate::ha::mirror::{self, Applied, Applier, Index};
+use crate::ha::socket::{self, Datagrams};
 use crate::ha::stream::{Inbox, Outbox};
 use crate::ha::wire::{self, FlowEvent, Heartbeat, Key, Message, Receiver, Sender};
 use crate::ha::{self, Role};
@@ -42,9 +42,6 @@ const DEAD_AFTER: u32 = 3;
 /// How long a copy may take to start arriving (its first batch) before it
 /// is asked for again; once it arrives, the stream's resends carry it.
 const COPY_RETRY: Duration = Duration::from_secs(2);
-
-/// Sync datagrams as they arrive, with their sender's address.
-pub type Datagrams = mpsc::Receiver<(SocketAddr, Vec<u8>)>;
 
 /// One other node, by its configured address.
 struct Peer {
@@ -114,23 +111,7 @@ impl Node {
         flow_table_size: u32,
     ) -> Result<(Node, Datagrams)> {
         let key = Key::from_file(&cfg.key_file)?;
-        let std_sock = std::net::UdpSocket::bind(cfg.listen)
-            .with_context(|| format!("binding the cluster sync socket on {}", cfg.listen))?;
-        std_sock.set_nonblocking(true)?;
-        let sock = Arc::new(UdpSocket::from_std(std_sock)?);
-        let (dtx, datagrams) = mpsc::channel(1024);
-        let rsock = sock.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; wire::UDP_MAX];
-            loop {
-                let Ok((n, from)) = rsock.recv_from(&mut buf).await else {
-                    continue;
-                };
-                if dtx.send((from, buf[..n].to_vec())).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let (sock, datagrams) = socket::bind(cfg.listen, "the cluster sync socket")?;
         // Resend after a few heartbeats without progress.
         let rto = (cfg.heartbeat * 2).max(Duration::from_millis(50));
         let peers = cfg

@@ -56,7 +56,7 @@ struct Counters {
 
 /// What the agent's loop receives for this node.
 pub struct Inputs {
-    pub datagrams: mpsc::Receiver<Vec<u8>>,
+    pub datagrams: super::socket::Datagrams,
     /// Whether another box answers on the floating IPs (see `liveness`).
     pub liveness: mpsc::Receiver<bool>,
 }
@@ -96,24 +96,7 @@ impl Node {
         resume: bool,
     ) -> Result<(Node, Inputs)> {
         let key = Key::from_file(&cfg.key_file)?;
-        let std_sock = std::net::UdpSocket::bind(cfg.listen)
-            .with_context(|| format!("binding the HA sync socket on {}", cfg.listen))?;
-        std_sock.set_nonblocking(true)?;
-        let sock = Arc::new(UdpSocket::from_std(std_sock)?);
-        let (dtx, datagrams) = mpsc::channel(1024);
-        let rsock = sock.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; wire::UDP_MAX];
-            loop {
-                let Ok((n, from)) = rsock.recv_from(&mut buf).await else {
-                    continue;
-                };
-                debug!("ha: {n} bytes from {from}");
-                if dtx.send(buf[..n].to_vec()).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let (sock, datagrams) = super::socket::bind(cfg.listen, "the HA sync socket")?;
         let (ltx, liveness) = mpsc::channel(16);
         // The second opinion on a silent peer (see `election`): does anyone
         // answer on the floating IPs? Only the box serving them does. The

@@ -13,9 +13,11 @@ pub fn cluster(w: &mut String, r: &Results) {
             "The topology of the cluster tests (tests/src/cluster.rs): {} lb nodes, each running \
              the BIRD it configures, peering with an FRR router (bgpd + zebra, ECMP with an L4 \
              hash, BGP hold time {} s) in front of a client; two `lb-testsrv` reals answer over a \
-             multipath default route through every node. All of it shares this machine's cores.",
+             multipath default route through every node; flow tables of {} entries. All of it \
+             shares this machine's cores.",
             int(n("setup", "nodes")),
             int(n("setup", "bgp_hold_time_s")),
+            int(n("setup", "flow_table_entries")),
         ),
     );
     wl(w, "");
