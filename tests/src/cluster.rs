@@ -193,6 +193,28 @@ impl Cluster {
         (0..NODES).map(|i| self.reason(i, reason)).collect()
     }
 
+    /// New flows each node made since `before` (a `created_all`).
+    pub fn created_since(&self, before: &[u64]) -> Vec<u64> {
+        self.created_all()
+            .iter()
+            .zip(before)
+            .map(|(a, b)| a - b)
+            .collect()
+    }
+
+    /// `n` fresh connections from the client, one HTTP request each to the
+    /// HTTP VIP: the ones that failed, with why.
+    pub fn requests(&self, n: usize) -> Vec<String> {
+        self.topo.client.run(|| {
+            (0..n)
+                .filter_map(|k| match http_get(vip(HTTP), "/", Duration::from_secs(5)) {
+                    Ok((200, _)) => None,
+                    other => Some(format!("request {k}: {other:?}")),
+                })
+                .collect()
+        })
+    }
+
     pub fn created_all(&self) -> Vec<u64> {
         (0..NODES).map(|i| self.created(i)).collect()
     }

@@ -21,7 +21,7 @@ use lb_tests::{
     },
     cluster_topology::node_front_addr,
     http_get,
-    rig::{ECHO, HTTP, SINK},
+    rig::{ECHO, SINK},
     wait_until,
 };
 
@@ -47,21 +47,9 @@ fn ecmp_over_three_nodes_and_a_node_dies_and_returns_without_a_reset() {
 
     // 300 new connections spread over every node.
     let before = c.created_all();
-    let failures: Vec<String> = c.topo.client.run(|| {
-        (0..300)
-            .filter_map(|k| match http_get(vip(HTTP), "/", Duration::from_secs(5)) {
-                Ok((200, _)) => None,
-                other => Some(format!("request {k}: {other:?}")),
-            })
-            .collect()
-    });
+    let failures = c.requests(300);
     assert!(failures.is_empty(), "{failures:?}\n{}", c.report());
-    let per_node: Vec<u64> = c
-        .created_all()
-        .iter()
-        .zip(&before)
-        .map(|(a, b)| a - b)
-        .collect();
+    let per_node = c.created_since(&before);
     println!("300 connections, new flows per node: {per_node:?}");
     // The reals answer through any node: replies a node translated by its
     // flow entry, and without one (the SYN-ACK racing the flow's sync).
@@ -80,23 +68,13 @@ fn ecmp_over_three_nodes_and_a_node_dies_and_returns_without_a_reset() {
     // connections; the node the stream came through dies.
     let before = c.created_all();
     let stream = SteadyStream::start(&c.topo, Duration::from_millis(10));
-    let made: Vec<u64> = c
-        .created_all()
-        .iter()
-        .zip(&before)
-        .map(|(a, b)| a - b)
-        .collect();
+    let made = c.created_since(&before);
     let victim = (0..NODES)
         .find(|&i| made[i] == 1)
         .expect("the stream's node");
     let before = c.created_all();
     let mut conns = echo_conns(&c.topo, 50);
-    let made: Vec<u64> = c
-        .created_all()
-        .iter()
-        .zip(&before)
-        .map(|(a, b)| a - b)
-        .collect();
+    let made = c.created_since(&before);
     println!(
         "50 echo connections, made per node {made:?}; node {} (the stream's) dies",
         victim + 1
@@ -201,14 +179,7 @@ fn a_drained_node_takes_no_new_flows_and_its_flows_finish() {
     assert_eq!(c.status(0)["bgp"]["announced"], serde_json::json!([]));
 
     let before = c.created(0);
-    let failures: Vec<String> = c.topo.client.run(|| {
-        (0..60)
-            .filter_map(|k| match http_get(vip(HTTP), "/", Duration::from_secs(5)) {
-                Ok((200, _)) => None,
-                other => Some(format!("request {k}: {other:?}")),
-            })
-            .collect()
-    });
+    let failures = c.requests(60);
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(c.created(0), before, "a drained node makes no new flow");
     let broken = roundtrip_all(&c.topo, &mut conns, "after the drain");

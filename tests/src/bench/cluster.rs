@@ -91,10 +91,9 @@ fn death_round(c: &mut Cluster, round: usize) {
     let before = c.created_all();
     let stream = SteadyStream::start(&c.topo, Duration::from_millis(5));
     let victim = c
-        .created_all()
+        .created_since(&before)
         .iter()
-        .zip(&before)
-        .position(|(a, b)| a > b)
+        .position(|&n| n > 0)
         .expect("the stream's node");
     progress(format!("cluster: {row}, node {} dies", victim + 1));
     std::thread::sleep(Duration::from_millis(500));
