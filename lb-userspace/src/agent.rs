@@ -19,7 +19,6 @@ use lb_common::{
     SyncEvent,
 };
 use log::{error, info, warn};
-use serde_json::json;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -33,7 +32,7 @@ mod tracing;
 mod track;
 
 use crate::{
-    api::{self, Call, Request, Response},
+    api::{self, Call, HaAction, NodeRole, RealAction, RealState, Request, Response, TableUse},
     config::{AdminState, Config, InitState},
     control::{Control, RealKey},
     datapath::{self, Datapath},
@@ -457,9 +456,9 @@ impl Agent {
                     }
                     Request::Teardown => {
                         info!("lb teardown: tearing the datapath down and exiting");
-                        let _ = reply.send(Response::ok(json!({
-                            "message": "tearing down: handing over, detaching, unpinning, exiting"
-                        })));
+                        let _ = reply.send(Response::ok(&api::Message {
+                            message: "tearing down: handing over, detaching, unpinning, exiting".into(),
+                        }));
                         // Lets the connection's task write the answer before
                         // the runtime ends.
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -572,10 +571,11 @@ impl Agent {
         {
             Ok(s) => {
                 self.trace = Some(s);
-                Response::ok(json!({
-                    "message": "tracing; the production build is back when this connection closes",
-                    "max_duration_s": spec.max_duration().map(|d| d.as_secs()).unwrap_or(0),
-                }))
+                Response::ok(&api::TraceStarted {
+                    message: "tracing; the production build is back when this connection closes"
+                        .into(),
+                    max_duration_s: spec.max_duration().map(|d| d.as_secs()).unwrap_or(0),
+                })
             }
             Err(e) => Response::err(format!("trace: {e:#}")),
         }
@@ -600,60 +600,64 @@ impl Agent {
     }
 
     fn handle(&mut self, req: Request) -> Response {
+        let message = |m: Result<String>| match m {
+            Ok(message) => Response::ok(&api::Message { message }),
+            Err(e) => Response::err(format!("{e:#}")),
+        };
         match req {
-            Request::Reload => match self.reload() {
-                Ok(msg) => Response::ok(json!({ "message": msg })),
-                Err(e) => Response::err(format!("{e:#}")),
-            },
-            Request::Status => Response::ok(self.status()),
-            Request::Vips => Response::ok(json!(self.vips())),
-            Request::Stats => Response::ok(self.stats()),
-            Request::Live => Response::ok(json!(self.live_status())),
+            Request::Reload => message(self.reload()),
+            Request::Status => Response::ok(&self.status()),
+            Request::Vips => Response::ok(&self.vips()),
+            Request::Stats => Response::ok(&self.stats()),
+            Request::Live => Response::ok(&self.live_status()),
             // Served off the loop by `clear_flows`.
             Request::FlowsClear { .. } => Response::err("flows clear: not served here"),
             // Ends the loop: served there.
             Request::Teardown => Response::err("teardown: not served here"),
             // Streams: served there.
             Request::Trace(_) => Response::err("trace: not served here"),
-            Request::Ha { action } => match (self.ha.as_mut(), action.as_str()) {
-                (None, "status") => Response::ok(json!({
-                    "role": "standalone",
-                    "message": "no `ha:` section in the config; this node runs standalone",
-                })),
-                (None, _) => Response::err(format!(
-                    "ha {action}: no `ha:` section in the config; this node runs standalone"
-                )),
-                (Some(h), "status") => Response::ok(h.status()),
-                (Some(h), "takeover") => match h.takeover() {
-                    Ok(msg) => Response::ok(json!({ "message": msg, "role": h.role().as_str() })),
-                    Err(e) => Response::err(format!("takeover refused: {e:#}")),
-                },
-                (Some(h), "release") => match h.release() {
-                    Ok(msg) => Response::ok(json!({ "message": msg, "role": h.role().as_str() })),
-                    Err(e) => Response::err(format!("release refused: {e:#}")),
-                },
-                (Some(_), other) => Response::err(format!(
-                    "unknown ha action {other}: status, takeover or release"
-                )),
-            },
+            Request::Ha { action } => self.ha_action(action),
             Request::Cluster { action } => match self.cluster.as_mut() {
                 None => {
                     Response::err("no `cluster:` section in the config; this node runs on its own")
                 }
                 Some(c) => {
                     let message = c.act(action, self.ctl.programmed());
-                    let mut v = json!(c.status());
-                    if !message.is_empty() {
-                        v["message"] = json!(message);
-                    }
-                    Response::ok(v)
+                    Response::ok(&api::ClusterAnswer {
+                        message: (!message.is_empty()).then_some(message),
+                        status: c.status(),
+                    })
                 }
             },
-            Request::Reals { farm } => Response::ok(json!(self.reals(farm.as_deref()))),
-            Request::Real { action, farm, real } => match self.admin(&action, &farm, &real) {
-                Ok(msg) => Response::ok(json!({ "message": msg })),
-                Err(e) => Response::err(format!("{e:#}")),
-            },
+            Request::Reals { farm } => Response::ok(&self.reals(farm.as_deref())),
+            Request::Real { action, farm, real } => message(self.admin(action, &farm, &real)),
+        }
+    }
+
+    /// `lb ha ACTION`.
+    fn ha_action(&mut self, action: HaAction) -> Response {
+        let Some(h) = self.ha.as_mut() else {
+            return match action {
+                HaAction::Status => Response::ok(&api::RoleChange {
+                    role: NodeRole::Standalone,
+                    message: "no `ha:` section in the config; this node runs standalone".into(),
+                }),
+                _ => Response::err(
+                    "no `ha:` section in the config; this node runs standalone, with no role to take over or release",
+                ),
+            };
+        };
+        let changed = match action {
+            HaAction::Status => return Response::ok(&api::HaAnswer::Status(Box::new(h.status()))),
+            HaAction::Takeover => h.takeover().context("takeover refused"),
+            HaAction::Release => h.release().context("release refused"),
+        };
+        match changed {
+            Ok(message) => Response::ok(&api::RoleChange {
+                role: h.role().into(),
+                message,
+            }),
+            Err(e) => Response::err(format!("{e:#}")),
         }
     }
 
@@ -767,7 +771,9 @@ impl Agent {
                     warn!("active flow counts: {e:#}");
                 }
                 info!("flows clear: removed {} flows", c.flows);
-                let _ = reply.send(Response::ok(json!({ "cleared": c.flows })));
+                let _ = reply.send(Response::ok(&api::Cleared {
+                    cleared: c.flows as u64,
+                }));
             }
             Done::Clear(Err(e), reply) => {
                 let _ = reply.send(Response::err(format!("{e:#}")));
@@ -842,13 +848,13 @@ impl Agent {
     }
 
     /// `lb real enable|disable|drain FARM ADDR[:PORT]`.
-    fn admin(&mut self, action: &str, farm: &str, real: &str) -> Result<String> {
+    fn admin(&mut self, action: RealAction, farm: &str, real: &str) -> Result<String> {
         let state = match action {
-            "enable" => AdminState::Up,
-            "disable" => AdminState::Disabled,
-            "drain" => AdminState::Drain,
-            other => bail!("unknown action {other}: enable, disable or drain"),
+            RealAction::Enable => AdminState::Up,
+            RealAction::Disable => AdminState::Disabled,
+            RealAction::Drain => AdminState::Drain,
         };
+        let action = action.as_str();
         let Some((addr, port)) = crate::endpoint::parse(real) else {
             bail!(
                 "{real}: not a real's address (ADDR or ADDR:PORT, IPv6 with a port as [ADDR]:PORT)"
@@ -889,125 +895,110 @@ impl Agent {
     }
 
     /// `lb status`.
-    fn status(&self) -> serde_json::Value {
+    fn status(&self) -> api::Status {
         use lb_common::reason;
         let sw = self.last_sweep.as_ref();
-        let flows = sw.map_or(0, |s| s.flows);
-        let half_open = sw.map_or(0, |s| s.half_open);
         let (capacity, half_open_capacity) = self.table_sizes();
-        let table = |entries: usize, capacity: u64| {
-            json!({
-                "entries": entries,
-                "capacity": capacity,
-                "used_pct": (1000.0 * entries as f64 / capacity.max(1) as f64).round() / 10.0,
-            })
-        };
-        json!({
-            "role": self.ha.as_ref().map_or("standalone", |h| h.role().as_str()),
-            "ha": self.ha.as_ref().map(|h| {
-                let st = h.status();
-                json!({
-                    "peer_role": st["peer"]["role"],
-                    "peer_alive": st["peer"]["alive"],
-                    "bulk_synced": st["bulk_synced"],
-                    "sync_unacked": st["sync"]["unacked"],
-                    "sync_stalled_ms": st["sync"]["stalled_ms"],
-                    "messages_accepted": st["messages"]["accepted"],
-                    "messages_rejected": st["messages"]["rejected"],
-                })
-            }),
-            "cluster": self.cluster.as_ref().map(|c| {
-                let st = c.status();
-                json!({
-                    "node_id": st.node_id,
-                    "draining": st.draining,
-                    "nodes_up": st.nodes.iter().filter(|n| n.state == "up").count(),
-                    "nodes": st.nodes.len() + 1,
-                    "bgp_established": st.bgp.sessions.iter().filter(|s| s.state == "Established").count(),
-                    "announced": st.bgp.announced,
-                })
-            }),
-            "config": self.path.display().to_string(),
-            "interfaces": self.cfg.interface_names(),
-            "hooks": self.dp.hooks().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-            "xdp_mode": format!("{:?}", self.cfg.xdp_mode).to_lowercase(),
-            "pin_dir": self.cfg.bpf.pin_dir.display().to_string(),
-            "adopted": self.dp.adopted(),
-            "uptime_s": self.started.elapsed().as_secs(),
-            "vips": self.ctl.programmed().vips.len(),
-            "reals": self.ctl.programmed().reals.len(),
-            "reals_up": self.ctl.programmed().reals.values().filter(|(_, r)| r.state == lb_common::REAL_UP).count(),
-            "flows": flows,
-            "flow_table": table(sw.map_or(0, |s| s.entries), capacity),
-            "half_open": half_open,
-            "half_open_table": table(sw.map_or(0, |s| s.half_open_entries), half_open_capacity),
-            // What a flood of new flows moves: flows created, half-open
-            // flows assured into FLOWS, new flows a full table refused.
-            "new_flows": {
-                "created": self.reason_count(reason::NEW_FLOW),
-                "assured": self.reason_count(reason::ASSURED),
-                "refused": self.reason_count(reason::DROP_TABLE_FULL),
+        let programmed = self.ctl.programmed();
+        api::Status {
+            role: self.role(),
+            ha: self.ha.as_ref().map(|h| (&h.status()).into()),
+            cluster: self.cluster.as_ref().map(|c| (&c.status()).into()),
+            config: self.path.clone(),
+            interfaces: self.cfg.interface_names(),
+            hooks: self
+                .dp
+                .hooks()
+                .into_iter()
+                .map(|(i, h)| (i, h.to_string()))
+                .collect(),
+            xdp_mode: self.cfg.xdp_mode,
+            pin_dir: self.cfg.bpf.pin_dir.clone(),
+            adopted: self.dp.adopted(),
+            uptime_s: self.started.elapsed().as_secs(),
+            vips: programmed.vips.len(),
+            reals: programmed.reals.len(),
+            reals_up: programmed
+                .reals
+                .values()
+                .filter(|(_, r)| r.state == lb_common::REAL_UP)
+                .count(),
+            flows: sw.map_or(0, |s| s.flows),
+            flow_table: TableUse::new(sw.map_or(0, |s| s.entries), capacity),
+            half_open: sw.map_or(0, |s| s.half_open),
+            half_open_table: TableUse::new(
+                sw.map_or(0, |s| s.half_open_entries),
+                half_open_capacity,
+            ),
+            new_flows: api::NewFlows {
+                created: self.reason_count(reason::NEW_FLOW),
+                assured: self.reason_count(reason::ASSURED),
+                refused: self.reason_count(reason::DROP_TABLE_FULL),
             },
-            "last_sweep_ms": self.sweep_took.as_secs_f64() * 1000.0,
-            // The table counts above come from the last sweep: false until
-            // the first one, so a fresh agent's zeros are not read as empty
-            // tables.
-            "swept": sw.is_some(),
-            "program_ids": { "xdp": self.program_ids.0, "tc": self.program_ids.1 },
-            "trace": self.trace.as_ref().map(|t| json!({ "pid": t.pid })),
-        })
+            last_sweep_ms: self.sweep_took.as_secs_f64() * 1000.0,
+            swept: sw.is_some(),
+            program_ids: api::ProgramIds {
+                xdp: self.program_ids.0,
+                tc: self.program_ids.1,
+            },
+            trace: self.trace.as_ref().map(|t| api::TraceOwner { pid: t.pid }),
+        }
+    }
+
+    /// Standalone, or the node's role in its pair.
+    fn role(&self) -> NodeRole {
+        self.ha
+            .as_ref()
+            .map_or(NodeRole::Standalone, |h| h.role().into())
     }
 
     /// `lb vips`.
-    fn vips(&self) -> Vec<serde_json::Value> {
+    fn vips(&self) -> Vec<api::VipRow> {
         let snap = self.snapshot();
-        self.ctl
-            .programmed()
+        let programmed = self.ctl.programmed();
+        programmed
             .vips
             .values()
             .zip(&snap.vips)
             .map(|(v, s)| {
-                let farm = self.cfg.serverfarms.get(&v.farm);
-                let reals: Vec<_> = self.ctl.programmed().farm_reals(&v.farm).collect();
-                json!({
-                    "name": v.name,
-                    "address": v.addr.ip().to_string(),
-                    "port": v.addr.port(),
-                    "protocol": s.protocol,
-                    "serverfarm": v.farm,
-                    "algorithm": farm.map(|f| algorithm_name(f.algorithm)),
-                    "sticky_s": v.sticky_secs,
-                    "reals_up": reals.iter().filter(|(_, (_, r))| r.state == lb_common::REAL_UP).count(),
-                    "reals": reals.len(),
-                    "active_flows": s.active_flows,
-                    "new_flows": s.new_flows,
-                    "packets_in": s.packets_in,
-                    "bytes_in": s.bytes_in,
-                    "packets_out": s.packets_out,
-                    "bytes_out": s.bytes_out,
-                })
+                let reals: Vec<_> = programmed.farm_reals(&v.farm).collect();
+                api::VipRow {
+                    name: v.name.clone(),
+                    address: v.addr.ip().to_string(),
+                    port: v.addr.port(),
+                    protocol: s.protocol.clone(),
+                    serverfarm: v.farm.clone(),
+                    algorithm: self.cfg.serverfarms.get(&v.farm).map(|f| f.algorithm),
+                    sticky_s: v.sticky_secs.unwrap_or(0),
+                    reals_up: reals
+                        .iter()
+                        .filter(|(_, (_, r))| r.state == lb_common::REAL_UP)
+                        .count(),
+                    reals: reals.len(),
+                    active_flows: s.active_flows,
+                    new_flows: s.new_flows,
+                    packets_in: s.packets_in,
+                    bytes_in: s.bytes_in,
+                    packets_out: s.packets_out,
+                    bytes_out: s.bytes_out,
+                }
             })
             .collect()
     }
 
     /// `lb stats`: datapath verdicts and drops by reason, and totals.
-    fn stats(&self) -> serde_json::Value {
+    fn stats(&self) -> api::Stats {
         let snap = self.snapshot();
-        let reasons: serde_json::Map<String, serde_json::Value> = snap
-            .reasons
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(v)))
-            .collect();
-        json!({
-            "reasons": reasons,
-            "flows": snap.flows,
-            "flow_capacity": snap.flow_capacity,
-            "half_open": snap.half_open,
-            "half_open_capacity": snap.half_open_capacity,
-            "packets_in": snap.vips.iter().map(|v| v.packets_in).sum::<u64>(),
-            "packets_out": snap.vips.iter().map(|v| v.packets_out).sum::<u64>(),
-            "new_flows": snap.vips.iter().map(|v| v.new_flows).sum::<u64>(),
-        })
+        api::Stats {
+            reasons: snap.reasons.iter().cloned().collect(),
+            flows: snap.flows,
+            flow_capacity: snap.flow_capacity,
+            half_open: snap.half_open,
+            half_open_capacity: snap.half_open_capacity,
+            packets_in: snap.vips.iter().map(|v| v.packets_in).sum(),
+            packets_out: snap.vips.iter().map(|v| v.packets_out).sum(),
+            new_flows: snap.vips.iter().map(|v| v.new_flows).sum(),
+        }
     }
 
     /// What a Prometheus scrape shows.
@@ -1057,7 +1048,7 @@ impl Agent {
             s.reals.push(metrics::RealSample {
                 farm: key.farm.clone(),
                 address: key.endpoint().to_string(),
-                state: state_name(r.state).into(),
+                state: RealState::from_datapath(r.state),
                 weight: r.weight,
                 packets_in: c.packets_in,
                 bytes_in: c.bytes_in,
@@ -1088,25 +1079,22 @@ impl Agent {
         (s.flow_capacity, s.half_open_capacity) = self.table_sizes();
         if let Some(h) = &self.ha {
             let st = h.status();
-            let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
-            s.ha_role = Some(h.role().as_str().to_string());
-            s.ha_sync_lag_seconds = st["sync"]["stalled_ms"].as_f64().map(|ms| ms / 1000.0);
-            s.ha_sync_unacked = st["sync"]["unacked"].as_u64();
-            s.ha_messages
-                .push(("accepted".into(), n(&st["messages"]["accepted"])));
-            if let Some(rej) = st["messages"]["rejected"].as_object() {
-                for (k, v) in rej {
-                    s.ha_messages.push((k.clone(), n(v)));
-                }
+            let (y, m) = (&st.sync, &st.messages);
+            s.ha_role = Some(st.role.to_string());
+            s.ha_sync_lag_seconds = Some(y.stalled_ms / 1000.0);
+            s.ha_sync_unacked = Some(y.unacked);
+            s.ha_messages.push(("accepted".into(), m.accepted));
+            for (k, n) in m.rejected.by_reason() {
+                s.ha_messages.push((k.into(), n));
             }
-            for (kind, key) in [
-                ("sent", "events_queued"),
-                ("acked", "events_acked"),
-                ("received", "events_received"),
-                ("resent_rounds", "resends"),
-                ("unmatched", "unmatched"),
+            for (kind, n) in [
+                ("sent", y.events_queued),
+                ("acked", y.events_acked),
+                ("received", y.events_received),
+                ("resent_rounds", y.resends),
+                ("unmatched", y.unmatched),
             ] {
-                s.ha_events.push((kind.into(), n(&st["sync"][key])));
+                s.ha_events.push((kind.into(), n));
             }
         }
         s.cluster = self.cluster.as_ref().map(|c| {
@@ -1149,7 +1137,7 @@ impl Agent {
     }
 
     /// Rows for `lb reals`.
-    fn reals(&self, farm: Option<&str>) -> Vec<serde_json::Value> {
+    fn reals(&self, farm: Option<&str>) -> Vec<api::RealRow> {
         let mut rows = Vec::new();
         for (key, (id, r)) in &self.ctl.programmed().reals {
             if farm.is_some_and(|f| f != key.farm) {
@@ -1161,20 +1149,20 @@ impl Agent {
                     .find(|c| c.address == key.addr && c.port.unwrap_or(key.port) == key.port)
             });
             let status = self.checker.status(*id);
-            rows.push(json!({
-                "farm": key.farm,
-                "address": key.addr.to_string(),
-                "port": key.port,
-                "state": state_name(r.state),
-                "weight": cfg.map_or(r.weight, |c| c.weight),
-                "effective_weight": r.weight,
-                "backup": cfg.is_some_and(|c| c.backup),
-                "active_flows": self.dp.maps.active_flows(*id),
-                "last_check": status.as_ref().map(|s| s.last_check.clone()),
-                "check_latency_ms": status.as_ref().and_then(|s| s.last_latency_ms),
-                "since_ms": status.as_ref().map(|s| s.since_ms),
-                "tracks": cfg.and_then(|c| c.track.clone()),
-            }));
+            rows.push(api::RealRow {
+                farm: key.farm.clone(),
+                address: key.addr.to_string(),
+                port: key.port,
+                state: RealState::from_datapath(r.state),
+                weight: cfg.map_or(r.weight, |c| c.weight),
+                effective_weight: r.weight,
+                backup: cfg.is_some_and(|c| c.backup),
+                active_flows: self.dp.maps.active_flows(*id),
+                last_check: status.as_ref().map(|s| s.last_check.clone()),
+                check_latency_ms: status.as_ref().and_then(|s| s.last_latency_ms),
+                since_ms: status.as_ref().map(|s| s.since_ms),
+                tracks: cfg.and_then(|c| c.track.clone()),
+            });
         }
         rows
     }
@@ -1260,25 +1248,4 @@ async fn finished<T>(
 
 fn real_name(key: &RealKey) -> String {
     format!("{}/{}", key.farm, key.endpoint())
-}
-
-pub fn state_name(state: u32) -> &'static str {
-    match state {
-        lb_common::REAL_UP => "up",
-        lb_common::REAL_DOWN => "down",
-        lb_common::REAL_DRAIN => "drain",
-        lb_common::REAL_DISABLED => "disabled",
-        _ => "unknown",
-    }
-}
-
-fn algorithm_name(a: crate::config::Algorithm) -> &'static str {
-    use crate::config::Algorithm::*;
-    match a {
-        RoundRobin => "round-robin",
-        WeightedRoundRobin => "weighted-round-robin",
-        LeastConn => "least-conn",
-        SourceHash => "source-hash",
-        Maglev => "maglev",
-    }
 }

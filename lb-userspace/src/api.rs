@@ -17,54 +17,11 @@ use tokio::{
     sync::{Semaphore, mpsc, oneshot},
 };
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum Request {
-    Reload,
-    Status,
-    /// `lb reals [--farm F]`
-    Reals {
-        #[serde(default)]
-        farm: Option<String>,
-    },
-    /// `lb real enable|disable|drain FARM ADDR[:PORT]`
-    Real {
-        action: String,
-        farm: String,
-        real: String,
-    },
-    /// `lb vips`
-    Vips,
-    /// `lb stats`
-    Stats,
-    /// `lb top`: the live view (`live::Status`).
-    Live,
-    /// `lb flows clear [filters]`
-    FlowsClear {
-        #[serde(default)]
-        vip: Option<String>,
-        #[serde(default)]
-        real: Option<String>,
-        #[serde(default)]
-        client: Option<String>,
-        #[serde(default)]
-        state: Option<String>,
-    },
-    /// `lb ha status|takeover|release`
-    Ha {
-        action: String,
-    },
-    /// `lb cluster status|drain|undrain`
-    Cluster {
-        action: crate::cluster::Action,
-    },
-    /// `lb teardown`: answer, then hand over (HA), detach, unpin and exit.
-    Teardown,
-    /// `lb trace`: one answer, then a line per traced packet
-    /// (`trace::Line`) until the trace ends or the client goes.
-    Trace(crate::trace::Spec),
-}
+mod messages;
+pub use messages::*;
 
+/// The envelope of every answer: `data` is one of the answer types in
+/// [`messages`], which [`ask`] reads back.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Response {
     pub ok: bool,
@@ -75,11 +32,14 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn ok(data: serde_json::Value) -> Self {
-        Self {
-            ok: true,
-            error: None,
-            data: Some(data),
+    pub fn ok(data: &impl Serialize) -> Self {
+        match serde_json::to_value(data) {
+            Ok(data) => Self {
+                ok: true,
+                error: None,
+                data: Some(data),
+            },
+            Err(e) => Self::err(format!("encoding the answer: {e}")),
         }
     }
     pub fn err(e: impl std::fmt::Display) -> Self {
@@ -277,6 +237,21 @@ pub fn ensure_no_agent(path: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The CLI side: one request, its answer read as `T`, or the agent's error
+/// as ours.
+pub fn ask<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<T> {
+    let resp = call(socket, req, timeout)?;
+    if !resp.ok {
+        bail!("{}", resp.error.unwrap_or_default());
+    }
+    serde_json::from_value(resp.data.unwrap_or_default())
+        .context("unexpected answer from the agent (is it another version of lb?)")
 }
 
 /// The CLI side: one request, one response.

@@ -29,17 +29,7 @@ use crate::config::Cluster;
 use crate::control::Programmed;
 use node::{Node, PeerStatus, SyncCounters};
 
-/// `lb cluster ACTION`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Status,
-    /// Withdraw this node's routes: new flows go to the other nodes, its
-    /// existing flows finish (here, or wherever ECMP now sends them).
-    Drain,
-    /// Announce again.
-    Undrain,
-}
+use crate::api::ClusterAction;
 
 /// `lb cluster status --json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -154,15 +144,15 @@ impl Runtime {
     }
 
     /// `lb cluster drain|undrain`.
-    pub fn act(&mut self, action: Action, programmed: &Programmed) -> String {
+    pub fn act(&mut self, action: ClusterAction, programmed: &Programmed) -> String {
         match action {
-            Action::Status => String::new(),
-            Action::Drain => {
+            ClusterAction::Status => String::new(),
+            ClusterAction::Drain => {
                 self.drained = true;
                 self.announce(programmed);
                 "draining: routes withdrawn; existing flows finish".into()
             }
-            Action::Undrain => {
+            ClusterAction::Undrain => {
                 self.drained = false;
                 self.announce(programmed);
                 "undrained: routes announced again for VIPs with enough up reals".into()

@@ -333,6 +333,42 @@ pub enum Algorithm {
     Maglev,
 }
 
+impl Algorithm {
+    pub const ALL: [Algorithm; 5] = [
+        Algorithm::RoundRobin,
+        Algorithm::WeightedRoundRobin,
+        Algorithm::LeastConn,
+        Algorithm::SourceHash,
+        Algorithm::Maglev,
+    ];
+
+    /// The YAML's spelling (serde's, which a config test holds it to).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::WeightedRoundRobin => "weighted-round-robin",
+            Algorithm::LeastConn => "least-conn",
+            Algorithm::SourceHash => "source-hash",
+            Algorithm::Maglev => "maglev",
+        }
+    }
+
+    /// The datapath's number for it (`lb_common::ALG_*`).
+    pub const fn datapath(self) -> u32 {
+        match self {
+            Algorithm::RoundRobin => lb_common::ALG_ROUND_ROBIN,
+            Algorithm::WeightedRoundRobin => lb_common::ALG_WEIGHTED_ROUND_ROBIN,
+            Algorithm::LeastConn => lb_common::ALG_LEAST_CONN,
+            Algorithm::SourceHash => lb_common::ALG_SOURCE_HASH,
+            Algorithm::Maglev => lb_common::ALG_MAGLEV,
+        }
+    }
+
+    pub fn from_datapath(alg: u32) -> Option<Algorithm> {
+        Self::ALL.into_iter().find(|a| a.datapath() == alg)
+    }
+}
+
 /// What happens to a real's flows when it goes down (the README's fail
 /// actions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

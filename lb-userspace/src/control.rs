@@ -17,15 +17,14 @@ use std::{
 
 use anyhow::{Result, bail};
 use lb_common::{
-    ALG_LEAST_CONN, ALG_MAGLEV, ALG_ROUND_ROBIN, ALG_SOURCE_HASH, ALG_WEIGHTED_ROUND_ROBIN,
-    FAIL_NONE, FAIL_PURGE, FAIL_REASSIGN, Farm, MAGLEV_SLOTS, MAX_FARMS, MAX_REALS, MAX_VIPS,
-    PROTO_TCP, PROTO_UDP, REAL_DISABLED, REAL_DOWN, REAL_DRAIN, REAL_UP, Real, ReplyNat,
-    VIP_NO_REAL_DROP, VIP_STICKY, VIP_STICKY_PREFIX_SHIFT, VipInfo, VipKey, from_map_addr,
-    to_map_addr,
+    ALG_LEAST_CONN, ALG_ROUND_ROBIN, ALG_WEIGHTED_ROUND_ROBIN, FAIL_NONE, FAIL_PURGE,
+    FAIL_REASSIGN, Farm, MAGLEV_SLOTS, MAX_FARMS, MAX_REALS, MAX_VIPS, PROTO_TCP, PROTO_UDP,
+    REAL_DISABLED, REAL_DOWN, REAL_DRAIN, REAL_UP, Real, ReplyNat, VIP_NO_REAL_DROP, VIP_STICKY,
+    VIP_STICKY_PREFIX_SHIFT, VipInfo, VipKey, from_map_addr, to_map_addr,
 };
 
 use crate::{
-    config::{AdminState, Algorithm, Config, FailAction, InitState, NoReal, Protocol, Timeouts},
+    config::{AdminState, Config, FailAction, InitState, NoReal, Protocol, Timeouts},
     maglev, sched,
 };
 
@@ -757,13 +756,7 @@ fn plan(
         let Some(farm) = cfg.serverfarms.get(farm_name) else {
             bail!("vips.{name}.serverfarm: serverfarm `{farm_name}` is not defined");
         };
-        let algorithm = match farm.algorithm {
-            Algorithm::RoundRobin => ALG_ROUND_ROBIN,
-            Algorithm::WeightedRoundRobin => ALG_WEIGHTED_ROUND_ROBIN,
-            Algorithm::LeastConn => ALG_LEAST_CONN,
-            Algorithm::SourceHash => ALG_SOURCE_HASH,
-            Algorithm::Maglev => ALG_MAGLEV,
-        };
+        let algorithm = farm.algorithm.datapath();
         if let Some(&(port, first)) = inherited.get(farm_name) {
             if port != vip.port && farm.reals.iter().any(|r| r.port.is_none()) {
                 bail!(

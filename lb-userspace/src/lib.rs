@@ -19,6 +19,7 @@ pub mod maglev;
 pub mod metrics;
 mod netlink;
 mod pin_owner;
+pub mod render;
 pub mod reset;
 pub mod routewatch;
 pub mod sched;

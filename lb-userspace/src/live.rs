@@ -14,7 +14,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::Snapshot;
+use crate::{
+    api::{NodeRole, RealState},
+    metrics::Snapshot,
+};
 
 pub mod html;
 mod text;
@@ -30,7 +33,7 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 pub struct Status {
     /// This node's role: `standalone`, or with `ha:` `init`, `standby` or
     /// `active`.
-    pub role: String,
+    pub role: NodeRole,
     pub uptime_s: u64,
     /// The seconds the rates cover: [`RATE_WINDOW`] once the agent has run
     /// that long, less before (0 before the first second: no rates yet).
@@ -48,7 +51,7 @@ pub struct Status {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HaStatus {
     /// The peer's role as last heard; `None` before it was heard.
-    pub peer_role: Option<String>,
+    pub peer_role: Option<NodeRole>,
     pub peer_alive: bool,
     /// This node holds the bulk copy of the peer's flows.
     pub bulk_synced: bool,
@@ -118,7 +121,7 @@ pub struct VipStatus {
     pub algorithm: String,
     /// The node's role, which the VIP follows: `standalone`, `active`,
     /// `standby`, `init`.
-    pub role: String,
+    pub role: NodeRole,
     pub reals_up: usize,
     pub reals: usize,
     pub active_flows: u64,
@@ -135,8 +138,7 @@ pub struct RealStatus {
     pub farm: String,
     /// `203.0.113.11:8080`
     pub address: String,
-    /// `up`, `down`, `drain`, `disabled`.
-    pub state: String,
+    pub state: RealState,
     /// A backup real: takes flows only while no primary of its farm is up.
     pub backup: bool,
     /// The configured weight.

@@ -1,6 +1,6 @@
 //! `lb`: the agent (`lb run`) and its command line.
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
@@ -12,7 +12,7 @@ use lb_userspace::{
     agent, api,
     config::Config,
     control::{Control, NullWriter},
-    datapath, endpoint, flowtable, teardown, top, trace,
+    datapath, endpoint, flowtable, render, teardown, top, trace,
 };
 
 const DEFAULT_CONFIG: &str = "/etc/lb/lb.yaml";
@@ -71,8 +71,8 @@ enum Cmd {
     /// Set a real's admin state: enable, disable (down: the fail action
     /// applies) or drain (no new flows; existing ones finish).
     Real {
-        #[arg(value_parser = ["enable", "disable", "drain"])]
-        action: String,
+        #[arg(value_enum)]
+        action: api::RealAction,
         farm: String,
         /// ADDR or ADDR:PORT
         real: String,
@@ -106,8 +106,8 @@ enum Cmd {
     },
     /// Stateful failover: status, takeover, release.
     Ha {
-        #[arg(value_parser = ["status", "takeover", "release"])]
-        action: String,
+        #[arg(value_enum)]
+        action: api::HaAction,
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
@@ -116,7 +116,7 @@ enum Cmd {
     /// them again (undrain).
     Cluster {
         #[arg(value_enum)]
-        action: lb_userspace::cluster::Action,
+        action: api::ClusterAction,
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
@@ -264,25 +264,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !cli.json {
                 let msg = resp
                     .data
-                    .and_then(|d| d["message"].as_str().map(String::from));
-                println!("{}", msg.unwrap_or_else(|| "reloaded".into()));
+                    .and_then(|d| serde_json::from_value::<api::Message>(d).ok());
+                println!("{}", msg.map_or_else(|| "reloaded".into(), |m| m.message));
             }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Reals { config, farm } => {
-            let rows = agent_call(
+            let rows: Vec<api::RealRow> = ask(
                 &socket_of(cli.socket, &config),
                 &api::Request::Reals { farm },
             )?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                print!(
-                    "{}",
-                    render_reals(rows.as_array().map_or(&[][..], Vec::as_slice))
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            print_or_json(cli.json, &rows, |r| render::reals(r))
         }
         Cmd::Real {
             action,
@@ -290,28 +282,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             real,
             config,
         } => {
-            let data = agent_call(
+            let done: api::Message = ask(
                 &socket_of(cli.socket, &config),
                 &api::Request::Real { action, farm, real },
             )?;
-            if cli.json {
-                println!("{data}");
-            } else {
-                println!("{}", data["message"].as_str().unwrap_or("ok"));
-            }
-            Ok(ExitCode::SUCCESS)
+            print_or_json(cli.json, &done, |d| format!("{}\n", d.message))
         }
         Cmd::Status { config } => {
-            let data = agent_call(&socket_of(cli.socket, &config), &api::Request::Status)?;
-            print_or_json(cli.json, &data, render_status)
+            let status: api::Status = ask(&socket_of(cli.socket, &config), &api::Request::Status)?;
+            print_or_json(cli.json, &status, render::status)
         }
         Cmd::Vips { config } => {
-            let data = agent_call(&socket_of(cli.socket, &config), &api::Request::Vips)?;
-            print_or_json(cli.json, &data, render_vips)
+            let rows: Vec<api::VipRow> = ask(&socket_of(cli.socket, &config), &api::Request::Vips)?;
+            print_or_json(cli.json, &rows, |r| render::vips(r))
         }
         Cmd::Stats { config } => {
-            let data = agent_call(&socket_of(cli.socket, &config), &api::Request::Stats)?;
-            print_or_json(cli.json, &data, render_stats)
+            let stats: api::Stats = ask(&socket_of(cli.socket, &config), &api::Request::Stats)?;
+            print_or_json(cli.json, &stats, render::stats)
         }
         Cmd::Top { config, once } => {
             let socket = socket_of(cli.socket, &config);
@@ -344,23 +331,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Ha { action, config } => {
-            let data = agent_call(
+            let answer: api::HaAnswer = ask(
                 &socket_of(cli.socket, &config),
                 &api::Request::Ha { action },
             )?;
-            print_or_json(cli.json, &data, render_ha)
+            print_or_json(cli.json, &answer, render::ha)
         }
         Cmd::Cluster { action, config } => {
-            let data = agent_call(
+            let answer: api::ClusterAnswer = ask(
                 &socket_of(cli.socket, &config),
                 &api::Request::Cluster { action },
             )?;
-            print_or_json(cli.json, &data, |d| {
-                let msg = d["message"].as_str().map(|m| format!("{m}\n\n"));
-                match serde_json::from_value::<lb_userspace::cluster::Status>(d.clone()) {
-                    Ok(st) => format!("{}{}", msg.unwrap_or_default(), st.render()),
-                    Err(e) => format!("unexpected answer from the agent ({e}): {d}\n"),
-                }
+            print_or_json(cli.json, &answer, |a| {
+                let msg = a.message.as_ref().map(|m| format!("{m}\n\n"));
+                format!("{}{}", msg.unwrap_or_default(), a.status.render())
             })
         }
         Cmd::Flows {
@@ -395,9 +379,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     client,
                     state,
                 };
-                let data = agent_call(&socket_of(cli.socket, &config), &req)?;
-                return print_or_json(cli.json, &data, |d| {
-                    format!("cleared {} flows\n", d["cleared"])
+                let done: api::Cleared = ask(&socket_of(cli.socket, &config), &req)?;
+                return print_or_json(cli.json, &done, |d| {
+                    format!("cleared {} flows\n", d.cleared)
                 });
             }
             let filter = flowtable::Filter {
@@ -417,9 +401,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let tables = flowtable::Tables::open(&pin_dir)?;
             let now = datapath::now_ns();
             if count {
-                let n = tables.count(&filter, now)?;
-                let data = serde_json::json!({ "count": n });
-                return print_or_json(cli.json, &data, |_| format!("{n}\n"));
+                let count = api::FlowCount {
+                    count: tables.count(&filter, now)? as u64,
+                };
+                return print_or_json(cli.json, &count, |c| format!("{}\n", c.count));
             }
             let rows = tables.list(&filter, limit, now)?;
             if cli.json {
@@ -436,10 +421,10 @@ fn socket_of(socket: Option<PathBuf>, config: &Path) -> PathBuf {
     socket.unwrap_or_else(|| Config::paths(config).0)
 }
 
-fn print_or_json(
+fn print_or_json<T: serde::Serialize>(
     json: bool,
-    data: &serde_json::Value,
-    human: impl Fn(&serde_json::Value) -> String,
+    data: &T,
+    human: impl Fn(&T) -> String,
 ) -> Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(data)?);
@@ -449,240 +434,16 @@ fn print_or_json(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `lb ha status|takeover|release` for people.
-fn render_ha(d: &serde_json::Value) -> String {
-    let s = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "-".into(),
-        other => other.to_string(),
-    };
-    if d.get("node_id").is_none() {
-        return format!("role: {}\n{}\n", s(&d["role"]), s(&d["message"]));
-    }
-    let p = &d["peer"];
-    let y = &d["sync"];
-    let m = &d["messages"];
-    let floating: Vec<String> = d["floating_ips"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|f| {
-                    format!(
-                        "{} on {}{}",
-                        s(&f["address"]),
-                        s(&f["interface"]),
-                        if f["held"] == true { " (held)" } else { "" }
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    format!(
-        "role:      {} (node {}, priority {}, term {}, {}{})\n\
-         peer:      {} node {} {} (priority {}, {}), heard {} ms ago\n\
-         floating:  {}\n\
-         sync out:  {} events queued, {} acked, {} unacked (stalled {:.0} ms), {} resends, {} bulk copies sent\n\
-         sync in:   {} events, {} upserts, {} removes, {} unmatched, {} bulk copies received, last {}\n\
-         messages:  {} accepted, rejected {}\n",
-        s(&d["role"]),
-        s(&d["node_id"]),
-        s(&d["priority"]),
-        s(&d["term"]),
-        if d["bulk_synced"] == true {
-            "synced"
-        } else {
-            "not synced"
-        },
-        if d["preempt"] == true {
-            ", preempt"
-        } else {
-            ""
-        },
-        s(&p["address"]),
-        s(&p["node_id"]),
-        s(&p["role"]),
-        s(&p["priority"]),
-        if p["alive"] == true {
-            "alive"
-        } else {
-            "silent"
-        },
-        p["last_heard_ms"]
-            .as_f64()
-            .map_or("-".into(), |v| format!("{v:.0}")),
-        floating.join(", "),
-        s(&y["events_queued"]),
-        s(&y["events_acked"]),
-        s(&y["unacked"]),
-        y["stalled_ms"].as_f64().unwrap_or(0.0),
-        s(&y["resends"]),
-        s(&y["bulk_copies_sent"]),
-        s(&y["events_received"]),
-        s(&y["applied_upserts"]),
-        s(&y["applied_removes"]),
-        s(&y["unmatched"]),
-        s(&y["bulk_copies_received"]),
-        s(&y["last_bulk"]),
-        s(&m["accepted"]),
-        s(&m["rejected"]),
-    )
-}
-
-fn render_status(d: &serde_json::Value) -> String {
-    let t = &d["flow_table"];
-    let h = &d["half_open_table"];
-    let n = &d["new_flows"];
-    // Table counts come from the agent's sweep; before its first, say so.
-    let unswept = if d["swept"] == false {
-        "\n             (tables not counted yet: the agent's first sweep has not run)"
-    } else {
-        ""
-    };
-    format!(
-        "role:        {}\nconfig:      {}\ninterfaces:  {} (xdp_mode {})\npin_dir:     {}{}\nuptime:      {}s\nvips:        {}\nreals:       {} ({} up)\nflows:       {} ({} of {} entries, {}%)\nhalf-open:   {} ({} of {} entries, {}%){}\nnew flows:   {} created, {} assured, {} refused (table full)\nlast sweep:  {:.1}ms\n",
-        d["role"].as_str().unwrap_or("-"),
-        d["config"].as_str().unwrap_or("-"),
-        d["interfaces"]
-            .as_array()
-            .map(|a| a
-                .iter()
-                .filter_map(|i| i.as_str())
-                .map(|i| match d["hooks"][i].as_str() {
-                    Some(hook) => format!("{i} by {hook}"),
-                    None => i.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(", "))
-            .unwrap_or_default(),
-        d["xdp_mode"].as_str().unwrap_or("-"),
-        d["pin_dir"].as_str().unwrap_or("-"),
-        if d["adopted"] == true {
-            " (adopted from a previous agent)"
-        } else {
-            ""
-        },
-        d["uptime_s"],
-        d["vips"],
-        d["reals"],
-        d["reals_up"],
-        d["flows"],
-        t["entries"],
-        t["capacity"],
-        t["used_pct"],
-        cell(&d["half_open"]),
-        cell(&h["entries"]),
-        cell(&h["capacity"]),
-        cell(&h["used_pct"]),
-        unswept,
-        cell(&n["created"]),
-        cell(&n["assured"]),
-        cell(&n["refused"]),
-        d["last_sweep_ms"].as_f64().unwrap_or(0.0),
-    )
-}
-
-fn render_vips(d: &serde_json::Value) -> String {
-    let rows = d.as_array().map_or(&[][..], Vec::as_slice);
-    let vips: Vec<String> = rows.iter().map(endpoint_cell).collect();
-    let w = flowtable::endpoint_width(vips.iter().map(String::as_str));
-    let mut out = format!(
-        "{:<12} {:<w$} {:<5} {:<12} {:<20} {:>7} {:>8} {:>9} {:>10} {:>10}\n",
-        "NAME",
-        "VIP",
-        "PROTO",
-        "FARM",
-        "ALGORITHM",
-        "REALS",
-        "ACTIVE",
-        "NEW",
-        "PKTS_IN",
-        "PKTS_OUT"
-    );
-    for (v, vip) in rows.iter().zip(&vips) {
-        out.push_str(&format!(
-            "{:<12} {:<w$} {:<5} {:<12} {:<20} {:>7} {:>8} {:>9} {:>10} {:>10}\n",
-            v["name"].as_str().unwrap_or("-"),
-            vip,
-            v["protocol"].as_str().unwrap_or("-"),
-            v["serverfarm"].as_str().unwrap_or("-"),
-            v["algorithm"].as_str().unwrap_or("-"),
-            format!("{}/{}", v["reals_up"], v["reals"]),
-            cell(&v["active_flows"]),
-            cell(&v["new_flows"]),
-            cell(&v["packets_in"]),
-            cell(&v["packets_out"]),
-        ));
-    }
-    out
-}
-
-fn render_stats(d: &serde_json::Value) -> String {
-    let mut out = format!("{:<24} {:>12}\n", "REASON", "PACKETS");
-    if let Some(reasons) = d["reasons"].as_object() {
-        for (name, n) in reasons {
-            out.push_str(&format!("{name:<24} {:>12}\n", cell(n)));
-        }
-    }
-    out.push_str(&format!(
-        "\nflows {} of capacity {} entries; half-open {} of capacity {} entries; packets in {}, out {}; new flows {}\n",
-        d["flows"],
-        d["flow_capacity"],
-        cell(&d["half_open"]),
-        cell(&d["half_open_capacity"]),
-        d["packets_in"],
-        d["packets_out"],
-        d["new_flows"]
-    ));
-    out
-}
-
-/// One request to the agent; its data, or its error as ours.
 /// The pin directory of the agent answering on `socket`, if one does.
 fn agent_pin_dir(socket: &Path) -> Option<PathBuf> {
-    let status = agent_call(socket, &api::Request::Status).ok()?;
-    status["pin_dir"].as_str().map(PathBuf::from)
+    ask::<api::Status>(socket, &api::Request::Status)
+        .ok()
+        .map(|s| s.pin_dir)
 }
 
-fn agent_call(socket: &Path, req: &api::Request) -> Result<serde_json::Value> {
-    let resp = api::call(socket, req, Duration::from_secs(10))?;
-    if !resp.ok {
-        bail!("{}", resp.error.unwrap_or_default());
-    }
-    Ok(resp.data.unwrap_or_default())
-}
-
-fn render_reals(rows: &[serde_json::Value]) -> String {
-    let reals: Vec<String> = rows.iter().map(endpoint_cell).collect();
-    let w = flowtable::endpoint_width(reals.iter().map(String::as_str));
-    let mut out = format!(
-        "{:<12} {:<w$} {:<9} {:>6} {:>6} {:>6}  {}\n",
-        "FARM", "REAL", "STATE", "WEIGHT", "ACTIVE", "BACKUP", "LAST CHECK"
-    );
-    for (r, real) in rows.iter().zip(&reals) {
-        let weight = match (r["weight"].as_u64(), r["effective_weight"].as_u64()) {
-            (Some(w), Some(e)) if w != e => format!("{e}/{w}"),
-            (Some(w), _) => w.to_string(),
-            _ => "-".into(),
-        };
-        out.push_str(&format!(
-            "{:<12} {:<w$} {:<9} {:>6} {:>6} {:>6}  {}\n",
-            r["farm"].as_str().unwrap_or("-"),
-            real,
-            r["state"].as_str().unwrap_or("-"),
-            weight,
-            cell(&r["active_flows"]),
-            if r["backup"].as_bool() == Some(true) {
-                "yes"
-            } else {
-                ""
-            },
-            match r["tracks"].as_str() {
-                Some(t) => format!("tracks {t}"),
-                None => r["last_check"].as_str().unwrap_or("-").to_string(),
-            },
-        ));
-    }
-    out
+/// One request to the agent: its answer, or its error as ours.
+fn ask<T: serde::de::DeserializeOwned>(socket: &Path, req: &api::Request) -> Result<T> {
+    api::ask(socket, req, Duration::from_secs(10))
 }
 
 /// Logs go to stderr through tracing: `RUST_LOG` filters (default info),
@@ -700,75 +461,5 @@ fn init_logging() {
         builder.json().init();
     } else {
         builder.init();
-    }
-}
-
-/// A row's `address` and `port` as one endpoint cell, `[addr]:port` for
-/// IPv6 (the JSON keeps the plain address).
-fn endpoint_cell(row: &serde_json::Value) -> String {
-    let address = row["address"].as_str().unwrap_or("-");
-    match (address.parse::<IpAddr>(), row["port"].as_u64()) {
-        (Ok(ip), Some(port)) if port <= u64::from(u16::MAX) => {
-            SocketAddr::new(ip, port as u16).to_string()
-        }
-        _ => format!("{address}:{}", cell(&row["port"])),
-    }
-}
-
-/// A JSON value as a table cell: numbers and strings plain, so `{:>N}`
-/// pads them (serde_json's Display ignores width).
-fn cell(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn vips_and_reals_tables_show_ipv6_endpoints_bracketed_and_aligned() {
-        let vips = json!([
-            { "name": "www", "address": "198.51.100.10", "port": 80, "protocol": "tcp",
-              "serverfarm": "web", "algorithm": "maglev", "reals_up": 2, "reals": 2 },
-            { "name": "www6", "address": "2001:db8:ffff:ffff:ffff:ffff:ffff:10", "port": 443,
-              "protocol": "tcp", "serverfarm": "web6", "algorithm": "maglev", "reals_up": 1, "reals": 2 },
-        ]);
-        let table = render_vips(&vips);
-        let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[1].contains(" 198.51.100.10:80 "), "{table}");
-        assert!(
-            lines[2].contains(" [2001:db8:ffff:ffff:ffff:ffff:ffff:10]:443 "),
-            "{table}"
-        );
-        let proto = lines[0].find("PROTO").unwrap();
-        assert!(
-            lines.iter().skip(1).all(|l| &l[proto..proto + 3] == "tcp"),
-            "{table}"
-        );
-
-        let reals = [
-            json!({ "farm": "web6", "address": "2001:db8:2::11", "port": 8080, "state": "up",
-                    "weight": 1, "effective_weight": 1 }),
-            json!({ "farm": "web", "address": "203.0.113.11", "port": 8080, "state": "down",
-                    "weight": 1, "effective_weight": 1 }),
-        ];
-        let table = render_reals(&reals);
-        assert!(
-            table.contains("web6         [2001:db8:2::11]:8080 up "),
-            "{table}"
-        );
-        assert!(
-            table.contains("web          203.0.113.11:8080     down "),
-            "{table}"
-        );
-        // IPv4 alone: the columns as they were.
-        let table = render_reals(&reals[1..]);
-        assert_eq!(table.lines().next().unwrap().find("STATE"), Some(13 + 22));
     }
 }

@@ -36,6 +36,8 @@
 //! left out entirely rather than shown as a bare `# TYPE`.
 use std::fmt;
 
+use crate::api::RealState;
+
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text},
@@ -48,10 +50,6 @@ pub(crate) mod tests;
 
 /// The `Content-Type` of a scrape's answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// The states `lb_real_state` always shows, so a state's series exists (at
-/// 0) before a real first enters it and alerts can match on `== 1`.
-pub const REAL_STATES: [&str; 4] = ["up", "down", "drain", "disabled"];
 
 /// Everything one scrape shows. The agent fills it; all counters are totals
 /// since the datapath was loaded.
@@ -135,8 +133,7 @@ pub struct RealSample {
     pub farm: String,
     /// `"203.0.113.11:8080"`
     pub address: String,
-    /// One of [`REAL_STATES`].
-    pub state: String,
+    pub state: RealState,
     pub weight: u32,
     pub packets_in: u64,
     pub bytes_in: u64,
@@ -267,7 +264,7 @@ impl Collector for SnapshotCollector {
             "1 when the real server is up (takes new flows), else 0",
             s.reals
                 .iter()
-                .map(|r| (real(r), gauge(u64::from(r.state == "up")))),
+                .map(|r| (real(r), gauge(u64::from(r.state == RealState::Up)))),
         )?;
         family(
             enc,
@@ -275,13 +272,16 @@ impl Collector for SnapshotCollector {
             None,
             "The real server's state: 1 on the current one of up, down, drain, disabled",
             s.reals.iter().flat_map(|r| {
-                let known = REAL_STATES.contains(&r.state.as_str());
-                // A state this list does not know yet still shows, as itself.
-                let extra = (!known).then_some(r.state.as_str());
-                REAL_STATES
-                    .into_iter()
-                    .chain(extra)
-                    .map(|st| (real_with(r, "state", st), gauge(u64::from(st == r.state))))
+                // Every known state always shows, so its series exists (at
+                // 0) before a real first enters it and alerts can match on
+                // `== 1`; a state this agent does not know shows as `unknown`.
+                let extra = (!RealState::KNOWN.contains(&r.state)).then_some(r.state);
+                RealState::KNOWN.into_iter().chain(extra).map(|st| {
+                    (
+                        real_with(r, "state", st.as_str()),
+                        gauge(u64::from(st == r.state)),
+                    )
+                })
             }),
         )?;
         family(

@@ -10,7 +10,6 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use lb_common::{
-    ALG_LEAST_CONN, ALG_MAGLEV, ALG_ROUND_ROBIN, ALG_SOURCE_HASH, ALG_WEIGHTED_ROUND_ROBIN,
     DIR_FORWARD, DIR_REVERSE, FlowKey, TRACE_WHY_NAMES, TraceEndpoint, TraceFilter, TraceRecord,
     from_map_addr, reason, to_map_addr,
 };
@@ -333,17 +332,6 @@ fn state(s: u8) -> String {
     if s == 0 { "-" } else { state_name(s) }.to_string()
 }
 
-fn algorithm(a: u8) -> &'static str {
-    match a as u32 {
-        ALG_ROUND_ROBIN => "round-robin",
-        ALG_WEIGHTED_ROUND_ROBIN => "weighted-round-robin",
-        ALG_LEAST_CONN => "least-conn",
-        ALG_SOURCE_HASH => "source-hash",
-        ALG_MAGLEV => "maglev",
-        _ => "?",
-    }
-}
-
 /// The verdict's name: XDP's actions, or tc's (TC_ACT_OK 0, SHOT 2,
 /// REDIRECT 7).
 fn verdict(tc: bool, action: u32) -> String {
@@ -388,7 +376,11 @@ impl Event {
                 .copied()
                 .unwrap_or("?")
                 .into(),
-            algorithm: new.then(|| algorithm(r.alg).to_string()),
+            algorithm: new.then(|| {
+                crate::config::Algorithm::from_datapath(r.alg.into())
+                    .map_or("?", |a| a.name())
+                    .to_string()
+            }),
             state_before: state(r.state_before),
             state_after: state(r.state_after),
             verdict: verdict(r.tc != 0, r.action),

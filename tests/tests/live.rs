@@ -15,7 +15,7 @@ use lb_tests::{
     liveview::{self, LISTEN},
     wait_until,
 };
-use lb_userspace::live::Status;
+use lb_userspace::{api::NodeRole, live::Status};
 
 fn testsrv() -> &'static str {
     env!("CARGO_BIN_EXE_lb-testsrv")
@@ -99,7 +99,7 @@ fn lb_top_once_shows_the_agents_view_busiest_first() {
     let st: Status =
         serde_json::from_str(&top_once(&rig, true)).expect("lb top --json is a Status");
     println!("rates over {}s", st.rate_window_s);
-    assert_eq!(st.role, "standalone");
+    assert_eq!(st.role, NodeRole::Standalone);
     let vips = liveview::json(&rig, &["vips"]);
     for v in vips.as_array().unwrap() {
         let name = v["name"].as_str().unwrap();
@@ -132,7 +132,7 @@ fn lb_top_once_shows_the_agents_view_busiest_first() {
             .iter()
             .find(|x| x.address == addr)
             .unwrap_or_else(|| panic!("{addr} in lb top"));
-        assert_eq!(mine.state, r["state"].as_str().unwrap(), "{addr}");
+        assert_eq!(mine.state.as_str(), r["state"].as_str().unwrap(), "{addr}");
         assert_eq!(
             mine.last_check.as_deref(),
             r["last_check"].as_str(),
@@ -295,11 +295,11 @@ fn each_node_of_a_pair_shows_its_failover_role_and_its_peer() {
             (standby, "standby", "active"),
         ] {
             let st = live_of(&pair.lbs[i]);
-            assert_eq!(st.role, want, "node {}", i + 1);
+            assert_eq!(st.role.as_str(), want, "node {}", i + 1);
             assert_eq!(ha_pair::role(&pair.lbs[i]), want, "lb ha status agrees");
             let ha = st.ha.as_ref().expect("the ha section with `ha:`");
             assert_eq!(
-                ha.peer_role.as_deref(),
+                ha.peer_role.map(NodeRole::as_str),
                 Some(peer),
                 "node {}: {ha:?}",
                 i + 1
@@ -307,7 +307,7 @@ fn each_node_of_a_pair_shows_its_failover_role_and_its_peer() {
             assert!(ha.peer_alive, "node {}: {ha:?}", i + 1);
             assert!(!st.vips.is_empty());
             for v in &st.vips {
-                assert_eq!(v.role, want, "{} follows its node", v.name);
+                assert_eq!(v.role.as_str(), want, "{} follows its node", v.name);
             }
             let out = pair.lbs[i].cli(&["top", "--once"]);
             let frame = String::from_utf8_lossy(&out.stdout);
@@ -330,11 +330,11 @@ fn each_node_of_a_pair_shows_its_failover_role_and_its_peer() {
     assert!(released, "lb ha release: {refused}");
     assert!(
         wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-            live_of(&pair.lbs[1]).role == "active"
-                && live_of(&pair.lbs[0]).role == "standby"
+            live_of(&pair.lbs[1]).role == NodeRole::Active
+                && live_of(&pair.lbs[0]).role == NodeRole::Standby
                 && live_of(&pair.lbs[0])
                     .ha
-                    .is_some_and(|h| h.peer_role.as_deref() == Some("active"))
+                    .is_some_and(|h| h.peer_role == Some(NodeRole::Active))
         }),
         "roles swapped after release"
     );

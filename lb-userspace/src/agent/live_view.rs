@@ -1,7 +1,7 @@
 //! The agent's answer for the live view (`GET /api/status`, `lb top`).
 use std::time::Instant;
 
-use super::{Agent, algorithm_name};
+use super::Agent;
 use crate::live::{HaStatus, RealStatus, Status, TableFill, VipStatus};
 
 impl Agent {
@@ -9,11 +9,7 @@ impl Agent {
     pub(super) fn live_status(&self) -> Status {
         let snap = self.snapshot();
         let rates = self.history.rates(Instant::now(), &snap);
-        let role = self
-            .ha
-            .as_ref()
-            .map_or("standalone", |h| h.role().as_str())
-            .to_owned();
+        let role = self.role();
         let programmed = self.ctl.programmed();
         // The snapshot lists VIPs and reals in the programmed order.
         let vips = programmed
@@ -32,9 +28,9 @@ impl Agent {
                         .cfg
                         .serverfarms
                         .get(&v.farm)
-                        .map_or("-", |f| algorithm_name(f.algorithm))
+                        .map_or("-", |f| f.algorithm.name())
                         .to_owned(),
-                    role: role.clone(),
+                    role,
                     reals_up: reals
                         .iter()
                         .filter(|(_, (_, r))| r.state == lb_common::REAL_UP)
@@ -70,7 +66,7 @@ impl Agent {
                 RealStatus {
                     farm: s.farm.clone(),
                     address: s.address.clone(),
-                    state: s.state.clone(),
+                    state: s.state,
                     backup: cfg.is_some_and(|c| c.backup),
                     weight: cfg.map_or(r.weight, |c| c.weight),
                     effective_weight: r.weight,
@@ -90,11 +86,11 @@ impl Agent {
         let ha = self.ha.as_ref().map(|h| {
             let st = h.status();
             HaStatus {
-                peer_role: st["peer"]["role"].as_str().map(str::to_owned),
-                peer_alive: st["peer"]["alive"].as_bool().unwrap_or(false),
-                bulk_synced: st["bulk_synced"].as_bool().unwrap_or(false),
-                sync_unacked: st["sync"]["unacked"].as_u64().unwrap_or(0),
-                sync_lag_ms: st["sync"]["stalled_ms"].as_f64().unwrap_or(0.0),
+                peer_role: st.peer.role,
+                peer_alive: st.peer.alive,
+                bulk_synced: st.bulk_synced,
+                sync_unacked: st.sync.unacked,
+                sync_lag_ms: st.sync.stalled_ms,
             }
         });
         let mut st = Status {

@@ -279,6 +279,8 @@ fn enum_spellings() {
             "interfaces: [eth0]\nserverfarms: {{ f: {{ algorithm: {yaml} }} }}\n"
         ));
         assert_eq!(c.serverfarms["f"].algorithm, want);
+        assert_eq!(want.name(), yaml, "Algorithm::name");
+        assert_eq!(Algorithm::from_datapath(want.datapath()), Some(want));
     }
     for (yaml, want) in [
         ("auto", XdpMode::Auto),

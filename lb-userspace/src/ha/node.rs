@@ -9,10 +9,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::api::{
+    FloatingIp, HaMessages, HaPeer, HaStatus, HaSync, LastBulk, Rejected, Transitions,
+};
 use anyhow::{Context, Result, anyhow};
 use lb_common::SyncEvent;
 use log::{debug, info, warn};
-use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -76,7 +78,7 @@ pub struct Node {
     flows: u64,
     /// The last sweep's time, for the refresh window.
     last_refresh_ns: Option<u64>,
-    last_bulk: Option<Value>,
+    last_bulk: Option<LastBulk>,
     bulk_requested_at: Option<Instant>,
     /// The peer asked for a bulk copy (`take_bulk_request`).
     bulk_wanted: bool,
@@ -300,11 +302,11 @@ impl Node {
             took.map(|t| format!(", {:.0}ms after the request", t.as_secs_f64() * 1e3))
                 .unwrap_or_default()
         );
-        self.last_bulk = Some(json!({
-            "flows": total,
-            "stale_removed": stale_removed,
-            "took_ms": took.map(|t| t.as_secs_f64() * 1e3),
-        }));
+        self.last_bulk = Some(LastBulk {
+            flows: total,
+            stale_removed,
+            took_ms: took.map(|t| t.as_secs_f64() * 1e3),
+        });
         let actions = self.election.on_bulk_done(Instant::now());
         self.perform(actions);
     }
@@ -574,93 +576,90 @@ impl Node {
     }
 
     /// `lb ha status`, and the `ha` part of `lb status`.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> HaStatus {
         let now = Instant::now();
         let st = self.election.status(now);
         let rx = self.rx.counters();
         let out = &self.outbox.counters;
         let inc = &self.inbox.counters;
         let ap = &self.applier.counters;
-        let floating: Vec<Value> = self
-            .cfg
-            .floating_ips
-            .iter()
-            .map(|ip| {
-                json!({
-                    "address": ip.address.to_string(),
-                    "interface": ip.interface,
-                    "held": floating::present(ip).ok(),
+        HaStatus {
+            role: st.role.into(),
+            node_id: self.cfg.node_id,
+            priority: self.cfg.priority,
+            preempt: self.cfg.preempt,
+            term: st.term,
+            bulk_synced: st.bulk_synced,
+            yielding: st.yielding,
+            listen: self.cfg.listen,
+            boot_id: self.tx.boot_id(),
+            peer: HaPeer {
+                address: self.cfg.peer,
+                node_id: st.peer.map(|p| p.node_id),
+                role: st.peer.map(|p| p.role.into()),
+                priority: st.peer.map(|p| p.priority),
+                term: st.peer.map(|p| p.term),
+                bulk_synced: st.peer.map(|p| p.bulk_synced),
+                alive: st.peer_alive,
+                last_heard_ms: st.peer_last_heard.map(|d| d.as_secs_f64() * 1e3),
+                liveness: st.peer_liveness,
+                boot_id: st.peer.and_then(|p| self.rx.peer_boot(p.node_id)),
+            },
+            floating_ips: self
+                .cfg
+                .floating_ips
+                .iter()
+                .map(|ip| FloatingIp {
+                    address: ip.address.to_string(),
+                    interface: ip.interface.clone(),
+                    held: floating::present(ip).ok(),
                 })
-            })
-            .collect();
-        json!({
-            "role": st.role.as_str(),
-            "node_id": self.cfg.node_id,
-            "priority": self.cfg.priority,
-            "preempt": self.cfg.preempt,
-            "term": st.term,
-            "bulk_synced": st.bulk_synced,
-            "yielding": st.yielding,
-            "listen": self.cfg.listen.to_string(),
-            "boot_id": self.tx.boot_id(),
-            "peer": {
-                "address": self.cfg.peer.to_string(),
-                "node_id": st.peer.map(|p| p.node_id),
-                "role": st.peer.map(|p| p.role.as_str()),
-                "priority": st.peer.map(|p| p.priority),
-                "term": st.peer.map(|p| p.term),
-                "bulk_synced": st.peer.map(|p| p.bulk_synced),
-                "alive": st.peer_alive,
-                "last_heard_ms": st.peer_last_heard.map(|d| d.as_secs_f64() * 1e3),
-                "liveness": st.peer_liveness,
-                "boot_id": st.peer.and_then(|p| self.rx.peer_boot(p.node_id)),
+                .collect(),
+            sync: HaSync {
+                unacked: self.outbox.unacked() as u64,
+                stalled_ms: self.outbox.stalled_for(now).as_secs_f64() * 1e3,
+                events_queued: out.queued,
+                events_acked: out.acked,
+                datagrams_sent: out.datagrams,
+                resends: out.resends,
+                overflows: out.overflows,
+                refreshed: self.counters.refreshed,
+                wire_version: self.tx.version(),
+                ipv6_held_back: self.counters.ipv6_held_back,
+                bulk_copies_sent: self.counters.bulk_copies_sent,
+                bulk_requests_sent: self.counters.bulk_requests_sent,
+                events_received: inc.accepted,
+                duplicates: inc.duplicates,
+                out_of_order: inc.out_of_order,
+                unplaced: inc.unplaced,
+                applied_upserts: ap.upserts,
+                applied_removes: ap.removes,
+                unmatched: ap.unmatched,
+                apply_errors: ap.errors,
+                bulk_copies_received: ap.bulk_copies,
+                stale_removed: ap.stale_removed,
+                last_bulk: self.last_bulk,
+                send_errors: self.counters.send_errors,
             },
-            "floating_ips": floating,
-            "sync": {
-                "unacked": self.outbox.unacked(),
-                "stalled_ms": self.outbox.stalled_for(now).as_secs_f64() * 1e3,
-                "events_queued": out.queued,
-                "events_acked": out.acked,
-                "datagrams_sent": out.datagrams,
-                "resends": out.resends,
-                "overflows": out.overflows,
-                "refreshed": self.counters.refreshed,
-                "wire_version": self.tx.version(),
-                "ipv6_held_back": self.counters.ipv6_held_back,
-                "bulk_copies_sent": self.counters.bulk_copies_sent,
-                "bulk_requests_sent": self.counters.bulk_requests_sent,
-                "events_received": inc.accepted,
-                "duplicates": inc.duplicates,
-                "out_of_order": inc.out_of_order,
-                "unplaced": inc.unplaced,
-                "applied_upserts": ap.upserts,
-                "applied_removes": ap.removes,
-                "unmatched": ap.unmatched,
-                "apply_errors": ap.errors,
-                "bulk_copies_received": ap.bulk_copies,
-                "stale_removed": ap.stale_removed,
-                "last_bulk": self.last_bulk,
-                "send_errors": self.counters.send_errors,
-            },
-            "messages": {
-                "accepted": rx.accepted,
-                "rejected": {
-                    "bad_mac": rx.bad_mac,
-                    "replay": rx.replay,
-                    "stale": rx.stale,
-                    "malformed": rx.malformed,
-                    "wrong_version": rx.wrong_version,
-                    "from_self": rx.from_self,
+            messages: HaMessages {
+                accepted: rx.accepted,
+                rejected: Rejected {
+                    bad_mac: rx.bad_mac,
+                    replay: rx.replay,
+                    stale: rx.stale,
+                    malformed: rx.malformed,
+                    wrong_version: rx.wrong_version,
+                    from_self: rx.from_self,
                 },
-                "peer_restarts": rx.peer_restarts,
+                peer_restarts: rx.peer_restarts,
             },
-            "transitions": {
-                "to_active": self.counters.became_active,
-                "to_standby": self.counters.became_standby,
+            transitions: Transitions {
+                to_active: self.counters.became_active,
+                to_standby: self.counters.became_standby,
             },
-            "garps_sent": self.counters.garps,
-            "floating_errors": self.counters.floating_errors,
-        })
+            garps_sent: self.counters.garps,
+            floating_errors: self.counters.floating_errors,
+        }
     }
 
     /// The peer address, for logs.

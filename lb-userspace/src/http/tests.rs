@@ -27,7 +27,7 @@ enum Agent {
 
 fn status() -> Status {
     Status {
-        role: "standalone".into(),
+        role: crate::api::NodeRole::Standalone,
         vips: vec![VipStatus {
             name: "www".into(),
             address: "198.51.100.10:80".into(),

@@ -37,7 +37,7 @@ fn summary(st: &Status) -> String {
         let _ = write!(
             s,
             "; peer {}{}, sync unacked {}, lag {:.0}ms{}",
-            h.peer_role.as_deref().unwrap_or("unheard"),
+            h.peer_role.map_or("unheard", |r| r.as_str()),
             if h.peer_alive { " alive" } else { " silent" },
             h.sync_unacked,
             h.sync_lag_ms,
@@ -80,7 +80,7 @@ fn vips(st: &Status) -> String {
                 (v.name.clone(), ""),
                 (v.protocol.clone(), ""),
                 (v.algorithm.clone(), ""),
-                (v.role.clone(), "role"),
+                (v.role.to_string(), "role"),
                 (format!("{}/{}", v.reals_up, v.reals), "n"),
                 (v.active_flows.to_string(), "n"),
                 (format!("{:.1}", v.new_flows_per_s), "n"),
@@ -100,7 +100,7 @@ fn reals(st: &Status) -> String {
         let state = if r.backup {
             format!("{} (backup)", r.state)
         } else {
-            r.state.clone()
+            r.state.to_string()
         };
         let age = r.last_check_age_ms.map_or("-".to_owned(), |ms| {
             format!("{:.1}s ago", ms as f64 / 1000.0)

@@ -17,7 +17,7 @@ fn snap(vip_new: u64, vip_pkts: u64, real_pkts: u64, real_fail: u64, drops: u64)
         reals: vec![RealSample {
             farm: "web".into(),
             address: "203.0.113.11:8080".into(),
-            state: "up".into(),
+            state: RealState::Up,
             packets_in: real_pkts,
             conn_fail: real_fail,
             ..RealSample::default()
@@ -87,10 +87,10 @@ fn a_counter_that_went_back_gives_zero_not_a_wrap() {
 
 #[test]
 fn the_frame_sorts_busiest_first_and_fits_the_width() {
-    let real = |addr: &str, conn: f64, state: &str| RealStatus {
+    let real = |addr: &str, conn: f64, state: RealState| RealStatus {
         farm: "web".into(),
         address: addr.into(),
-        state: state.into(),
+        state,
         weight: 10,
         effective_weight: 10,
         new_flows_per_s: conn,
@@ -99,7 +99,7 @@ fn the_frame_sorts_busiest_first_and_fits_the_width() {
         ..RealStatus::default()
     };
     let st = Status {
-        role: "standalone".into(),
+        role: NodeRole::Standalone,
         rate_window_s: 10.0,
         vips: vec![
             VipStatus {
@@ -116,8 +116,8 @@ fn the_frame_sorts_busiest_first_and_fits_the_width() {
             },
         ],
         reals: vec![
-            real("203.0.113.11:8080", 2.0, "up"),
-            real("203.0.113.12:8080", 30.0, "down"),
+            real("203.0.113.11:8080", 2.0, RealState::Up),
+            real("203.0.113.12:8080", 30.0, RealState::Down),
         ],
         ..Status::default()
     };
@@ -138,7 +138,7 @@ fn the_frame_sorts_busiest_first_and_fits_the_width() {
 #[test]
 fn the_page_holds_the_first_frame_escaped() {
     let st = Status {
-        role: "standalone".into(),
+        role: NodeRole::Standalone,
         rate_window_s: 10.0,
         vips: vec![VipStatus {
             name: "a<b>&\"c\"".into(),
@@ -148,7 +148,7 @@ fn the_page_holds_the_first_frame_escaped() {
         reals: vec![RealStatus {
             farm: "web".into(),
             address: "203.0.113.11:8080".into(),
-            state: "down".into(),
+            state: RealState::Down,
             backup: true,
             last_check: Some("http 503 <script>".into()),
             ..RealStatus::default()

@@ -12,7 +12,7 @@ pub fn render(s: &Status, width: usize) -> String {
     let ha = s.ha.as_ref().map_or(String::new(), |h| {
         format!(
             "  peer {} ({}), sync unacked {}, lag {:.0}ms{}",
-            h.peer_role.as_deref().unwrap_or("unheard"),
+            h.peer_role.map_or("unheard", |r| r.as_str()),
             if h.peer_alive { "alive" } else { "silent" },
             h.sync_unacked,
             h.sync_lag_ms,
@@ -76,7 +76,7 @@ pub fn render(s: &Status, width: usize) -> String {
         let state = if r.backup {
             format!("{} bk", r.state)
         } else {
-            r.state.clone()
+            r.state.to_string()
         };
         let weight = if r.effective_weight == r.weight {
             r.weight.to_string()

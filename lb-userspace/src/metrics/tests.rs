@@ -8,10 +8,10 @@ use super::*;
 /// Two VIPs, three reals (up with a probe latency, down without one, drain),
 /// two datapath reasons, HA active.
 pub(crate) fn sample() -> Snapshot {
-    let real = |farm: &str, address: &str, state: &str, weight: u32| RealSample {
+    let real = |farm: &str, address: &str, state: RealState, weight: u32| RealSample {
         farm: farm.into(),
         address: address.into(),
-        state: state.into(),
+        state,
         weight,
         ..RealSample::default()
     };
@@ -51,17 +51,17 @@ pub(crate) fn sample() -> Snapshot {
                 conn_ok: 23,
                 conn_fail: 1,
                 probe_latency_seconds: Some(0.0012),
-                ..real("web", "203.0.113.11:8080", "up", 10)
+                ..real("web", "203.0.113.11:8080", RealState::Up, 10)
             },
             RealSample {
                 packets_in: 400,
                 conn_fail: 5,
-                ..real("web", "203.0.113.12:8080", "down", 10)
+                ..real("web", "203.0.113.12:8080", RealState::Down, 10)
             },
             RealSample {
                 active_flows: 30,
                 probe_latency_seconds: Some(0.25),
-                ..real("dns", "203.0.113.21:53", "drain", 5)
+                ..real("dns", "203.0.113.21:53", RealState::Drain, 5)
             },
         ],
         reasons: vec![
@@ -179,7 +179,7 @@ fn render_parses_strictly() {
     assert_eq!(count("lb_real_packets_total"), 6);
     assert_eq!(count("lb_real_connections_total"), 6);
     assert_eq!(count("lb_real_up"), 3);
-    assert_eq!(count("lb_real_state"), 3 * REAL_STATES.len());
+    assert_eq!(count("lb_real_state"), 3 * RealState::KNOWN.len());
     assert_eq!(count("lb_real_probe_latency_seconds"), 2);
     assert_eq!(count("lb_datapath_packets_total"), 2);
     // Each real is in exactly one state.
@@ -256,12 +256,12 @@ fn label_values_are_escaped() {
 }
 
 #[test]
-fn a_state_not_listed_still_shows() {
+fn a_state_the_agent_does_not_know_shows_as_unknown() {
     let mut s = Snapshot::default();
     s.reals.push(RealSample {
         farm: "web".into(),
         address: "203.0.113.11:8080".into(),
-        state: "warming".into(),
+        state: RealState::Unknown,
         ..RealSample::default()
     });
     let text = render(&s);
@@ -278,7 +278,7 @@ fn a_state_not_listed_still_shows() {
             ("down", 0.0),
             ("drain", 0.0),
             ("disabled", 0.0),
-            ("warming", 1.0)
+            ("unknown", 1.0)
         ]
     );
 }
