@@ -1108,7 +1108,7 @@ impl Agent {
                     .iter()
                     .map(|p| crate::metrics::PeerSample {
                         peer: p.address.to_string(),
-                        up: p.state == "up",
+                        up: p.state == api::PeerState::Up,
                         synced: p.synced,
                         lag_seconds: p.sync_lag_ms as f64 / 1000.0,
                         unacked: p.unacked,

@@ -17,6 +17,7 @@ use tokio::{
     sync::{Semaphore, mpsc, oneshot},
 };
 
+pub mod live;
 mod messages;
 pub use messages::*;
 

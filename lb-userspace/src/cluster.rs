@@ -15,51 +15,19 @@ pub mod bird;
 pub mod node;
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use log::info;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::Cluster;
 use crate::control::Programmed;
-use node::{Node, PeerStatus, SyncCounters};
+use node::Node;
 
-use crate::api::ClusterAction;
-
-/// `lb cluster status --json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Status {
-    pub node_id: u8,
-    pub listen: SocketAddr,
-    /// Withdrawn by `lb cluster drain` or a stop in progress.
-    pub draining: bool,
-    /// Every live peer's copy of its flows is in: until then nothing is
-    /// announced.
-    pub caught_up: bool,
-    /// Set while the agent stops: how long it still serves.
-    pub stopping_in_ms: Option<u64>,
-    /// The other nodes.
-    pub nodes: Vec<PeerStatus>,
-    pub bgp: BgpStatus,
-    pub sync: SyncCounters,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct BgpStatus {
-    pub sessions: Vec<bird::Session>,
-    /// What BIRD announces now (`198.51.100.10/32`).
-    pub announced: Vec<String>,
-    /// What this node would announce: differs from `announced` only for
-    /// the moment a change takes.
-    pub wanted: Vec<String>,
-    pub daemon_starts: u64,
-    pub error: Option<String>,
-}
+use crate::api::{BgpStatus, ClusterAction, ClusterStatus as Status};
 
 /// A node's cluster parts, owned by the agent's loop.
 pub struct Runtime {
@@ -200,64 +168,5 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.bird.abort();
-    }
-}
-
-impl Status {
-    /// `lb cluster status`.
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "node {} at {}{}{}{}",
-            self.node_id,
-            self.listen,
-            if self.draining { ", draining" } else { "" },
-            if self.caught_up {
-                ""
-            } else {
-                ", catching up with its peers' flows (announces nothing yet)"
-            },
-            self.stopping_in_ms
-                .map(|ms| format!(", stopping in {:.1}s", ms as f64 / 1e3))
-                .unwrap_or_default()
-        );
-        let _ = writeln!(
-            s,
-            "\n{:<6} {:<24} {:<8} {:>8} {:>8} {:>7} {:>9}",
-            "NODE", "ADDRESS", "STATE", "LAG_MS", "UNACKED", "SYNCED", "FLOWS"
-        );
-        for n in &self.nodes {
-            let _ = writeln!(
-                s,
-                "{:<6} {:<24} {:<8} {:>8} {:>8} {:>7} {:>9}",
-                n.node_id.map_or("-".into(), |i| i.to_string()),
-                n.address,
-                n.state,
-                n.sync_lag_ms,
-                n.unacked,
-                if n.synced { "yes" } else { "no" },
-                n.flows
-            );
-        }
-        let _ = writeln!(s, "\n{:<40} STATE", "BGP NEIGHBOR");
-        for b in &self.bgp.sessions {
-            let _ = writeln!(s, "{:<40} {}", b.neighbor, b.state);
-        }
-        let list = |v: &[String]| {
-            if v.is_empty() {
-                "(none)".to_string()
-            } else {
-                v.join(" ")
-            }
-        };
-        let _ = writeln!(s, "\nannounced: {}", list(&self.bgp.announced));
-        if self.bgp.wanted != self.bgp.announced {
-            let _ = writeln!(s, "wanted:    {}", list(&self.bgp.wanted));
-        }
-        if let Some(e) = &self.bgp.error {
-            let _ = writeln!(s, "bgp error: {e}");
-        }
-        s
     }
 }

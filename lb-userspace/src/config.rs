@@ -458,12 +458,33 @@ pub enum NoReal {
     Drop,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
     Tcp,
     Udp,
+}
+
+impl Protocol {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
+    /// From the IP protocol number the datapath keys on (TCP or UDP: it
+    /// keeps no other flows).
+    pub const fn from_datapath(proto: u8) -> Protocol {
+        if proto == lb_common::PROTO_UDP {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        }
+    }
 }
 
 /// Persistence (`sticky:`).

@@ -21,14 +21,17 @@ use lb_common::{
     DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, PROTO_TCP, ST_CLOSED, ST_ESTABLISHED,
     ST_FIN, ST_SYN, ST_UDP, from_map_addr,
 };
-use serde::Serialize;
 
 use self::query::{Sink, Source, Store, Tuning};
 pub use self::{
     batch::{LOOKUP_BATCH, for_each, insert_batch, remove_batch, remove_batch_with},
     query::{AddrMatch, Cleared, Compiled, KEEP_MIN, LOOKUP_RATIO, parse_state},
 };
-use crate::{config::Timeouts, control::Control};
+use crate::{
+    api::{FlowRow, FlowState},
+    config::{Protocol, Timeouts},
+    control::Control,
+};
 
 /// BPF_NOEXIST: a repair never overwrites an entry the datapath just made.
 const BPF_NOEXIST: u64 = 1;
@@ -365,17 +368,6 @@ pub fn timeout_for(t: &Timeouts, state: u8) -> Duration {
         ST_FIN => t.fin,
         ST_CLOSED => t.closed,
         _ => t.udp,
-    }
-}
-
-pub fn state_name(state: u8) -> &'static str {
-    match state {
-        ST_SYN => "syn",
-        ST_ESTABLISHED => "established",
-        ST_FIN => "fin",
-        ST_CLOSED => "closed",
-        ST_UDP => "udp",
-        _ => "unknown",
     }
 }
 
@@ -740,28 +732,6 @@ fn delete(map: &mut impl Store, fwd: &FlowKey, rev: Option<&FlowKey>) -> bool {
     map.remove_key(fwd)
 }
 
-/// A flow as `lb flows --json` prints it (field names are a contract:
-/// scripts read them). Endpoints print as `SocketAddr` does:
-/// `198.51.100.10:80`, `[2001:db8::10]:80`.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct FlowRow {
-    pub client: String,
-    pub vip: String,
-    pub real: String,
-    pub protocol: &'static str,
-    pub state: &'static str,
-    pub age_ms: u64,
-    pub idle_ms: u64,
-    pub packets_in: u64,
-    pub bytes_in: u64,
-    pub packets_out: u64,
-    pub bytes_out: u64,
-    /// The flow is half-open (`EMBRYOS`): a TCP handshake not yet
-    /// completed by the client's ACK, or a UDP flow its real has not
-    /// answered yet.
-    pub half_open: bool,
-}
-
 /// The endpoint a map's (address, port) pair names.
 pub fn sock(addr: &[u8; 16], port_be: u16) -> SocketAddr {
     SocketAddr::new(from_map_addr(addr), u16::from_be(port_be))
@@ -776,7 +746,7 @@ impl FlowRow {
         Option<SocketAddr>,
         Option<SocketAddr>,
         Option<SocketAddr>,
-        &'static str,
+        Protocol,
     ) {
         let addr = |s: &str| s.parse::<SocketAddr>().ok();
         (
@@ -793,12 +763,8 @@ impl FlowRow {
             client: sock(&f.fwd_key.src_addr, f.fwd_key.src_port_be).to_string(),
             vip: sock(&f.fwd_key.dst_addr, f.fwd_key.dst_port_be).to_string(),
             real: sock(&f.fwd.nat_addr, f.fwd.nat_port_be).to_string(),
-            protocol: if f.fwd_key.proto == PROTO_TCP {
-                "tcp"
-            } else {
-                "udp"
-            },
-            state: state_name(f.state()),
+            protocol: Protocol::from_datapath(f.fwd_key.proto),
+            state: FlowState::from_datapath(f.state()),
             age_ms: now.saturating_sub(f.fwd.created_ns) / 1_000_000,
             idle_ms: now.saturating_sub(f.last_ns()) / 1_000_000,
             packets_in: f.fwd.packets,
@@ -844,7 +810,7 @@ impl Filter {
                 .client
                 .as_deref()
                 .is_none_or(|v| addr_matches(v, &r.client))
-            && self.state.as_deref().is_none_or(|s| s == r.state)
+            && self.state.as_deref().is_none_or(|s| s == r.state.as_str())
     }
 }
 
@@ -875,8 +841,8 @@ pub fn render(rows: &[FlowRow]) -> String {
             r.client,
             r.vip,
             r.real,
-            r.protocol,
-            r.state,
+            r.protocol.as_str(),
+            r.state.as_str(),
             human_ms(r.age_ms),
             human_ms(r.idle_ms),
             r.packets_in,
@@ -908,12 +874,12 @@ fn human_ms(ms: u64) -> String {
 mod tests {
     use super::*;
 
-    fn row(vip: &str, real: &str, client: &str, state: &'static str) -> FlowRow {
+    fn row(vip: &str, real: &str, client: &str, state: FlowState) -> FlowRow {
         FlowRow {
             client: client.into(),
             vip: vip.into(),
             real: real.into(),
-            protocol: "tcp",
+            protocol: Protocol::Tcp,
             state,
             age_ms: 0,
             idle_ms: 0,
@@ -931,7 +897,7 @@ mod tests {
             "198.51.100.10:80",
             "203.0.113.11:8080",
             "192.0.2.2:40000",
-            "established",
+            FlowState::Established,
         );
         assert!(
             Filter {

@@ -4,7 +4,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `GET /metrics` | the Prometheus scrape ([`metrics::render`]) |
-//! | `GET /api/status` | the live view as JSON ([`live::Status`]) |
+//! | `GET /api/status` | the live view as JSON ([`api::live::Status`](crate::api::live::Status)) |
 //! | `GET /` | the status page ([`live::html`]): one self-contained HTML file that polls `/api/status` |
 //!
 //! All read-only. The agent owns the BPF maps and the health state, so this
@@ -52,7 +52,7 @@ pub enum Ask {
     /// A scrape.
     Metrics(oneshot::Sender<Snapshot>),
     /// The status page's poll (and `lb top`'s, over the API socket).
-    Status(oneshot::Sender<live::Status>),
+    Status(oneshot::Sender<crate::api::live::Status>),
 }
 
 /// A client gets this long to send each request head. Real clients send it

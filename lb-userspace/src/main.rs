@@ -344,7 +344,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             print_or_json(cli.json, &answer, |a| {
                 let msg = a.message.as_ref().map(|m| format!("{m}\n\n"));
-                format!("{}{}", msg.unwrap_or_default(), a.status.render())
+                format!("{}{}", msg.unwrap_or_default(), render::cluster(&a.status))
             })
         }
         Cmd::Flows {

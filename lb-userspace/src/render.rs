@@ -1,12 +1,12 @@
 //! The CLI's answers for people: aligned tables and summaries of the API's
 //! answers (`--json` prints the answers themselves).
 use std::{
-    fmt::Display,
+    fmt::{Display, Write as _},
     net::{IpAddr, SocketAddr},
 };
 
 use crate::{
-    api::{HaAnswer, HaStatus, RealRow, Stats, Status, VipRow},
+    api::{ClusterStatus, HaAnswer, HaStatus, RealRow, Stats, Status, VipRow},
     flowtable,
 };
 
@@ -221,6 +221,63 @@ fn ha_status(d: &HaStatus) -> String {
         m.accepted,
         rejected.join(", "),
     )
+}
+
+/// `lb cluster status`.
+pub fn cluster(d: &ClusterStatus) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "node {} at {}{}{}{}",
+        d.node_id,
+        d.listen,
+        if d.draining { ", draining" } else { "" },
+        if d.caught_up {
+            ""
+        } else {
+            ", catching up with its peers' flows (announces nothing yet)"
+        },
+        d.stopping_in_ms
+            .map(|ms| format!(", stopping in {:.1}s", ms as f64 / 1e3))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        s,
+        "\n{:<6} {:<24} {:<8} {:>8} {:>8} {:>7} {:>9}",
+        "NODE", "ADDRESS", "STATE", "LAG_MS", "UNACKED", "SYNCED", "FLOWS"
+    );
+    for n in &d.nodes {
+        let _ = writeln!(
+            s,
+            "{:<6} {:<24} {:<8} {:>8} {:>8} {:>7} {:>9}",
+            n.node_id.map_or("-".into(), |i| i.to_string()),
+            n.address,
+            serde_plain(&n.state),
+            n.sync_lag_ms,
+            n.unacked,
+            if n.synced { "yes" } else { "no" },
+            n.flows
+        );
+    }
+    let _ = writeln!(s, "\n{:<40} STATE", "BGP NEIGHBOR");
+    for b in &d.bgp.sessions {
+        let _ = writeln!(s, "{:<40} {}", b.neighbor, b.state);
+    }
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "(none)".to_string()
+        } else {
+            v.join(" ")
+        }
+    };
+    let _ = writeln!(s, "\nannounced: {}", list(&d.bgp.announced));
+    if d.bgp.wanted != d.bgp.announced {
+        let _ = writeln!(s, "wanted:    {}", list(&d.bgp.wanted));
+    }
+    if let Some(e) = &d.bgp.error {
+        let _ = writeln!(s, "bgp error: {e}");
+    }
+    s
 }
 
 fn or_dash(v: Option<impl Display>) -> String {

@@ -12,8 +12,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    api::{self, Request},
-    live::{self, Status},
+    api::{self, Request, live::Status},
+    live,
 };
 
 /// How often the frame is redrawn.
@@ -23,11 +23,7 @@ const DEFAULT_WIDTH: usize = 160;
 
 /// Asks the agent on `socket` for the live view.
 pub fn fetch(socket: &Path) -> Result<Status> {
-    let resp = api::call(socket, &Request::Live, Duration::from_secs(5))?;
-    if !resp.ok {
-        bail!("{}", resp.error.unwrap_or_default());
-    }
-    serde_json::from_value(resp.data.unwrap_or_default()).context("the agent's live view")
+    api::ask(socket, &Request::Live, Duration::from_secs(5))
 }
 
 /// One frame (or the JSON) on stdout.

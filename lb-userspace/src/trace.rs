@@ -15,7 +15,7 @@ use lb_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{control::Programmed, flowtable::state_name};
+use crate::{api::FlowState, control::Programmed};
 
 /// How long a trace runs unless told otherwise, and the longest it may.
 pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(60);
@@ -329,7 +329,12 @@ fn tuple(k: &FlowKey, family: u8) -> Tuple {
 }
 
 fn state(s: u8) -> String {
-    if s == 0 { "-" } else { state_name(s) }.to_string()
+    if s == 0 {
+        "-"
+    } else {
+        FlowState::from_datapath(s).as_str()
+    }
+    .to_string()
 }
 
 /// The verdict's name: XDP's actions, or tc's (TC_ACT_OK 0, SHOT 2,

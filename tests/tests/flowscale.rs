@@ -17,6 +17,7 @@ use lb_common::{
 };
 use lb_tests::Netns;
 use lb_userspace::{
+    api::FlowState,
     datapath::{self, Datapath},
     flowtable::{self, Filter},
 };
@@ -292,7 +293,7 @@ fn a_million_flows() {
         assert_eq!(row.vip, vip.to_string());
         assert_eq!(row.real, real.to_string());
         assert_eq!(row.client, client.to_string());
-        assert_eq!(row.state, flowtable::state_name(g.merged_state()));
+        assert_eq!(row.state, FlowState::from_datapath(g.merged_state()));
         assert_eq!(
             (row.packets_in, row.bytes_in, row.packets_out, row.bytes_out),
             (10, 1500, 20, 30_000)

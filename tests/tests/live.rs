@@ -15,7 +15,7 @@ use lb_tests::{
     liveview::{self, LISTEN},
     wait_until,
 };
-use lb_userspace::{api::NodeRole, live::Status};
+use lb_userspace::api::{NodeRole, live::Status};
 
 fn testsrv() -> &'static str {
     env!("CARGO_BIN_EXE_lb-testsrv")

@@ -307,7 +307,7 @@ fn prometheus_scrapes_rates_and_states_that_match_the_agent() {
     let prom_rate = prom
         .one(&rig, &format!("rate(lb_vip_new_flows_total{{{www}}}[5s])"))
         .expect("a rate");
-    let agent: lb_userspace::live::Status =
+    let agent: lb_userspace::api::live::Status =
         serde_json::from_value(liveview::json(&rig, &["top", "--once"])).expect("lb top --json");
     let agent_rate = agent
         .vips

@@ -2,7 +2,7 @@
 use std::time::Instant;
 
 use super::Agent;
-use crate::live::{HaStatus, RealStatus, Status, TableFill, VipStatus};
+use crate::api::live::{HaStatus, RealStatus, Status, TableFill, VipStatus};
 
 impl Agent {
     /// The live view now, with rates from the recorded counters.

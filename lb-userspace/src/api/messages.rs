@@ -3,11 +3,15 @@
 //! read them: a field renamed here is renamed for all of them, and the
 //! compiler finds every reader. The JSON names are the contract's
 //! (docs/cli.md); change none without keeping the old spelling.
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Algorithm, XdpMode};
+use crate::config::{Algorithm, Protocol, XdpMode};
 
 /// One request per connection, one JSON line.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -32,7 +36,7 @@ pub enum Request {
     Vips,
     /// `lb stats`: [`Stats`].
     Stats,
-    /// `lb top`: the live view (`live::Status`).
+    /// `lb top`: the live view ([`live::Status`](super::live::Status)).
     Live,
     /// `lb flows clear [filters]`: [`Cleared`].
     FlowsClear {
@@ -263,9 +267,14 @@ impl TableUse {
         TableUse {
             entries,
             capacity,
-            used_pct: (1000.0 * entries as f64 / capacity.max(1) as f64).round() / 10.0,
+            used_pct: used_pct(entries as u64, capacity),
         }
     }
+}
+
+/// `entries` of `capacity` in percent, one decimal.
+pub fn used_pct(entries: u64, capacity: u64) -> f64 {
+    (1000.0 * entries as f64 / capacity.max(1) as f64).round() / 10.0
 }
 
 /// What a flood of new flows moves: flows created, half-open flows assured
@@ -326,12 +335,12 @@ pub struct ClusterSummary {
     pub announced: Vec<String>,
 }
 
-impl From<&crate::cluster::Status> for ClusterSummary {
-    fn from(st: &crate::cluster::Status) -> ClusterSummary {
+impl From<&ClusterStatus> for ClusterSummary {
+    fn from(st: &ClusterStatus) -> ClusterSummary {
         ClusterSummary {
             node_id: st.node_id,
             draining: st.draining,
-            nodes_up: st.nodes.iter().filter(|n| n.state == "up").count(),
+            nodes_up: st.nodes.iter().filter(|n| n.state == PeerState::Up).count(),
             nodes: st.nodes.len() + 1,
             bgp_established: st
                 .bgp
@@ -544,5 +553,158 @@ pub struct ClusterAnswer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(flatten)]
-    pub status: crate::cluster::Status,
+    pub status: ClusterStatus,
+}
+
+/// `lb cluster status --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterStatus {
+    pub node_id: u8,
+    pub listen: SocketAddr,
+    /// Withdrawn by `lb cluster drain` or a stop in progress.
+    pub draining: bool,
+    /// Every live peer's copy of its flows is in: until then nothing is
+    /// announced.
+    pub caught_up: bool,
+    /// Set while the agent stops: how long it still serves.
+    pub stopping_in_ms: Option<u64>,
+    /// The other nodes.
+    pub nodes: Vec<PeerStatus>,
+    pub bgp: BgpStatus,
+    pub sync: SyncCounters,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BgpStatus {
+    pub sessions: Vec<BgpSession>,
+    /// What BIRD announces now (`198.51.100.10/32`).
+    pub announced: Vec<String>,
+    /// What this node would announce: differs from `announced` only for
+    /// the moment a change takes.
+    pub wanted: Vec<String>,
+    pub daemon_starts: u64,
+    pub error: Option<String>,
+}
+
+/// A peer's liveness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    /// Heard within 3 heartbeats.
+    Up,
+    Down,
+    /// Never heard.
+    Unknown,
+}
+
+/// A peer as `lb cluster status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerStatus {
+    pub node_id: Option<u8>,
+    pub address: SocketAddr,
+    pub state: PeerState,
+    /// How long this node's oldest event not yet acknowledged by the peer
+    /// has waited: 0 when the peer has everything.
+    pub sync_lag_ms: u64,
+    pub unacked: u64,
+    /// This node holds a complete copy of the peer's table.
+    pub synced: bool,
+    pub flows: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct SyncCounters {
+    pub events_sent: u64,
+    pub events_applied: u64,
+    pub copies_sent: u64,
+    pub copies_received: u64,
+    pub refreshed: u64,
+    pub unmatched: u64,
+    pub rejected_datagrams: u64,
+    pub unknown_senders: u64,
+    pub send_errors: u64,
+    pub apply_errors: u64,
+}
+
+/// One BGP session as BIRD reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpSession {
+    pub neighbor: IpAddr,
+    /// BIRD's word: `Established` when up; `Active`, `Connect`, `OpenSent`…
+    /// while trying; `down` with the last error otherwise.
+    pub state: String,
+}
+
+/// A row of `lb flows --json`. Endpoints print as `SocketAddr` does:
+/// `198.51.100.10:80`, `[2001:db8::10]:80`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FlowRow {
+    pub client: String,
+    pub vip: String,
+    pub real: String,
+    pub protocol: Protocol,
+    pub state: FlowState,
+    pub age_ms: u64,
+    pub idle_ms: u64,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    /// The flow is half-open (`EMBRYOS`): a TCP handshake not yet
+    /// completed by the client's ACK, or a UDP flow its real has not
+    /// answered yet.
+    pub half_open: bool,
+}
+
+/// A flow's state (`lb_common::ST_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowState {
+    Syn,
+    Established,
+    Fin,
+    Closed,
+    Udp,
+    /// A value this agent does not know.
+    Unknown,
+}
+
+impl FlowState {
+    /// The states the datapath writes (and `lb flows --state` takes).
+    pub const KNOWN: [FlowState; 5] = [
+        FlowState::Syn,
+        FlowState::Established,
+        FlowState::Fin,
+        FlowState::Closed,
+        FlowState::Udp,
+    ];
+
+    pub const fn datapath(self) -> u8 {
+        match self {
+            FlowState::Syn => lb_common::ST_SYN,
+            FlowState::Established => lb_common::ST_ESTABLISHED,
+            FlowState::Fin => lb_common::ST_FIN,
+            FlowState::Closed => lb_common::ST_CLOSED,
+            FlowState::Udp => lb_common::ST_UDP,
+            FlowState::Unknown => u8::MAX,
+        }
+    }
+
+    pub fn from_datapath(state: u8) -> FlowState {
+        Self::KNOWN
+            .into_iter()
+            .find(|s| s.datapath() == state)
+            .unwrap_or(FlowState::Unknown)
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FlowState::Syn => "syn",
+            FlowState::Established => "established",
+            FlowState::Fin => "fin",
+            FlowState::Closed => "closed",
+            FlowState::Udp => "udp",
+            FlowState::Unknown => "unknown",
+        }
+    }
 }

@@ -26,6 +26,7 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+use crate::api::BgpSession;
 use crate::config::Bgp;
 
 /// How often the session states are read.
@@ -35,19 +36,10 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 /// Between a BIRD that exited and the next start.
 const RESTART_AFTER: Duration = Duration::from_secs(1);
 
-/// One BGP session as BIRD reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Session {
-    pub neighbor: IpAddr,
-    /// BIRD's word: `Established` when up; `Active`, `Connect`, `OpenSent`…
-    /// while trying; `down` with the last error otherwise.
-    pub state: String,
-}
-
 /// What the daemon reports, for status and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
-    pub sessions: Vec<Session>,
+    pub sessions: Vec<BgpSession>,
     /// The prefixes BIRD last accepted a config with.
     pub announced: BTreeSet<IpAddr>,
     /// Times BIRD was (re)started.
@@ -108,11 +100,11 @@ pub fn render(bgp: &Bgp, prefixes: &BTreeSet<IpAddr>) -> String {
 
 /// The sessions in a `show protocols` answer, named `n1`, `n2`… as
 /// [`render`] names them.
-fn parse_protocols(answer: &[String], bgp: &Bgp) -> Vec<Session> {
-    let mut out: Vec<Session> = bgp
+fn parse_protocols(answer: &[String], bgp: &Bgp) -> Vec<BgpSession> {
+    let mut out: Vec<BgpSession> = bgp
         .neighbors
         .iter()
-        .map(|n| Session {
+        .map(|n| BgpSession {
             neighbor: n.address,
             state: "unknown".into(),
         })

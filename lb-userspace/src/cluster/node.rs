@@ -22,9 +22,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Result;
 use lb_common::SyncEvent;
 use log::{debug, info, warn};
-use serde::Serialize;
 use tokio::net::UdpSocket;
 
+use crate::api::{PeerState, PeerStatus, SyncCounters};
 use crate::config::Cluster;
 use crate::control::Programmed;
 use crate::datapath::{KernelMaps, now_ns};
@@ -57,36 +57,6 @@ struct Peer {
     /// Its copy of its table arrived whole since it last (re)started.
     copied: bool,
     copy_requested_at: Option<Instant>,
-}
-
-/// A peer as `lb cluster status` shows it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct PeerStatus {
-    pub node_id: Option<u8>,
-    pub address: SocketAddr,
-    /// `up` (heard within 3 heartbeats), `down`, or `unknown` (never heard).
-    pub state: String,
-    /// How long this node's oldest event not yet acknowledged by the peer
-    /// has waited: 0 when the peer has everything.
-    pub sync_lag_ms: u64,
-    pub unacked: u64,
-    /// This node holds a complete copy of the peer's table.
-    pub synced: bool,
-    pub flows: u64,
-}
-
-#[derive(Debug, Default, Clone, Copy, Serialize, serde::Deserialize, PartialEq)]
-pub struct SyncCounters {
-    pub events_sent: u64,
-    pub events_applied: u64,
-    pub copies_sent: u64,
-    pub copies_received: u64,
-    pub refreshed: u64,
-    pub unmatched: u64,
-    pub rejected_datagrams: u64,
-    pub unknown_senders: u64,
-    pub send_errors: u64,
-    pub apply_errors: u64,
 }
 
 pub struct Node {
@@ -421,11 +391,10 @@ impl Node {
                 node_id: p.node_id,
                 address: p.addr,
                 state: match p.last_heard {
-                    None => "unknown",
-                    Some(_) if self.alive(p, now) => "up",
-                    Some(_) => "down",
-                }
-                .into(),
+                    None => PeerState::Unknown,
+                    Some(_) if self.alive(p, now) => PeerState::Up,
+                    Some(_) => PeerState::Down,
+                },
                 sync_lag_ms: p.outbox.stalled_for(now).as_millis() as u64,
                 unacked: p.outbox.unacked() as u64,
                 synced: p.copied,

@@ -36,11 +36,14 @@ use std::{
 use anyhow::{Result, bail};
 use aya::maps::{HashMap, MapData, MapError};
 use lb_common::{
-    DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, PROTO_TCP, ST_CLOSED, ST_ESTABLISHED,
-    ST_FIN, ST_SYN, ST_UDP, to_map_addr,
+    DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, PROTO_TCP, ST_UDP, to_map_addr,
 };
 
-use super::{Filter, FlowRow, batch, sock, state_name};
+use super::{Filter, batch, sock};
+use crate::{
+    api::{FlowRow, FlowState},
+    config::Protocol,
+};
 
 /// Join by lookups while candidates × this ≤ entries walked. One lookup is a
 /// syscall, 1.25 µs here; the batched walk costs 0.36 µs an entry (tests'
@@ -149,9 +152,10 @@ impl AddrMatch {
 
 /// The state names `lb flows --state` takes.
 pub fn parse_state(s: &str) -> Option<u8> {
-    [ST_SYN, ST_ESTABLISHED, ST_FIN, ST_CLOSED, ST_UDP]
+    FlowState::KNOWN
         .into_iter()
-        .find(|&st| state_name(st) == s)
+        .find(|st| st.as_str() == s)
+        .map(FlowState::datapath)
 }
 
 /// A [`Filter`] parsed once, tested against raw entries.
@@ -417,12 +421,8 @@ impl Cand<Stats> {
             client: sock(&self.fwd_key.src_addr, self.fwd_key.src_port_be).to_string(),
             vip: sock(&self.fwd_key.dst_addr, self.fwd_key.dst_port_be).to_string(),
             real: sock(&self.real_addr, self.real_port_be).to_string(),
-            protocol: if self.fwd_key.proto == PROTO_TCP {
-                "tcp"
-            } else {
-                "udp"
-            },
-            state: state_name(self.state),
+            protocol: Protocol::from_datapath(self.fwd_key.proto),
+            state: FlowState::from_datapath(self.state),
             age_ms: now.saturating_sub(s.created_ns) / 1_000_000,
             idle_ms: now.saturating_sub(s.last_ns) / 1_000_000,
             packets_in: s.packets_in,

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 use crate::{
-    live::{Status, VipStatus},
+    api::live::{Status, VipStatus},
     metrics::{
         render,
         tests::{parse, sample},

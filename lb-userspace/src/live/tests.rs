@@ -1,7 +1,13 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::metrics::{RealSample, Snapshot, VipSample};
+use crate::{
+    api::{
+        NodeRole, RealState,
+        live::{RealStatus, VipStatus},
+    },
+    metrics::{RealSample, Snapshot, VipSample},
+};
 
 fn snap(vip_new: u64, vip_pkts: u64, real_pkts: u64, real_fail: u64, drops: u64) -> Snapshot {
     Snapshot {
