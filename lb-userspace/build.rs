@@ -1,9 +1,20 @@
-//! Builds the XDP program (lb-ebpf) with the kernel-side toolchain and leaves
-//! it in OUT_DIR for `include_bytes_aligned!`: the production object (`lb`)
-//! and the trace build (`lb-trace`, `--features trace`, for `lb trace`).
-//! Why a separate toolchain: aya-ebpf needs -Z build-std, which the Debian rustc-web toolchain (linked
-//! into rustup as `lb-bpf`) allows with RUSTC_BOOTSTRAP=1.
-use std::{env, fs, path::PathBuf};
+//! Builds the datapath (lb-ebpf) with the kernel-side toolchain into
+//! OUT_DIR: the production object (`lb`, for `include_bytes_aligned!`), the
+//! trace build (`lb-trace`, `--features trace`, for `lb trace`) and the
+//! benchmark's object (`lb-bench`, `--features bench`: the datapath and the
+//! floor programs `cargo xtask bench` times it against; read from its path,
+//! never part of the agent).
+//! Why a separate toolchain: aya-ebpf needs -Z build-std, which the Debian
+//! rustc-web toolchain (linked into rustup as `lb-bpf`) allows with
+//! RUSTC_BOOTSTRAP=1.
+use std::{env, fs, path::Path};
+
+/// (features, the object's name in OUT_DIR).
+const BUILDS: [(&[&str], &str); 3] = [
+    (&["trace"], "lb-trace"),
+    (&["bench"], "lb-bench"),
+    (&[], "lb"),
+];
 
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=LB_BPF_TOOLCHAIN");
@@ -11,12 +22,13 @@ fn main() -> anyhow::Result<()> {
     // aya-build watches lb-ebpf only; the map types live in lb-common, and a
     // stale object with an old layout would load and misread every map.
     println!("cargo:rerun-if-changed=../lb-common");
-    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    let (out, trace_out) = (out_dir.join("lb"), out_dir.join("lb-trace"));
+    let out_dir = env::var("OUT_DIR")?;
+    let out_dir = Path::new(&out_dir);
     if env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
         // Unit tests of the agent's logic need no datapath; loading these
         // empty objects fails with a message saying so.
-        for o in [&out, &trace_out] {
+        for (_, name) in BUILDS {
+            let o = out_dir.join(name);
             if !o.exists() {
                 fs::write(o, b"")?;
             }
@@ -27,34 +39,36 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: the build script is single-threaded here; the child cargo that
     // aya-build spawns inherits the variable.
     unsafe { env::set_var("RUSTC_BOOTSTRAP", "1") };
-    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../lb-ebpf");
+    let root = Path::new(&env::var("CARGO_MANIFEST_DIR")?).join("../lb-ebpf");
     let root = root.to_str().expect("utf-8 path");
-    // The trace build first, in an OUT_DIR of its own: aya-build names its
-    // target directory and its output after the package, and one target
-    // directory for two feature sets would leave one `lb` binary for both.
-    let trace_dir = out_dir.join("trace");
-    fs::create_dir_all(&trace_dir)?;
-    // SAFETY: as above; restored before the production build.
-    unsafe { env::set_var("OUT_DIR", &trace_dir) };
-    let built = aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "lb-ebpf",
-            root_dir: root,
-            features: &["trace"],
-            ..Default::default()
-        }],
-        aya_build::Toolchain::Custom(&toolchain),
-    );
-    // SAFETY: as above.
-    unsafe { env::set_var("OUT_DIR", &out_dir) };
-    built?;
-    fs::copy(trace_dir.join("lb"), &trace_out)?;
-    aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "lb-ebpf",
-            root_dir: root,
-            ..Default::default()
-        }],
-        aya_build::Toolchain::Custom(&toolchain),
-    )
+    for (features, name) in BUILDS {
+        // Each feature set in an OUT_DIR of its own: aya-build names its
+        // target directory and its output after the package, and one target
+        // directory for two feature sets would leave one `lb` binary for
+        // both. The production build keeps OUT_DIR itself (its cache).
+        let dir = if features.is_empty() {
+            out_dir.to_path_buf()
+        } else {
+            out_dir.join(features[0])
+        };
+        fs::create_dir_all(&dir)?;
+        // SAFETY: as above; restored after the loop.
+        unsafe { env::set_var("OUT_DIR", &dir) };
+        let built = aya_build::build_ebpf(
+            [aya_build::Package {
+                name: "lb-ebpf",
+                root_dir: root,
+                features,
+                ..Default::default()
+            }],
+            aya_build::Toolchain::Custom(&toolchain),
+        );
+        // SAFETY: as above.
+        unsafe { env::set_var("OUT_DIR", out_dir) };
+        built?;
+        if dir != out_dir {
+            fs::copy(dir.join("lb"), out_dir.join(name))?;
+        }
+    }
+    Ok(())
 }

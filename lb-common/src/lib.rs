@@ -148,8 +148,8 @@ pub struct Real {
     pub failaction: u32,
     /// 0: no cap. Otherwise new flows skip the real while `ACTIVE[id]` is at it.
     pub max_conns: u32,
-    pub flags: u32,
-    pub _pad2: u32,
+    /// Unused; kept so a pinned `REALS` an upgrade adopts keeps its layout.
+    pub _reserved: [u32; 2],
 }
 const _: () = assert!(size_of::<Real>() == 48);
 
@@ -161,9 +161,11 @@ const _: () = assert!(size_of::<Real>() == 48);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Farm {
     pub algorithm: u32,
-    pub failaction: u32,
+    /// Unused (the fail action travels in each `Real`); kept, as `_reserved2`
+    /// is, so a pinned `FARMS` an upgrade adopts keeps its layout.
+    pub _reserved: u32,
     pub sched_len: u32,
-    pub flags: u32,
+    pub _reserved2: u32,
     /// The ring: `offset << 32 | length` in `MAGLEV`, one word so the agent
     /// swaps a rebuilt ring in with one store.
     pub ring: u64,

@@ -10,8 +10,8 @@
 //! packet cannot do without (a `FLOWS` hit, the clock, the devmap redirect,
 //! one BPF-to-BPF call), so the bench can say what the least such a packet
 //! costs on the machine at hand; `lb_floor_ktime` adds the clock helper the
-//! datapath's clock replaces, for comparison. The agent never loads any of
-//! these.
+//! datapath's clock replaces, for comparison. Only the bench's object has
+//! them (feature `bench`); the agent's objects do not.
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext,
 };

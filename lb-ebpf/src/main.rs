@@ -22,6 +22,7 @@ mod ctx;
 mod fail;
 mod family;
 mod fast;
+#[cfg(feature = "bench")]
 mod floor;
 mod flow;
 mod frag;

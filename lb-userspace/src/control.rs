@@ -877,10 +877,9 @@ fn plan(
             };
             let value = Farm {
                 algorithm,
-                failaction,
                 sched_len: sched.len() as u32,
-                flags: 0,
                 ring: ring_word,
+                ..Farm::default()
             };
             next.farms.insert(
                 farm_name.to_string(),

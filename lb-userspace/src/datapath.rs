@@ -37,6 +37,10 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// trace.rs), swapped in only while a trace runs.
 pub static TRACE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-trace"));
 
+/// The benchmark's object (the datapath plus lb-ebpf's floor programs),
+/// where this build left it: read by `lb-bench`, never by the agent.
+pub const BENCH_OBJECT_PATH: &str = concat!(env!("OUT_DIR"), "/lb-bench");
+
 /// Which build of the datapath to load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Build {

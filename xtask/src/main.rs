@@ -200,9 +200,14 @@ fn cargo(args: &[&str]) -> Result<()> {
 }
 
 /// Clippy on the kernel crate with its own toolchain and target, for the
-/// production build and the trace build (`--features trace`).
+/// production build, the trace build (`--features trace`) and the bench's
+/// (`--features bench`).
 fn clippy_ebpf() -> Result<()> {
-    for features in [&[][..], &["--features", "trace"][..]] {
+    for features in [
+        &[][..],
+        &["--features", "trace"][..],
+        &["--features", "bench"][..],
+    ] {
         run(Command::new("cargo")
             .current_dir("lb-ebpf")
             .env("RUSTC_BOOTSTRAP", "1")

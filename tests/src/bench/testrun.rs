@@ -120,16 +120,17 @@ pub fn prime_floor(ebpf: &mut Ebpf, key: &FlowKey, ifindex: u32) -> Result<()> {
     Ok(())
 }
 
-/// Loads the floor programs from lb's own object. The object's maps are
-/// pinned by name, so they go to a pin directory of their own (`FLOWS`
-/// shrunk: the floors use no map).
+/// Loads the floor programs from the benchmark's object (lb's datapath
+/// built with lb-ebpf's `bench` feature). The object's maps are pinned by
+/// name, so they go to a pin directory of their own (`FLOWS` shrunk: the
+/// floors use no map).
 pub fn load_floor(pin_dir: &Path) -> Result<Ebpf> {
     std::fs::create_dir_all(pin_dir)?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .map_max_entries("FLOWS", 1024)
-        .load(datapath::OBJECT)
-        .context("loading lb's object for the floor program")?;
+        .load_file(datapath::BENCH_OBJECT_PATH)
+        .with_context(|| format!("loading the bench object {}", datapath::BENCH_OBJECT_PATH))?;
     for name in FLOORS {
         let prog: &mut Xdp = ebpf
             .program_mut(name)

@@ -129,8 +129,9 @@ fn packet(w: &mut String, r: &Results) {
         w,
         "The real XDP object (`lb_xdp`), its maps programmed by the agent's own code \
          (`Control::apply`, `Control::set_health`), in a namespace with veth pairs and static \
-         neighbours so `bpf_fib_lookup` resolves next hops, pinned to one CPU. Beside it, from \
-         the same object and in the same run, the floor `lb_floor` (lb-ebpf/src/floor.rs): \
+         neighbours so `bpf_fib_lookup` resolves next hops, pinned to one CPU. Beside it, in \
+         the same run, from the bench's object (the same datapath built with lb-ebpf's `bench` \
+         feature, which adds them), the floor `lb_floor` (lb-ebpf/src/floor.rs): \
          parse Ethernet, IPv4 and TCP with bounds checks, return XDP_TX; and `lb_floor_fib`, \
          the same plus the `bpf_fib_lookup` a routed design pays for every forwarded packet \
          unless it caches the answer, run on a packet to a real's address; and the building \
