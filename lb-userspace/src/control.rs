@@ -145,6 +145,14 @@ impl Programmed {
             .range(first..)
             .take_while(move |(k, _)| k.farm == farm)
     }
+
+    /// How many reals of `farm` are up, and how many it has.
+    pub fn farm_up(&self, farm: &str) -> (usize, usize) {
+        self.farm_reals(farm)
+            .fold((0, 0), |(up, all), (_, (_, r))| {
+                (up + usize::from(r.state == REAL_UP), all + 1)
+            })
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -17,7 +17,7 @@ impl Agent {
             .values()
             .zip(&snap.vips)
             .map(|(v, s)| {
-                let reals: Vec<_> = programmed.farm_reals(&v.farm).collect();
+                let (reals_up, reals) = programmed.farm_up(&v.farm);
                 let (new_flows_per_s, packets_per_s) = rates.vip(&s.name);
                 VipStatus {
                     name: s.name.clone(),
@@ -31,11 +31,8 @@ impl Agent {
                         .map_or("-", |f| f.algorithm.name())
                         .to_owned(),
                     role,
-                    reals_up: reals
-                        .iter()
-                        .filter(|(_, (_, r))| r.state == lb_common::REAL_UP)
-                        .count(),
-                    reals: reals.len(),
+                    reals_up,
+                    reals,
                     active_flows: s.active_flows,
                     new_flows_per_s,
                     packets_per_s,

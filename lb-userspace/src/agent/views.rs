@@ -99,7 +99,7 @@ impl Agent {
             .values()
             .zip(&snap.vips)
             .map(|(v, s)| {
-                let reals: Vec<_> = programmed.farm_reals(&v.farm).collect();
+                let (reals_up, reals) = programmed.farm_up(&v.farm);
                 api::VipRow {
                     name: v.name.clone(),
                     address: v.addr.ip().to_string(),
@@ -108,11 +108,8 @@ impl Agent {
                     serverfarm: v.farm.clone(),
                     algorithm: self.cfg.serverfarms.get(&v.farm).map(|f| f.algorithm),
                     sticky_s: v.sticky_secs.unwrap_or(0),
-                    reals_up: reals
-                        .iter()
-                        .filter(|(_, (_, r))| r.state == lb_common::REAL_UP)
-                        .count(),
-                    reals: reals.len(),
+                    reals_up,
+                    reals,
                     active_flows: s.active_flows,
                     new_flows: s.new_flows,
                     packets_in: s.packets_in,
