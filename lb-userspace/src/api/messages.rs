@@ -1,8 +1,8 @@
 //! Every request the API takes and every answer it gives, as serde types.
 //! The agent builds these, the CLI renders them, the metrics and the tests
 //! read them: a field renamed here is renamed for all of them, and the
-//! compiler finds every reader. The JSON names are the contract's
-//! (docs/cli.md); change none without keeping the old spelling.
+//! compiler finds every reader. Scripts read the JSON names (the README's
+//! "CLI"): change none without keeping the old spelling (`#[serde(alias)]`).
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
