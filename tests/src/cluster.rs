@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use lb_userspace::api::{ClusterStatus, PeerState};
 
 use crate::{
     EchoConn, LbAgent,
@@ -159,15 +159,14 @@ impl Cluster {
         c
     }
 
-    pub fn status(&self, i: usize) -> Value {
-        cli_json(&self.lbs[i], &["cluster", "status"])
+    /// `lb cluster status --json` of node `i`.
+    pub fn status(&self, i: usize) -> ClusterStatus {
+        self.lbs[i].cluster_status()
     }
 
     /// New flows node `i`'s datapath made (not those synced to it).
     pub fn created(&self, i: usize) -> u64 {
-        cli_json(&self.lbs[i], &["status"])["new_flows"]["created"]
-            .as_u64()
-            .expect("new_flows.created")
+        self.lbs[i].status().new_flows.created
     }
 
     /// Node `i`'s datapath counter for `reason` (`lb_datapath_packets`).
@@ -224,14 +223,15 @@ impl Cluster {
     pub fn wait_synced(&self, i: usize, timeout: Duration) {
         let ok = wait_until(timeout, Duration::from_millis(50), || {
             let st = self.status(i);
-            st["caught_up"] == true
-                && st["nodes"]
-                    .as_array()
-                    .is_some_and(|n| n.iter().all(|p| p["state"] == "up" && p["synced"] == true))
+            st.caught_up
+                && st
+                    .nodes
+                    .iter()
+                    .all(|p| p.state == PeerState::Up && p.synced)
         });
         assert!(
             ok,
-            "node {} did not sync with its peers: {}\n{}",
+            "node {} did not sync with its peers: {:?}\n{}",
             i + 1,
             self.status(i),
             self.lbs[i].proc.report()
@@ -245,19 +245,6 @@ impl Cluster {
         }
         s
     }
-}
-
-pub fn cli_json(lb: &LbAgent, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let out = lb.cli(&a);
-    assert!(
-        out.status.success(),
-        "lb {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
 /// `n` established echo connections, each checked once.

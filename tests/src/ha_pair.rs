@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+use lb_userspace::api::{HaStatus, NodeRole};
 
 use crate::{
     EchoConn, LbAgent, Spawned, TestHook, TestServer,
@@ -129,28 +129,19 @@ serverfarms:
 }
 
 /// `lb ha status --json` of an agent.
-pub fn ha(lb: &LbAgent) -> Value {
-    let out = lb.cli(&["ha", "status", "--json"]);
-    assert!(
-        out.status.success(),
-        "lb ha status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
+pub fn ha(lb: &LbAgent) -> HaStatus {
+    lb.ha_status()
 }
 
-pub fn role(lb: &LbAgent) -> String {
-    ha(lb)["role"].as_str().unwrap_or("?").to_string()
+pub fn role(lb: &LbAgent) -> NodeRole {
+    ha(lb).role
 }
 
 /// (client, vip, real) of every flow in an agent's table.
 pub fn flow_set(lb: &LbAgent) -> BTreeSet<(String, String, String)> {
     lb.flows(&[])
-        .iter()
-        .map(|f| {
-            let s = |k: &str| f[k].as_str().unwrap_or("").to_string();
-            (s("client"), s("vip"), s("real"))
-        })
+        .into_iter()
+        .map(|f| (f.client, f.vip, f.real))
         .collect()
 }
 
@@ -231,10 +222,10 @@ impl HaPair {
             );
             if i == 0 {
                 assert!(
-                    wait_until(Duration::from_secs(5), Duration::from_millis(50), || role(
-                        &lb
-                    ) == "active"),
-                    "node 1 alone did not become active: {}\n{}",
+                    wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+                        role(&lb) == NodeRole::Active
+                    }),
+                    "node 1 alone did not become active: {:?}\n{}",
                     ha(&lb),
                     lb.proc.report()
                 );
@@ -252,9 +243,9 @@ impl HaPair {
         assert!(
             wait_until(timeout, Duration::from_millis(50), || {
                 let s = ha(lb);
-                s["role"] == "standby" && s["bulk_synced"] == true
+                s.role == NodeRole::Standby && s.bulk_synced
             }),
-            "node {} did not become a synced standby: {}\n{}",
+            "node {} did not become a synced standby: {:?}\n{}",
             i + 1,
             ha(lb),
             lb.proc.report()
@@ -314,7 +305,7 @@ impl HaPair {
         });
         assert!(
             ok,
-            "node {} lacks flows of node {}: {} vs {}\n{}",
+            "node {} lacks flows of node {}: {} vs {}\n{:?}",
             i + 1,
             from + 1,
             flow_set(&self.lbs[i]).len(),

@@ -10,6 +10,9 @@ use std::{
     time::Duration,
 };
 
+use lb_userspace::api;
+use serde::de::DeserializeOwned;
+
 use crate::{Netns, Spawned};
 
 /// The `lb` binary: `LB_BIN`, or the `lb` beside this binary (the bench and
@@ -191,17 +194,77 @@ impl LbAgent {
         text
     }
 
-    /// `lb flows --json` with extra filter arguments.
-    pub fn flows(&self, filters: &[&str]) -> Vec<serde_json::Value> {
-        let mut args = vec!["flows", "--json"];
-        args.extend_from_slice(filters);
-        let out = self.cli(&args);
+    /// `lb ARGS --json`, read as the API type `T`; panics with the
+    /// command's stderr unless it succeeded, and with its output unless it
+    /// is a `T`.
+    pub fn json<T: DeserializeOwned>(&self, args: &[&str]) -> T {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.cli(&a);
         assert!(
             out.status.success(),
-            "lb flows: {}",
+            "lb {}: {}{}",
+            a.join(" "),
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).expect("lb flows --json is JSON")
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "lb {}: not a {}: {e}\n{}",
+                a.join(" "),
+                std::any::type_name::<T>(),
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// `lb status --json`.
+    pub fn status(&self) -> api::Status {
+        self.json(&["status"])
+    }
+
+    /// `lb reals --json`.
+    pub fn reals(&self) -> Vec<api::RealRow> {
+        self.json(&["reals"])
+    }
+
+    /// The row of `lb reals --json` for `farm`'s real `addr:port`.
+    pub fn real(&self, farm: &str, real: &str) -> Option<api::RealRow> {
+        self.reals()
+            .into_iter()
+            .find(|r| r.farm == farm && format!("{}:{}", r.address, r.port) == real)
+    }
+
+    /// `lb vips --json`.
+    pub fn vips(&self) -> Vec<api::VipRow> {
+        self.json(&["vips"])
+    }
+
+    /// `lb stats --json`.
+    pub fn stats(&self) -> api::Stats {
+        self.json(&["stats"])
+    }
+
+    /// `lb ha status --json`; panics if the agent is standalone (its answer
+    /// is then a role and a message).
+    pub fn ha_status(&self) -> api::HaStatus {
+        match self.json(&["ha", "status"]) {
+            api::HaAnswer::Status(st) => *st,
+            api::HaAnswer::Role(r) => panic!("lb ha status: not in a pair: {r:?}"),
+        }
+    }
+
+    /// `lb cluster status --json`.
+    pub fn cluster_status(&self) -> api::ClusterStatus {
+        self.json::<api::ClusterAnswer>(&["cluster", "status"])
+            .status
+    }
+
+    /// `lb flows --json` with extra filter arguments.
+    pub fn flows(&self, filters: &[&str]) -> Vec<api::FlowRow> {
+        let mut args = vec!["flows"];
+        args.extend_from_slice(filters);
+        self.json(&args)
     }
 
     pub fn pin_dir(&self) -> &Path {

@@ -6,7 +6,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+use lb_userspace::api::{RealState, VipRow};
+use serde::de::DeserializeOwned;
 
 use crate::{http_get, rig::Rig, topology::vip, wait_until};
 
@@ -28,7 +29,7 @@ pub fn rig(testsrv: &str) -> Rig {
     for r in ["203.0.113.11:8080", "203.0.113.12:8080"] {
         assert!(
             wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
-                real_state(&rig, "web", r).as_deref() == Some("up")
+                real_state(&rig, "web", r) == Some(RealState::Up)
             }),
             "{r} up"
         );
@@ -36,36 +37,22 @@ pub fn rig(testsrv: &str) -> Rig {
     rig
 }
 
-/// `lb --json ARGS` parsed.
-pub fn json(rig: &Rig, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let out = rig.lb.cli(&a);
-    assert!(
-        out.status.success(),
-        "lb {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("lb {args:?} --json: {e}"))
+/// `lb ARGS --json`, read as the API type `T`.
+pub fn json<T: DeserializeOwned>(rig: &Rig, args: &[&str]) -> T {
+    rig.lb.json(args)
 }
 
 /// A real's state as `lb reals --json` gives it.
-pub fn real_state(rig: &Rig, farm: &str, real: &str) -> Option<String> {
-    let rows = json(rig, &["reals"]);
-    rows.as_array()?
-        .iter()
-        .find(|x| {
-            x["farm"] == farm
-                && format!("{}:{}", x["address"].as_str().unwrap_or(""), x["port"]) == real
-        })
-        .and_then(|x| x["state"].as_str().map(str::to_owned))
+pub fn real_state(rig: &Rig, farm: &str, real: &str) -> Option<RealState> {
+    rig.lb.real(farm, real).map(|r| r.state)
 }
 
 /// A VIP's row of `lb vips --json`.
-pub fn vip_row(rig: &Rig, name: &str) -> Value {
-    json(rig, &["vips"])
-        .as_array()
-        .and_then(|rows| rows.iter().find(|v| v["name"] == name).cloned())
+pub fn vip_row(rig: &Rig, name: &str) -> VipRow {
+    rig.lb
+        .vips()
+        .into_iter()
+        .find(|v| v.name == name)
         .unwrap_or_else(|| panic!("no vip {name} in lb vips"))
 }
 

@@ -9,6 +9,7 @@ use std::{
 };
 
 use lb_tests::{HttpConn, rig::Rig, topology::vip};
+use lb_userspace::api::{FlowRow, RealRow};
 
 const T: Duration = Duration::from_secs(3);
 /// Extra client addresses (192.0.2.100..=249): one client host acting as 150.
@@ -109,12 +110,8 @@ fn every_algorithm_splits_300_connections_by_weight() {
         assert_split(algorithm, &tally(&conns), want, tol);
         if algorithm == "least-conn" {
             // Active flows as the datapath counts them match the open connections.
-            let out = rig.lb.cli(&["reals", "--farm", "web", "--json"]);
-            let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-            let active: u64 = rows
-                .iter()
-                .map(|r| r["active_flows"].as_u64().unwrap())
-                .sum();
+            let rows: Vec<RealRow> = rig.lb.json(&["reals", "--farm", "web"]);
+            let active: u64 = rows.iter().map(|r| r.active_flows).sum();
             assert_eq!(active, 300, "{rows:?}");
         }
         drop(conns);
@@ -145,10 +142,9 @@ fn least_conn_sends_new_flows_away_from_a_loaded_real() {
     drop(loaded);
     assert!(
         lb_tests::wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
-            let out = rig.lb.cli(&["reals", "--farm", "web", "--json"]);
-            let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+            let rows: Vec<RealRow> = rig.lb.json(&["reals", "--farm", "web"]);
             rows.iter()
-                .any(|r| r["address"] == "203.0.113.13" && r["active_flows"] == 0)
+                .any(|r| r.address == "203.0.113.13" && r.active_flows == 0)
         }),
         "closed connections leave the count (FIN)"
     );
@@ -212,14 +208,8 @@ fn a_reload_of_one_farm_leaves_the_other_farms_flows_alone() {
             .expect("open connection after reload");
         assert_eq!(body.trim(), real, "still on its real");
     }
-    let after: Vec<serde_json::Value> = rig.lb.flows(&["--vip", "api"]);
-    let key = |f: &serde_json::Value| {
-        (
-            f["client"].to_string(),
-            f["real"].to_string(),
-            f["age_ms"].as_u64().unwrap() > 0,
-        )
-    };
+    let after: Vec<FlowRow> = rig.lb.flows(&["--vip", "api"]);
+    let key = |f: &FlowRow| (f.client.clone(), f.real.clone(), f.age_ms > 0);
     let mut before: Vec<_> = api_flows.iter().map(key).collect();
     let mut now: Vec<_> = after.iter().map(key).collect();
     before.sort();

@@ -24,6 +24,7 @@ use lb_tests::{
     rig::{ECHO, SINK},
     wait_until,
 };
+use lb_userspace::api::FlowState;
 
 const TESTSRV: &str = env!("CARGO_BIN_EXE_lb-testsrv");
 #[test]
@@ -38,12 +39,12 @@ fn ecmp_over_three_nodes_and_a_node_dies_and_returns_without_a_reset() {
     c.topo
         .wait_nexthops(GUARDED_PREFIX, NODES, Duration::from_secs(10));
     let st = c.status(0);
-    assert_eq!(st["bgp"]["sessions"][0]["state"], "Established", "{st}");
     assert_eq!(
-        st["bgp"]["announced"],
-        serde_json::json!([VIP_PREFIX, GUARDED_PREFIX]),
-        "{st}"
+        st.bgp.sessions.first().map(|s| s.state.as_str()),
+        Some("Established"),
+        "{st:?}"
     );
+    assert_eq!(st.bgp.announced, [VIP_PREFIX, GUARDED_PREFIX], "{st:?}");
 
     // 300 new connections spread over every node.
     let before = c.created_all();
@@ -87,10 +88,7 @@ fn ecmp_over_three_nodes_and_a_node_dies_and_returns_without_a_reset() {
             let flows = c.lbs[i].flows(&["--vip", &vip(ECHO).to_string()]);
             ports.iter().all(|p| {
                 flows.iter().any(|f| {
-                    f["client"]
-                        .as_str()
-                        .is_some_and(|cl| cl.ends_with(&format!(":{p}")))
-                        && f["state"] == "established"
+                    f.client.ends_with(&format!(":{p}")) && f.state == FlowState::Established
                 })
             })
         });
@@ -176,7 +174,7 @@ fn a_drained_node_takes_no_new_flows_and_its_flows_finish() {
         .topo
         .wait_nexthops_via(VIP_PREFIX, &[1, 2], WITHDRAWN_WITHIN);
     println!("node 1 drained: withdrawn at the router {took:?} later");
-    assert_eq!(c.status(0)["bgp"]["announced"], serde_json::json!([]));
+    assert_eq!(c.status(0).bgp.announced, Vec::<String>::new());
 
     let before = c.created(0);
     let failures = c.requests(60);
@@ -214,11 +212,9 @@ fn a_drained_node_takes_no_new_flows_and_its_flows_finish() {
     }
     // Every peer counts the flows it holds (from its sweeps).
     let ok = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
-        c.status(0)["nodes"]
-            .as_array()
-            .is_some_and(|n| n.iter().all(|p| p["flows"].as_u64() >= Some(30)))
+        c.status(0).nodes.iter().all(|p| p.flows >= 30)
     });
-    assert!(ok, "peers' flow counts: {}", c.status(0));
+    assert!(ok, "peers' flow counts: {:?}", c.status(0));
 
     // SIGTERM: routes withdrawn at once, the node serves `drain_timeout`
     // (3 s) more, then the agent exits; no connection notices.
@@ -258,8 +254,8 @@ fn a_flow_survives_a_changed_real_set_and_its_node_dying() {
     let real_of: BTreeMap<u16, String> = flows
         .iter()
         .filter_map(|f| {
-            let port = f["client"].as_str()?.rsplit(':').next()?.parse().ok()?;
-            Some((port, f["real"].as_str()?.to_string()))
+            let port = f.client.rsplit(':').next()?.parse().ok()?;
+            Some((port, f.real.clone()))
         })
         .collect();
     let on_r1: Vec<u16> = ports
@@ -325,12 +321,7 @@ fn a_farm_with_no_up_real_is_withdrawn_on_every_node() {
     assert_eq!(c.topo.router_nexthops(VIP_PREFIX).len(), NODES);
     for i in 0..NODES {
         let st = c.status(i);
-        assert_eq!(
-            st["bgp"]["announced"],
-            serde_json::json!([VIP_PREFIX]),
-            "node {}: {st}",
-            i + 1
-        );
+        assert_eq!(st.bgp.announced, [VIP_PREFIX], "node {}: {st:?}", i + 1);
     }
     for real in &c.topo.reals {
         real.exec(&["nft", "delete", "table", "inet", "lbtest"]);

@@ -13,6 +13,7 @@ use lb_tests::{
     topology::{real_addr6, vip, vip6},
     udp_request, wait_until,
 };
+use lb_userspace::{api::FlowState, config::Protocol};
 
 const T: Duration = Duration::from_secs(3);
 
@@ -88,44 +89,25 @@ fn http_requests_spread_by_weight_and_flows_are_listed() {
 
     let flows = rig.lb.flows(&["--vip", "www"]);
     assert_eq!(flows.len(), 60, "one flow per request");
+    // Every field is there: `FlowRow` has no defaults (the contract's
+    // names are checked in operator.rs).
     for f in &flows {
-        for key in [
-            "client",
-            "vip",
-            "real",
-            "protocol",
-            "state",
-            "age_ms",
-            "idle_ms",
-            "packets_in",
-            "bytes_in",
-            "packets_out",
-            "bytes_out",
-        ] {
-            assert!(f.get(key).is_some(), "flow has {key}: {f}");
-        }
-        assert_eq!(f["vip"], "198.51.100.10:80");
-        assert_eq!(f["protocol"], "tcp");
-        assert!(f["client"].as_str().unwrap().starts_with("192.0.2.2:"));
-        assert!(
-            f["packets_in"].as_u64().unwrap() >= 4 && f["packets_out"].as_u64().unwrap() >= 3,
-            "{f}"
-        );
+        assert_eq!(f.vip, "198.51.100.10:80");
+        assert_eq!(f.protocol, Protocol::Tcp);
+        assert!(f.client.starts_with("192.0.2.2:"));
+        assert!(f.packets_in >= 4 && f.packets_out >= 3, "{f:?}");
         // Both sides closed the connection.
         assert!(
-            ["fin", "closed"].contains(&f["state"].as_str().unwrap()),
-            "{f}"
+            [FlowState::Fin, FlowState::Closed].contains(&f.state),
+            "{f:?}"
         );
     }
     // Every connection closed: no real counts an active flow (a count
     // decremented twice would show as 2^64-1 here).
-    let out = rig.lb.cli(&["reals", "--json"]);
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_slice(&out.stdout).expect("lb reals --json");
-    for r in rows.iter().filter(|r| r["farm"] == "web") {
-        assert_eq!(r["active_flows"], 0, "{r}");
+    for r in rig.lb.reals().iter().filter(|r| r.farm == "web") {
+        assert_eq!(r.active_flows, 0, "{r:?}");
     }
-    let by_real = |r: &str| flows.iter().filter(|f| f["real"] == r).count();
+    let by_real = |r: &str| flows.iter().filter(|f| f.real == r).count();
     assert_eq!(
         by_real("203.0.113.13:8080"),
         t["r3"],
@@ -180,13 +162,13 @@ fn ipv6_vips_serve_beside_ipv4_on_both_hooks() {
     for hook in [TestHook::Xdp, TestHook::Tc] {
         let rig = Rig::dual_stack(&dual_config(), env!("CARGO_BIN_EXE_lb-testsrv"), hook);
         let probed = || {
-            let out = rig.lb.cli(&["reals", "--json"]);
-            let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
-            rows.iter()
-                .filter(|r| r["farm"] == "web6")
+            rig.lb
+                .reals()
+                .iter()
+                .filter(|r| r.farm == "web6")
                 .filter(|r| {
-                    r["last_check"]
-                        .as_str()
+                    r.last_check
+                        .as_deref()
                         .is_some_and(|c| c.starts_with("http 200"))
                 })
                 .count()
@@ -240,7 +222,7 @@ fn ipv6_vips_serve_beside_ipv4_on_both_hooks() {
         assert!(r.intact(), "{hook:?}: byte count and hash match: {r:?}");
         let flows = rig.lb.flows(&["--vip", "www6"]);
         assert_eq!(flows.len(), 60, "{hook:?}: one flow per request");
-        let client = flows[0]["client"].as_str().expect("client");
+        let client = &flows[0].client;
         assert!(
             client.starts_with("[2001:db8:c::2]:"),
             "{hook:?}: an IPv6 client endpoint: {client}"
@@ -274,11 +256,7 @@ fn transfer_intact(rig: &Rig, bytes: u64, what: &str) -> lb_tests::BulkResult {
     assert_eq!(r.server_count, bytes);
     let flows = rig.lb.flows(&["--vip", "198.51.100.10:9000"]);
     assert_eq!(flows.len(), 1);
-    assert!(
-        flows[0]["bytes_in"].as_u64().unwrap() > bytes,
-        "{}",
-        flows[0]
-    );
+    assert!(flows[0].bytes_in > bytes, "{:?}", flows[0]);
     r
 }
 
@@ -293,11 +271,10 @@ fn tc_hook_serves_http_udp_and_a_long_transfer_with_default_offloads() {
         65536,
         TestHook::Tc,
     );
-    let status: serde_json::Value =
-        serde_json::from_slice(&rig.lb.cli(&["status", "--json"]).stdout).expect("status");
+    let status = rig.lb.status();
     assert_eq!(
-        status["hooks"],
-        serde_json::json!({ "eth0": "tc", "eth1": "tc" }),
+        status.hooks,
+        BTreeMap::from([("eth0".into(), "tc".into()), ("eth1".into(), "tc".into())]),
         "{}",
         rig.lb.proc.log()
     );
@@ -348,7 +325,7 @@ fn udp_request_response_through_the_vip() {
     assert!(
         flows
             .iter()
-            .all(|f| f["protocol"] == "udp" && f["packets_out"] == 1)
+            .all(|f| f.protocol == Protocol::Udp && f.packets_out == 1)
     );
 }
 

@@ -31,6 +31,10 @@ use lb_tests::{
     },
     http_get, http_get_from, require_root, udp_request, wait_until,
 };
+use lb_userspace::{
+    api::{FlowState, RealRow, RealState},
+    config::Protocol,
+};
 
 /// Two servers: enough for a round-robin pick to be visible.
 const SERVERS: usize = 2;
@@ -481,20 +485,19 @@ fn tuple_reuse(net: &EdgeNet, mode: Mode) {
             let mut flows = Vec::new();
             let closed = wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
                 flows = agent.flows(&["--client", &client]);
-                flows.len() == 1
-                    && ["fin", "closed"].contains(&flows[0]["state"].as_str().unwrap_or(""))
+                flows.len() == 1 && [FlowState::Fin, FlowState::Closed].contains(&flows[0].state)
             });
             assert!(
                 closed,
                 "lb holds the closed connection as one flow in fin/closed: {flows:?}"
             );
             assert_eq!(
-                flows[0]["real"],
-                format!("{old_addr}:{HTTP}").as_str(),
-                "{}",
+                flows[0].real,
+                format!("{old_addr}:{HTTP}"),
+                "{:?}",
                 flows[0]
             );
-            println!("[{mode}] old flow: {}", flows[0]);
+            println!("[{mode}] old flow: {:?}", flows[0]);
         }
         None => {
             let entry = conntrack_entry(net, TUPLE_PORT);
@@ -511,10 +514,9 @@ fn tuple_reuse(net: &EdgeNet, mode: Mode) {
     if let Some(agent) = bal.agent() {
         let disabled = wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
             let out = agent.cli(&["reals", "--farm", "web", "--json"]);
-            let rows: Vec<serde_json::Value> =
-                serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let rows: Vec<RealRow> = serde_json::from_slice(&out.stdout).unwrap_or_default();
             rows.iter()
-                .any(|r| r["address"] == old_addr.to_string().as_str() && r["state"] == "disabled")
+                .any(|r| r.address == old_addr.to_string() && r.state == RealState::Disabled)
         });
         assert!(disabled, "lb reals shows {old_addr} disabled");
     }
@@ -718,11 +720,11 @@ fn check_ipv6_flows(net: &EdgeNet, agent: &lb_tests::LbAgent, web: SocketAddr, d
     println!("[lb] flows of {local}: {flows:?}");
     assert!(
         flows.len() == 1
-            && flows[0]["vip"] == web.to_string().as_str()
-            && flows[0]["real"] == real.as_str()
-            && flows[0]["client"] == local.as_str()
-            && flows[0]["protocol"] == "tcp"
-            && flows[0]["state"] == "established",
+            && flows[0].vip == web.to_string()
+            && flows[0].real == real
+            && flows[0].client == local
+            && flows[0].protocol == Protocol::Tcp
+            && flows[0].state == FlowState::Established,
         "lb flows --client {local}: one established tcp flow {local} -> {web} -> {real}: {flows:?}"
     );
 
@@ -732,11 +734,11 @@ fn check_ipv6_flows(net: &EdgeNet, agent: &lb_tests::LbAgent, web: SocketAddr, d
     let udp = agent.flows(&["--vip", &dns.to_string()]);
     assert!(
         !udp.is_empty()
-            && udp.iter().all(|f| f["protocol"] == "udp"
-                && f["state"] == "udp"
-                && f["vip"] == dns.to_string().as_str()
-                && reals.contains(f["real"].as_str().unwrap_or(""))),
+            && udp.iter().all(|f| f.protocol == Protocol::Udp
+                && f.state == FlowState::Udp
+                && f.vip == dns.to_string()
+                && reals.contains(&f.real)),
         "lb flows --vip {dns}: udp flows to {reals:?}: {udp:?}"
     );
-    println!("[lb] {} udp flows on {dns}, e.g. {}", udp.len(), udp[0]);
+    println!("[lb] {} udp flows on {dns}, e.g. {:?}", udp.len(), udp[0]);
 }

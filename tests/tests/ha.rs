@@ -22,11 +22,11 @@ use lb_tests::{
     rig::{ECHO, SINK},
     wait_until,
 };
+use lb_userspace::api::NodeRole;
 use lb_userspace::ha::{
     Role,
     wire::{FlowBatch, FlowEvent, FlowTuple, Heartbeat, Key, Message, Sender, Upsert},
 };
-use serde_json::Value;
 
 /// The pair every test starts from (lb_tests::ha_pair).
 fn pair(preempt: bool) -> HaPair {
@@ -108,7 +108,7 @@ fn failover_keeps_connections(hook: TestHook) {
     let before = ha(&p.lbs[1]);
     println!(
         "standby before the kill: {} flows applied, {} messages accepted",
-        before["sync"]["applied_upserts"], before["messages"]["accepted"]
+        before.sync.applied_upserts, before.messages.accepted
     );
 
     // Traffic goes through node 1: the client's and the reals' gateways
@@ -120,12 +120,12 @@ fn failover_keeps_connections(hook: TestHook) {
     p.lbs[0].proc.kill();
     p.topo.node_down(0);
     let ok = wait_until(Duration::from_secs(3), Duration::from_millis(10), || {
-        role(&p.lbs[1]) == "active"
+        role(&p.lbs[1]) == NodeRole::Active
     });
     let promoted = killed.elapsed();
     assert!(
         ok,
-        "node 2 did not take over: {}\n{}",
+        "node 2 did not take over: {:?}\n{}",
         ha(&p.lbs[1]),
         p.lbs[1].proc.report()
     );
@@ -164,16 +164,13 @@ fn failover_keeps_connections(hook: TestHook) {
     p.wait_standby_synced(0, Duration::from_secs(10));
     p.wait_copy(0, 1);
     let s = ha(&p.lbs[0]);
-    assert_eq!(s["transitions"]["to_active"], 0, "it never was active: {s}");
-    assert_eq!(role(&p.lbs[1]), "active");
-    assert_eq!(
-        s["floating_ips"]
-            .as_array()
-            .map(|a| a.iter().all(|f| f["held"] == false)),
-        Some(true),
-        "a standby holds no floating ip: {s}"
+    assert_eq!(s.transitions.to_active, 0, "it never was active: {s:?}");
+    assert_eq!(role(&p.lbs[1]), NodeRole::Active);
+    assert!(
+        s.floating_ips.iter().all(|f| f.held == Some(false)),
+        "a standby holds no floating ip: {s:?}"
     );
-    println!("node 1 back: standby, bulk copy {}", s["sync"]["last_bulk"]);
+    println!("node 1 back: standby, bulk copy {:?}", s.sync.last_bulk);
 
     // A manual takeover back, with traffic running, loses nothing.
     let transfer = paced_transfer(&p.topo, 100);
@@ -186,13 +183,13 @@ fn failover_keeps_connections(hook: TestHook) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        wait_until(Duration::from_secs(3), Duration::from_millis(20), || role(
-            &p.lbs[1]
-        ) == "standby"),
-        "node 2 did not step down: {}",
+        wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
+            role(&p.lbs[1]) == NodeRole::Standby
+        }),
+        "node 2 did not step down: {:?}",
         ha(&p.lbs[1])
     );
-    assert_eq!(role(&p.lbs[0]), "active");
+    assert_eq!(role(&p.lbs[0]), NodeRole::Active);
     transfer
         .join()
         .expect("transfer thread")
@@ -223,23 +220,23 @@ fn an_ipv6_flow_survives_a_failover_and_the_ipv6_gateways_move() {
         .count();
     assert_eq!(v6_flows, 12, "{:?}", flow_set(&p.lbs[1]));
     let s = ha(&p.lbs[0]);
-    assert_eq!(s["sync"]["wire_version"], 2, "{s}");
-    assert_eq!(s["sync"]["ipv6_held_back"], 0, "{s}");
+    assert_eq!(s.sync.wire_version, 2, "{s:?}");
+    assert_eq!(s.sync.ipv6_held_back, 0, "{s:?}");
     p.assert_gateways6_at(0);
 
     p.lbs[0].proc.kill();
     p.topo.node_down(0);
     assert!(
-        wait_until(Duration::from_secs(3), Duration::from_millis(10), || role(
-            &p.lbs[1]
-        ) == "active"),
-        "node 2 did not take over: {}",
+        wait_until(Duration::from_secs(3), Duration::from_millis(10), || {
+            role(&p.lbs[1]) == NodeRole::Active
+        }),
+        "node 2 did not take over: {:?}",
         ha(&p.lbs[1])
     );
     p.assert_gateways6_at(1);
     all_echo(&mut conns, "IPv6 after failover");
     let s = ha(&p.lbs[1]);
-    assert!(s["garps_sent"].as_u64() >= Some(4), "{s}");
+    assert!(s.garps_sent >= 4, "{s:?}");
 }
 
 #[test]
@@ -251,10 +248,10 @@ fn cutting_only_the_sync_link_changes_no_role_and_the_tables_converge() {
     // Well past the dead interval (300 ms): the standby hears no heartbeat
     // but still reaches node 1 over the data plane.
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(role(&p.lbs[0]), "active");
+    assert_eq!(role(&p.lbs[0]), NodeRole::Active);
     let s = ha(&p.lbs[1]);
-    assert_eq!(s["role"], "standby", "{s}");
-    assert_eq!(s["peer"]["alive"], false, "{s}");
+    assert_eq!(s.role, NodeRole::Standby, "{s:?}");
+    assert!(!s.peer.alive, "{s:?}");
     // The table changes while the link is down: 20 connections close, 30
     // new ones open.
     for c in conns.drain(..20) {
@@ -262,8 +259,8 @@ fn cutting_only_the_sync_link_changes_no_role_and_the_tables_converge() {
     }
     let _new = p.idle_conns(30);
     std::thread::sleep(Duration::from_millis(2500)); // fin timeout 1 s + a sweep
-    assert_eq!(role(&p.lbs[0]), "active");
-    assert_eq!(role(&p.lbs[1]), "standby");
+    assert_eq!(role(&p.lbs[0]), NodeRole::Active);
+    assert_eq!(role(&p.lbs[1]), NodeRole::Standby);
     p.topo.heal_sync();
     p.wait_standby_synced(1, Duration::from_secs(10));
     let ok = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
@@ -271,15 +268,15 @@ fn cutting_only_the_sync_link_changes_no_role_and_the_tables_converge() {
     });
     assert!(
         ok,
-        "tables differ after the heal: {} vs {} flows\n{}",
+        "tables differ after the heal: {} vs {} flows\n{:?}",
         flow_set(&p.lbs[0]).len(),
         flow_set(&p.lbs[1]).len(),
         ha(&p.lbs[1])
     );
     println!(
-        "converged at {} flows; standby: {}",
+        "converged at {} flows; standby: {:?}",
         flow_set(&p.lbs[0]).len(),
-        ha(&p.lbs[1])["sync"]
+        ha(&p.lbs[1]).sync
     );
     all_echo(&mut conns, "after the heal");
 }
@@ -291,7 +288,7 @@ fn forged_or_replayed_sync_messages_change_nothing() {
     p.wait_copy(1, 0);
     let before = ha(&p.lbs[1]);
     let flows_before = flow_set(&p.lbs[1]);
-    let peer_boot = before["peer"]["boot_id"].as_u64().expect("peer boot id");
+    let peer_boot = before.peer.boot_id.expect("peer boot id");
 
     // What each forgery tries: a heartbeat claiming the active role with a
     // huge term, and a bulk copy that names one made-up flow (applied, it
@@ -356,22 +353,20 @@ fn forged_or_replayed_sync_messages_change_nothing() {
     });
     std::thread::sleep(Duration::from_millis(500));
     let after = ha(&p.lbs[1]);
-    let rej = |s: &Value, k: &str| s["messages"]["rejected"][k].as_u64().unwrap_or(0);
+    let (rej, rej_before) = (after.messages.rejected, before.messages.rejected);
     println!(
-        "standby messages after the forgeries: {} (before: {}), term {} peer {}",
-        after["messages"], before["messages"], after["term"], after["peer"]
+        "standby messages after the forgeries: {:?} (before: {:?}), term {} peer {:?}",
+        after.messages, before.messages, after.term, after.peer
     );
+    assert_eq!(rej.bad_mac - rej_before.bad_mac, 2, "{after:?}");
+    let old = (rej.stale + rej.replay) - (rej_before.stale + rej_before.replay);
     assert_eq!(
-        rej(&after, "bad_mac") - rej(&before, "bad_mac"),
-        2,
-        "{after}"
+        old, 4,
+        "two replayed and two from an earlier boot: {after:?}"
     );
-    let old = (rej(&after, "stale") + rej(&after, "replay"))
-        - (rej(&before, "stale") + rej(&before, "replay"));
-    assert_eq!(old, 4, "two replayed and two from an earlier boot: {after}");
-    assert_eq!(after["role"], "standby");
-    assert_eq!(after["term"], before["term"], "no forged term was taken");
-    assert_eq!(role(&p.lbs[0]), "active");
+    assert_eq!(after.role, NodeRole::Standby);
+    assert_eq!(after.term, before.term, "no forged term was taken");
+    assert_eq!(role(&p.lbs[0]), NodeRole::Active);
     let flows_after = flow_set(&p.lbs[1]);
     assert_eq!(
         flows_after, flows_before,
@@ -397,28 +392,28 @@ fn a_stop_keeps_the_active_role_and_teardown_hands_it_over() {
     // Longer than the peer's dead interval (3 heartbeats of 100 ms): its
     // liveness ping hears the floating IPs, still held, and it stays put.
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(role(&p.lbs[1]), "standby", "{}", ha(&p.lbs[1]));
+    assert_eq!(role(&p.lbs[1]), NodeRole::Standby, "{:?}", ha(&p.lbs[1]));
     assert_eq!(p.topo.holds_floating(0), [true, true]);
     all_echo(&mut idle, "with node 1's agent stopped");
     p.lbs[0].restart(&p.topo.lbs[0], &[]);
     assert!(
         wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
             let s = ha(&p.lbs[0]);
-            s["role"] == "active" && s["peer"]["alive"] == true && s["peer"]["bulk_synced"] == true
+            s.role == NodeRole::Active && s.peer.alive && s.peer.bulk_synced == Some(true)
         }),
-        "node 1 did not resume as active beside a synced peer: {}",
+        "node 1 did not resume as active beside a synced peer: {:?}",
         ha(&p.lbs[0])
     );
-    assert_eq!(role(&p.lbs[1]), "standby");
+    assert_eq!(role(&p.lbs[1]), NodeRole::Standby);
     all_echo(&mut idle, "after node 1's restart");
 
     let out = p.lbs[0].teardown();
     assert!(out.contains("tore the datapath down"), "{out}");
     assert!(
         wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
-            role(&p.lbs[1]) == "active"
+            role(&p.lbs[1]) == NodeRole::Active
         }),
-        "node 2 did not take the role at node 1's teardown: {}",
+        "node 2 did not take the role at node 1's teardown: {:?}",
         ha(&p.lbs[1])
     );
     assert!(

@@ -14,6 +14,7 @@ use lb_tests::{
     topology::vip,
     wait_until,
 };
+use lb_userspace::api::{RealRow, RealState};
 
 const T: Duration = Duration::from_secs(2);
 
@@ -41,37 +42,24 @@ fn config(probe: &str, farms: &str, vips: &str) -> String {
 const WWW: &str = "  www: { address: 198.51.100.10, port: 80, serverfarm: web }\n";
 
 /// `lb reals --json` as (address:port -> row).
-fn reals(rig: &Rig) -> BTreeMap<String, serde_json::Value> {
-    let out = rig.lb.cli(&["reals", "--json"]);
-    assert!(
-        out.status.success(),
-        "lb reals: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
-    rows.into_iter()
-        .map(|r| {
-            (
-                format!("{}:{}", r["address"].as_str().unwrap(), r["port"]),
-                r,
-            )
-        })
+fn reals(rig: &Rig) -> BTreeMap<String, RealRow> {
+    rig.lb
+        .reals()
+        .into_iter()
+        .map(|r| (format!("{}:{}", r.address, r.port), r))
         .collect()
 }
 
-fn state(rig: &Rig, real: &str) -> String {
-    reals(rig)
-        .get(real)
-        .map(|r| r["state"].as_str().unwrap().to_string())
-        .unwrap_or_default()
+fn state(rig: &Rig, real: &str) -> Option<RealState> {
+    reals(rig).get(real).map(|r| r.state)
 }
 
 /// Waits for `real` to reach `want`; returns how long it took.
-fn wait_state(rig: &Rig, real: &str, want: &str, within: Duration) -> Duration {
+fn wait_state(rig: &Rig, real: &str, want: RealState, within: Duration) -> Duration {
     let start = Instant::now();
     assert!(
         wait_until(within, Duration::from_millis(25), || state(rig, real)
-            == want),
+            == Some(want)),
         "{real} did not become {want} within {within:?}: {:?}\n{}",
         reals(rig).get(real),
         rig.lb.proc.log()
@@ -85,7 +73,7 @@ fn all_up(rig: &Rig) {
         "203.0.113.12:8080",
         "203.0.113.13:8080",
     ] {
-        wait_state(rig, r, "up", Duration::from_secs(5));
+        wait_state(rig, r, RealState::Up, Duration::from_secs(5));
     }
 }
 
@@ -167,7 +155,12 @@ fn a_dead_real_is_marked_down_avoided_and_brought_back() {
     rig.servers[1].kill();
     // Bound: the next check comes within `interval`; then fall x fast_interval
     // more, each failing within `timeout` (connect refused is immediate).
-    let took = wait_state(&rig, "203.0.113.12:8080", "down", Duration::from_secs(4));
+    let took = wait_state(
+        &rig,
+        "203.0.113.12:8080",
+        RealState::Down,
+        Duration::from_secs(4),
+    );
     println!("down {took:?} after the kill (bound: 1s + 2 x 200ms + 300ms)");
     assert!(took <= Duration::from_millis(1700 + 500), "{took:?}");
     assert!(
@@ -178,10 +171,7 @@ fn a_dead_real_is_marked_down_avoided_and_brought_back() {
         "{}",
         rig.lb.proc.log()
     );
-    let last = reals(&rig)["203.0.113.12:8080"]["last_check"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let last = reals(&rig)["203.0.113.12:8080"].last_check.clone().unwrap();
     assert!(
         last.contains("refused"),
         "lb reals shows the last check: {last}"
@@ -193,7 +183,12 @@ fn a_dead_real_is_marked_down_avoided_and_brought_back() {
     );
 
     rig.restart_server(1);
-    let took = wait_state(&rig, "203.0.113.12:8080", "up", Duration::from_secs(4));
+    let took = wait_state(
+        &rig,
+        "203.0.113.12:8080",
+        RealState::Up,
+        Duration::from_secs(4),
+    );
     println!("up again {took:?} after the restart (rise 2 x down_interval 300ms)");
     assert!(
         rig.lb
@@ -220,7 +215,12 @@ fn purge_resets_idle_and_active_clients_of_a_dead_real_only() {
 
     // Freeze r1: its host and sockets stay, its service stops answering.
     assert!(rig.servers[0].signal(libc::SIGSTOP));
-    wait_state(&rig, "203.0.113.11:8080", "down", Duration::from_secs(3));
+    wait_state(
+        &rig,
+        "203.0.113.11:8080",
+        RealState::Down,
+        Duration::from_secs(3),
+    );
     let verdict = Instant::now();
     // The idle client hears a RST from the agent's sweep.
     let idle = conns.get_mut("r1").unwrap();
@@ -278,7 +278,7 @@ fn reassign_moves_udp_on_and_resets_tcp_through_the_new_real() {
         "203.0.113.12:5353",
         "203.0.113.13:5353",
     ] {
-        wait_state(&rig, r, "up", Duration::from_secs(5));
+        wait_state(&rig, r, RealState::Up, Duration::from_secs(5));
     }
     // One UDP "connection": the same socket, so the same flow, throughout.
     let dns = SocketAddr::new(vip(10).into(), 53);
@@ -307,13 +307,13 @@ fn reassign_moves_udp_on_and_resets_tcp_through_the_new_real() {
     wait_state(
         &rig,
         &format!("{dead_addr}:5353"),
-        "down",
+        RealState::Down,
         Duration::from_secs(3),
     );
     wait_state(
         &rig,
         &format!("{dead_addr}:8080"),
-        "down",
+        RealState::Down,
         Duration::from_secs(3),
     );
     let second = ask("b");
@@ -350,7 +350,12 @@ fn none_keeps_flows_drain_finishes_them_and_backups_serve() {
     // none: a frozen real keeps its flow; when it answers again, so does the flow.
     let mut on_r1 = conn_on(&rig, "r1");
     assert!(rig.servers[0].signal(libc::SIGSTOP));
-    wait_state(&rig, "203.0.113.11:8080", "down", Duration::from_secs(3));
+    wait_state(
+        &rig,
+        "203.0.113.11:8080",
+        RealState::Down,
+        Duration::from_secs(3),
+    );
     assert_eq!(
         rig.lb
             .flows(&["--real", "203.0.113.11", "--state", "established"])
@@ -371,7 +376,12 @@ fn none_keeps_flows_drain_finishes_them_and_backups_serve() {
         .run(|| on_r1.get("/"))
         .expect("the kept flow works again");
     assert_eq!(body.trim(), "r1");
-    wait_state(&rig, "203.0.113.11:8080", "up", Duration::from_secs(3));
+    wait_state(
+        &rig,
+        "203.0.113.11:8080",
+        RealState::Up,
+        Duration::from_secs(3),
+    );
 
     // drain: the open connection continues, new ones go elsewhere.
     let out = rig.lb.cli(&["real", "drain", "web", "203.0.113.11:8080"]);
@@ -380,7 +390,7 @@ fn none_keeps_flows_drain_finishes_them_and_backups_serve() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(state(&rig, "203.0.113.11:8080"), "drain");
+    assert_eq!(state(&rig, "203.0.113.11:8080"), Some(RealState::Drain));
     for _ in 0..5 {
         let (_, body) = rig
             .topo
@@ -440,12 +450,16 @@ fn passive_health_catches_a_closed_port_before_the_next_probe() {
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => refused += 1,
             Err(e) => panic!("unexpected: {e}"),
         }
-        if state(&rig, "203.0.113.12:8081") == "down" && refused >= 2 {
+        if state(&rig, "203.0.113.12:8081") == Some(RealState::Down) && refused >= 2 {
             break;
         }
     }
-    let took =
-        wait_state(&rig, "203.0.113.12:8081", "down", Duration::from_secs(2)) + start.elapsed();
+    let took = wait_state(
+        &rig,
+        "203.0.113.12:8081",
+        RealState::Down,
+        Duration::from_secs(2),
+    ) + start.elapsed();
     println!(
         "{refused} refused connections took r2 down in {took:?} (probe interval 30s); {served} served"
     );
@@ -457,10 +471,7 @@ fn passive_health_catches_a_closed_port_before_the_next_probe() {
         took < Duration::from_secs(5),
         "long before the next probe: {took:?}"
     );
-    let last = reals(&rig)["203.0.113.12:8081"]["last_check"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let last = reals(&rig)["203.0.113.12:8081"].last_check.clone().unwrap();
     assert!(last.contains("passive"), "{last}");
     let t = gets(&rig, 8);
     assert_eq!(
@@ -472,9 +483,7 @@ fn passive_health_catches_a_closed_port_before_the_next_probe() {
 
 /// `lb stats --json`'s count for `reason`.
 fn reason_count(rig: &Rig, reason: &str) -> u64 {
-    let out = rig.lb.cli(&["stats", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    v["reasons"][reason].as_u64().unwrap_or(0)
+    rig.lb.stats().reasons.get(reason).copied().unwrap_or(0)
 }
 
 #[test]
@@ -505,7 +514,7 @@ fn no_live_real(hook: TestHook) {
     for port in [HTTP, UDP] {
         for i in 11..=13 {
             let real = format!("203.0.113.{i}:{port}");
-            wait_state(&rig, &real, "down", Duration::from_secs(5));
+            wait_state(&rig, &real, RealState::Down, Duration::from_secs(5));
         }
     }
     let stats = || String::from_utf8_lossy(&rig.lb.cli(&["stats"]).stdout).to_string();
@@ -579,20 +588,30 @@ fn a_tracking_real_follows_the_health_of_the_real_it_tracks() {
         wait_state(
             &rig,
             &format!("203.0.113.1{i}:7000"),
-            "up",
+            RealState::Up,
             Duration::from_secs(5),
         );
     }
     let row = &reals(&rig)["203.0.113.12:7000"];
-    assert_eq!(row["tracks"], "web/203.0.113.12:8080");
+    assert_eq!(row.tracks.as_deref(), Some("web/203.0.113.12:8080"));
     let out = rig.lb.cli(&["reals", "--farm", "echo"]);
     let table = String::from_utf8_lossy(&out.stdout);
     println!("{table}");
     assert!(table.contains("tracks web/203.0.113.12:8080"), "{table}");
 
     rig.servers[1].kill();
-    wait_state(&rig, "203.0.113.12:8080", "down", Duration::from_secs(4));
-    let took = wait_state(&rig, "203.0.113.12:7000", "down", Duration::from_secs(1));
+    wait_state(
+        &rig,
+        "203.0.113.12:8080",
+        RealState::Down,
+        Duration::from_secs(4),
+    );
+    let took = wait_state(
+        &rig,
+        "203.0.113.12:7000",
+        RealState::Down,
+        Duration::from_secs(1),
+    );
     println!("the tracking real went down {took:?} after the real it tracks");
     assert!(
         rig.lb
@@ -618,6 +637,16 @@ fn a_tracking_real_follows_the_health_of_the_real_it_tracks() {
     }
 
     rig.restart_server(1);
-    wait_state(&rig, "203.0.113.12:8080", "up", Duration::from_secs(4));
-    wait_state(&rig, "203.0.113.12:7000", "up", Duration::from_secs(1));
+    wait_state(
+        &rig,
+        "203.0.113.12:8080",
+        RealState::Up,
+        Duration::from_secs(4),
+    );
+    wait_state(
+        &rig,
+        "203.0.113.12:7000",
+        RealState::Up,
+        Duration::from_secs(1),
+    );
 }

@@ -15,7 +15,10 @@ use lb_tests::{
     liveview::{self, LISTEN},
     wait_until,
 };
-use lb_userspace::api::{NodeRole, live::Status};
+use lb_userspace::{
+    api::{NodeRole, RealState, live::Status},
+    config::Algorithm,
+};
 
 fn testsrv() -> &'static str {
     env!("CARGO_BIN_EXE_lb-testsrv")
@@ -100,22 +103,21 @@ fn lb_top_once_shows_the_agents_view_busiest_first() {
         serde_json::from_str(&top_once(&rig, true)).expect("lb top --json is a Status");
     println!("rates over {}s", st.rate_window_s);
     assert_eq!(st.role, NodeRole::Standalone);
-    let vips = liveview::json(&rig, &["vips"]);
-    for v in vips.as_array().unwrap() {
-        let name = v["name"].as_str().unwrap();
+    for v in rig.lb.vips() {
+        let name = v.name.as_str();
         let mine = st
             .vips
             .iter()
             .find(|x| x.name == name)
             .unwrap_or_else(|| panic!("{name} in lb top"));
+        assert_eq!(mine.address, format!("{}:{}", v.address, v.port));
         assert_eq!(
-            mine.address,
-            format!("{}:{}", v["address"].as_str().unwrap(), v["port"])
+            Some(mine.algorithm.as_str()),
+            v.algorithm.map(Algorithm::name)
         );
-        assert_eq!(mine.algorithm, v["algorithm"].as_str().unwrap());
-        assert_eq!(Some(mine.reals_up as u64), v["reals_up"].as_u64());
+        assert_eq!(mine.reals_up, v.reals_up);
         // Nothing moved between the two calls.
-        assert_eq!(Some(mine.new_flows), v["new_flows"].as_u64(), "{name}");
+        assert_eq!(mine.new_flows, v.new_flows, "{name}");
     }
     let www = st.vips.iter().find(|v| v.name == "www").unwrap();
     let echo = st.vips.iter().find(|v| v.name == "echo").unwrap();
@@ -125,19 +127,15 @@ fn lb_top_once_shows_the_agents_view_busiest_first() {
         "www took 30 flows within 10 s: {www:?}"
     );
     assert_eq!(echo.new_flows_per_s, 0.0);
-    for r in liveview::json(&rig, &["reals"]).as_array().unwrap() {
-        let addr = format!("{}:{}", r["address"].as_str().unwrap(), r["port"]);
+    for r in rig.lb.reals() {
+        let addr = format!("{}:{}", r.address, r.port);
         let mine = st
             .reals
             .iter()
             .find(|x| x.address == addr)
             .unwrap_or_else(|| panic!("{addr} in lb top"));
-        assert_eq!(mine.state.as_str(), r["state"].as_str().unwrap(), "{addr}");
-        assert_eq!(
-            mine.last_check.as_deref(),
-            r["last_check"].as_str(),
-            "{addr}"
-        );
+        assert_eq!(mine.state, r.state, "{addr}");
+        assert_eq!(mine.last_check, r.last_check, "{addr}");
     }
     let probed = st.reals.iter().find(|r| r.farm == "web").unwrap();
     assert!(
@@ -247,8 +245,8 @@ fn lb_top_under_tmux_redraws_a_real_going_down_and_quits_on_q() {
         tmux.pane()
     );
     assert_eq!(
-        liveview::real_state(&rig, "web", "203.0.113.11:8080").as_deref(),
-        Some("down")
+        liveview::real_state(&rig, "web", "203.0.113.11:8080"),
+        Some(RealState::Down)
     );
     println!("{}", tmux.pane());
     rig.restart_server(0);
@@ -276,13 +274,7 @@ fn lb_top_under_tmux_redraws_a_real_going_down_and_quits_on_q() {
 
 /// `lb top --json --once` of one agent of a pair.
 fn live_of(lb: &lb_tests::LbAgent) -> Status {
-    let out = lb.cli(&["top", "--once", "--json"]);
-    assert!(
-        out.status.success(),
-        "lb top: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("lb top --json is a Status")
+    lb.json(&["top", "--once"])
 }
 
 #[test]
@@ -291,23 +283,18 @@ fn each_node_of_a_pair_shows_its_failover_role_and_its_peer() {
     let check = |active: usize| {
         let standby = 1 - active;
         for (i, want, peer) in [
-            (active, "active", "standby"),
-            (standby, "standby", "active"),
+            (active, NodeRole::Active, NodeRole::Standby),
+            (standby, NodeRole::Standby, NodeRole::Active),
         ] {
             let st = live_of(&pair.lbs[i]);
-            assert_eq!(st.role.as_str(), want, "node {}", i + 1);
+            assert_eq!(st.role, want, "node {}", i + 1);
             assert_eq!(ha_pair::role(&pair.lbs[i]), want, "lb ha status agrees");
             let ha = st.ha.as_ref().expect("the ha section with `ha:`");
-            assert_eq!(
-                ha.peer_role.map(NodeRole::as_str),
-                Some(peer),
-                "node {}: {ha:?}",
-                i + 1
-            );
+            assert_eq!(ha.peer_role, Some(peer), "node {}: {ha:?}", i + 1);
             assert!(ha.peer_alive, "node {}: {ha:?}", i + 1);
             assert!(!st.vips.is_empty());
             for v in &st.vips {
-                assert_eq!(v.role.as_str(), want, "{} follows its node", v.name);
+                assert_eq!(v.role, want, "{} follows its node", v.name);
             }
             let out = pair.lbs[i].cli(&["top", "--once"]);
             let frame = String::from_utf8_lossy(&out.stdout);

@@ -15,6 +15,7 @@ use lb_tests::{
     rig::Rig,
     wait_until,
 };
+use lb_userspace::api::RealState;
 use serde_json::Value;
 
 fn testsrv() -> &'static str {
@@ -157,8 +158,8 @@ fn the_status_page_shows_the_rows_and_a_real_going_down_without_a_reload() {
         "the page was not reloaded"
     );
     assert_eq!(
-        liveview::real_state(&rig, "web", "203.0.113.11:8080").as_deref(),
-        Some("down"),
+        liveview::real_state(&rig, "web", "203.0.113.11:8080"),
+        Some(RealState::Down),
         "the agent agrees"
     );
     assert_eq!(row(&now, "www")[6], "1/2");
@@ -307,8 +308,7 @@ fn prometheus_scrapes_rates_and_states_that_match_the_agent() {
     let prom_rate = prom
         .one(&rig, &format!("rate(lb_vip_new_flows_total{{{www}}}[5s])"))
         .expect("a rate");
-    let agent: lb_userspace::api::live::Status =
-        serde_json::from_value(liveview::json(&rig, &["top", "--once"])).expect("lb top --json");
+    let agent: lb_userspace::api::live::Status = liveview::json(&rig, &["top", "--once"]);
     let agent_rate = agent
         .vips
         .iter()
@@ -332,24 +332,26 @@ fn prometheus_scrapes_rates_and_states_that_match_the_agent() {
     // the agent's counters exactly.
     std::thread::sleep(Duration::from_millis(2500));
     let v = liveview::vip_row(&rig, "www");
-    for (series, field) in [
-        (format!("lb_vip_new_flows_total{{{www}}}"), "new_flows"),
+    for (series, field, value) in [
+        (
+            format!("lb_vip_new_flows_total{{{www}}}"),
+            "new_flows",
+            v.new_flows,
+        ),
         (
             format!("lb_vip_packets_total{{{www},direction=\"in\"}}"),
             "packets_in",
+            v.packets_in,
         ),
         (
             format!("lb_vip_packets_total{{{www},direction=\"out\"}}"),
             "packets_out",
+            v.packets_out,
         ),
     ] {
         let p = prom.one(&rig, &series).expect(&series);
-        println!("{series} = {p}; lb vips {field} = {}", v[field]);
-        assert_eq!(
-            Some(p as u64),
-            v[field].as_u64(),
-            "{series} vs lb vips {field}"
-        );
+        println!("{series} = {p}; lb vips {field} = {value}");
+        assert_eq!(p as u64, value, "{series} vs lb vips {field}");
     }
 
     // Every expression of the Grafana dashboard runs on this Prometheus and,
@@ -378,7 +380,7 @@ fn prometheus_scrapes_rates_and_states_that_match_the_agent() {
     rig.servers[1].kill();
     assert!(
         wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
-            liveview::real_state(&rig, "web", "203.0.113.12:8080").as_deref() == Some("down")
+            liveview::real_state(&rig, "web", "203.0.113.12:8080") == Some(RealState::Down)
         }),
         "the agent marks 203.0.113.12:8080 down"
     );
@@ -389,12 +391,12 @@ fn prometheus_scrapes_rates_and_states_that_match_the_agent() {
         ) == Some(1.0)
     });
     assert!(seen, "prometheus sees 203.0.113.12:8080 down");
-    for r in liveview::json(&rig, &["reals"]).as_array().unwrap() {
-        let real = format!("{}:{}", r["address"].as_str().unwrap(), r["port"]);
-        let state = r["state"].as_str().unwrap();
+    for r in rig.lb.reals() {
+        let real = format!("{}:{}", r.address, r.port);
+        let state = r.state;
         let q = format!(
             r#"lb_real_state{{farm="{}",real="{real}",state="{state}"}}"#,
-            r["farm"].as_str().unwrap()
+            r.farm
         );
         assert_eq!(prom.one(&rig, &q), Some(1.0), "{q}");
         let up = prom
@@ -402,7 +404,7 @@ fn prometheus_scrapes_rates_and_states_that_match_the_agent() {
             .expect("lb_real_up");
         assert_eq!(
             up == 1.0,
-            state == "up",
+            state == RealState::Up,
             "{real}: lb_real_up {up}, state {state}"
         );
     }

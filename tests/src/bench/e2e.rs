@@ -480,10 +480,10 @@ impl Balancer {
             .args(["stats", "--json", "-c", cfg.to_str().expect("utf-8")])
             .output()
             .expect("running lb stats");
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        let Ok(v) = serde_json::from_slice::<lb_userspace::api::Stats>(&out.stdout) else {
             return format!("lb stats failed: {}", String::from_utf8_lossy(&out.stderr));
         };
-        let n = |k: &str| v["reasons"][k].as_u64().unwrap_or(0);
+        let n = |k: &str| v.reasons.get(k).copied().unwrap_or(0);
         if self.sys != System::PlainUnderXdp {
             format!(
                 "the datapath forwarded {} packets ({} to reals, {} replies); handed to the kernel after NAT: {}",

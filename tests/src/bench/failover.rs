@@ -47,6 +47,7 @@ use lb_tests::{
     wait_until,
 };
 use lb_userspace::{
+    api::NodeRole,
     datapath, flowtable,
     ha::{mirror::forward_key, wire::FlowTuple},
 };
@@ -136,7 +137,7 @@ pub fn run(quick: bool) {
 /// The node that is active now.
 fn active(p: &HaPair) -> usize {
     (0..2)
-        .find(|&i| role(&p.lbs[i]) == "active")
+        .find(|&i| role(&p.lbs[i]) == NodeRole::Active)
         .expect("an active node")
 }
 
@@ -157,10 +158,10 @@ fn gap_round(p: &mut HaPair, round: usize) {
     p.lbs[a].proc.kill();
     p.topo.node_down(a);
     let ok = wait_until(Duration::from_secs(5), Duration::from_millis(5), || {
-        role(&p.lbs[b]) == "active"
+        role(&p.lbs[b]) == NodeRole::Active
     });
     let promoted = killed.elapsed();
-    assert!(ok, "node {} did not take over: {}", b + 1, ha(&p.lbs[b]));
+    assert!(ok, "node {} did not take over: {:?}", b + 1, ha(&p.lbs[b]));
     std::thread::sleep(Duration::from_millis(1500));
     stop.store(true, Ordering::Relaxed);
     let u = udp.finish();
@@ -170,7 +171,7 @@ fn gap_round(p: &mut HaPair, round: usize) {
     if let Err(e) = &tcp {
         progress(format!(
             "failover: {row}: the TCP stream broke: {e}\n  node {}'s flows before the kill: \
-             {copied:?}\n  and now: {:?}\n  its ha status: {}",
+             {copied:?}\n  and now: {:?}\n  its ha status: {:?}",
             b + 1,
             flow_set(&p.lbs[b]),
             ha(&p.lbs[b])
@@ -533,9 +534,9 @@ fn bulk(p: &mut HaPair, a: usize, model: &Flow, n: u64, base: u64) {
     p.wait_standby_synced(b, Duration::from_secs(300));
     let ready = started.elapsed();
     let s = ha(&p.lbs[b]);
-    let last = &s["sync"]["last_bulk"];
-    let flows = last["flows"].as_u64().expect("last_bulk.flows");
-    let took_ms = last["took_ms"].as_f64().expect("last_bulk.took_ms");
+    let last = s.sync.last_bulk.expect("last_bulk");
+    let flows = last.flows;
+    let took_ms = last.took_ms.expect("last_bulk.took_ms");
     assert!(
         flows >= n,
         "the copy named {flows} flows, the table has {n}+"
