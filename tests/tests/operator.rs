@@ -4,6 +4,7 @@
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpStream},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -14,7 +15,10 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use lb_common::{Flow, FlowKey, PROTO_TCP, ST_CLOSED, ST_ESTABLISHED, v4_mapped};
 use lb_tests::{EchoConn, TestHook, http_get, rig::Rig, topology::vip, wait_until};
-use lb_userspace::{datapath, flowtable};
+use lb_userspace::{
+    api::{Cleared, FlowCount, FlowRow, Message, NodeRole, RealRow, RealState, Status, VipRow},
+    datapath, flowtable,
+};
 
 const T: Duration = Duration::from_secs(3);
 
@@ -43,12 +47,9 @@ fn rig_with(flow_table_size: u32, hook: TestHook) -> Rig {
         assert!(
             wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
                 let out = rig.lb.cli(&["reals", "--json"]);
-                let rows: Vec<serde_json::Value> =
-                    serde_json::from_slice(&out.stdout).unwrap_or_default();
-                rows.iter().any(|x| {
-                    format!("{}:{}", x["address"].as_str().unwrap_or(""), x["port"]) == r
-                        && x["state"] == "up"
-                })
+                let rows: Vec<RealRow> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                rows.iter()
+                    .any(|x| format!("{}:{}", x.address, x.port) == r && x.state == RealState::Up)
             }),
             "{r} up"
         );
@@ -130,10 +131,9 @@ fn restart_drops_nothing(hook: TestHook) {
         "the open connection survived"
     );
     // The adopted agent serves the API with the same state.
-    let status: serde_json::Value =
-        serde_json::from_slice(&rig.lb.cli(&["status", "--json"]).stdout).unwrap();
-    assert_eq!(status["adopted"], true);
-    assert_eq!(status["reals_up"], 3);
+    let status = rig.lb.status();
+    assert!(status.adopted);
+    assert_eq!(status.reals_up, 3);
     // Its first sweep runs at once: `lb status` counts the adopted flows
     // (the open echo connection at least) right after the start, not a
     // sweep interval later.
@@ -141,9 +141,8 @@ fn restart_drops_nothing(hook: TestHook) {
         Duration::from_millis(500),
         Duration::from_millis(20),
         || {
-            let s: serde_json::Value =
-                serde_json::from_slice(&rig.lb.cli(&["status", "--json"]).stdout).unwrap();
-            s["swept"] == true && s["flows"].as_u64().unwrap_or(0) >= 1
+            let s = rig.lb.status();
+            s.swept && s.flows >= 1
         },
     );
     assert!(counted, "lb status counted no adopted flow within 500 ms");
@@ -154,9 +153,7 @@ fn restart_drops_nothing(hook: TestHook) {
         .proc
         .is_running()));
     rig.lb.restart(&rig.topo.lb, &["--reset"]);
-    let status: serde_json::Value =
-        serde_json::from_slice(&rig.lb.cli(&["status", "--json"]).stdout).unwrap();
-    assert_eq!(status["adopted"], false);
+    assert!(!rig.lb.status().adopted);
 }
 
 fn scrape(rig: &Rig) -> String {
@@ -269,10 +266,23 @@ fn every_command_answers_in_table_and_json() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let json = |args: &[&str]| -> serde_json::Value {
+    // The JSON as scripts read it: the contract's field names are there
+    // (`keys`), and the answer is the API's type.
+    let raw = |args: &[&str]| -> serde_json::Value {
         let mut a = args.to_vec();
         a.push("--json");
         serde_json::from_str(&run(&a)).unwrap_or_else(|e| panic!("lb {args:?} --json: {e}"))
+    };
+    fn typed<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> T {
+        serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}: {v}"))
+    }
+    let keys = |what: &str, row: &serde_json::Value, want: &[&str]| {
+        let obj = row
+            .as_object()
+            .unwrap_or_else(|| panic!("{what} --json: not an object: {row}"));
+        for k in want {
+            assert!(obj.contains_key(*k), "{what} --json has {k}: {row}");
+        }
     };
     // status
     let t = run(&["status"]);
@@ -280,87 +290,95 @@ fn every_command_answers_in_table_and_json() {
         t.contains("role:        standalone") && t.contains("vips:        2"),
         "{t}"
     );
-    let j = json(&["status"]);
-    assert_eq!(
-        (j["vips"].as_u64(), j["reals"].as_u64(), j["role"].as_str()),
-        (Some(2), Some(3), Some("standalone"))
-    );
+    let j: Status = rig.lb.status();
+    assert_eq!((j.vips, j.reals, j.role), (2, 3, NodeRole::Standalone));
     // vips
     let t = run(&["vips"]);
     assert!(
         t.starts_with("NAME") && t.contains("www") && t.contains("least-conn") && t.contains("2/2"),
         "{t}"
     );
-    let j = json(&["vips"]);
-    let www_row = j
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "www")
-        .unwrap();
-    assert_eq!(www_row["new_flows"], 4);
-    for k in [
-        "name",
-        "address",
-        "port",
-        "protocol",
-        "serverfarm",
-        "algorithm",
-        "reals_up",
-        "reals",
-        "active_flows",
-        "packets_in",
-        "bytes_in",
-        "packets_out",
-        "bytes_out",
-    ] {
-        assert!(www_row.get(k).is_some(), "vips --json has {k}");
-    }
+    let j = raw(&["vips"]);
+    let rows: Vec<VipRow> = typed(&j);
+    let at = rows.iter().position(|v| v.name == "www").unwrap();
+    assert_eq!(rows[at].new_flows, 4);
+    keys(
+        "vips",
+        &j[at],
+        &[
+            "name",
+            "address",
+            "port",
+            "protocol",
+            "serverfarm",
+            "algorithm",
+            "reals_up",
+            "reals",
+            "active_flows",
+            "packets_in",
+            "bytes_in",
+            "packets_out",
+            "bytes_out",
+        ],
+    );
     // reals
     let t = run(&["reals", "--farm", "web"]);
     assert!(
         t.starts_with("FARM") && t.lines().count() == 3 && t.contains("http 200"),
         "{t}"
     );
-    let j = json(&["reals"]);
+    let j = raw(&["reals"]);
     for r in j.as_array().unwrap() {
-        for k in [
-            "farm",
-            "address",
-            "port",
-            "state",
-            "weight",
-            "active_flows",
-            "last_check",
-        ] {
-            assert!(r.get(k).is_some(), "reals --json has {k}: {r}");
-        }
+        keys(
+            "reals",
+            r,
+            &[
+                "farm",
+                "address",
+                "port",
+                "state",
+                "weight",
+                "active_flows",
+                "last_check",
+            ],
+        );
     }
-    let echo_real = j
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["farm"] == "echo")
-        .unwrap();
-    assert_eq!(echo_real["active_flows"], 1, "the held echo connection");
+    let rows: Vec<RealRow> = typed(&j);
+    let echo_real = rows.iter().find(|r| r.farm == "echo").unwrap();
+    assert_eq!(echo_real.active_flows, 1, "the held echo connection");
     // stats
     let t = run(&["stats"]);
     assert!(
         t.starts_with("REASON") && t.contains("forward") && t.contains("new_flow"),
         "{t}"
     );
-    let j = json(&["stats"]);
-    assert!(
-        j["reasons"]["forward"].as_u64().unwrap() > 0 && j["new_flows"] == 5,
-        "{j}"
-    );
+    let j = rig.lb.stats();
+    assert!(j.reasons["forward"] > 0 && j.new_flows == 5, "{j:?}");
     // flows (table, JSON, count, filters)
     let t = run(&["flows", "--vip", "echo"]);
     assert_eq!(t.lines().count(), 2, "{t}");
-    assert_eq!(
-        json(&["flows", "--vip", "www"]).as_array().unwrap().len(),
-        4
-    );
+    let j = raw(&["flows", "--vip", "www"]);
+    for f in j.as_array().unwrap() {
+        keys(
+            "flows",
+            f,
+            &[
+                "client",
+                "vip",
+                "real",
+                "protocol",
+                "state",
+                "age_ms",
+                "idle_ms",
+                "packets_in",
+                "bytes_in",
+                "packets_out",
+                "bytes_out",
+            ],
+        );
+    }
+    let rows: Vec<FlowRow> = typed(&j);
+    assert_eq!(rows.len(), 4);
     assert_eq!(run(&["flows", "--count"]).trim(), "5");
     // Another instance's flows, named by its socket alone: lb asks that
     // agent for its pin directory (no config file to read it from).
@@ -378,7 +396,9 @@ fn every_command_answers_in_table_and_json() {
         "5"
     );
     assert_eq!(
-        json(&["flows", "--count", "--state", "established"])["count"],
+        rig.lb
+            .json::<FlowCount>(&["flows", "--count", "--state", "established"])
+            .count,
         1
     );
     // real
@@ -387,7 +407,9 @@ fn every_command_answers_in_table_and_json() {
             .contains("drain: web/203.0.113.11:8080")
     );
     assert_eq!(
-        json(&["real", "enable", "web", "203.0.113.11"])["message"],
+        rig.lb
+            .json::<Message>(&["real", "enable", "web", "203.0.113.11"])
+            .message,
         "enable: web/203.0.113.11:8080"
     );
     // reload
@@ -400,12 +422,14 @@ fn every_command_answers_in_table_and_json() {
     );
     // flows clear with a filter: only the echo flow goes.
     assert_eq!(
-        json(&["flows", "clear", "--vip", "198.51.100.10:7"])["cleared"],
+        rig.lb
+            .json::<Cleared>(&["flows", "clear", "--vip", "198.51.100.10:7"])
+            .cleared,
         1
     );
     assert_eq!(run(&["flows", "--count"]).trim(), "4");
-    let j = json(&["reals", "--farm", "echo"]);
-    assert_eq!(j[0]["active_flows"], 0, "the cleared flow no longer counts");
+    let j: Vec<RealRow> = rig.lb.json(&["reals", "--farm", "echo"]);
+    assert_eq!(j[0].active_flows, 0, "the cleared flow no longer counts");
 }
 
 /// `n` flows shaped like `model` (its VIP and real ids), from clients
@@ -453,8 +477,8 @@ fn watch(rig: &Rig, mut done: impl FnMut() -> bool) -> (Duration, Duration) {
         let t = Instant::now();
         let out = rig.lb.cli(&["status", "--json"]);
         slowest = slowest.max(t.elapsed());
-        let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status");
-        let ms = j["last_sweep_ms"].as_f64().unwrap_or(0.0);
+        let j: Status = serde_json::from_slice(&out.stdout).expect("status");
+        let ms = j.last_sweep_ms;
         sweep = sweep.max(Duration::from_secs_f64(ms / 1000.0));
         if done_at.is_none() && done() {
             done_at = Some(Instant::now());
@@ -582,13 +606,13 @@ fn table_wide_work_does_not_stop_the_agent() {
     assert_answered_beside("clear", took, slowest);
 
     // The probes kept answering: the other real is still up.
-    let reals: Vec<serde_json::Value> =
-        serde_json::from_slice(&rig.lb.cli(&["reals", "--json"]).stdout).unwrap();
-    for r in reals
+    for r in rig
+        .lb
+        .reals()
         .iter()
-        .filter(|r| r["farm"] == "web" && r["address"] != real.to_string())
+        .filter(|r| r.farm == "web" && r.address != real.to_string())
     {
-        assert_eq!(r["state"], "up", "{r}");
+        assert_eq!(r.state, RealState::Up, "{r:?}");
     }
 }
 
@@ -656,9 +680,8 @@ fn one_agent_owns_its_pins_and_a_reload_does_not_move_them() {
     )
     .unwrap();
     assert!(rig.lb.reload().contains("reloaded"));
-    let status = rig.lb.cli(&["status", "--json"]);
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status");
-    assert_eq!(status["pin_dir"], pins.as_str(), "{status}");
+    let status = rig.lb.status();
+    assert_eq!(status.pin_dir, Path::new(&pins), "{status:?}");
     // Two sweeps later, none failed and the table still reads.
     std::thread::sleep(Duration::from_millis(2500));
     assert!(
