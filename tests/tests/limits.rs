@@ -30,14 +30,9 @@ fn at_the_limits_lb_serves_and_a_one_vip_reload_writes_one_vip() {
     let rig = Rig::new(&config(None), env!("CARGO_BIN_EXE_lb-testsrv"));
     println!("started at the limits in {:?}", started.elapsed());
 
-    let vips = rig.lb.cli(&["vips", "--json"]);
-    assert!(vips.status.success());
-    let vips: Vec<serde_json::Value> = serde_json::from_slice(&vips.stdout).expect("JSON");
+    let vips = rig.lb.vips();
     assert_eq!(vips.len(), MAX_VIPS as usize);
-    let reals: usize = vips
-        .iter()
-        .map(|v| v["reals"].as_u64().unwrap() as usize)
-        .sum();
+    let reals: usize = vips.iter().map(|v| v.reals).sum();
     assert_eq!(reals, MAX_REALS as usize);
 
     // Traffic through the one VIP with live reals, spread over all three.

@@ -14,7 +14,7 @@ use lb_tests::{
     topology::vip,
     wait_until,
 };
-use lb_userspace::{reset, trace::Event};
+use lb_userspace::{api::Status, reset, trace::Event};
 
 const T: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(50);
@@ -54,21 +54,14 @@ fn link_programs(pin_dir: &Path) -> Vec<(String, u32)> {
         .collect()
 }
 
-fn status(rig: &Rig) -> serde_json::Value {
-    let out = rig.lb.cli(&["status", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status JSON")
+fn status(rig: &Rig) -> Status {
+    rig.lb.status()
 }
 
 /// The production build's program ids (XDP, tc), as the agent reports them.
 fn production(rig: &Rig) -> (u32, u32) {
-    let s = status(rig);
-    let id = |k: &str| s["program_ids"][k].as_u64().expect("program id") as u32;
-    (id("xdp"), id("tc"))
+    let ids = status(rig).program_ids;
+    (ids.xdp, ids.tc)
 }
 
 /// Whether every link runs the production build.
@@ -90,8 +83,9 @@ fn start_trace(rig: &Rig, args: &[&str]) -> Spawned {
     argv.extend_from_slice(args);
     let p = rig.topo.lb.spawn_setns(&argv);
     assert!(
-        wait_until(Duration::from_secs(10), POLL, || !status(rig)["trace"]
-            .is_null()),
+        wait_until(Duration::from_secs(10), POLL, || status(rig)
+            .trace
+            .is_some()),
         "the trace did not start:\n{}\n{}",
         p.report(),
         rig.lb.proc.report()
@@ -221,7 +215,7 @@ fn trace_shows_a_request_through_the_vip_and_both_swaps_keep_every_flow() {
     let gone = Instant::now();
     assert!(
         wait_until(Duration::from_secs(5), POLL, || production_everywhere(&rig)
-            && status(&rig)["trace"].is_null()),
+            && status(&rig).trace.is_none()),
         "the production build is back after the tracer died:\n{}",
         rig.lb.proc.report()
     );
