@@ -168,252 +168,273 @@ impl Collector for SnapshotCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let s = &self.0;
         let enc = &mut enc;
-        family(
-            enc,
-            "lb_vip_packets",
-            None,
-            "Packets through a virtual server; in: from clients, out: replies to them",
-            s.vips.iter().flat_map(|v| {
-                [
-                    (vip_with(v, "in"), counter(v.packets_in)),
-                    (vip_with(v, "out"), counter(v.packets_out)),
-                ]
-            }),
-        )?;
-        family(
-            enc,
-            "lb_vip_bytes",
-            Some(Unit::Bytes),
-            "Bytes through a virtual server; in: from clients, out: replies to them",
-            s.vips.iter().flat_map(|v| {
-                [
-                    (vip_with(v, "in"), counter(v.bytes_in)),
-                    (vip_with(v, "out"), counter(v.bytes_out)),
-                ]
-            }),
-        )?;
-        family(
-            enc,
-            "lb_vip_new_flows",
-            None,
-            "Flows created on a virtual server",
-            s.vips.iter().map(|v| (vip(v), counter(v.new_flows))),
-        )?;
-        family(
-            enc,
-            "lb_vip_active_flows",
-            None,
-            "Flows a virtual server holds in the flow table now",
-            s.vips.iter().map(|v| (vip(v), gauge(v.active_flows))),
-        )?;
-
-        family(
-            enc,
-            "lb_real_packets",
-            None,
-            "Packets through a real server; in: towards it, out: its replies",
-            s.reals.iter().flat_map(|r| {
-                [
-                    (real_with(r, "direction", "in"), counter(r.packets_in)),
-                    (real_with(r, "direction", "out"), counter(r.packets_out)),
-                ]
-            }),
-        )?;
-        family(
-            enc,
-            "lb_real_bytes",
-            Some(Unit::Bytes),
-            "Bytes through a real server; in: towards it, out: its replies",
-            s.reals.iter().flat_map(|r| {
-                [
-                    (real_with(r, "direction", "in"), counter(r.bytes_in)),
-                    (real_with(r, "direction", "out"), counter(r.bytes_out)),
-                ]
-            }),
-        )?;
-        family(
-            enc,
-            "lb_real_new_flows",
-            None,
-            "Flows assigned to a real server",
-            s.reals.iter().map(|r| (real(r), counter(r.new_flows))),
-        )?;
-        family(
-            enc,
-            "lb_real_connections",
-            None,
-            "Connections to a real server by outcome; failed: reset or unanswered",
-            s.reals.iter().flat_map(|r| {
-                [
-                    (real_with(r, "result", "ok"), counter(r.conn_ok)),
-                    (real_with(r, "result", "failed"), counter(r.conn_fail)),
-                ]
-            }),
-        )?;
-        family(
-            enc,
-            "lb_real_active_flows",
-            None,
-            "Flows a real server holds in the flow table now",
-            s.reals.iter().map(|r| (real(r), gauge(r.active_flows))),
-        )?;
-        family(
-            enc,
-            "lb_real_up",
-            None,
-            "1 when the real server is up (takes new flows), else 0",
-            s.reals
-                .iter()
-                .map(|r| (real(r), gauge(u64::from(r.state == RealState::Up)))),
-        )?;
-        family(
-            enc,
-            "lb_real_state",
-            None,
-            "The real server's state: 1 on the current one of up, down, drain, disabled",
-            s.reals.iter().flat_map(|r| {
-                // Every known state always shows, so its series exists (at
-                // 0) before a real first enters it and alerts can match on
-                // `== 1`; a state this agent does not know shows as `unknown`.
-                let extra = (!RealState::KNOWN.contains(&r.state)).then_some(r.state);
-                RealState::KNOWN.into_iter().chain(extra).map(|st| {
-                    (
-                        real_with(r, "state", st.as_str()),
-                        gauge(u64::from(st == r.state)),
-                    )
-                })
-            }),
-        )?;
-        family(
-            enc,
-            "lb_real_weight",
-            None,
-            "The real server's configured weight",
-            s.reals
-                .iter()
-                .map(|r| (real(r), gauge(u64::from(r.weight)))),
-        )?;
-        family(
-            enc,
-            "lb_real_probe_latency_seconds",
-            Some(Unit::Seconds),
-            "Round trip of the last health probe of the real server",
-            s.reals.iter().filter_map(|r| {
-                r.probe_latency_seconds
-                    .map(|secs| (real(r), gauge_f64(secs)))
-            }),
-        )?;
-
-        family(
-            enc,
-            "lb_datapath_packets",
-            None,
-            "Packets by datapath verdict or drop reason",
-            s.reasons
-                .iter()
-                .map(|(reason, n)| ([("reason", reason.as_str())], counter(*n))),
-        )?;
-
-        single(
-            enc,
-            "lb_flow_table_entries",
-            None,
-            "Entries in the flow table, two per flow (one per direction)",
-            gauge(s.flow_entries),
-        )?;
-        single(
-            enc,
-            "lb_flow_table_capacity",
-            None,
-            "The flow table's maximum number of entries",
-            gauge(s.flow_capacity),
-        )?;
-        single(
-            enc,
-            "lb_flows",
-            None,
-            "Flows in the flow table",
-            gauge(s.flows),
-        )?;
-        single(
-            enc,
-            "lb_half_open_table_entries",
-            None,
-            "Entries in the half-open flow table, two per flow (one per direction)",
-            gauge(s.half_open_entries),
-        )?;
-        single(
-            enc,
-            "lb_half_open_table_capacity",
-            None,
-            "The half-open flow table's maximum number of entries",
-            gauge(s.half_open_capacity),
-        )?;
-        single(
-            enc,
-            "lb_half_open_flows",
-            None,
-            "Half-open flows: TCP before the client's handshake ACK, UDP before the real's first answer",
-            gauge(s.half_open),
-        )?;
-        single(
-            enc,
-            "lb_flow_sweep_seconds",
-            Some(Unit::Seconds),
-            "Duration of the last flow table sweep",
-            gauge_f64(s.sweep_seconds),
-        )?;
-
-        family(
-            enc,
-            "lb_ha_role",
-            None,
-            "This node's failover role: 1 on the current one",
-            s.ha_role
-                .iter()
-                .map(|role| ([("role", role.as_str())], gauge(1))),
-        )?;
-        if let Some(lag) = s.ha_sync_lag_seconds {
-            single(
-                enc,
-                "lb_ha_sync_lag_seconds",
-                Some(Unit::Seconds),
-                "How long the oldest unacknowledged sync event has waited",
-                gauge_f64(lag),
-            )?;
-        }
-        if let Some(n) = s.ha_sync_unacked {
-            single(
-                enc,
-                "lb_ha_sync_unacked_events",
-                None,
-                "Flow events sent to the peer and not yet acknowledged",
-                gauge(n),
-            )?;
-        }
-        family(
-            enc,
-            "lb_ha_messages",
-            None,
-            "Sync datagrams received, accepted or rejected by reason",
-            s.ha_messages
-                .iter()
-                .map(|(r, n)| ([("result", r.as_str())], counter(*n))),
-        )?;
-        family(
-            enc,
-            "lb_ha_sync_events",
-            None,
-            "Flow sync events by what happened to them",
-            s.ha_events
-                .iter()
-                .map(|(k, n)| ([("kind", k.as_str())], counter(*n))),
-        )?;
+        encode_vips(enc, s)?;
+        encode_reals(enc, s)?;
+        encode_datapath(enc, s)?;
+        encode_ha(enc, s)?;
         if let Some(c) = &s.cluster {
             encode_cluster(enc, c)?;
         }
         Ok(())
     }
+}
+
+/// The virtual servers' traffic and flows.
+fn encode_vips(enc: &mut DescriptorEncoder<'_>, s: &Snapshot) -> fmt::Result {
+    family(
+        enc,
+        "lb_vip_packets",
+        None,
+        "Packets through a virtual server; in: from clients, out: replies to them",
+        s.vips.iter().flat_map(|v| {
+            [
+                (vip_with(v, "in"), counter(v.packets_in)),
+                (vip_with(v, "out"), counter(v.packets_out)),
+            ]
+        }),
+    )?;
+    family(
+        enc,
+        "lb_vip_bytes",
+        Some(Unit::Bytes),
+        "Bytes through a virtual server; in: from clients, out: replies to them",
+        s.vips.iter().flat_map(|v| {
+            [
+                (vip_with(v, "in"), counter(v.bytes_in)),
+                (vip_with(v, "out"), counter(v.bytes_out)),
+            ]
+        }),
+    )?;
+    family(
+        enc,
+        "lb_vip_new_flows",
+        None,
+        "Flows created on a virtual server",
+        s.vips.iter().map(|v| (vip(v), counter(v.new_flows))),
+    )?;
+    family(
+        enc,
+        "lb_vip_active_flows",
+        None,
+        "Flows a virtual server holds in the flow table now",
+        s.vips.iter().map(|v| (vip(v), gauge(v.active_flows))),
+    )?;
+    Ok(())
+}
+
+/// The real servers' traffic, connections, states and probes.
+fn encode_reals(enc: &mut DescriptorEncoder<'_>, s: &Snapshot) -> fmt::Result {
+    family(
+        enc,
+        "lb_real_packets",
+        None,
+        "Packets through a real server; in: towards it, out: its replies",
+        s.reals.iter().flat_map(|r| {
+            [
+                (real_with(r, "direction", "in"), counter(r.packets_in)),
+                (real_with(r, "direction", "out"), counter(r.packets_out)),
+            ]
+        }),
+    )?;
+    family(
+        enc,
+        "lb_real_bytes",
+        Some(Unit::Bytes),
+        "Bytes through a real server; in: towards it, out: its replies",
+        s.reals.iter().flat_map(|r| {
+            [
+                (real_with(r, "direction", "in"), counter(r.bytes_in)),
+                (real_with(r, "direction", "out"), counter(r.bytes_out)),
+            ]
+        }),
+    )?;
+    family(
+        enc,
+        "lb_real_new_flows",
+        None,
+        "Flows assigned to a real server",
+        s.reals.iter().map(|r| (real(r), counter(r.new_flows))),
+    )?;
+    family(
+        enc,
+        "lb_real_connections",
+        None,
+        "Connections to a real server by outcome; failed: reset or unanswered",
+        s.reals.iter().flat_map(|r| {
+            [
+                (real_with(r, "result", "ok"), counter(r.conn_ok)),
+                (real_with(r, "result", "failed"), counter(r.conn_fail)),
+            ]
+        }),
+    )?;
+    family(
+        enc,
+        "lb_real_active_flows",
+        None,
+        "Flows a real server holds in the flow table now",
+        s.reals.iter().map(|r| (real(r), gauge(r.active_flows))),
+    )?;
+    family(
+        enc,
+        "lb_real_up",
+        None,
+        "1 when the real server is up (takes new flows), else 0",
+        s.reals
+            .iter()
+            .map(|r| (real(r), gauge(u64::from(r.state == RealState::Up)))),
+    )?;
+    family(
+        enc,
+        "lb_real_state",
+        None,
+        "The real server's state: 1 on the current one of up, down, drain, disabled",
+        s.reals.iter().flat_map(|r| {
+            // Every known state always shows, so its series exists (at
+            // 0) before a real first enters it and alerts can match on
+            // `== 1`; a state this agent does not know shows as `unknown`.
+            let extra = (!RealState::KNOWN.contains(&r.state)).then_some(r.state);
+            RealState::KNOWN.into_iter().chain(extra).map(|st| {
+                (
+                    real_with(r, "state", st.as_str()),
+                    gauge(u64::from(st == r.state)),
+                )
+            })
+        }),
+    )?;
+    family(
+        enc,
+        "lb_real_weight",
+        None,
+        "The real server's configured weight",
+        s.reals
+            .iter()
+            .map(|r| (real(r), gauge(u64::from(r.weight)))),
+    )?;
+    family(
+        enc,
+        "lb_real_probe_latency_seconds",
+        Some(Unit::Seconds),
+        "Round trip of the last health probe of the real server",
+        s.reals.iter().filter_map(|r| {
+            r.probe_latency_seconds
+                .map(|secs| (real(r), gauge_f64(secs)))
+        }),
+    )?;
+    Ok(())
+}
+
+/// The datapath's verdicts, and the flow tables' fill.
+fn encode_datapath(enc: &mut DescriptorEncoder<'_>, s: &Snapshot) -> fmt::Result {
+    family(
+        enc,
+        "lb_datapath_packets",
+        None,
+        "Packets by datapath verdict or drop reason",
+        s.reasons
+            .iter()
+            .map(|(reason, n)| ([("reason", reason.as_str())], counter(*n))),
+    )?;
+
+    single(
+        enc,
+        "lb_flow_table_entries",
+        None,
+        "Entries in the flow table, two per flow (one per direction)",
+        gauge(s.flow_entries),
+    )?;
+    single(
+        enc,
+        "lb_flow_table_capacity",
+        None,
+        "The flow table's maximum number of entries",
+        gauge(s.flow_capacity),
+    )?;
+    single(
+        enc,
+        "lb_flows",
+        None,
+        "Flows in the flow table",
+        gauge(s.flows),
+    )?;
+    single(
+        enc,
+        "lb_half_open_table_entries",
+        None,
+        "Entries in the half-open flow table, two per flow (one per direction)",
+        gauge(s.half_open_entries),
+    )?;
+    single(
+        enc,
+        "lb_half_open_table_capacity",
+        None,
+        "The half-open flow table's maximum number of entries",
+        gauge(s.half_open_capacity),
+    )?;
+    single(
+        enc,
+        "lb_half_open_flows",
+        None,
+        "Half-open flows: TCP before the client's handshake ACK, UDP before the real's first answer",
+        gauge(s.half_open),
+    )?;
+    single(
+        enc,
+        "lb_flow_sweep_seconds",
+        Some(Unit::Seconds),
+        "Duration of the last flow table sweep",
+        gauge_f64(s.sweep_seconds),
+    )?;
+    Ok(())
+}
+
+/// The failover pair (series only with `ha:`).
+fn encode_ha(enc: &mut DescriptorEncoder<'_>, s: &Snapshot) -> fmt::Result {
+    family(
+        enc,
+        "lb_ha_role",
+        None,
+        "This node's failover role: 1 on the current one",
+        s.ha_role
+            .iter()
+            .map(|role| ([("role", role.as_str())], gauge(1))),
+    )?;
+    if let Some(lag) = s.ha_sync_lag_seconds {
+        single(
+            enc,
+            "lb_ha_sync_lag_seconds",
+            Some(Unit::Seconds),
+            "How long the oldest unacknowledged sync event has waited",
+            gauge_f64(lag),
+        )?;
+    }
+    if let Some(n) = s.ha_sync_unacked {
+        single(
+            enc,
+            "lb_ha_sync_unacked_events",
+            None,
+            "Flow events sent to the peer and not yet acknowledged",
+            gauge(n),
+        )?;
+    }
+    family(
+        enc,
+        "lb_ha_messages",
+        None,
+        "Sync datagrams received, accepted or rejected by reason",
+        s.ha_messages
+            .iter()
+            .map(|(r, n)| ([("result", r.as_str())], counter(*n))),
+    )?;
+    family(
+        enc,
+        "lb_ha_sync_events",
+        None,
+        "Flow sync events by what happened to them",
+        s.ha_events
+            .iter()
+            .map(|(k, n)| ([("kind", k.as_str())], counter(*n))),
+    )?;
+    Ok(())
 }
 
 fn encode_cluster(enc: &mut DescriptorEncoder<'_>, c: &ClusterSample) -> fmt::Result {
