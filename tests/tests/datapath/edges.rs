@@ -284,14 +284,8 @@ fn fragments_both_ways() -> Vec<Step> {
 fn reuse_cases() -> Vec<Case> {
     let port = 44100;
     let syn = tcp_in(port, (VIP, 80), SYN, 90_000, 0, b"");
-    let fresh = Step {
-        name: "a SYN on a finished flow starts a new one with a fresh pick".into(),
-        send: syn.build(),
-        verdict: XDP_REDIRECT,
-        reason: reason::FORWARD,
-        ..Step::default()
-    }
-    .then(move |fx, out| {
+    let name = "a SYN on a finished flow starts a new one with a fresh pick";
+    let fresh = forwarded(name, syn.build()).then(move |fx, out| {
         assert_eq!(fx.counter(reason::TUPLE_REUSE), 1);
         let f = fx.flow(port).expect("the new flow");
         let now = Ipv4Addr::from(<[u8; 4]>::try_from(&f.fwd.nat_addr[12..]).unwrap());
@@ -412,15 +406,8 @@ fn vlan() -> Step {
     want.dst = REAL;
     want.vlan = Some(20);
     set_dport(&mut want, 8080);
-    Step {
-        name: "a tagged frame is forwarded by redirect, tagged with its VLAN's id".into(),
-        send: syn.build(),
-        verdict: XDP_REDIRECT,
-        reason: reason::FORWARD,
-        out: Out::Exact(want.build()),
-        ..Step::default()
-    }
-    .before(|fx| {
+    let name = "a tagged frame is forwarded by redirect, tagged with its VLAN's id";
+    redirected(name, C0, syn.build(), reason::FORWARD, want.build()).before(|fx| {
         let s0 = fx.s0;
         let port = lb_common::VlanPort {
             parent_ifindex: s0,

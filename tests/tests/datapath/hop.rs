@@ -1,6 +1,4 @@
 //! A flow's cached next hop, the datapath's clock, and the fast path.
-use std::{cell::RefCell, rc::Rc};
-
 use lb_common::{Counters, Flow, ST_ESTABLISHED, ST_FIN};
 use lb_userspace::datapath;
 
@@ -30,14 +28,8 @@ fn hop_pkt(flags: u8, payload: &[u8]) -> Pkt {
 
 /// The flow's next packet, forwarded to the MAC `to`.
 fn next(name: &str, to: Mac) -> Step {
-    Step {
-        name: name.into(),
-        send: hop_pkt(ACK, b"").build(),
-        verdict: XDP_REDIRECT,
-        reason: reason::FORWARD,
-        ..Step::default()
-    }
-    .then(move |_, out| assert_eq!(out[..6], to, "the MAC it went to"))
+    forwarded(name, hop_pkt(ACK, b"").build())
+        .then(move |_, out| assert_eq!(out[..6], to, "the MAC it went to"))
 }
 
 /// The real's neighbour entry set to `mac`.
@@ -229,14 +221,8 @@ fn fast_path() -> Vec<Step> {
     let mut last_hop = tcp(ACK, 104, 9006, b"");
     last_hop.ttl = 1;
     // Counters before the data, and before the declined packets.
-    let (before_data, before_declined) = (Rc::new(RefCell::new(None)), Rc::new(RefCell::new(None)));
-    let (b1, b2, d1, d2, d3) = (
-        before_data.clone(),
-        before_data,
-        before_declined.clone(),
-        before_declined.clone(),
-        before_declined,
-    );
+    let (data0, declined0) = (Saved::new(), Saved::new());
+    let (data1, declined1, declined2) = (data0.clone(), declined0.clone(), declined0.clone());
     vec![
         fwd("fast: SYN", &tcp(SYN, 100, 0, b""), REAL, 8080),
         rev("fast: SYN-ACK", &reply(SYN | ACK, 9000, b""), VIP, 80),
@@ -249,12 +235,12 @@ fn fast_path() -> Vec<Step> {
             REAL,
             8080,
         )
-        .before(move |fx| *b1.borrow_mut() = Some(snap(fx))),
+        .before(data0.keep(snap)),
         rev("fast: real's data", &answer, VIP, 80),
         // The real's first data segment moves the reverse entry from syn
         // to established (the full path); its second goes the fast way too.
         rev("fast: real's data again", &answer, VIP, 80)
-            .then(move |fx, _| after_data(fx, b2.borrow().expect("before the data"))),
+            .then(move |fx, _| after_data(fx, data1.get())),
         // Declined: TTL 1 is the kernel's to answer, and counts nothing.
         passed(
             "fast: TTL 1 of a flow is passed",
@@ -262,10 +248,10 @@ fn fast_path() -> Vec<Step> {
             last_hop.build(),
             reason::PASS_TTL,
         )
-        .before(move |fx| *d1.borrow_mut() = Some(snap(fx)))
+        .before(declined0.keep(snap))
         .then(move |fx, _| {
-            let was = d2.borrow().expect("before");
-            assert_eq!(snap(fx).fwd.packets, was.fwd.packets, "not counted");
+            let was = declined1.get().fwd.packets;
+            assert_eq!(snap(fx).fwd.packets, was, "not counted");
         }),
         // Declined: a FIN moves the state (the full path's job), and is
         // still forwarded to the flow's real.
@@ -279,8 +265,7 @@ fn fast_path() -> Vec<Step> {
             assert_eq!(fx.flow_state(FAST_PORT), Some(ST_FIN));
             let now = snap(fx);
             assert_eq!(now.fwd.seq_next, 105, "a FIN takes a sequence number");
-            let was = d3.borrow().expect("before");
-            assert_eq!(now.fast, was.fast, "neither took the fast path");
+            assert_eq!(now.fast, declined2.get().fast, "neither took the fast path");
         }),
     ]
 }

@@ -293,6 +293,17 @@ fn rev(name: &str, p: &Pkt, vip: Ipv4Addr, port: u16) -> Step {
     redirected(name, S0, p.build(), reason::REVERSE, snat(p, vip, port))
 }
 
+/// A client frame forwarded by redirect, its bytes judged by a `then`.
+fn forwarded(name: &str, send: Vec<u8>) -> Step {
+    Step {
+        name: name.into(),
+        send,
+        verdict: XDP_REDIRECT,
+        reason: reason::FORWARD,
+        ..Step::default()
+    }
+}
+
 /// A frame passed to the kernel byte-identical.
 fn passed(name: &str, on: Side, send: Vec<u8>, why: u32) -> Step {
     Step {

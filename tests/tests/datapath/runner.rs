@@ -4,6 +4,7 @@
 //! the others still run.
 use std::net::{IpAddr, Ipv4Addr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::{cell::Cell, rc::Rc};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues, RingBuf};
 use aya::programs::{TestRun, TestRunOptions};
@@ -102,6 +103,35 @@ impl Step {
             f(fx, out);
         }));
         self
+    }
+}
+
+/// A value one step's hook keeps for a later step's check. The steps are
+/// built afresh for each case, so each case has its own.
+pub struct Saved<T>(Rc<Cell<Option<T>>>);
+
+impl<T: Copy> Saved<T> {
+    pub fn new() -> Self {
+        Saved(Rc::new(Cell::new(None)))
+    }
+
+    /// A hook that keeps what `f` reads.
+    pub fn keep(&self, f: impl Fn(&mut Fixture) -> T + 'static) -> impl Fn(&mut Fixture) + 'static
+    where
+        T: 'static,
+    {
+        let at = self.clone();
+        move |fx| at.0.set(Some(f(fx)))
+    }
+
+    pub fn get(&self) -> T {
+        self.0.get().expect("saved by an earlier step")
+    }
+}
+
+impl<T> Clone for Saved<T> {
+    fn clone(&self) -> Self {
+        Saved(self.0.clone())
     }
 }
 

@@ -3,7 +3,7 @@
 //! stated rules for what lb does not translate (hop limit 1, extension
 //! headers, ICMPv6, a port no VIP serves) and purge's RST built in IPv6.
 //! Every expected frame is built from scratch by pnet.
-use std::{cell::Cell, net::Ipv6Addr, rc::Rc};
+use std::net::Ipv6Addr;
 
 use lb_common::ST_ESTABLISHED;
 use lb_userspace::flowtable;
@@ -222,7 +222,7 @@ fn tcp_flow() -> Vec<Step> {
     .with_payload(b"GET / HTTP/1.1\r\n\r\n");
     let reply = real(Pkt6::tcp((r, 8080), (CLIENT6, 40001), ACK | PSH, 9001, 119))
         .with_payload(b"HTTP/1.1 200 OK\r\n\r\n");
-    let fast = Rc::new(Cell::new(0));
+    let fast = Saved::new();
     let by_fast = |n: u64| {
         let fast = fast.clone();
         move |fx: &mut Fixture, _: &[u8]| {
@@ -233,7 +233,6 @@ fn tcp_flow() -> Vec<Step> {
             )
         }
     };
-    let mark = fast.clone();
 
     // A router behind lb tells the client its packet to the real (as lb
     // sent it: one hop less) was too big: the quote becomes client -> VIP.
@@ -270,7 +269,7 @@ fn tcp_flow() -> Vec<Step> {
             assert_eq!(Ipv6Addr::from(f.fwd.nat_addr), r, "the flow's real");
         }),
         fwd6("ipv6: established data from the client", &data, r, 8080)
-            .before(move |fx| mark.set(fx.counter(reason::FAST_PATH))),
+            .before(fast.keep(|fx| fx.counter(reason::FAST_PATH))),
         // The real's first data segment moves its entry from syn to
         // established (the full path); its next goes the fast way.
         rev6("ipv6: established data from the real", &reply, VIP6, 80).then(by_fast(1)),
@@ -444,14 +443,7 @@ fn sticky() -> Case {
                 let c: Ipv6Addr = from.parse().unwrap();
                 let name = format!("ipv6 sticky /64: a SYN from {c}");
                 let syn = client(Pkt6::tcp((c, 44000), (sticky_vip, 443), SYN, 1, 0));
-                let step = Step {
-                    name: name.clone(),
-                    send: syn.build(),
-                    verdict: XDP_REDIRECT,
-                    reason: reason::FORWARD,
-                    ..Step::default()
-                };
-                let out = fx.step(&step);
+                let out = fx.step(&forwarded(&name, syn.build()));
                 fx.passed(&name);
                 dst6(&out)
             };
