@@ -241,6 +241,7 @@ pub struct Fixture {
     net_dirty: bool,
     /// Notes of the current case (`passed`).
     notes: Vec<String>,
+    steps_run: usize,
 }
 
 impl Fixture {
@@ -282,6 +283,7 @@ impl Fixture {
             s0,
             net_dirty: false,
             notes: Vec::new(),
+            steps_run: 0,
         };
         fx.reset();
         fx
@@ -427,6 +429,7 @@ impl Fixture {
     /// `then`. Returns the output frame.
     pub fn step(&mut self, s: &Step) -> Vec<u8> {
         let name = &s.name;
+        self.steps_run += 1;
         if let Some(f) = &s.before {
             f(self);
         }
@@ -624,13 +627,14 @@ pub fn hex(b: &[u8]) -> String {
 #[derive(Default)]
 pub struct Summary {
     pub passed: usize,
-    pub steps: usize,
     pub failed: Vec<String>,
+    /// Steps run, each case's own and those of the code cases.
+    pub steps: usize,
 }
 
 /// Runs every case (those whose name holds `$LB_FIXTURE`, if set), each on
-/// a reset datapath, printing an `ok` line for each passed case and its
-/// named steps, a `FAILED` line for each failed case.
+/// a reset datapath, printing an `ok` line for each passed case (and its
+/// notes), a `FAILED` line for each failed case.
 pub fn run_all(fx: &mut Fixture, cases: Vec<Case>) -> Summary {
     let filter = std::env::var("LB_FIXTURE").ok();
     let tag = format!("({:?}, {:?})", fx.hook, fx.build);
@@ -642,8 +646,8 @@ pub fn run_all(fx: &mut Fixture, cases: Vec<Case>) -> Summary {
         {
             continue;
         }
-        fx.reset();
         let result = catch_unwind(AssertUnwindSafe(|| {
+            fx.reset();
             if let Some(f) = &case.setup {
                 f(fx);
             }
@@ -655,7 +659,6 @@ pub fn run_all(fx: &mut Fixture, cases: Vec<Case>) -> Summary {
             Ok(()) => {
                 println!("ok {tag}: {}", case.name);
                 sum.passed += 1;
-                sum.steps += case.steps.len();
                 for s in std::mem::take(&mut fx.notes) {
                     println!("ok {tag}: {} / {s}", case.name);
                 }
@@ -671,5 +674,6 @@ pub fn run_all(fx: &mut Fixture, cases: Vec<Case>) -> Summary {
             }
         }
     }
+    sum.steps = fx.steps_run;
     sum
 }

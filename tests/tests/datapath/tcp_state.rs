@@ -2,7 +2,6 @@
 //! counters and sequence tracking, weighted round-robin over new flows, and
 //! a connection picked up mid-stream.
 use lb_common::{ST_CLOSED, ST_ESTABLISHED, ST_FIN, ST_SYN};
-use lb_userspace::flowtable;
 
 use super::*;
 
@@ -18,30 +17,16 @@ pub fn cases() -> Vec<Case> {
     cases.push(Case::code(
         "the web farm's schedule is 1:2:3, spread",
         |fx| {
-            let p = fx.ctl.programmed();
-            let addr = |id: u32| {
-                p.reals
-                    .iter()
-                    .find(|(_, (rid, _))| *rid == id)
-                    .unwrap()
-                    .0
-                    .addr
-            };
-            let sched: Vec<_> = p.farms["web"].sched.iter().map(|&id| addr(id)).collect();
-            assert_eq!(sched, WEB_SCHED.map(std::net::IpAddr::V4));
+            let ids: Vec<u32> = WEB_SCHED.iter().map(|&r| fx.real_id(r, 8080)).collect();
+            assert_eq!(fx.ctl.programmed().farms["web"].sched, ids);
         },
     ));
     cases.extend(chain(wrr));
     let mid = tcp_in(40100, (VIP, 80), ACK, 77, 0, b"x");
-    cases.push(Case::one(
-        fwd(
-            "a non-SYN without a flow creates an established flow",
-            &mid,
-            WEB_SCHED[0],
-            8080,
-        )
-        .then(|fx, _| assert_eq!(fx.flow_state(40100), Some(ST_ESTABLISHED))),
-    ));
+    let name = "a non-SYN without a flow creates an established flow";
+    cases.push(Case::one(fwd(name, &mid, WEB_SCHED[0], 8080).then(
+        |fx, _| assert_eq!(fx.flow_state(40100), Some(ST_ESTABLISHED)),
+    )));
     cases
 }
 
@@ -122,13 +107,9 @@ fn flow_counters(fx: &mut Fixture) {
     let real = fx.real_counters(fx.real_id(r, 8080));
     let got = (real.packets_in, real.packets_out, real.new_flows);
     assert_eq!(got, (4, 2, 1), "the flow on {r}");
-    let t = flowtable::read(&fx.dp().maps.flows).unwrap();
-    let f = t
-        .flows
-        .iter()
-        .find(|f| u16::from_be(f.fwd_key.src_port_be) == PORT);
+    let f = fx.flow_in(PORT, false).expect("the flow");
     // 5001 + FIN.
-    assert_eq!(f.unwrap().rev.as_ref().unwrap().1.seq_next, 5002);
+    assert_eq!(f.rev.expect("its reverse entry").1.seq_next, 5002);
 }
 
 /// Six new flows walk the web farm's 1:2:3 schedule.
