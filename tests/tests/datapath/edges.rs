@@ -151,23 +151,27 @@ fn icmp_cases() -> Vec<Case> {
     for (quote, what) in [(60, "the quoted TCP checksum"), (28, "a quote of 8 bytes")] {
         let e = from_real(icmp_error(ROUTER_BEHIND, CLIENT, 3, 4, &big, quote));
         let want = toward_client(&icmp_error(ROUTER_BEHIND, CLIENT, 3, 4, &big_vip, quote));
-        steps.push(redirected(
-            &format!("frag needed from a router behind lb: quote names the VIP ({what})"),
-            S0,
-            icmp_frame(&e, mtu1280),
-            reason::ICMP_ERROR_TO_CLIENT,
-            icmp_frame(&want, mtu1280),
-        ));
+        steps.push(Step {
+            name: format!("frag needed from a router behind lb: quote names the VIP ({what})"),
+            on: S0,
+            send: icmp_frame(&e, mtu1280),
+            verdict: XDP_REDIRECT,
+            reason: reason::ICMP_ERROR_TO_CLIENT,
+            out: Out::Exact(icmp_frame(&want, mtu1280)),
+            ..Step::default()
+        });
     }
     let e = from_real(icmp_error(ROUTER_BEHIND, CLIENT, 11, 0, &big, 48));
     let want = toward_client(&icmp_error(ROUTER_BEHIND, CLIENT, 11, 0, &big_vip, 48));
-    steps.push(redirected(
-        "time exceeded behind lb: quote names the VIP",
-        S0,
-        e.build(),
-        reason::ICMP_ERROR_TO_CLIENT,
-        want.build(),
-    ));
+    steps.push(Step {
+        name: "time exceeded behind lb: quote names the VIP".into(),
+        on: S0,
+        send: e.build(),
+        verdict: XDP_REDIRECT,
+        reason: reason::ICMP_ERROR_TO_CLIENT,
+        out: Out::Exact(want.build()),
+        ..Step::default()
+    });
 
     // A router in front of lb cannot forward the real's answer (sent as the
     // VIP): the error, addressed to the VIP, goes to the real.
@@ -178,25 +182,29 @@ fn icmp_cases() -> Vec<Case> {
     reply_real = with_sport(&reply_real, 8080);
     let e = from_client(icmp_error(ROUTER_FRONT, VIP, 3, 4, &reply_vip, 60));
     let want = toward_real(&icmp_error(ROUTER_FRONT, REAL, 3, 4, &reply_real, 60), REAL);
-    steps.push(redirected(
-        "frag needed to the VIP from a router in front goes to the real",
-        C0,
-        icmp_frame(&e, mtu1280),
-        reason::ICMP_ERROR_TO_REAL,
-        icmp_frame(&want, mtu1280),
-    ));
+    steps.push(Step {
+        name: "frag needed to the VIP from a router in front goes to the real".into(),
+        on: C0,
+        send: icmp_frame(&e, mtu1280),
+        verdict: XDP_REDIRECT,
+        reason: reason::ICMP_ERROR_TO_REAL,
+        out: Out::Exact(icmp_frame(&want, mtu1280)),
+        ..Step::default()
+    });
     let e = from_client(icmp_error(ROUTER_FRONT, VIP, 12, 0, &reply_vip, 60));
     let want = toward_real(
         &icmp_error(ROUTER_FRONT, REAL, 12, 0, &reply_real, 60),
         REAL,
     );
-    steps.push(redirected(
-        "parameter problem to the VIP goes to the real",
-        C0,
-        e.build(),
-        reason::ICMP_ERROR_TO_REAL,
-        want.build(),
-    ));
+    steps.push(Step {
+        name: "parameter problem to the VIP goes to the real".into(),
+        on: C0,
+        send: e.build(),
+        verdict: XDP_REDIRECT,
+        reason: reason::ICMP_ERROR_TO_REAL,
+        out: Out::Exact(want.build()),
+        ..Step::default()
+    });
     let mut other = reply_vip.clone();
     other.dst = Ipv4Addr::new(192, 0, 2, 77);
     let e = from_client(icmp_error(ROUTER_FRONT, VIP, 3, 4, &other, 60));
@@ -379,13 +387,15 @@ fn half_open() -> Vec<Step> {
 fn too_big_reply() -> Case {
     let port = 44600;
     let big = tcp_out((REAL, 8080), port, ACK | PSH, 501, 101, &[5u8; 1100]);
-    let step = redirected(
-        "a real's DF reply too big for the client's link is answered with frag needed",
-        S0,
-        big.build(),
-        reason::ICMP_FRAG_NEEDED,
-        frag_needed(&big, VIP, 1000),
-    );
+    let step = Step {
+        name: "a real's DF reply too big for the client's link is answered with frag needed".into(),
+        on: S0,
+        send: big.build(),
+        verdict: XDP_REDIRECT,
+        reason: reason::ICMP_FRAG_NEEDED,
+        out: Out::Exact(frag_needed(&big, VIP, 1000)),
+        ..Step::default()
+    };
     // The FIB's MTU check reads the device's MTU (a route's `mtu` metric
     // binds the kernel's forwarding only), so the client side's link is
     // narrowed; the handshake caches the reply direction's hop with it.
@@ -407,7 +417,16 @@ fn vlan() -> Step {
     want.vlan = Some(20);
     set_dport(&mut want, 8080);
     let name = "a tagged frame is forwarded by redirect, tagged with its VLAN's id";
-    redirected(name, C0, syn.build(), reason::FORWARD, want.build()).before(|fx| {
+    Step {
+        name: name.into(),
+        on: C0,
+        send: syn.build(),
+        verdict: XDP_REDIRECT,
+        reason: reason::FORWARD,
+        out: Out::Exact(want.build()),
+        ..Step::default()
+    }
+    .before(|fx| {
         let s0 = fx.s0;
         let port = lb_common::VlanPort {
             parent_ifindex: s0,

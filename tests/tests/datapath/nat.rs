@@ -3,7 +3,6 @@
 //! address, UDP both ways, flows whose half the agent rebuilt, the
 //! forwarding choices (hairpin, no neighbour, a VLAN tag) and a reload.
 use lb_common::ST_UDP;
-use lb_userspace::flowtable;
 
 use super::*;
 
@@ -157,13 +156,12 @@ fn answer(port: u16, data: &[u8]) -> Pkt {
 /// Removes one half of the flow from the client's `port` from `FLOWS`
 /// (as LRU eviction would); the agent's sweep must rebuild it.
 fn evict_half(fx: &mut Fixture, port: u16, reverse: bool) {
-    let t = flowtable::read(&fx.dp().maps.flows).unwrap();
-    let f = t
-        .flows
-        .into_iter()
-        .find(|f| u16::from_be(f.fwd_key.src_port_be) == port);
-    let f = f.expect("the flow");
-    let key = if reverse { f.rev.unwrap().0 } else { f.fwd_key };
+    let f = fx.flow_in(port, false).expect("the assured flow");
+    let key = if reverse {
+        f.rev.expect("its reverse entry").0
+    } else {
+        f.fwd_key
+    };
     fx.dp().maps.flows.remove(&key).unwrap();
     assert_eq!(fx.sweep().repaired, 1, "half rebuilt");
 }

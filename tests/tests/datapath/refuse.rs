@@ -107,39 +107,47 @@ pub fn cases() -> Vec<Case> {
     let quote6 = &dgram6[14..14 + 48];
     let unreach6 = icmp6_frame(macs, EMPTY6, CLIENT6, 64, DEST_UNREACH, 4, [0; 4], quote6);
     let steps = [
-        redirected(
-            "no live real: a SYN is refused with a RST from the VIP",
-            C0,
-            syn.build(),
-            reason::NO_REAL_RST,
-            rst4((VIP_EMPTY, 80), (CLIENT, 41007), 0, 2, RST | ACK),
-        ),
+        Step {
+            name: "no live real: a SYN is refused with a RST from the VIP".into(),
+            on: C0,
+            send: syn.build(),
+            verdict: XDP_REDIRECT,
+            reason: reason::NO_REAL_RST,
+            out: Out::Exact(rst4((VIP_EMPTY, 80), (CLIENT, 41007), 0, 2, RST | ACK)),
+            ..Step::default()
+        },
         dropped(
             "no live real, no_real: drop: the SYN is dropped",
             quiet.build(),
             reason::DROP_NO_REAL,
         ),
-        redirected(
-            "no live real: a UDP datagram gets a port unreachable quoting it",
-            C0,
-            dgram,
-            reason::NO_REAL_UNREACH,
-            unreach,
-        ),
-        redirected(
-            "ipv6, no live real: a SYN is refused with an IPv6 RST",
-            C0,
-            syn6.build(),
-            reason::NO_REAL_RST,
-            rst6((EMPTY6, 80), (CLIENT6, 41007), 0, 2, RST | ACK),
-        ),
-        redirected(
-            "ipv6, no live real: a UDP datagram gets a port unreachable quoting it",
-            C0,
-            dgram6,
-            reason::NO_REAL_UNREACH,
-            unreach6,
-        ),
+        Step {
+            name: "no live real: a UDP datagram gets a port unreachable quoting it".into(),
+            on: C0,
+            send: dgram,
+            verdict: XDP_REDIRECT,
+            reason: reason::NO_REAL_UNREACH,
+            out: Out::Exact(unreach),
+            ..Step::default()
+        },
+        Step {
+            name: "ipv6, no live real: a SYN is refused with an IPv6 RST".into(),
+            on: C0,
+            send: syn6.build(),
+            verdict: XDP_REDIRECT,
+            reason: reason::NO_REAL_RST,
+            out: Out::Exact(rst6((EMPTY6, 80), (CLIENT6, 41007), 0, 2, RST | ACK)),
+            ..Step::default()
+        },
+        Step {
+            name: "ipv6, no live real: a UDP datagram gets a port unreachable quoting it".into(),
+            on: C0,
+            send: dgram6,
+            verdict: XDP_REDIRECT,
+            reason: reason::NO_REAL_UNREACH,
+            out: Out::Exact(unreach6),
+            ..Step::default()
+        },
     ];
     steps.into_iter().map(Case::one).collect()
 }

@@ -177,7 +177,15 @@ fn too_big_behind(name: &str, real: Ipv6Addr, as_sent: &[u8], as_client_sent: &[
     let ptb = icmp6_frame(behind, ROUTER_BEHIND6, CLIENT6, 64, PACKET_TOO_BIG, 0, mtu, as_sent);
     #[rustfmt::skip]
     let want = icmp6_frame(front, ROUTER_BEHIND6, CLIENT6, 63, PACKET_TOO_BIG, 0, mtu, as_client_sent);
-    redirected(name, S0, ptb, reason::ICMP_ERROR_TO_CLIENT, want)
+    Step {
+        name: name.into(),
+        on: S0,
+        send: ptb,
+        verdict: XDP_REDIRECT,
+        reason: reason::ICMP_ERROR_TO_CLIENT,
+        out: Out::Exact(want),
+        ..Step::default()
+    }
 }
 
 pub fn cases() -> Vec<Case> {
@@ -281,13 +289,16 @@ fn tcp_flow() -> Vec<Step> {
         )
         .then(by_fast(2)),
         ptb,
-        redirected(
-            "ipv6: an unreachable for a VIP's reply goes to the real about its own packet",
-            C0,
-            unreach,
-            reason::ICMP_ERROR_TO_REAL,
-            want,
-        ),
+        Step {
+            name: "ipv6: an unreachable for a VIP's reply goes to the real about its own packet"
+                .into(),
+            on: C0,
+            send: unreach,
+            verdict: XDP_REDIRECT,
+            reason: reason::ICMP_ERROR_TO_REAL,
+            out: Out::Exact(want),
+            ..Step::default()
+        },
     ]
 }
 
@@ -337,9 +348,16 @@ fn not_translated() -> Vec<Case> {
         passed("ipv6: neighbour solicitation of a VIP address goes to the kernel unchanged", C0, ns.build(), reason::PASS_NOT_OURS),
         dropped("ipv6: a port no VIP serves is dropped", other.build(), reason::DROP_NO_VIP_PORT),
         passed("ipv6: not to a VIP is passed unchanged", C0, past.build(), reason::PASS_NOT_OURS),
-        redirected("ipv6: a VIP answers an echo request", C0, ping, reason::ICMP_ECHO_REPLY, pong),
     ];
-    steps.into_iter().map(Case::one).collect()
+    let echo = Step {
+        name: "ipv6: a VIP answers an echo request".into(),
+        send: ping,
+        verdict: XDP_REDIRECT,
+        reason: reason::ICMP_ECHO_REPLY,
+        out: Out::Exact(pong),
+        ..Step::default()
+    };
+    steps.into_iter().chain([echo]).map(Case::one).collect()
 }
 
 /// A 2000-byte datagram each way, in two fragments: the later one follows
@@ -361,34 +379,42 @@ fn fragments() -> Vec<Step> {
     sent.hop_limit -= 1;
     let as_client_sent = fragments6(&sent.build(), 1232, 0x1234_5678)[0].clone();
     vec![
-        redirected(
-            "ipv6: a datagram's first fragment to a VIP",
-            C0,
-            first,
-            reason::FORWARD,
-            want_first.clone(),
-        ),
-        redirected(
-            "ipv6: its later fragment follows it to the same real",
-            C0,
-            later,
-            reason::FRAGMENT,
-            want_later,
-        ),
-        redirected(
-            "ipv6: the real's first fragment back",
-            S0,
-            a_first,
-            reason::REVERSE,
-            want_a_first,
-        ),
-        redirected(
-            "ipv6: and its later fragment",
-            S0,
-            a_later,
-            reason::FRAGMENT,
-            want_a_later,
-        ),
+        Step {
+            name: "ipv6: a datagram's first fragment to a VIP".into(),
+            on: C0,
+            send: first,
+            verdict: XDP_REDIRECT,
+            reason: reason::FORWARD,
+            out: Out::Exact(want_first.clone()),
+            ..Step::default()
+        },
+        Step {
+            name: "ipv6: its later fragment follows it to the same real".into(),
+            on: C0,
+            send: later,
+            verdict: XDP_REDIRECT,
+            reason: reason::FRAGMENT,
+            out: Out::Exact(want_later),
+            ..Step::default()
+        },
+        Step {
+            name: "ipv6: the real's first fragment back".into(),
+            on: S0,
+            send: a_first,
+            verdict: XDP_REDIRECT,
+            reason: reason::REVERSE,
+            out: Out::Exact(want_a_first),
+            ..Step::default()
+        },
+        Step {
+            name: "ipv6: and its later fragment".into(),
+            on: S0,
+            send: a_later,
+            verdict: XDP_REDIRECT,
+            reason: reason::FRAGMENT,
+            out: Out::Exact(want_a_later),
+            ..Step::default()
+        },
         too_big_behind(
             "ipv6: packet too big quoting a first fragment reaches the client about its own datagram",
             DNS6,
@@ -422,13 +448,7 @@ fn narrow_route() -> Vec<Case> {
                 #[rustfmt::skip]
                 fx.ip(&["-6", "route", "replace", "2001:db8:5::13/128", "dev", "s0", "mtu", "lock", "1280"]);
             }),
-            redirected(
-                "ipv6: lb answers a packet too big for its next hop with packet too big",
-                C0,
-                b,
-                reason::ICMP_FRAG_NEEDED,
-                want,
-            ),
+            Step { name: "ipv6: lb answers a packet too big for its next hop with packet too big".into(), on: C0, send: b, verdict: XDP_REDIRECT, reason: reason::ICMP_FRAG_NEEDED, out: Out::Exact(want), ..Step::default() },
         ]
     })
 }
@@ -474,13 +494,15 @@ fn purge() -> Vec<Step> {
     let rst = super::refuse::rst6((PVIP6, 7), (CLIENT6, 42000), 9001, 0, RST);
     vec![
         fwd6("ipv6 purge farm: SYN", &syn, pr, 7),
-        redirected(
-            "ipv6 purge: a client packet to a dead real is answered with an IPv6 RST",
-            C0,
-            data.build(),
-            reason::PURGE_RST,
-            rst,
-        )
+        Step {
+            name: "ipv6 purge: a client packet to a dead real is answered with an IPv6 RST".into(),
+            on: C0,
+            send: data.build(),
+            verdict: XDP_REDIRECT,
+            reason: reason::PURGE_RST,
+            out: Out::Exact(rst),
+            ..Step::default()
+        }
         .before(move |fx| fx.set_health("purge6", pr, 7, false))
         .then(|fx, _| assert!(flow6(fx, 42000).is_none(), "the purged flow is gone")),
     ]
