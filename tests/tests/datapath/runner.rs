@@ -639,6 +639,8 @@ pub fn run_all(fx: &mut Fixture, cases: Vec<Case>) -> Summary {
     let filter = std::env::var("LB_FIXTURE").ok();
     let tag = format!("({:?}, {:?})", fx.hook, fx.build);
     let mut sum = Summary::default();
+    // Off libtest's "test NAME ... " line, so every case's line starts one.
+    println!();
     for case in cases {
         if filter
             .as_ref()
