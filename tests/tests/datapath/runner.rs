@@ -671,6 +671,8 @@ pub fn run_all(fx: &mut Fixture, cases: Vec<Case>) -> Summary {
                     .map(String::as_str)
                     .or_else(|| e.downcast_ref::<&str>().copied())
                     .unwrap_or("?");
+                // A step's own messages start with its name, often the case's.
+                let msg = msg.strip_prefix(&format!("{}: ", case.name)).unwrap_or(msg);
                 println!("FAILED {tag}: {}: {msg}", case.name);
                 sum.failed.push(case.name.clone());
             }
