@@ -15,110 +15,66 @@ fn endpoint(addr: Ipv4Addr, port: u16, proto: u8) -> VipKey {
     }
 }
 
-pub fn cases(fx: &mut Fixture) {
-    let s0 = fx.s0;
-    let real = Ipv4Addr::new(203, 0, 113, 12);
-    let tcp = endpoint(real, 8080, lb_common::PROTO_TCP);
-    let mut synack = from_real(Pkt::tcp(
-        (real, 8080),
-        (CLIENT, 40600),
-        SYN | ACK,
-        7000,
-        b"",
-    ));
-    if let L4::Tcp { ack, .. } = &mut synack.l4 {
-        *ack = 1001;
-    }
-    let synack = synack;
-    let entries = fx.entries();
-    fx.case(
-        "a reply without a flow, its real endpoint in no REPLY_NAT entry, is not ours",
-        s0,
-        &synack.build(),
-        XDP_PASS,
-        reason::PASS_NOT_OURS,
-        Some(&synack.build()),
-    );
-    let vip_id = fx.ctl.programmed().vips["www"].id;
-    fx.dp()
-        .maps
-        .put_reply_nat(
-            &tcp,
-            &ReplyNat {
-                vip_addr: to_map_addr(VIP.into()),
-                vip_port_be: 80u16.to_be(),
-                _pad: 0,
-                vip_id,
-            },
-        )
-        .expect("REPLY_NAT");
-    let before = fx.vip_counters(vip_id);
-    fx.case(
-        "a cluster peer's SYN-ACK, before the flow's sync, is translated to its VIP",
-        s0,
-        &synack.build(),
-        XDP_REDIRECT,
-        reason::REVERSE_STATELESS,
-        Some(&snat(&synack, VIP, 80)),
-    );
-    assert_eq!(fx.entries(), entries, "a stateless reply makes no flow");
-    let after = fx.vip_counters(vip_id);
-    assert_eq!(
-        after.packets_out,
-        before.packets_out + 1,
-        "counted on its VIP"
-    );
+const REAL: Ipv4Addr = R2;
 
+/// `REPLY_NAT` names the real's TCP endpoint as the www VIP's, as a cluster
+/// node's agent programs it.
+fn put_nat(fx: &mut Fixture) {
+    let nat = ReplyNat {
+        vip_addr: to_map_addr(VIP.into()),
+        vip_port_be: 80u16.to_be(),
+        _pad: 0,
+        vip_id: fx.vip_id("www"),
+    };
+    let tcp = endpoint(REAL, 8080, lb_common::PROTO_TCP);
+    fx.dp().maps.put_reply_nat(&tcp, &nat).expect("REPLY_NAT");
+}
+
+pub fn cases() -> Vec<Case> {
+    let synack = tcp_out((REAL, 8080), 40600, SYN | ACK, 7000, 1001, b"");
     let own = Ipv4Addr::new(203, 0, 113, 1);
-    let probe = from_real(Pkt::tcp((real, 8080), (own, 40700), SYN | ACK, 9000, b""));
-    fx.case(
-        "the answer to the node's own connection (a health probe) is the node's",
-        s0,
-        &probe.build(),
-        XDP_PASS,
-        reason::PASS_NOT_OURS,
-        Some(&probe.build()),
-    );
-    let data = from_real(Pkt::tcp(
-        (real, 8080),
-        (CLIENT, 40600),
-        ACK | PSH,
-        7001,
-        b"body",
-    ));
-    fx.case(
-        "and so is its data",
-        s0,
-        &data.build(),
-        XDP_REDIRECT,
-        reason::REVERSE_STATELESS,
-        Some(&snat(&data, VIP, 80)),
-    );
-    let udp = from_real(Pkt::udp((real, 8080), (CLIENT, 40600), b"answer"));
-    fx.case(
-        "the entry is per protocol: a UDP reply from the same port is not ours",
-        s0,
-        &udp.build(),
-        XDP_PASS,
-        reason::PASS_NOT_OURS,
-        Some(&udp.build()),
-    );
-    let other = from_real(Pkt::tcp((real, 8081), (CLIENT, 40600), ACK, 7001, b""));
-    fx.case(
-        "nor is a reply from another port of the real",
-        s0,
-        &other.build(),
-        XDP_PASS,
-        reason::PASS_NOT_OURS,
-        Some(&other.build()),
-    );
-    fx.dp().maps.del_reply_nat(&tcp).expect("REPLY_NAT");
-    fx.case(
-        "without the entry (outside a cluster) the reply is not ours again",
-        s0,
-        &synack.build(),
-        XDP_PASS,
-        reason::PASS_NOT_OURS,
-        Some(&synack.build()),
-    );
+    let probe = from_real(Pkt::tcp((REAL, 8080), (own, 40700), SYN | ACK, 9000, b""));
+    let data = tcp_out((REAL, 8080), 40600, ACK | PSH, 7001, 0, b"body");
+    let udp = from_real(Pkt::udp((REAL, 8080), (CLIENT, 40600), b"answer"));
+    let other = tcp_out((REAL, 8081), 40600, ACK, 7001, 0, b"");
+    let stateless = |name: &str, p: &Pkt| Step {
+        reason: reason::REVERSE_STATELESS,
+        ..rev(name, p, VIP, 80)
+    };
+    let not_ours = |name: &str, p: &Pkt| passed(name, S0, p.build(), reason::PASS_NOT_OURS);
+    let with_nat = [
+        stateless(
+            "a cluster peer's SYN-ACK, before the flow's sync, is translated to its VIP",
+            &synack,
+        )
+        .then(|fx, _| {
+            assert_eq!(fx.entries(), 0, "a stateless reply makes no flow");
+            let vip = fx.vip_counters(fx.vip_id("www"));
+            assert_eq!(vip.packets_out, 1, "counted on its VIP");
+        }),
+        not_ours(
+            "the answer to the node's own connection (a health probe) is the node's",
+            &probe,
+        ),
+        stateless("and so is its data", &data),
+        not_ours(
+            "the entry is per protocol: a UDP reply from the same port is not ours",
+            &udp,
+        ),
+        not_ours("nor is a reply from another port of the real", &other),
+        not_ours(
+            "without the entry (outside a cluster) the reply is not ours again",
+            &synack,
+        )
+        .before(|fx| {
+            let tcp = endpoint(REAL, 8080, lb_common::PROTO_TCP);
+            fx.dp().maps.del_reply_nat(&tcp).expect("REPLY_NAT");
+        }),
+    ];
+    let mut cases = vec![Case::one(not_ours(
+        "a reply without a flow, its real endpoint in no REPLY_NAT entry, is not ours",
+        &synack,
+    ))];
+    cases.extend(with_nat.into_iter().map(|s| Case::one(s).setup(put_nat)));
+    cases
 }

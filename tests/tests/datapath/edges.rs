@@ -1,6 +1,7 @@
 //! Fixtures for the datapath at the edges: ICMP errors translated both ways,
 //! lb's own "fragmentation needed", IPv4 fragments both ways, a port reused
-//! out of TIME_WAIT, and established flows under a flood of new ones. Every
+//! out of TIME_WAIT, established flows under a flood of new ones, a
+//! half-open flow's lost reply entry, and a VLAN tag on the way out. Every
 //! expected frame is built from scratch by pnet, inner checksums included.
 use std::net::Ipv4Addr;
 
@@ -9,7 +10,9 @@ use pnet::packet::{
     ipv4::{self, MutableIpv4Packet},
 };
 
+use lb_common::{ST_FIN, ST_SYN};
 use lb_tests::frames::fragments;
+use lb_userspace::datapath;
 
 use super::*;
 
@@ -113,125 +116,131 @@ fn toward_real(p: &Pkt, real: Ipv4Addr) -> Pkt {
     p
 }
 
-/// A TCP handshake from the client's `port` to VIP:80; the real it reached.
-fn handshake(fx: &mut Fixture, port: u16) -> Ipv4Addr {
-    let (c0, s0) = (fx.c0, fx.s0);
-    let syn = from_client(Pkt::tcp((CLIENT, port), (VIP, 80), SYN, 100, b""));
-    fx.run(c0, &syn.build());
-    let real = fx.flow_real(port).expect("a flow for the SYN");
-    let mut synack = from_real(Pkt::tcp((real, 8080), (CLIENT, port), SYN | ACK, 500, b""));
-    if let L4::Tcp { ack, .. } = &mut synack.l4 {
-        *ack = 101;
-    }
-    fx.run(s0, &synack.build());
-    let mut ack = from_client(Pkt::tcp((CLIENT, port), (VIP, 80), ACK, 101, b""));
-    if let L4::Tcp { ack, .. } = &mut ack.l4 {
-        *ack = 501;
-    }
-    let assured = fx.counter(reason::ASSURED);
-    fx.run(c0, &ack.build());
-    assert_eq!(
-        fx.counter(reason::ASSURED),
-        assured + 1,
-        "port {port}: assured"
-    );
-    assert!(fx.flow_in(port, false).is_some(), "port {port}: in FLOWS");
-    real
+pub fn cases() -> Vec<Case> {
+    let mut cases = icmp_cases();
+    cases.extend(chain(fragments_both_ways));
+    cases.extend(reuse_cases());
+    cases.push(flood());
+    cases.extend(chain(half_open));
+    cases.push(too_big_reply());
+    cases.push(Case::one(vlan()));
+    cases
 }
 
-pub fn edge_cases(fx: &mut Fixture) {
-    icmp_cases(fx);
-    fragment_cases(fx);
-    reuse_cases(fx);
-    flood_cases(fx);
-    half_open_cases(fx);
-    too_big_reply_cases(fx);
-    vlan_cases(fx);
+/// The real a fresh datapath's first web flow goes to.
+const REAL: Ipv4Addr = WEB_SCHED[0];
+
+/// `step` after a handshake from the client's `port`.
+fn after_handshake(port: u16, step: Step) -> Case {
+    Case::new(&step.name.clone(), vec![step]).setup(move |fx| {
+        assert_eq!(handshake(fx, port), REAL, "the first pick");
+    })
 }
 
 /// ICMP errors about a flow, both ways, every checksum checked.
-fn icmp_cases(fx: &mut Fixture) {
-    let (c0, s0) = (fx.c0, fx.s0);
+fn icmp_cases() -> Vec<Case> {
     let port = 44000;
-    let real = handshake(fx, port);
-
     // A router behind lb cannot forward the client's 1400-byte segment.
-    let mut big = Pkt::tcp((CLIENT, port), (real, 8080), ACK | PSH, 101, &[7u8; 1400]);
+    let mut big = Pkt::tcp((CLIENT, port), (REAL, 8080), ACK | PSH, 101, &[7u8; 1400]);
     big.ttl = 62;
     let mut big_vip = big.clone();
     big_vip.dst = VIP;
     set_dport(&mut big_vip, 80);
+    let mtu1280 = [0, 0, 0x05, 0x00];
+    let mut steps = Vec::new();
     for (quote, what) in [(60, "the quoted TCP checksum"), (28, "a quote of 8 bytes")] {
         let e = from_real(icmp_error(ROUTER_BEHIND, CLIENT, 3, 4, &big, quote));
         let want = toward_client(&icmp_error(ROUTER_BEHIND, CLIENT, 3, 4, &big_vip, quote));
-        fx.case(
-            &format!("frag needed from a router behind lb: quote names the VIP ({what})"),
-            s0,
-            &icmp_frame(&e, [0, 0, 0x05, 0x00]),
-            XDP_REDIRECT,
-            reason::ICMP_ERROR_TO_CLIENT,
-            Some(&icmp_frame(&want, [0, 0, 0x05, 0x00])),
-        );
+        steps.push(Step {
+            name: format!("frag needed from a router behind lb: quote names the VIP ({what})"),
+            on: S0,
+            send: icmp_frame(&e, mtu1280),
+            verdict: XDP_REDIRECT,
+            reason: reason::ICMP_ERROR_TO_CLIENT,
+            out: Out::Exact(icmp_frame(&want, mtu1280)),
+            ..Step::default()
+        });
     }
     let e = from_real(icmp_error(ROUTER_BEHIND, CLIENT, 11, 0, &big, 48));
     let want = toward_client(&icmp_error(ROUTER_BEHIND, CLIENT, 11, 0, &big_vip, 48));
-    fx.case(
-        "time exceeded behind lb: quote names the VIP",
-        s0,
-        &e.build(),
-        XDP_REDIRECT,
-        reason::ICMP_ERROR_TO_CLIENT,
-        Some(&want.build()),
-    );
+    steps.push(Step {
+        name: "time exceeded behind lb: quote names the VIP".into(),
+        on: S0,
+        send: e.build(),
+        verdict: XDP_REDIRECT,
+        reason: reason::ICMP_ERROR_TO_CLIENT,
+        out: Out::Exact(want.build()),
+        ..Step::default()
+    });
 
     // A router in front of lb cannot forward the real's answer (sent as the
     // VIP): the error, addressed to the VIP, goes to the real.
     let mut reply_vip = Pkt::tcp((VIP, 80), (CLIENT, port), ACK | PSH, 501, &[9u8; 1400]);
     reply_vip.ttl = 62;
     let mut reply_real = reply_vip.clone();
-    reply_real.src = real;
+    reply_real.src = REAL;
     reply_real = with_sport(&reply_real, 8080);
     let e = from_client(icmp_error(ROUTER_FRONT, VIP, 3, 4, &reply_vip, 60));
-    let mut want = icmp_error(ROUTER_FRONT, real, 3, 4, &reply_real, 60);
-    want = toward_real(&want, real);
-    fx.case(
-        "frag needed to the VIP from a router in front goes to the real",
-        c0,
-        &icmp_frame(&e, [0, 0, 0x05, 0x00]),
-        XDP_REDIRECT,
-        reason::ICMP_ERROR_TO_REAL,
-        Some(&icmp_frame(&want, [0, 0, 0x05, 0x00])),
-    );
+    let want = toward_real(&icmp_error(ROUTER_FRONT, REAL, 3, 4, &reply_real, 60), REAL);
+    steps.push(Step {
+        name: "frag needed to the VIP from a router in front goes to the real".into(),
+        on: C0,
+        send: icmp_frame(&e, mtu1280),
+        verdict: XDP_REDIRECT,
+        reason: reason::ICMP_ERROR_TO_REAL,
+        out: Out::Exact(icmp_frame(&want, mtu1280)),
+        ..Step::default()
+    });
     let e = from_client(icmp_error(ROUTER_FRONT, VIP, 12, 0, &reply_vip, 60));
     let want = toward_real(
-        &icmp_error(ROUTER_FRONT, real, 12, 0, &reply_real, 60),
-        real,
+        &icmp_error(ROUTER_FRONT, REAL, 12, 0, &reply_real, 60),
+        REAL,
     );
-    fx.case(
-        "parameter problem to the VIP goes to the real",
-        c0,
-        &e.build(),
-        XDP_REDIRECT,
-        reason::ICMP_ERROR_TO_REAL,
-        Some(&want.build()),
-    );
+    steps.push(Step {
+        name: "parameter problem to the VIP goes to the real".into(),
+        on: C0,
+        send: e.build(),
+        verdict: XDP_REDIRECT,
+        reason: reason::ICMP_ERROR_TO_REAL,
+        out: Out::Exact(want.build()),
+        ..Step::default()
+    });
     let mut other = reply_vip.clone();
     other.dst = Ipv4Addr::new(192, 0, 2, 77);
     let e = from_client(icmp_error(ROUTER_FRONT, VIP, 3, 4, &other, 60));
-    fx.case(
+    steps.push(dropped(
         "frag needed to the VIP about no flow is dropped",
-        c0,
-        &e.build(),
-        XDP_DROP,
+        e.build(),
         reason::DROP_ICMP_NO_FLOW,
-        None,
-    );
+    ));
+    steps
+        .into_iter()
+        .map(|s| after_handshake(port, s))
+        .collect()
+}
+
+/// Fragments of `p` at 1480 bytes, each sent on `on`, to come out as the
+/// fragments of `want`; the first's reason is `first`, the others'
+/// `FRAGMENT`.
+fn fragment_steps(names: [&str; 2], on: Side, p: &Pkt, want: &Pkt, first: u32) -> Vec<Step> {
+    let ins = fragments(&p.build(), 1480);
+    let outs = fragments(&want.build(), 1480);
+    assert_eq!(ins.len(), 3);
+    let step = |i: usize| Step {
+        name: names[i.min(1)].into(),
+        on,
+        send: ins[i].clone(),
+        verdict: XDP_REDIRECT,
+        reason: if i == 0 { first } else { reason::FRAGMENT },
+        out: Out::Exact(outs[i].clone()),
+        ..Step::default()
+    };
+    (0..3).map(step).collect()
 }
 
 /// A 3000-byte UDP datagram each way, in fragments, through the dns VIP.
-fn fragment_cases(fx: &mut Fixture) {
-    let (c0, s0) = (fx.c0, fx.s0);
-    let dns_real = Ipv4Addr::new(203, 0, 113, 11);
+fn fragments_both_ways() -> Vec<Step> {
+    let dns_real = R1;
     let payload: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
     let mut q = from_client(Pkt::udp((CLIENT, 45000), (VIP, 53), &payload));
     q.frag = (0, 0);
@@ -239,27 +248,6 @@ fn fragment_cases(fx: &mut Fixture) {
     let mut q_real = toward_real(&q, dns_real);
     q_real.dst = dns_real;
     set_dport(&mut q_real, 5353);
-    let ins = fragments(&q.build(), 1480);
-    let outs = fragments(&q_real.build(), 1480);
-    assert_eq!(ins.len(), 3);
-    fx.case(
-        "first fragment to a VIP: translated with its ports",
-        c0,
-        &ins[0],
-        XDP_REDIRECT,
-        reason::FORWARD,
-        Some(&outs[0]),
-    );
-    for i in 1..3 {
-        fx.case(
-            "later fragment to a VIP follows its first",
-            c0,
-            &ins[i],
-            XDP_REDIRECT,
-            reason::FRAGMENT,
-            Some(&outs[i]),
-        );
-    }
     // The answer, as big, fragmented by the real's kernel.
     let mut a = from_real(Pkt::udp((dns_real, 5353), (CLIENT, 45000), &payload));
     a.frag = (0, 0);
@@ -267,237 +255,184 @@ fn fragment_cases(fx: &mut Fixture) {
     let mut a_vip = toward_client(&a);
     a_vip.src = VIP;
     a_vip = with_sport(&a_vip, 53);
-    let ins = fragments(&a.build(), 1480);
-    let outs = fragments(&a_vip.build(), 1480);
+    let mut steps = fragment_steps(
+        [
+            "first fragment to a VIP: translated with its ports",
+            "later fragment to a VIP follows its first",
+        ],
+        C0,
+        &q,
+        &q_real,
+        reason::FORWARD,
+    );
     // Out of order from the server side: not known yet, passed as any
     // routed host's fragment would be.
-    fx.case(
+    let early = fragments(&a.build(), 1480).remove(2);
+    steps.push(passed(
         "a real's later fragment before its first is passed as not ours",
-        s0,
-        &ins[2],
-        XDP_PASS,
+        S0,
+        early,
         reason::PASS_NOT_OURS,
-        Some(&ins[2]),
-    );
-    fx.case(
-        "a real's first fragment: translated with its ports",
-        s0,
-        &ins[0],
-        XDP_REDIRECT,
-        reason::REVERSE,
-        Some(&outs[0]),
-    );
-    for i in 1..3 {
-        fx.case(
+    ));
+    steps.extend(fragment_steps(
+        [
+            "a real's first fragment: translated with its ports",
             "a real's later fragment follows its first",
-            s0,
-            &ins[i],
-            XDP_REDIRECT,
-            reason::FRAGMENT,
-            Some(&outs[i]),
-        );
-    }
+        ],
+        S0,
+        &a,
+        &a_vip,
+        reason::REVERSE,
+    ));
+    steps
 }
 
-/// A client reusing its port after the connection ended (TIME_WAIT).
-fn reuse_cases(fx: &mut Fixture) {
-    let (c0, s0) = (fx.c0, fx.s0);
+/// A client reusing its port after the connection ended (TIME_WAIT), and
+/// a SYN on an established flow (a retransmission).
+fn reuse_cases() -> Vec<Case> {
     let port = 44100;
-    let real = handshake(fx, port);
-    let mut fin = from_client(Pkt::tcp((CLIENT, port), (VIP, 80), FIN | ACK, 101, b""));
-    if let L4::Tcp { ack, .. } = &mut fin.l4 {
-        *ack = 501;
-    }
-    fx.run(c0, &fin.build());
-    let mut fin2 = from_real(Pkt::tcp((real, 8080), (CLIENT, port), FIN | ACK, 501, b""));
-    if let L4::Tcp { ack, .. } = &mut fin2.l4 {
-        *ack = 102;
-    }
-    fx.run(s0, &fin2.build());
-    assert_eq!(fx.flow_state(port), Some(ST_FIN));
-    // Its real went down meanwhile (fail action none: its flows would stay).
-    let web_real = key("web", real, 8080);
-    {
-        let Fixture { dp, ctl, .. } = &mut *fx;
-        ctl.set_health(&web_real, false, &mut dp.as_mut().unwrap().maps)
-            .expect("set_health");
-    }
-    let reused = fx.counter(reason::TUPLE_REUSE);
-    let syn = from_client(Pkt::tcp((CLIENT, port), (VIP, 80), SYN, 90_000, b""));
-    let out = fx.case(
-        "a SYN on a finished flow starts a new one with a fresh pick",
-        c0,
-        &syn.build(),
-        XDP_REDIRECT,
-        reason::FORWARD,
-        None,
-    );
-    assert_eq!(fx.counter(reason::TUPLE_REUSE), reused + 1);
-    let f = fx.flow(port).expect("the new flow");
-    let now = Ipv4Addr::from(<[u8; 4]>::try_from(&f.fwd.nat_addr[12..]).unwrap());
-    assert_ne!(now, real, "a live real, not the dead one");
-    assert_eq!(out, dnat(&syn, now, 8080));
-    assert_eq!((f.fwd.packets, f.state()), (1, ST_SYN), "fresh counters");
-    {
-        let Fixture { dp, ctl, .. } = &mut *fx;
-        ctl.set_health(&web_real, true, &mut dp.as_mut().unwrap().maps)
-            .expect("set_health");
-    }
-    // A SYN on an established flow is a retransmission: same real.
-    let port = 44101;
-    let real = handshake(fx, port);
-    let syn = from_client(Pkt::tcp((CLIENT, port), (VIP, 80), SYN, 100, b""));
-    fx.case(
+    let syn = tcp_in(port, (VIP, 80), SYN, 90_000, 0, b"");
+    let name = "a SYN on a finished flow starts a new one with a fresh pick";
+    let fresh = forwarded(name, syn.build()).then(move |fx, out| {
+        assert_eq!(fx.counter(reason::TUPLE_REUSE), 1);
+        let f = fx.flow(port).expect("the new flow");
+        let now = Ipv4Addr::from(<[u8; 4]>::try_from(&f.fwd.nat_addr[12..]).unwrap());
+        assert_ne!(now, REAL, "a live real, not the dead one");
+        assert_eq!(out, dnat(&syn, now, 8080));
+        assert_eq!((f.fwd.packets, f.state()), (1, ST_SYN), "fresh counters");
+    });
+    let finished = Case::one(fresh).setup(move |fx| {
+        let real = handshake(fx, port);
+        let fin = tcp_in(port, (VIP, 80), FIN | ACK, 101, 501, b"");
+        fx.run(C0, &fin.build());
+        let fin2 = tcp_out((real, 8080), port, FIN | ACK, 501, 102, b"");
+        fx.run(S0, &fin2.build());
+        assert_eq!(fx.flow_state(port), Some(ST_FIN));
+        // Its real went down meanwhile (fail action none: its flows would stay).
+        fx.set_health("web", real, 8080, false);
+    });
+    let syn = tcp_in(port + 1, (VIP, 80), SYN, 100, 0, b"");
+    let retransmit = fwd(
         "a SYN on an established flow keeps its real",
-        c0,
-        &syn.build(),
-        XDP_REDIRECT,
-        reason::FORWARD,
-        Some(&dnat(&syn, real, 8080)),
-    );
-    assert_eq!(fx.counter(reason::TUPLE_REUSE), reused + 1);
+        &syn,
+        REAL,
+        8080,
+    )
+    .then(|fx, _| assert_eq!(fx.counter(reason::TUPLE_REUSE), 0));
+    vec![finished, after_handshake(port + 1, retransmit)]
 }
 
-/// Established flows survive a flood of new ones many times `EMBRYOS`' size.
-fn flood_cases(fx: &mut Fixture) {
-    let c0 = fx.c0;
-    let ports: Vec<u16> = (44200..44210).collect();
-    let reals: Vec<Ipv4Addr> = ports.iter().map(|&p| handshake(fx, p)).collect();
-    let flows_before = fx.dp().maps.flows.keys().count();
-    let embryo_cap = datapath::embryo_table_size(4096) as usize;
-    let flood = 3 * embryo_cap;
-    for i in 0..flood {
-        let src = Ipv4Addr::new(198, 18, (i >> 8) as u8, i as u8);
-        let syn = from_client(Pkt::tcp((src, 1024 + i as u16), (VIP, 80), SYN, 1, b""));
-        let (verdict, _) = fx.run(c0, &syn.build());
-        assert_eq!(verdict, XDP_REDIRECT, "flood SYN {i} forwarded");
-    }
-    assert_eq!(
-        fx.dp().maps.flows.keys().count(),
-        flows_before,
-        "the flood took no room in FLOWS"
-    );
-    assert!(fx.dp().maps.embryos.keys().count() <= embryo_cap);
-    for (&port, &real) in ports.iter().zip(&reals) {
-        let data = from_client(Pkt::tcp(
-            (CLIENT, port),
-            (VIP, 80),
-            ACK | PSH,
-            101,
-            b"still?",
-        ));
-        fx.case(
-            "after a flood of 3x EMBRYOS, an established flow keeps its real",
-            c0,
-            &data.build(),
-            XDP_REDIRECT,
-            reason::FORWARD,
-            Some(&dnat(&data, real, 8080)),
-        );
-    }
-    // And a legitimate new connection still completes.
-    handshake(fx, 44300);
-}
-
-/// A tagged frame leaves tagged, by redirect, with the VLAN id of the
-/// device its route leaves by. This machine's kernel has no 8021q (no VLAN
-/// device can be made), so s0 stands in for one: the fixture programs
-/// `VLANS` as the agent would for a VLAN device with id 20 over s0.
-fn vlan_cases(fx: &mut Fixture) {
-    let (c0, s0) = (fx.c0, fx.s0);
-    let mut vlans = fx.dp().take_vlans().expect("VLANS");
-    let port = lb_common::VlanPort {
-        parent_ifindex: s0,
-        vid: 20,
-        _pad: 0,
-    };
-    vlans.insert(s0, port, 0).expect("VLANS");
-    let mut syn = from_client(Pkt::tcp((CLIENT, 44400), (VIP, 80), SYN, 1, b""));
-    syn.vlan = Some(10);
-    let out = fx.case(
-        "a tagged frame is forwarded by redirect, tagged with its VLAN's id",
-        c0,
-        &syn.build(),
-        XDP_REDIRECT,
-        reason::FORWARD,
-        None,
-    );
-    let real = fx.flow_real(44400).expect("the flow");
-    let mut want = toward_real(&syn, real);
-    want.dst = real;
-    want.vlan = Some(20);
-    set_dport(&mut want, 8080);
-    assert_eq!(hex(&out), hex(&want.build()), "the tagged frame as sent");
-    vlans.remove(&s0).expect("VLANS");
+/// Established flows survive a flood of new ones many times `EMBRYOS` size.
+fn flood() -> Case {
+    Case::code(
+        "after a flood of 3x EMBRYOS, an established flow keeps its real",
+        |fx| {
+            let ports: Vec<u16> = (44200..44210).collect();
+            let reals: Vec<Ipv4Addr> = ports.iter().map(|&p| handshake(fx, p)).collect();
+            let flows_before = fx.dp().maps.flows.keys().count();
+            let embryo_cap = datapath::embryo_table_size(4096) as usize;
+            for i in 0..3 * embryo_cap {
+                let src = Ipv4Addr::new(198, 18, (i >> 8) as u8, i as u8);
+                let syn = from_client(Pkt::tcp((src, 1024 + i as u16), (VIP, 80), SYN, 1, b""));
+                let (verdict, _) = fx.run(C0, &syn.build());
+                assert_eq!(verdict, XDP_REDIRECT, "flood SYN {i} forwarded");
+            }
+            let flows = fx.dp().maps.flows.keys().count();
+            assert_eq!(flows, flows_before, "the flood took no room in FLOWS");
+            assert!(fx.dp().maps.embryos.keys().count() <= embryo_cap);
+            for (&port, &real) in ports.iter().zip(&reals) {
+                let data = tcp_in(port, (VIP, 80), ACK | PSH, 101, 0, b"still?");
+                fx.step(&fwd("", &data, real, 8080));
+            }
+            // And a legitimate new connection still completes.
+            handshake(fx, 44300);
+            fx.passed("a new connection still completes");
+        },
+    )
 }
 
 /// A half-open flow whose reply entry aged out of `EMBRYOS` alone gets it
 /// back at the client's next SYN, so the handshake can still complete.
-fn half_open_cases(fx: &mut Fixture) {
-    let (c0, s0) = (fx.c0, fx.s0);
+fn half_open() -> Vec<Step> {
     let port = 44500;
-    let syn = from_client(Pkt::tcp((CLIENT, port), (VIP, 80), SYN, 100, b""));
-    fx.run(c0, &syn.build());
-    let f = fx.flow_in(port, true).expect("half-open");
-    let real = fx.flow_real(port).expect("its real");
-    let rev = f.fwd_key.reverse(f.fwd.nat_addr, f.fwd.nat_port_be);
-    fx.dp()
-        .maps
-        .embryos
-        .remove(&rev)
-        .expect("drop the reply entry");
-    fx.case(
-        "a retransmitted SYN of a half-open flow keeps its real",
-        c0,
-        &syn.build(),
-        XDP_REDIRECT,
-        reason::FORWARD,
-        Some(&dnat(&syn, real, 8080)),
-    );
-    let mut synack = from_real(Pkt::tcp((real, 8080), (CLIENT, port), SYN | ACK, 500, b""));
-    if let L4::Tcp { ack, .. } = &mut synack.l4 {
-        *ack = 101;
-    }
-    fx.case(
-        "... and puts its lost reply entry back: the SYN-ACK is translated",
-        s0,
-        &synack.build(),
-        XDP_REDIRECT,
-        reason::REVERSE,
-        Some(&snat(&synack, VIP, 80)),
-    );
+    let syn = tcp_in(port, (VIP, 80), SYN, 100, 0, b"");
+    let synack = tcp_out((REAL, 8080), port, SYN | ACK, 500, 101, b"");
+    vec![
+        fwd("", &syn, REAL, 8080),
+        fwd(
+            "a retransmitted SYN of a half-open flow keeps its real",
+            &syn,
+            REAL,
+            8080,
+        )
+        .before(move |fx| {
+            let f = fx.flow_in(port, true).expect("half-open");
+            let rev = f.fwd_key.reverse(f.fwd.nat_addr, f.fwd.nat_port_be);
+            let embryos = &mut fx.dp().maps.embryos;
+            embryos.remove(&rev).expect("drop the reply entry");
+        }),
+        rev(
+            "... and puts its lost reply entry back: the SYN-ACK is translated",
+            &synack,
+            VIP,
+            80,
+        ),
+    ]
 }
 
 /// A real's DF reply too big for the link toward the client: lb answers
 /// the real itself, quoting the reply as the real sent it (from real:port;
 /// the kernel would quote it from the VIP, which the real's socket never
 /// used).
-fn too_big_reply_cases(fx: &mut Fixture) {
-    let s0 = fx.s0;
+fn too_big_reply() -> Case {
+    let port = 44600;
+    let big = tcp_out((REAL, 8080), port, ACK | PSH, 501, 101, &[5u8; 1100]);
+    let step = Step {
+        name: "a real's DF reply too big for the client's link is answered with frag needed".into(),
+        on: S0,
+        send: big.build(),
+        verdict: XDP_REDIRECT,
+        reason: reason::ICMP_FRAG_NEEDED,
+        out: Out::Exact(frag_needed(&big, VIP, 1000)),
+        ..Step::default()
+    };
     // The FIB's MTU check reads the device's MTU (a route's `mtu` metric
     // binds the kernel's forwarding only), so the client side's link is
-    // narrowed.
-    ip(&["link", "set", "c0", "mtu", "1000"]);
-    let port = 44600;
-    // The handshake caches the reply direction's hop with the route's MTU.
-    let real = handshake(fx, port);
-    let mut big = from_real(Pkt::tcp(
-        (real, 8080),
-        (CLIENT, port),
-        ACK | PSH,
-        501,
-        &[5u8; 1100],
-    ));
-    if let L4::Tcp { ack, .. } = &mut big.l4 {
-        *ack = 101;
+    // narrowed; the handshake caches the reply direction's hop with it.
+    Case::new(&step.name.clone(), vec![step]).setup(move |fx| {
+        fx.ip(&["link", "set", "c0", "mtu", "1000"]);
+        assert_eq!(handshake(fx, port), REAL, "the first pick");
+    })
+}
+
+/// A tagged frame leaves tagged, by redirect, with the VLAN id of the
+/// device its route leaves by. This machine's kernel has no 8021q (no VLAN
+/// device can be made), so s0 stands in for one: the fixture programs
+/// `VLANS` as the agent would for a VLAN device with id 20 over s0.
+fn vlan() -> Step {
+    let mut syn = from_client(Pkt::tcp((CLIENT, 44400), (VIP, 80), SYN, 1, b""));
+    syn.vlan = Some(10);
+    let mut want = toward_real(&syn, REAL);
+    want.dst = REAL;
+    want.vlan = Some(20);
+    set_dport(&mut want, 8080);
+    let name = "a tagged frame is forwarded by redirect, tagged with its VLAN's id";
+    Step {
+        name: name.into(),
+        on: C0,
+        send: syn.build(),
+        verdict: XDP_REDIRECT,
+        reason: reason::FORWARD,
+        out: Out::Exact(want.build()),
+        ..Step::default()
     }
-    fx.case(
-        "a real's DF reply too big for the client's link is answered with frag needed",
-        s0,
-        &big.build(),
-        XDP_REDIRECT,
-        reason::ICMP_FRAG_NEEDED,
-        Some(&frag_needed(&big, VIP, 1000)),
-    );
-    ip(&["link", "set", "c0", "mtu", "1500"]);
+    .before(|fx| {
+        let s0 = fx.s0;
+        let port = lb_common::VlanPort {
+            parent_ifindex: s0,
+            vid: 20,
+            _pad: 0,
+        };
+        fx.vlans.insert(s0, port, 0).expect("VLANS");
+    })
 }

@@ -80,79 +80,74 @@ pub fn rst6(from: (Ipv6Addr, u16), to: (Ipv6Addr, u16), seq: u32, ack: u32, flag
     want
 }
 
-pub fn cases(fx: &mut Fixture) {
-    let c0 = fx.c0;
+pub fn cases() -> Vec<Case> {
     // A SYN (no ACK) with options, as a kernel sends it: the RST has seq 0
     // and acknowledges the SYN.
     let mut syn = from_client(Pkt::tcp((CLIENT, 41007), (VIP_EMPTY, 80), SYN, 1, b""));
     if let L4::Tcp { doff, .. } = &mut syn.l4 {
         *doff = 10;
     }
-    fx.case(
-        "no live real: a SYN is refused with a RST from the VIP",
-        c0,
-        &syn.build(),
-        XDP_REDIRECT,
-        reason::NO_REAL_RST,
-        Some(&rst4((VIP_EMPTY, 80), (CLIENT, 41007), 0, 2, RST | ACK)),
-    );
     let quiet = from_client(Pkt::tcp((CLIENT, 41008), (QUIET, 80), SYN, 1, b""));
-    fx.case(
-        "no live real, no_real: drop: the SYN is dropped",
-        c0,
-        &quiet.build(),
-        XDP_DROP,
-        reason::DROP_NO_REAL,
-        None,
-    );
     // The quote: the IP and UDP headers.
-    let dgram = from_client(Pkt::udp((CLIENT, 41009), (VIP_EMPTY, 53), b"query"));
-    let f = dgram.build();
-    let want = lb_icmp4(&dgram, VIP_EMPTY, (3, 3, [0; 4]), &f[14..14 + 28]);
-    fx.case(
-        "no live real: a UDP datagram gets a port unreachable quoting it",
-        c0,
-        &f,
-        XDP_REDIRECT,
-        reason::NO_REAL_UNREACH,
-        Some(&want),
-    );
-
+    let udp = from_client(Pkt::udp((CLIENT, 41009), (VIP_EMPTY, 53), b"query"));
+    let dgram = udp.build();
+    let unreach = lb_icmp4(&udp, VIP_EMPTY, (3, 3, [0; 4]), &dgram[14..14 + 28]);
     let syn6 = Pkt6 {
         src_mac: CLIENT_MAC,
         dst_mac: LB_C_MAC,
         ..Pkt6::tcp((CLIENT6, 41007), (EMPTY6, 80), SYN, 1, 0)
     };
-    fx.case(
-        "ipv6, no live real: a SYN is refused with an IPv6 RST",
-        c0,
-        &syn6.build(),
-        XDP_REDIRECT,
-        reason::NO_REAL_RST,
-        Some(&rst6((EMPTY6, 80), (CLIENT6, 41007), 0, 2, RST | ACK)),
-    );
     let dgram6 = Pkt6 {
         src_mac: CLIENT_MAC,
         dst_mac: LB_C_MAC,
         ..Pkt6::udp((CLIENT6, 41009), (EMPTY6, 53), b"query")
-    };
-    let f = dgram6.build();
-    let want = icmp6_frame(
-        (LB_C_MAC, CLIENT_MAC),
-        EMPTY6,
-        CLIENT6,
-        64,
-        DEST_UNREACH,
-        4,
-        [0; 4],
-        &f[14..14 + 48],
-    );
-    fx.case(
-        "ipv6, no live real: a UDP datagram gets a port unreachable quoting it",
-        c0,
-        &f,
-        XDP_REDIRECT,
-        reason::NO_REAL_UNREACH,
-        Some(&want),
-    );
+    }
+    .build();
+    let macs = (LB_C_MAC, CLIENT_MAC);
+    let quote6 = &dgram6[14..14 + 48];
+    let unreach6 = icmp6_frame(macs, EMPTY6, CLIENT6, 64, DEST_UNREACH, 4, [0; 4], quote6);
+    let steps = [
+        Step {
+            name: "no live real: a SYN is refused with a RST from the VIP".into(),
+            on: C0,
+            send: syn.build(),
+            verdict: XDP_REDIRECT,
+            reason: reason::NO_REAL_RST,
+            out: Out::Exact(rst4((VIP_EMPTY, 80), (CLIENT, 41007), 0, 2, RST | ACK)),
+            ..Step::default()
+        },
+        dropped(
+            "no live real, no_real: drop: the SYN is dropped",
+            quiet.build(),
+            reason::DROP_NO_REAL,
+        ),
+        Step {
+            name: "no live real: a UDP datagram gets a port unreachable quoting it".into(),
+            on: C0,
+            send: dgram,
+            verdict: XDP_REDIRECT,
+            reason: reason::NO_REAL_UNREACH,
+            out: Out::Exact(unreach),
+            ..Step::default()
+        },
+        Step {
+            name: "ipv6, no live real: a SYN is refused with an IPv6 RST".into(),
+            on: C0,
+            send: syn6.build(),
+            verdict: XDP_REDIRECT,
+            reason: reason::NO_REAL_RST,
+            out: Out::Exact(rst6((EMPTY6, 80), (CLIENT6, 41007), 0, 2, RST | ACK)),
+            ..Step::default()
+        },
+        Step {
+            name: "ipv6, no live real: a UDP datagram gets a port unreachable quoting it".into(),
+            on: C0,
+            send: dgram6,
+            verdict: XDP_REDIRECT,
+            reason: reason::NO_REAL_UNREACH,
+            out: Out::Exact(unreach6),
+            ..Step::default()
+        },
+    ];
+    steps.into_iter().map(Case::one).collect()
 }

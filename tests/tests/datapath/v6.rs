@@ -5,9 +5,12 @@
 //! Every expected frame is built from scratch by pnet.
 use std::net::Ipv6Addr;
 
+use lb_common::ST_ESTABLISHED;
+use lb_userspace::flowtable;
+
 use lb_tests::fixture_net::{CLIENT6, REALS6, real6_mac};
 
-use super::packet6::{DEST_OPTS, HOP_BY_HOP, NEIGHBOR_SOLICIT, Pkt6, checksums_valid6, fragments6};
+use super::packet6::{DEST_OPTS, HOP_BY_HOP, NEIGHBOR_SOLICIT, Pkt6, fragments6};
 use super::*;
 
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
@@ -154,68 +157,69 @@ fn flow6(fx: &mut Fixture, port: u16) -> Option<flowtable::Joined> {
     })
 }
 
-pub fn cases(fx: &mut Fixture) {
-    let (c0, s0) = (fx.c0, fx.s0);
-    // The IPv4 cases narrowed s0 below IPv6's minimum MTU, which took its
-    // IPv6 addresses; give them back.
-    for args in lb_tests::fixture_net::ipv6_setup() {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        ip(&args);
-    }
+/// A client packet NATed to `to:port` and redirected.
+fn fwd6(name: &str, p: &Pkt6, to: Ipv6Addr, port: u16) -> Step {
+    redirected(name, C0, p.build(), reason::FORWARD, dnat6(p, to, port))
+}
 
-    // --- TCP through the full path: each SYN to the next real. ---
-    let mut picked = Vec::new();
-    for port in 40001..=40003 {
-        let syn = client(Pkt6::tcp((CLIENT6, port), (VIP6, 80), SYN, 100, 0));
-        let before: Vec<u64> = (0..reason::COUNT).map(|w| fx.counter(w)).collect();
-        let (verdict, out) = fx.run(c0, &syn.build());
-        let moved: Vec<&str> = (0..reason::COUNT)
-            .filter(|&w| fx.counter(w) != before[w as usize])
-            .map(|w| reason::NAMES[w as usize])
-            .collect();
-        assert_eq!(
-            verdict, XDP_REDIRECT,
-            "SYN {port}: verdict, reasons {moved:?}"
-        );
-        let to = dst6(&out);
-        assert!(REALS6.contains(&to), "SYN {port} went to {to}");
-        // The run above took the packet; run it again as a case on a fresh
-        // port of the same real would change the pick, so judge this one.
-        assert_eq!(out, dnat6(&syn, to, 8080), "SYN {port}: bytes");
-        assert!(checksums_valid6(&out), "SYN {port}: checksums");
-        picked.push(to);
-    }
-    let mut all = picked.clone();
-    all.sort();
-    assert_eq!(all, REALS6.to_vec(), "round-robin over the three reals");
-    fx.cases
-        .push("ipv6: three SYNs to a VIP, one to each real, translated".into());
+/// A real's packet NATed back from `vip:port` and redirected.
+fn rev6(name: &str, p: &Pkt6, vip: Ipv6Addr, port: u16) -> Step {
+    redirected(name, S0, p.build(), reason::REVERSE, snat6(p, vip, port))
+}
 
-    let r = picked[0];
+/// Packet too big (MTU 1280) from a router behind lb about `as_sent` (a
+/// frame lb sent a real), and what the client must get: the same about
+/// `as_client_sent`, one hop less.
+fn too_big_behind(name: &str, real: Ipv6Addr, as_sent: &[u8], as_client_sent: &[u8]) -> Step {
+    let mtu = 1280u32.to_be_bytes();
+    let (behind, front) = ((real6_mac(real), LB_S_MAC), (LB_C_MAC, CLIENT_MAC));
+    #[rustfmt::skip]
+    let ptb = icmp6_frame(behind, ROUTER_BEHIND6, CLIENT6, 64, PACKET_TOO_BIG, 0, mtu, as_sent);
+    #[rustfmt::skip]
+    let want = icmp6_frame(front, ROUTER_BEHIND6, CLIENT6, 63, PACKET_TOO_BIG, 0, mtu, as_client_sent);
+    Step {
+        name: name.into(),
+        on: S0,
+        send: ptb,
+        verdict: XDP_REDIRECT,
+        reason: reason::ICMP_ERROR_TO_CLIENT,
+        out: Out::Exact(want),
+        ..Step::default()
+    }
+}
+
+pub fn cases() -> Vec<Case> {
+    let mut cases = vec![three_syns()];
+    cases.extend(chain(tcp_flow));
+    cases.extend(chain(udp));
+    cases.extend(not_translated());
+    cases.extend(chain(fragments));
+    cases.extend(narrow_route());
+    cases.push(sticky());
+    cases.extend(chain(purge));
+    cases
+}
+
+/// TCP through the full path: each SYN to the next real.
+fn three_syns() -> Case {
+    Case::code(
+        "ipv6: three SYNs to a VIP, one to each real, translated",
+        |fx| {
+            for (port, to) in (40001..=40003).zip(REALS6) {
+                let syn = client(Pkt6::tcp((CLIENT6, port), (VIP6, 80), SYN, 100, 0));
+                fx.step(&fwd6("", &syn, to, 8080));
+            }
+        },
+    )
+}
+
+/// One connection: handshake and data both ways (the established segments
+/// by the fast path), then ICMPv6 errors about it from either side.
+fn tcp_flow() -> Vec<Step> {
+    let r = REALS6[0];
+    let syn = client(Pkt6::tcp((CLIENT6, 40001), (VIP6, 80), SYN, 100, 0));
     let synack = real(Pkt6::tcp((r, 8080), (CLIENT6, 40001), SYN | ACK, 9000, 101));
-    fx.case(
-        "ipv6: the real's SYN-ACK is translated back from the VIP",
-        s0,
-        &synack.build(),
-        XDP_REDIRECT,
-        reason::REVERSE,
-        Some(&snat6(&synack, VIP6, 80)),
-    );
     let ack = client(Pkt6::tcp((CLIENT6, 40001), (VIP6, 80), ACK, 101, 9001));
-    fx.case(
-        "ipv6: the client's ACK assures the flow",
-        c0,
-        &ack.build(),
-        XDP_REDIRECT,
-        reason::FORWARD,
-        Some(&dnat6(&ack, r, 8080)),
-    );
-    let f = flow6(fx, 40001).expect("the IPv6 flow is listed");
-    assert_eq!(f.state(), ST_ESTABLISHED);
-    assert_eq!(Ipv6Addr::from(f.fwd.nat_addr), r, "the flow's real");
-
-    // --- Established: the fast path, both ways. ---
-    let fast = fx.counter(reason::FAST_PATH);
     let data = client(Pkt6::tcp(
         (CLIENT6, 40001),
         (VIP6, 80),
@@ -224,139 +228,148 @@ pub fn cases(fx: &mut Fixture) {
         9001,
     ))
     .with_payload(b"GET / HTTP/1.1\r\n\r\n");
-    fx.case(
-        "ipv6: established data from the client",
-        c0,
-        &data.build(),
-        XDP_REDIRECT,
-        reason::FORWARD,
-        Some(&dnat6(&data, r, 8080)),
-    );
     let reply = real(Pkt6::tcp((r, 8080), (CLIENT6, 40001), ACK | PSH, 9001, 119))
         .with_payload(b"HTTP/1.1 200 OK\r\n\r\n");
-    // The real's first data segment moves its entry from syn to
-    // established (the full path); its next goes the fast way.
-    for (name, by_fast) in [("", 1), (" again", 2)] {
-        fx.case(
-            &format!("ipv6: established data from the real{name}"),
-            s0,
-            &reply.build(),
-            XDP_REDIRECT,
-            reason::REVERSE,
-            Some(&snat6(&reply, VIP6, 80)),
-        );
-        assert_eq!(
-            fx.counter(reason::FAST_PATH),
-            fast + by_fast,
-            "by the fast path"
-        );
-    }
+    let fast = Saved::new();
+    let by_fast = |n: u64| {
+        let fast = fast.clone();
+        move |fx: &mut Fixture, _: &[u8]| {
+            assert_eq!(
+                fx.counter(reason::FAST_PATH),
+                fast.get() + n,
+                "by the fast path"
+            )
+        }
+    };
 
-    // --- UDP both ways. ---
-    let dns = ("2001:db8:5::11".parse::<Ipv6Addr>().unwrap(), 5353);
+    // A router behind lb tells the client its packet to the real (as lb
+    // sent it: one hop less) was too big: the quote becomes client -> VIP.
+    let mut sent = data.clone();
+    sent.hop_limit -= 1;
+    let ptb = too_big_behind(
+        "ipv6: packet too big from behind lb reaches the client about its own packet",
+        r,
+        &dnat6(&data, r, 8080)[14..],
+        &sent.build()[14..],
+    );
+    // A router in front of lb cannot reach the client of lb's reply: the
+    // error goes to the real, about the real's own packet, whose quote
+    // keeps the hop limit lb sent it with.
+    let mut from_real_sent = reply.clone();
+    from_real_sent.hop_limit -= 1;
+    let as_lb_sent = snat6(&reply, VIP6, 80);
+    let (front, behind) = ((CLIENT_MAC, LB_C_MAC), (LB_S_MAC, real6_mac(r)));
+    #[rustfmt::skip]
+    let unreach = icmp6_frame(front, ROUTER_FRONT6, VIP6, 64, DEST_UNREACH, 3, [0; 4], &as_lb_sent[14..]);
+    #[rustfmt::skip]
+    let want = icmp6_frame(behind, ROUTER_FRONT6, r, 63, DEST_UNREACH, 3, [0; 4], &from_real_sent.build()[14..]);
+    vec![
+        fwd6("", &syn, r, 8080),
+        rev6(
+            "ipv6: the real's SYN-ACK is translated back from the VIP",
+            &synack,
+            VIP6,
+            80,
+        ),
+        fwd6("ipv6: the client's ACK assures the flow", &ack, r, 8080).then(move |fx, _| {
+            let f = flow6(fx, 40001).expect("the IPv6 flow is listed");
+            assert_eq!(f.state(), ST_ESTABLISHED);
+            assert_eq!(Ipv6Addr::from(f.fwd.nat_addr), r, "the flow's real");
+        }),
+        fwd6("ipv6: established data from the client", &data, r, 8080)
+            .before(fast.keep(|fx| fx.counter(reason::FAST_PATH))),
+        // The real's first data segment moves its entry from syn to
+        // established (the full path); its next goes the fast way.
+        rev6("ipv6: established data from the real", &reply, VIP6, 80).then(by_fast(1)),
+        rev6(
+            "ipv6: established data from the real again",
+            &reply,
+            VIP6,
+            80,
+        )
+        .then(by_fast(2)),
+        ptb,
+        Step {
+            name: "ipv6: an unreachable for a VIP's reply goes to the real about its own packet"
+                .into(),
+            on: C0,
+            send: unreach,
+            verdict: XDP_REDIRECT,
+            reason: reason::ICMP_ERROR_TO_REAL,
+            out: Out::Exact(want),
+            ..Step::default()
+        },
+    ]
+}
+
+/// The dns6 VIP's one real.
+const DNS6: Ipv6Addr = REALS6[0];
+
+fn udp() -> Vec<Step> {
     let q = client(Pkt6::udp((CLIENT6, 53001), (VIP6, 53), b"query"));
-    fx.case(
-        "ipv6: a UDP datagram to a VIP",
-        c0,
-        &q.build(),
-        XDP_REDIRECT,
-        reason::FORWARD,
-        Some(&dnat6(&q, dns.0, dns.1)),
-    );
-    let a = real(Pkt6::udp(dns, (CLIENT6, 53001), b"answer"));
-    fx.case(
-        "ipv6: the real's UDP answer",
-        s0,
-        &a.build(),
-        XDP_REDIRECT,
-        reason::REVERSE,
-        Some(&snat6(&a, VIP6, 53)),
-    );
+    let a = real(Pkt6::udp((DNS6, 5353), (CLIENT6, 53001), b"answer"));
+    vec![
+        fwd6("ipv6: a UDP datagram to a VIP", &q, DNS6, 5353),
+        rev6("ipv6: the real's UDP answer", &a, VIP6, 53),
+    ]
+}
 
-    // --- What lb does not translate. ---
+/// The stated rules for what lb does not translate, extension headers,
+/// and a VIP's echo reply.
+fn not_translated() -> Vec<Case> {
     let mut last_hop = client(Pkt6::tcp((CLIENT6, 40010), (VIP6, 80), SYN, 1, 0));
     last_hop.hop_limit = 1;
-    let b = last_hop.build();
-    fx.case(
-        "ipv6: hop limit 1 to a VIP goes to the kernel (time exceeded)",
-        c0,
-        &b,
-        XDP_PASS,
-        reason::PASS_TTL,
-        Some(&b),
-    );
-    // --- Extension headers and fragments. ---
-    let dns = REALS6[0];
     let mut hbh = client(Pkt6::udp((CLIENT6, 53010), (VIP6, 53), b"query"));
     hbh.ext = vec![HOP_BY_HOP, DEST_OPTS];
-    fx.case(
-        "ipv6: a chain of hop-by-hop and destination options is walked and the datagram behind it translated",
-        c0,
-        &hbh.build(),
-        XDP_REDIRECT,
-        reason::FORWARD,
-        Some(&dnat6(&hbh, dns, 5353)),
-    );
     let mut routed = client(Pkt6::tcp((CLIENT6, 40011), (VIP6, 80), SYN, 1, 0));
     // Type 4 (segment routing), one segment left: not at its destination.
     routed.ext = vec![(43, [0, 0, 4, 1, 0, 0, 0, 0])];
-    fx.case(
-        "ipv6: a routing header with segments left to a VIP is dropped",
-        c0,
-        &routed.build(),
-        XDP_DROP,
-        reason::DROP_IPV6_EXT,
-        None,
-    );
-    // A 2000-byte datagram each way, in two fragments: the later one
-    // follows the first's translation.
+    let mut early = client(Pkt6::udp((CLIENT6, 53011), (VIP6, 53), &[0x61; 2000])).build();
+    early = fragments6(&early, 1232, 0x0bad_0bad)[1].clone();
+    let solicit = L4::Icmp {
+        kind: NEIGHBOR_SOLICIT,
+        code: 0,
+        payload: [&[0u8; 4][..], &VIP6.octets()].concat(),
+    };
+    let ns = client(Pkt6::ip(CLIENT6, VIP6, solicit));
+    let other = client(Pkt6::tcp((CLIENT6, 40012), (VIP6, 81), SYN, 1, 0));
+    let past = client(Pkt6::tcp((CLIENT6, 40013), (REALS6[0], 22), SYN, 1, 0));
+    let echo = |(src, dst), kind, macs| {
+        icmp6_frame(macs, src, dst, 64, kind, 0, [0x42, 0x42, 0, 1], b"ping")
+    };
+    let ping = echo((CLIENT6, VIP6), 128, (CLIENT_MAC, LB_C_MAC));
+    let pong = echo((VIP6, CLIENT6), 129, (LB_C_MAC, CLIENT_MAC));
+    #[rustfmt::skip]
+    let steps = [
+        passed("ipv6: hop limit 1 to a VIP goes to the kernel (time exceeded)", C0, last_hop.build(), reason::PASS_TTL),
+        fwd6("ipv6: a chain of hop-by-hop and destination options is walked and the datagram behind it translated", &hbh, DNS6, 5353),
+        dropped("ipv6: a routing header with segments left to a VIP is dropped", routed.build(), reason::DROP_IPV6_EXT),
+        dropped("ipv6: a later fragment before its first is dropped", early, reason::DROP_FRAGMENT_EARLY),
+        passed("ipv6: neighbour solicitation of a VIP address goes to the kernel unchanged", C0, ns.build(), reason::PASS_NOT_OURS),
+        dropped("ipv6: a port no VIP serves is dropped", other.build(), reason::DROP_NO_VIP_PORT),
+        passed("ipv6: not to a VIP is passed unchanged", C0, past.build(), reason::PASS_NOT_OURS),
+    ];
+    let echo = Step {
+        name: "ipv6: a VIP answers an echo request".into(),
+        send: ping,
+        verdict: XDP_REDIRECT,
+        reason: reason::ICMP_ECHO_REPLY,
+        out: Out::Exact(pong),
+        ..Step::default()
+    };
+    steps.into_iter().chain([echo]).map(Case::one).collect()
+}
+
+/// A 2000-byte datagram each way, in two fragments: the later one follows
+/// the first's translation; an error quoting a first fragment reaches the
+/// client about its own.
+fn fragments() -> Vec<Step> {
     let big = client(Pkt6::udp((CLIENT6, 53011), (VIP6, 53), &[0x61; 2000]));
     let [first, later] = fragments6(&big.build(), 1232, 0x1234_5678);
-    let [want_first, want_later] = fragments6(&dnat6(&big, dns, 5353), 1232, 0x1234_5678);
-    fx.case(
-        "ipv6: a datagram's first fragment to a VIP",
-        c0,
-        &first,
-        XDP_REDIRECT,
-        reason::FORWARD,
-        Some(&want_first),
-    );
-    fx.case(
-        "ipv6: its later fragment follows it to the same real",
-        c0,
-        &later,
-        XDP_REDIRECT,
-        reason::FRAGMENT,
-        Some(&want_later),
-    );
-    let answer = real(Pkt6::udp((dns, 5353), (CLIENT6, 53011), &[0x62; 2000]));
-    let [first, later] = fragments6(&answer.build(), 1232, 0x9abc_def0);
-    let [want_first, want_later] = fragments6(&snat6(&answer, VIP6, 53), 1232, 0x9abc_def0);
-    fx.case(
-        "ipv6: the real's first fragment back",
-        s0,
-        &first,
-        XDP_REDIRECT,
-        reason::REVERSE,
-        Some(&want_first),
-    );
-    fx.case(
-        "ipv6: and its later fragment",
-        s0,
-        &later,
-        XDP_REDIRECT,
-        reason::FRAGMENT,
-        Some(&want_later),
-    );
-    let [_, early] = fragments6(&big.build(), 1232, 0x0bad_0bad);
-    fx.case(
-        "ipv6: a later fragment before its first is dropped",
-        c0,
-        &early,
-        XDP_DROP,
-        reason::DROP_FRAGMENT_EARLY,
-        None,
-    );
+    let [want_first, want_later] = fragments6(&dnat6(&big, DNS6, 5353), 1232, 0x1234_5678);
+    let answer = real(Pkt6::udp((DNS6, 5353), (CLIENT6, 53011), &[0x62; 2000]));
+    let [a_first, a_later] = fragments6(&answer.build(), 1232, 0x9abc_def0);
+    let [want_a_first, want_a_later] = fragments6(&snat6(&answer, VIP6, 53), 1232, 0x9abc_def0);
     // A router behind lb cannot forward the first fragment (as lb sent it:
     // to the real, one hop less) and quotes it, fragment header and all:
     // the quote becomes the client's own first fragment, UDP checksum
@@ -364,263 +377,110 @@ pub fn cases(fx: &mut Fixture) {
     let quote = 40 + 8 + 8 + 64;
     let mut sent = big.clone();
     sent.hop_limit -= 1;
-    let [as_sent, _] = fragments6(&dnat6(&big, dns, 5353), 1232, 0x1234_5678);
-    let [as_client_sent, _] = fragments6(&sent.build(), 1232, 0x1234_5678);
-    let mtu = 1280u32.to_be_bytes();
-    let ptb = icmp6_frame(
-        (real6_mac(dns), LB_S_MAC),
-        ROUTER_BEHIND6,
-        CLIENT6,
-        64,
-        PACKET_TOO_BIG,
-        0,
-        mtu,
-        &as_sent[14..14 + quote],
-    );
-    let want = icmp6_frame(
-        (LB_C_MAC, CLIENT_MAC),
-        ROUTER_BEHIND6,
-        CLIENT6,
-        63,
-        PACKET_TOO_BIG,
-        0,
-        mtu,
-        &as_client_sent[14..14 + quote],
-    );
-    fx.case(
-        "ipv6: packet too big quoting a first fragment reaches the client about its own datagram",
-        s0,
-        &ptb,
-        XDP_REDIRECT,
-        reason::ICMP_ERROR_TO_CLIENT,
-        Some(&want),
-    );
-    let ns = client(Pkt6::ip(
-        CLIENT6,
-        VIP6,
-        L4::Icmp {
-            kind: NEIGHBOR_SOLICIT,
-            code: 0,
-            payload: [&[0u8; 4][..], &VIP6.octets()].concat(),
+    let as_client_sent = fragments6(&sent.build(), 1232, 0x1234_5678)[0].clone();
+    vec![
+        Step {
+            name: "ipv6: a datagram's first fragment to a VIP".into(),
+            on: C0,
+            send: first,
+            verdict: XDP_REDIRECT,
+            reason: reason::FORWARD,
+            out: Out::Exact(want_first.clone()),
+            ..Step::default()
         },
-    ));
-    let b = ns.build();
-    fx.case(
-        "ipv6: neighbour solicitation of a VIP address goes to the kernel unchanged",
-        c0,
-        &b,
-        XDP_PASS,
-        reason::PASS_NOT_OURS,
-        Some(&b),
-    );
-    let other = client(Pkt6::tcp((CLIENT6, 40012), (VIP6, 81), SYN, 1, 0));
-    fx.case(
-        "ipv6: a port no VIP serves is dropped",
-        c0,
-        &other.build(),
-        XDP_DROP,
-        reason::DROP_NO_VIP_PORT,
-        None,
-    );
-    let past = client(Pkt6::tcp((CLIENT6, 40013), (REALS6[0], 22), SYN, 1, 0));
-    let b = past.build();
-    fx.case(
-        "ipv6: not to a VIP is passed unchanged",
-        c0,
-        &b,
-        XDP_PASS,
-        reason::PASS_NOT_OURS,
-        Some(&b),
-    );
+        Step {
+            name: "ipv6: its later fragment follows it to the same real".into(),
+            on: C0,
+            send: later,
+            verdict: XDP_REDIRECT,
+            reason: reason::FRAGMENT,
+            out: Out::Exact(want_later),
+            ..Step::default()
+        },
+        Step {
+            name: "ipv6: the real's first fragment back".into(),
+            on: S0,
+            send: a_first,
+            verdict: XDP_REDIRECT,
+            reason: reason::REVERSE,
+            out: Out::Exact(want_a_first),
+            ..Step::default()
+        },
+        Step {
+            name: "ipv6: and its later fragment".into(),
+            on: S0,
+            send: a_later,
+            verdict: XDP_REDIRECT,
+            reason: reason::FRAGMENT,
+            out: Out::Exact(want_a_later),
+            ..Step::default()
+        },
+        too_big_behind(
+            "ipv6: packet too big quoting a first fragment reaches the client about its own datagram",
+            DNS6,
+            &want_first[14..14 + quote],
+            &as_client_sent[14..14 + quote],
+        ),
+    ]
+}
 
-    // --- ICMPv6. ---
-    let ping = icmp6_frame(
-        (CLIENT_MAC, LB_C_MAC),
-        CLIENT6,
-        VIP6,
-        64,
-        128,
-        0,
-        [0x42, 0x42, 0, 1],
-        b"ping",
-    );
-    let pong = icmp6_frame(
-        (LB_C_MAC, CLIENT_MAC),
-        VIP6,
-        CLIENT6,
-        64,
-        129,
-        0,
-        [0x42, 0x42, 0, 1],
-        b"ping",
-    );
-    fx.case(
-        "ipv6: a VIP answers an echo request",
-        c0,
-        &ping,
-        XDP_REDIRECT,
-        reason::ICMP_ECHO_REPLY,
-        Some(&pong),
-    );
-    // A router behind lb tells the client its packet to the real (as lb
-    // sent it: one hop less) was too big: the quote becomes client -> VIP.
-    let mut sent = data.clone();
-    sent.hop_limit -= 1;
-    let as_sent = dnat6(&data, r, 8080);
-    let as_client_sent = sent.build();
-    let mtu = 1280u32.to_be_bytes();
-    let ptb = icmp6_frame(
-        (real6_mac(r), LB_S_MAC),
-        ROUTER_BEHIND6,
-        CLIENT6,
-        64,
-        PACKET_TOO_BIG,
-        0,
-        mtu,
-        &as_sent[14..],
-    );
-    let want = icmp6_frame(
-        (LB_C_MAC, CLIENT_MAC),
-        ROUTER_BEHIND6,
-        CLIENT6,
-        63,
-        PACKET_TOO_BIG,
-        0,
-        mtu,
-        &as_client_sent[14..],
-    );
-    fx.case(
-        "ipv6: packet too big from behind lb reaches the client about its own packet",
-        s0,
-        &ptb,
-        XDP_REDIRECT,
-        reason::ICMP_ERROR_TO_CLIENT,
-        Some(&want),
-    );
-    // A router in front of lb cannot reach the client of lb's reply: the
-    // error goes to the real, about the real's own packet.
-    let mut from_real_sent = reply.clone();
-    from_real_sent.hop_limit -= 1;
-    let as_lb_sent = snat6(&reply, VIP6, 80);
-    let unreach = icmp6_frame(
-        (CLIENT_MAC, LB_C_MAC),
-        ROUTER_FRONT6,
-        VIP6,
-        64,
-        DEST_UNREACH,
-        3,
-        [0; 4],
-        &as_lb_sent[14..],
-    );
-    // The quote keeps the hop limit lb sent it with.
-    let want = icmp6_frame(
-        (LB_S_MAC, real6_mac(r)),
-        ROUTER_FRONT6,
-        r,
-        63,
-        DEST_UNREACH,
-        3,
-        [0; 4],
-        &from_real_sent.build()[14..],
-    );
-    fx.case(
-        "ipv6: an unreachable for a VIP's reply goes to the real about its own packet",
-        c0,
-        &unreach,
-        XDP_REDIRECT,
-        reason::ICMP_ERROR_TO_REAL,
-        Some(&want),
-    );
-    // lb's own packet too big: the flow's next hop has a 1280-byte route.
-    // Locked: the IPv6 FIB helper reports a route's MTU only when it is
-    // (ip6_mtu_from_fib6), else the device's or a learned path MTU.
-    #[rustfmt::skip]
-    ip(&["-6", "route", "replace", "2001:db8:5::13/128", "dev", "s0", "mtu", "lock", "1280"]);
-    let syn = client(Pkt6::tcp((CLIENT6, 43000), (BIG_VIP6, 9000), SYN, 100, 0));
-    fx.case(
-        "ipv6: a SYN on a narrow route",
-        c0,
-        &syn.build(),
-        XDP_REDIRECT,
-        reason::FORWARD,
-        Some(&dnat6(&syn, REALS6[2], 9000)),
-    );
-    let big = client(Pkt6::tcp(
-        (CLIENT6, 43000),
-        (BIG_VIP6, 9000),
-        ACK | PSH,
-        101,
-        1,
-    ))
-    .with_payload(&[0x5a; 1400]);
-    let b = big.build();
-    let want = icmp6_frame(
-        (LB_C_MAC, CLIENT_MAC),
-        BIG_VIP6,
-        CLIENT6,
-        64,
-        PACKET_TOO_BIG,
-        0,
-        mtu,
-        &b[14..14 + 40 + 64],
-    );
-    fx.case(
-        "ipv6: lb answers a packet too big for its next hop with packet too big",
-        c0,
-        &b,
-        XDP_REDIRECT,
-        reason::ICMP_FRAG_NEEDED,
-        Some(&want),
-    );
-    ip(&["-6", "route", "del", "2001:db8:5::13/128", "dev", "s0"]);
+/// lb's own packet too big: the flow's next hop has a 1280-byte route.
+/// Locked: the IPv6 FIB helper reports a route's MTU only when it is
+/// (ip6_mtu_from_fib6), else the device's or a learned path MTU.
+fn narrow_route() -> Vec<Case> {
+    chain(|| {
+        let syn = client(Pkt6::tcp((CLIENT6, 43000), (BIG_VIP6, 9000), SYN, 100, 0));
+        let big = client(Pkt6::tcp(
+            (CLIENT6, 43000),
+            (BIG_VIP6, 9000),
+            ACK | PSH,
+            101,
+            1,
+        ))
+        .with_payload(&[0x5a; 1400]);
+        let b = big.build();
+        let mtu = 1280u32.to_be_bytes();
+        let macs = (LB_C_MAC, CLIENT_MAC);
+        let quote = &b[14..14 + 40 + 64];
+        let want = icmp6_frame(macs, BIG_VIP6, CLIENT6, 64, PACKET_TOO_BIG, 0, mtu, quote);
+        vec![
+            fwd6("ipv6: a SYN on a narrow route", &syn, REALS6[2], 9000).before(|fx| {
+                #[rustfmt::skip]
+                fx.ip(&["-6", "route", "replace", "2001:db8:5::13/128", "dev", "s0", "mtu", "lock", "1280"]);
+            }),
+            Step { name: "ipv6: lb answers a packet too big for its next hop with packet too big".into(), on: C0, send: b, verdict: XDP_REDIRECT, reason: reason::ICMP_FRAG_NEEDED, out: Out::Exact(want), ..Step::default() },
+        ]
+    })
+}
 
-    // --- sticky by /64: one client's privacy addresses share a real. ---
-    let sticky_vip: Ipv6Addr = "2001:db8:100::40".parse().unwrap();
-    let sticky_real = |fx: &mut Fixture, from: &str| {
-        let c: Ipv6Addr = from.parse().unwrap();
-        let syn = client(Pkt6::tcp((c, 44000), (sticky_vip, 443), SYN, 1, 0));
-        let out = fx.case(
-            &format!("ipv6 sticky /64: a SYN from {c}"),
-            c0,
-            &syn.build(),
-            XDP_REDIRECT,
-            reason::FORWARD,
-            None,
-        );
-        dst6(&out)
-    };
-    let first = sticky_real(fx, "2001:db8:c::2");
-    assert_eq!(sticky_real(fx, "2001:db8:c::abcd"), first, "same /64");
-    assert_eq!(sticky_real(fx, "2001:db8:c:0:ffff::1"), first, "same /64");
-    let other = sticky_real(fx, "2001:db8:d::2");
-    assert_ne!(other, first, "another /64 is the next round-robin pick");
-    assert_eq!(
-        sticky_real(fx, "2001:db8:d::99"),
-        other,
-        "its /64 sticks too"
-    );
+/// Sticky by /64: one client's privacy addresses share a real.
+fn sticky() -> Case {
+    Case::code(
+        "ipv6 sticky /64: one client's addresses share a real",
+        |fx| {
+            let sticky_vip: Ipv6Addr = "2001:db8:100::40".parse().unwrap();
+            let mut real_of = |from: &str| {
+                let c: Ipv6Addr = from.parse().unwrap();
+                let name = format!("ipv6 sticky /64: a SYN from {c}");
+                let syn = client(Pkt6::tcp((c, 44000), (sticky_vip, 443), SYN, 1, 0));
+                let out = fx.step(&forwarded(&name, syn.build()));
+                fx.passed(&name);
+                dst6(&out)
+            };
+            let first = real_of("2001:db8:c::2");
+            assert_eq!(real_of("2001:db8:c::abcd"), first, "same /64");
+            assert_eq!(real_of("2001:db8:c:0:ffff::1"), first, "same /64");
+            let other = real_of("2001:db8:d::2");
+            assert_ne!(other, first, "another /64 is the next round-robin pick");
+            assert_eq!(real_of("2001:db8:d::99"), other, "its /64 sticks too");
+        },
+    )
+}
 
-    // --- purge: the RST is built in IPv6. ---
+/// purge: the RST is built in IPv6.
+fn purge() -> Vec<Step> {
     let pr = REALS6[0];
     let syn = client(Pkt6::tcp((CLIENT6, 42000), (PVIP6, 7), SYN, 100, 0));
-    fx.case(
-        "ipv6 purge farm: SYN",
-        c0,
-        &syn.build(),
-        XDP_REDIRECT,
-        reason::FORWARD,
-        Some(&dnat6(&syn, pr, 7)),
-    );
-    {
-        let Fixture { dp, ctl, .. } = fx;
-        let k = RealKey {
-            farm: "purge6".into(),
-            addr: pr.into(),
-            port: 7,
-        };
-        ctl.set_health(&k, false, &mut dp.as_mut().unwrap().maps)
-            .expect("set_health");
-    }
     let data = client(Pkt6::tcp(
         (CLIENT6, 42000),
         (PVIP6, 7),
@@ -631,14 +491,19 @@ pub fn cases(fx: &mut Fixture) {
     .with_payload(b"hello after the real died");
     // RFC 793: the segment has an ACK, so the RST takes seq = SEG.ACK, no
     // ACK flag; window 0.
-    let want = super::refuse::rst6((PVIP6, 7), (CLIENT6, 42000), 9001, 0, RST);
-    fx.case(
-        "ipv6 purge: a client packet to a dead real is answered with an IPv6 RST",
-        c0,
-        &data.build(),
-        XDP_REDIRECT,
-        reason::PURGE_RST,
-        Some(&want),
-    );
-    assert!(flow6(fx, 42000).is_none(), "the purged flow is gone");
+    let rst = super::refuse::rst6((PVIP6, 7), (CLIENT6, 42000), 9001, 0, RST);
+    vec![
+        fwd6("ipv6 purge farm: SYN", &syn, pr, 7),
+        Step {
+            name: "ipv6 purge: a client packet to a dead real is answered with an IPv6 RST".into(),
+            on: C0,
+            send: data.build(),
+            verdict: XDP_REDIRECT,
+            reason: reason::PURGE_RST,
+            out: Out::Exact(rst),
+            ..Step::default()
+        }
+        .before(move |fx| fx.set_health("purge6", pr, 7, false))
+        .then(|fx, _| assert!(flow6(fx, 42000).is_none(), "the purged flow is gone")),
+    ]
 }
