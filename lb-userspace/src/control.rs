@@ -764,7 +764,6 @@ fn plan(
         let Some(farm) = cfg.serverfarms.get(farm_name) else {
             bail!("vips.{name}.serverfarm: serverfarm `{farm_name}` is not defined");
         };
-        let algorithm = farm.algorithm.datapath();
         if let Some(&(port, first)) = inherited.get(farm_name) {
             if port != vip.port && farm.reals.iter().any(|r| r.port.is_none()) {
                 bail!(
@@ -780,124 +779,15 @@ fn plan(
             (None, None) => pools.farms.alloc("serverfarms")?,
         };
         if !next.farms.contains_key(farm_name) {
-            let failaction = match farm.failaction {
-                FailAction::None => FAIL_NONE,
-                FailAction::Purge => FAIL_PURGE,
-                FailAction::Reassign => FAIL_REASSIGN,
-            };
-            let mut members = Vec::new();
-            for r in &farm.reals {
-                let key = RealKey {
-                    farm: farm_name.to_string(),
-                    addr: r.address,
-                    port: r.port.unwrap_or(vip.port),
-                };
-                let id = match cur.reals.get(&key) {
-                    Some(&(id, _)) => id,
-                    None => match retired_reals
-                        .iter()
-                        .find(|(_, k)| **k == key)
-                        .map(|(id, _)| *id)
-                    {
-                        Some(id) => {
-                            retired_reals.remove(&id);
-                            id
-                        }
-                        None => pools.reals.alloc("reals")?,
-                    },
-                };
-                let healthy = overlay.healthy(&key, farm);
-                let state = match overlay.admin.get(&key).copied().unwrap_or(r.state) {
-                    AdminState::Disabled => REAL_DISABLED,
-                    _ if !healthy => REAL_DOWN,
-                    AdminState::Drain => REAL_DRAIN,
-                    AdminState::Up => REAL_UP,
-                };
-                let weight = match (farm.slow_start, overlay.up_since.get(&key)) {
-                    (Some(ramp), Some(since)) => slow_start_weight(r.weight, since.elapsed(), ramp),
-                    _ => r.weight,
-                };
-                let real = Real {
-                    addr: to_map_addr(key.addr),
-                    port_be: key.port.to_be(),
-                    weight,
-                    state,
-                    farm_id,
-                    failaction,
-                    max_conns: r.max_conns.unwrap_or(0),
-                    ..Real::default()
-                };
-                members.push((id, real, r.backup));
-                next.reals.insert(key, (id, real));
-            }
-            let live = |backup: bool| -> Vec<(u32, u32)> {
-                members
-                    .iter()
-                    .filter(|(_, r, b)| *b == backup && r.state == REAL_UP && r.weight > 0)
-                    .map(|(id, r, _)| (*id, r.weight))
-                    .collect()
-            };
-            // Backups carry new flows only while no primary can.
-            let mut pick_from = live(false);
-            if pick_from.is_empty() {
-                pick_from = live(true);
-            }
-            let (sched, ring) = match algorithm {
-                ALG_ROUND_ROBIN => (sched::round_robin(&pick_from), Vec::new()),
-                ALG_WEIGHTED_ROUND_ROBIN => (sched::weighted(&pick_from), Vec::new()),
-                // Least-conn scans the live members, each once.
-                ALG_LEAST_CONN => (sched::round_robin(&pick_from), Vec::new()),
-                _ => {
-                    // Rings are built from the members' addresses, not ids,
-                    // so every node builds the same ring from the same config.
-                    let keys: Vec<(u32, String, u32)> = pick_from
-                        .iter()
-                        .map(|&(id, w)| {
-                            let k = next
-                                .reals
-                                .iter()
-                                .find(|(_, (rid, _))| *rid == id)
-                                .map(|(k, _)| k);
-                            (id, k.map_or_else(String::new, ring_key), w)
-                        })
-                        .collect();
-                    let members: Vec<maglev::Member> = keys
-                        .iter()
-                        .map(|(id, key, w)| maglev::Member {
-                            id: *id,
-                            key,
-                            weight: *w,
-                        })
-                        .collect();
-                    let ring = if members.is_empty() {
-                        Vec::new()
-                    } else {
-                        maglev::build(&members, maglev::table_size(members.len()))
-                    };
-                    (Vec::new(), ring)
-                }
-            };
-            // Reuse the ring's place when its content is unchanged.
-            let ring_word = match cur.farms.get(farm_name) {
-                _ if ring.is_empty() => 0,
-                Some(old) if old.ring == ring => old.value.ring,
-                _ => ring_word(pools.rings.alloc(ring.len() as u32)?, ring.len() as u32),
-            };
-            let value = Farm {
-                algorithm,
-                sched_len: sched.len() as u32,
-                ring: ring_word,
-                ..Farm::default()
-            };
-            next.farms.insert(
-                farm_name.to_string(),
-                FarmEntry {
-                    id: farm_id,
-                    value,
-                    sched,
-                    ring,
-                },
-            );
+            let entry = plan_farm(
+                (farm_name, farm),
+                vip.port,
+                farm_id,
+                (cur, overlay),
+                (pools, retired_reals),
+                &mut next.reals,
+            )?;
+            next.farms.insert(farm_name.to_string(), entry);
         }
         let id = match cur.vips.get(name) {
             Some(v) => v.id,
@@ -929,6 +819,129 @@ fn plan(
         next.reply_nat = reply_nat(&next);
     }
     Ok(next)
+}
+
+/// A farm's entry: its reals (ids kept from `cur` or a retired real of
+/// the same key, else new), each with its state and weight from the config
+/// and the overlay, added to `reals`; and its schedule or ring over the
+/// live ones. `vip_port`: what a port-less real serves on.
+fn plan_farm(
+    (farm_name, farm): (&str, &crate::config::Farm),
+    vip_port: u16,
+    farm_id: u32,
+    (cur, overlay): (&Programmed, &Overlay),
+    (pools, retired_reals): (&mut Pools, &mut BTreeMap<u32, RealKey>),
+    reals: &mut BTreeMap<RealKey, (u32, Real)>,
+) -> Result<FarmEntry> {
+    let failaction = match farm.failaction {
+        FailAction::None => FAIL_NONE,
+        FailAction::Purge => FAIL_PURGE,
+        FailAction::Reassign => FAIL_REASSIGN,
+    };
+    let mut members = Vec::new();
+    for r in &farm.reals {
+        let key = RealKey {
+            farm: farm_name.to_string(),
+            addr: r.address,
+            port: r.port.unwrap_or(vip_port),
+        };
+        let id = match cur.reals.get(&key) {
+            Some(&(id, _)) => id,
+            None => match retired_reals
+                .iter()
+                .find(|(_, k)| **k == key)
+                .map(|(id, _)| *id)
+            {
+                Some(id) => {
+                    retired_reals.remove(&id);
+                    id
+                }
+                None => pools.reals.alloc("reals")?,
+            },
+        };
+        let healthy = overlay.healthy(&key, farm);
+        let state = match overlay.admin.get(&key).copied().unwrap_or(r.state) {
+            AdminState::Disabled => REAL_DISABLED,
+            _ if !healthy => REAL_DOWN,
+            AdminState::Drain => REAL_DRAIN,
+            AdminState::Up => REAL_UP,
+        };
+        let weight = match (farm.slow_start, overlay.up_since.get(&key)) {
+            (Some(ramp), Some(since)) => slow_start_weight(r.weight, since.elapsed(), ramp),
+            _ => r.weight,
+        };
+        let real = Real {
+            addr: to_map_addr(key.addr),
+            port_be: key.port.to_be(),
+            weight,
+            state,
+            farm_id,
+            failaction,
+            max_conns: r.max_conns.unwrap_or(0),
+            ..Real::default()
+        };
+        members.push((id, key.clone(), real, r.backup));
+        reals.insert(key, (id, real));
+    }
+    let live = |backup: bool| -> Vec<(u32, &RealKey, u32)> {
+        members
+            .iter()
+            .filter(|(_, _, r, b)| *b == backup && r.state == REAL_UP && r.weight > 0)
+            .map(|(id, k, r, _)| (*id, k, r.weight))
+            .collect()
+    };
+    // Backups carry new flows only while no primary can.
+    let mut pick_from = live(false);
+    if pick_from.is_empty() {
+        pick_from = live(true);
+    }
+    let algorithm = farm.algorithm.datapath();
+    let (sched, ring) = schedule(algorithm, &pick_from);
+    // Reuse the ring's place when its content is unchanged.
+    let ring_word = match cur.farms.get(farm_name) {
+        _ if ring.is_empty() => 0,
+        Some(old) if old.ring == ring => old.value.ring,
+        _ => ring_word(pools.rings.alloc(ring.len() as u32)?, ring.len() as u32),
+    };
+    Ok(FarmEntry {
+        id: farm_id,
+        value: Farm {
+            algorithm,
+            sched_len: sched.len() as u32,
+            ring: ring_word,
+            ..Farm::default()
+        },
+        sched,
+        ring,
+    })
+}
+
+/// The schedule (round-robin, weighted, least-conn) or the ring (maglev,
+/// source-hash) of a farm's live reals: (id, key, weight).
+fn schedule(algorithm: u32, live: &[(u32, &RealKey, u32)]) -> (Vec<u32>, Vec<u32>) {
+    let by_weight: Vec<(u32, u32)> = live.iter().map(|&(id, _, w)| (id, w)).collect();
+    match algorithm {
+        ALG_ROUND_ROBIN => (sched::round_robin(&by_weight), Vec::new()),
+        ALG_WEIGHTED_ROUND_ROBIN => (sched::weighted(&by_weight), Vec::new()),
+        // Least-conn scans the live members, each once.
+        ALG_LEAST_CONN => (sched::round_robin(&by_weight), Vec::new()),
+        _ => {
+            // Rings are built from the members' addresses, not ids, so
+            // every node builds the same ring from the same config.
+            let keys: Vec<String> = live.iter().map(|(_, k, _)| ring_key(k)).collect();
+            let members: Vec<maglev::Member> = live
+                .iter()
+                .zip(&keys)
+                .map(|(&(id, _, weight), key)| maglev::Member { id, key, weight })
+                .collect();
+            let ring = if members.is_empty() {
+                Vec::new()
+            } else {
+                maglev::build(&members, maglev::table_size(members.len()))
+            };
+            (Vec::new(), ring)
+        }
+    }
 }
 
 /// Each real endpoint of every VIP and that VIP, for a cluster. A real
