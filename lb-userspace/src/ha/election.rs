@@ -3,77 +3,9 @@
 //! operator commands, with the current `Instant`; it answers with the
 //! [`Action`]s to perform. It never sleeps and owns no clock.
 //!
-//! # Rules
-//!
-//! - A node starts in `Init` and heartbeats from the first tick. Hearing the
-//!   peer makes it `Standby`, and a standby without a complete copy of the
-//!   peer's table asks for one ([`Action::RequestBulk`], repeated every
-//!   `bulk_retry` until [`Election::on_bulk_done`]).
-//! - **Sync gate.** Next to a live peer, a node takes the active role only
-//!   with a complete copy of the peer's table (loxilb #565, keepalived
-//!   #1076: a returning node that grabs the VIPs before it has the flows
-//!   resets every client). When neither node is active, the better-ranked
-//!   one (priority, then node id) takes the role once synced; the other
-//!   steps in only if the better one yields, or is still unsynced after a
-//!   dead interval without an active node. A manual takeover is refused
-//!   until the sync is done.
-//! - **Preemption** happens at one moment only: when this node's bulk sync
-//!   completes (it joined, returned, or resynced after lost events), if
-//!   `preempt` is on and it outranks the active peer. Not continuously, so an
-//!   operator's `takeover` on the lower node or `release` on the higher one
-//!   sticks instead of being undone a heartbeat later.
-//! - **Terms.** Every time a node takes the active role it raises the term
-//!   above any it has seen, and heartbeats carry it. Two actives (after a
-//!   partition heals, or a forced takeover) resolve identically on both
-//!   sides: the higher term wins, then priority, then node id; the loser
-//!   becomes standby and resyncs. The most recent decision wins, which is
-//!   what an operator who just typed `lb ha takeover` expects.
-//! - **Release** hands the role to a synced live peer: this node goes standby
-//!   and advertises `yielding` (the role of VRRP's priority 0), so the peer,
-//!   though maybe lower-ranked, takes over at once. Yielding ends when the
-//!   peer is seen active.
-//! - **The active node never gives up its role because the peer went quiet.**
-//!
-//! # Silence: a dead peer or a cut sync link?
-//!
-//! With one sync link, a standby that stops hearing heartbeats cannot tell a
-//! dead active node from a cut link. Keepalived/VRRP promote anyway; if only
-//! the link was cut, both nodes then hold the floating IPs, fight over ARP,
-//! and each side's new flows are unknown to the other: clients are reset.
-//! lb wants the opposite: cutting only the sync link changes no role.
-//!
-//! So the standby needs a second opinion over another path. The agent
-//! reports it through [`Election::on_peer_liveness`], from a check over the
-//! data-plane segments: an ICMP echo to the floating IPs, which only the box
-//! serving them answers (`ha::liveness`). A box whose links are down, or
-//! that is powered off, fails it; a box whose sync link alone is cut passes
-//! it, and so does one whose agent is restarting while its datapath keeps
-//! forwarding. A box that is up but not serving (its agent never started)
-//! fails it, so a node starting next to it still takes the role. A standby (or a starting node) promotes
-//! only when heartbeats have been gone for `dead_interval` AND the peer is
-//! not reported alive. "Alive" is a veto that has to be renewed: a report
-//! counts for `liveness_ttl` (default the dead interval), so a liveness
-//! source that stops reporting cannot pin the standby down forever, and an
-//! agent with no second path (it never reports) gets plain VRRP behaviour.
-//!
-//! The residual risk is a peer that passes the check but no longer forwards:
-//! the veto keeps this node standby. That is the safer failure for a NAT
-//! box, where two actives break every connection; the way out is an
-//! operator's `lb ha takeover` here (allowed without the peer, and it wins
-//! the term comparison when the two meet again).
-//!
-//! When the link heals the standby hears the active again, and the stream
-//! resends what it queued meanwhile; only if the active had to drop events
-//! (its queue overflowed) does the standby see a gap it cannot fill and ask
-//! for a bulk copy (`stream::Inbox::stuck`, `on_sync_lost`).
-//!
-//! # Our own stalls
-//!
-//! Silence is counted only while this node runs: a gap between its own
-//! inputs longer than a heartbeat (the agent's loop blocked by a long sweep
-//! or a bulk write) moves the peer's last-heard time on by as much, so a
-//! node coming out of a stall reads the heartbeats queued for it before it
-//! judges the peer.
+//! The rules (sync gate, preemption, terms, release), how a dead peer is told
+//! from a cut sync link, and our own stalls: docs/architecture.md, "The HA
+//! election".
 
 #[cfg(test)]
 mod tests;

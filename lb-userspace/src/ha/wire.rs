@@ -2,83 +2,8 @@
 //! authenticated with HMAC-SHA256 under the shared key and replay-protected
 //! by a per-sender boot id and sequence number.
 //!
-//! A hand-written binary layout rather than serde: the format is a contract
-//! between two agents that may run different builds during an upgrade, so
-//! every byte is written down here and versioned, and nothing depends on a
-//! serializer's choices.
-//!
-//! # Format, version 2
-//!
-//! All integers are big-endian; there is no padding. An address is 4 bytes
-//! for IPv4 and 16 for IPv6; which one, the event's tag says, so every
-//! event has one length and one family (client, VIP and real alike).
-//!
-//! ```text
-//! offset  size  field
-//! 0       4     magic "LBHA"
-//! 4       1     version = 2 (1 still read and sent, see Versions)
-//! 5       1     kind: 1 heartbeat, 2 flow batch, 3 ack, 4 bulk request
-//! 6       1     sender node_id (ha.node_id)
-//! 7       8     sender boot_id (see `boot_id`)
-//! 15      8     seq: 1, 2, 3, ... per sender boot, one per datagram
-//! 23      n     payload, by kind (below)
-//! 23+n    32    HMAC-SHA256(key, bytes 0 .. 23+n)
-//!
-//! heartbeat (27):   priority u8, role u8 (0 init, 1 standby, 2 active),
-//!                   flags u8 (bit 0 bulk_synced, bit 1 yielding; others 0),
-//!                   term u64, flows u64, next_seq u64
-//! flow batch:       first_seq u64, count u16, count x event
-//!   event:          tag u8: 1 upsert IPv4, 2 remove IPv4, 3 bulk start,
-//!                   4 bulk end, 5 upsert IPv6, 6 remove IPv6
-//!   upsert, remove: tuple: client addr A, client port 2,
-//!                   vip addr A, vip port 2, proto u8
-//!                   (A = 4 for tags 1, 2: 13 bytes; 16 for 5, 6: 37 bytes)
-//!   upsert adds:    real addr A, real port 2, state u8,
-//!                   created_age_ms u64, idle_ms u64
-//!                   (upsert 37 IPv4, 73 IPv6; remove 14 IPv4, 38 IPv6)
-//!   bulk start:     nothing more                          (1)
-//!   bulk end:       total u64: upserts in the copy        (9)
-//! ack (8):          up_to_seq u64
-//! bulk request (0)
-//! ```
-//!
-//! An IPv6 address in an IPv6 event is never IPv4-mapped (`::ffff:a.b.c.d`):
-//! an IPv4 flow has tags 1 and 2, so each flow has exactly one encoding.
-//!
-//! A bulk copy travels inside the event stream, between a bulk-start and a
-//! bulk-end event, so it is acknowledged, resent and ordered with the live
-//! events like any other: the receiver knows the copy is complete exactly
-//! when it has applied every event up to the bulk end.
-//!
-//! Two sequence spaces, on purpose: the header's `seq` numbers datagrams and
-//! exists only for replay protection, so a resent batch is a new datagram
-//! with a new `seq`; `first_seq`/`up_to_seq` number flow events, the stream
-//! that is acknowledged and resent on loss.
-//!
-//! Anything that does not parse exactly (unknown kind, tag, role or flag
-//! bit, a short or long payload) is malformed: a new meaning bumps the
-//! version instead of being guessed at.
-//!
-//! # Versions
-//!
-//! Version 1 is version 2 without tags 5 and 6: it carries IPv4 flows only.
-//! Two agents may run different builds during an upgrade, so this build
-//! reads both, and sends what its peer reads:
-//!
-//! - it accepts version 1 and 2 datagrams (in a version 1 datagram, tags 5
-//!   and 6 are malformed); any other version is dropped as `wrong_version`;
-//! - it seals with the version of the last datagram it accepted from its
-//!   peer, version 2 until it has heard one (a version 1 peer drops those
-//!   until it speaks; a version 2 peer answers in version 2, so two new
-//!   builds never settle on 1);
-//! - while the peer speaks version 1, IPv6 flows are not streamed: the agent
-//!   holds them back and counts them (`sync.ipv6_held_back`), and a standby
-//!   taking over picks their reals afresh. IPv4 flows sync as before, so a
-//!   rolling upgrade keeps them. Once both nodes run this build, the next
-//!   bulk copy brings the IPv6 flows.
-//!
-//! The version byte is under the MAC like the rest of the header: without
-//! the key, nobody can make a node fall back to version 1.
+//! The format, its versions and why it is hand-written: docs/architecture.md,
+//! "The HA sync protocol".
 
 mod key;
 mod receiver;
