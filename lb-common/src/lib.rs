@@ -277,12 +277,18 @@ pub struct Hop {
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
     pub mtu: u16,
-    pub _pad: u16,
+    /// `HOP_PEER`, or 0.
+    pub flags: u16,
     pub generation: u32,
     /// The datapath clock (`clock::now`) `>> HOP_AGE_SHIFT` at the lookup (wraps).
     pub at: u32,
 }
 const _: () = assert!(size_of::<Hop>() == 32);
+
+/// `Hop::flags`: `ifindex` is a veth whose peer lives in another network
+/// namespace (`PEER_PORTS`), so tc hands the packet straight to the peer's
+/// ingress (`bpf_redirect_peer`) instead of transmitting it on the veth.
+pub const HOP_PEER: u16 = 1;
 
 /// `Hop::at` counts units of 2^20 ns (about 1.05 ms).
 pub const HOP_AGE_SHIFT: u32 = 20;

@@ -3,7 +3,8 @@
 //! compiled once per hook; what differs between the hooks lives here and
 //! nowhere else:
 //! - the verdicts, and how a packet is sent back out or on (XDP_TX and a
-//!   devmap redirect; `bpf_redirect` at tc);
+//!   devmap redirect; `bpf_redirect` at tc, `bpf_redirect_peer` to a veth
+//!   whose peer is in another namespace);
 //! - resizing a packet for the answers lb builds itself (RST, frag needed);
 //! - the L4 checksum after NAT. A tc skb from a local stack (a veth peer with
 //!   checksum offload) may be CHECKSUM_PARTIAL: its checksum field holds the
@@ -22,8 +23,8 @@ use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT, xdp_action},
     cty::c_void,
     helpers::generated::{
-        bpf_l4_csum_replace, bpf_redirect, bpf_skb_change_head, bpf_skb_change_tail,
-        bpf_skb_pull_data, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_l4_csum_replace, bpf_redirect, bpf_redirect_peer, bpf_skb_change_head,
+        bpf_skb_change_tail, bpf_skb_pull_data, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     programs::{TcContext, XdpContext},
 };
@@ -73,6 +74,11 @@ pub trait Pkt {
     /// The verdict that sends the packet out of `ifindex`, one of lb's
     /// interfaces (`TX_PORTS`); `PASS` if that fails.
     fn redirect(&self, ifindex: u32) -> u32;
+    /// `redirect` to a veth whose peer lives in another network namespace
+    /// (`PEER_PORTS`): tc puts the packet on the peer's ingress at once,
+    /// skipping the veth's transmit and the peer's backlog queue (as Cilium
+    /// does for pods). XDP has no such path and redirects.
+    fn redirect_peer(&self, ifindex: u32) -> u32;
     /// Cuts the packet to its first `len` bytes, then grows `head` bytes in
     /// front of it. Invalidates packet pointers.
     fn resize(&self, len: usize, head: usize) -> bool;
@@ -144,6 +150,11 @@ impl Pkt for XdpContext {
         TX_PORTS
             .redirect(ifindex, xdp_action::XDP_PASS as u64)
             .unwrap_or(xdp_action::XDP_PASS)
+    }
+
+    #[inline(always)]
+    fn redirect_peer(&self, ifindex: u32) -> u32 {
+        self.redirect(ifindex)
     }
 
     #[inline(always)]
@@ -239,6 +250,12 @@ impl Pkt for TcContext {
     fn redirect(&self, ifindex: u32) -> u32 {
         // SAFETY: a plain helper call; flags 0 is egress.
         unsafe { bpf_redirect(ifindex, 0) as u32 }
+    }
+
+    #[inline(always)]
+    fn redirect_peer(&self, ifindex: u32) -> u32 {
+        // SAFETY: a plain helper call; flags must be 0.
+        unsafe { bpf_redirect_peer(ifindex, 0) as u32 }
     }
 
     #[inline(always)]

@@ -16,14 +16,14 @@
 //! forwarded packet, and a flow's next hop rarely changes.
 use aya_ebpf::{bindings::bpf_fib_lookup as FibParams, helpers::generated::bpf_fib_lookup};
 use core::mem::size_of;
-use lb_common::{HOP_AGE_SHIFT, HOP_MAX_AGE, Hop, reason};
+use lb_common::{HOP_AGE_SHIFT, HOP_MAX_AGE, HOP_PEER, Hop, reason};
 use network_types::{eth::EthHdr, vlan::VlanHdr};
 
 use crate::{
     clock,
     ctx::Pkt,
     family::Family,
-    maps::{HOP_GEN, REAL_HOPS, TX_PORTS, VLANS},
+    maps::{HOP_GEN, PEER_PORTS, REAL_HOPS, TX_PORTS, VLANS},
     parse::{L3, ptr_at},
 };
 
@@ -129,6 +129,9 @@ pub fn send<C: Pkt, F: Family>(ctx: &C, l3: &L3<F>, hop: &Hop) -> u32 {
     }
     // The port was checked at the lookup; should it vanish meanwhile, the
     // kernel forwards.
+    if hop.flags & HOP_PEER != 0 {
+        return ctx.redirect_peer(hop.ifindex);
+    }
     ctx.redirect(hop.ifindex)
 }
 
@@ -199,6 +202,12 @@ fn lookup<C: Pkt, F: Family>(
     hop.dst = F::dst_tag(ip);
     hop.dmac = p.dmac;
     hop.smac = p.smac;
+    // SAFETY: presence only; the value is not read.
+    hop.flags = if out != ingress && unsafe { PEER_PORTS.get(&out) }.is_some() {
+        HOP_PEER
+    } else {
+        0
+    };
     // On success the helper returns the route's MTU in the same field
     // (`mtu_result`); a kernel that left our length there just makes larger
     // packets ask again.

@@ -91,6 +91,12 @@ pub static REAL_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_REALS, 0)
 #[map]
 pub static TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_IFACES, 0);
 
+/// lb's interfaces that are veths with their peer in another network
+/// namespace, by ifindex (value unused): tc sends to these by
+/// `bpf_redirect_peer` (`lb_common::HOP_PEER`). Kept by the agent at attach.
+#[map]
+pub static PEER_PORTS: HashMap<u32, u32> = HashMap::pinned(MAX_IFACES, 0);
+
 /// VLAN devices over the interfaces in `TX_PORTS`, by their ifindex: where
 /// a tagged frame goes when the FIB routes it out of one. Kept by the agent
 /// from the kernel's VLAN list at attach and at every link change.

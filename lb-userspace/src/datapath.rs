@@ -67,7 +67,7 @@ pub const TC_PROGRAM: &str = "lb_tc";
 const V6_PROGRAMS: [(&str, &str); 2] = [("lb_xdp6", "JUMP_XDP"), ("lb_tc6", "JUMP_TC")];
 
 /// Every map the program pins, by name (see lb-ebpf/src/maps.rs).
-pub const MAP_NAMES: [&str; 27] = [
+pub const MAP_NAMES: [&str; 28] = [
     "VIPS",
     "VIP_ADDRS",
     "REPLY_NAT",
@@ -82,6 +82,7 @@ pub const MAP_NAMES: [&str; 27] = [
     "VIP_STATS",
     "REAL_STATS",
     "TX_PORTS",
+    "PEER_PORTS",
     "ACTIVE",
     "EVENTS",
     "EXPIRED",
@@ -161,6 +162,7 @@ pub struct Datapath {
     pin_dir: PathBuf,
     pub maps: KernelMaps,
     tx_ports: DevMapHash<MapData>,
+    peer_ports: HashMap<MapData, u32, u32>,
     events: Option<RingBuf<MapData>>,
     sync: Option<RingBuf<MapData>>,
     hop_gen: Option<Array<MapData, u32>>,
@@ -334,6 +336,7 @@ impl Datapath {
             standby: take(&mut ebpf, "STANDBY")?,
         };
         let tx_ports = take(&mut ebpf, "TX_PORTS")?;
+        let peer_ports = take(&mut ebpf, "PEER_PORTS")?;
         let events = Some(take(&mut ebpf, "EVENTS")?);
         let sync = Some(take(&mut ebpf, "SYNC")?);
         let hop_gen = Some(take(&mut ebpf, "HOP_GEN")?);
@@ -347,6 +350,7 @@ impl Datapath {
             pin_dir: pin_dir.to_path_buf(),
             maps,
             tx_ports,
+            peer_ports,
             events,
             sync,
             hop_gen,
@@ -467,6 +471,7 @@ impl Datapath {
             }
             self.links.push((name.clone(), attached));
         }
+        self.set_peer_ports(interfaces)?;
         // Once all are attached, so lb's own programs count for the peers.
         attach_warnings::check_interfaces(&xdp);
         // The old program runs nowhere now: what it counted since the copy
@@ -475,6 +480,41 @@ impl Datapath {
             r.finish(&self.pin_dir)?;
         }
         Ok(())
+    }
+
+    /// Lists in `PEER_PORTS` the interfaces tc may send to by
+    /// `bpf_redirect_peer`: veths whose peer is in another namespace. Hops
+    /// cached before carry the old answer until the agent's route watcher
+    /// bumps `HOP_GEN`, which it does when it starts.
+    fn set_peer_ports(&mut self, interfaces: &[Interface]) -> Result<()> {
+        let listed: Vec<u32> = self.peer_ports.keys().filter_map(Result::ok).collect();
+        for ifindex in listed {
+            self.peer_ports.remove(&ifindex).context("PEER_PORTS")?;
+        }
+        for iface in interfaces {
+            match attach_warnings::veth_peer_elsewhere(&iface.name) {
+                Ok(true) => self.set_peer_port(ifindex(&iface.name)?, true)?,
+                Ok(false) => {}
+                Err(e) => warn!(
+                    "{}: cannot tell whether it is a veth with its peer elsewhere ({e}); tc redirects to it without bpf_redirect_peer",
+                    iface.name
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists `ifindex` in `PEER_PORTS` (`on`) or takes it out (`attach`
+    /// keeps the list; the fixtures set it directly).
+    pub fn set_peer_port(&mut self, ifindex: u32, on: bool) -> Result<()> {
+        if on {
+            self.peer_ports.insert(ifindex, 1, 0)
+        } else if self.peer_ports.get(&ifindex, 0).is_ok() {
+            self.peer_ports.remove(&ifindex)
+        } else {
+            Ok(())
+        }
+        .context("PEER_PORTS")
     }
 
     /// The hook `iface` gets: as configured; for `auto`, XDP when `xdp_mode`

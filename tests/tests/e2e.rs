@@ -297,6 +297,30 @@ fn tc_hook_serves_http_udp_and_a_long_transfer_with_default_offloads() {
         assert!(reply.ends_with(&format!(":q{i}")), "{reply}");
     }
     transfer_intact(&rig, 256 << 20, "tc: 256 MiB");
+    // Both veths' peers live in other namespaces, so tc hands every
+    // forwarded packet to the peer's ingress (bpf_redirect_peer): the lb
+    // namespace's own veths transmit next to none of them.
+    let stats = rig.lb.stats();
+    let forwarded = stats.reasons["forward"] + stats.reasons["reverse"];
+    // /proc/net/dev as this thread's namespace sees it: transmitted
+    // packets are the 10th number after the interface's name.
+    let dev = rig
+        .topo
+        .lb
+        .run(|| std::fs::read_to_string("/proc/thread-self/net/dev"));
+    let sent: u64 = dev
+        .expect("/proc/thread-self/net/dev")
+        .lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .filter(|(name, _)| ["eth0", "eth1"].contains(name))
+        .map(|(_, n)| n.split_whitespace().nth(9).expect("tx packets"))
+        .map(|n| n.parse::<u64>().expect("a count"))
+        .sum();
+    println!("tc: {forwarded} packets forwarded, {sent} transmitted by the lb namespace's veths");
+    assert!(
+        forwarded > 1_000 && sent < forwarded / 100,
+        "{forwarded} forwarded, {sent} sent by the veths: not by bpf_redirect_peer"
+    );
 }
 
 #[test]

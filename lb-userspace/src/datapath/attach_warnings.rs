@@ -201,6 +201,16 @@ pub fn is_veth(iface: &str) -> io::Result<bool> {
     Ok(get_link(&nl, ifindex, None)?.kind == Some(InfoKind::Veth))
 }
 
+/// Whether `iface` is a veth whose peer lives in another network namespace:
+/// the one kind of device tc may hand a packet to by `bpf_redirect_peer`
+/// (the kernel drops it for any other, and for a peer in this namespace).
+pub fn veth_peer_elsewhere(iface: &str) -> io::Result<bool> {
+    let nl = netlink::Socket::open(NL_TIMEOUT)?;
+    let ifindex = super::ifindex(iface).map_err(io::Error::other)?;
+    let link = get_link(&nl, ifindex, None)?;
+    Ok(link.kind == Some(InfoKind::Veth) && link.link_netnsid.is_some())
+}
+
 fn check_interface(nl: &netlink::Socket, iface: &str) -> io::Result<()> {
     let ifindex = super::ifindex(iface).map_err(io::Error::other)?;
     let link = get_link(nl, ifindex, None)?;

@@ -6,6 +6,7 @@ use super::*;
 
 pub fn cases() -> Vec<Case> {
     let mut cases = chain(hop_cache);
+    cases.extend(chain(hop_peer));
     cases.extend(chain(hop_mtu));
     cases.push(clock());
     cases.extend(chain(fast_path));
@@ -73,6 +74,43 @@ fn hop_cache() -> Vec<Step> {
             neigh(real_mac(REAL))(fx);
             std::thread::sleep(std::time::Duration::from_millis(1150));
         }),
+    ]
+}
+
+/// A hop out of a port in `PEER_PORTS` (a veth whose peer is in another
+/// namespace) is marked for `bpf_redirect_peer`; the frame is the same.
+/// The test run cannot follow a redirect, so the e2e tests on the tc hook
+/// prove the peer path itself.
+fn hop_peer() -> Vec<Step> {
+    const PORT: u16 = 40650;
+    let pkt = |flags| tcp_in(PORT, (VIP, 80), flags, 2, 0, b"");
+    let marked = |want: u16| {
+        move |fx: &mut Fixture, _: &[u8]| {
+            let hop = fx.flow(PORT).expect("the flow").fwd.hop;
+            assert_eq!(hop.flags, want, "the cached hop's flags: {hop:?}");
+        }
+    };
+    vec![
+        fwd("hop peer: SYN", &pkt(SYN), REAL, 8080),
+        fwd(
+            "hop peer: a port not in PEER_PORTS caches a plain hop",
+            &pkt(ACK),
+            REAL,
+            8080,
+        )
+        .then(marked(0)),
+        fwd(
+            "hop peer: s0 in PEER_PORTS: the next lookup marks the hop HOP_PEER, the frame the same",
+            &pkt(ACK),
+            REAL,
+            8080,
+        )
+        .before(|fx| {
+            let s0 = fx.ifindex(S0);
+            fx.dp().set_peer_port(s0, true).expect("PEER_PORTS");
+            fx.bump_hop_gen();
+        })
+        .then(marked(lb_common::HOP_PEER)),
     ]
 }
 

@@ -316,6 +316,9 @@ impl Fixture {
         if std::mem::take(&mut self.net_dirty) {
             restore_net();
         }
+        for ifindex in [self.c0, self.s0] {
+            self.dp().set_peer_port(ifindex, false).expect("PEER_PORTS");
+        }
         let Fixture {
             dp,
             pinned,
