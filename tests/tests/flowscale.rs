@@ -12,10 +12,13 @@ use std::{
 };
 
 use lb_common::{
-    DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, PROTO_TCP, PROTO_UDP, ST_CLOSED,
-    ST_ESTABLISHED, ST_FIN, ST_SYN, ST_UDP, v4_mapped,
+    DIR_FORWARD, FLOW_COUNTED, Flow, FlowKey, PROTO_TCP, PROTO_UDP, ST_CLOSED, ST_ESTABLISHED,
+    ST_FIN, ST_SYN, ST_UDP, v4_mapped,
 };
-use lb_tests::Netns;
+use lb_tests::{
+    Netns,
+    filled::{self, key4},
+};
 use lb_userspace::{
     api::FlowState,
     datapath::{self, Datapath},
@@ -90,14 +93,6 @@ impl Gen {
     }
 
     fn entries(&self, now: u64) -> [(FlowKey, Flow); 2] {
-        let key = |a: ([u8; 4], u16), b: ([u8; 4], u16)| FlowKey {
-            src_addr: v4_mapped(a.0),
-            dst_addr: v4_mapped(b.0),
-            src_port_be: a.1.to_be(),
-            dst_port_be: b.1.to_be(),
-            proto: self.vip.1,
-            _pad: [0; 3],
-        };
         let real = (real_addr(self.real), 8080u16);
         let vip = (VIP, self.vip.0);
         let fwd = Flow {
@@ -116,17 +111,20 @@ impl Gen {
             hop: Default::default(),
             _pad: 0,
         };
+        let ip = |a: [u8; 4]| Ipv4Addr::from(a);
+        let key = key4(
+            (ip(self.client.0), self.client.1),
+            (ip(vip.0), vip.1),
+            self.vip.1,
+        );
+        let [f, (rkey, rev)] = filled::pair(key, fwd);
         let rev = Flow {
-            nat_addr: v4_mapped(vip.0),
-            nat_port_be: vip.1.to_be(),
-            dir: DIR_REVERSE,
             state: self.rev_state,
-            flags: 0,
             packets: 20,
             bytes: 30_000,
-            ..fwd
+            ..rev
         };
-        [(key(self.client, vip), fwd), (key(real, self.client), rev)]
+        [f, (rkey, rev)]
     }
 }
 

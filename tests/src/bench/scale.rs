@@ -16,11 +16,11 @@ use std::{
 };
 
 use aya::maps::IterableMap;
-use lb_common::{
-    DIR_FORWARD, DIR_REVERSE, FLOW_COUNTED, Flow, FlowKey, PROTO_TCP, ST_ESTABLISHED, reason,
-    v4_mapped,
+use lb_common::{DIR_FORWARD, FLOW_COUNTED, Flow, PROTO_TCP, ST_ESTABLISHED, reason, v4_mapped};
+use lb_tests::{
+    Netns,
+    filled::{self, key4},
 };
-use lb_tests::Netns;
 use lb_userspace::{
     config::Config,
     control::Control,
@@ -230,14 +230,6 @@ fn fill(dp: &mut Datapath, ctl: &Control, flows: u64, deadline: Deadline) {
         for i in start..flows.min(start + CHUNK) {
             let (caddr, cport) = client(i);
             let r = (i % REALS.len() as u64) as usize;
-            let key = |src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)| FlowKey {
-                src_addr: v4_mapped(src.0.octets()),
-                dst_addr: v4_mapped(dst.0.octets()),
-                src_port_be: src.1.to_be(),
-                dst_port_be: dst.1.to_be(),
-                proto: PROTO_TCP,
-                _pad: [0; 3],
-            };
             let fwd = Flow {
                 nat_addr: v4_mapped(REALS[r].octets()),
                 nat_port_be: 8080u16.to_be(),
@@ -254,17 +246,10 @@ fn fill(dp: &mut Datapath, ctl: &Control, flows: u64, deadline: Deadline) {
                 hop: Default::default(),
                 _pad: 0,
             };
-            let rev = Flow {
-                nat_addr: v4_mapped(VIP.octets()),
-                nat_port_be: 80u16.to_be(),
-                dir: DIR_REVERSE,
-                flags: 0,
-                ..fwd
-            };
-            keys.push(key((caddr, cport), (VIP, 80)));
-            values.push(fwd);
-            keys.push(key((REALS[r], 8080), (caddr, cport)));
-            values.push(rev);
+            for (k, v) in filled::pair(key4((caddr, cport), (VIP, 80), PROTO_TCP), fwd) {
+                keys.push(k);
+                values.push(v);
+            }
         }
         flowtable::insert_batch(&mut dp.maps.flows, &keys, &values)
             .expect("filling the flow table");

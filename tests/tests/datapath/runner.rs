@@ -571,10 +571,11 @@ impl Fixture {
     }
 
     pub fn flow_real(&mut self, client_port: u16) -> Option<Ipv4Addr> {
-        self.flow(client_port).map(|f| {
-            let a = f.fwd.nat_addr;
-            Ipv4Addr::new(a[12], a[13], a[14], a[15])
-        })
+        self.flow(client_port)
+            .map(|f| match lb_common::from_map_addr(&f.fwd.nat_addr) {
+                IpAddr::V4(a) => a,
+                IpAddr::V6(a) => panic!("an IPv6 real {a} where an IPv4 one was asked for"),
+            })
     }
 }
 
