@@ -36,7 +36,7 @@
 //! left out entirely rather than shown as a bare `# TYPE`.
 use std::fmt;
 
-use crate::api::RealState;
+use crate::api::{NodeRole, RealState};
 
 use prometheus_client::{
     collector::Collector,
@@ -75,9 +75,9 @@ pub struct Snapshot {
     pub half_open: u64,
     /// Duration of the last flow sweep.
     pub sweep_seconds: f64,
-    /// `"active"` / `"standby"`; `None` without HA, and then neither HA
+    /// The HA role; `None` without HA, and then neither HA
     /// family is shown.
-    pub ha_role: Option<String>,
+    pub ha_role: Option<NodeRole>,
     pub ha_sync_lag_seconds: Option<f64>,
     pub ha_sync_unacked: Option<u64>,
     /// Sync datagrams received, by `accepted` or reject reason.

@@ -215,7 +215,7 @@ impl Agent {
         if let Some(h) = &self.ha {
             let st = h.status();
             let (y, m) = (&st.sync, &st.messages);
-            s.ha_role = Some(st.role.to_string());
+            s.ha_role = Some(st.role);
             s.ha_sync_lag_seconds = Some(y.stalled_ms / 1000.0);
             s.ha_sync_unacked = Some(y.unacked);
             s.ha_messages.push(("accepted".into(), m.accepted));

@@ -75,7 +75,7 @@ pub(crate) fn sample() -> Snapshot {
         half_open_capacity: 262_144,
         half_open: 5,
         sweep_seconds: 0.0042,
-        ha_role: Some("active".into()),
+        ha_role: Some(crate::api::NodeRole::Active),
         ha_sync_lag_seconds: Some(0.05),
         ha_sync_unacked: Some(3),
         ha_messages: vec![("accepted".into(), 10), ("bad_mac".into(), 2)],
